@@ -1,0 +1,117 @@
+package metrics
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics holds every collector pgmoat exports. It is created once per
+// process by New and passed to the packages that update it; nothing here
+// registers itself globally.
+type Metrics struct {
+	ClientConnectionsOpen     prometheus.Gauge
+	ClientConnectionsTotal    prometheus.Counter
+	ClientConnectionsRejected *prometheus.CounterVec // reason: max_connections, startup_timeout, protocol_error, tls, lexer_state, draining
+	UpstreamConnectErrors     prometheus.Counter
+	BytesRelayed              *prometheus.CounterVec // direction: client_to_server, server_to_client
+
+	Statements       *prometheus.CounterVec // decision: allow, log, block, hold; operation: none, drop, truncate, ...
+	AnalysisDuration prometheus.Histogram
+	AnalysisCache    *prometheus.CounterVec // result: hit, miss
+
+	HoldsPending     prometheus.Gauge
+	HoldsResolved    *prometheus.CounterVec // outcome: approved, denied, timed_out, withdrawn, preapproved
+	HoldWaitDuration prometheus.Histogram
+	PreapprovalsUsed prometheus.Counter
+	WebhookFailures  prometheus.Counter
+
+	AuditWriteErrors prometheus.Counter
+	AuditQueueDepth  prometheus.Gauge
+	AuditEvents      *prometheus.CounterVec // event
+
+	ConfigReloads *prometheus.CounterVec // result: success, failure
+}
+
+// New creates the collectors and registers them on reg. A nil reg leaves
+// them unregistered (useful in tests of packages that only update them).
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		ClientConnectionsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pgmoat_client_connections_open",
+			Help: "Client sessions currently open.",
+		}),
+		ClientConnectionsTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgmoat_client_connections_total",
+			Help: "Client connections accepted.",
+		}),
+		ClientConnectionsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgmoat_client_connections_rejected_total",
+			Help: "Client connections refused before a session started, by reason.",
+		}, []string{"reason"}),
+		UpstreamConnectErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgmoat_upstream_connect_errors_total",
+			Help: "Failed attempts to connect to the upstream PostgreSQL server.",
+		}),
+		BytesRelayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgmoat_relayed_bytes_total",
+			Help: "Protocol bytes relayed, by direction.",
+		}, []string{"direction"}),
+		Statements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgmoat_statements_total",
+			Help: "Statements judged, by decision and by the most severe operation found.",
+		}, []string{"decision", "operation"}),
+		AnalysisDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pgmoat_analysis_duration_seconds",
+			Help:    "Time to analyse and judge one client message's SQL.",
+			Buckets: []float64{1e-7, 5e-7, 1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2},
+		}),
+		AnalysisCache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgmoat_analysis_cache_requests_total",
+			Help: "Decision cache look-ups, by result (hit, miss).",
+		}, []string{"result"}),
+		HoldsPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pgmoat_holds_pending",
+			Help: "Statements currently held waiting for approval.",
+		}),
+		HoldsResolved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgmoat_holds_resolved_total",
+			Help: "Holds that ended, by outcome (approved, denied, timed_out, withdrawn).",
+		}, []string{"outcome"}),
+		HoldWaitDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pgmoat_hold_wait_duration_seconds",
+			Help:    "How long held statements waited before their hold ended.",
+			Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600},
+		}),
+		PreapprovalsUsed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgmoat_preapprovals_used_total",
+			Help: "Statements let through by a pre-approval.",
+		}),
+		WebhookFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgmoat_hold_webhook_failures_total",
+			Help: "Hold notifications that could not be delivered after all retries.",
+		}),
+		AuditWriteErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgmoat_audit_write_errors_total",
+			Help: "Failed writes or flushes of the audit log.",
+		}),
+		AuditQueueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pgmoat_audit_queue_depth",
+			Help: "Audit events waiting for the writer.",
+		}),
+		AuditEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgmoat_audit_events_total",
+			Help: "Audit events written, by event type.",
+		}, []string{"event"}),
+		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgmoat_config_reloads_total",
+			Help: "Configuration reloads, by result (success, failure).",
+		}, []string{"result"}),
+	}
+	if reg != nil {
+		reg.MustRegister(
+			m.ClientConnectionsOpen, m.ClientConnectionsTotal, m.ClientConnectionsRejected,
+			m.UpstreamConnectErrors, m.BytesRelayed, m.Statements, m.AnalysisDuration,
+			m.AnalysisCache, m.HoldsPending, m.HoldsResolved, m.HoldWaitDuration,
+			m.PreapprovalsUsed, m.WebhookFailures, m.AuditWriteErrors, m.AuditQueueDepth,
+			m.AuditEvents, m.ConfigReloads,
+		)
+	}
+	return m
+}
