@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -205,10 +206,20 @@ func LoadFile(path string) (*Config, error) {
 func Load(name string, data []byte) (*Config, error) {
 	cfg := Default()
 	cfg.File = name
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return nil, &Error{File: name, Key: yamlErrorKey(err), Err: cleanYAMLError(err)}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, &Error{File: name, Err: err}
+	}
+	if doc.Kind != 0 {
+		if err := checkKeys(&doc, reflect.TypeOf(cfg), ""); err != nil {
+			err.(*Error).File = name
+			return nil, err
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return nil, &Error{File: name, Key: yamlErrorKey(err), Err: cleanYAMLError(err)}
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		var ce *Error
