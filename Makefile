@@ -1,0 +1,44 @@
+# pgmoat — see README.md. `make run` and `make test` are the two commands a
+# fresh machine needs.
+
+GO          ?= go
+BIN         := bin/pgmoat
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# UPSTREAM: the PostgreSQL server `make run` puts pgmoat in front of; empty
+# starts a throwaway local one.
+UPSTREAM    ?=
+CONFIG      ?= examples/pgmoat.yaml
+# Test flags: CI runs the whole suite once, uncached.
+TESTFLAGS   ?= -count=1 -timeout 30m
+
+.PHONY: build run test deps lint bench bench-quick clean
+
+build:
+	CGO_ENABLED=1 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/pgmoat
+
+run: build
+	UPSTREAM='$(UPSTREAM)' CONFIG='$(CONFIG)' scripts/run.sh
+
+# deps installs what the tests need on a fresh machine (PostgreSQL server
+# and client from apt when missing, the node-postgres test client from npm).
+deps:
+	scripts/ensure-deps.sh
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test $(TESTFLAGS) ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+bench: build deps
+	bench/run.sh
+
+bench-quick: build deps
+	QUICK=1 bench/run.sh
+
+clean:
+	rm -rf bin
