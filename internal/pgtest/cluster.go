@@ -135,7 +135,10 @@ func Start(opts Options) (*Cluster, error) {
 			return nil, err
 		}
 		c.Dir, c.removeDir = dir, !opts.Keep
-		if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		if opts.Keep {
+			// No owner file: removeStale would take the directory
+			// away once this process ends.
+		} else if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 			c.Stop()
 			return nil, err
 		}

@@ -1,0 +1,133 @@
+// Command pgtmp runs a throwaway PostgreSQL cluster — the same one the tests
+// get from internal/pgtest — until it is interrupted:
+//
+//	go run ./internal/cmd/pgtmp [-port N] [-dir D] [-keep] [-env-file FILE]
+//
+// Once the server takes connections it prints KEY=VALUE lines on stdout
+// (PGTMP_DSN, PGTMP_UPSTREAM, PGTMP_PORT, ...; see envLines) and, with
+// -env-file, writes the same lines, shell-quoted, to FILE. The file appears
+// (atomically) only when the cluster is ready and is removed at exit, so a
+// script can start pgtmp in the background, wait for the file and source it.
+// SIGINT or SIGTERM stops the cluster and removes its directory (unless
+// -keep). Run a built binary rather than `go run` in the background: the go
+// command does not pass SIGTERM on to the program it runs.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/pgmoat/pgmoat/internal/pgtest"
+)
+
+func main() {
+	port := flag.Int("port", 0, "TCP port on 127.0.0.1 (0: a free one)")
+	dir := flag.String("dir", "", "directory for the cluster (default: a new temporary directory)")
+	keep := flag.Bool("keep", false, "keep the directory at exit (and shut down cleanly)")
+	envFile := flag.String("env-file", "", "also write the PGTMP_* lines, shell-quoted, to this file once ready; removed at exit")
+	flag.StringVar(envFile, "print-env-file", "", "same as -env-file")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "pgtmp: unexpected arguments %q\n", flag.Args())
+		os.Exit(2)
+	}
+	os.Exit(run(*port, *dir, *keep, *envFile))
+}
+
+func run(port int, dir string, keep bool, envFile string) int {
+	// Subscribe before starting, so that a signal during the start-up
+	// still stops the cluster.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+
+	c, err := pgtest.Start(pgtest.Options{Port: port, Dir: dir, Keep: keep})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgtmp: %v\n", err)
+		return 1
+	}
+	code := 0
+	lines := envLines(c)
+	for _, l := range lines {
+		fmt.Printf("%s=%s\n", l[0], l[1])
+	}
+	if envFile != "" {
+		if err := writeEnvFile(envFile, lines); err != nil {
+			fmt.Fprintf(os.Stderr, "pgtmp: %v\n", err)
+			code = 1
+			sigs <- syscall.SIGTERM
+		}
+	}
+	fmt.Fprintf(os.Stderr, "pgtmp: PostgreSQL ready on %s (log: %s); Ctrl-C stops it\n", c.Addr(), c.LogFile)
+
+	sig := <-sigs
+	fmt.Fprintf(os.Stderr, "pgtmp: %v: stopping\n", sig)
+	if envFile != "" {
+		_ = os.Remove(envFile)
+	}
+	if err := c.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "pgtmp: stopping: %v\n", err)
+		code = 1
+	}
+	return code
+}
+
+// envLines are the values pgtmp announces, in a stable order.
+func envLines(c *pgtest.Cluster) [][2]string {
+	ca := c.CAFile
+	if strings.Trim(ca, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-") != "" {
+		ca = url.QueryEscape(ca) // keep the usual path readable
+	}
+	up := url.URL{Scheme: "postgres", Host: c.Addr(), RawQuery: "sslmode=verify-full&sslrootcert=" + ca}
+	return [][2]string{
+		// For clients: the superuser, TLS if the client prefers it.
+		{"PGTMP_DSN", c.SuperConnString("postgres")},
+		// For pgmoat's --upstream: address and verified TLS only; user
+		// and database come from each client.
+		{"PGTMP_UPSTREAM", up.String()},
+		{"PGTMP_HOST", c.Host},
+		{"PGTMP_PORT", strconv.Itoa(c.Port)},
+		{"PGTMP_USER", c.Superuser},
+		{"PGTMP_PASSWORD", c.SuperPassword},
+		{"PGTMP_CAFILE", c.CAFile},
+		{"PGTMP_CERTFILE", c.ServerCertFile},
+		{"PGTMP_KEYFILE", c.ServerKeyFile},
+		{"PGTMP_DIR", c.Dir},
+		{"PGTMP_LOG", c.LogFile},
+		{"PGTMP_BINDIR", c.BinDir},
+		{"PGTMP_PID", strconv.Itoa(os.Getpid())},
+	}
+}
+
+// writeEnvFile writes lines as a POSIX shell fragment. It writes a
+// temporary file and renames it so a reader never sees half of it.
+func writeEnvFile(path string, lines [][2]string) error {
+	var b strings.Builder
+	for _, l := range lines {
+		fmt.Fprintf(&b, "%s='%s'\n", l[0], strings.ReplaceAll(l[1], "'", `'\''`))
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".pgtmp-env-*")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.WriteString(b.String()); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
