@@ -1,0 +1,25 @@
+// Package approvals owns the state of pgmoat's human-approval workflow:
+// statements held until people approve them, and pre-approvals that let a
+// reviewed migration through without anyone watching. It does no I/O of its
+// own besides the optional webhook; the proxy creates and waits on holds,
+// and the admin package exposes them over HTTP.
+//
+// A hold goes through exactly one of these transitions, whichever happens
+// first, and never another:
+//
+//	pending → approved   holds.approvals_required distinct approvers said yes
+//	pending → denied     any one approver said no
+//	pending → timed_out  its expiry passed (holds.timeout, or the shorter
+//	                     timeout the proxy asks for inside a transaction)
+//	pending → withdrawn  the waiting client cancelled or went away, or the
+//	                     store was closed
+//
+// The final approval is handed to Options.OnEvent (the audit log) before the
+// hold is released; if that fails, the approval is refused and the hold
+// stays pending, so no statement runs unrecorded. An approval that arrives
+// after the hold ended is an error, never a late release.
+//
+// Each hold has its own lock and a done channel: waiting holds no lock, and
+// thousands of pending holds cost a map entry, a runtime timer and a blocked
+// goroutine each, nothing that slows other sessions.
+package approvals
