@@ -22,9 +22,10 @@ type Metrics struct {
 	PreapprovalsUsed prometheus.Counter
 	WebhookFailures  prometheus.Counter
 
-	AuditWriteErrors prometheus.Counter
-	AuditQueueDepth  prometheus.Gauge
-	AuditEvents      *prometheus.CounterVec // event
+	AuditWriteErrors   prometheus.Counter
+	AuditQueueDepth    prometheus.Gauge
+	AuditEvents        *prometheus.CounterVec // event
+	AuditEventsDropped *prometheus.CounterVec // reason: queue_full, write_error, closed
 
 	ConfigReloads *prometheus.CounterVec // result: success, failure
 }
@@ -99,6 +100,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "pgmoat_audit_events_total",
 			Help: "Audit events written, by event type.",
 		}, []string{"event"}),
+		AuditEventsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgmoat_audit_events_dropped_total",
+			Help: "Asynchronous audit events (allowed statements, sessions) lost, by reason (queue_full, write_error, closed).",
+		}, []string{"reason"}),
 		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgmoat_config_reloads_total",
 			Help: "Configuration reloads, by result (success, failure).",
@@ -110,7 +115,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			m.UpstreamConnectErrors, m.BytesRelayed, m.Statements, m.AnalysisDuration,
 			m.AnalysisCache, m.HoldsPending, m.HoldsResolved, m.HoldWaitDuration,
 			m.PreapprovalsUsed, m.WebhookFailures, m.AuditWriteErrors, m.AuditQueueDepth,
-			m.AuditEvents, m.ConfigReloads,
+			m.AuditEvents, m.AuditEventsDropped, m.ConfigReloads,
 		)
 	}
 	return m
