@@ -135,12 +135,13 @@ func Start(opts Options) (*Cluster, error) {
 			return nil, err
 		}
 		c.Dir, c.removeDir = dir, !opts.Keep
-		if opts.Keep {
-			// No owner file: removeStale would take the directory
-			// away once this process ends.
-		} else if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-			c.Stop()
-			return nil, err
+		// The owner file lets a later Start remove the directory once this
+		// process is gone; a kept directory must not have one.
+		if !opts.Keep {
+			if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+				c.Stop()
+				return nil, err
+			}
 		}
 	} else {
 		dir, err := filepath.Abs(opts.Dir)
