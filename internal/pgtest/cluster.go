@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -339,19 +340,30 @@ func (c *Cluster) launch(port int) error {
 	// test binary leaves no server behind.
 	cmd.SysProcAttr.Setpgid = true
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
-	err = cmd.Start()
+	exited := make(chan struct{})
+	started := make(chan error, 1)
+	go func() {
+		// Linux sends Pdeathsig when the thread that forked the child
+		// exits, not the process: hold this thread until the server is
+		// gone so that only our own death (or Stop) stops it.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		c.waitErr = cmd.Wait()
+		close(exited)
+	}()
+	err = <-started
 	logf.Close()
 	if err != nil {
 		return fmt.Errorf("starting postgres: %w", err)
 	}
 	c.Port = port
 	c.proc = cmd
-	exited := make(chan struct{})
 	c.exited = exited
-	go func() {
-		c.waitErr = cmd.Wait()
-		close(exited)
-	}()
 
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()

@@ -1,16 +1,3 @@
-// Command pgtmp runs a throwaway PostgreSQL cluster — the same one the tests
-// get from internal/pgtest — until it is interrupted:
-//
-//	go run ./internal/cmd/pgtmp [-port N] [-dir D] [-keep] [-env-file FILE]
-//
-// Once the server takes connections it prints KEY=VALUE lines on stdout
-// (PGTMP_DSN, PGTMP_UPSTREAM, PGTMP_PORT, ...; see envLines) and, with
-// -env-file, writes the same lines, shell-quoted, to FILE. The file appears
-// (atomically) only when the cluster is ready and is removed at exit, so a
-// script can start pgtmp in the background, wait for the file and source it.
-// SIGINT or SIGTERM stops the cluster and removes its directory (unless
-// -keep). Run a built binary rather than `go run` in the background: the go
-// command does not pass SIGTERM on to the program it runs.
 package main
 
 import (
@@ -54,15 +41,16 @@ func run(port int, dir string, keep bool, envFile string) int {
 	}
 	code := 0
 	lines := envLines(c)
-	for _, l := range lines {
-		fmt.Printf("%s=%s\n", l[0], l[1])
-	}
+	// The file first: a reader of stdout may go straight for it.
 	if envFile != "" {
 		if err := writeEnvFile(envFile, lines); err != nil {
 			fmt.Fprintf(os.Stderr, "pgtmp: %v\n", err)
-			code = 1
-			sigs <- syscall.SIGTERM
+			c.Stop()
+			return 1
 		}
+	}
+	for _, l := range lines {
+		fmt.Printf("%s=%s\n", l[0], l[1])
 	}
 	fmt.Fprintf(os.Stderr, "pgtmp: PostgreSQL ready on %s (log: %s); Ctrl-C stops it\n", c.Addr(), c.LogFile)
 
