@@ -1,0 +1,111 @@
+// Package audit owns pgmoat's audit log: the record of what every session
+// tried and what pgmoat decided, written so that it can be trusted after
+// the fact. It owns the line format, the hash chain that makes edits
+// evident, the single writer that puts lines in the file, rotation, and
+// Verify (`pgmoat audit verify`).
+//
+// # Format
+//
+// JSON Lines: one event per line, fields in a fixed order, empty fields
+// left out. For example (wrapped here):
+//
+//	{"time":"2025-01-02T03:04:05.123456Z","event":"decision","session_id":"7f3a…",
+//	 "user":"app","database":"shop","application":"psql","client":"10.0.0.7:51234",
+//	 "statement":"DROP TABLE orders","fingerprint":"…","operations":["drop"],
+//	 "objects":["public.orders"],"decision":"block","rule":"protect-orders",
+//	 "reason":"DROP TABLE on protected table public.orders",
+//	 "prev_hash":"9c1e…","hash":"04b7…"}
+//
+// time is RFC 3339 in UTC with microseconds. event is one of the Kind
+// constants: session_start, session_end (end_reason says why, error with
+// what), decision (every log, block or hold verdict), statement (every
+// allowed statement, only with audit.statements: all), hold_created,
+// hold_approved, hold_denied, hold_timed_out, hold_withdrawn,
+// preapproval_created, preapproval_used, preapproval_revoked,
+// config_loaded and config_reload_failed. The other fields are those of
+// Event. No field can carry a password, a password hash or a cancel key:
+// Event has none, and the proxy never puts protocol secrets in the others.
+// With audit.redact, statement holds pg_query's normalized text (literals
+// replaced by $1, $2, …); a statement that does not parse is recorded as
+// "<unparseable statement redacted>", never raw.
+//
+// # Hash chain
+//
+// Every line ends with ,"prev_hash":"…","hash":"…"}. hash is the hex
+// SHA-256 of the line's bytes from its opening brace up to and including
+// the closing quote of prev_hash — everything but the hash field itself and
+// the newline. prev_hash is the hash of the line before; the first line of
+// a new log has Genesis (64 zeros). The hash is taken over the bytes as
+// written, not over a re-encoding, so Verify needs no JSON canonicalization
+// and any byte changed anywhere in a line changes its hash: editing,
+// removing, inserting or reordering lines breaks the chain at the first
+// line concerned. The chain is not a signature: someone who can rewrite
+// the file can recompute every hash after the point they change. Its head
+// (the last hash) is logged to pgmoat's operational log when the file is
+// reopened or closed; keeping those somewhere else, or shipping lines off
+// the host as they are written, anchors the chain and also reveals lines
+// cut off the end.
+//
+// The chain survives restarts and rotation. Open reads the existing
+// file's last complete line and continues from its hash. Reopen (on SIGHUP
+// or SIGUSR1, after logrotate renamed the file; use logrotate's create
+// mode, not copytruncate, which loses lines) opens the path again and the
+// new file's first line chains from the old file's last line, kept in
+// memory. Verify checks several files in order as one chain. A log
+// rotated while pgmoat is stopped starts again from Genesis and Verify
+// reports that restart. With audit.path "-" (stdout) the chain starts
+// from Genesis at each start.
+//
+// # Writing and flush policy
+//
+// One goroutine owns the file. Events are encoded (and redacted) on the
+// caller's goroutine, queued in a bounded FIFO (audit.queue_size), then
+// sealed into the chain and buffered by the writer, in queue order, so the
+// chain's order is the file's order. The writer hands its buffer to the
+// operating system with a single write(2):
+//
+//   - at once when a Record, Flush or Reopen call is waiting: Record
+//     returns only after its line, and every line queued before it, has
+//     been written. Concurrent Records share one write (group commit);
+//   - when 64 KiB are buffered;
+//   - otherwise audit.flush_interval (default 200ms) after the first
+//     buffered event, so an asynchronous event reaches the file within
+//     that time;
+//   - and on Close.
+//
+// There is no fsync. A line handed to the kernel survives pgmoat crashing,
+// panicking or being killed, which are the failures the audit log must
+// outlive; only a kernel crash or power loss can lose it. Syncing each
+// durable event would put a disk flush (milliseconds, far more on network
+// disks) in front of every block and hold, and a per-interval sync would
+// not change what a power loss loses. Where a power loss must not lose
+// audit lines, ship them off the host (stdout to a log collector).
+//
+// Record is for events that must be in the log before something happens:
+// a block or hold decision before the client hears of it, an approval
+// before the held statement is forwarded. RecordAsync is for events that
+// must not slow traffic (allowed statements, session start and end): it
+// never waits, and when the queue is full it drops the event, counts it in
+// pgmoat_audit_events_dropped_total{reason="queue_full"} and warns (at
+// most every ten seconds).
+//
+// # Failures
+//
+// When a write fails (disk full, I/O error, the file deleted and its
+// directory gone), Record returns a *WriteError and the caller refuses the
+// statement (fail closed); pgmoat_audit_write_errors_total counts the
+// failure, it is logged (at most every ten seconds), and Healthy reports
+// false until a write succeeds again. Asynchronous events in the failed
+// write are lost and counted with reason write_error. Every later event
+// retries, so the log recovers as soon as the disk has room.
+//
+// A failed write must not break the chain. Lines that reached the file
+// whole stay written and chained; the chain continues from the last of
+// them. The torn rest of a line is cut off the file (truncating by the
+// number of bytes the failed write put there), so the next line starts
+// clean. Where that is impossible (stdout), the next write starts with a
+// newline: the fragment sits on a line of its own that no line chains
+// from, and Verify lists it as outside the chain without failing, because
+// the chain demonstrably continues across it. A file deleted while open is
+// noticed before the next write and created again, chaining on.
+package audit

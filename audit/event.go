@@ -1,0 +1,275 @@
+package audit
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"time"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+)
+
+// Kind names what an audit line records; it is the line's "event" field.
+type Kind string
+
+// The kinds of audit event. Every line carries one of these.
+const (
+	SessionStart Kind = "session_start"
+	SessionEnd   Kind = "session_end"
+	// Decision records a non-allow verdict (log, block or hold) on a statement.
+	Decision Kind = "decision"
+	// Statement records an allowed statement; it is written only with
+	// audit.statements: all, and discarded otherwise.
+	Statement Kind = "statement"
+
+	HoldCreated   Kind = "hold_created"
+	HoldApproved  Kind = "hold_approved"
+	HoldDenied    Kind = "hold_denied"
+	HoldTimedOut  Kind = "hold_timed_out"
+	HoldWithdrawn Kind = "hold_withdrawn"
+
+	PreapprovalCreated Kind = "preapproval_created"
+	PreapprovalUsed    Kind = "preapproval_used"
+	PreapprovalRevoked Kind = "preapproval_revoked"
+
+	ConfigLoaded       Kind = "config_loaded"
+	ConfigReloadFailed Kind = "config_reload_failed"
+)
+
+// kinds lists every Kind, in the order the package documentation gives them.
+var kinds = [...]Kind{
+	SessionStart, SessionEnd, Decision, Statement,
+	HoldCreated, HoldApproved, HoldDenied, HoldTimedOut, HoldWithdrawn,
+	PreapprovalCreated, PreapprovalUsed, PreapprovalRevoked,
+	ConfigLoaded, ConfigReloadFailed,
+}
+
+func (k Kind) valid() bool {
+	for _, v := range kinds {
+		if k == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Event is one audit record. Fields left at their zero value are omitted
+// from the line, except Time (filled from the Logger's clock when zero) and
+// Kind (required).
+//
+// There is deliberately no field for a password, a password hash, or the
+// secret key of a CancelRequest: nothing the proxy learns during
+// authentication or cancellation can reach the audit log through this type.
+// Callers must not put statement text or its literals in fields other than
+// Statement either, because only Statement is redacted.
+type Event struct {
+	Time time.Time // written as RFC 3339 in UTC with microseconds
+	Kind Kind      // "event"
+
+	// The session the event concerns (empty for config and pre-approval
+	// management events).
+	SessionID   string
+	User        string
+	Database    string
+	Application string
+	Client      string // client address, host:port
+
+	// Statement is the SQL text; with audit.redact its literals are
+	// replaced by $n placeholders (pg_query's Normalize).
+	Statement   string
+	Fingerprint string   // pg_query fingerprint of Statement
+	Operations  []string // e.g. drop, truncate, delete_all
+	Objects     []string // qualified names the operations touch
+	Decision    string   // allow, log, block, hold
+	Rule        string   // the policy rule that decided
+	Reason      string   // human sentence: why the rule matched, why a hold was withdrawn, ...
+
+	HoldID         string
+	PreapprovalID  string
+	Fingerprints   []string  // the fingerprints a pre-approval covers
+	ExpiresAt      time.Time // when a hold or pre-approval expires
+	Approvers      []string  // names of the tokens that approved, denied, created or revoked
+	ApprovalReason string    // the reason the approver gave
+
+	// Duration is the session's length (session_end), the time a hold
+	// waited (hold_*), or the statement's run time when known.
+	Duration  time.Duration
+	EndReason string // why a session ended (session_end)
+	Error     string // the error that ended a session, or that a reload failed with
+
+	// PrevHash and Hash are set by ReadEvents from the line's chain fields;
+	// the Logger computes them and ignores what the caller puts here.
+	PrevHash string
+	Hash     string
+}
+
+// TimeFormat is the layout of the time and expires_at fields: RFC 3339 in
+// UTC with exactly six fractional digits.
+const TimeFormat = "2006-01-02T15:04:05.000000Z07:00"
+
+// wireEvent is Event as it appears on a line, in line order. Its field
+// names are the audit log's public format: changing one breaks every reader.
+type wireEvent struct {
+	Time           string   `json:"time"`
+	Event          Kind     `json:"event"`
+	SessionID      string   `json:"session_id,omitempty"`
+	User           string   `json:"user,omitempty"`
+	Database       string   `json:"database,omitempty"`
+	Application    string   `json:"application,omitempty"`
+	Client         string   `json:"client,omitempty"`
+	Statement      string   `json:"statement,omitempty"`
+	Fingerprint    string   `json:"fingerprint,omitempty"`
+	Operations     []string `json:"operations,omitempty"`
+	Objects        []string `json:"objects,omitempty"`
+	Decision       string   `json:"decision,omitempty"`
+	Rule           string   `json:"rule,omitempty"`
+	Reason         string   `json:"reason,omitempty"`
+	HoldID         string   `json:"hold_id,omitempty"`
+	PreapprovalID  string   `json:"preapproval_id,omitempty"`
+	Fingerprints   []string `json:"fingerprints,omitempty"`
+	ExpiresAt      string   `json:"expires_at,omitempty"`
+	Approvers      []string `json:"approvers,omitempty"`
+	ApprovalReason string   `json:"approval_reason,omitempty"`
+	DurationMS     float64  `json:"duration_ms,omitempty"`
+	EndReason      string   `json:"end_reason,omitempty"`
+	Error          string   `json:"error,omitempty"`
+	// The chain fields are appended by seal, never marshalled: they stay
+	// empty (and so omitted) when encoding and are filled when decoding.
+	PrevHash string `json:"prev_hash,omitempty"`
+	Hash     string `json:"hash,omitempty"`
+}
+
+// unparseableRedacted replaces a statement that audit.redact could not
+// normalize: recording the raw text would leak the literals redaction
+// exists to hide.
+const unparseableRedacted = "<unparseable statement redacted>"
+
+// redact returns sql with its literals replaced by $n placeholders.
+func redact(sql string) string {
+	n, err := pg_query.Normalize(sql)
+	if err != nil {
+		return unparseableRedacted
+	}
+	return n
+}
+
+// encode marshals ev as a JSON object without the chain fields. It runs on
+// the caller's goroutine, so the queue holds bytes the caller can no longer
+// change (Operations and the other slices may be reused after Record returns).
+func encode(ev *Event) ([]byte, error) {
+	w := wireEvent{
+		Time:           ev.Time.UTC().Format(TimeFormat),
+		Event:          ev.Kind,
+		SessionID:      ev.SessionID,
+		User:           ev.User,
+		Database:       ev.Database,
+		Application:    ev.Application,
+		Client:         ev.Client,
+		Statement:      ev.Statement,
+		Fingerprint:    ev.Fingerprint,
+		Operations:     ev.Operations,
+		Objects:        ev.Objects,
+		Decision:       ev.Decision,
+		Rule:           ev.Rule,
+		Reason:         ev.Reason,
+		HoldID:         ev.HoldID,
+		PreapprovalID:  ev.PreapprovalID,
+		Fingerprints:   ev.Fingerprints,
+		Approvers:      ev.Approvers,
+		ApprovalReason: ev.ApprovalReason,
+		DurationMS:     float64(ev.Duration.Microseconds()) / 1000,
+		EndReason:      ev.EndReason,
+		Error:          ev.Error,
+	}
+	if !ev.ExpiresAt.IsZero() {
+		w.ExpiresAt = ev.ExpiresAt.UTC().Format(TimeFormat)
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	// Statements are full of < > &; \u003c in an audit line helps no one.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(&w); err != nil {
+		return nil, fmt.Errorf("audit: encode %s event: %w", ev.Kind, err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// decode parses one line (without its newline) into an Event. It does not
+// check the chain: Verify does.
+func decode(line []byte) (Event, error) {
+	var w wireEvent
+	if err := json.Unmarshal(line, &w); err != nil {
+		return Event{}, err
+	}
+	ev := Event{
+		Kind:           w.Event,
+		SessionID:      w.SessionID,
+		User:           w.User,
+		Database:       w.Database,
+		Application:    w.Application,
+		Client:         w.Client,
+		Statement:      w.Statement,
+		Fingerprint:    w.Fingerprint,
+		Operations:     w.Operations,
+		Objects:        w.Objects,
+		Decision:       w.Decision,
+		Rule:           w.Rule,
+		Reason:         w.Reason,
+		HoldID:         w.HoldID,
+		PreapprovalID:  w.PreapprovalID,
+		Fingerprints:   w.Fingerprints,
+		Approvers:      w.Approvers,
+		ApprovalReason: w.ApprovalReason,
+		Duration:       time.Duration(math.Round(w.DurationMS*1000)) * time.Microsecond,
+		EndReason:      w.EndReason,
+		Error:          w.Error,
+		PrevHash:       w.PrevHash,
+		Hash:           w.Hash,
+	}
+	var err error
+	if ev.Time, err = time.Parse(time.RFC3339Nano, w.Time); err != nil {
+		return Event{}, fmt.Errorf("time: %w", err)
+	}
+	if w.ExpiresAt != "" {
+		if ev.ExpiresAt, err = time.Parse(time.RFC3339Nano, w.ExpiresAt); err != nil {
+			return Event{}, fmt.Errorf("expires_at: %w", err)
+		}
+	}
+	return ev, nil
+}
+
+// ReadFile returns the events of an audit file, in order, with their
+// chain fields. It does not verify the chain (Verify does); it fails on a
+// line that is not an event, such as a fragment left by a failed write.
+// Tests and tools that inspect the log use it.
+func ReadFile(path string) ([]Event, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	br := bufio.NewReader(f)
+	var evs []Event
+	var buf []byte
+	for no := 1; ; no++ {
+		buf, err = readLine(br, buf)
+		if err == io.EOF && len(buf) == 0 {
+			return evs, nil
+		}
+		if err != nil && err != io.EOF {
+			return evs, err
+		}
+		ev, derr := decode(buf)
+		if derr != nil {
+			return evs, &LineError{File: path, Line: no, Err: derr}
+		}
+		evs = append(evs, ev)
+		if err == io.EOF {
+			return evs, nil
+		}
+	}
+}

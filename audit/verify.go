@@ -1,0 +1,227 @@
+package audit
+
+import (
+	"bufio"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// LineError names one line of an audit file and what is wrong with it.
+type LineError struct {
+	File string
+	Line int // 1-based
+	Err  error
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %v", e.File, e.Line, e.Err) }
+func (e *LineError) Unwrap() error { return e.Err }
+
+// Result is what Verify found.
+type Result struct {
+	Files int
+	// Lines counts the lines that verified and are part of the chain.
+	Lines int
+	// FirstPrevHash is the first chained line's prev_hash: Genesis when
+	// the files start the log, otherwise the hash of the last line of an
+	// earlier file that was not given.
+	FirstPrevHash string
+	// LastHash is the last chained line's hash. pgmoat logs the chain's
+	// head when it rotates or closes the log; comparing the two shows
+	// whether lines were cut off the end, which no chain can show by
+	// itself.
+	LastHash string
+	// Unchained lists lines outside the chain that the chain continues
+	// across: fragments left by failed writes (a full disk on a sink
+	// pgmoat could not truncate) or by a crash during a write. They were
+	// never part of the log and do not break it; they are listed so that
+	// nothing in the file goes unmentioned. At most maxUnchained are kept;
+	// UnchainedCount counts them all.
+	Unchained      []LineError
+	UnchainedCount int
+	// Break is the first line that breaks the chain, nil if it holds.
+	Break *LineError
+}
+
+// OK reports whether the chain holds through every line.
+func (r *Result) OK() bool { return r.Break == nil }
+
+const maxUnchained = 100
+
+// Verify checks the hash chain through the given audit files, oldest
+// first: the chain continues from each file into the next, as it does
+// across rotation. A path ending in .gz is decompressed; "-" is standard
+// input. The error is for files that cannot be read; a broken chain is
+// reported in Result.Break, with the first line that does not verify.
+//
+// A line verifies when its hash is the SHA-256 of its bytes up to the
+// hash field and its prev_hash is the hash of the chained line before it.
+// A line that does not verify is the break, unless the chain resumes
+// after it from the last good line: then it is a fragment no line ever
+// chained from, and it is listed in Unchained. An edited line cannot pass
+// as one, because the line after it chains from the edited line's
+// original hash.
+func Verify(paths ...string) (Result, error) {
+	if len(paths) == 0 {
+		return Result{}, errors.New("audit: no files to verify")
+	}
+	var v verifier
+	for _, p := range paths {
+		if err := v.file(p); err != nil {
+			return v.res, err
+		}
+		v.res.Files++
+	}
+	v.end()
+	return v.res, nil
+}
+
+// verifier walks the lines of all files as one stream.
+type verifier struct {
+	res  Result
+	head string // hash of the last chained line; "" before the first
+	// run holds the lines since the last chained one that did not chain:
+	// they become the break if the chain never resumes.
+	run      []LineError
+	runCount int
+}
+
+func (v *verifier) file(path string) error {
+	var r io.Reader
+	if path == "-" {
+		r = os.Stdin
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+		if strings.HasSuffix(path, ".gz") {
+			zr, err := gzip.NewReader(f)
+			if err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			defer zr.Close()
+			r = zr
+		}
+	}
+	br := bufio.NewReaderSize(r, 256<<10)
+	var buf []byte
+	for no := 1; ; no++ {
+		var err error
+		buf, err = readLine(br, buf)
+		if err == io.EOF && len(buf) == 0 {
+			return nil
+		}
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("%s:%d: %w", path, no, err)
+		}
+		v.line(path, no, buf)
+		if err == io.EOF {
+			return nil
+		}
+	}
+}
+
+// readLine reads one line of any length into buf, without its newline.
+func readLine(r *bufio.Reader, buf []byte) ([]byte, error) {
+	buf = buf[:0]
+	for {
+		chunk, err := r.ReadSlice('\n')
+		buf = append(buf, chunk...)
+		switch err {
+		case bufio.ErrBufferFull:
+			continue
+		case nil:
+			return buf[:len(buf)-1], nil
+		default:
+			return buf, err
+		}
+	}
+}
+
+func (v *verifier) line(file string, no int, b []byte) {
+	prev, hash, err := parseLine(b)
+	if err == nil {
+		switch {
+		case v.head == "" && len(v.run) == 0:
+			// The first line: nothing before it to check against.
+			v.res.FirstPrevHash = prev
+		case v.head == "" && prev == Genesis:
+			// Leading fragments, then a log that starts here.
+			v.res.FirstPrevHash = prev
+		case v.head != "" && prev == v.head:
+		case prev == Genesis:
+			err = ErrRestarted
+		default:
+			err = ErrPrevMismatch
+		}
+	}
+	if err != nil {
+		if v.runCount < maxUnchained {
+			v.run = append(v.run, LineError{File: file, Line: no, Err: err})
+		}
+		v.runCount++
+		return
+	}
+	// The chain continues here: whatever lay between was outside it.
+	v.res.UnchainedCount += v.runCount
+	for _, le := range v.run {
+		if len(v.res.Unchained) < maxUnchained {
+			v.res.Unchained = append(v.res.Unchained, le)
+		}
+	}
+	v.run, v.runCount = v.run[:0], 0
+	v.head = hash
+	v.res.LastHash = hash
+	v.res.Lines++
+}
+
+func (v *verifier) end() {
+	if len(v.run) > 0 {
+		b := v.run[0]
+		v.res.Break = &b
+	}
+}
+
+// VerifyCommand is `pgmoat audit verify FILE…`: it verifies the files
+// (oldest first), writes a report to out and returns the exit code, 0 when
+// the chain holds and 1 when it is broken or a file cannot be read.
+func VerifyCommand(out io.Writer, paths []string) int {
+	if len(paths) == 0 {
+		fmt.Fprintln(out, "usage: pgmoat audit verify FILE... (oldest first; .gz files are read compressed)")
+		return 1
+	}
+	res, err := Verify(paths...)
+	if err != nil {
+		fmt.Fprintf(out, "audit verify: %v\n", err)
+		return 1
+	}
+	for _, u := range res.Unchained {
+		fmt.Fprintf(out, "note: %s:%d: skipped, outside the chain (the chain continues after it): %v\n", u.File, u.Line, u.Err)
+	}
+	if n := res.UnchainedCount - len(res.Unchained); n > 0 {
+		fmt.Fprintf(out, "note: %d more lines outside the chain not listed\n", n)
+	}
+	if b := res.Break; b != nil {
+		fmt.Fprintf(out, "BROKEN: %s:%d: %v\n", b.File, b.Line, b.Err)
+		if b.Line == 1 && b.File != paths[0] && (errors.Is(b.Err, ErrPrevMismatch) || errors.Is(b.Err, ErrRestarted)) {
+			fmt.Fprintln(out, "hint: give the files oldest first; the break may be between two files given out of order")
+		}
+		fmt.Fprintf(out, "%d lines verified before it\n", res.Lines)
+		return 1
+	}
+	from := "genesis (the start of the log)"
+	if res.FirstPrevHash != Genesis && res.FirstPrevHash != "" {
+		from = "prev_hash " + res.FirstPrevHash + " (the file before the first one given)"
+	}
+	fmt.Fprintf(out, "ok: %d lines in %d files, chained from %s\n", res.Lines, res.Files, from)
+	if res.LastHash != "" {
+		fmt.Fprintf(out, "last hash: %s\n", res.LastHash)
+	}
+	return 0
+}
