@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,9 +21,18 @@ import (
 // testConfig is the default audit configuration writing to a file in a
 // fresh temporary directory.
 func testConfig(t testing.TB) config.Audit {
+	return cfgFor(filepath.Join(t.TempDir(), "audit.log"))
+}
+
+// cfgFor is the default audit configuration writing to path.
+func cfgFor(path string) config.Audit {
 	cfg := config.Default().Audit
-	cfg.Path = filepath.Join(t.TempDir(), "audit.log")
+	cfg.Path = path
 	return cfg
+}
+
+func newTextLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // openTest opens a Logger on cfg with fresh metrics and closes it at the

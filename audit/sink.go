@@ -101,7 +101,9 @@ func readTail(f *os.File) (tailState, error) {
 	var buf []byte
 	pos, end := size, size
 	if !st.needNewline {
-		end-- // the final newline ends the last line; it does not start one
+		// The final newline ends the last line; it does not start one.
+		end--
+		pos, buf = end, last[:]
 	}
 	for examined := 0; examined < maxTailLines; {
 		// The last line is buf[i+1 : end-pos] where i is the last newline

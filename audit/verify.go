@@ -34,11 +34,11 @@ type Result struct {
 	// whether lines were cut off the end, which no chain can show by
 	// itself.
 	LastHash string
-	// Unchained lists lines outside the chain that the chain continues
-	// across: fragments left by failed writes (a full disk on a sink
-	// pgmoat could not truncate) or by a crash during a write. They were
-	// never part of the log and do not break it; they are listed so that
-	// nothing in the file goes unmentioned. At most maxUnchained are kept;
+	// Unchained lists incomplete lines that the chain continues across:
+	// fragments left by failed writes (a full disk on a sink pgmoat could
+	// not truncate) or by a crash during a write. They were never part of
+	// the log and do not break it; they are listed so that nothing in the
+	// file goes unmentioned. At most maxUnchained are kept;
 	// UnchainedCount counts them all.
 	Unchained      []LineError
 	UnchainedCount int
@@ -59,11 +59,12 @@ const maxUnchained = 100
 //
 // A line verifies when its hash is the SHA-256 of its bytes up to the
 // hash field and its prev_hash is the hash of the chained line before it.
-// A line that does not verify is the break, unless the chain resumes
-// after it from the last good line: then it is a fragment no line ever
-// chained from, and it is listed in Unchained. An edited line cannot pass
-// as one, because the line after it chains from the edited line's
-// original hash.
+// The first complete line that does not is the break. A line that is not
+// complete (it does not end with the prev_hash and hash fields) is a
+// fragment of a failed write when the chain resumes after it from the
+// last good line: it is listed in Unchained and does not break the chain.
+// An edit cannot pass for one, because the line after an edited line
+// chains from the edited line's original hash, not from the line before.
 func Verify(paths ...string) (Result, error) {
 	if len(paths) == 0 {
 		return Result{}, errors.New("audit: no files to verify")
@@ -145,7 +146,18 @@ func readLine(r *bufio.Reader, buf []byte) ([]byte, error) {
 }
 
 func (v *verifier) line(file string, no int, b []byte) {
+	if v.res.Break != nil {
+		return
+	}
 	prev, hash, err := parseLine(b)
+	if errors.Is(err, ErrIncomplete) {
+		// A fragment: outside the chain if the chain resumes after it.
+		if v.runCount < maxUnchained {
+			v.run = append(v.run, LineError{File: file, Line: no, Err: err})
+		}
+		v.runCount++
+		return
+	}
 	if err == nil {
 		switch {
 		case v.head == "" && len(v.run) == 0:
@@ -162,13 +174,18 @@ func (v *verifier) line(file string, no int, b []byte) {
 		}
 	}
 	if err != nil {
-		if v.runCount < maxUnchained {
-			v.run = append(v.run, LineError{File: file, Line: no, Err: err})
+		// A complete line that does not verify, or does not chain: the
+		// break, unless fragments came first that the chain never resumed
+		// after (an edit can turn a line into a fragment).
+		if len(v.run) > 0 {
+			v.res.Break = &v.run[0]
+		} else {
+			v.res.Break = &LineError{File: file, Line: no, Err: err}
 		}
-		v.runCount++
 		return
 	}
-	// The chain continues here: whatever lay between was outside it.
+	// The chain continues here: the fragments since the last chained line
+	// were outside it.
 	v.res.UnchainedCount += v.runCount
 	for _, le := range v.run {
 		if len(v.res.Unchained) < maxUnchained {
@@ -182,7 +199,7 @@ func (v *verifier) line(file string, no int, b []byte) {
 }
 
 func (v *verifier) end() {
-	if len(v.run) > 0 {
+	if v.res.Break == nil && len(v.run) > 0 {
 		b := v.run[0]
 		v.res.Break = &b
 	}
