@@ -20,21 +20,30 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the directory at exit (and shut down cleanly)")
 	envFile := flag.String("env-file", "", "also write the PGTMP_* lines, shell-quoted, to this file once ready; removed at exit")
 	flag.StringVar(envFile, "print-env-file", "", "same as -env-file")
+	settings := map[string]string{}
+	flag.Func("set", "extra postgresql.conf `name=value` (repeatable; quote strings: -set \"work_mem='64MB'\")", func(s string) error {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || strings.TrimSpace(k) == "" {
+			return fmt.Errorf("want name=value, got %q", s)
+		}
+		settings[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		return nil
+	})
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "pgtmp: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
 	}
-	os.Exit(run(*port, *dir, *keep, *envFile))
+	os.Exit(run(pgtest.Options{Port: *port, Dir: *dir, Keep: *keep, Settings: settings}, *envFile))
 }
 
-func run(port int, dir string, keep bool, envFile string) int {
+func run(opts pgtest.Options, envFile string) int {
 	// Subscribe before starting, so that a signal during the start-up
 	// still stops the cluster.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 
-	c, err := pgtest.Start(pgtest.Options{Port: port, Dir: dir, Keep: keep})
+	c, err := pgtest.Start(opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "pgtmp: %v\n", err)
 		return 1

@@ -26,12 +26,12 @@ func TestMain(m *testing.M) {
 }
 
 // TestRunAndStop starts pgtmp in the background, waits for its env file,
-// connects with the announced DSN over verified TLS, sends SIGTERM and
+// connects with the announced DSN over verified TLS, checks a -set setting, sends SIGTERM and
 // checks that the server, its directory and the env file are gone.
 func TestRunAndStop(t *testing.T) {
 	envFile := filepath.Join(t.TempDir(), "pgtmp.env")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "PGTMP_TEST_BE_MAIN=1", "PGTMP_TEST_ARGS=-env-file "+envFile)
+	cmd.Env = append(os.Environ(), "PGTMP_TEST_BE_MAIN=1", "PGTMP_TEST_ARGS=-set max_connections=345 -env-file "+envFile)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +75,11 @@ func TestRunAndStop(t *testing.T) {
 	var one int
 	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
 		t.Fatalf("SELECT 1: %d, %v", one, err)
+	}
+	// -set reaches postgresql.conf (the bench needs more connections).
+	var maxConns string
+	if err := conn.QueryRow(ctx, "SHOW max_connections").Scan(&maxConns); err != nil || maxConns != "345" {
+		t.Errorf("max_connections = %q, %v; want 345 from -set", maxConns, err)
 	}
 	conn.Close(ctx)
 
