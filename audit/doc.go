@@ -44,7 +44,8 @@
 // (the last hash) is logged to pgmoat's operational log when the file is
 // reopened or closed; keeping those somewhere else, or shipping lines off
 // the host as they are written, anchors the chain and also reveals lines
-// cut off the end.
+// cut off the end, which no chain can show by itself (nor a last line
+// turned into a fragment before a restart, which amounts to the same).
 //
 // The chain survives restarts and rotation. Open reads the existing
 // file's last complete line and continues from its hash. Reopen (on SIGHUP

@@ -297,10 +297,11 @@ func TestOpenRefusesAFileThatIsNotAnAuditLog(t *testing.T) {
 func TestOpenWarnsAboutAnEditedLastLine(t *testing.T) {
 	path := writeLog(t, 3)
 	data, _ := os.ReadFile(path)
-	data[len(data)-100] ^= 0x01
+	// The last line stays complete, with a hash that no longer matches.
+	data = bytes.Replace(data, []byte("DROP TABLE t2"), []byte("DROP TABLE t9"), 1)
 	os.WriteFile(path, data, 0o600)
 
-	var logs bytes.Buffer
+	var logs logBuffer
 	l, _ := openTest(t, cfgFor(path), Options{Logger: newTextLogger(&logs)})
 	record(t, l, Event{Kind: ConfigLoaded})
 	l.Close()

@@ -194,9 +194,6 @@ func (w *writer) flush() {
 	}
 	for _, p := range w.lines[:k] {
 		w.events[p.kind].Inc()
-		if p.done != nil {
-			p.done <- nil
-		}
 		w.head = p.hash
 	}
 	if err == nil {
@@ -206,6 +203,18 @@ func (w *writer) flush() {
 		}
 	} else {
 		w.fail(err, n, good, k)
+	}
+	// Answer last, so that health, metrics and logs already tell what a
+	// caller is told.
+	for i, p := range w.lines {
+		if p.done == nil {
+			continue
+		}
+		if i < k {
+			p.done <- nil
+		} else {
+			p.done <- err
+		}
 	}
 	for _, c := range w.waiters {
 		c <- err
@@ -239,9 +248,7 @@ func (w *writer) fail(err error, n, good, k int) {
 	}
 	lost := 0
 	for _, p := range w.lines[k:] {
-		if p.done != nil {
-			p.done <- err
-		} else {
+		if p.done == nil {
 			lost++
 		}
 	}
