@@ -1,0 +1,1056 @@
+package rules
+
+import (
+	"fmt"
+	"strings"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/proto"
+)
+
+// maxBodyDepth bounds how deep analysis follows code inside code (a DO
+// block that EXECUTEs a string that creates a function ...); deeper is
+// opaque.
+const maxBodyDepth = 6
+
+// env is the analysis of one message (or script): the session settings as
+// they evolve statement by statement, and what earlier statements of the
+// message created.
+type env struct {
+	pol   *Policy
+	cat   *Catalog
+	user  string // session user, for $user
+	tx    txState
+	depth int
+
+	// lookupPrepared finds a prepared statement of the session; nil when
+	// there is none to look in.
+	lookupPrepared func(name string) (text string, ok bool)
+
+	// What earlier statements of this message created.
+	prepared   map[string]string      // name → PREPARE statement text
+	localRels  map[string][]localRel  // relation name → definitions
+	localFuncs map[string]funcSummary // function name → what its body does
+
+	// params are names that stand for values pgmoat cannot see
+	// (PL/pgSQL variables, SQL function parameters) in a body.
+	params map[string]bool
+
+	// Sensitivity of the result, for the caches.
+	literalSensitive bool // a literal's value decided something
+	stateSensitive   bool // a session prepared statement decided something
+
+	// seen marks DML nodes already analysed by the typed walk, so the
+	// generic walk does not count them twice.
+	seen map[proto.Message]bool
+
+	changes []StateChange
+}
+
+type localRel struct {
+	schema string // "pg_temp" for temporary relations
+	bases  []Object
+}
+
+type funcSummary struct {
+	effects []Effect
+}
+
+func newEnv(pol *Policy, cat *Catalog, user string, tx txState) *env {
+	return &env{pol: pol, cat: cat, user: user, tx: tx}
+}
+
+// stmtText is a statement and the text it came from (needed for PL/pgSQL
+// bodies and for telling identifiers from literals in SET).
+type stmtText struct {
+	node *pg_query.Node
+	text string // the statement's own text
+}
+
+// analyzeStmt returns the effects of one parsed statement. where names the
+// enclosing construct for nested statements ("" at the top).
+func (e *env) analyzeStmt(st stmtText, where string) []Effect {
+	var out []Effect
+	e.stmt(st, where, &out)
+	if interesting(st.text) {
+		e.genericWalk(st, where, &out)
+	}
+	return out
+}
+
+func (e *env) add(out *[]Effect, op Operation, obj Object, what, where string) {
+	*out = append(*out, Effect{Op: op, Object: obj, What: what, Where: where})
+}
+
+func everything() Object { return Object{Kind: KindEverything} }
+
+func (e *env) stmt(st stmtText, where string, out *[]Effect) {
+	n := st.node
+	if n == nil {
+		return
+	}
+	switch s := n.Node.(type) {
+	case *pg_query.Node_SelectStmt:
+		e.selectStmt(s.SelectStmt, st.text, where, out)
+	case *pg_query.Node_InsertStmt:
+		e.with(s.InsertStmt.WithClause, st.text, where, out)
+		if s.InsertStmt.SelectStmt != nil {
+			e.stmt(stmtText{s.InsertStmt.SelectStmt, st.text}, where, out)
+		}
+	case *pg_query.Node_DeleteStmt:
+		e.deleteStmt(s.DeleteStmt, st.text, where, out)
+	case *pg_query.Node_UpdateStmt:
+		e.updateStmt(s.UpdateStmt, st.text, where, out)
+	case *pg_query.Node_MergeStmt:
+		e.mergeStmt(s.MergeStmt, st.text, where, out)
+	case *pg_query.Node_DropStmt:
+		e.dropStmt(s.DropStmt, where, out)
+	case *pg_query.Node_TruncateStmt:
+		e.truncateStmt(s.TruncateStmt, where, out)
+	case *pg_query.Node_AlterTableStmt:
+		e.alterTableStmt(s.AlterTableStmt, where, out)
+	case *pg_query.Node_RenameStmt:
+		e.renameStmt(s.RenameStmt, where, out)
+	case *pg_query.Node_AlterObjectSchemaStmt:
+		a := s.AlterObjectSchemaStmt
+		if a.Relation != nil {
+			obj := e.resolveRel(a.Relation)
+			e.add(out, OpAlterDestructive, obj, fmt.Sprintf("ALTER %s %s SET SCHEMA %s", objTypeWord(a.ObjectType), obj, quoteIdent(a.Newschema)), where)
+		}
+	case *pg_query.Node_DropOwnedStmt:
+		e.add(out, OpDrop, everything(), "DROP OWNED BY "+roleList(s.DropOwnedStmt.Roles)+" (may own protected tables)", where)
+	case *pg_query.Node_DropdbStmt:
+		e.add(out, OpDrop, Object{Kind: KindDatabase, Name: s.DropdbStmt.Dbname}, "DROP DATABASE "+quoteIdent(s.DropdbStmt.Dbname), where)
+	case *pg_query.Node_VariableSetStmt:
+		e.setStmt(s.VariableSetStmt, st.text, where, out, true)
+	case *pg_query.Node_AlterRoleSetStmt:
+		e.setStmt(s.AlterRoleSetStmt.Setstmt, st.text, where, out, false)
+	case *pg_query.Node_AlterDatabaseSetStmt:
+		e.setStmt(s.AlterDatabaseSetStmt.Setstmt, st.text, where, out, false)
+	case *pg_query.Node_AlterSystemStmt:
+		e.setStmt(s.AlterSystemStmt.Setstmt, st.text, where, out, false)
+	case *pg_query.Node_ExplainStmt:
+		if e.explainAnalyze(s.ExplainStmt.Options) {
+			e.stmt(stmtText{s.ExplainStmt.Query, st.text}, joinWhere(where, "EXPLAIN ANALYZE"), out)
+		}
+	case *pg_query.Node_PrepareStmt:
+		p := s.PrepareStmt
+		e.stmt(stmtText{p.Query, st.text}, joinWhere(where, "PREPARE "+quoteIdent(p.Name)), out)
+		if e.depth == 0 {
+			if e.prepared == nil {
+				e.prepared = map[string]string{}
+			}
+			e.prepared[p.Name] = st.text
+			e.change(StateChange{Kind: ChangePrepare, Name: p.Name, Text: st.text})
+		}
+	case *pg_query.Node_ExecuteStmt:
+		e.executeStmt(s.ExecuteStmt.Name, where, out)
+	case *pg_query.Node_DeallocateStmt:
+		if e.depth == 0 {
+			name := s.DeallocateStmt.Name
+			if s.DeallocateStmt.Isall {
+				name = ""
+				e.prepared = nil
+			} else {
+				delete(e.prepared, name)
+			}
+			e.change(StateChange{Kind: ChangeDeallocate, Name: name})
+		}
+	case *pg_query.Node_DiscardStmt:
+		if e.depth == 0 && s.DiscardStmt.Target == pg_query.DiscardMode_DISCARD_ALL {
+			e.prepared = nil
+			e.change(StateChange{Kind: ChangeDiscardAll})
+		}
+	case *pg_query.Node_TransactionStmt:
+		if e.depth == 0 {
+			e.transactionStmt(s.TransactionStmt)
+		}
+	case *pg_query.Node_CopyStmt:
+		e.copyStmt(s.CopyStmt, st.text, where, out)
+	case *pg_query.Node_CreateTableAsStmt:
+		c := s.CreateTableAsStmt
+		e.stmt(stmtText{c.Query, st.text}, joinWhere(where, "CREATE TABLE AS"), out)
+		if c.Into != nil && c.Into.Rel != nil {
+			var bases []Object
+			if c.Objtype == pg_query.ObjectType_OBJECT_MATVIEW {
+				bases = e.basesOf(c.Query)
+			}
+			e.defineRel(c.Into.Rel, bases)
+		}
+	case *pg_query.Node_CreateStmt:
+		e.defineRel(s.CreateStmt.Relation, nil)
+	case *pg_query.Node_ViewStmt:
+		e.stmt(stmtText{s.ViewStmt.Query, st.text}, joinWhere(where, "CREATE VIEW"), out)
+		e.defineRel(s.ViewStmt.View, e.basesOf(s.ViewStmt.Query))
+	case *pg_query.Node_RuleStmt:
+		r := s.RuleStmt
+		w := joinWhere(where, "rule "+quoteIdent(r.Rulename)+" on "+e.resolveRel(r.Relation).String())
+		for _, a := range r.Actions {
+			e.stmt(stmtText{a, st.text}, w, out)
+		}
+	case *pg_query.Node_CreateTrigStmt:
+		e.triggerFunc(s.CreateTrigStmt.Funcname, "trigger "+quoteIdent(s.CreateTrigStmt.Trigname), where, out)
+	case *pg_query.Node_CreateEventTrigStmt:
+		e.triggerFunc(s.CreateEventTrigStmt.Funcname, "event trigger "+quoteIdent(s.CreateEventTrigStmt.Trigname), where, out)
+	case *pg_query.Node_CreateFunctionStmt:
+		e.createFunction(s.CreateFunctionStmt, st.text, where, out)
+	case *pg_query.Node_DoStmt:
+		e.doStmt(s.DoStmt, where, out)
+	case *pg_query.Node_DeclareCursorStmt:
+		e.stmt(stmtText{s.DeclareCursorStmt.Query, st.text}, where, out)
+	}
+}
+
+func joinWhere(outer, inner string) string {
+	if outer == "" {
+		return inner
+	}
+	return inner + " in " + outer
+}
+
+func (e *env) change(c StateChange) {
+	e.changes = append(e.changes, c)
+	e.tx.apply(c)
+}
+
+// --- relations and names ---
+
+// resolveRel resolves a relation reference as PostgreSQL would, as far as
+// pgmoat knows the search path and catalog.
+func (e *env) resolveRel(rv *pg_query.RangeVar) Object {
+	if rv == nil {
+		return Object{}
+	}
+	name := rv.Relname
+	if rv.Schemaname != "" {
+		return Object{Kind: KindTable, Schema: rv.Schemaname, Name: name}
+	}
+	if rv.Relpersistence == "t" {
+		return Object{Kind: KindTable, Schema: "pg_temp", Name: name}
+	}
+	return e.resolveName(name)
+}
+
+func (e *env) resolveName(name string) Object {
+	// Temporary relations created earlier in this message come first, as
+	// pg_temp is searched first.
+	for _, l := range e.localRels[name] {
+		if l.schema == "pg_temp" {
+			return Object{Kind: KindTable, Schema: "pg_temp", Name: name}
+		}
+	}
+	// System catalogs are found before anything else on the path.
+	if strings.HasPrefix(name, "pg_") && !e.pathLists("pg_catalog") {
+		return Object{Kind: KindTable, Schema: "pg_catalog", Name: name}
+	}
+	path := e.tx.cur.path
+	if path.known {
+		schemas := e.expandPath(path.entries)
+		for _, s := range schemas {
+			if e.localHas(s, name) || (e.cat != nil && e.cat.has(s, name)) {
+				return Object{Kind: KindTable, Schema: s, Name: name}
+			}
+		}
+		return Object{Kind: KindTable, Name: name, Candidates: schemas}
+	}
+	var cands []string
+	if e.cat != nil {
+		cands = append(cands, e.cat.schemasOf[name]...)
+	}
+	for _, l := range e.localRels[name] {
+		cands = append(cands, l.schema)
+	}
+	if len(cands) > 0 {
+		if len(cands) == 1 {
+			return Object{Kind: KindTable, Schema: cands[0], Name: name}
+		}
+		return Object{Kind: KindTable, Name: name, Candidates: cands}
+	}
+	return Object{Kind: KindTable, Name: name, AnySchema: true}
+}
+
+func (e *env) pathLists(schema string) bool {
+	if !e.tx.cur.path.known {
+		return false
+	}
+	for _, s := range e.tx.cur.path.entries {
+		if s == schema {
+			return true
+		}
+	}
+	return false
+}
+
+// expandPath turns search_path entries into schema names: $user becomes
+// the current role, pg_temp and pg_catalog are left out (they hold no
+// protected tables).
+func (e *env) expandPath(entries []string) []string {
+	out := make([]string, 0, len(entries))
+	for _, s := range entries {
+		switch {
+		case s == "$user":
+			u := e.tx.cur.role
+			if u == "" {
+				u = e.user
+			}
+			if u != "" {
+				out = append(out, truncateIdent(u))
+			}
+		case s == "pg_temp" || strings.HasPrefix(s, "pg_temp_") || s == "pg_catalog":
+		default:
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (e *env) localHas(schema, name string) bool {
+	for _, l := range e.localRels[name] {
+		if l.schema == schema {
+			return true
+		}
+	}
+	return false
+}
+
+// defineRel records a relation created earlier in the message.
+func (e *env) defineRel(rv *pg_query.RangeVar, bases []Object) {
+	if rv == nil {
+		return
+	}
+	schema := rv.Schemaname
+	switch {
+	case rv.Relpersistence == "t":
+		schema = "pg_temp"
+	case schema == "":
+		if p := e.tx.cur.path; p.known {
+			if s := e.expandPath(p.entries); len(s) > 0 {
+				schema = s[0]
+			}
+		}
+	}
+	if schema == "" {
+		return // unknown creation schema: leave resolution conservative
+	}
+	if e.localRels == nil {
+		e.localRels = map[string][]localRel{}
+	}
+	e.localRels[rv.Relname] = append(e.localRels[rv.Relname], localRel{schema: schema, bases: bases})
+}
+
+// basesOf returns the relations a view query reads, resolved.
+func (e *env) basesOf(q *pg_query.Node) []Object {
+	var out []Object
+	for _, rv := range rangeVars(q) {
+		out = append(out, e.withBases(e.resolveRel(rv))...)
+	}
+	return out
+}
+
+// withBases returns obj followed by what DML through obj would reach when
+// obj is a view pgmoat knows.
+func (e *env) withBases(obj Object) []Object {
+	out := []Object{obj}
+	if obj.Kind != KindTable {
+		return out
+	}
+	if obj.Schema != "" {
+		for _, l := range e.localRels[obj.Name] {
+			if l.schema == obj.Schema {
+				out = append(out, l.bases...)
+			}
+		}
+		if e.cat != nil {
+			for _, b := range e.cat.viewBases[qname{obj.Schema, obj.Name}] {
+				out = append(out, Object{Kind: KindTable, Schema: b.schema, Name: b.name})
+			}
+		}
+		return out
+	}
+	for _, l := range e.localRels[obj.Name] {
+		out = append(out, l.bases...)
+	}
+	if e.cat != nil {
+		for _, s := range e.cat.schemasOf[obj.Name] {
+			for _, b := range e.cat.viewBases[qname{s, obj.Name}] {
+				out = append(out, Object{Kind: KindTable, Schema: b.schema, Name: b.name})
+			}
+		}
+	}
+	return out
+}
+
+func isCatalogSchema(s string) bool {
+	return s == "pg_catalog" || s == "information_schema" || s == "pg_toast"
+}
+
+// nameObject resolves a qualified name given as a list of String nodes
+// (DROP TABLE a.b, DROP TABLE b).
+func (e *env) nameObject(n *pg_query.Node) Object {
+	parts := stringList(n)
+	switch len(parts) {
+	case 0:
+		return Object{Kind: KindTable}
+	case 1:
+		return e.resolveName(parts[0])
+	default:
+		return Object{Kind: KindTable, Schema: parts[len(parts)-2], Name: parts[len(parts)-1]}
+	}
+}
+
+func stringList(n *pg_query.Node) []string {
+	if n == nil {
+		return nil
+	}
+	if l := n.GetList(); l != nil {
+		out := make([]string, 0, len(l.Items))
+		for _, it := range l.Items {
+			out = append(out, it.GetString_().GetSval())
+		}
+		return out
+	}
+	if s := n.GetString_(); s != nil {
+		return []string{s.Sval}
+	}
+	return nil
+}
+
+func nodeStrings(ns []*pg_query.Node) []string {
+	out := make([]string, 0, len(ns))
+	for _, n := range ns {
+		out = append(out, n.GetString_().GetSval())
+	}
+	return out
+}
+
+func roleList(ns []*pg_query.Node) string {
+	var names []string
+	for _, n := range ns {
+		if r := n.GetRoleSpec(); r != nil {
+			switch r.Roletype {
+			case pg_query.RoleSpecType_ROLESPEC_CSTRING:
+				names = append(names, quoteIdent(r.Rolename))
+			case pg_query.RoleSpecType_ROLESPEC_CURRENT_USER:
+				names = append(names, "CURRENT_USER")
+			case pg_query.RoleSpecType_ROLESPEC_SESSION_USER:
+				names = append(names, "SESSION_USER")
+			default:
+				names = append(names, "CURRENT_ROLE")
+			}
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+func objTypeWord(t pg_query.ObjectType) string {
+	switch t {
+	case pg_query.ObjectType_OBJECT_TABLE:
+		return "TABLE"
+	case pg_query.ObjectType_OBJECT_VIEW:
+		return "VIEW"
+	case pg_query.ObjectType_OBJECT_MATVIEW:
+		return "MATERIALIZED VIEW"
+	case pg_query.ObjectType_OBJECT_INDEX:
+		return "INDEX"
+	case pg_query.ObjectType_OBJECT_SEQUENCE:
+		return "SEQUENCE"
+	case pg_query.ObjectType_OBJECT_FOREIGN_TABLE:
+		return "FOREIGN TABLE"
+	case pg_query.ObjectType_OBJECT_SCHEMA:
+		return "SCHEMA"
+	case pg_query.ObjectType_OBJECT_TYPE:
+		return "TYPE"
+	case pg_query.ObjectType_OBJECT_DOMAIN:
+		return "DOMAIN"
+	case pg_query.ObjectType_OBJECT_EXTENSION:
+		return "EXTENSION"
+	case pg_query.ObjectType_OBJECT_COLUMN:
+		return "COLUMN"
+	case pg_query.ObjectType_OBJECT_DATABASE:
+		return "DATABASE"
+	}
+	s := strings.TrimPrefix(t.String(), "OBJECT_")
+	return strings.ReplaceAll(s, "_", " ")
+}
+
+// --- DML ---
+
+func (e *env) with(w *pg_query.WithClause, text, where string, out *[]Effect) {
+	if w == nil {
+		return
+	}
+	for _, c := range w.Ctes {
+		cte := c.GetCommonTableExpr()
+		if cte == nil {
+			continue
+		}
+		e.stmt(stmtText{cte.Ctequery, text}, joinWhere(where, "WITH "+quoteIdent(cte.Ctename)), out)
+	}
+}
+
+func (e *env) selectStmt(s *pg_query.SelectStmt, text, where string, out *[]Effect) {
+	if s == nil {
+		return
+	}
+	e.with(s.WithClause, text, where, out)
+	e.selectStmt(s.Larg, text, where, out)
+	e.selectStmt(s.Rarg, text, where, out)
+	if s.IntoClause != nil && s.IntoClause.Rel != nil {
+		e.defineRel(s.IntoClause.Rel, nil)
+	}
+}
+
+func (e *env) markSeen(m proto.Message) {
+	if e.seen == nil {
+		e.seen = map[proto.Message]bool{}
+	}
+	e.seen[m] = true
+}
+
+func (e *env) deleteStmt(d *pg_query.DeleteStmt, text, where string, out *[]Effect) {
+	e.markSeen(d)
+	e.with(d.WithClause, text, where, out)
+	obj := e.resolveRel(d.Relation)
+	if e.catalogDML(obj, "DELETE FROM", where, out) {
+		return
+	}
+	if e.filter(d.WhereClause, targetOf(d.Relation)) != rowsAll {
+		return
+	}
+	for _, o := range e.withBases(obj) {
+		e.add(out, OpDeleteAll, o, "DELETE FROM "+o.String()+" "+e.whereWord(d.WhereClause), where)
+	}
+}
+
+func (e *env) updateStmt(u *pg_query.UpdateStmt, text, where string, out *[]Effect) {
+	e.markSeen(u)
+	e.with(u.WithClause, text, where, out)
+	obj := e.resolveRel(u.Relation)
+	if e.catalogDML(obj, "UPDATE", where, out) {
+		return
+	}
+	if e.filter(u.WhereClause, targetOf(u.Relation)) != rowsAll {
+		return
+	}
+	for _, o := range e.withBases(obj) {
+		e.add(out, OpUpdateAll, o, "UPDATE "+o.String()+" "+e.whereWord(u.WhereClause), where)
+	}
+}
+
+func (e *env) whereWord(w *pg_query.Node) string {
+	if w == nil {
+		return "without a WHERE"
+	}
+	return "with a WHERE that may be true for every row"
+}
+
+func (e *env) mergeStmt(m *pg_query.MergeStmt, text, where string, out *[]Effect) {
+	e.markSeen(m)
+	e.with(m.WithClause, text, where, out)
+	obj := e.resolveRel(m.Relation)
+	if e.catalogDML(obj, "MERGE INTO", where, out) {
+		return
+	}
+	t := targetOf(m.Relation)
+	join := e.filter(m.JoinCondition, t)
+	for _, wn := range m.MergeWhenClauses {
+		w := wn.GetMergeWhenClause()
+		if w == nil {
+			continue
+		}
+		var op Operation
+		switch w.CommandType {
+		case pg_query.CmdType_CMD_DELETE:
+			op = OpDeleteAll
+		case pg_query.CmdType_CMD_UPDATE:
+			op = OpUpdateAll
+		default:
+			continue
+		}
+		cond := e.filter(w.Condition, t)
+		all := cond == rowsAll
+		switch w.MatchKind {
+		case pg_query.MergeMatchKind_MERGE_WHEN_MATCHED:
+			all = all && join == rowsAll
+		case pg_query.MergeMatchKind_MERGE_WHEN_NOT_MATCHED_BY_SOURCE:
+			// Every target row without a partner: all of them when the
+			// source may be empty.
+		default:
+			continue
+		}
+		if !all {
+			continue
+		}
+		verb := "DELETE"
+		if op == OpUpdateAll {
+			verb = "UPDATE"
+		}
+		for _, o := range e.withBases(obj) {
+			e.add(out, op, o, "MERGE INTO "+o.String()+" ... THEN "+verb+" matching every row", where)
+		}
+	}
+}
+
+// catalogDML reports (and records) DML on a system catalog: it edits
+// PostgreSQL's metadata behind its back and can destroy anything.
+func (e *env) catalogDML(obj Object, verb, where string, out *[]Effect) bool {
+	if !isCatalogSchema(obj.Schema) {
+		return false
+	}
+	e.add(out, OpOpaque, everything(), verb+" "+obj.String()+" edits the system catalog directly", where)
+	return true
+}
+
+// --- DDL ---
+
+func (e *env) dropStmt(d *pg_query.DropStmt, where string, out *[]Effect) {
+	cascade := d.Behavior == pg_query.DropBehavior_DROP_CASCADE
+	word := objTypeWord(d.RemoveType)
+	suffix := ""
+	if cascade {
+		suffix = " CASCADE"
+	}
+	switch d.RemoveType {
+	case pg_query.ObjectType_OBJECT_TABLE, pg_query.ObjectType_OBJECT_VIEW, pg_query.ObjectType_OBJECT_MATVIEW,
+		pg_query.ObjectType_OBJECT_FOREIGN_TABLE, pg_query.ObjectType_OBJECT_SEQUENCE, pg_query.ObjectType_OBJECT_INDEX:
+		for _, o := range d.Objects {
+			obj := e.nameObject(o)
+			e.add(out, OpDrop, obj, "DROP "+word+" "+obj.String()+suffix, where)
+		}
+	case pg_query.ObjectType_OBJECT_SCHEMA:
+		for _, o := range d.Objects {
+			name := o.GetString_().GetSval()
+			obj := Object{Kind: KindSchema, Name: name}
+			if cascade {
+				obj = everything()
+			}
+			e.add(out, OpDrop, obj, "DROP SCHEMA "+quoteIdent(name)+suffix, where)
+		}
+	case pg_query.ObjectType_OBJECT_TRIGGER, pg_query.ObjectType_OBJECT_RULE, pg_query.ObjectType_OBJECT_POLICY,
+		pg_query.ObjectType_OBJECT_PUBLICATION, pg_query.ObjectType_OBJECT_STATISTIC_EXT, pg_query.ObjectType_OBJECT_EVENT_TRIGGER:
+	default:
+		if cascade {
+			// Columns and tables that depend on a type, domain, extension,
+			// function, collation ... go with it.
+			e.add(out, OpDrop, everything(), "DROP "+word+" ... CASCADE (dependent columns and tables go too)", where)
+		}
+	}
+}
+
+func (e *env) truncateStmt(t *pg_query.TruncateStmt, where string, out *[]Effect) {
+	cascade := t.Behavior == pg_query.DropBehavior_DROP_CASCADE
+	for _, r := range t.Relations {
+		rv := r.GetRangeVar()
+		if rv == nil {
+			continue
+		}
+		obj := e.resolveRel(rv)
+		e.add(out, OpTruncate, obj, "TRUNCATE "+obj.String(), where)
+		if cascade {
+			e.truncateCascade(obj, where, out)
+		}
+	}
+}
+
+// truncateCascade adds the tables a TRUNCATE ... CASCADE reaches through
+// foreign keys: from the catalog when the table is known, every protected
+// table otherwise.
+func (e *env) truncateCascade(obj Object, where string, out *[]Effect) {
+	if e.cat == nil || obj.Schema == "" || !e.cat.has(obj.Schema, obj.Name) {
+		e.add(out, OpTruncate, everything(), "TRUNCATE "+obj.String()+" CASCADE (tables referencing it by foreign key)", where)
+		return
+	}
+	seen := map[qname]bool{{obj.Schema, obj.Name}: true}
+	queue := []qname{{obj.Schema, obj.Name}}
+	for len(queue) > 0 {
+		q := queue[0]
+		queue = queue[1:]
+		for _, c := range e.cat.fkChildren[q] {
+			if seen[c] {
+				continue
+			}
+			seen[c] = true
+			queue = append(queue, c)
+			child := Object{Kind: KindTable, Schema: c.schema, Name: c.name}
+			e.add(out, OpTruncate, child, "TRUNCATE "+obj.String()+" CASCADE reaches "+child.String(), where)
+		}
+	}
+}
+
+var destructiveSubtypes = map[pg_query.AlterTableType]string{
+	pg_query.AlterTableType_AT_DropColumn:               "DROP COLUMN",
+	pg_query.AlterTableType_AT_AlterColumnType:          "ALTER COLUMN TYPE",
+	pg_query.AlterTableType_AT_DropConstraint:           "DROP CONSTRAINT",
+	pg_query.AlterTableType_AT_SetUnLogged:              "SET UNLOGGED",
+	pg_query.AlterTableType_AT_DetachPartition:          "DETACH PARTITION",
+	pg_query.AlterTableType_AT_DetachPartitionFinalize:  "DETACH PARTITION FINALIZE",
+	pg_query.AlterTableType_AT_DropInherit:              "NO INHERIT",
+	pg_query.AlterTableType_AT_DropExpression:           "DROP EXPRESSION",
+	pg_query.AlterTableType_AT_AlterColumnGenericOptions: "ALTER COLUMN OPTIONS",
+}
+
+func (e *env) alterTableStmt(a *pg_query.AlterTableStmt, where string, out *[]Effect) {
+	var obj Object
+	resolved := false
+	for _, c := range a.Cmds {
+		cmd := c.GetAlterTableCmd()
+		if cmd == nil {
+			continue
+		}
+		what, ok := destructiveSubtypes[cmd.Subtype]
+		if !ok {
+			continue
+		}
+		if !resolved {
+			obj, resolved = e.resolveRel(a.Relation), true
+		}
+		if cmd.Name != "" {
+			what += " " + quoteIdent(cmd.Name)
+		}
+		e.add(out, OpAlterDestructive, obj, "ALTER "+objTypeWord(a.Objtype)+" "+obj.String()+" "+what, where)
+	}
+}
+
+func (e *env) renameStmt(r *pg_query.RenameStmt, where string, out *[]Effect) {
+	switch r.RenameType {
+	case pg_query.ObjectType_OBJECT_TABLE, pg_query.ObjectType_OBJECT_VIEW, pg_query.ObjectType_OBJECT_MATVIEW,
+		pg_query.ObjectType_OBJECT_INDEX, pg_query.ObjectType_OBJECT_FOREIGN_TABLE, pg_query.ObjectType_OBJECT_SEQUENCE:
+		obj := e.resolveRel(r.Relation)
+		e.add(out, OpAlterDestructive, obj, "ALTER "+objTypeWord(r.RenameType)+" "+obj.String()+" RENAME TO "+quoteIdent(r.Newname), where)
+	case pg_query.ObjectType_OBJECT_COLUMN:
+		obj := e.resolveRel(r.Relation)
+		e.add(out, OpAlterDestructive, obj, "ALTER "+objTypeWord(r.RelationType)+" "+obj.String()+" RENAME COLUMN "+quoteIdent(r.Subname)+" TO "+quoteIdent(r.Newname), where)
+	case pg_query.ObjectType_OBJECT_SCHEMA:
+		e.add(out, OpAlterDestructive, Object{Kind: KindSchema, Name: r.Subname}, "ALTER SCHEMA "+quoteIdent(r.Subname)+" RENAME TO "+quoteIdent(r.Newname), where)
+	case pg_query.ObjectType_OBJECT_DATABASE:
+		e.add(out, OpAlterDestructive, Object{Kind: KindDatabase, Name: r.Subname}, "ALTER DATABASE "+quoteIdent(r.Subname)+" RENAME TO "+quoteIdent(r.Newname), where)
+	}
+}
+
+func (e *env) copyStmt(c *pg_query.CopyStmt, text, where string, out *[]Effect) {
+	// An empty file name and STDIN/STDOUT look alike in the tree.
+	e.literalSensitive = true
+	switch {
+	case c.IsProgram:
+		e.add(out, OpOpaque, everything(), "COPY ... PROGRAM runs a shell command on the database server", where)
+	case c.Filename != "":
+		e.add(out, OpOpaque, everything(), "COPY to or from a file on the database server", where)
+	}
+	if c.Query != nil {
+		e.stmt(stmtText{c.Query, text}, joinWhere(where, "COPY"), out)
+	}
+}
+
+func (e *env) explainAnalyze(opts []*pg_query.Node) bool {
+	on := false
+	for _, o := range opts {
+		d := o.GetDefElem()
+		if d == nil || d.Defname != "analyze" {
+			continue
+		}
+		if d.Arg != nil {
+			e.literalSensitive = true
+		}
+		on = defElemBool(d)
+	}
+	return on
+}
+
+// defElemBool reads a boolean option as the server's defGetBoolean does;
+// a value it would reject counts as true (the statement then fails anyway).
+func defElemBool(d *pg_query.DefElem) bool {
+	if d.Arg == nil {
+		return true
+	}
+	switch a := d.Arg.Node.(type) {
+	case *pg_query.Node_Integer:
+		return a.Integer.Ival != 0
+	case *pg_query.Node_Boolean:
+		return a.Boolean.Boolval
+	case *pg_query.Node_String_:
+		if v, ok := parseBool(a.String_.Sval); ok {
+			return v
+		}
+	case *pg_query.Node_AConst:
+		if v, ok := constBool(a.AConst); ok {
+			return v
+		}
+	}
+	return true
+}
+
+func (e *env) executeStmt(name, where string, out *[]Effect) {
+	text, ok := e.prepared[name]
+	if !ok && e.lookupPrepared != nil {
+		text, ok = e.lookupPrepared(name)
+		e.stateSensitive = true
+	}
+	if !ok {
+		e.add(out, OpOpaque, everything(), "EXECUTE "+quoteIdent(name)+": prepared statement unknown to pgmoat", where)
+		return
+	}
+	e.analyzeBody(text, joinWhere(where, "EXECUTE "+quoteIdent(name)), out, func(n *pg_query.Node) *pg_query.Node {
+		if p := n.GetPrepareStmt(); p != nil {
+			return p.Query
+		}
+		return n
+	})
+}
+
+func (e *env) transactionStmt(t *pg_query.TransactionStmt) {
+	var k ChangeKind
+	switch t.Kind {
+	case pg_query.TransactionStmtKind_TRANS_STMT_BEGIN, pg_query.TransactionStmtKind_TRANS_STMT_START:
+		k = ChangeBegin
+	case pg_query.TransactionStmtKind_TRANS_STMT_COMMIT, pg_query.TransactionStmtKind_TRANS_STMT_PREPARE:
+		k = ChangeCommit
+	case pg_query.TransactionStmtKind_TRANS_STMT_ROLLBACK:
+		k = ChangeRollback
+	case pg_query.TransactionStmtKind_TRANS_STMT_SAVEPOINT:
+		k = ChangeSavepoint
+	case pg_query.TransactionStmtKind_TRANS_STMT_RELEASE:
+		k = ChangeRelease
+	case pg_query.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO:
+		k = ChangeRollbackTo
+	default:
+		return
+	}
+	e.change(StateChange{Kind: k, Name: t.SavepointName})
+	if t.Chain && (k == ChangeCommit || k == ChangeRollback) {
+		e.change(StateChange{Kind: ChangeBegin})
+	}
+}
+
+// --- nested code ---
+
+// analyzeBody parses SQL text found inside a statement (a function body,
+// an EXECUTEd constant, a prepared statement) and adds its effects. pick
+// chooses the node to analyse from each parsed statement.
+func (e *env) analyzeBody(text, where string, out *[]Effect, pick func(*pg_query.Node) *pg_query.Node) {
+	if e.depth >= maxBodyDepth {
+		e.add(out, OpOpaque, everything(), "code nested too deeply for pgmoat to follow", where)
+		return
+	}
+	if err := checkBounds(text, DefaultLimits); err != nil {
+		e.add(out, OpOpaque, everything(), "code pgmoat cannot parse: "+err.Error(), where)
+		return
+	}
+	tree, err := pg_query.Parse(text)
+	if err != nil {
+		e.add(out, OpOpaque, everything(), "code pgmoat cannot parse: "+err.Error(), where)
+		return
+	}
+	e.depth++
+	defer func() { e.depth-- }()
+	for _, raw := range tree.Stmts {
+		st := stmtText{node: raw.Stmt, text: stmtSlice(text, raw)}
+		if pick != nil {
+			st.node = pick(st.node)
+		}
+		*out = append(*out, e.analyzeStmt(st, where)...)
+	}
+}
+
+// stmtSlice returns the text of one parsed statement.
+func stmtSlice(text string, raw *pg_query.RawStmt) string {
+	start := int(raw.StmtLocation)
+	end := len(text)
+	if raw.StmtLen > 0 {
+		end = start + int(raw.StmtLen)
+	}
+	if start < 0 || start > end || end > len(text) {
+		return text
+	}
+	return text[start:end]
+}
+
+func (e *env) triggerFunc(funcname []*pg_query.Node, what, where string, out *[]Effect) {
+	names := nodeStrings(funcname)
+	if len(names) == 0 {
+		return
+	}
+	if f, ok := e.localFuncs[names[len(names)-1]]; ok {
+		for _, ef := range f.effects {
+			ef.Where = joinWhere(where, what)
+			*out = append(*out, ef)
+		}
+	}
+}
+
+// --- generic walk for constructs that may hide anywhere ---
+
+// interesting reports whether a statement's text may hold something only
+// the generic walk finds: DML below the top (in a subquery or CTE the
+// typed walk missed), or a call to a function that runs SQL or changes
+// settings. It only decides whether to spend the walk; the decision is
+// still made from the parse tree. Keywords cannot be escaped, so a
+// statement without these words cannot hold nested DML; function names can
+// be spelled with U&"..." escapes, so those always walk.
+func interesting(text string) bool {
+	dml := countFold(text, "delete") + countFold(text, "update") + countFold(text, "insert") + countFold(text, "merge")
+	if dml > 1 || (dml == 1 && !startsWithDML(text)) {
+		return true
+	}
+	for _, w := range [...]string{"dblink", "set_config", "query_to_xml", "ts_stat", "u&"} {
+		if countFold(text, w) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func startsWithDML(text string) bool {
+	i := 0
+	for i < len(text) && (isSpace(text[i]) || text[i] == '(') {
+		i++
+	}
+	for _, w := range [...]string{"delete", "update", "insert", "merge"} {
+		if len(text)-i >= len(w) && strings.EqualFold(text[i:i+len(w)], w) {
+			return true
+		}
+	}
+	return false
+}
+
+// countFold counts ASCII case-insensitive occurrences of lower-case word in s.
+func countFold(s, word string) int {
+	n := 0
+	first := word[0]
+	for i := 0; i+len(word) <= len(s); i++ {
+		c := s[i]
+		if c|0x20 != first {
+			continue
+		}
+		j := 1
+		for ; j < len(word); j++ {
+			d := s[i+j]
+			if d >= 'A' && d <= 'Z' {
+				d += 'a' - 'A'
+			}
+			if d != word[j] {
+				break
+			}
+		}
+		if j == len(word) {
+			n++
+		}
+	}
+	return n
+}
+
+func (e *env) genericWalk(st stmtText, where string, out *[]Effect) {
+	walk(st.node, func(m proto.Message) bool {
+		switch x := m.(type) {
+		case *pg_query.ExplainStmt:
+			// Without ANALYZE nothing below runs.
+			if e.explainAnalyze(x.Options) {
+				e.genericWalk(stmtText{x.Query, st.text}, joinWhere(where, "EXPLAIN ANALYZE"), out)
+			}
+			return false
+		case *pg_query.DeleteStmt:
+			if !e.seen[x] {
+				e.deleteStmt(x, st.text, joinWhere(where, "nested statement"), out)
+			}
+		case *pg_query.UpdateStmt:
+			if !e.seen[x] {
+				e.updateStmt(x, st.text, joinWhere(where, "nested statement"), out)
+			}
+		case *pg_query.MergeStmt:
+			if !e.seen[x] {
+				e.mergeStmt(x, st.text, joinWhere(where, "nested statement"), out)
+			}
+		case *pg_query.FuncCall:
+			e.funcCall(x, st.text, where, out)
+		}
+		return true
+	})
+}
+
+// funcCall judges calls of functions that run SQL or change settings.
+func (e *env) funcCall(f *pg_query.FuncCall, text, where string, out *[]Effect) {
+	names := nodeStrings(f.Funcname)
+	if len(names) == 0 {
+		return
+	}
+	name := names[len(names)-1]
+	switch name {
+	case "dblink", "dblink_exec", "dblink_send_query", "dblink_open":
+		e.add(out, OpOpaque, everything(), name+"() runs SQL pgmoat cannot see", where)
+	case "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "ts_stat":
+		e.add(out, OpOpaque, everything(), name+"() runs a query given as a string", where)
+	case "set_config":
+		e.setConfig(f, text, where, out)
+	}
+}
+
+func (e *env) setConfig(f *pg_query.FuncCall, text, where string, out *[]Effect) {
+	e.literalSensitive = true
+	if len(f.Args) != 3 {
+		return
+	}
+	name, nameOK := e.constString(f.Args[0])
+	value, valueOK := e.constString(f.Args[1])
+	local, localOK := constBoolNode(f.Args[2])
+	if !nameOK {
+		e.add(out, OpLexerState, everything(), "set_config() of a setting pgmoat cannot read", where)
+		if e.depth == 0 {
+			e.change(StateChange{Kind: ChangeSearchPath, Known: false})
+		}
+		return
+	}
+	name = strings.ToLower(name)
+	switch name {
+	case "search_path":
+		if e.depth > 0 {
+			return
+		}
+		ch := StateChange{Kind: ChangeSearchPath, Merge: true, Local: localOK && local}
+		if valueOK {
+			ch.SearchPath, ch.Known = splitIdentList(value)
+		}
+		e.change(ch)
+	default:
+		if msg := unsafeSetting(name, value, valueOK); msg != "" {
+			e.add(out, OpLexerState, everything(), "set_config("+name+"): "+msg, where)
+		}
+	}
+}
+
+// constString evaluates a string constant (possibly cast, possibly
+// concatenated with ||).
+func (e *env) constString(n *pg_query.Node) (string, bool) {
+	if n == nil {
+		return "", false
+	}
+	switch x := n.Node.(type) {
+	case *pg_query.Node_AConst:
+		e.literalSensitive = true
+		if s := x.AConst.GetSval(); s != nil {
+			return s.Sval, true
+		}
+		if i := x.AConst.GetIval(); i != nil {
+			return fmt.Sprint(i.Ival), true
+		}
+		if b := x.AConst.GetBoolval(); b != nil {
+			if b.Boolval {
+				return "true", true
+			}
+			return "false", true
+		}
+		if fv := x.AConst.GetFval(); fv != nil {
+			return fv.Fval, true
+		}
+	case *pg_query.Node_TypeCast:
+		return e.constString(x.TypeCast.Arg)
+	case *pg_query.Node_AExpr:
+		a := x.AExpr
+		if a.Kind == pg_query.A_Expr_Kind_AEXPR_OP && len(a.Name) == 1 && a.Name[0].GetString_().GetSval() == "||" {
+			l, ok1 := e.constString(a.Lexpr)
+			r, ok2 := e.constString(a.Rexpr)
+			if ok1 && ok2 {
+				return l + r, true
+			}
+		}
+	}
+	return "", false
+}

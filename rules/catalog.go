@@ -1,0 +1,161 @@
+package rules
+
+import (
+	"fmt"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+)
+
+// Catalog is what pgmoat knows of one database's schema: which relations
+// exist in which schema, which tables reference which through foreign keys,
+// and which relations a view reads. Without a catalog pgmoat is
+// conservative (an unqualified name may be in any schema of the search
+// path, TRUNCATE ... CASCADE may reach every protected table); with one it
+// resolves names as the server would. A Catalog is immutable once handed
+// to an Engine.
+type Catalog struct {
+	schemasOf  map[string][]string // relation name → schemas holding a relation of that name
+	fkChildren map[qname][]qname   // referenced table → tables whose foreign keys reference it
+	viewBases  map[qname][]qname   // view → relations it reads
+}
+
+type qname struct{ schema, name string }
+
+// NewCatalog returns an empty catalog to fill with Add* before use.
+func NewCatalog() *Catalog {
+	return &Catalog{schemasOf: map[string][]string{}, fkChildren: map[qname][]qname{}, viewBases: map[qname][]qname{}}
+}
+
+// AddRelation records that schema holds a relation (table, view, ...) name.
+func (c *Catalog) AddRelation(schema, name string) {
+	for _, s := range c.schemasOf[name] {
+		if s == schema {
+			return
+		}
+	}
+	c.schemasOf[name] = append(c.schemasOf[name], schema)
+}
+
+// AddForeignKey records that table child has a foreign key referencing
+// table parent (so TRUNCATE parent CASCADE truncates child).
+func (c *Catalog) AddForeignKey(childSchema, child, parentSchema, parent string) {
+	p := qname{parentSchema, parent}
+	c.fkChildren[p] = append(c.fkChildren[p], qname{childSchema, child})
+}
+
+// AddViewBase records that view reads relation base (so DML through the
+// view reaches base).
+func (c *Catalog) AddViewBase(viewSchema, view, baseSchema, base string) {
+	v := qname{viewSchema, view}
+	c.viewBases[v] = append(c.viewBases[v], qname{baseSchema, base})
+}
+
+func (c *Catalog) has(schema, name string) bool {
+	for _, s := range c.schemasOf[name] {
+		if s == schema {
+			return true
+		}
+	}
+	return false
+}
+
+// CatalogQuery lists what a Catalog needs from a live database, one row
+// per fact: (kind, schema, name, other_schema, other_name) where kind is
+// 'rel' (a relation), 'fk' (name has a foreign key to other) or 'view'
+// (view name reads other). Feed the rows to Catalog.AddRow.
+const CatalogQuery = `
+SELECT 'rel', n.nspname, c.relname, NULL, NULL
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r','p','v','m','f','S','i','I')
+   AND n.nspname NOT IN ('pg_toast') AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%'
+UNION ALL
+SELECT 'fk', cn.nspname, cc.relname, pn.nspname, pc.relname
+  FROM pg_constraint k
+  JOIN pg_class cc ON cc.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+  JOIN pg_class pc ON pc.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+ WHERE k.contype = 'f'
+UNION ALL
+SELECT DISTINCT 'view', vn.nspname, v.relname, bn.nspname, b.relname
+  FROM pg_rewrite r
+  JOIN pg_class v ON v.oid = r.ev_class JOIN pg_namespace vn ON vn.oid = v.relnamespace
+  JOIN pg_depend d ON d.objid = r.oid AND d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+  JOIN pg_class b ON b.oid = d.refobjid AND b.oid <> v.oid JOIN pg_namespace bn ON bn.oid = b.relnamespace`
+
+// AddRow adds one row of CatalogQuery's result.
+func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) error {
+	switch kind {
+	case "rel":
+		c.AddRelation(schema, name)
+	case "fk":
+		c.AddForeignKey(schema, name, otherSchema, otherName)
+	case "view":
+		c.AddViewBase(schema, name, otherSchema, otherName)
+	default:
+		return fmt.Errorf("catalog row: unknown kind %q", kind)
+	}
+	return nil
+}
+
+// CatalogFromSQL builds a Catalog from DDL such as a schema dump or a
+// migration set: CREATE TABLE (with REFERENCES and FOREIGN KEY), CREATE
+// VIEW / MATERIALIZED VIEW, CREATE TABLE AS and ALTER TABLE ... ADD
+// FOREIGN KEY. Unqualified names go to schema public.
+func CatalogFromSQL(ddl string) (*Catalog, error) {
+	tree, err := pg_query.Parse(ddl)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	c := NewCatalog()
+	rel := func(rv *pg_query.RangeVar) qname {
+		s := rv.Schemaname
+		if s == "" {
+			s = "public"
+		}
+		return qname{s, rv.Relname}
+	}
+	fks := func(child qname, cons []*pg_query.Node) {
+		for _, n := range cons {
+			if k := n.GetConstraint(); k != nil && k.Contype == pg_query.ConstrType_CONSTR_FOREIGN && k.Pktable != nil {
+				p := rel(k.Pktable)
+				c.AddForeignKey(child.schema, child.name, p.schema, p.name)
+			}
+		}
+	}
+	for _, raw := range tree.Stmts {
+		switch s := raw.Stmt.Node.(type) {
+		case *pg_query.Node_CreateStmt:
+			t := rel(s.CreateStmt.Relation)
+			c.AddRelation(t.schema, t.name)
+			for _, el := range s.CreateStmt.TableElts {
+				if col := el.GetColumnDef(); col != nil {
+					fks(t, col.Constraints)
+				}
+			}
+			fks(t, s.CreateStmt.Constraints)
+		case *pg_query.Node_ViewStmt:
+			v := rel(s.ViewStmt.View)
+			c.AddRelation(v.schema, v.name)
+			for _, rv := range rangeVars(s.ViewStmt.Query) {
+				b := rel(rv)
+				c.AddViewBase(v.schema, v.name, b.schema, b.name)
+			}
+		case *pg_query.Node_CreateTableAsStmt:
+			t := rel(s.CreateTableAsStmt.Into.Rel)
+			c.AddRelation(t.schema, t.name)
+			if s.CreateTableAsStmt.Objtype == pg_query.ObjectType_OBJECT_MATVIEW {
+				for _, rv := range rangeVars(s.CreateTableAsStmt.Query) {
+					b := rel(rv)
+					c.AddViewBase(t.schema, t.name, b.schema, b.name)
+				}
+			}
+		case *pg_query.Node_AlterTableStmt:
+			t := rel(s.AlterTableStmt.Relation)
+			for _, cmd := range s.AlterTableStmt.Cmds {
+				if ac := cmd.GetAlterTableCmd(); ac != nil && ac.Subtype == pg_query.AlterTableType_AT_AddConstraint && ac.Def != nil {
+					fks(t, []*pg_query.Node{ac.Def})
+				}
+			}
+		}
+	}
+	return c, nil
+}

@@ -1,0 +1,74 @@
+// Package rules owns statement analysis, the policy and the decision
+// cache: given a session and SQL text, it says what each statement would
+// destroy and what pgmoat does about it.
+//
+// # Analysis
+//
+// Every statement is parsed with libpg_query (pg_query_go) and judged from
+// its parse tree, never from its text. The analysis yields Effects: an
+// Operation (drop, truncate, delete_all, update_all, alter_destructive,
+// opaque, lexer_state, unparseable) on an Object, with names resolved as
+// PostgreSQL resolves them: identifiers folded and unescaped by the
+// parser itself (quoted names, U&"..." escapes), truncated to 63 bytes,
+// unqualified names looked up through the session's search_path ($user
+// expanded) and, when the Engine has one, the database's Catalog. An
+// unqualified name counts as protected if it may resolve to a protected
+// table in any schema of the search path, or in any schema at all when the
+// search path is unknown.
+//
+// Destructive DML is found wherever it runs: top level, writable CTEs,
+// CREATE TABLE AS, SELECT INTO, COPY (...) TO, EXPLAIN ANALYZE (every
+// spelling; the last ANALYZE option wins), PREPARE and EXECUTE, MERGE,
+// rules, function and procedure bodies (SQL, BEGIN ATOMIC and PL/pgSQL,
+// through PostgreSQL's own PL/pgSQL compiler, including EXECUTE of a
+// constant string) and DO blocks. A WHERE counts as absent when it does
+// not depend on the target's rows (true, 1=1, NOT false, $1, x OR true,
+// EXISTS over other tables) or is always true (col = col, col IS NOT
+// NULL). What pgmoat cannot see through (EXECUTE of a computed string,
+// dblink, COPY ... PROGRAM, server files, catalog DML, other languages) is
+// opaque; settings that would make the server lex differently from
+// pgmoat (standard_conforming_strings off, client encodings such as SJIS
+// or GBK) are lexer_state. Both count as touching every protected table.
+//
+// # Policy
+//
+// Compile turns the YAML PolicyConfig into a Policy. protect lists
+// schema.table patterns with * globs, written as PostgreSQL stores the
+// names (folded: billing.*, public.users; public.Users means the table
+// created as "Users"). rules are tried in order for each effect on a
+// protected object; the first whose match selects the session (users,
+// databases, applications: globs; clients: CIDRs) and whose operations
+// cover the effect decides (allow, log, hold, block). Otherwise the
+// defaults decide: block, by rule default-destructive for destructive
+// operations and default-opaque for opaque, lexer_state and unparseable
+// ones. Effects on unprotected objects are allowed, so a policy that
+// protects nothing changes nothing.
+//
+// # Engine and sessions
+//
+// An Engine is shared by all sessions and safe for concurrent use;
+// SetPolicy and SetCatalog swap what it uses atomically. Each client
+// session has a Session that tracks search_path (SET, SET LOCAL, RESET,
+// set_config, transactions and savepoints), the current role and prepared
+// statements (SQL PREPARE and protocol-level named Parse). Engine.Judge
+// returns a Result: a Verdict per statement (text, position, effects,
+// action, rule, sentence, state changes, fingerprint) and the message's
+// action, the strongest of its statements'. The proxy applies a verdict's
+// Changes to the Session once the server has run the statement, and calls
+// Session.Sync on every ReadyForQuery. CheckStartup and CheckParameter
+// judge startup parameters and ParameterStatus values for lexer safety.
+// Engine.JudgeScript analyses a migration file for `pgmoat check`.
+//
+// # Speed
+//
+// Judge first looks the exact text up in a decision cache keyed by the
+// session state that matters (policy version, catalog version, matching
+// rules, search_path, role, transaction state); a hit takes a read lock
+// and allocates nothing. On a miss, a conservative lexer replaces
+// literals with placeholders and a second cache reuses a decision made for
+// the same statement with other literals, provided the analysis that made
+// it never read a literal's value. Only then is the text parsed. Before
+// parsing, text is bounded in size and estimated nesting depth (Limits),
+// because libpg_query recurses on the C stack and deep input would crash
+// the process; text over the limits is unparseable.
+package rules

@@ -1,0 +1,116 @@
+package rules
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Operation is the kind of harm a statement can do.
+type Operation uint8
+
+// Operations. The destructive ones (every operation but OpNone) count
+// against protected objects; OpNone marks a statement pgmoat judged harmless.
+const (
+	OpNone Operation = iota
+	OpDrop
+	OpTruncate
+	OpDeleteAll
+	OpUpdateAll
+	OpAlterDestructive
+	OpOpaque
+	OpLexerState
+	OpUnparseable
+	numOps
+)
+
+var opNames = [numOps]string{"none", "drop", "truncate", "delete_all", "update_all", "alter_destructive", "opaque", "lexer_state", "unparseable"}
+
+const destructiveOps opSet = (1<<numOps - 1) &^ (1 << OpNone)
+
+func (o Operation) String() string {
+	if o < numOps {
+		return opNames[o]
+	}
+	return fmt.Sprintf("Operation(%d)", uint8(o))
+}
+
+// ParseOperation parses an operation name as written in the policy.
+func ParseOperation(s string) (Operation, bool) {
+	for i := OpDrop; i < numOps; i++ {
+		if opNames[i] == s {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+func operationNames() []string { return opNames[OpDrop:] }
+
+// ObjectKind says what an Object names.
+type ObjectKind uint8
+
+// Object kinds. KindEverything stands for "possibly every protected
+// object": what opaque code, unparseable text or a CASCADE pgmoat cannot
+// follow may touch.
+const (
+	KindTable ObjectKind = iota
+	KindSchema
+	KindDatabase
+	KindEverything
+)
+
+func (k ObjectKind) String() string {
+	switch k {
+	case KindTable:
+		return "table"
+	case KindSchema:
+		return "schema"
+	case KindDatabase:
+		return "database"
+	case KindEverything:
+		return "everything"
+	}
+	return fmt.Sprintf("ObjectKind(%d)", uint8(k))
+}
+
+// Object is what an effect hits, with its name resolved as far as pgmoat
+// can: Schema is set when the name was qualified or resolved through the
+// search path and catalog; otherwise Candidates lists the schemas the name
+// may resolve to, and AnySchema says the search path is unknown so it may
+// be in any schema.
+type Object struct {
+	Kind       ObjectKind
+	Schema     string
+	Name       string
+	Candidates []string
+	AnySchema  bool
+}
+
+// String renders the object for people: billing.invoices,
+// invoices (in billing or public), invoices (search_path unknown).
+func (o Object) String() string {
+	switch {
+	case o.Kind == KindEverything:
+		return "every protected table"
+	case o.Kind == KindSchema || o.Kind == KindDatabase:
+		return quoteIdent(o.Name)
+	case o.Schema != "":
+		return qualified(o.Schema, o.Name)
+	case len(o.Candidates) > 0:
+		return quoteIdent(o.Name) + " (search_path: " + strings.Join(o.Candidates, ", ") + ")"
+	default:
+		return quoteIdent(o.Name) + " (search_path unknown)"
+	}
+}
+
+// Effect is one thing a statement would do: an operation on an object.
+type Effect struct {
+	Op     Operation
+	Object Object
+	// What describes the effect, e.g. "DROP TABLE billing.invoices" or
+	// "DELETE FROM public.users without a restrictive WHERE".
+	What string
+	// Where says where in the statement it sits when not at the top:
+	// "writable CTE", "EXPLAIN ANALYZE", "body of function f_sql", ...
+	Where string
+}

@@ -1,0 +1,473 @@
+package rules
+
+import (
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+)
+
+// Verdict is the decision on one statement of a message. Verdicts handed
+// out by an Engine may be shared with other sessions through the cache:
+// treat them as read-only.
+type Verdict struct {
+	Text      string // the statement as written, trimmed of surrounding space
+	Offset    int    // byte offset of Text in the message
+	Line, Col int    // 1-based line and column (in bytes) of Text in the message
+	Effects   []Effect
+	Action    Action
+	Rule      string // the policy rule, or a default-* rule; "" when nothing protected is touched
+	Sentence  string // for people: what, why, which rule
+	Changes   []StateChange
+
+	fpOnce sync.Once
+	fp     string
+	fpErr  error
+}
+
+// Fingerprint returns the statement's pg_query fingerprint, computed on
+// first use (the same value rules.Fingerprints returns for it).
+func (v *Verdict) Fingerprint() (string, error) {
+	v.fpOnce.Do(func() { v.fp, v.fpErr = pg_query.Fingerprint(v.Text) })
+	return v.fp, v.fpErr
+}
+
+// Path says how a Result was reached, for metrics.
+type Path uint8
+
+// Decision paths.
+const (
+	PathFull  Path = iota // parsed and analysed
+	PathCache             // exact text seen before in the same state
+	PathFast              // same statement with other literals seen before
+)
+
+func (p Path) String() string {
+	return [...]string{"full", "cache", "fast"}[p]
+}
+
+// Result is the decision on a whole message (a simple Query, a Parse, a
+// script). Action is the strongest of the statements' actions and Decider
+// the index of the first statement with that action (-1 when there are no
+// statements). Results may be shared: treat them as read-only.
+type Result struct {
+	Statements []*Verdict
+	Action     Action
+	Decider    int
+	Path       Path
+}
+
+// Decision returns the deciding verdict, or nil.
+func (r *Result) Decision() *Verdict {
+	if r.Decider < 0 {
+		return nil
+	}
+	return r.Statements[r.Decider]
+}
+
+// Engine judges SQL for sessions. It is safe for concurrent use by any
+// number of sessions; its policy and catalogs can be swapped at any time
+// and apply from the next Judge call on.
+type Engine struct {
+	pol    atomic.Pointer[Policy]
+	cats   atomic.Pointer[map[string]*catalogEntry]
+	catMu  sync.Mutex
+	cache  *cache
+	fast   *cache
+	limits Limits
+}
+
+type catalogEntry struct {
+	cat     *Catalog
+	version uint64
+}
+
+var catalogVersion atomic.Uint64
+
+// EngineOptions tune an Engine; the zero value uses the defaults.
+type EngineOptions struct {
+	// CacheBytes bounds the decision cache (statement texts and results);
+	// 0 means 64 MiB, negative disables caching and the fast path.
+	CacheBytes int
+	// Limits bound what is parsed; zero fields take DefaultLimits.
+	Limits Limits
+}
+
+// NewEngine returns an engine judging with policy p.
+func NewEngine(p *Policy, opts EngineOptions) *Engine {
+	e := &Engine{limits: opts.Limits}
+	if e.limits.MaxBytes <= 0 {
+		e.limits.MaxBytes = DefaultLimits.MaxBytes
+	}
+	if e.limits.MaxDepth <= 0 {
+		e.limits.MaxDepth = DefaultLimits.MaxDepth
+	}
+	if opts.CacheBytes >= 0 {
+		size := opts.CacheBytes
+		if size == 0 {
+			size = 64 << 20
+		}
+		e.cache = newCache(size * 3 / 4)
+		e.fast = newCache(size / 4)
+	}
+	e.pol.Store(p)
+	empty := map[string]*catalogEntry{}
+	e.cats.Store(&empty)
+	return e
+}
+
+// SetPolicy replaces the policy (config reload). Sessions use it from
+// their next statement on; cached decisions of the old policy are never
+// reused because the policy version is part of every cache key.
+func (e *Engine) SetPolicy(p *Policy) { e.pol.Store(p) }
+
+// Policy returns the policy in force.
+func (e *Engine) Policy() *Policy { return e.pol.Load() }
+
+// SetCatalog installs what pgmoat knows of database's schema (nil removes
+// it). See Catalog.
+func (e *Engine) SetCatalog(database string, c *Catalog) {
+	e.catMu.Lock()
+	defer e.catMu.Unlock()
+	old := *e.cats.Load()
+	m := make(map[string]*catalogEntry, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	if c == nil {
+		delete(m, database)
+	} else {
+		m[database] = &catalogEntry{cat: c, version: catalogVersion.Add(1)}
+	}
+	e.cats.Store(&m)
+}
+
+func (e *Engine) catalog(db string) *catalogEntry { return (*e.cats.Load())[db] }
+
+// Judge decides on sql, a simple Query message's text or a Parse message's
+// text (parameters $n are unknown values), for session s. It does not
+// change s: apply each statement's Changes with s.Apply once the server
+// has run the statement.
+func (e *Engine) Judge(s *Session, sql string) *Result {
+	pol := e.pol.Load()
+	ce := e.catalog(s.id.Database)
+	key := s.stateKey(pol, ce)
+	if e.cache != nil {
+		if r := e.cache.get(key, sql); r != nil {
+			return r
+		}
+		if r := e.judgeFast(s, key, sql); r != nil {
+			return r
+		}
+	}
+	r, sens := e.full(pol, ce, s, sql)
+	if e.cache != nil && !sens.state {
+		hit := *r
+		hit.Path = PathCache
+		e.cache.put(key, sql, &hit)
+		if !sens.literal {
+			e.storeFast(key, sql, r)
+		}
+	}
+	return r
+}
+
+type sensitivity struct{ literal, state bool }
+
+// full parses and analyses sql.
+func (e *Engine) full(pol *Policy, ce *catalogEntry, s *Session, sql string) (*Result, sensitivity) {
+	var cat *Catalog
+	if ce != nil {
+		cat = ce.cat
+	}
+	env := newEnv(pol, cat, s.id.User, s.tx.clone())
+	env.lookupPrepared = s.lookupPrepared
+	r := &Result{Decider: -1}
+	if err := checkBounds(sql, e.limits); err != nil {
+		r.Statements = []*Verdict{unparseable(sql, err)}
+		env.literalSensitive = true
+	} else if tree, err := pg_query.Parse(sql); err != nil {
+		r.Statements = []*Verdict{unparseable(sql, err)}
+		env.literalSensitive = true
+	} else {
+		r.Statements = make([]*Verdict, 0, len(tree.Stmts))
+		for _, raw := range tree.Stmts {
+			text := stmtSlice(sql, raw)
+			env.changes = nil
+			effects := env.analyzeStmt(stmtText{raw.Stmt, text}, "")
+			v := newVerdict(sql, int(raw.StmtLocation), text)
+			v.Effects = effects
+			v.Changes = env.changes
+			for i := range v.Changes {
+				if v.Changes[i].Kind == ChangePrepare {
+					v.Changes[i].Text = v.Text
+				}
+			}
+			r.Statements = append(r.Statements, v)
+		}
+	}
+	for _, v := range r.Statements {
+		decide(pol, s.mask, v)
+	}
+	r.finish()
+	return r, sensitivity{literal: env.literalSensitive, state: env.stateSensitive}
+}
+
+func unparseable(sql string, err error) *Verdict {
+	v := newVerdict(sql, 0, sql)
+	v.Effects = []Effect{{Op: OpUnparseable, Object: everything(), What: "statement pgmoat cannot parse (" + err.Error() + ")"}}
+	return v
+}
+
+// newVerdict places the statement text (trimmed) within the message.
+func newVerdict(msg string, start int, text string) *Verdict {
+	lead := 0
+	for lead < len(text) && isSpace(text[lead]) {
+		lead++
+	}
+	trimmed := strings.TrimRightFunc(text[lead:], func(r rune) bool { return r < 0x80 && isSpace(byte(r)) })
+	off := start + lead
+	line, col := position(msg, off)
+	return &Verdict{Text: trimmed, Offset: off, Line: line, Col: col}
+}
+
+func position(s string, off int) (line, col int) {
+	line, lineStart := 1, 0
+	for i := 0; i < off && i < len(s); i++ {
+		if s[i] == '\n' {
+			line++
+			lineStart = i + 1
+		}
+	}
+	return line, off - lineStart + 1
+}
+
+func (r *Result) finish() {
+	r.Action, r.Decider = Allow, -1
+	for i, v := range r.Statements {
+		if r.Decider < 0 || v.Action > r.Action {
+			r.Action, r.Decider = v.Action, i
+		}
+	}
+}
+
+// decide applies the policy to a verdict's effects.
+func decide(pol *Policy, mask uint64, v *Verdict) {
+	v.Action, v.Rule, v.Sentence = Allow, "", ""
+	for _, ef := range v.Effects {
+		reason, ok := pol.protects(ef)
+		if !ok {
+			continue
+		}
+		action, rule := pol.ruleFor(mask, ef.Op)
+		if v.Rule == "" || action > v.Action {
+			v.Action, v.Rule = action, rule
+			what := ef.What
+			if ef.Where != "" {
+				what += " (" + ef.Where + ")"
+			}
+			v.Sentence = what + ": " + reason + "; rule " + rule
+		}
+	}
+}
+
+// protects says whether an effect touches something protected, and why.
+func (p *Policy) protects(ef Effect) (string, bool) {
+	o := ef.Object
+	if !p.ProtectsAnything() || ef.Op == OpNone {
+		return "", false
+	}
+	switch o.Kind {
+	case KindEverything:
+		return "may touch every protected table (" + strings.Join(p.Patterns(), ", ") + ")", true
+	case KindDatabase:
+		return "the database may hold protected tables (" + strings.Join(p.Patterns(), ", ") + ")", true
+	case KindSchema:
+		if pat := p.schemaProtectedBy(o.Name); pat != "" {
+			return "schema holds tables protected by " + pat, true
+		}
+		return "", false
+	}
+	if o.Schema != "" {
+		if pat := p.protectedBy(o.Schema, o.Name); pat != "" {
+			return "table is protected by " + pat, true
+		}
+		return "", false
+	}
+	for _, s := range o.Candidates {
+		if pat := p.protectedBy(s, o.Name); pat != "" {
+			return "may resolve to " + qualified(s, o.Name) + " through search_path, protected by " + pat, true
+		}
+	}
+	if o.AnySchema {
+		if pat := p.anySchemaProtectedBy(o.Name); pat != "" {
+			return "search_path is unknown, so it may be a table protected by " + pat, true
+		}
+	}
+	return "", false
+}
+
+// ruleFor returns the action and rule name for an effect on a protected
+// object: the first matching rule that covers op, else the default.
+func (p *Policy) ruleFor(mask uint64, op Operation) (Action, string) {
+	for i := range p.rules {
+		if mask&(1<<i) != 0 && p.rules[i].ops.has(op) {
+			return p.rules[i].action, p.rules[i].name
+		}
+	}
+	switch op {
+	case OpOpaque, OpLexerState, OpUnparseable:
+		return Block, RuleDefaultOpaque
+	}
+	return Block, RuleDefaultDestructive
+}
+
+// Session is one client session's state as the analysis needs it. It is
+// not safe for concurrent use: one goroutine (the session's) owns it.
+type Session struct {
+	id       Identity
+	tx       txState
+	prepared map[string]string
+
+	// cache key, recomputed when the policy, catalog or state changes
+	key       string
+	keyPolicy *Policy
+	keyCat    *catalogEntry
+	keyDirty  bool
+	mask      uint64
+}
+
+// NewSession starts tracking a session. Its search_path is unknown until
+// SetSearchPath (from the startup packet's options, or a ParameterStatus)
+// or a SET tells.
+func NewSession(id Identity) *Session {
+	return &Session{id: id, keyDirty: true}
+}
+
+// Identity returns who the session is.
+func (s *Session) Identity() Identity { return s.id }
+
+// SetSearchPath sets the session's search_path as of session start (what
+// RESET returns to), with entries as the server stores them.
+func (s *Session) SetSearchPath(entries []string) {
+	v := pathVal{known: true, entries: append([]string(nil), entries...)}
+	s.tx.initial.path, s.tx.cur.path, s.tx.sess.path = v, v, v
+	s.keyDirty = true
+}
+
+// SearchPath returns the search_path pgmoat believes is in force; ok is
+// false when it is unknown.
+func (s *Session) SearchPath() (entries []string, ok bool) {
+	return s.tx.cur.path.entries, s.tx.cur.path.known
+}
+
+// Apply applies state changes reported in a Verdict, in order, once the
+// statement has completed on the server.
+func (s *Session) Apply(changes ...StateChange) {
+	for _, c := range changes {
+		switch c.Kind {
+		case ChangePrepare:
+			s.RegisterPrepared(c.Name, c.Text)
+		case ChangeDeallocate:
+			if c.Name == "" {
+				s.prepared = nil
+			} else {
+				delete(s.prepared, c.Name)
+			}
+		case ChangeDiscardAll:
+			s.prepared = nil
+			s.tx.apply(c)
+		default:
+			s.tx.apply(c)
+		}
+	}
+	s.keyDirty = true
+}
+
+// Sync reconciles the transaction state with the status byte of the
+// server's ReadyForQuery ('I', 'T' or 'E').
+func (s *Session) Sync(txStatus byte) {
+	s.tx.sync(txStatus)
+	s.keyDirty = true
+}
+
+// RegisterPrepared records a named prepared statement: a protocol-level
+// Parse with a name (text is the statement), or SQL PREPARE (Apply does it).
+// SQL EXECUTE and Bind can run either, so both are tracked in one
+// namespace, as the server does.
+func (s *Session) RegisterPrepared(name, text string) {
+	if s.prepared == nil {
+		s.prepared = map[string]string{}
+	}
+	s.prepared[name] = text
+}
+
+// ClosePrepared forgets a named prepared statement (Close message).
+func (s *Session) ClosePrepared(name string) { delete(s.prepared, name) }
+
+// Prepared returns a prepared statement's text.
+func (s *Session) Prepared(name string) (string, bool) {
+	t, ok := s.prepared[name]
+	return t, ok
+}
+
+func (s *Session) lookupPrepared(name string) (string, bool) { return s.Prepared(name) }
+
+// stateKey returns the part of the cache key that depends on the session:
+// everything a decision can depend on besides the text.
+func (s *Session) stateKey(pol *Policy, ce *catalogEntry) string {
+	if !s.keyDirty && s.keyPolicy == pol && s.keyCat == ce {
+		return s.key
+	}
+	if s.keyPolicy != pol {
+		s.mask = pol.matchRules(&s.id)
+	}
+	var b strings.Builder
+	b.WriteString(strconv.FormatUint(pol.version, 36))
+	b.WriteByte('|')
+	if ce != nil {
+		b.WriteString(strconv.FormatUint(ce.version, 36))
+	}
+	b.WriteByte('|')
+	b.WriteString(strconv.FormatUint(s.mask, 36))
+	b.WriteByte('|')
+	// $user expands to the current role, else the session user.
+	b.WriteString(quoteIdent(s.id.User))
+	b.WriteByte('|')
+	// Statements later in a message can end the transaction or roll back
+	// to a savepoint, so everything the transaction state holds matters.
+	writeSettings(&b, s.tx.cur)
+	if s.tx.inTx {
+		b.WriteString("|tx|")
+		writeSettings(&b, s.tx.sess)
+		writeSettings(&b, s.tx.start)
+		for _, sp := range s.tx.saves {
+			b.WriteString(quoteIdent(sp.name))
+			writeSettings(&b, sp.cur)
+			writeSettings(&b, sp.sess)
+		}
+	} else if !s.tx.sess.path.equal(s.tx.cur.path) || s.tx.sess.role != s.tx.cur.role {
+		b.WriteString("|sess|")
+		writeSettings(&b, s.tx.sess)
+	}
+	b.WriteString("|init|")
+	writeSettings(&b, s.tx.initial)
+	s.key, s.keyPolicy, s.keyCat, s.keyDirty = b.String(), pol, ce, false
+	return s.key
+}
+
+func writeSettings(b *strings.Builder, st settings) {
+	b.WriteString(quoteIdent(st.role))
+	b.WriteByte(':')
+	if st.path.known {
+		for _, p := range st.path.entries {
+			b.WriteString(quoteIdent(p))
+			b.WriteByte(',')
+		}
+	} else {
+		b.WriteByte('?')
+	}
+	b.WriteByte(';')
+}

@@ -1,0 +1,206 @@
+package rules
+
+import "fmt"
+
+// Limits bound what is handed to libpg_query. The parser runs on the C
+// stack: deeply nested input (a long chain of operators, casts or set
+// operations) can overflow it and kill the whole process, so text whose
+// estimated nesting exceeds MaxDepth is not parsed and counts as
+// unparseable.
+type Limits struct {
+	MaxBytes int // longest statement text analysed
+	MaxDepth int // deepest estimated nesting analysed
+}
+
+// DefaultLimits are generous for real SQL and far below what overflows an
+// 8 MiB (or even a 2 MiB) thread stack, which takes a nesting in the tens
+// of thousands.
+var DefaultLimits = Limits{MaxBytes: 4 << 20, MaxDepth: 1000}
+
+// BoundsError says why text was not parsed.
+type BoundsError struct {
+	Bytes, Depth int
+	Limits       Limits
+}
+
+func (e *BoundsError) Error() string {
+	if e.Bytes > 0 {
+		return fmt.Sprintf("statement of %d bytes exceeds the limit of %d", e.Bytes, e.Limits.MaxBytes)
+	}
+	return fmt.Sprintf("statement nesting (estimated %d) exceeds the limit of %d", e.Depth, e.Limits.MaxDepth)
+}
+
+// checkBounds estimates the parse tree depth of text without parsing it.
+// The estimate never falls below the real depth: it counts, per
+// parenthesis level, every word and operator since the level opened
+// (AND/OR excepted: the grammar flattens them), plus the levels
+// themselves. Strings, quoted identifiers, dollar quotes and comments are
+// skipped with the server's lexing rules (standard_conforming_strings on;
+// pgmoat refuses sessions that turn it off).
+func checkBounds(text string, l Limits) error {
+	if len(text) > l.MaxBytes {
+		return &BoundsError{Bytes: len(text), Limits: l}
+	}
+	// counts[i] is the number of depth-adding tokens at paren level i.
+	var stackBuf [64]int
+	counts := stackBuf[:1]
+	sum := 0 // sum of counts
+	bump := func() error {
+		counts[len(counts)-1]++
+		sum++
+		if d := sum + len(counts); d > l.MaxDepth {
+			return &BoundsError{Depth: d, Limits: l}
+		}
+		return nil
+	}
+	n := len(text)
+	for i := 0; i < n; {
+		c := text[i]
+		switch {
+		case isSpace(c):
+			i++
+		case c == '-' && i+1 < n && text[i+1] == '-':
+			for i < n && text[i] != '\n' && text[i] != '\r' {
+				i++
+			}
+		case c == '/' && i+1 < n && text[i+1] == '*':
+			depth := 1
+			i += 2
+			for i < n && depth > 0 {
+				switch {
+				case text[i] == '/' && i+1 < n && text[i+1] == '*':
+					depth++
+					i += 2
+				case text[i] == '*' && i+1 < n && text[i+1] == '/':
+					depth--
+					i += 2
+				default:
+					i++
+				}
+			}
+		case c == '(' || c == '[':
+			counts = append(counts, 0)
+			if d := sum + len(counts); d > l.MaxDepth {
+				return &BoundsError{Depth: d, Limits: l}
+			}
+			i++
+		case c == ')' || c == ']':
+			if len(counts) > 1 {
+				sum -= counts[len(counts)-1]
+				counts = counts[:len(counts)-1]
+			}
+			i++
+		case c == ';':
+			if len(counts) == 1 {
+				sum, counts[0] = 0, 0
+			}
+			i++
+		case c == ',':
+			i++
+		case c == '\'':
+			i = skipQuoted(text, i+1, '\'', false)
+			if err := bump(); err != nil {
+				return err
+			}
+		case c == '"':
+			i = skipQuoted(text, i+1, '"', false)
+			if err := bump(); err != nil {
+				return err
+			}
+		case c == '$' && i+1 < n && !isDigit(text[i+1]):
+			end, ok := dollarEnd(text, i)
+			if !ok {
+				i++
+				continue
+			}
+			i = end
+			if err := bump(); err != nil {
+				return err
+			}
+		case isIdentStart(c):
+			start := i
+			for i < n && isIdentCont(text[i]) {
+				i++
+			}
+			if i < n && text[i] == '\'' {
+				// Prefixed string: E'...' honours backslash escapes;
+				// U&'...', B'...', X'...', N'...' do not.
+				esc := i-start == 1 && (c == 'e' || c == 'E')
+				i = skipQuoted(text, i+1, '\'', esc)
+			} else if i+1 < n && text[i] == '&' && (text[i+1] == '\'' || text[i+1] == '"') && i-start == 1 && (c == 'u' || c == 'U') {
+				i = skipQuoted(text, i+2, text[i+1], false)
+			}
+			w := text[start:i]
+			if len(w) == 3 && (w[0]|0x20) == 'a' && (w[1]|0x20) == 'n' && (w[2]|0x20) == 'd' ||
+				len(w) == 2 && (w[0]|0x20) == 'o' && (w[1]|0x20) == 'r' {
+				continue
+			}
+			if err := bump(); err != nil {
+				return err
+			}
+		default:
+			// A number or a run of operator characters.
+			i++
+			for i < n && !isSpace(text[i]) && !isIdentStart(text[i]) && text[i] != '(' && text[i] != ')' &&
+				text[i] != '[' && text[i] != ']' && text[i] != ',' && text[i] != ';' && text[i] != '\'' && text[i] != '"' && text[i] != '$' {
+				if text[i] == '-' && i+1 < n && text[i+1] == '-' || text[i] == '/' && i+1 < n && text[i+1] == '*' {
+					break
+				}
+				i++
+			}
+			if err := bump(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func isDigit(c byte) bool      { return c >= '0' && c <= '9' }
+func isIdentStart(c byte) bool { return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80 }
+func isIdentCont(c byte) bool  { return isIdentStart(c) || isDigit(c) || c == '$' }
+
+// skipQuoted returns the index just past the closing quote of a literal
+// whose body starts at i; a doubled quote stands for itself, and with esc
+// a backslash escapes the next byte.
+func skipQuoted(text string, i int, q byte, esc bool) int {
+	for i < len(text) {
+		c := text[i]
+		switch {
+		case esc && c == '\\':
+			i += 2
+		case c == q:
+			if i+1 < len(text) && text[i+1] == q {
+				i += 2
+				continue
+			}
+			return i + 1
+		default:
+			i++
+		}
+	}
+	return len(text)
+}
+
+// dollarEnd returns the index past a dollar-quoted string starting at i,
+// or ok=false when text[i] does not open one.
+func dollarEnd(text string, i int) (int, bool) {
+	j := i + 1
+	for j < len(text) && text[j] != '$' {
+		if !isIdentCont(text[j]) || text[j] == '$' {
+			return 0, false
+		}
+		j++
+	}
+	if j >= len(text) {
+		return 0, false
+	}
+	tag := text[i : j+1]
+	body := j + 1
+	for k := body; k+len(tag) <= len(text); k++ {
+		if text[k] == '$' && text[k:k+len(tag)] == tag {
+			return k + len(tag), true
+		}
+	}
+	return len(text), true
+}

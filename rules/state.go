@@ -1,0 +1,214 @@
+package rules
+
+import (
+	"net/netip"
+	"slices"
+)
+
+// Identity is who a session is; policy rules match on it. It does not
+// change during a session (SET ROLE changes the current role, tracked
+// separately, not the identity rules see).
+type Identity struct {
+	User        string
+	Database    string
+	Application string
+	Client      netip.Addr
+}
+
+// ChangeKind says what a StateChange does to a session.
+type ChangeKind uint8
+
+// Session state changes, reported per statement in Verdict.Changes.
+const (
+	// ChangeSearchPath: SET [LOCAL] search_path, set_config. SearchPath
+	// holds the entries as the server stores them ("$user" unexpanded);
+	// Known is false when pgmoat cannot tell the value. Merge means the
+	// change may or may not happen (a set_config call in a query), so the
+	// new path is the union of old and new.
+	ChangeSearchPath ChangeKind = iota + 1
+	// ChangeResetSearchPath: RESET search_path, SET search_path TO DEFAULT.
+	ChangeResetSearchPath
+	// ChangeRole: SET [LOCAL] ROLE / SESSION AUTHORIZATION; Name "" resets.
+	ChangeRole
+	// ChangePrepare: PREPARE Name AS ...; Text is the whole PREPARE statement.
+	ChangePrepare
+	// ChangeDeallocate: DEALLOCATE Name, or every statement when Name is "".
+	ChangeDeallocate
+	// ChangeResetAll: RESET ALL.
+	ChangeResetAll
+	// ChangeDiscardAll: DISCARD ALL (RESET ALL, DEALLOCATE ALL, ...).
+	ChangeDiscardAll
+	// Transaction control; Name is the savepoint.
+	ChangeBegin
+	ChangeCommit
+	ChangeRollback
+	ChangeSavepoint
+	ChangeRelease
+	ChangeRollbackTo
+)
+
+// StateChange is a change a statement makes to session state that later
+// analysis depends on. The proxy applies it (Session.Apply) once the
+// statement has completed on the server.
+type StateChange struct {
+	Kind       ChangeKind
+	Local      bool // SET LOCAL, set_config(..., true): until the end of the transaction
+	Known      bool
+	Merge      bool
+	SearchPath []string
+	Name       string
+	Text       string
+}
+
+// pathVal is a search_path value: its entries as stored by the server.
+type pathVal struct {
+	known   bool
+	entries []string
+}
+
+func (p pathVal) equal(q pathVal) bool {
+	return p.known == q.known && slices.Equal(p.entries, q.entries)
+}
+
+func mergePath(a, b pathVal) pathVal {
+	if !a.known || !b.known {
+		return pathVal{}
+	}
+	out := pathVal{known: true, entries: slices.Clone(a.entries)}
+	for _, e := range b.entries {
+		if !slices.Contains(out.entries, e) {
+			out.entries = append(out.entries, e)
+		}
+	}
+	return out
+}
+
+// settings are the session settings that change what statements mean.
+type settings struct {
+	path pathVal
+	role string // current role; "" = the session user
+}
+
+type savepoint struct {
+	name      string
+	cur, sess settings
+}
+
+// txState tracks settings through transactions with PostgreSQL's rules:
+// a plain SET lasts past COMMIT but not ROLLBACK, SET LOCAL lasts until the
+// transaction ends, ROLLBACK TO undoes what followed the savepoint.
+type txState struct {
+	initial settings // at session start: what RESET returns to
+	cur     settings // in force now
+	sess    settings // what survives the end of the current transaction
+	start   settings // sess when the transaction began
+	inTx    bool
+	saves   []savepoint
+}
+
+func (t *txState) clone() txState {
+	c := *t
+	c.saves = slices.Clone(t.saves)
+	return c
+}
+
+func (t *txState) set(s settings, local bool) {
+	t.cur = s
+	if !local {
+		t.sess = s
+	}
+}
+
+func (t *txState) apply(ch StateChange) {
+	switch ch.Kind {
+	case ChangeSearchPath:
+		v := pathVal{known: ch.Known, entries: ch.SearchPath}
+		if ch.Merge {
+			v = mergePath(t.cur.path, v)
+		}
+		s := t.cur
+		s.path = v
+		t.setKeepOther(s, ch.Local, true)
+	case ChangeResetSearchPath:
+		s := t.cur
+		s.path = t.initial.path
+		t.setKeepOther(s, ch.Local, true)
+	case ChangeRole:
+		s := t.cur
+		s.role = ch.Name
+		t.setKeepOther(s, ch.Local, false)
+	case ChangeResetAll, ChangeDiscardAll:
+		t.set(t.initial, false)
+	case ChangeBegin:
+		if !t.inTx {
+			t.inTx = true
+			t.start = t.sess
+			t.saves = t.saves[:0]
+		}
+	case ChangeCommit:
+		t.cur = t.sess
+		t.inTx = false
+		t.saves = t.saves[:0]
+	case ChangeRollback:
+		t.cur, t.sess = t.start, t.start
+		if !t.inTx {
+			t.cur = t.sess
+		}
+		t.inTx = false
+		t.saves = t.saves[:0]
+	case ChangeSavepoint:
+		t.saves = append(t.saves, savepoint{ch.Name, t.cur, t.sess})
+	case ChangeRelease, ChangeRollbackTo:
+		for i := len(t.saves) - 1; i >= 0; i-- {
+			if t.saves[i].name == ch.Name {
+				if ch.Kind == ChangeRollbackTo {
+					t.cur, t.sess = t.saves[i].cur, t.saves[i].sess
+					t.saves = t.saves[:i+1]
+				} else {
+					t.saves = t.saves[:i]
+				}
+				break
+			}
+		}
+	}
+}
+
+// setKeepOther changes one setting (path or role) of cur, and of sess when
+// not local, leaving the other setting of sess alone.
+func (t *txState) setKeepOther(s settings, local, path bool) {
+	t.cur = s
+	if local {
+		return
+	}
+	if path {
+		t.sess.path = s.path
+	} else {
+		t.sess.role = s.role
+	}
+}
+
+// sync reconciles with the transaction status the server reported in
+// ReadyForQuery ('I' idle, 'T' in transaction, 'E' failed transaction).
+func (t *txState) sync(status byte) {
+	switch status {
+	case 'I':
+		if t.inTx {
+			// The transaction ended without pgmoat seeing how: assume
+			// either outcome.
+			t.sess.path = mergePath(t.sess.path, t.start.path)
+			if t.sess.role != t.start.role {
+				t.sess.path = pathVal{}
+			}
+			t.inTx = false
+			t.saves = t.saves[:0]
+		}
+		// SET LOCAL outside a transaction block lasts for the implicit
+		// transaction of one message only.
+		t.cur = t.sess
+	case 'T', 'E':
+		if !t.inTx {
+			t.inTx = true
+			t.start = t.sess
+		}
+	}
+}
