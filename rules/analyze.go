@@ -678,14 +678,14 @@ func (e *env) truncateCascade(obj Object, where string, out *[]Effect) {
 }
 
 var destructiveSubtypes = map[pg_query.AlterTableType]string{
-	pg_query.AlterTableType_AT_DropColumn:               "DROP COLUMN",
-	pg_query.AlterTableType_AT_AlterColumnType:          "ALTER COLUMN TYPE",
-	pg_query.AlterTableType_AT_DropConstraint:           "DROP CONSTRAINT",
-	pg_query.AlterTableType_AT_SetUnLogged:              "SET UNLOGGED",
-	pg_query.AlterTableType_AT_DetachPartition:          "DETACH PARTITION",
-	pg_query.AlterTableType_AT_DetachPartitionFinalize:  "DETACH PARTITION FINALIZE",
-	pg_query.AlterTableType_AT_DropInherit:              "NO INHERIT",
-	pg_query.AlterTableType_AT_DropExpression:           "DROP EXPRESSION",
+	pg_query.AlterTableType_AT_DropColumn:                "DROP COLUMN",
+	pg_query.AlterTableType_AT_AlterColumnType:           "ALTER COLUMN TYPE",
+	pg_query.AlterTableType_AT_DropConstraint:            "DROP CONSTRAINT",
+	pg_query.AlterTableType_AT_SetUnLogged:               "SET UNLOGGED",
+	pg_query.AlterTableType_AT_DetachPartition:           "DETACH PARTITION",
+	pg_query.AlterTableType_AT_DetachPartitionFinalize:   "DETACH PARTITION FINALIZE",
+	pg_query.AlterTableType_AT_DropInherit:               "NO INHERIT",
+	pg_query.AlterTableType_AT_DropExpression:            "DROP EXPRESSION",
 	pg_query.AlterTableType_AT_AlterColumnGenericOptions: "ALTER COLUMN OPTIONS",
 }
 

@@ -19,7 +19,7 @@ type span struct{ start, end int }
 // returns the text with each literal replaced by a placeholder of its
 // kind, and the statements' spans. It is deliberately conservative: on
 // anything unusual (non-ASCII, backslashes, comments, dollar signs,
-// prefixed strings E'' B'' X'' N'' U&'', quoted identifiers with escapes,
+// prefixed strings E” B” X” N” U&”, quoted identifiers with escapes,
 // numbers in forms it does not know) it returns ok=false and the statement
 // takes the full path. Two texts with the same key therefore have the same
 // token sequence except for literal values, so they parse to the same tree

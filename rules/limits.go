@@ -156,9 +156,11 @@ func checkBounds(text string, l Limits) error {
 	return nil
 }
 
-func isDigit(c byte) bool      { return c >= '0' && c <= '9' }
-func isIdentStart(c byte) bool { return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80 }
-func isIdentCont(c byte) bool  { return isIdentStart(c) || isDigit(c) || c == '$' }
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+func isIdentStart(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+}
+func isIdentCont(c byte) bool { return isIdentStart(c) || isDigit(c) || c == '$' }
 
 // skipQuoted returns the index just past the closing quote of a literal
 // whose body starts at i; a doubled quote stands for itself, and with esc
