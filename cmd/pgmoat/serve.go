@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/pgmoat/pgmoat/approvals"
+	"github.com/pgmoat/pgmoat/audit"
+	"github.com/pgmoat/pgmoat/config"
+	"github.com/pgmoat/pgmoat/metrics"
+	"github.com/pgmoat/pgmoat/proxy"
+)
+
+// serveFlags are the command-line settings of `pgmoat serve`; the flags
+// override the file's keys, on start and on every reload.
+type serveFlags struct {
+	config   string
+	listen   string
+	upstream string
+}
+
+// load reads the configuration the flags name, applies the overrides and
+// validates the result.
+func (f serveFlags) load() (*config.Config, error) {
+	var cfg *config.Config
+	if f.config != "" {
+		c, err := config.LoadFile(f.config)
+		if err != nil {
+			return nil, err
+		}
+		cfg = c
+	} else {
+		c := config.Default()
+		cfg = &c
+	}
+	if f.listen == "" && f.upstream == "" {
+		if f.config == "" {
+			if err := cfg.Validate(); err != nil {
+				return nil, err
+			}
+		}
+		return cfg, nil
+	}
+	if f.listen != "" {
+		cfg.Listen = f.listen
+	}
+	if f.upstream != "" {
+		cfg.Upstream = f.upstream
+	}
+	if err := cfg.Validate(); err != nil {
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			ce.File = "command line"
+		}
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
+	fs := newFlagSet("serve", stderr)
+	var f serveFlags
+	fs.StringVar(&f.config, "config", "", "configuration `file` (YAML); defaults apply when omitted")
+	fs.StringVar(&f.listen, "listen", "", "client-facing `address` (overrides listen)")
+	fs.StringVar(&f.upstream, "upstream", "", "upstream PostgreSQL `URL` (overrides upstream)")
+	if _, err := parseFlags(fs, args); err != nil {
+		return exitUsage
+	}
+	cfg, err := f.load()
+	if err != nil {
+		fmt.Fprintf(stderr, "pgmoat: %v\n", err)
+		return exitUsage
+	}
+	d, err := newDaemon(cfg, f, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "pgmoat: %v\n", err)
+		return exitUsage
+	}
+	if err := d.run(ctx); err != nil {
+		d.log.Error("pgmoat stopped", "err", err)
+		return 1
+	}
+	return exitOK
+}
+
+// daemon is a running `pgmoat serve`: the proxy, the admin listener and
+// everything they share.
+type daemon struct {
+	flags serveFlags
+	log   *slog.Logger
+	reg   *prometheus.Registry
+	met   *metrics.Metrics
+	audit *audit.Logger
+	holds *approvals.Store
+	proxy *proxy.Server
+
+	mu  sync.Mutex // serialises reloads
+	cfg *config.Config
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func newDaemon(cfg *config.Config, f serveFlags, stderr io.Writer) (*daemon, error) {
+	d := &daemon{flags: f, cfg: cfg, log: newLogger(cfg.Log, stderr)}
+	d.reg = prometheus.NewRegistry()
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.met = metrics.New(d.reg)
+
+	var err error
+	d.audit, err = audit.Open(cfg.Audit, audit.Options{Logger: d.log, Metrics: d.met})
+	if err != nil {
+		return nil, err
+	}
+	d.holds = approvals.New(cfg.Holds, approvals.Options{
+		Logger:  d.log,
+		Metrics: d.met,
+		OnEvent: d.recordApprovalEvent,
+	})
+	d.proxy, err = proxy.New(cfg, proxy.Options{Logger: d.log, Metrics: d.met})
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// recordApprovalEvent writes a holds-store event to the audit log,
+// durably: the store refuses to release a statement whose approval could
+// not be recorded.
+func (d *daemon) recordApprovalEvent(ev approvals.Event) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return d.audit.Record(ctx, auditEvent(ev))
+}
+
+func (d *daemon) run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", d.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(hup)
+
+	served := make(chan error, 1)
+	go func() { served <- d.proxy.Serve(ln) }()
+	d.logStart()
+
+	for {
+		select {
+		case sig := <-hup:
+			if err := d.audit.Reopen(); err != nil {
+				d.log.Error("audit log reopen failed", "err", err)
+			}
+			if sig == syscall.SIGHUP {
+				_ = d.reload()
+			}
+			continue
+		case err := <-served:
+			d.close()
+			return err
+		case <-ctx.Done():
+		}
+		break
+	}
+	d.log.Info("shutting down: no new connections; draining sessions", "drain_timeout", d.cfg.Limits.DrainTimeout.String())
+	drainCtx, cancel := context.WithTimeout(context.Background(), d.cfg.Limits.DrainTimeout.Std())
+	defer cancel()
+	if err := d.proxy.Shutdown(drainCtx); err != nil {
+		d.log.Warn("drain timeout expired", "err", err)
+	}
+	<-served
+	d.close()
+	d.log.Info("pgmoat stopped")
+	return nil
+}
+
+func (d *daemon) close() {
+	d.holds.Close()
+	if err := d.audit.Close(); err != nil {
+		d.log.Error("audit log close failed", "err", err)
+	}
+}
+
+func (d *daemon) logStart() {
+	cfg := d.cfg
+	admin := cfg.Admin.Listen
+	if admin == "" {
+		admin = "disabled"
+	}
+	d.log.Info("pgmoat started",
+		"version", version,
+		"listen", cfg.Listen,
+		"admin", admin,
+		"upstream", cfg.UpstreamURL.Addr(),
+		"upstream_sslmode", cfg.UpstreamURL.SSLMode,
+		"client_tls", cfg.TLS.Enabled(),
+		"policy", policySummary(cfg),
+		"audit", cfg.Audit.Path,
+	)
+}
+
+// policySummary is the one-line description of the policy in force.
+func policySummary(cfg *config.Config) string {
+	if len(cfg.Policy.Protect) == 0 {
+		return fmt.Sprintf("protects nothing (%d rules): every statement is allowed", len(cfg.Policy.Rules))
+	}
+	return fmt.Sprintf("protects %v, %d rules", cfg.Policy.Protect, len(cfg.Policy.Rules))
+}
+
+// reload re-reads the configuration file. A valid file takes effect for
+// the next statement of every session; an invalid one is rejected, logged,
+// audited and counted, and the old configuration stays in force. Listener
+// addresses, TLS files and the audit path need a restart.
+func (d *daemon) reload() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	cfg, err := d.flags.load()
+	if err != nil {
+		d.met.ConfigReloads.WithLabelValues("failure").Inc()
+		d.log.Error("configuration reload rejected; the previous configuration stays in force", "err", err)
+		d.audit.RecordAsync(audit.Event{Kind: audit.ConfigReloadFailed, Error: err.Error()})
+		return err
+	}
+	old := d.cfg
+	for key, changed := range map[string]bool{
+		"listen":       cfg.Listen != old.Listen,
+		"admin.listen": cfg.Admin.Listen != old.Admin.Listen,
+		"tls":          cfg.TLS != old.TLS,
+		"audit.path":   cfg.Audit.Path != old.Audit.Path,
+	} {
+		if changed {
+			d.log.Warn("configuration key changed but takes effect only after a restart", "key", key)
+		}
+	}
+	d.holds.SetConfig(cfg.Holds)
+	d.cfg = cfg
+	d.met.ConfigReloads.WithLabelValues("success").Inc()
+	d.log.Info("configuration reloaded", "policy", policySummary(cfg))
+	d.audit.RecordAsync(audit.Event{Kind: audit.ConfigLoaded, Reason: policySummary(cfg)})
+	return nil
+}
