@@ -110,6 +110,11 @@ func (v *verifier) file(path string) error {
 			r = zr
 		}
 	}
+	return v.read(path, r)
+}
+
+// read feeds the lines of r, named name in reports, to the verifier.
+func (v *verifier) read(name string, r io.Reader) error {
 	br := bufio.NewReaderSize(r, 256<<10)
 	var buf []byte
 	for no := 1; ; no++ {
@@ -119,9 +124,9 @@ func (v *verifier) file(path string) error {
 			return nil
 		}
 		if err != nil && err != io.EOF {
-			return fmt.Errorf("%s:%d: %w", path, no, err)
+			return fmt.Errorf("%s:%d: %w", name, no, err)
 		}
-		v.line(path, no, buf)
+		v.line(name, no, buf)
 		if err == io.EOF {
 			return nil
 		}
