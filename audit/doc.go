@@ -82,6 +82,10 @@
 // not change what a power loss loses. Where a power loss must not lose
 // audit lines, ship them off the host (stdout to a log collector).
 //
+// An event's time is when it was recorded (Record or RecordAsync was
+// called); lines are in the order the writer took them from the queue,
+// which for one goroutine is the order of its calls.
+//
 // Record is for events that must be in the log before something happens:
 // a block or hold decision before the client hears of it, an approval
 // before the held statement is forwarded. RecordAsync is for events that
@@ -89,6 +93,10 @@
 // never waits, and when the queue is full it drops the event, counts it in
 // pgmoat_audit_events_dropped_total{reason="queue_full"} and warns (at
 // most every ten seconds).
+//
+// On a configuration reload, Apply changes audit.statements, audit.redact
+// and audit.flush_interval for the next event; audit.path and
+// audit.queue_size need a restart.
 //
 // # Failures
 //

@@ -351,3 +351,35 @@ func TestRecordAfterClose(t *testing.T) {
 		t.Errorf("dropped{closed} = %v, want 1", got)
 	}
 }
+
+func TestApplyReloadedConfig(t *testing.T) {
+	cfg := testConfig(t)
+	l, _ := openTest(t, cfg, Options{})
+	l.RecordAsync(Event{Kind: Statement, Statement: "SELECT 'before'"})
+
+	next := cfg
+	next.Statements = "all"
+	next.Redact = true
+	if err := l.Apply(next); err != nil {
+		t.Fatal(err)
+	}
+	l.RecordAsync(Event{Kind: Statement, Statement: "SELECT 'after'"})
+
+	moved := next
+	moved.Path += ".elsewhere"
+	moved.QueueSize++
+	moved.Redact = false
+	err := l.Apply(moved)
+	if err == nil || !strings.Contains(err.Error(), "audit.path and audit.queue_size") {
+		t.Errorf("Apply with a new path and queue size = %v", err)
+	}
+	l.RecordAsync(Event{Kind: Statement, Statement: "SELECT 'unredacted'"})
+	l.Close()
+
+	if got := statements(t, cfg.Path); got != "SELECT $1,SELECT 'unredacted'" {
+		t.Errorf("statements = %s", got)
+	}
+	if _, err := os.Stat(moved.Path); err == nil {
+		t.Error("Apply opened the new path")
+	}
+}

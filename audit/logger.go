@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,10 +50,13 @@ type Options struct {
 // nil *Logger, like one opened with an empty path, records nothing and
 // reports success.
 type Logger struct {
-	path     string
-	all      bool // audit.statements: all
-	redact   bool
-	disabled bool
+	path      string
+	queueSize int
+	disabled  bool
+	// The settings Apply may change while running.
+	all      atomic.Bool // audit.statements: all
+	redact   atomic.Bool
+	interval atomic.Int64 // audit.flush_interval, in nanoseconds
 	log      *slog.Logger
 	m        *metrics.Metrics
 	clock    func() time.Time
@@ -87,16 +91,15 @@ type entry struct {
 // destructive statements instead of refusing them all.
 func Open(cfg config.Audit, opts Options) (*Logger, error) {
 	l := &Logger{
-		path:     cfg.Path,
-		all:      cfg.Statements == "all",
-		redact:   cfg.Redact,
-		disabled: cfg.Path == "",
-		log:      opts.Logger,
-		m:        opts.Metrics,
-		clock:    opts.Clock,
-		quit:     make(chan struct{}),
-		exited:   make(chan struct{}),
-		dropWarn: limiter{every: warnEvery},
+		path:      cfg.Path,
+		queueSize: cfg.QueueSize,
+		disabled:  cfg.Path == "",
+		log:       opts.Logger,
+		m:         opts.Metrics,
+		clock:     opts.Clock,
+		quit:      make(chan struct{}),
+		exited:    make(chan struct{}),
+		dropWarn:  limiter{every: warnEvery},
 	}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
@@ -109,6 +112,9 @@ func Open(cfg config.Audit, opts Options) (*Logger, error) {
 		l.clock = time.Now
 	}
 	l.healthy.Store(true)
+	l.all.Store(cfg.Statements == "all")
+	l.redact.Store(cfg.Redact)
+	l.interval.Store(int64(cfg.FlushInterval))
 	if l.disabled {
 		close(l.exited)
 		return l, nil
@@ -127,7 +133,7 @@ func Open(cfg config.Audit, opts Options) (*Logger, error) {
 	if open == nil {
 		open = openPath
 	}
-	w, err := newWriter(l, open, cfg.FlushInterval.Std())
+	w, err := newWriter(l, open)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +157,7 @@ const warnEvery = 10 * time.Second
 // AllStatements reports whether allowed statements are recorded
 // (audit.statements: all). A caller may skip building Statement events
 // when it is false; they would be discarded anyway.
-func (l *Logger) AllStatements() bool { return l != nil && !l.disabled && l.all }
+func (l *Logger) AllStatements() bool { return l != nil && !l.disabled && l.all.Load() }
 
 // Healthy reports whether the last attempt to write the audit log
 // succeeded. It turns false on a failed write and true again on the next
@@ -168,7 +174,7 @@ func (l *Logger) Healthy() bool { return l == nil || l.healthy.Load() }
 // or ctx's error) the caller must not go ahead: the event may be missing
 // from the log. Record waits while the queue is full, until ctx is done.
 func (l *Logger) Record(ctx context.Context, ev Event) error {
-	if l == nil || l.disabled || (ev.Kind == Statement && !l.all) {
+	if l == nil || l.disabled || (ev.Kind == Statement && !l.all.Load()) {
 		return nil
 	}
 	if l.closed.Load() {
@@ -188,7 +194,7 @@ func (l *Logger) Record(ctx context.Context, ev Event) error {
 // warned about (at most every ten seconds). Statement events are discarded
 // unless audit.statements is "all".
 func (l *Logger) RecordAsync(ev Event) {
-	if l == nil || l.disabled || (ev.Kind == Statement && !l.all) {
+	if l == nil || l.disabled || (ev.Kind == Statement && !l.all.Load()) {
 		return
 	}
 	if l.closed.Load() {
@@ -232,6 +238,33 @@ func (l *Logger) Reopen() error {
 	return l.request(context.Background(), entry{reopen: true, done: make(chan error, 1)})
 }
 
+// Apply takes the audit section of a reloaded configuration: statements,
+// redact and flush_interval apply from the next event on. path and
+// queue_size cannot change while pgmoat runs; when they differ, Apply
+// keeps the current ones and returns an error naming them, so that the
+// reload can say a restart is needed.
+func (l *Logger) Apply(cfg config.Audit) error {
+	if l == nil {
+		return nil
+	}
+	var fixed []string
+	if cfg.Path != l.path {
+		fixed = append(fixed, "audit.path")
+	}
+	if cfg.QueueSize != l.queueSize && !l.disabled {
+		fixed = append(fixed, "audit.queue_size")
+	}
+	l.all.Store(cfg.Statements == "all")
+	l.redact.Store(cfg.Redact)
+	if cfg.FlushInterval > 0 {
+		l.interval.Store(int64(cfg.FlushInterval))
+	}
+	if len(fixed) > 0 {
+		return fmt.Errorf("audit: %s changed: takes effect after a restart", strings.Join(fixed, " and "))
+	}
+	return nil
+}
+
 // Close writes every queued event, closes the file and stops the writer.
 // Events recorded after Close are dropped (RecordAsync) or refused (Record).
 func (l *Logger) Close() error {
@@ -255,7 +288,7 @@ func (l *Logger) prepare(ev *Event) ([]byte, error) {
 	if ev.Time.IsZero() {
 		ev.Time = l.clock()
 	}
-	if l.redact && ev.Statement != "" {
+	if l.redact.Load() && ev.Statement != "" {
 		ev.Statement = redact(ev.Statement)
 	}
 	return encode(ev)

@@ -23,7 +23,6 @@ const (
 type writer struct {
 	l        *Logger
 	open     func(path string) (sink, tailState, error)
-	interval time.Duration
 	events   map[Kind]prometheus.Counter
 	failWarn limiter
 
@@ -59,7 +58,7 @@ type pending struct {
 	done chan error // nil for an asynchronous event
 }
 
-func newWriter(l *Logger, open func(string) (sink, tailState, error), interval time.Duration) (*writer, error) {
+func newWriter(l *Logger, open func(string) (sink, tailState, error)) (*writer, error) {
 	out, st, err := open(l.path)
 	if err != nil {
 		return nil, fmt.Errorf("audit: open %s: %w", l.path, err)
@@ -67,7 +66,6 @@ func newWriter(l *Logger, open func(string) (sink, tailState, error), interval t
 	w := &writer{
 		l:           l,
 		open:        open,
-		interval:    interval,
 		events:      map[Kind]prometheus.Counter{},
 		failWarn:    limiter{every: warnEvery},
 		out:         out,
@@ -116,7 +114,7 @@ func (w *writer) run() {
 			case w.urgent || len(w.buf) >= flushBytes:
 				w.flush()
 			case len(w.lines) > 0 && !w.armed:
-				w.timer.Reset(w.interval)
+				w.timer.Reset(time.Duration(w.l.interval.Load()))
 				w.armed = true
 			}
 		case <-w.timer.C:
