@@ -36,6 +36,8 @@ type Config struct {
 
 	// UpstreamURL is Upstream, parsed and validated by Load.
 	UpstreamURL Upstream `yaml:"-"`
+	// CompiledPolicy is Policy, validated and compiled by Load.
+	CompiledPolicy *rules.Policy `yaml:"-"`
 	// File is the file the configuration was read from ("" for defaults).
 	File string `yaml:"-"`
 }
@@ -317,6 +319,15 @@ func (c *Config) Validate() error {
 			return &Error{Key: "holds.webhook", Err: fmt.Errorf("not an http(s) URL: %q", c.Holds.Webhook)}
 		}
 	}
+	pol, err := rules.Compile(c.Policy)
+	if err != nil {
+		var pe *rules.PolicyError
+		if errors.As(err, &pe) {
+			return &Error{Key: pe.Key, Err: pe.Err}
+		}
+		return &Error{Key: "policy", Err: err}
+	}
+	c.CompiledPolicy = pol
 	switch c.Audit.Statements {
 	case "decisions", "all":
 	default:

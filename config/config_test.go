@@ -113,3 +113,15 @@ func TestParseUpstream(t *testing.T) {
 		}
 	}
 }
+
+// TestExampleConfigLoads keeps the shipped example valid: it is what
+// `make run` and the Docker image start with.
+func TestExampleConfigLoads(t *testing.T) {
+	cfg, err := LoadFile("../examples/pgmoat.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.CompiledPolicy == nil || !cfg.CompiledPolicy.ProtectsAnything() {
+		t.Fatal("example policy protects nothing")
+	}
+}
