@@ -301,7 +301,7 @@ func (l *Logger) request(ctx context.Context, e entry) error {
 	case l.queue <- e:
 		l.m.AuditQueueDepth.Set(float64(len(l.queue)))
 	case <-ctx.Done():
-		return fmt.Errorf("audit: queue full: %w", context.Cause(ctx))
+		return fmt.Errorf("audit: event not queued: %w", context.Cause(ctx))
 	case <-l.quit:
 		return ErrClosed
 	}
@@ -325,7 +325,7 @@ func (l *Logger) request(ctx context.Context, e entry) error {
 // drop counts n lost asynchronous events and warns, rate-limited.
 func (l *Logger) drop(reason string, n int) {
 	l.dropped[reason].Add(float64(n))
-	if suppressed, ok := l.dropWarn.allow(l.clock()); ok {
+	if suppressed, ok := l.dropWarn.allow(time.Now()); ok {
 		l.log.Warn("audit events dropped: the audit trail has a gap",
 			"reason", reason, "dropped", n, "earlier_warnings_suppressed", suppressed)
 	}

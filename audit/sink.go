@@ -78,8 +78,10 @@ type tailState struct {
 const maxTailLines = 16
 
 // readTail finds the last complete audit line of f by reading backwards.
-// An empty file, or one with no complete line at all (a first write that
-// was torn by a crash), has an empty head: the chain starts from Genesis.
+// An empty file, or one that is a single fragment (a first write torn by a
+// crash), has an empty head: the chain starts from Genesis. A file whose
+// last lines are none of them audit lines is an error: pgmoat does not
+// append to a file that is not its log.
 func readTail(f *os.File) (tailState, error) {
 	var st tailState
 	fi, err := f.Stat()
@@ -96,7 +98,8 @@ func readTail(f *os.File) (tailState, error) {
 	}
 	st.needNewline = last[0] != '\n'
 
-	// Read chunks from the end; buf always holds the file from pos to end.
+	// Read chunks from the end; buf holds the file from pos to its end, and
+	// the line being looked for ends at end.
 	const chunk = 64 << 10
 	var buf []byte
 	pos, end := size, size
@@ -105,7 +108,8 @@ func readTail(f *os.File) (tailState, error) {
 		end--
 		pos, buf = end, last[:]
 	}
-	for examined := 0; examined < maxTailLines; {
+	examined := 0
+	for examined < maxTailLines {
 		// The last line is buf[i+1 : end-pos] where i is the last newline
 		// before end; read more until that newline (or the file start) is in buf.
 		i := bytes.LastIndexByte(buf[:end-pos], '\n')
@@ -134,11 +138,15 @@ func readTail(f *os.File) (tailState, error) {
 			return st, nil
 		}
 		if i < 0 {
-			return st, nil // reached the start: no complete line in the file
+			if examined > 1 {
+				break
+			}
+			// The file is one fragment: a first write torn by a crash.
+			return st, nil
 		}
 		end = pos + int64(i)
 	}
-	return st, fmt.Errorf("%s: none of its last %d lines is a pgmoat audit line; move it away or check it with `pgmoat audit verify`", f.Name(), maxTailLines)
+	return st, fmt.Errorf("%s: none of its last %d lines is a pgmoat audit line; move it away or check it with `pgmoat audit verify`", f.Name(), examined)
 }
 
 // openPath opens the audit log at path ("-" for stdout) and reads how to

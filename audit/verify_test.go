@@ -287,10 +287,12 @@ func TestOpenAfterTornFirstWrite(t *testing.T) {
 
 func TestOpenRefusesAFileThatIsNotAnAuditLog(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "notes.txt")
-	os.WriteFile(path, bytes.Repeat([]byte("some text\n"), 100), 0o600)
-	if l, err := Open(cfgFor(path), Options{}); err == nil {
-		l.Close()
-		t.Fatal("Open appended to a file whose last lines are not audit lines")
+	for _, lines := range []int{2, 100} {
+		os.WriteFile(path, bytes.Repeat([]byte("some text\n"), lines), 0o600)
+		if l, err := Open(cfgFor(path), Options{}); err == nil {
+			l.Close()
+			t.Fatalf("Open appended to a file of %d lines that are not audit lines", lines)
+		}
 	}
 }
 

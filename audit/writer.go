@@ -253,7 +253,7 @@ func (w *writer) fail(err error, n, good, k int) {
 	if lost > 0 {
 		w.l.dropped[dropWriteError].Add(float64(lost))
 	}
-	if suppressed, ok := w.failWarn.allow(w.l.clock()); ok {
+	if suppressed, ok := w.failWarn.allow(time.Now()); ok {
 		args := []any{"err", err, "events_lost", len(w.lines) - k, "earlier_warnings_suppressed", suppressed}
 		if dropErr != nil {
 			args = append(args, "torn_line_left", dropErr)
@@ -275,7 +275,7 @@ func (w *writer) ready() error {
 	case err != nil && removed:
 		return fmt.Errorf("file was removed and cannot be created again: %w", err)
 	case err != nil:
-		if suppressed, ok := w.failWarn.allow(w.l.clock()); ok {
+		if suppressed, ok := w.failWarn.allow(time.Now()); ok {
 			w.l.log.Warn("audit log reopen still failing; writing to the old file",
 				"err", err, "earlier_warnings_suppressed", suppressed)
 		}
