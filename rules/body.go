@@ -56,6 +56,14 @@ func (e *env) createFunction(f *pg_query.CreateFunctionStmt, text, where string,
 				e.analyzeBody(as[0], w, &body, nil)
 			}
 		case "plpgsql":
+			// libpg_query's PL/pgSQL entry point compiles every function
+			// in the text it is given and asserts (aborting the process)
+			// on one without a body: only hand it a single statement
+			// known to have one.
+			if len(as) == 0 {
+				e.add(&body, OpOpaque, everything(), kind+" "+fname+" has no body pgmoat can read", where)
+				break
+			}
 			e.plpgsql(text, w, &body)
 		case "c", "internal":
 		default:

@@ -139,14 +139,21 @@ func checkBounds(text string, l Limits) error {
 				return err
 			}
 		default:
-			// A number or a run of operator characters.
+			// A number, a run of operator characters, or any other byte:
+			// one token each.
 			i++
-			for i < n && !isSpace(text[i]) && !isIdentStart(text[i]) && text[i] != '(' && text[i] != ')' &&
-				text[i] != '[' && text[i] != ']' && text[i] != ',' && text[i] != ';' && text[i] != '\'' && text[i] != '"' && text[i] != '$' {
-				if text[i] == '-' && i+1 < n && text[i+1] == '-' || text[i] == '/' && i+1 < n && text[i+1] == '*' {
-					break
+			switch {
+			case isDigit(c) || c == '.' && i < n && isDigit(text[i]):
+				for i < n && (isIdentCont(text[i]) || text[i] == '.') {
+					i++
 				}
-				i++
+			case isOpChar(c):
+				for i < n && isOpChar(text[i]) {
+					if text[i] == '-' && i+1 < n && text[i+1] == '-' || text[i] == '/' && i+1 < n && text[i+1] == '*' {
+						break
+					}
+					i++
+				}
 			}
 			if err := bump(); err != nil {
 				return err
@@ -156,7 +163,8 @@ func checkBounds(text string, l Limits) error {
 	return nil
 }
 
-func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+func isOpChar(c byte) bool { return c < 0x80 && c != 0 && stringsIndexByte("+-*/<>=~!@#%^&|`?:", c) }
+func isDigit(c byte) bool  { return c >= '0' && c <= '9' }
 func isIdentStart(c byte) bool {
 	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
 }
@@ -205,4 +213,13 @@ func dollarEnd(text string, i int) (int, bool) {
 		}
 	}
 	return len(text), true
+}
+
+func stringsIndexByte(set string, c byte) bool {
+	for i := 0; i < len(set); i++ {
+		if set[i] == c {
+			return true
+		}
+	}
+	return false
 }

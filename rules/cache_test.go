@@ -1,0 +1,206 @@
+package rules
+
+import (
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// sameDecision compares two results statement by statement on everything
+// a decision consists of.
+func sameDecision(a, b *Result) string {
+	if a.Action != b.Action || a.Decider != b.Decider || len(a.Statements) != len(b.Statements) {
+		return fmt.Sprintf("action %s/%s decider %d/%d statements %d/%d", a.Action, b.Action, a.Decider, b.Decider, len(a.Statements), len(b.Statements))
+	}
+	for i := range a.Statements {
+		x, y := a.Statements[i], b.Statements[i]
+		if x.Text != y.Text || x.Offset != y.Offset || x.Line != y.Line || x.Col != y.Col || x.Action != y.Action || x.Rule != y.Rule || x.Sentence != y.Sentence {
+			return fmt.Sprintf("statement %d: %q@%d %s %q %q vs %q@%d %s %q %q", i, x.Text, x.Offset, x.Action, x.Rule, x.Sentence, y.Text, y.Offset, y.Action, y.Rule, y.Sentence)
+		}
+		if fmt.Sprint(x.Effects) != fmt.Sprint(y.Effects) || fmt.Sprint(x.Changes) != fmt.Sprint(y.Changes) {
+			return fmt.Sprintf("statement %d effects/changes differ: %v %v vs %v %v", i, x.Effects, x.Changes, y.Effects, y.Changes)
+		}
+	}
+	return ""
+}
+
+// checkAgainstFull judges sql through the cached engine and compares with
+// a fresh full analysis.
+func checkAgainstFull(t testing.TB, cached, fresh *Engine, s *Session, sql string) *Result {
+	t.Helper()
+	got := cached.Judge(s, sql)
+	want := fresh.Judge(s, sql)
+	if d := sameDecision(got, want); d != "" {
+		t.Fatalf("%q (path %s): cached decision differs from full analysis: %s", sql, got.Path, d)
+	}
+	return got
+}
+
+func TestCacheAndFastPath(t *testing.T) {
+	p := corpusPolicy(t)
+	cached := NewEngine(p, EngineOptions{})
+	fresh := NewEngine(p, EngineOptions{CacheBytes: -1})
+	s := knownSession("app")
+	paths := map[Path]int{}
+	for i := 0; i < 50; i++ {
+		for _, sql := range []string{
+			fmt.Sprintf("SELECT abalance FROM pgbench_accounts WHERE aid = %d;", i*7919),
+			fmt.Sprintf("UPDATE pgbench_accounts SET abalance = abalance + %d WHERE aid = %d;", i-25, i),
+			fmt.Sprintf("DELETE FROM users WHERE id = %d", i),
+			fmt.Sprintf("DELETE FROM users WHERE %d = %d", i%3, 1),        // literal-sensitive
+			fmt.Sprintf("SELECT '%d'; DELETE FROM users WHERE id = %d", i, i), // two statements
+			fmt.Sprintf("UPDATE users SET note = 'n%d' WHERE email = 'u%d@x.io'", i, i),
+			fmt.Sprintf("SET search_path TO s%d", i%2),
+			fmt.Sprintf("PREPARE q%d AS SELECT %d", i%2, i),
+		} {
+			r := checkAgainstFull(t, cached, fresh, s, sql)
+			paths[r.Path]++
+		}
+	}
+	if paths[PathFast] == 0 || paths[PathCache] == 0 {
+		t.Fatalf("fast path or cache never used: %v", paths)
+	}
+	// The tautology with literals must never be answered by the fast path
+	// from the other literal's decision.
+	if r := cached.Judge(s, "DELETE FROM users WHERE 1 = 1"); r.Action != Block {
+		t.Fatal("1 = 1 allowed")
+	}
+	if r := cached.Judge(s, "DELETE FROM users WHERE 1 = 0"); r.Action != Allow || r.Path == PathFast {
+		t.Fatalf("1 = 0: %s via %s", r.Action, r.Path)
+	}
+}
+
+func TestCacheHitAllocatesNothing(t *testing.T) {
+	eng := NewEngine(corpusPolicy(t), EngineOptions{})
+	s := knownSession("app")
+	sql := "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"
+	eng.Judge(s, sql)
+	if r := eng.Judge(s, sql); r.Path != PathCache {
+		t.Fatalf("second judge took path %s", r.Path)
+	}
+	if n := testing.AllocsPerRun(100, func() { eng.Judge(s, sql) }); n != 0 {
+		t.Fatalf("cache hit allocates %v times", n)
+	}
+}
+
+func TestCacheBounded(t *testing.T) {
+	eng := NewEngine(corpusPolicy(t), EngineOptions{CacheBytes: 256 << 10})
+	s := knownSession("app")
+	for i := 0; i < 5000; i++ {
+		eng.Judge(s, fmt.Sprintf("SELECT %d AS c%d FROM users", i, i))
+	}
+	total := 0
+	for i := range eng.cache.shards {
+		sh := &eng.cache.shards[i]
+		total += sh.bytes
+		if len(sh.m) > 0 && sh.bytes > eng.cache.maxShard {
+			t.Fatalf("shard %d holds %d bytes > %d", i, sh.bytes, eng.cache.maxShard)
+		}
+	}
+	if total == 0 || total > 256<<10 {
+		t.Fatalf("cache holds %d bytes", total)
+	}
+}
+
+// TestConcurrentSessions shares one engine (and cache) between sessions
+// with different search_paths and checks every answer against a fresh
+// analysis.
+func TestConcurrentSessions(t *testing.T) {
+	p := corpusPolicy(t)
+	cached := NewEngine(p, EngineOptions{CacheBytes: 1 << 20})
+	fresh := NewEngine(p, EngineOptions{CacheBytes: -1})
+	paths := [][]string{{"$user", "public"}, {"billing", "public"}, {"public"}, nil}
+	stmts := []string{"DROP TABLE invoices", "TRUNCATE payments", "DELETE FROM users WHERE id = 1", "UPDATE invoices SET amount = 1", "SELECT * FROM invoices WHERE id = 3", "DROP TABLE scratch"}
+	var wg sync.WaitGroup
+	errs := make(chan string, 100)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(int64(g)))
+			s := NewSession(Identity{User: fmt.Sprintf("u%d", g%2), Database: "app"})
+			if p := paths[g%len(paths)]; p != nil {
+				s.SetSearchPath(p)
+			}
+			for i := 0; i < 300; i++ {
+				sql := stmts[rng.Intn(len(stmts))]
+				got, want := cached.Judge(s, sql), fresh.Judge(s, sql)
+				if d := sameDecision(got, want); d != "" {
+					errs <- fmt.Sprintf("session %d %q: %s", g, sql, d)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
+// TestDeepNestingSurvives feeds input that would overflow libpg_query's
+// C stack; it must come back unparseable (blocked) and the process must
+// live. It runs in a child process so that a crash fails the test instead
+// of killing the test binary.
+func TestDeepNestingSurvives(t *testing.T) {
+	if os.Getenv("PGMOAT_DEEP_CHILD") == "1" {
+		eng := NewEngine(corpusPolicy(t), EngineOptions{})
+		for _, sql := range deepInputs() {
+			r := eng.Judge(knownSession("app"), sql)
+			if r.Action != Block {
+				t.Fatalf("%.40q...: got %s", sql, r.Action)
+			}
+		}
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDeepNestingSurvives$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "PGMOAT_DEEP_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child failed (crash?): %v\n%.2000s", err, out)
+	}
+}
+
+func deepInputs() []string {
+	n := 100000
+	return []string{
+		"SELECT " + strings.Repeat("(", n) + "1" + strings.Repeat(")", n),
+		"SELECT " + strings.Repeat("1+", n) + "1",
+		"SELECT 1" + strings.Repeat("::int", n),
+		strings.Repeat("SELECT 1 UNION ", n) + "SELECT 1",
+		"SELECT " + strings.Repeat("NOT ", n) + "true",
+		"SELECT " + strings.Repeat("ARRAY[", n) + "1" + strings.Repeat("]", n),
+		"DO $$BEGIN EXECUTE 'SELECT " + strings.Repeat("1+", n) + "1'; END$$",
+	}
+}
+
+func TestLimitsAllowRealStatements(t *testing.T) {
+	eng := testEngine(t, defaultProtect)
+	var b strings.Builder
+	b.WriteString("INSERT INTO users (id, email) VALUES ")
+	for i := 0; i < 5000; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "(%d, 'user%d@example.com' || 'x')", i, i)
+	}
+	var w strings.Builder
+	w.WriteString("SELECT * FROM users WHERE ")
+	for i := 0; i < 2000; i++ {
+		if i > 0 {
+			w.WriteString(" OR ")
+		}
+		fmt.Fprintf(&w, "(id = %d AND email = 'x')", i)
+	}
+	big := "SELECT '" + strings.Repeat("((((+-*/ word ", 20000) + "'"
+	for _, sql := range []string{b.String(), w.String(), big} {
+		if r := eng.Judge(knownSession("app"), sql); r.Action != Allow {
+			t.Errorf("%.60q...: %s %s", sql, r.Action, r.Decision().Sentence)
+		}
+	}
+}
