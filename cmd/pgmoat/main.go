@@ -34,6 +34,7 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"serve":   {"run the proxy", runServe},
+		"check":   {"check migration files against the policy (for CI)", runCheck},
 		"audit":   {"audit log tools (verify)", runAudit},
 		"version": {"print the version", runVersion},
 	}
