@@ -51,7 +51,7 @@ func TestCacheAndFastPath(t *testing.T) {
 			fmt.Sprintf("SELECT abalance FROM pgbench_accounts WHERE aid = %d;", i*7919),
 			fmt.Sprintf("UPDATE pgbench_accounts SET abalance = abalance + %d WHERE aid = %d;", i-25, i),
 			fmt.Sprintf("DELETE FROM users WHERE id = %d", i),
-			fmt.Sprintf("DELETE FROM users WHERE %d = %d", i%3, 1),        // literal-sensitive
+			fmt.Sprintf("DELETE FROM users WHERE %d = %d", i%3, 1),            // literal-sensitive
 			fmt.Sprintf("SELECT '%d'; DELETE FROM users WHERE id = %d", i, i), // two statements
 			fmt.Sprintf("UPDATE users SET note = 'n%d' WHERE email = 'u%d@x.io'", i, i),
 			fmt.Sprintf("SET search_path TO s%d", i%2),
