@@ -292,7 +292,7 @@ func (s *Store) purgeLocked(now time.Time) {
 			end = p.info.RevokedAt
 		}
 		p.mu.Unlock()
-		if !end.Before(cutoff) {
+		if end.After(cutoff) {
 			continue
 		}
 		delete(s.pre, id)

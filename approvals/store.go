@@ -412,7 +412,7 @@ func (s *Store) retire(h *Hold, info HoldInfo) {
 func (s *Store) trimLocked(now time.Time) {
 	cutoff := now.Add(-s.keepEndedFor)
 	n := 0
-	for n < len(s.ended) && (len(s.ended)-n > s.keepEnded || s.ended[n].at.Before(cutoff)) {
+	for n < len(s.ended) && (len(s.ended)-n > s.keepEnded || !s.ended[n].at.After(cutoff)) {
 		delete(s.holds, s.ended[n].id)
 		n++
 	}
