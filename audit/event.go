@@ -1,11 +1,9 @@
 package audit
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"time"
@@ -252,24 +250,14 @@ func ReadFile(path string) ([]Event, error) {
 		return nil, err
 	}
 	defer f.Close()
-	br := bufio.NewReader(f)
 	var evs []Event
-	var buf []byte
-	for no := 1; ; no++ {
-		buf, err = readLine(br, buf)
-		if err == io.EOF && len(buf) == 0 {
-			return evs, nil
-		}
-		if err != nil && err != io.EOF {
-			return evs, err
-		}
-		ev, derr := decode(buf)
-		if derr != nil {
-			return evs, &LineError{File: path, Line: no, Err: derr}
+	err = forEachLine(f, func(no int, line []byte) error {
+		ev, err := decode(line)
+		if err != nil {
+			return &LineError{File: path, Line: no, Err: err}
 		}
 		evs = append(evs, ev)
-		if err == io.EOF {
-			return evs, nil
-		}
-	}
+		return nil
+	})
+	return evs, err
 }

@@ -115,37 +115,46 @@ func (v *verifier) file(path string) error {
 
 // read feeds the lines of r, named name in reports, to the verifier.
 func (v *verifier) read(name string, r io.Reader) error {
+	err := forEachLine(r, func(no int, line []byte) error {
+		v.line(name, no, line)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// forEachLine calls fn with each line of r (1-based number, bytes without
+// the newline, valid only during the call), lines of any length included,
+// and a last line without a newline. It stops at fn's first error.
+func forEachLine(r io.Reader, fn func(no int, line []byte) error) error {
 	br := bufio.NewReaderSize(r, 256<<10)
 	var buf []byte
 	for no := 1; ; no++ {
+		buf = buf[:0]
 		var err error
-		buf, err = readLine(br, buf)
-		if err == io.EOF && len(buf) == 0 {
+		for {
+			var chunk []byte
+			chunk, err = br.ReadSlice('\n')
+			buf = append(buf, chunk...)
+			if err != bufio.ErrBufferFull {
+				break
+			}
+		}
+		switch {
+		case err == nil:
+			buf = buf[:len(buf)-1]
+		case err != io.EOF:
+			return fmt.Errorf("line %d: %w", no, err)
+		case len(buf) == 0:
 			return nil
 		}
-		if err != nil && err != io.EOF {
-			return fmt.Errorf("%s:%d: %w", name, no, err)
+		if ferr := fn(no, buf); ferr != nil {
+			return ferr
 		}
-		v.line(name, no, buf)
 		if err == io.EOF {
 			return nil
-		}
-	}
-}
-
-// readLine reads one line of any length into buf, without its newline.
-func readLine(r *bufio.Reader, buf []byte) ([]byte, error) {
-	buf = buf[:0]
-	for {
-		chunk, err := r.ReadSlice('\n')
-		buf = append(buf, chunk...)
-		switch err {
-		case bufio.ErrBufferFull:
-			continue
-		case nil:
-			return buf[:len(buf)-1], nil
-		default:
-			return buf, err
 		}
 	}
 }
