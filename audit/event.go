@@ -77,7 +77,8 @@ type Event struct {
 	Client      string // client address, host:port
 
 	// Statement is the SQL text; with audit.redact its literals are
-	// replaced by $n placeholders (pg_query's Normalize).
+	// replaced by $n placeholders (pg_query's Normalize). Bytes that are
+	// not UTF-8 are written as U+FFFD, as JSON requires.
 	Statement   string
 	Fingerprint string   // pg_query fingerprint of Statement
 	Operations  []string // e.g. drop, truncate, delete_all
