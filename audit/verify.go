@@ -236,23 +236,30 @@ func VerifyCommand(out io.Writer, paths []string) int {
 		fmt.Fprintf(out, "note: %s:%d: skipped, outside the chain (the chain continues after it): %v\n", u.File, u.Line, u.Err)
 	}
 	if n := res.UnchainedCount - len(res.Unchained); n > 0 {
-		fmt.Fprintf(out, "note: %d more lines outside the chain not listed\n", n)
+		fmt.Fprintf(out, "note: %s outside the chain not listed\n", count(n, "more line"))
 	}
 	if b := res.Break; b != nil {
 		fmt.Fprintf(out, "BROKEN: %s:%d: %v\n", b.File, b.Line, b.Err)
 		if b.Line == 1 && b.File != paths[0] && (errors.Is(b.Err, ErrPrevMismatch) || errors.Is(b.Err, ErrRestarted)) {
 			fmt.Fprintln(out, "hint: give the files oldest first; the break may be between two files given out of order")
 		}
-		fmt.Fprintf(out, "%d lines verified before it\n", res.Lines)
+		fmt.Fprintf(out, "%s verified before it\n", count(res.Lines, "line"))
 		return 1
 	}
 	from := "genesis (the start of the log)"
 	if res.FirstPrevHash != Genesis && res.FirstPrevHash != "" {
 		from = "prev_hash " + res.FirstPrevHash + " (the file before the first one given)"
 	}
-	fmt.Fprintf(out, "ok: %d lines in %d files, chained from %s\n", res.Lines, res.Files, from)
+	fmt.Fprintf(out, "ok: %s in %s, chained from %s\n", count(res.Lines, "line"), count(res.Files, "file"), from)
 	if res.LastHash != "" {
 		fmt.Fprintf(out, "last hash: %s\n", res.LastHash)
 	}
 	return 0
+}
+
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

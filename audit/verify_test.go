@@ -225,7 +225,7 @@ func TestVerifyCommand(t *testing.T) {
 	if code := VerifyCommand(&out, []string{path}); code != 0 {
 		t.Fatalf("exit %d on an intact log:\n%s", code, &out)
 	}
-	if !strings.Contains(out.String(), "ok: 4 lines in 1 files, chained from genesis") {
+	if !strings.Contains(out.String(), "ok: 4 lines in 1 file, chained from genesis") {
 		t.Errorf("report:\n%s", &out)
 	}
 
@@ -237,7 +237,7 @@ func TestVerifyCommand(t *testing.T) {
 	if code := VerifyCommand(&out, []string{path}); code != 1 {
 		t.Fatalf("exit %d on an edited log, want 1:\n%s", code, &out)
 	}
-	if want := fmt.Sprintf("BROKEN: %s:3: hash does not match", path); !strings.Contains(out.String(), want) {
+	if want := fmt.Sprintf("BROKEN: %s:3: hash does not match the line's content (the line was edited)\n2 lines verified before it\n", path); !strings.Contains(out.String(), want) {
 		t.Errorf("report does not say %q:\n%s", want, &out)
 	}
 
