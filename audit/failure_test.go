@@ -449,3 +449,47 @@ func TestConcurrentRecord(t *testing.T) {
 		}
 	}
 }
+
+// TestTornLineThenNewFile: the newline that ends a fragment belongs to
+// the file holding the fragment; a file opened after it (rotation, or the
+// file removed and created again on the next write) starts clean.
+func TestTornLineThenNewFile(t *testing.T) {
+	for _, how := range []string{"rotated", "removed"} {
+		t.Run(how, func(t *testing.T) {
+			cfg := testConfig(t)
+			f := newFaults()
+			f.noTruncate = true
+			l, _ := openTest(t, cfg, f.options(Options{}))
+			record(t, l, Event{Kind: Decision, Statement: "DROP TABLE a"})
+			f.setBudget(30)
+			if err := l.Record(context.Background(), Event{Kind: Decision, Statement: "DROP TABLE b"}); err == nil {
+				t.Fatal("Record succeeded on a full disk")
+			}
+			f.setBudget(-1)
+			if err := os.Rename(cfg.Path, cfg.Path+".1"); err != nil {
+				t.Fatal(err)
+			}
+			if how == "rotated" {
+				if err := l.Reopen(); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := os.Remove(cfg.Path + ".1"); err != nil {
+				t.Fatal(err)
+			}
+			record(t, l, Event{Kind: Decision, Statement: "DROP TABLE c"})
+			l.Close()
+
+			if got := statements(t, cfg.Path); got != "DROP TABLE c" {
+				t.Errorf("new file: %s", got)
+			}
+			if res := mustVerify(t, cfg.Path); res.UnchainedCount != 0 || res.Lines != 1 {
+				t.Errorf("new file alone: %+v", res)
+			}
+			if how == "rotated" {
+				if res := mustVerify(t, cfg.Path+".1", cfg.Path); res.Lines != 2 || res.UnchainedCount != 1 {
+					t.Errorf("both files: %+v, want 2 lines and the fragment outside the chain", res)
+				}
+			}
+		})
+	}
+}

@@ -38,8 +38,7 @@ type writer struct {
 	// write tries again until it can.
 	reopenPending bool
 
-	buf     []byte       // lines not yet written, sealed, possibly after a newline prefix
-	prefix  int          // length of that prefix (0 or 1)
+	buf     []byte       // sealed lines not yet written
 	bufHead string       // hash of the last line in buf
 	lines   []pending    // the lines in buf
 	waiters []chan error // Flush calls waiting for the buffer to be written
@@ -150,10 +149,6 @@ func (w *writer) take(e entry) {
 		w.waiters = append(w.waiters, e.done)
 		w.urgent = true
 	default:
-		if len(w.buf) == 0 && w.needNewline {
-			w.buf = append(w.buf, '\n')
-			w.prefix = 1
-		}
 		var h string
 		w.buf, h = seal(w.buf, e.body, w.bufHead)
 		w.bufHead = h
@@ -172,6 +167,13 @@ func (w *writer) flush() {
 		return
 	}
 	n, err := 0, w.ready()
+	if err == nil && w.needNewline {
+		// End the fragment a failed write left, in the sink as it is now
+		// (ready may have just reopened it).
+		if _, err = w.out.Write([]byte{'\n'}); err == nil {
+			w.needNewline = false
+		}
+	}
 	if err == nil && len(w.buf) > 0 {
 		n, err = w.out.Write(w.buf)
 	}
@@ -183,9 +185,6 @@ func (w *writer) flush() {
 	// A line missing only its newline is whole (the newline is not hashed):
 	// the next write supplies it.
 	good, k := 0, 0
-	if n >= w.prefix {
-		good = w.prefix
-	}
 	for k < len(w.lines) && w.lines[k].end-1 <= n {
 		good = min(w.lines[k].end, n)
 		k++
@@ -195,7 +194,6 @@ func (w *writer) flush() {
 		w.head = p.hash
 	}
 	if err == nil {
-		w.needNewline = false
 		if !w.l.healthy.Swap(true) {
 			w.l.log.Info("audit log writable again", "prev_hash", w.head)
 		}
@@ -217,7 +215,7 @@ func (w *writer) flush() {
 	for _, c := range w.waiters {
 		c <- err
 	}
-	w.buf, w.prefix, w.lines, w.waiters, w.urgent = w.buf[:0], 0, w.lines[:0], w.waiters[:0], false
+	w.buf, w.lines, w.waiters, w.urgent = w.buf[:0], w.lines[:0], w.waiters[:0], false
 	w.bufHead = w.head
 }
 
@@ -230,13 +228,8 @@ func (w *writer) flush() {
 func (w *writer) fail(err error, n, good, k int) {
 	w.l.healthy.Store(false)
 	w.l.m.AuditWriteErrors.Inc()
-	switch {
-	case n < w.prefix:
-		// Not even the newline that was to end an earlier fragment landed.
-	case k > 0 && good < w.lines[k-1].end:
+	if k > 0 && good < w.lines[k-1].end {
 		w.needNewline = true // the last whole line lacks its newline
-	default:
-		w.needNewline = false
 	}
 	var dropErr error
 	if torn := n - good; torn > 0 {
