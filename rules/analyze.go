@@ -887,7 +887,7 @@ func (e *env) triggerFunc(funcname []*pg_query.Node, what, where string, out *[]
 // statement without these words cannot hold nested DML; function names can
 // be spelled with U&"..." escapes, so those always walk.
 func interesting(text string) bool {
-	dml := countFold(text, "delete") + countFold(text, "update") + countFold(text, "insert") + countFold(text, "merge")
+	dml := countWord(text, "delete") + countWord(text, "update") + countWord(text, "insert") + countWord(text, "merge")
 	if dml > 1 || (dml == 1 && !startsWithDML(text)) {
 		return true
 	}
@@ -910,6 +910,47 @@ func startsWithDML(text string) bool {
 		}
 	}
 	return false
+}
+
+// countWord counts ASCII case-insensitive occurrences of lower-case word
+// in s that stand alone (not part of a longer identifier).
+func countWord(s, word string) int {
+	n := 0
+	for off := 0; ; {
+		i := indexFold(s[off:], word)
+		if i < 0 {
+			return n
+		}
+		i += off
+		end := i + len(word)
+		if (i == 0 || !isIdentCont(s[i-1])) && (end == len(s) || !isIdentCont(s[end])) {
+			n++
+		}
+		off = i + 1
+	}
+}
+
+func indexFold(s, word string) int {
+	first := word[0]
+	for i := 0; i+len(word) <= len(s); i++ {
+		if s[i]|0x20 != first {
+			continue
+		}
+		j := 1
+		for ; j < len(word); j++ {
+			d := s[i+j]
+			if d >= 'A' && d <= 'Z' {
+				d += 'a' - 'A'
+			}
+			if d != word[j] {
+				break
+			}
+		}
+		if j == len(word) {
+			return i
+		}
+	}
+	return -1
 }
 
 // countFold counts ASCII case-insensitive occurrences of lower-case word in s.

@@ -223,14 +223,22 @@ func unparseable(sql string, err error) *Verdict {
 
 // newVerdict places the statement text (trimmed) within the message.
 func newVerdict(msg string, start int, text string) *Verdict {
-	lead := 0
-	for lead < len(text) && isSpace(text[lead]) {
+	v := new(Verdict)
+	placeVerdict(v, msg, start, text)
+	return v
+}
+
+func placeVerdict(v *Verdict, msg string, start int, text string) {
+	lead, end := 0, len(text)
+	for lead < end && isSpace(text[lead]) {
 		lead++
 	}
-	trimmed := strings.TrimRightFunc(text[lead:], func(r rune) bool { return r < 0x80 && isSpace(byte(r)) })
+	for end > lead && isSpace(text[end-1]) {
+		end--
+	}
 	off := start + lead
-	line, col := position(msg, off)
-	return &Verdict{Text: trimmed, Offset: off, Line: line, Col: col}
+	v.Text, v.Offset = text[lead:end], off
+	v.Line, v.Col = position(msg, off)
 }
 
 func position(s string, off int) (line, col int) {

@@ -1,6 +1,9 @@
 package rules
 
-import "strings"
+import (
+	"strings"
+	"unsafe"
+)
 
 // Placeholders that stand for literals in a fast-path key. They are
 // control bytes, which normalize refuses in input, so a key can never be
@@ -25,8 +28,9 @@ type span struct{ start, end int }
 // token sequence except for literal values, so they parse to the same tree
 // but for those values; the cache reuses a decision across them only when
 // the analysis that made it never looked at a literal's value.
-func normalize(sql string, buf []byte) (key []byte, spans []span, ok bool) {
+func normalize(sql string, buf []byte, spanBuf []span) (key []byte, spans []span, ok bool) {
 	key = buf[:0]
+	spans = spanBuf[:0]
 	stmtStart := 0
 	n := len(sql)
 	for i := 0; i < n; {
@@ -143,7 +147,8 @@ func (e *Engine) judgeFast(s *Session, state, sql string) *Result {
 		return nil
 	}
 	var buf [512]byte
-	key, spans, ok := normalize(sql, buf[:])
+	var spanBuf [4]span
+	key, spans, ok := normalize(sql, buf[:], spanBuf[:])
 	if !ok {
 		return nil
 	}
@@ -151,10 +156,28 @@ func (e *Engine) judgeFast(s *Session, state, sql string) *Result {
 	if tmpl == nil || len(tmpl.Statements) != len(spans) {
 		return nil
 	}
-	r := &Result{Statements: make([]*Verdict, len(spans)), Action: tmpl.Action, Decider: tmpl.Decider, Path: PathFast}
+	var r *Result
+	if len(spans) == 1 {
+		// One allocation for the common single-statement message.
+		one := &struct {
+			r Result
+			p [1]*Verdict
+			v Verdict
+		}{}
+		one.p[0] = &one.v
+		one.r.Statements = one.p[:]
+		r = &one.r
+	} else {
+		r = &Result{Statements: make([]*Verdict, len(spans))}
+		for i := range r.Statements {
+			r.Statements[i] = new(Verdict)
+		}
+	}
+	r.Action, r.Decider, r.Path = tmpl.Action, tmpl.Decider, PathFast
 	for i, sp := range spans {
 		t := tmpl.Statements[i]
-		v := newVerdict(sql, sp.start, sql[sp.start:sp.end])
+		v := r.Statements[i]
+		placeVerdict(v, sql, sp.start, sql[sp.start:sp.end])
 		v.Effects, v.Action, v.Rule, v.Sentence = t.Effects, t.Action, t.Rule, t.Sentence
 		if len(t.Changes) > 0 {
 			v.Changes = append([]StateChange(nil), t.Changes...)
@@ -164,7 +187,6 @@ func (e *Engine) judgeFast(s *Session, state, sql string) *Result {
 				}
 			}
 		}
-		r.Statements[i] = v
 	}
 	return r
 }
@@ -175,7 +197,8 @@ func (e *Engine) storeFast(state, sql string, r *Result) {
 		return
 	}
 	var buf [512]byte
-	key, spans, ok := normalize(sql, buf[:])
+	var spanBuf [4]span
+	key, spans, ok := normalize(sql, buf[:], spanBuf[:])
 	if !ok || len(spans) != len(r.Statements) {
 		return
 	}
@@ -184,8 +207,10 @@ func (e *Engine) storeFast(state, sql string, r *Result) {
 
 func (c *cache) getBytes(state string, text []byte) *Result {
 	sh := &c.shards[hashBytes(c, text)%cacheShards]
+	// The lookup does not keep the key, so the bytes need not be copied.
+	k := ckey{state, unsafe.String(unsafe.SliceData(text), len(text))}
 	sh.mu.RLock()
-	e := sh.m[ckey{state, string(text)}]
+	e := sh.m[k]
 	sh.mu.RUnlock()
 	if e == nil {
 		c.misses.Add(1)

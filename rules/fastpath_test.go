@@ -31,7 +31,7 @@ func TestNormalize(t *testing.T) {
 		{"SELECT \x01", "", false, 0},
 		{"SELECT 'unterminated", "", false, 0},
 	} {
-		key, spans, ok := normalize(c.sql, nil)
+		key, spans, ok := normalize(c.sql, nil, nil)
 		if ok != c.ok || ok && (string(key) != c.key || len(spans) != c.spans) {
 			t.Errorf("normalize(%q) = %q, %d spans, %v; want %q, %d, %v", c.sql, key, len(spans), ok, c.key, c.spans, c.ok)
 		}
@@ -80,7 +80,7 @@ func FuzzFastPath(f *testing.F) {
 		if len(sql) > 2000 {
 			return
 		}
-		normalize(sql, nil) // must not panic on anything
+		normalize(sql, nil, nil) // must not panic on anything
 		s := knownSession("app")
 		checkAgainstFull(t, cached, fresh, s, sql)
 		v := bumpDigits(sql)

@@ -1,0 +1,167 @@
+package rules
+
+import (
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+)
+
+// Typical statements: pgbench's, and what ORMs send.
+var benchStatements = map[string]string{
+	"pgbench_select": "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;",
+	"pgbench_update": "UPDATE pgbench_accounts SET abalance = abalance + -123 WHERE aid = 456;",
+	"orm_select":     `SELECT "users"."id", "users"."email", "users"."name", "users"."created_at" FROM "users" WHERE "users"."org_id" = $1 AND "users"."deleted_at" IS NULL ORDER BY "users"."id" DESC LIMIT 25`,
+	"orm_insert":     `INSERT INTO "orders" ("user_id", "total", "status", "created_at") VALUES ($1, $2, $3, $4) RETURNING "id"`,
+	"orm_update":     `UPDATE "users" SET "name" = $1, "updated_at" = $2 WHERE "users"."id" = $3`,
+}
+
+var benchOrder = []string{"pgbench_select", "pgbench_update", "orm_select", "orm_insert", "orm_update"}
+
+func benchEngine(b *testing.B) (*Engine, *Session) {
+	p, err := Compile(PolicyConfig{Protect: []string{"public.users", "billing.*", "public.pgbench_*"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return NewEngine(p, EngineOptions{}), knownSession("app")
+}
+
+// BenchmarkCacheHit: the same text again (extended protocol, prepared
+// statements, and any repeated simple query).
+func BenchmarkCacheHit(b *testing.B) {
+	for _, name := range benchOrder {
+		sql := benchStatements[name]
+		b.Run(name, func(b *testing.B) {
+			eng, s := benchEngine(b)
+			eng.Judge(s, sql)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if r := eng.Judge(s, sql); r.Path != PathCache {
+					b.Fatal(r.Path)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkFastPath: the same statement with a new literal each time
+// (pgbench -M simple).
+func BenchmarkFastPath(b *testing.B) {
+	for _, name := range []string{"pgbench_select", "pgbench_update"} {
+		b.Run(name, func(b *testing.B) {
+			eng, s := benchEngine(b)
+			texts := make([]string, 4096)
+			for i := range texts {
+				if name == "pgbench_select" {
+					texts[i] = fmt.Sprintf("SELECT abalance FROM pgbench_accounts WHERE aid = %d;", 100000+i*37)
+				} else {
+					texts[i] = fmt.Sprintf("UPDATE pgbench_accounts SET abalance = abalance + %d WHERE aid = %d;", i%9000-4500, 100000+i*37)
+				}
+			}
+			eng.Judge(s, texts[0])
+			eng.cache = newCache(1 << 10) // keep the exact cache from answering
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if r := eng.Judge(s, texts[i%len(texts)]); r.Path != PathFast {
+					b.Fatal(r.Path)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkFullAnalysis: parse and analyse (no cache), next to
+// BenchmarkRawParse of the same text for the ratio.
+func BenchmarkFullAnalysis(b *testing.B) {
+	for _, name := range benchOrder {
+		sql := benchStatements[name]
+		b.Run(name, func(b *testing.B) {
+			p, _ := Compile(PolicyConfig{Protect: []string{"public.users", "billing.*", "public.pgbench_*"}})
+			eng := NewEngine(p, EngineOptions{CacheBytes: -1})
+			s := knownSession("app")
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				eng.Judge(s, sql)
+			}
+		})
+	}
+}
+
+func BenchmarkRawParse(b *testing.B) {
+	for _, name := range benchOrder {
+		sql := benchStatements[name]
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				if _, err := pg_query.Parse(sql); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// Parallel variants: many sessions sharing one engine.
+func BenchmarkCacheHitParallel(b *testing.B) {
+	eng, _ := benchEngine(b)
+	sql := benchStatements["pgbench_select"]
+	eng.Judge(knownSession("app"), sql)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		s := knownSession("app")
+		for pb.Next() {
+			eng.Judge(s, sql)
+		}
+	})
+}
+
+func BenchmarkFastPathParallel(b *testing.B) {
+	eng, _ := benchEngine(b)
+	eng.Judge(knownSession("app"), "SELECT abalance FROM pgbench_accounts WHERE aid = 1;")
+	eng.cache = newCache(1 << 10)
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		s := knownSession("app")
+		texts := make([]string, 1024)
+		base := n.Add(1) * 100000
+		for i := range texts {
+			texts[i] = fmt.Sprintf("SELECT abalance FROM pgbench_accounts WHERE aid = %d;", base+int64(i))
+		}
+		i := 0
+		for pb.Next() {
+			eng.Judge(s, texts[i%len(texts)])
+			i++
+		}
+	})
+}
+
+func BenchmarkFullAnalysisParallel(b *testing.B) {
+	p, _ := Compile(PolicyConfig{Protect: []string{"public.users", "billing.*"}})
+	eng := NewEngine(p, EngineOptions{CacheBytes: -1})
+	sql := benchStatements["orm_select"]
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		s := knownSession("app")
+		for pb.Next() {
+			eng.Judge(s, sql)
+		}
+	})
+}
+
+func BenchmarkRawParseParallel(b *testing.B) {
+	sql := benchStatements["orm_select"]
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			pg_query.Parse(sql)
+		}
+	})
+}
