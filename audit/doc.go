@@ -20,7 +20,8 @@
 // constants: session_start, session_end (end_reason says why, error with
 // what), decision (every log, block or hold verdict), statement (every
 // allowed statement, only with audit.statements: all), hold_created,
-// hold_approved, hold_denied, hold_timed_out, hold_withdrawn,
+// hold_approval_added (one approval of several required), hold_approved,
+// hold_denied, hold_timed_out, hold_withdrawn,
 // preapproval_created, preapproval_used, preapproval_revoked,
 // config_loaded and config_reload_failed. The other fields are those of
 // Event. No field can carry a password, a password hash or a cancel key:

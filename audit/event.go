@@ -24,7 +24,11 @@ const (
 	// audit.statements: all, and discarded otherwise.
 	Statement Kind = "statement"
 
-	HoldCreated   Kind = "hold_created"
+	HoldCreated Kind = "hold_created"
+	// HoldApprovalAdded records one approval of a hold that needs more
+	// (holds.approvals_required > 1); the hold stays pending.
+	HoldApprovalAdded Kind = "hold_approval_added"
+	// HoldApproved records the approval that releases the statement.
 	HoldApproved  Kind = "hold_approved"
 	HoldDenied    Kind = "hold_denied"
 	HoldTimedOut  Kind = "hold_timed_out"
@@ -41,7 +45,7 @@ const (
 // kinds lists every Kind, in the order the package documentation gives them.
 var kinds = [...]Kind{
 	SessionStart, SessionEnd, Decision, Statement,
-	HoldCreated, HoldApproved, HoldDenied, HoldTimedOut, HoldWithdrawn,
+	HoldCreated, HoldApprovalAdded, HoldApproved, HoldDenied, HoldTimedOut, HoldWithdrawn,
 	PreapprovalCreated, PreapprovalUsed, PreapprovalRevoked,
 	ConfigLoaded, ConfigReloadFailed,
 }
