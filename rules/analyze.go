@@ -251,6 +251,10 @@ func (e *env) resolveName(name string) Object {
 				return Object{Kind: KindTable, Schema: s, Name: name}
 			}
 		}
+		if len(schemas) == 1 {
+			// Only a temporary table could shadow it, which is not protected.
+			return Object{Kind: KindTable, Schema: schemas[0], Name: name}
+		}
 		return Object{Kind: KindTable, Name: name, Candidates: schemas}
 	}
 	var cands []string
