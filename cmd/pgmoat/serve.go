@@ -248,13 +248,15 @@ func (d *daemon) reload() error {
 		"listen":       cfg.Listen != old.Listen,
 		"admin.listen": cfg.Admin.Listen != old.Admin.Listen,
 		"tls":          cfg.TLS != old.TLS,
-		"audit.path":   cfg.Audit.Path != old.Audit.Path,
 	} {
 		if changed {
 			d.log.Warn("configuration key changed but takes effect only after a restart", "key", key)
 		}
 	}
 	d.holds.SetConfig(cfg.Holds)
+	if err := d.audit.Apply(cfg.Audit); err != nil {
+		d.log.Warn("audit setting changed but takes effect only after a restart", "err", err)
+	}
 	d.cfg = cfg
 	d.met.ConfigReloads.WithLabelValues("success").Inc()
 	d.log.Info("configuration reloaded", "policy", policySummary(cfg))
