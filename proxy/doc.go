@@ -1,0 +1,79 @@
+// Package proxy owns pgmoat's wire: the listener, one Session per client,
+// the startup, TLS and authentication relay, cancel routing, and the seam
+// (Interceptor) where enforcement inspects client messages before they
+// reach PostgreSQL.
+//
+// A session, from accept to close:
+//
+//	client                      pgmoat                          PostgreSQL
+//	  |-- GSSENCRequest -------->|  'N' (no GSSAPI)                   |
+//	  |-- SSLRequest ----------->|  'S' + TLS handshake (tls.cert),   |
+//	  |                          |  or 'N' when none is configured    |
+//	  |-- StartupMessage ------->|  admit (limits.max_connections)    |
+//	  |                          |-- dial, SSLRequest per sslmode --->|
+//	  |                          |-- StartupMessage (all params) ---->|
+//	  |<-- Authentication* ------|<-----------------------------------|  relayed; -PLUS
+//	  |-- password / SASL ------>|---------------------------------->|  mechanisms removed
+//	  |<-- ParameterStatus, BackendKeyData (registered), ReadyForQuery
+//	  |                          |                                    |
+//	  |== clientToServer: frame, check size, [Interceptor], forward ==>|
+//	  |<= serverToClient: relay raw bytes, track ReadyForQuery ========|
+//	  |-- Terminate ------------>|-- Terminate ---------------------->|
+//
+// Everything from accept to the first ReadyForQuery must finish within
+// limits.startup_timeout; the dial and upstream TLS handshake within
+// limits.connect_timeout. A CancelRequest arrives on a connection of its
+// own: pgmoat looks the key up among its sessions (the key is the server's
+// BackendKeyData, passed through unchanged) and forwards it to that
+// session's upstream; the secret is never logged.
+//
+// In the steady state each direction has its own goroutine (clientToServer,
+// serverToClient). Both write into buffered writers and flush only when
+// their reader has no more buffered input, so a pipelined batch leaves in
+// one write. Messages larger than the read buffer are streamed through, not
+// assembled, unless the interceptor must see them whole (bounded by
+// limits.max_message_size). Only ReadyForQuery, ParameterStatus and
+// ErrorResponse are decoded on the way back.
+//
+// Every connection ends with exactly one EndReason, logged at info:
+//
+//   - client_terminate: the client sent Terminate; it is forwarded.
+//   - client_disconnect: the client closed or broke the connection; the
+//     server gets a Terminate.
+//   - server_fatal: the server sent a FATAL error (relayed) and closed.
+//   - upstream_lost: the upstream connection failed without a FATAL; the
+//     client gets FATAL 08006 "upstream connection lost".
+//   - protocol_violation: the client sent an oversized, malformed or
+//     unknown message, or broke the startup rules; it gets FATAL 08P01.
+//     Other sessions are not affected.
+//   - upstream_protocol: the server sent something pgmoat cannot frame;
+//     the client gets FATAL 08P01.
+//   - interceptor_error: the Interceptor failed; the client gets FATAL
+//     XX000 and the message is not forwarded.
+//   - shutdown: Shutdown's drain timeout expired; the client gets FATAL
+//     57P01.
+//   - startup_timeout: startup or authentication outlasted
+//     limits.startup_timeout (the client gets FATAL 08006 when it was the
+//     server that stalled).
+//   - tls_error: the client's TLS handshake failed.
+//   - too_many_connections: limits.max_connections sessions are open; the
+//     client gets FATAL 53300.
+//   - draining: the client finished its startup after Shutdown began; it
+//     gets FATAL 57P01.
+//   - upstream_unreachable: dialling the upstream or its TLS handshake
+//     failed; the client gets FATAL 08006 within limits.connect_timeout.
+//   - auth_failed: the server refused the session (bad password, no such
+//     database, ...); its own FATAL error is relayed as is.
+//   - auth_unsupported: GSSAPI/SSPI, or SCRAM channel binding that cannot
+//     cross pgmoat's TLS termination; the client gets FATAL 28000 with a
+//     hint.
+//   - cancel_request: the connection carried a CancelRequest.
+//
+// Enforcement (issue 4) plugs in through Options.Interceptor: every
+// client message except CopyData passes through Interceptor.Intercept on
+// the client→server goroutine, which may forward, drop or replace it and
+// discard the client's messages up to its next Sync. Messages pgmoat
+// injects have their replies kept from the client by replyQueue, a FIFO of
+// outstanding replies that the client→server side pushes and the
+// server→client side pops; without an interceptor neither costs anything.
+package proxy

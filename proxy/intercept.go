@@ -1,0 +1,148 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Interceptor sees client messages before they are forwarded: it is where
+// enforcement (issue 4) plugs into the wire.
+//
+// Intercept is called on the session's client→server goroutine, once per
+// message, in order, for every message of the steady state except CopyData
+// (which is streamed, never assembled). While it runs, nothing else is read
+// from the client or sent to the server, so a hold is simply an Intercept
+// that waits; ctx is cancelled when the session ends (client gone,
+// shutdown). It may talk to the client with Session.SendToClient (a
+// NoticeResponse announcing a hold, say) and may install a cancel hook with
+// Session.SetCancelHook.
+//
+// An error ends the session: a Decode failure gives the client FATAL 08P01,
+// any other error FATAL XX000 (the message is not forwarded either way). To
+// refuse one statement and keep the session, return a Verdict instead.
+type Interceptor interface {
+	Intercept(ctx context.Context, s *Session, m *ClientMessage) (Verdict, error)
+}
+
+// ClientMessage is one frontend message. Its bytes point into the
+// session's read buffer: they are valid only until Intercept returns, so
+// copy whatever must outlive the call (a held statement, Bind parameters).
+type ClientMessage struct {
+	// Type is the message type byte ('Q', 'P', 'B', 'E', 'F', 'S', ...).
+	Type byte
+	// Raw is the whole message, type byte and length included.
+	Raw []byte
+
+	dec *frontendDecoder
+}
+
+// Body returns the message body (Raw without its 5-byte header).
+func (m *ClientMessage) Body() []byte { return m.Raw[5:] }
+
+// Decode decodes the message into a pgproto3 value owned by the session
+// and reused for the next message of the same type. A malformed message is
+// a *protocolError, which closes the session with FATAL 08P01.
+func (m *ClientMessage) Decode() (pgproto3.FrontendMessage, error) {
+	return m.dec.decode(m.Type, m.Raw[5:])
+}
+
+// Action is what the session does with an intercepted message.
+type Action int
+
+const (
+	// Forward sends the message on unchanged (the zero Verdict).
+	Forward Action = iota
+	// Drop discards the message: the server never sees it.
+	Drop
+	// Replace sends Verdict.Replacement instead of the message.
+	Replace
+)
+
+// Verdict is an Interceptor's decision about one message.
+type Verdict struct {
+	Action Action
+	// Replacement is sent instead of the message when Action is Replace.
+	Replacement []Injected
+	// DiscardUntilSync makes the session drop the client's following
+	// messages up to, not including, its next Sync (Terminate still ends
+	// the session), exactly as PostgreSQL skips them after an error in the
+	// extended protocol. Combined with a Replacement that makes the server
+	// raise the error (Parse/Bind/Execute of a DO block that raises
+	// 42501), the client sees what PostgreSQL itself would have done.
+	DiscardUntilSync bool
+}
+
+// Injected is one message pgmoat sends to the server on its own account.
+type Injected struct {
+	Msg pgproto3.FrontendMessage
+	// HideReply keeps the server's reply to Msg (ParseComplete,
+	// BindComplete, CloseComplete, the rows and CommandComplete of an
+	// Execute, ...) from the client, which never sent Msg. Errors are
+	// always passed on: they are the point of injecting.
+	HideReply bool
+}
+
+// frontendDecoder holds one pgproto3 value per message type, as
+// pgproto3.Backend does, so decoding allocates only what the values
+// themselves copy.
+type frontendDecoder struct {
+	bind         pgproto3.Bind
+	close        pgproto3.Close
+	describe     pgproto3.Describe
+	execute      pgproto3.Execute
+	functionCall pgproto3.FunctionCall
+	copyFail     pgproto3.CopyFail
+	copyData     pgproto3.CopyData
+	copyDone     pgproto3.CopyDone
+	flush        pgproto3.Flush
+	parse        pgproto3.Parse
+	query        pgproto3.Query
+	sync         pgproto3.Sync
+	terminate    pgproto3.Terminate
+}
+
+func (d *frontendDecoder) decode(typ byte, body []byte) (pgproto3.FrontendMessage, error) {
+	var msg pgproto3.FrontendMessage
+	switch typ {
+	case 'B':
+		msg = &d.bind
+	case 'C':
+		msg = &d.close
+	case 'D':
+		msg = &d.describe
+	case 'E':
+		msg = &d.execute
+	case 'F':
+		msg = &d.functionCall
+	case 'f':
+		msg = &d.copyFail
+	case 'd':
+		msg = &d.copyData
+	case 'c':
+		msg = &d.copyDone
+	case 'H':
+		msg = &d.flush
+	case 'P':
+		msg = &d.parse
+	case 'Q':
+		msg = &d.query
+	case 'S':
+		msg = &d.sync
+	case 'X':
+		msg = &d.terminate
+	default:
+		return nil, &protocolError{msg: fmt.Sprintf("invalid frontend message type %q", typ)}
+	}
+	if err := msg.Decode(body); err != nil {
+		return nil, &protocolError{msg: fmt.Sprintf("malformed %c message", typ), err: err}
+	}
+	return msg, nil
+}
+
+// steadyStateTypes are the frontend message types valid after startup.
+var steadyStateTypes = [256]bool{
+	'B': true, 'C': true, 'D': true, 'E': true, 'F': true, 'H': true,
+	'P': true, 'Q': true, 'S': true, 'X': true, 'c': true, 'd': true, 'f': true,
+}

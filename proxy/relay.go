@@ -1,0 +1,363 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// errClientTerminated ends the client→server copier after it forwarded the
+// client's Terminate.
+var errClientTerminated = errors.New("client sent Terminate")
+
+// interceptorError is an Interceptor failure other than a malformed
+// message; the session ends with FATAL XX000.
+type interceptorError struct{ err error }
+
+func (e *interceptorError) Error() string { return "interceptor: " + e.err.Error() }
+func (e *interceptorError) Unwrap() error { return e.err }
+
+// copyEnd is what a copier reports when it stops: which one, and why.
+type copyEnd struct {
+	fromClient bool // the client→server copier
+	err        error
+}
+
+func (e *copyEnd) Error() string { return e.err.Error() }
+func (e *copyEnd) Unwrap() error { return e.err }
+
+// relay runs the steady state: one copier per direction. The first to stop
+// ends the session: the other is unblocked (deadlines, not Close, so the
+// client can still be told why), and once both have stopped, the client
+// gets its final error and the server its Terminate as the reason calls
+// for.
+func (s *Session) relay() *ending {
+	errc := make(chan error, 2)
+	c2s := &clientToServer{s: s}
+	s2c := &serverToClient{s: s}
+	go c2s.run(errc)
+	go s2c.run(errc)
+	first := (<-errc).(*copyEnd)
+	s.stopIO()
+	<-errc
+
+	if s2c.midMessage {
+		s.clientDirty.Store(true)
+	}
+	e := s.relayEnding(first)
+	if e.reason == EndClientDisconnect && !c2s.midMessage {
+		// Tell the server, so its backend ends now rather than when
+		// TCP notices.
+		s.srvW.Write([]byte{'X', 0, 0, 0, 4})
+		s.srvW.Flush()
+	}
+	return e
+}
+
+// relayEnding classifies the end of the steady state from the first
+// copier to stop.
+func (s *Session) relayEnding(first *copyEnd) *ending {
+	err := first.err
+	if s.shutdownKilled() {
+		return shutdownEnding()
+	}
+	if er := s.serverFatal.Load(); er != nil {
+		// The server said why it closed (pg_terminate_backend,
+		// idle_session_timeout, ...) and the client has seen it.
+		return &ending{reason: EndServerFatal, err: fmt.Errorf("server: %s %s: %s", er.Severity, er.Code, er.Message)}
+	}
+	var (
+		pe *protocolError
+		ie *interceptorError
+		we *writeError
+	)
+	switch {
+	case errors.Is(err, errClientTerminated):
+		return &ending{reason: EndClientTerminate}
+	case errors.As(err, &pe):
+		if !first.fromClient {
+			return upstreamProtocolEnding(err)
+		}
+		return &ending{reason: EndProtocolViolation, err: err, final: fatal(codeProtocolViolation, pe.msg)}
+	case errors.As(err, &ie):
+		return &ending{reason: EndInterceptorError, err: err,
+			final: fatal(codeInternalError, "pgmoat could not check a message and closed the session")}
+	case first.fromClient == errors.As(err, &we):
+		// Either the client→server copier failed to write, or the
+		// server→client copier failed to read: the upstream is gone.
+		if s.clientTerminated.Load() {
+			return &ending{reason: EndClientTerminate}
+		}
+		if errors.Is(err, errShortMessage) {
+			return upstreamProtocolEnding(err)
+		}
+		return &ending{reason: EndUpstreamLost, err: upstreamCause(err),
+			final: fatal(codeConnectionFailure, "terminating connection: upstream connection lost")}
+	}
+	return &ending{reason: EndClientDisconnect, err: clientCause(err)}
+}
+
+func upstreamCause(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return errors.New("upstream closed the connection")
+	}
+	return err
+}
+
+func clientCause(err error) error {
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil // a clean close without Terminate
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("client closed the connection inside a message")
+	case errors.Is(err, net.ErrClosed), errors.Is(err, os.ErrDeadlineExceeded):
+		return nil
+	}
+	return err
+}
+
+// clientToServer is the copier from the client to the server. It frames
+// every message, enforces limits.max_message_size, and either relays the
+// bytes as they are (no interceptor, or CopyData) or hands each message to
+// the interceptor.
+type clientToServer struct {
+	s          *Session
+	discarding bool // dropping messages until Sync (Verdict.DiscardUntilSync)
+	midMessage bool // a message to the server was cut short
+	scratch    []byte
+}
+
+func (c *clientToServer) run(errc chan<- error) { errc <- &copyEnd{fromClient: true, err: c.copy()} }
+
+func (c *clientToServer) copy() error {
+	s := c.s
+	r := s.cliR
+	limit := int(s.srv.cfg.Limits.MaxMessageSize)
+	for {
+		typ, n, err := r.next()
+		if err != nil {
+			if errors.Is(err, errShortMessage) {
+				return &protocolError{msg: err.Error()}
+			}
+			return err
+		}
+		if !steadyStateTypes[typ] {
+			return &protocolError{msg: fmt.Sprintf("invalid frontend message type %q", typ)}
+		}
+		if n > limit {
+			return &protocolError{msg: fmt.Sprintf("message of %d bytes exceeds pgmoat's limit of %d bytes (limits.max_message_size)", n+4, limit)}
+		}
+		switch {
+		case typ == 'X':
+			s.clientTerminated.Store(true)
+			if err := r.relay(s.srvW, n); err != nil {
+				return err
+			}
+			if err := s.flushServer(); err != nil {
+				return err
+			}
+			return errClientTerminated
+		case c.discarding && typ != 'S':
+			if err := r.discard(n); err != nil {
+				return err
+			}
+			continue
+		case s.icpt == nil || typ == 'd' || c.discarding:
+			c.discarding = false
+			if s.replies != nil {
+				s.pushReply(typ, false)
+			}
+			c.midMessage = true
+			if err := r.relay(s.srvW, n); err != nil {
+				return err
+			}
+			c.midMessage = false
+			continue
+		}
+		if err := c.intercept(typ, n); err != nil {
+			return err
+		}
+	}
+}
+
+// intercept passes one whole message through the interceptor and carries
+// out its verdict.
+func (c *clientToServer) intercept(typ byte, n int) error {
+	s := c.s
+	raw, err := s.cliR.message(n)
+	if err != nil {
+		return err
+	}
+	m := ClientMessage{Type: typ, Raw: raw, dec: &s.dec}
+	v, err := s.icpt.Intercept(s.ctx, s, &m)
+	if err != nil {
+		var pe *protocolError
+		if errors.As(err, &pe) {
+			return pe
+		}
+		return &interceptorError{err}
+	}
+	switch v.Action {
+	case Forward:
+		s.pushReply(typ, false)
+		if _, err := s.srvW.Write(raw); err != nil {
+			return &writeError{err}
+		}
+	case Drop:
+	case Replace:
+		for _, inj := range v.Replacement {
+			c.scratch, err = inj.Msg.Encode(c.scratch[:0])
+			if err != nil {
+				return &interceptorError{err}
+			}
+			s.pushReply(c.scratch[0], inj.HideReply)
+			if _, err := s.srvW.Write(c.scratch); err != nil {
+				return &writeError{err}
+			}
+		}
+		if cap(c.scratch) > bufSize {
+			c.scratch = nil
+		}
+	default:
+		return &interceptorError{fmt.Errorf("unknown action %d", v.Action)}
+	}
+	if v.DiscardUntilSync {
+		c.discarding = true
+	}
+	return nil
+}
+
+// pushReply records a message sent to the server whose reply the
+// server→client copier will attribute.
+func (s *Session) pushReply(typ byte, hide bool) {
+	if k := replyKindOf(typ); k != replyNone {
+		s.replies.push(pendingReply{kind: k, hide: hide})
+	}
+}
+
+// serverToClient is the copier from the server to the client. It relays
+// the raw bytes of every message and decodes only what the session tracks:
+// ReadyForQuery (transaction status), ParameterStatus, and ErrorResponse
+// (to know a FATAL from a lost connection). It holds the client write lock
+// while it has unflushed output, and releases it, after flushing, whenever
+// it is about to wait for the server between two messages, so
+// SendToClient never lands inside a relayed message.
+type serverToClient struct {
+	s          *Session
+	held       bool // holds s.cliMu
+	inMessage  bool // between reading a header and finishing its message
+	midMessage bool // a large message to the client was cut short
+}
+
+func (c *serverToClient) run(errc chan<- error) {
+	err := c.copy()
+	if c.held {
+		c.s.cliMu.Unlock()
+		c.held = false
+	}
+	errc <- &copyEnd{fromClient: false, err: err}
+}
+
+func (c *serverToClient) onBlock() error {
+	if !c.held {
+		return nil
+	}
+	var err error
+	if c.s.cliW.Buffered() > 0 {
+		err = c.s.cliW.Flush()
+	}
+	if !c.inMessage {
+		c.s.cliMu.Unlock()
+		c.held = false
+	}
+	if err != nil {
+		return &writeError{err}
+	}
+	return nil
+}
+
+func (c *serverToClient) copy() error {
+	s := c.s
+	r := s.srvR
+	r.onBlock = c.onBlock
+	for {
+		c.inMessage = false
+		typ, n, err := r.next()
+		if err != nil {
+			return err
+		}
+		c.inMessage = true
+		if !c.held {
+			s.cliMu.Lock()
+			c.held = true
+		}
+		hide := false
+		if s.replies != nil {
+			hide = s.replies.route(typ)
+		}
+		switch typ {
+		case 'Z':
+			msg, err := r.message(n)
+			if err != nil {
+				return err
+			}
+			if n != 1 {
+				return &protocolError{msg: "malformed ReadyForQuery from server"}
+			}
+			s.tx.Store(uint32(msg[5]))
+			if !hide {
+				if _, err := s.cliW.Write(msg); err != nil {
+					return &writeError{err}
+				}
+			}
+		case 'E', 'S':
+			msg, err := r.message(n)
+			if err != nil {
+				return err
+			}
+			if typ == 'S' {
+				s.recordParameterStatus(msg[5:])
+			} else {
+				c.noteError(msg[5:])
+			}
+			if !hide {
+				if _, err := s.cliW.Write(msg); err != nil {
+					return &writeError{err}
+				}
+			}
+		default:
+			if hide {
+				if err := r.discard(n); err != nil {
+					return err
+				}
+				continue
+			}
+			c.midMessage = 5+n > bufSize
+			if err := r.relay(s.cliW, n); err != nil {
+				return err
+			}
+			c.midMessage = false
+		}
+	}
+}
+
+// noteError remembers a FATAL or PANIC error from the server: the server
+// closes the connection after it, and the session then ends with the
+// server's reason instead of "upstream connection lost".
+func (c *serverToClient) noteError(body []byte) {
+	var er pgproto3.ErrorResponse
+	if er.Decode(body) != nil {
+		return
+	}
+	sev := er.SeverityUnlocalized
+	if sev == "" {
+		sev = er.Severity
+	}
+	if sev == "FATAL" || sev == "PANIC" {
+		c.s.serverFatal.Store(&er)
+	}
+}

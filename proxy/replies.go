@@ -1,0 +1,142 @@
+package proxy
+
+import "sync"
+
+// replyKind is a frontend message that the server answers.
+type replyKind uint8
+
+const (
+	replyNone replyKind = iota
+	replyParse
+	replyBind
+	replyClose
+	replyDescribe
+	replyExecute
+	replySync
+	replyQuery
+	replyFunctionCall
+)
+
+// replyKindOf returns the kind of reply a frontend message type causes, or
+// replyNone (Flush, CopyData, CopyDone, CopyFail, Terminate).
+func replyKindOf(typ byte) replyKind {
+	switch typ {
+	case 'P':
+		return replyParse
+	case 'B':
+		return replyBind
+	case 'C':
+		return replyClose
+	case 'D':
+		return replyDescribe
+	case 'E':
+		return replyExecute
+	case 'S':
+		return replySync
+	case 'Q':
+		return replyQuery
+	case 'F':
+		return replyFunctionCall
+	}
+	return replyNone
+}
+
+// pendingReply is one message sent to the server whose reply has not
+// finished arriving.
+type pendingReply struct {
+	kind replyKind
+	hide bool // the client did not send it: keep its reply (errors aside) from the client
+}
+
+// replyQueue is the FIFO of outstanding replies that lets pgmoat send the
+// server messages of its own (issue 4's injected DO blocks) and keep their
+// replies from the client. The client→server side pushes one entry per
+// message it forwards or injects; the server→client side attributes each
+// server message to the oldest entry with route. It is only used when the
+// session has an Interceptor: a plain relay never pays for it.
+//
+// Attribution follows the protocol: ParseComplete, BindComplete,
+// CloseComplete, NoData, a Describe's RowDescription and an Execute's
+// CommandComplete, EmptyQueryResponse or PortalSuspended end their entry;
+// ReadyForQuery ends a Sync, Query or FunctionCall entry; an ErrorResponse
+// ends an extended-protocol entry, and since the server then skips
+// everything up to Sync, the skipped entries are dropped when that Sync's
+// ReadyForQuery arrives. NoticeResponse, NotificationResponse and
+// ParameterStatus belong to no entry.
+type replyQueue struct {
+	mu   sync.Mutex
+	q    []pendingReply
+	head int
+
+	// cur is the entry the server is answering; only the server→client
+	// goroutine touches it, so most messages cost no lock.
+	cur    pendingReply
+	hasCur bool
+}
+
+func (q *replyQueue) push(e pendingReply) {
+	q.mu.Lock()
+	if q.head > 64 && q.head*2 > len(q.q) {
+		n := copy(q.q, q.q[q.head:])
+		q.q = q.q[:n]
+		q.head = 0
+	}
+	q.q = append(q.q, e)
+	q.mu.Unlock()
+}
+
+func (q *replyQueue) pop() (pendingReply, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.head == len(q.q) {
+		q.q, q.head = q.q[:0], 0
+		return pendingReply{}, false
+	}
+	e := q.q[q.head]
+	q.head++
+	return e, true
+}
+
+// route attributes one server message (by type) to its request and reports
+// whether the client must not see it.
+func (q *replyQueue) route(typ byte) (hide bool) {
+	switch typ {
+	case 'N', 'A', 'S':
+		return false
+	}
+	if !q.hasCur {
+		if q.cur, q.hasCur = q.pop(); !q.hasCur {
+			return false // nothing outstanding: not ours to judge
+		}
+	}
+	e := q.cur
+	switch typ {
+	case 'Z':
+		for e.kind != replySync && e.kind != replyQuery && e.kind != replyFunctionCall {
+			next, ok := q.pop() // skipped by the server after an error
+			if !ok {
+				break
+			}
+			e = next
+		}
+		q.hasCur = false
+		return e.hide
+	case 'E':
+		switch e.kind {
+		case replyParse, replyBind, replyClose, replyDescribe, replyExecute:
+			q.hasCur = false
+		}
+		return false
+	case '1', '2', '3', 'n':
+		q.hasCur = false
+	case 'T':
+		if e.kind == replyDescribe {
+			q.hasCur = false
+		}
+	case 'C', 'I', 's':
+		if e.kind == replyExecute {
+			q.hasCur = false
+		}
+	}
+	return e.hide
+}

@@ -1,0 +1,370 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log/slog"
+	"maps"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// finalWriteGrace bounds the last message (a FATAL error) written to a
+// client whose session is ending, and unblocks a copier stuck writing to a
+// peer that stopped reading.
+const finalWriteGrace = time.Second
+
+// Session is one client connection and, once the client has sent its
+// StartupMessage, its upstream connection. Interceptors read its state
+// through the exported methods.
+type Session struct {
+	srv   *Server
+	id    uint64
+	log   *slog.Logger
+	start time.Time
+	from  string // client address
+
+	ctx       context.Context
+	cancel    context.CancelCauseFunc
+	stopWatch func() bool
+
+	connMu   sync.Mutex // guards client, server and stopped
+	client   net.Conn   // the tls.Conn once TLS is up
+	server   net.Conn
+	stopped  bool
+	deadline time.Time // end of the startup phase
+
+	cliR  *msgReader
+	cliW  *bufio.Writer
+	cliC  *countingWriter
+	cliMu sync.Mutex // serialises writes to the client (relay, SendToClient, final errors)
+	srvR  *msgReader
+	srvW  *bufio.Writer
+	srvC  *countingWriter
+
+	clientTLS    bool
+	upstreamTLS  bool
+	upstreamCert []byte // DER of the upstream's leaf certificate
+	protocol     uint32
+	params       map[string]string // StartupMessage parameters; read-only after startup
+
+	pid    uint32
+	key    cancelKey
+	keyed  bool // key registered with the server
+	tx     atomic.Uint32
+	psMu   sync.Mutex
+	status map[string]string // ParameterStatus values
+
+	clientTerminated atomic.Bool
+	clientDirty      atomic.Bool // a message to the client was cut short: no final error can follow
+	serverFatal      atomic.Pointer[pgproto3.ErrorResponse]
+	cancelHook       atomic.Pointer[func() bool]
+
+	icpt    Interceptor
+	dec     frontendDecoder
+	replies *replyQueue // nil without an interceptor
+}
+
+func newSession(srv *Server, c net.Conn) *Session {
+	s := &Session{
+		srv:    srv,
+		id:     srv.nextID.Add(1),
+		start:  time.Now(),
+		from:   c.RemoteAddr().String(),
+		client: c,
+		status: make(map[string]string),
+		icpt:   srv.icpt,
+	}
+	s.log = srv.log.With("session", s.id, "client", s.from)
+	s.ctx, s.cancel = context.WithCancelCause(context.Background())
+	s.stopWatch = context.AfterFunc(s.ctx, s.stopIO)
+	s.cliR = newMsgReader(c)
+	s.cliC = &countingWriter{w: c, c: srv.bytesS2C}
+	s.cliW = bufio.NewWriterSize(s.cliC, bufSize)
+	if s.icpt != nil {
+		s.replies = &replyQueue{}
+	}
+	s.tx.Store('I')
+	return s
+}
+
+// ID is the session's number, unique in this process.
+func (s *Session) ID() uint64 { return s.id }
+
+// ClientAddr is the client's address.
+func (s *Session) ClientAddr() string { return s.from }
+
+// Context is cancelled when the session ends.
+func (s *Session) Context() context.Context { return s.ctx }
+
+// StartupParameter returns a parameter of the client's StartupMessage
+// ("user", "database", "application_name", "options", ...).
+func (s *Session) StartupParameter(name string) string { return s.params[name] }
+
+// User is the role the client logs in as.
+func (s *Session) User() string { return s.params["user"] }
+
+// Database is the database the client connects to (the user name when the
+// client names none, as PostgreSQL does).
+func (s *Session) Database() string {
+	if db := s.params["database"]; db != "" {
+		return db
+	}
+	return s.params["user"]
+}
+
+// ApplicationName is the application_name the client sent at startup.
+func (s *Session) ApplicationName() string { return s.params["application_name"] }
+
+// BackendPID is the server process serving the session (0 before
+// BackendKeyData).
+func (s *Session) BackendPID() uint32 { return s.pid }
+
+// TxStatus is the transaction status of the last ReadyForQuery: 'I' idle,
+// 'T' in a transaction block, 'E' in a failed transaction block.
+func (s *Session) TxStatus() byte { return byte(s.tx.Load()) }
+
+// ParameterStatus returns the last value the server reported for a
+// run-time parameter (server_version, client_encoding, ...).
+func (s *Session) ParameterStatus(name string) string {
+	s.psMu.Lock()
+	defer s.psMu.Unlock()
+	return s.status[name]
+}
+
+// ParameterStatuses returns a copy of all reported run-time parameters.
+func (s *Session) ParameterStatuses() map[string]string {
+	s.psMu.Lock()
+	defer s.psMu.Unlock()
+	return maps.Clone(s.status)
+}
+
+// SetCancelHook installs f to run when a CancelRequest for this session
+// arrives; if f returns true the request is considered handled and is not
+// forwarded to the server (a held statement is withdrawn instead of
+// cancelling whatever the server runs). nil removes the hook.
+func (s *Session) SetCancelHook(f func() bool) {
+	if f == nil {
+		s.cancelHook.Store(nil)
+		return
+	}
+	s.cancelHook.Store(&f)
+}
+
+// SendToClient writes messages to the client at once, between two relayed
+// server messages.
+func (s *Session) SendToClient(msgs ...pgproto3.BackendMessage) error {
+	var buf []byte
+	for _, m := range msgs {
+		var err error
+		if buf, err = m.Encode(buf); err != nil {
+			return err
+		}
+	}
+	s.cliMu.Lock()
+	defer s.cliMu.Unlock()
+	if _, err := s.cliW.Write(buf); err != nil {
+		return err
+	}
+	return s.cliW.Flush()
+}
+
+// kill ends the session from outside (Shutdown): both copiers unblock and
+// the client is told why.
+func (s *Session) kill(cause error) { s.cancel(cause) }
+
+// stopIO unblocks every read on both connections, and any write after
+// finalWriteGrace, without closing them, so that the goroutine that owns
+// the session can still tell the client why it ends.
+func (s *Session) stopIO() {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	s.stopped = true
+	for _, c := range []net.Conn{s.client, s.server} {
+		if c != nil {
+			c.SetReadDeadline(time.Unix(1, 0))
+			c.SetWriteDeadline(time.Now().Add(finalWriteGrace))
+		}
+	}
+}
+
+// setClient replaces the client connection (by its TLS wrapper).
+func (s *Session) setClient(c net.Conn) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	s.client = c
+	s.cliR.rd = c
+	s.cliC.w = c
+}
+
+// setServer attaches the upstream connection, honouring a kill that came
+// first.
+func (s *Session) setServer(c net.Conn) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	s.server = c
+	c.SetDeadline(s.deadline)
+	if s.stopped {
+		c.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// endStartup lifts the startup deadline from both connections.
+func (s *Session) endStartup() {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.stopped {
+		return
+	}
+	s.client.SetDeadline(time.Time{})
+	s.server.SetDeadline(time.Time{})
+}
+
+// ending is how a connection ends: the reason logged and counted, the
+// error behind it, and the FATAL error the client is sent, if any.
+type ending struct {
+	reason   EndReason
+	err      error
+	final    *pgproto3.ErrorResponse
+	rejected string // ClientConnectionsRejected reason, if the connection never became a session
+}
+
+// serve runs the connection from accept to close.
+func (s *Session) serve() {
+	defer s.srv.wg.Done()
+	var admitted bool
+	e := s.run(&admitted)
+	if s.shutdownKilled() && e.reason != EndShutdown {
+		switch e.reason {
+		case EndClientTerminate, EndServerFatal, EndAuthFailed, EndCancelRequest:
+		default:
+			e = shutdownEnding()
+		}
+	}
+	s.stopWatch()
+	s.cancel(nil)
+	if e.final != nil && !s.clientDirty.Load() {
+		s.writeFinal(e.final)
+	}
+	s.closeConns()
+	if e.rejected != "" {
+		s.srv.met.ClientConnectionsRejected.WithLabelValues(e.rejected).Inc()
+	}
+	s.srv.forget(s, admitted)
+
+	attrs := []any{"reason", e.reason, "duration", time.Since(s.start).Round(time.Millisecond)}
+	if s.params != nil {
+		attrs = append(attrs, "user", s.User(), "database", s.Database(), "application_name", s.ApplicationName())
+	}
+	if s.pid != 0 {
+		attrs = append(attrs, "backend_pid", s.pid)
+	}
+	if s.srvC != nil {
+		attrs = append(attrs, "bytes_from_client", s.srvC.n, "bytes_to_client", s.cliC.n)
+	}
+	if e.err != nil {
+		attrs = append(attrs, "err", e.err.Error())
+	}
+	if e.final != nil {
+		attrs = append(attrs, "sqlstate", e.final.Code)
+	}
+	if admitted {
+		s.log.Info("session ended", attrs...)
+	} else {
+		s.log.Info("connection ended", attrs...)
+	}
+}
+
+// shutdownKilled reports whether Shutdown closed the session.
+func (s *Session) shutdownKilled() bool { return errors.Is(context.Cause(s.ctx), errShutdown) }
+
+func shutdownEnding() *ending {
+	return &ending{reason: EndShutdown, err: errShutdown,
+		final: fatal(codeAdminShutdown, "terminating connection because pgmoat is shutting down")}
+}
+
+// run goes through startup, authentication and the relay, and returns how
+// the connection ended.
+func (s *Session) run(admitted *bool) *ending {
+	s.deadline = s.start.Add(s.srv.cfg.Limits.StartupTimeout.Std())
+	s.client.SetDeadline(s.deadline)
+
+	startup, e := s.handshake()
+	if e != nil {
+		return e
+	}
+	s.protocol = startup.ProtocolVersion
+	s.params = maps.Clone(startup.Parameters)
+	s.log = s.log.With("user", s.User(), "database", s.Database())
+
+	ok, reason := s.srv.admit()
+	if !ok {
+		if reason == EndDraining {
+			return &ending{reason: reason, rejected: "draining", final: fatal(codeAdminShutdown, "pgmoat is shutting down")}
+		}
+		return &ending{reason: reason, rejected: "max_connections", final: fatal(codeTooManyConnections, "sorry, too many clients already")}
+	}
+	*admitted = true
+
+	if e := s.connectUpstream(startup); e != nil {
+		return e
+	}
+	if e := s.authenticate(); e != nil {
+		return e
+	}
+	s.endStartup()
+	return s.relay()
+}
+
+// writeFinal sends the last message of a session to the client.
+func (s *Session) writeFinal(msg *pgproto3.ErrorResponse) {
+	s.cliMu.Lock()
+	defer s.cliMu.Unlock()
+	s.connMu.Lock()
+	c := s.client
+	s.connMu.Unlock()
+	c.SetWriteDeadline(time.Now().Add(finalWriteGrace))
+	buf, err := msg.Encode(nil)
+	if err != nil {
+		return
+	}
+	if _, err := s.cliW.Write(buf); err == nil {
+		s.cliW.Flush()
+	}
+}
+
+func (s *Session) closeConns() {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	s.stopped = true
+	if s.client != nil {
+		s.client.Close()
+	}
+	if s.server != nil {
+		s.server.Close()
+	}
+}
+
+// countingWriter counts the bytes written through it into a Prometheus
+// counter: it sits under a bufio.Writer, so the counter is updated once per
+// flushed batch, not once per message.
+type countingWriter struct {
+	w net.Conn
+	c prometheus.Counter
+	n int64
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	if n > 0 {
+		w.n += int64(n)
+		w.c.Add(float64(n))
+	}
+	return n, err
+}
