@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// chartData is gnuplot's input: one block per (script, protocol) panel,
+// a line per client count, a column per target ("NaN" where there is no
+// median), blocks separated by two blank lines so `index` selects them.
+func chartData(r *report) (data string, panels [][2]string) {
+	var b strings.Builder
+	seen := map[[2]string]bool{}
+	for _, c := range r.Cells {
+		k := [2]string{c.Script, c.Mode}
+		if !seen[k] {
+			seen[k] = true
+			panels = append(panels, k)
+		}
+	}
+	for i, pn := range panels {
+		if i > 0 {
+			b.WriteString("\n\n")
+		}
+		fmt.Fprintf(&b, "# %s -M %s\n", scriptTitle(pn[0]), pn[1])
+		for _, c := range r.Cells {
+			if c.Script != pn[0] || c.Mode != pn[1] {
+				continue
+			}
+			fmt.Fprintf(&b, "%d", c.Clients)
+			for _, t := range r.Targets {
+				if s := r.stat(c, t); s.ok() {
+					fmt.Fprintf(&b, " %.1f", s.TPS)
+				} else {
+					b.WriteString(" NaN")
+				}
+			}
+			b.WriteByte('\n')
+		}
+	}
+	return b.String(), panels
+}
+
+// targetStyle keeps each target's colour the same in every panel.
+var targetStyle = map[string]string{
+	targetDirect:    `lc rgb "#555555" dt 2 pt 6`,
+	targetPgBouncer: `lc rgb "#1f77b4" pt 4`,
+	targetPgmoat:    `lc rgb "#d62728" pt 7`,
+}
+
+// gnuplotScript draws one panel per (script, protocol): TPS by client
+// count, a line per target.
+func gnuplotScript(r *report, dataFile, pngFile string, panels [][2]string) string {
+	cols := 0
+	scripts := map[string]bool{}
+	for _, pn := range panels {
+		scripts[pn[0]] = true
+	}
+	rows := len(scripts)
+	cols = (len(panels) + rows - 1) / rows
+	var b strings.Builder
+	fmt.Fprintf(&b, "set terminal pngcairo size %d,%d font 'sans,10'\n", 380*cols+40, 340*rows+60)
+	fmt.Fprintf(&b, "set output %s\n", gpQuote(pngFile))
+	fmt.Fprintf(&b, "set multiplot layout %d,%d title %s font 'sans,12'\n", rows, cols,
+		gpQuote(fmt.Sprintf("pgbench TPS by clients (median of %d × %s; %d × %s)", r.Opts.Rounds, r.Opts.Duration, r.Machine.CPUs, r.Machine.CPUModel)))
+	b.WriteString("set logscale x 2\nset grid\nset key below horizontal\nset yrange [0:*]\nset format y '%.0f'\nset xlabel 'clients'\nset ylabel 'TPS'\nset datafile missing 'NaN'\n")
+	var clients []string
+	seen := map[int]bool{}
+	for _, c := range r.Cells {
+		if !seen[c.Clients] {
+			seen[c.Clients] = true
+			clients = append(clients, fmt.Sprint(c.Clients))
+		}
+	}
+	fmt.Fprintf(&b, "set xtics (%s)\nset xrange [0.7:%d]\n", strings.Join(clients, ", "), maxClients(r.Cells)*3/2)
+	for i, pn := range panels {
+		fmt.Fprintf(&b, "set title %s\n", gpQuote(fmt.Sprintf("%s  -M %s", scriptTitle(pn[0]), pn[1])))
+		var plots []string
+		for j, t := range r.Targets {
+			plots = append(plots, fmt.Sprintf("%s index %d using 1:%d with linespoints lw 2 %s title %s",
+				gpQuote(dataFile), i, j+2, targetStyle[t], gpQuote(targetTitle(t))))
+		}
+		b.WriteString("plot " + strings.Join(plots, ", \\\n     ") + "\n")
+	}
+	b.WriteString("unset multiplot\n")
+	return b.String()
+}
+
+func maxClients(cs []cell) int {
+	m := 1
+	for _, c := range cs {
+		m = max(m, c.Clients)
+	}
+	return m
+}
+
+func gpQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// drawChart writes pngFile with gnuplot, keeping its input files in dir.
+func drawChart(ctx context.Context, r *report, dir, pngFile string) error {
+	gp, err := exec.LookPath("gnuplot")
+	if err != nil {
+		return fmt.Errorf("gnuplot not found (bench/run.sh installs gnuplot-nox): %w", err)
+	}
+	data, panels := chartData(r)
+	dataFile := filepath.Join(dir, "tps.dat")
+	if err := os.WriteFile(dataFile, []byte(data), 0o644); err != nil {
+		return err
+	}
+	script := filepath.Join(dir, "tps.gp")
+	if err := os.WriteFile(script, []byte(gnuplotScript(r, dataFile, pngFile, panels)), 0o644); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, gp, script)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("gnuplot %s: %v: %s", script, err, out.String())
+	}
+	return nil
+}

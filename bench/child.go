@@ -1,0 +1,124 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// child is a process the bench started and must stop: PgBouncer or pgmoat.
+type child struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	exited  chan struct{}
+	waitErr error
+}
+
+// startChild starts argv with its output in logPath. The child gets SIGKILL
+// if the bench dies, so that an interrupted run leaves nothing listening.
+// cred, when not nil, runs it as another OS user.
+func startChild(name, logPath string, cred *syscall.Credential, argv ...string) (*child, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o666)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true, Credential: cred}
+	c := &child{name: name, cmd: cmd, logPath: logPath, exited: make(chan struct{})}
+	started := make(chan error, 1)
+	go func() {
+		// Linux sends the parent-death signal when the forking thread
+		// exits, not the process: keep this thread until the child is gone.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		c.waitErr = cmd.Wait()
+		close(c.exited)
+	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// pid is the child's process id.
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// alive reports whether the child is still running.
+func (c *child) alive() bool {
+	select {
+	case <-c.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop sends SIGTERM, and SIGKILL if the child is still there after grace.
+func (c *child) stop(grace time.Duration) {
+	if !c.alive() {
+		return
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(grace):
+		_ = syscall.Kill(-c.pid(), syscall.SIGKILL)
+		<-c.exited
+	}
+}
+
+// logTail is the end of the child's output, for error messages.
+func (c *child) logTail(n int) string {
+	b, err := os.ReadFile(c.logPath)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// waitReady polls probe until it succeeds, the child exits or timeout.
+func (c *child) waitReady(timeout time.Duration, probe func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := probe()
+		if err == nil {
+			return nil
+		}
+		if !c.alive() {
+			return fmt.Errorf("%s exited (%v) before it was ready; its log:\n%s", c.name, c.waitErr, c.logTail(20))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready after %v: %v; its log:\n%s", c.name, timeout, err, c.logTail(20))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// freePort asks the kernel for a free TCP port on 127.0.0.1. Another
+// process may take it before we listen on it; the ready check then fails
+// with the child's own "address in use".
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,19 @@
+// Command bench measures what pgmoat costs on the query path, side by side
+// with PgBouncer, the relay users already know. `make bench` (bench/run.sh)
+// installs what it needs, builds this program and runs it; see README.md for
+// what is measured and how to read the results.
+//
+// One run is a sequence:
+//
+//	throwaway PostgreSQL (internal/pgtest) ── pgbench -i
+//	PgBouncer (session mode) and pgmoat (bench policy) in front of it
+//	matrix: rounds × cells (script, protocol, clients) × targets
+//	        (direct, pgbouncer, pgmoat, in a rotating order)
+//	memory: 1,000 idle sessions; a large COPY OUT and a large result
+//	        set, each through a freshly started pgmoat, sampling its RSS
+//	report: results/latest.csv (every run), latest.md (medians,
+//	        ratios, targets, machine), tps.png (gnuplot)
+//
+// Every process it starts (PostgreSQL, PgBouncer, pgmoat) is stopped when it
+// returns, is interrupted, or dies (the children get a parent-death signal).
+package main

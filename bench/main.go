@@ -1,0 +1,417 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the run's settings; defaults differ between the full run and
+// the quick (smoke) run.
+type options struct {
+	Quick        bool
+	Rounds       int
+	Duration     time.Duration
+	Scale        int
+	Scripts      []string
+	Modes        []string
+	Clients      []int
+	Targets      []string
+	IdleSessions int   // 0 skips the idle-sessions step
+	StreamBytes  int64 // 0 skips the streaming step
+	Out          string
+	PgmoatBin    string
+	Keep         bool
+}
+
+// defaults: the full matrix of issue 6 in under 20 minutes on 2 cores
+// (18 cells × 3 targets × 5 rounds × 3 s ≈ 14 min of pgbench), and a quick
+// run of a couple of minutes.
+func defaults(quick bool) options {
+	o := options{
+		Quick:        quick,
+		Rounds:       5,
+		Duration:     3 * time.Second,
+		Scale:        10,
+		Scripts:      []string{"select", "tpcb"},
+		Modes:        []string{"simple", "extended", "prepared"},
+		Clients:      []int{1, 8, 32},
+		Targets:      []string{targetDirect, targetPgBouncer, targetPgmoat},
+		IdleSessions: 1000,
+		StreamBytes:  1 << 30,
+		Out:          "bench/results",
+		PgmoatBin:    "bin/pgmoat",
+	}
+	if quick {
+		o.Rounds = 1
+		o.Scale = 2
+		o.Modes = []string{"simple", "prepared"}
+		o.StreamBytes = 100 << 20
+	}
+	return o
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	quick := os.Getenv("QUICK") == "1"
+	for _, a := range args {
+		if a == "-quick" || a == "--quick" {
+			quick = true
+		}
+	}
+	o, err := parseOptions(args, defaults(quick), stderr)
+	if err != nil {
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	if err := bench(ctx, o, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func parseOptions(args []string, o options, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.BoolVar(&o.Quick, "quick", o.Quick, "smoke run: 1 round, fewer protocols, smaller data (also QUICK=1)")
+	fs.IntVar(&o.Rounds, "rounds", o.Rounds, "rounds of the matrix; each cell's number is the median over them")
+	fs.DurationVar(&o.Duration, "duration", o.Duration, "length of one pgbench run (whole seconds)")
+	fs.IntVar(&o.Scale, "scale", o.Scale, "pgbench -i scale")
+	fs.Func("scripts", "pgbench scripts, comma-separated: select (-S), tpcb (default "+strings.Join(o.Scripts, ",")+")", func(s string) error {
+		o.Scripts = splitList(s)
+		return checkList("script", o.Scripts, "select", "tpcb")
+	})
+	fs.Func("modes", "pgbench -M protocols, comma-separated (default "+strings.Join(o.Modes, ",")+")", func(s string) error {
+		o.Modes = splitList(s)
+		return checkList("mode", o.Modes, "simple", "extended", "prepared")
+	})
+	fs.Func("clients", "pgbench client counts, comma-separated (default "+joinInts(o.Clients)+")", func(s string) error {
+		o.Clients = nil
+		for _, f := range splitList(s) {
+			n, err := strconv.Atoi(f)
+			if err != nil || n < 1 {
+				return fmt.Errorf("bad client count %q", f)
+			}
+			o.Clients = append(o.Clients, n)
+		}
+		return nil
+	})
+	fs.Func("targets", "targets, comma-separated (default "+strings.Join(o.Targets, ",")+")", func(s string) error {
+		o.Targets = splitList(s)
+		return checkList("target", o.Targets, targetDirect, targetPgBouncer, targetPgmoat)
+	})
+	fs.IntVar(&o.IdleSessions, "idle-sessions", o.IdleSessions, "idle sessions held open through pgmoat for the memory step (0 skips)")
+	fs.Int64Var(&o.StreamBytes, "stream-bytes", o.StreamBytes, "bytes of the COPY OUT and of the result set streamed through pgmoat (0 skips)")
+	fs.StringVar(&o.Out, "out", o.Out, "directory for latest.md, latest.csv and tps.png")
+	fs.StringVar(&o.PgmoatBin, "pgmoat", o.PgmoatBin, "pgmoat binary")
+	fs.BoolVar(&o.Keep, "keep", o.Keep, "keep the work directory (configs, logs, audit file)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bench: unexpected arguments %q\n", fs.Args())
+		return o, errors.New("usage")
+	}
+	if o.Rounds < 1 || o.Duration < time.Second || len(o.Scripts) == 0 || len(o.Modes) == 0 || len(o.Clients) == 0 || len(o.Targets) == 0 {
+		fmt.Fprintln(stderr, "bench: need at least one round of at least 1s, and at least one script, mode, client count and target")
+		return o, errors.New("usage")
+	}
+	return o, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		out = append(out, strings.TrimSpace(f))
+	}
+	return out
+}
+
+func checkList(what string, got []string, allowed ...string) error {
+	for _, g := range got {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || g == a
+		}
+		if !ok {
+			return fmt.Errorf("unknown %s %q (want one of %s)", what, g, strings.Join(allowed, ", "))
+		}
+	}
+	return nil
+}
+
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
+}
+
+func hasTarget(o options, t string) bool {
+	for _, n := range o.Targets {
+		if n == t {
+			return true
+		}
+	}
+	return false
+}
+
+// bench runs the whole sequence (see doc.go) and writes the results.
+func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
+	began := time.Now()
+	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", a...) }
+
+	dir, err := os.MkdirTemp("", "pgmoat-bench-")
+	if err != nil {
+		return err
+	}
+	// PgBouncer runs as the postgres OS user when we are root: it must be
+	// able to read its configuration.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	defer func() {
+		if o.Keep || err != nil {
+			logf("work directory (configs, logs, raw CSV) kept: %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	}()
+
+	s := &stack{dir: dir}
+	defer s.stop()
+	withPgmoat := hasTarget(o, targetPgmoat)
+	if withPgmoat {
+		if s.pgmoatBin, err = filepath.Abs(o.PgmoatBin); err != nil {
+			return err
+		}
+		if _, err := os.Stat(s.pgmoatBin); err != nil {
+			return fmt.Errorf("pgmoat binary: %w (make build makes it; -targets direct,pgbouncer leaves pgmoat out)", err)
+		}
+	}
+
+	pgbenchBin, err := findPgbench()
+	if err != nil {
+		return err
+	}
+	maxConns := 300
+	if withPgmoat && o.IdleSessions > 0 {
+		maxConns = max(maxConns, o.IdleSessions+200)
+	}
+	logf("starting PostgreSQL (max_connections %d) and loading pgbench scale %d", maxConns, o.Scale)
+	if err := s.startCluster(ctx, maxConns, o.Scale, pgbenchBin); err != nil {
+		return err
+	}
+	if hasTarget(o, targetPgBouncer) {
+		logf("starting PgBouncer (session mode)")
+		if err := s.startPgBouncer(maxClients(cells(o.Scripts, o.Modes, o.Clients))); err != nil {
+			return err
+		}
+	}
+	if withPgmoat {
+		if err := s.writePgmoatConfig(max(1000, o.IdleSessions+100)); err != nil {
+			return err
+		}
+		logf("starting pgmoat (%s)", s.pgmoatBin)
+		if err := s.startPgmoat(); err != nil {
+			return err
+		}
+	}
+
+	rep := &report{Opts: o, Machine: describeMachine(ctx, s, pgbenchBin), Targets: o.Targets,
+		Cells: cells(o.Scripts, o.Modes, o.Clients)}
+
+	// The matrix.
+	csvPath := filepath.Join(dir, "latest.csv")
+	csvFile, csvW, err := openCSV(csvPath)
+	if err != nil {
+		return err
+	}
+	defer csvFile.Close()
+	var before counters
+	if withPgmoat {
+		if before, err = scrapeCounters(ctx, s.adminPort); err != nil {
+			rep.Notes = append(rep.Notes, "pgmoat's /metrics could not be read, so nothing here shows that the analysis ran: "+err.Error())
+		}
+	}
+	p := plan(o.Rounds, rep.Cells, s.targets(o.Targets))
+	logf("matrix: %d runs of %s (about %s)", len(p), o.Duration, (time.Duration(len(p)) * (o.Duration + 400*time.Millisecond)).Round(time.Second))
+	m := &matrix{pgbench: pgbenchBin, user: s.cluster.Superuser, password: s.cluster.SuperPassword,
+		duration: o.Duration, maxJobs: runtime.NumCPU(), resetTPCB: resetTPCB(s.superConn), log: stderr}
+	recs, err := m.run(ctx, p, csvW)
+	if err != nil {
+		return err
+	}
+	rep.Stats = summarize(recs)
+	if withPgmoat && before != nil {
+		after, err := scrapeCounters(ctx, s.adminPort)
+		if err != nil {
+			rep.Notes = append(rep.Notes, "pgmoat's /metrics could not be read, so nothing here shows that the analysis ran: "+err.Error())
+		} else {
+			rep.Counters = after.minus(before)
+		}
+	}
+
+	// Memory steps, each on a fresh pgmoat.
+	if withPgmoat && o.IdleSessions > 0 {
+		logf("memory: %d idle sessions through pgmoat", o.IdleSessions)
+		idle, err := s.idleStep(ctx, o.IdleSessions)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			rep.Problems = append(rep.Problems, "idle sessions step failed: "+err.Error())
+		} else {
+			rep.Idle = &idle
+		}
+	}
+	if withPgmoat && o.StreamBytes > 0 {
+		for _, kind := range []streamKind{streamCopy, streamSelect} {
+			logf("memory: %s of %s through pgmoat", kind, fmtBytes(o.StreamBytes))
+			pair, err := s.streamStep(ctx, kind, o.StreamBytes)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				rep.Problems = append(rep.Problems, fmt.Sprintf("streaming step (%s) failed: %v", kind, err))
+				continue
+			}
+			rep.Streams = append(rep.Streams, pair)
+		}
+	}
+	for _, r := range recs {
+		if r.Err != "" {
+			rep.Problems = append(rep.Problems, "some pgbench runs failed (see Throughput)")
+			break
+		}
+	}
+
+	// Results: written to the work directory, then moved into place
+	// together so that latest.* always come from one run.
+	rep.Elapsed = time.Since(began)
+	pngPath := filepath.Join(dir, "tps.png")
+	if err := drawChart(ctx, rep, dir, pngPath); err != nil {
+		rep.Problems = append(rep.Problems, "no chart: "+err.Error())
+		logf("no chart: %v", err)
+	} else {
+		rep.Chart = "tps.png"
+	}
+	var md strings.Builder
+	rep.write(&md)
+	if err := os.WriteFile(filepath.Join(dir, "latest.md"), []byte(md.String()), 0o644); err != nil {
+		return err
+	}
+	if err := csvFile.Close(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return err
+	}
+	files := []string{"latest.md", "latest.csv"}
+	if rep.Chart != "" {
+		files = append(files, "tps.png")
+	}
+	for _, f := range files {
+		if err := copyFile(filepath.Join(dir, f), filepath.Join(o.Out, f)); err != nil {
+			return err
+		}
+	}
+	fmt.Fprint(stdout, md.String())
+	logf("wrote %s in %s", strings.Join(prefixAll(o.Out+"/", files), ", "), time.Since(began).Round(time.Second))
+	if len(rep.Problems) > 0 {
+		return fmt.Errorf("%d problem(s) in this run; see %s", len(rep.Problems), filepath.Join(o.Out, "latest.md"))
+	}
+	return nil
+}
+
+// idleStep measures idle sessions on a fresh pgmoat.
+func (s *stack) idleStep(ctx context.Context, n int) (idleResult, error) {
+	if err := s.restartPgmoat(); err != nil {
+		return idleResult{}, err
+	}
+	const app = "pgmoat-bench-idle"
+	count := func(ctx context.Context) (int, error) {
+		conn, err := s.superConn(ctx)
+		if err != nil {
+			return 0, err
+		}
+		defer conn.Close(ctx)
+		rs, err := conn.Exec(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = '"+app+"'").ReadAll()
+		if err != nil {
+			return 0, err
+		}
+		return strconv.Atoi(string(rs[0].Rows[0][0]))
+	}
+	res, err := measureIdle(ctx, n, s.connString(s.pgmoatPort, app), s.pgmoat.pid(), count)
+	if err == nil && res.Upstream < n {
+		err = fmt.Errorf("the server had %d backends for %d sessions through pgmoat", res.Upstream, n)
+	}
+	return res, err
+}
+
+// streamStep pulls one transfer directly (for the throughput reference)
+// and then through a fresh pgmoat, sampling its RSS.
+func (s *stack) streamStep(ctx context.Context, kind streamKind, size int64) (streamPair, error) {
+	var pair streamPair
+	var err error
+	if pair.Direct, err = measureStream(ctx, kind, size, s.connString(s.cluster.Port, "pgmoat-bench-stream"), 0); err != nil {
+		return pair, fmt.Errorf("direct: %w", err)
+	}
+	if err := s.restartPgmoat(); err != nil {
+		return pair, err
+	}
+	if pair.Pgmoat, err = measureStream(ctx, kind, size, s.connString(s.pgmoatPort, "pgmoat-bench-stream"), s.pgmoat.pid()); err != nil {
+		return pair, fmt.Errorf("through pgmoat: %w", err)
+	}
+	return pair, nil
+}
+
+// findPgbench finds pgbench on PATH or next to a server under
+// /usr/lib/postgresql.
+func findPgbench() (string, error) {
+	if p, err := exec.LookPath("pgbench"); err == nil {
+		return p, nil
+	}
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/pgbench")
+	if len(matches) > 0 {
+		return matches[len(matches)-1], nil
+	}
+	return "", errors.New("pgbench not found (Debian: postgresql-contrib or the server package; make deps installs it)")
+}
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	tmp := to + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, to)
+}
+
+func prefixAll(prefix string, xs []string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = prefix + x
+	}
+	return out
+}

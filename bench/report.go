@@ -1,0 +1,489 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"time"
+)
+
+// streamPair is one streaming transfer, direct and through pgmoat.
+type streamPair struct {
+	Direct, Pgmoat streamResult
+}
+
+// report is everything latest.md shows.
+type report struct {
+	Opts     options
+	Machine  machine
+	Cells    []cell
+	Targets  []string // target names in the matrix, in table order
+	Stats    map[statKey]stat
+	Counters counters // pgmoat's counters over the matrix; nil if not scraped
+	Idle     *idleResult
+	Streams  []streamPair
+	Problems []string // steps that failed, in words; the run exits non-zero
+	Notes    []string // what the reader must know to trust the numbers
+	Elapsed  time.Duration
+	Chart    string // chart file name next to the report; "" if none
+}
+
+// Thresholds from issue 6 that the report checks.
+const (
+	targetVsPgBouncer      = 1.0  // pgmoat TPS / PgBouncer TPS, every cell at 8 and 32 clients
+	targetVsDirectPrepared = 0.80 // pgmoat TPS / direct TPS, -S -M prepared, 8 and 32 clients
+	targetIdleMiB          = 100  // MiB for 1,000 idle sessions
+	targetStreamMiB        = 32   // "flat": peak RSS rise while streaming
+)
+
+func (r *report) stat(c cell, t string) stat { return r.Stats[statKey{c, t}] }
+
+func (r *report) has(t string) bool {
+	for _, n := range r.Targets {
+		if n == t {
+			return true
+		}
+	}
+	return false
+}
+
+// write renders the report as Markdown.
+func (r *report) write(w io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	mode := "full"
+	if r.Opts.Quick {
+		mode = "quick (`make bench-quick`: a smoke run, not a measurement)"
+	}
+	p("# pgmoat benchmark: latest results\n\n")
+	p("Written by `make bench` (bench/run.sh), %s run, on %s, in %s. "+
+		"Each cell is the **median of %d round(s)** of %s pgbench runs; within each round the targets "+
+		"run one after the other in a rotating order. pgbench scale %d, `-j` = min(clients, %d). "+
+		"How to read this: [README.md](../README.md).\n\n",
+		mode, r.Machine.Date, r.Elapsed.Round(time.Second), r.Opts.Rounds, r.Opts.Duration, r.Opts.Scale, r.Machine.CPUs)
+
+	p("## Machine\n\n| | |\n|---|---|\n")
+	rows := [][2]string{
+		{"CPU", fmt.Sprintf("%d × %s", r.Machine.CPUs, r.Machine.CPUModel)},
+		{"memory", r.Machine.Memory},
+		{"kernel", r.Machine.Kernel},
+		{"PostgreSQL", r.Machine.Postgres + " (throwaway cluster, fsync off, shared_buffers 256MB)"},
+		{"PgBouncer", r.Machine.PgBouncer + " (session mode, plain TCP)"},
+		{"pgbench", r.Machine.Pgbench},
+		{"pgmoat", r.Machine.Pgmoat + " (bench policy: the four pgbench tables protected)"},
+		{"git commit", r.Machine.Commit},
+		{"Go", r.Machine.Go},
+	}
+	for _, row := range rows {
+		p("| %s | %s |\n", row[0], mdEscape(row[1]))
+	}
+	p("\n")
+
+	if len(r.Problems) > 0 {
+		p("## Problems in this run\n\n")
+		for _, pr := range r.Problems {
+			p("- %s\n", mdEscape(pr))
+		}
+		p("\n")
+	}
+	if notes := r.notes(); len(notes) > 0 {
+		p("## Notes\n\n")
+		for _, n := range notes {
+			p("- %s\n", mdEscape(n))
+		}
+		p("\n")
+	}
+
+	r.writeTargets(w)
+	r.writeThroughput(w)
+	r.writeLatency(w)
+	r.writeMemory(w)
+	r.writeCounters(w)
+
+	p("## Raw data\n\n[latest.csv](latest.csv) has one row per pgbench run (round, order, cell, target, TPS, " +
+		"average latency, transactions, failures). The spread column above is the lowest and highest TPS " +
+		"of pgmoat's runs of the cell.\n")
+}
+
+// writeTargets checks the measurable targets of issue 6.
+func (r *report) writeTargets(w io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	p("## Targets (issue 6)\n\n")
+	if !r.has(targetPgmoat) {
+		p("pgmoat was not measured in this run.\n\n")
+		return
+	}
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "**not met**"
+	}
+	if r.has(targetPgBouncer) {
+		worst, worstCell, n, okN := math.Inf(1), cell{}, 0, 0
+		for _, c := range r.Cells {
+			if c.Clients != 8 && c.Clients != 32 {
+				continue
+			}
+			x := ratio(r.stat(c, targetPgmoat), r.stat(c, targetPgBouncer))
+			n++
+			if x >= targetVsPgBouncer {
+				okN++
+			}
+			if math.IsNaN(x) || x < worst {
+				worst, worstCell = x, c
+				if math.IsNaN(x) {
+					worst = math.Inf(-1)
+				}
+			}
+		}
+		if n > 0 {
+			p("- pgmoat ≥ %.2f× PgBouncer in every cell at 8 and 32 clients: %s (%d of %d cells; lowest %s at %s).\n",
+				targetVsPgBouncer, verdict(okN == n), okN, n, fmtRatio(worst), worstCell)
+		}
+	}
+	if r.has(targetDirect) {
+		worst, worstCell, n, okN := math.Inf(1), cell{}, 0, 0
+		for _, c := range r.Cells {
+			if c.Script != "select" || c.Mode != "prepared" || (c.Clients != 8 && c.Clients != 32) {
+				continue
+			}
+			x := ratio(r.stat(c, targetPgmoat), r.stat(c, targetDirect))
+			n++
+			if x >= targetVsDirectPrepared {
+				okN++
+			}
+			if math.IsNaN(x) || x < worst {
+				worst, worstCell = x, c
+				if math.IsNaN(x) {
+					worst = math.Inf(-1)
+				}
+			}
+		}
+		if n > 0 {
+			p("- pgmoat ≥ %.2f× direct for `-S -M prepared` at 8 and 32 clients: %s (lowest %s at %s).\n",
+				targetVsDirectPrepared, verdict(okN == n), fmtRatio(worst), worstCell)
+		}
+	}
+	if r.has(targetDirect) && r.has(targetPgBouncer) {
+		for _, c := range r.Cells {
+			if c.Script != "select" || c.Clients != 1 {
+				continue
+			}
+			d, b, m := r.stat(c, targetDirect), r.stat(c, targetPgBouncer), r.stat(c, targetPgmoat)
+			if !d.ok() || !b.ok() || !m.ok() {
+				p("- Added latency at 1 client, `-S -M %s`: no measurement.\n", c.Mode)
+				continue
+			}
+			addB, addM := (b.LatencyMS-d.LatencyMS)*1000, (m.LatencyMS-d.LatencyMS)*1000
+			p("- pgmoat's added latency ≤ PgBouncer's at 1 client, `-S -M %s`: %s (pgmoat +%.1f µs, PgBouncer +%.1f µs over direct).\n",
+				c.Mode, verdict(addM <= addB), addM, addB)
+		}
+	}
+	if r.Idle != nil {
+		per1000 := float64(r.Idle.Delta()) * 1000 / float64(r.Idle.Sessions) / (1 << 20)
+		p("- 1,000 idle sessions add ≤ %d MiB to pgmoat's RSS: %s (%s for %d sessions, %.1f MiB per 1,000).\n",
+			targetIdleMiB, verdict(per1000 <= targetIdleMiB), fmtMiB(r.Idle.Delta()), r.Idle.Sessions, per1000)
+	}
+	for _, s := range r.Streams {
+		if s.Pgmoat.Bytes == 0 {
+			continue
+		}
+		d := s.Pgmoat.PeakDelta()
+		p("- %s of %s streams with pgmoat's memory flat (peak rise under %d MiB): %s (+%s).\n",
+			s.Pgmoat.Kind, fmtBytes(s.Pgmoat.Bytes), targetStreamMiB, verdict(d < targetStreamMiB<<20), fmtMiB(d))
+	}
+	p("- Not measured here: 1,000 pending holds vs other sessions' latency; the analysis micro-benchmarks " +
+		"(`go test -bench` in rules/).\n\n")
+}
+
+func (r *report) writeThroughput(w io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	p("## Throughput\n\nMedian TPS (pgbench's \"without initial connection time\"). Ratios divide the medians. " +
+		"Latency is pgbench's average, in ms.\n\n")
+	p("| script | -M | clients |")
+	for _, t := range r.Targets {
+		p(" %s TPS |", targetTitle(t))
+	}
+	both := r.has(targetPgmoat) && r.has(targetPgBouncer)
+	vsDirect := r.has(targetPgmoat) && r.has(targetDirect)
+	if both {
+		p(" pgmoat / PgBouncer |")
+	}
+	if vsDirect {
+		p(" pgmoat / direct |")
+	}
+	if r.has(targetPgmoat) {
+		p(" pgmoat spread |")
+	}
+	p(" latency ms (%s) |\n", strings.Join(titles(r.Targets), " / "))
+	n := 3 + len(r.Targets) + 1
+	if both {
+		n++
+	}
+	if vsDirect {
+		n++
+	}
+	if r.has(targetPgmoat) {
+		n++
+	}
+	p("|---|---|%s\n", strings.Repeat("---:|", n-2))
+	for _, c := range r.Cells {
+		p("| %s | %s | %d |", scriptTitle(c.Script), c.Mode, c.Clients)
+		var lats []string
+		for _, t := range r.Targets {
+			s := r.stat(c, t)
+			p(" %s |", fmtTPS(s))
+			if s.ok() {
+				lats = append(lats, fmt.Sprintf("%.3f", s.LatencyMS))
+			} else {
+				lats = append(lats, "–")
+			}
+		}
+		m := r.stat(c, targetPgmoat)
+		if both {
+			p(" %s |", fmtRatio(ratio(m, r.stat(c, targetPgBouncer))))
+		}
+		if vsDirect {
+			p(" %s |", fmtRatio(ratio(m, r.stat(c, targetDirect))))
+		}
+		if r.has(targetPgmoat) {
+			if m.ok() {
+				p(" %s–%s |", fmtThousands(m.MinTPS), fmtThousands(m.MaxTPS))
+			} else {
+				p(" – |")
+			}
+		}
+		p(" %s |\n", strings.Join(lats, " / "))
+	}
+	p("\n")
+	if r.Chart != "" {
+		p("![TPS by client count, per script and protocol](%s)\n\n", r.Chart)
+	}
+	var failed []string
+	for _, c := range r.Cells {
+		for _, t := range r.Targets {
+			if s := r.stat(c, t); s.Failed > 0 {
+				failed = append(failed, fmt.Sprintf("%s on %s: %d run(s) failed: %s", c, t, s.Failed, s.Err))
+			}
+		}
+	}
+	if len(failed) > 0 {
+		p("Failed runs:\n\n")
+		for _, f := range failed {
+			p("- %s\n", mdEscape(f))
+		}
+		p("\n")
+	}
+}
+
+func (r *report) writeLatency(w io.Writer) {
+	if !r.has(targetDirect) {
+		return
+	}
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	var cs []cell
+	for _, c := range r.Cells {
+		if c.Script == "select" && c.Clients == 1 {
+			cs = append(cs, c)
+		}
+	}
+	if len(cs) == 0 {
+		return
+	}
+	p("## Latency at 1 client (`-S`)\n\nAverage latency per transaction, µs (median of the rounds); " +
+		"\"adds\" is the difference to direct.\n\n")
+	p("| -M |")
+	for _, t := range r.Targets {
+		p(" %s µs |", targetTitle(t))
+	}
+	var others []string
+	for _, t := range r.Targets {
+		if t != targetDirect {
+			others = append(others, t)
+			p(" %s adds µs |", targetTitle(t))
+		}
+	}
+	both := r.has(targetPgmoat) && r.has(targetPgBouncer)
+	if both {
+		p(" pgmoat adds / PgBouncer adds |")
+	}
+	p("\n|---|%s\n", strings.Repeat("---:|", len(r.Targets)+len(others)+map[bool]int{true: 1}[both]))
+	for _, c := range cs {
+		d := r.stat(c, targetDirect)
+		p("| %s |", c.Mode)
+		for _, t := range r.Targets {
+			p(" %s |", fmtMicros(r.stat(c, t)))
+		}
+		for _, t := range others {
+			s := r.stat(c, t)
+			if s.ok() && d.ok() {
+				p(" %+.1f |", (s.LatencyMS-d.LatencyMS)*1000)
+			} else {
+				p(" – |")
+			}
+		}
+		if both {
+			m, b := r.stat(c, targetPgmoat), r.stat(c, targetPgBouncer)
+			if m.ok() && b.ok() && d.ok() && b.LatencyMS != d.LatencyMS {
+				p(" %.2f |", (m.LatencyMS-d.LatencyMS)/(b.LatencyMS-d.LatencyMS))
+			} else {
+				p(" – |")
+			}
+		}
+		p("\n")
+	}
+	p("\n")
+}
+
+func (r *report) writeMemory(w io.Writer) {
+	if r.Idle == nil && len(r.Streams) == 0 {
+		return
+	}
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	p("## Memory (pgmoat's RSS, /proc/PID/status)\n\nEach step runs against a freshly started pgmoat.\n\n")
+	if i := r.Idle; i != nil {
+		p("### %d idle sessions\n\n", i.Sessions)
+		p("Each session connects through pgmoat (so it has its own upstream connection: the server counted %d "+
+			"backends for them), runs one query and stays idle.\n\n", i.Upstream)
+		p("| before | all open and idle | added | per session | after they closed | time to open them |\n|---:|---:|---:|---:|---:|---:|\n")
+		p("| %s | %s | %s | %.1f KiB | %s | %.1f s |\n\n", fmtMiB(i.BaseRSS), fmtMiB(i.OpenRSS), fmtMiB(i.Delta()),
+			float64(i.Delta())/float64(i.Sessions)/1024, fmtMiB(i.ClosedRSS), i.OpenSeconds)
+	}
+	if len(r.Streams) > 0 {
+		p("### Streaming\n\nOne client pulls rows of %d bytes, computed by the server as it sends them; pgmoat's "+
+			"RSS is sampled every 10 ms during the transfer.\n\n", rowBytes)
+		p("| transfer | size | direct MB/s | pgmoat MB/s | pgmoat RSS before | peak during | peak rise |\n|---|---:|---:|---:|---:|---:|---:|\n")
+		for _, s := range r.Streams {
+			p("| %s | %s | %.0f | %.0f | %s | %s | %s |\n", s.Pgmoat.Kind, fmtBytes(s.Pgmoat.Bytes),
+				s.Direct.MBps(), s.Pgmoat.MBps(), fmtMiB(s.Pgmoat.BaseRSS), fmtMiB(s.Pgmoat.PeakRSS), fmtMiB(s.Pgmoat.PeakDelta()))
+		}
+		p("\n")
+	}
+}
+
+// notes are r.Notes and what pgmoat's counters say about the run.
+func (r *report) notes() []string {
+	notes := append([]string(nil), r.Notes...)
+	if r.Counters != nil && r.Counters.sum("pgmoat_statements_total") == 0 {
+		notes = append(notes, "pgmoat judged no statements during the matrix (pgmoat_statements_total did not move): "+
+			"this build does not analyse statements on the query path yet, so its numbers measure the relay alone.")
+	}
+	return notes
+}
+
+func (r *report) writeCounters(w io.Writer) {
+	if r.Counters == nil {
+		return
+	}
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	c := r.Counters
+	p("## pgmoat's counters over the matrix\n\nFrom its admin `/metrics`, after minus before: " +
+		"proof that pgbench's statements went through the analysis.\n\n")
+	total := c.sum("pgmoat_statements_total")
+	p("- statements judged: %s", fmtThousands(total))
+	var parts []string
+	for _, d := range c.labelValues("pgmoat_statements_total", "decision") {
+		if v := c.sum("pgmoat_statements_total", fmt.Sprintf("decision=%q", d)); v > 0 {
+			parts = append(parts, fmt.Sprintf("%s %s", d, fmtThousands(v)))
+		}
+	}
+	if len(parts) > 0 {
+		p(" (%s)", strings.Join(parts, ", "))
+	}
+	p("\n")
+	hit, miss := c.sum("pgmoat_analysis_cache_requests_total", `result="hit"`), c.sum("pgmoat_analysis_cache_requests_total", `result="miss"`)
+	if hit+miss > 0 {
+		p("- decision cache: %s hits, %s misses (%.1f%% hits)\n", fmtThousands(hit), fmtThousands(miss), 100*hit/(hit+miss))
+	}
+	if n := c.sum("pgmoat_analysis_duration_seconds_count"); n > 0 {
+		p("- analysis time: %.2f µs per message on average (%s messages)\n",
+			c.sum("pgmoat_analysis_duration_seconds_sum")/n*1e6, fmtThousands(n))
+	}
+	p("\n")
+}
+
+func (c cell) String() string {
+	return fmt.Sprintf("%s -M %s, %d clients", scriptTitle(c.Script), c.Mode, c.Clients)
+}
+
+func scriptTitle(s string) string {
+	if s == "select" {
+		return "-S"
+	}
+	return "TPC-B"
+}
+
+func targetTitle(t string) string {
+	if t == targetPgBouncer {
+		return "PgBouncer"
+	}
+	return t
+}
+
+func titles(ts []string) []string {
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i] = targetTitle(t)
+	}
+	return out
+}
+
+func fmtTPS(s stat) string {
+	switch {
+	case s.ok() && s.Failed > 0:
+		return fmtThousands(s.TPS) + " (failures)"
+	case s.ok():
+		return fmtThousands(s.TPS)
+	case s.Failed > 0:
+		return "failed"
+	}
+	return "–"
+}
+
+func fmtMicros(s stat) string {
+	if !s.ok() {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f", s.LatencyMS*1000)
+}
+
+func fmtRatio(x float64) string {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", x)
+}
+
+// fmtThousands rounds x and groups its digits by thousands.
+func fmtThousands(x float64) string {
+	if math.IsNaN(x) {
+		return "–"
+	}
+	s := fmt.Sprintf("%.0f", math.Abs(x))
+	var b strings.Builder
+	if x < 0 {
+		b.WriteByte('-')
+	}
+	for i, ch := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(ch)
+	}
+	return b.String()
+}
+
+func fmtMiB(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+func fmtBytes(n int64) string {
+	if n >= 1<<30 {
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	}
+	return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
+}
+
+// mdEscape keeps free text from breaking a table row.
+func mdEscape(s string) string {
+	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
+}

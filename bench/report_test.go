@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"image/png"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// sampleReport is a run where pgmoat beats PgBouncer everywhere except
+// TPC-B at 32 clients, and adds less latency than PgBouncer.
+func sampleReport() *report {
+	o := defaults(true)
+	o.Scripts, o.Modes, o.Clients = []string{"select", "tpcb"}, []string{"prepared"}, []int{1, 8, 32}
+	r := &report{Opts: o, Targets: o.Targets, Cells: cells(o.Scripts, o.Modes, o.Clients),
+		Stats: map[statKey]stat{}, Elapsed: time.Minute, Machine: machine{CPUs: 2, CPUModel: "Test CPU"}}
+	set := func(c cell, t string, tps, lat float64) {
+		r.Stats[statKey{c, t}] = stat{N: 1, TPS: tps, MinTPS: tps, MaxTPS: tps, LatencyMS: lat}
+	}
+	for _, c := range r.Cells {
+		base := 40000.0
+		if c.Script == "tpcb" {
+			base = 2000
+		}
+		set(c, targetDirect, base, 0.050)
+		set(c, targetPgBouncer, base*0.6, 0.120)
+		set(c, targetPgmoat, base*0.85, 0.080)
+	}
+	bad := cell{Script: "tpcb", Mode: "prepared", Clients: 32}
+	set(bad, targetPgmoat, 1000, 30)
+	r.Idle = &idleResult{Sessions: 1000, Upstream: 1000, BaseRSS: 10 << 20, OpenRSS: 60 << 20, ClosedRSS: 55 << 20}
+	r.Streams = []streamPair{{
+		Direct: streamResult{Kind: streamCopy, Bytes: 1 << 30, Seconds: 2},
+		Pgmoat: streamResult{Kind: streamCopy, Bytes: 1 << 30, Seconds: 3, BaseRSS: 10 << 20, PeakRSS: 12 << 20},
+	}}
+	return r
+}
+
+func TestReportVerdicts(t *testing.T) {
+	var b strings.Builder
+	sampleReport().write(&b)
+	md := b.String()
+	for _, want := range []string{
+		"pgmoat ≥ 1.00× PgBouncer in every cell at 8 and 32 clients: **not met** (3 of 4 cells; lowest 0.83× at TPC-B -M prepared, 32 clients)",
+		"pgmoat ≥ 0.80× direct for `-S -M prepared` at 8 and 32 clients: met (lowest 0.85×",
+		"pgmoat's added latency ≤ PgBouncer's at 1 client, `-S -M prepared`: met (pgmoat +30.0 µs, PgBouncer +70.0 µs over direct)",
+		"1,000 idle sessions add ≤ 100 MiB to pgmoat's RSS: met (50.0 MiB",
+		"COPY TO STDOUT of 1.00 GiB streams with pgmoat's memory flat (peak rise under 32 MiB): met (+2.0 MiB)",
+		"| -S | prepared | 8 | 40,000 | 24,000 | 34,000 | 1.42× | 0.85× |",
+		"| prepared | 50.0 | 120.0 | 80.0 | +70.0 | +30.0 | 0.43 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+}
+
+// TestReportWithoutPgmoat is the direct + PgBouncer report (pgmoat left
+// out with -targets): no ratio columns, no made-up verdicts.
+func TestReportWithoutPgmoat(t *testing.T) {
+	r := sampleReport()
+	r.Targets = []string{targetDirect, targetPgBouncer}
+	r.Idle, r.Streams = nil, nil
+	var b strings.Builder
+	r.write(&b)
+	md := b.String()
+	if strings.Contains(md, "pgmoat / PgBouncer") || strings.Contains(md, " met") {
+		t.Errorf("report without pgmoat has pgmoat columns or verdicts:\n%s", md)
+	}
+	if !strings.Contains(md, "| -S | prepared | 8 | 40,000 | 24,000 | 0.050 / 0.120 |") {
+		t.Errorf("report lacks the direct/PgBouncer row:\n%s", md)
+	}
+}
+
+func TestChartData(t *testing.T) {
+	r := sampleReport()
+	delete(r.Stats, statKey{cell{"select", "prepared", 8}, targetPgBouncer})
+	data, panels := chartData(r)
+	if len(panels) != 2 {
+		t.Fatalf("panels = %v", panels)
+	}
+	want := "# -S -M prepared\n1 40000.0 24000.0 34000.0\n8 40000.0 NaN 34000.0\n32 40000.0 24000.0 34000.0\n\n\n# TPC-B -M prepared\n"
+	if !strings.HasPrefix(data, want) {
+		t.Errorf("data:\n%s\nwant it to start with:\n%s", data, want)
+	}
+}
+
+// TestDrawChart draws the chart with the real gnuplot when there is one.
+func TestDrawChart(t *testing.T) {
+	if _, err := exec.LookPath("gnuplot"); err != nil {
+		t.Skip("no gnuplot (bench/run.sh installs it)")
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "tps.png")
+	if err := drawChart(context.Background(), sampleReport(), dir, out); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("not a PNG: %v", err)
+	}
+	if w := img.Bounds().Dx(); w < 400 {
+		t.Errorf("chart is %d px wide", w)
+	}
+}
+
+func TestFmtThousands(t *testing.T) {
+	for in, want := range map[float64]string{0: "0", 999.6: "1,000", 48212.3: "48,212", 1234567: "1,234,567", -4321: "-4,321"} {
+		if got := fmtThousands(in); got != want {
+			t.Errorf("fmtThousands(%v) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,300 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgmoat/pgmoat/internal/pgtest"
+)
+
+// benchDB is the database pgbench's tables live in.
+const benchDB = "bench"
+
+// Target names, in the order tables and charts show them.
+const (
+	targetDirect    = "direct"
+	targetPgBouncer = "pgbouncer"
+	targetPgmoat    = "pgmoat"
+)
+
+// target is an address pgbench can be pointed at.
+type target struct {
+	Name string
+	Host string
+	Port int
+}
+
+// stack is the set of servers under test: PostgreSQL and, in front of it,
+// PgBouncer and pgmoat.
+type stack struct {
+	dir     string // work directory: configs, logs, audit file
+	cluster *pgtest.Cluster
+
+	bouncer     *child
+	bouncerPort int
+
+	pgmoatBin    string
+	pgmoat       *child
+	pgmoatPort   int
+	adminPort    int
+	pgmoatConfig string
+	pgmoatStarts int
+}
+
+// startCluster starts the throwaway PostgreSQL with room for the idle
+// sessions step, and the pgbench tables in it.
+func (s *stack) startCluster(ctx context.Context, maxConns, scale int, pgbenchBin string) error {
+	c, err := pgtest.Start(pgtest.Options{Settings: map[string]string{
+		"max_connections": strconv.Itoa(maxConns),
+		// Scale 10 is ~160 MB: keep it in shared buffers so that -S
+		// measures the query path, not buffer replacement.
+		"shared_buffers":  "'256MB'",
+		"log_connections": "off",
+	}})
+	if err != nil {
+		return fmt.Errorf("starting PostgreSQL: %w", err)
+	}
+	s.cluster = c
+	if err := c.ExecSQL(ctx, "postgres", "CREATE DATABASE "+benchDB); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, pgbenchBin, "-i", "-q", "-s", strconv.Itoa(scale),
+		"-h", c.Host, "-p", strconv.Itoa(c.Port), "-U", c.Superuser, benchDB)
+	cmd.Env = append(os.Environ(), "PGSSLMODE=disable", "PGPASSWORD="+c.SuperPassword)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("pgbench -i: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// superConn connects to the bench database directly as the superuser.
+func (s *stack) superConn(ctx context.Context) (*pgconn.PgConn, error) {
+	return pgconn.Connect(ctx, s.cluster.SuperConnString(benchDB, "sslmode=disable"))
+}
+
+// connString is a plain-TCP connection string for the bench database
+// through the given port (the server, PgBouncer or pgmoat).
+func (s *stack) connString(port int, appName string) string {
+	return fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/%s?sslmode=disable&application_name=%s&connect_timeout=10",
+		s.cluster.Superuser, s.cluster.SuperPassword, port, benchDB, appName)
+}
+
+// probe opens a session through port and runs a query.
+func (s *stack) probe(port int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgconn.Connect(ctx, s.connString(port, "pgmoat-bench-probe"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "SELECT count(*) FROM pgbench_branches").ReadAll()
+	return err
+}
+
+// startPgBouncer starts Debian's PgBouncer in session mode in front of the
+// cluster, with a pool large enough for every pgbench client.
+func (s *stack) startPgBouncer(maxClients int) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(s.dir, "pgbouncer")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	ini := filepath.Join(dir, "pgbouncer.ini")
+	users := filepath.Join(dir, "userlist.txt")
+	conf := fmt.Sprintf(`[databases]
+* = host=%s port=%d
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = %d
+unix_socket_dir =
+auth_type = trust
+auth_file = %s
+pool_mode = session
+max_client_conn = %d
+default_pool_size = %d
+server_tls_sslmode = disable
+client_tls_sslmode = disable
+ignore_startup_parameters = extra_float_digits
+log_connections = 0
+log_disconnections = 0
+`, s.cluster.Host, s.cluster.Port, port, users, maxClients+50, maxClients+8)
+	if err := os.WriteFile(ini, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	// trust still wants the user in the auth file.
+	if err := os.WriteFile(users, []byte(fmt.Sprintf("%q %q\n", s.cluster.Superuser, s.cluster.SuperPassword)), 0o644); err != nil {
+		return err
+	}
+	bin, err := exec.LookPath("pgbouncer")
+	if err != nil {
+		return fmt.Errorf("pgbouncer not found (bench/run.sh installs Debian's package): %w", err)
+	}
+	cred, err := nonRootCredential()
+	if err != nil {
+		return err
+	}
+	c, err := startChild("pgbouncer", filepath.Join(dir, "pgbouncer.log"), cred, bin, ini)
+	if err != nil {
+		return err
+	}
+	s.bouncer, s.bouncerPort = c, port
+	return c.waitReady(30*time.Second, func() error { return s.probe(port) })
+}
+
+// nonRootCredential is the identity PgBouncer runs as: itself when not
+// root; the postgres OS user (which the harness makes when missing) when
+// root, since PgBouncer refuses to run as root.
+func nonRootCredential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("PgBouncer refuses to run as root and there is no postgres OS user: %w", err)
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return nil, err
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return nil, err
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
+}
+
+// writePgmoatConfig writes the bench policy: the pgbench tables are
+// protected, so every statement is analysed and judged, with the example
+// policy's rules; the audit log goes to the work directory and the admin
+// listener (metrics) to a free port. No admin tokens: nothing is approved.
+func (s *stack) writePgmoatConfig(maxConns int) error {
+	var err error
+	if s.pgmoatPort, err = freePort(); err != nil {
+		return err
+	}
+	if s.adminPort, err = freePort(); err != nil {
+		return err
+	}
+	s.pgmoatConfig = filepath.Join(s.dir, "pgmoat.yaml")
+	conf := fmt.Sprintf(`# Written by bench/ for one run.
+listen: 127.0.0.1:%[1]d
+upstream: %[2]s
+limits:
+  max_connections: %[3]d
+  drain_timeout: 2s
+log:
+  level: info
+  format: text
+admin:
+  listen: 127.0.0.1:%[4]d
+policy:
+  protect:
+    - public.pgbench_accounts
+    - public.pgbench_branches
+    - public.pgbench_tellers
+    - public.pgbench_history
+  rules:
+    - name: migrations-need-approval
+      match:
+        applications: [goose, migrate, flyway]
+      operations: [destructive]
+      action: hold
+    - name: analytics-refresh
+      match:
+        users: [analytics]
+        clients: [10.20.0.0/16]
+      operations: [truncate]
+      action: log
+audit:
+  path: %[5]s
+  statements: decisions
+`, s.pgmoatPort, s.upstreamURL(), maxConns, s.adminPort, filepath.Join(s.dir, "audit.jsonl"))
+	return os.WriteFile(s.pgmoatConfig, []byte(conf), 0o644)
+}
+
+// upstreamURL is pgmoat's upstream: the cluster over plain TCP, as
+// PgBouncer and direct pgbench reach it.
+func (s *stack) upstreamURL() string {
+	return fmt.Sprintf("postgres://%s?sslmode=disable", s.cluster.Addr())
+}
+
+// startPgmoat starts pgmoat serve with the bench config and waits until a
+// query passes through it.
+func (s *stack) startPgmoat() error {
+	s.pgmoatStarts++
+	logPath := filepath.Join(s.dir, fmt.Sprintf("pgmoat-%d.log", s.pgmoatStarts))
+	c, err := startChild("pgmoat", logPath, nil, s.pgmoatBin, "serve",
+		"--config", s.pgmoatConfig,
+		"--listen", fmt.Sprintf("127.0.0.1:%d", s.pgmoatPort),
+		"--upstream", s.upstreamURL())
+	if err != nil {
+		return err
+	}
+	s.pgmoat = c
+	return c.waitReady(30*time.Second, func() error { return s.probe(s.pgmoatPort) })
+}
+
+// restartPgmoat replaces pgmoat with a fresh process, so that a memory
+// step starts from a heap no earlier step has grown.
+func (s *stack) restartPgmoat() error {
+	if s.pgmoat != nil {
+		s.pgmoat.stop(10 * time.Second)
+	}
+	return s.startPgmoat()
+}
+
+// pgmoatVersion is what `pgmoat version` prints.
+func (s *stack) pgmoatVersion() string {
+	out, err := exec.Command(s.pgmoatBin, "version").Output()
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// targets lists the addresses pgbench runs against, in names' order.
+func (s *stack) targets(names []string) []target {
+	var ts []target
+	for _, n := range names {
+		switch n {
+		case targetDirect:
+			ts = append(ts, target{n, s.cluster.Host, s.cluster.Port})
+		case targetPgBouncer:
+			ts = append(ts, target{n, "127.0.0.1", s.bouncerPort})
+		case targetPgmoat:
+			ts = append(ts, target{n, "127.0.0.1", s.pgmoatPort})
+		}
+	}
+	return ts
+}
+
+// stop stops everything that was started, pgmoat and PgBouncer before
+// the server they talk to.
+func (s *stack) stop() {
+	if s.pgmoat != nil {
+		s.pgmoat.stop(10 * time.Second)
+	}
+	if s.bouncer != nil {
+		s.bouncer.stop(10 * time.Second)
+	}
+	if s.cluster != nil {
+		if err := s.cluster.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: stopping PostgreSQL: %v\n", err)
+		}
+	}
+}

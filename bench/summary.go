@@ -1,0 +1,95 @@
+package main
+
+import (
+	"math"
+	"sort"
+)
+
+// stat is the median of one cell on one target over the rounds.
+type stat struct {
+	N         int     // successful runs
+	Failed    int     // runs that failed
+	TPS       float64 // median
+	MinTPS    float64
+	MaxTPS    float64
+	LatencyMS float64 // median of the runs' average latencies
+	Err       string  // the first failure, if any
+}
+
+// ok reports whether the cell has a number to show.
+func (s stat) ok() bool { return s.N > 0 }
+
+type statKey struct {
+	Cell   cell
+	Target string
+}
+
+// summarize takes the medians of the successful runs of each cell on each
+// target. A cell with any failed run keeps its medians but carries the
+// first error: a firewall that blocks one run of pgbench is broken.
+func summarize(recs []runRecord) map[statKey]stat {
+	type acc struct {
+		tps, lat []float64
+		failed   int
+		err      string
+	}
+	accs := map[statKey]*acc{}
+	for _, r := range recs {
+		k := statKey{r.Cell, r.Target}
+		a := accs[k]
+		if a == nil {
+			a = &acc{}
+			accs[k] = a
+		}
+		if r.Err != "" {
+			a.failed++
+			if a.err == "" {
+				a.err = r.Err
+			}
+			continue
+		}
+		a.tps = append(a.tps, r.Result.TPS)
+		a.lat = append(a.lat, r.Result.LatencyMS)
+	}
+	out := make(map[statKey]stat, len(accs))
+	for k, a := range accs {
+		s := stat{N: len(a.tps), Failed: a.failed, Err: a.err}
+		if s.N > 0 {
+			s.TPS = median(a.tps)
+			s.LatencyMS = median(a.lat)
+			s.MinTPS, s.MaxTPS = minMax(a.tps)
+		}
+		out[k] = s
+	}
+	return out
+}
+
+// median of xs (the mean of the middle two for an even count); NaN for none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func minMax(xs []float64) (lo, hi float64) {
+	lo, hi = math.Inf(1), math.Inf(-1)
+	for _, x := range xs {
+		lo, hi = math.Min(lo, x), math.Max(hi, x)
+	}
+	return lo, hi
+}
+
+// ratio is a/b of two stats' median TPS, NaN unless both have one.
+func ratio(a, b stat) float64 {
+	if !a.ok() || !b.ok() || b.TPS == 0 {
+		return math.NaN()
+	}
+	return a.TPS / b.TPS
+}

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"math"
+	"testing"
+)
+
+func TestMedian(t *testing.T) {
+	for _, tc := range []struct {
+		in   []float64
+		want float64
+	}{
+		{[]float64{3}, 3},
+		{[]float64{5, 1, 3}, 3},
+		{[]float64{4, 1, 3, 2}, 2.5},
+		{[]float64{10, 10, 1000, 10, 1}, 10},
+	} {
+		if got := median(tc.in); got != tc.want {
+			t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+	if !math.IsNaN(median(nil)) {
+		t.Error("median of nothing is a number")
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	c := cell{Script: "select", Mode: "simple", Clients: 8}
+	rec := func(target string, tps, lat float64, err string) runRecord {
+		return runRecord{Cell: c, Target: target, Result: pgbenchResult{TPS: tps, LatencyMS: lat}, Err: err}
+	}
+	st := summarize([]runRecord{
+		rec("direct", 100, 1, ""), rec("direct", 300, 3, ""), rec("direct", 200, 2, ""),
+		rec("pgmoat", 90, 1, ""), rec("pgmoat", 0, 0, "pgbench: blocked"), rec("pgmoat", 110, 1, ""),
+	})
+	d := st[statKey{c, "direct"}]
+	if d.N != 3 || d.TPS != 200 || d.LatencyMS != 2 || d.MinTPS != 100 || d.MaxTPS != 300 || d.Failed != 0 {
+		t.Errorf("direct: %+v", d)
+	}
+	m := st[statKey{c, "pgmoat"}]
+	if m.N != 2 || m.TPS != 100 || m.Failed != 1 || m.Err != "pgbench: blocked" {
+		t.Errorf("pgmoat: %+v (a failed run must not count as 0 TPS, and must be reported)", m)
+	}
+	if got := ratio(m, d); got != 0.5 {
+		t.Errorf("ratio = %v, want 0.5", got)
+	}
+	if !math.IsNaN(ratio(m, st[statKey{c, "pgbouncer"}])) {
+		t.Error("ratio against a target that did not run is a number")
+	}
+}
