@@ -85,6 +85,28 @@ func TestCacheHitAllocatesNothing(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { eng.Judge(s, sql) }); n != 0 {
 		t.Fatalf("cache hit allocates %v times", n)
 	}
+	// As the proxy drives it: judge, apply (nothing), sync with the
+	// ReadyForQuery status, every message.
+	if n := testing.AllocsPerRun(100, func() {
+		r := eng.Judge(s, sql)
+		s.Apply(r.Statements[0].Changes...)
+		s.Sync('I')
+	}); n != 0 {
+		t.Fatalf("cache hit with Apply/Sync allocates %v times", n)
+	}
+	// pgbench's transaction: BEGIN ... END, all from the cache.
+	for i := 0; i < 2; i++ {
+		judgeAndApply(eng, s, "BEGIN;", 'T')
+		judgeAndApply(eng, s, sql, 'T')
+		judgeAndApply(eng, s, "END;", 'I')
+	}
+	if n := testing.AllocsPerRun(50, func() {
+		judgeAndApply(eng, s, "BEGIN;", 'T')
+		judgeAndApply(eng, s, sql, 'T')
+		judgeAndApply(eng, s, "END;", 'I')
+	}); n > 6 {
+		t.Fatalf("cached transaction allocates %v times", n)
+	}
 }
 
 func TestCacheBounded(t *testing.T) {

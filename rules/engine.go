@@ -345,6 +345,15 @@ type Session struct {
 	keyCat    *catalogEntry
 	keyDirty  bool
 	mask      uint64
+	// recent keys by state: sessions alternate between a few states
+	// (idle, in a transaction), so most recomputations find theirs here.
+	recent [4]recentKey
+	next   int
+}
+
+type recentKey struct {
+	tx  txState
+	key string
 }
 
 // NewSession starts tracking a session. Its search_path is unknown until
@@ -387,18 +396,20 @@ func (s *Session) Apply(changes ...StateChange) {
 		case ChangeDiscardAll:
 			s.prepared = nil
 			s.tx.apply(c)
+			s.keyDirty = true
 		default:
 			s.tx.apply(c)
+			s.keyDirty = true
 		}
 	}
-	s.keyDirty = true
 }
 
 // Sync reconciles the transaction state with the status byte of the
 // server's ReadyForQuery ('I', 'T' or 'E').
 func (s *Session) Sync(txStatus byte) {
-	s.tx.sync(txStatus)
-	s.keyDirty = true
+	if s.tx.sync(txStatus) {
+		s.keyDirty = true
+	}
 }
 
 // RegisterPrepared records a named prepared statement: a protocol-level
@@ -429,8 +440,18 @@ func (s *Session) stateKey(pol *Policy, ce *catalogEntry) string {
 	if !s.keyDirty && s.keyPolicy == pol && s.keyCat == ce {
 		return s.key
 	}
-	if s.keyPolicy != pol {
-		s.mask = pol.matchRules(&s.id)
+	if s.keyPolicy != pol || s.keyCat != ce {
+		if s.keyPolicy != pol {
+			s.mask = pol.matchRules(&s.id)
+		}
+		s.recent = [4]recentKey{}
+	} else {
+		for i := range s.recent {
+			if rk := &s.recent[i]; rk.key != "" && rk.tx.equal(&s.tx) {
+				s.key, s.keyDirty = rk.key, false
+				return s.key
+			}
+		}
 	}
 	var b strings.Builder
 	b.WriteString(strconv.FormatUint(pol.version, 36))
@@ -463,6 +484,8 @@ func (s *Session) stateKey(pol *Policy, ce *catalogEntry) string {
 	b.WriteString("|init|")
 	writeSettings(&b, s.tx.initial)
 	s.key, s.keyPolicy, s.keyCat, s.keyDirty = b.String(), pol, ce, false
+	s.recent[s.next] = recentKey{tx: s.tx.clone(), key: s.key}
+	s.next = (s.next + 1) % len(s.recent)
 	return s.key
 }
 
@@ -478,4 +501,17 @@ func writeSettings(b *strings.Builder, st settings) {
 		b.WriteByte('?')
 	}
 	b.WriteByte(';')
+}
+
+// JudgeOpaque decides on something that runs code pgmoat cannot see, such
+// as a protocol-level FunctionCall message: what describes it for the
+// sentence ("FunctionCall of function OID 1234").
+func (e *Engine) JudgeOpaque(s *Session, what string) *Result {
+	pol := e.pol.Load()
+	s.stateKey(pol, e.catalog(s.id.Database))
+	v := &Verdict{Text: what, Line: 1, Col: 1, Effects: []Effect{{Op: OpOpaque, Object: everything(), What: what}}}
+	decide(pol, s.mask, v)
+	r := &Result{Statements: []*Verdict{v}}
+	r.finish()
+	return r
 }

@@ -189,10 +189,11 @@ func (t *txState) setKeepOther(s settings, local, path bool) {
 
 // sync reconciles with the transaction status the server reported in
 // ReadyForQuery ('I' idle, 'T' in transaction, 'E' failed transaction).
-func (t *txState) sync(status byte) {
+func (t *txState) sync(status byte) (changed bool) {
 	switch status {
 	case 'I':
 		if t.inTx {
+			changed = true
 			// The transaction ended without pgmoat seeing how: assume
 			// either outcome.
 			t.sess.path = mergePath(t.sess.path, t.start.path)
@@ -204,11 +205,34 @@ func (t *txState) sync(status byte) {
 		}
 		// SET LOCAL outside a transaction block lasts for the implicit
 		// transaction of one message only.
-		t.cur = t.sess
+		if !t.cur.equal(t.sess) {
+			t.cur = t.sess
+			changed = true
+		}
 	case 'T', 'E':
 		if !t.inTx {
 			t.inTx = true
 			t.start = t.sess
+			changed = true
 		}
 	}
+	return changed
+}
+
+func (s settings) equal(o settings) bool { return s.role == o.role && s.path.equal(o.path) }
+
+func (t *txState) equal(o *txState) bool {
+	if t.inTx != o.inTx || !t.cur.equal(o.cur) || !t.sess.equal(o.sess) || !t.initial.equal(o.initial) || len(t.saves) != len(o.saves) {
+		return false
+	}
+	if t.inTx && !t.start.equal(o.start) {
+		return false
+	}
+	for i := range t.saves {
+		a, b := t.saves[i], o.saves[i]
+		if a.name != b.name || !a.cur.equal(b.cur) || !a.sess.equal(b.sess) {
+			return false
+		}
+	}
+	return true
 }

@@ -157,3 +157,14 @@ func TestCheckStartup(t *testing.T) {
 		t.Error("ParameterStatus client_encoding BIG5 accepted")
 	}
 }
+
+func TestJudgeOpaque(t *testing.T) {
+	eng := testEngine(t, defaultProtect)
+	r := eng.JudgeOpaque(knownSession("app"), "FunctionCall of function OID 1234")
+	if r.Action != Block || r.Decision().Rule != RuleDefaultOpaque {
+		t.Fatalf("got %s %q", r.Action, r.Decision().Rule)
+	}
+	if r := testEngine(t, PolicyConfig{}).JudgeOpaque(knownSession("app"), "x"); r.Action != Allow {
+		t.Fatalf("nothing protected: %s", r.Action)
+	}
+}
