@@ -314,6 +314,14 @@ func (c *Config) Validate() error {
 	if c.Holds.InTransactionTimeout <= 0 {
 		return &Error{Key: "holds.in_transaction_timeout", Err: fmt.Errorf("must be positive, got %s", c.Holds.InTransactionTimeout)}
 	}
+	if c.Holds.PublicURL == "" && c.Admin.Listen != "" {
+		c.Holds.PublicURL = "http://" + c.Admin.Listen
+	}
+	if c.Holds.PublicURL != "" {
+		if u, err := url.Parse(c.Holds.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return &Error{Key: "holds.public_url", Err: fmt.Errorf("not an http(s) URL: %q", c.Holds.PublicURL)}
+		}
+	}
 	if c.Holds.Webhook != "" {
 		if u, err := url.Parse(c.Holds.Webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return &Error{Key: "holds.webhook", Err: fmt.Errorf("not an http(s) URL: %q", c.Holds.Webhook)}

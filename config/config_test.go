@@ -29,6 +29,9 @@ func TestLoadGood(t *testing.T) {
 	if cfg.Limits.ConnectTimeout != def.Limits.ConnectTimeout || cfg.Limits.DrainTimeout != def.Limits.DrainTimeout {
 		t.Errorf("unset limits lost their defaults: %+v", cfg.Limits)
 	}
+	if cfg.Holds.PublicURL != "http://127.0.0.1:7433" {
+		t.Errorf("holds.public_url default = %q", cfg.Holds.PublicURL)
+	}
 	if cfg.Holds.Timeout.Std() != 30*time.Minute || cfg.Holds.ApprovalsRequired != 2 || cfg.Holds.InTransaction != "block" {
 		t.Errorf("holds = %+v", cfg.Holds)
 	}

@@ -33,10 +33,13 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"serve":   {"run the proxy", runServe},
-		"check":   {"check migration files against the policy (for CI)", runCheck},
-		"audit":   {"audit log tools (verify)", runAudit},
-		"version": {"print the version", runVersion},
+		"serve":       {"run the proxy", runServe},
+		"check":       {"check migration files against the policy (for CI)", runCheck},
+		"holds":       {"list, show, approve or deny held statements", runHolds},
+		"approve":     {"pre-approve the statements of a migration file", runApprove},
+		"preapproval": {"list or revoke pre-approvals", runPreapproval},
+		"audit":       {"audit log tools (verify)", runAudit},
+		"version":     {"print the version", runVersion},
 	}
 }
 

@@ -10,12 +10,14 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/pgmoat/pgmoat/admin"
 	"github.com/pgmoat/pgmoat/approvals"
 	"github.com/pgmoat/pgmoat/audit"
 	"github.com/pgmoat/pgmoat/config"
@@ -105,6 +107,9 @@ type daemon struct {
 	audit *audit.Logger
 	holds *approvals.Store
 	proxy *proxy.Server
+	admin *admin.Server
+
+	listening atomic.Bool
 
 	mu  sync.Mutex // serialises reloads
 	cfg *config.Config
@@ -140,6 +145,19 @@ func newDaemon(cfg *config.Config, f serveFlags, stderr io.Writer) (*daemon, err
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Admin.Listen != "" {
+		d.admin, err = admin.New(admin.Options{
+			Config:   cfg.Admin,
+			Store:    d.holds,
+			Gatherer: d.reg,
+			Ready:    d.ready,
+			Reload:   d.reload,
+			Logger:   d.log,
+		})
+		if err != nil {
+			return nil, &config.Error{File: cfg.File, Err: err}
+		}
+	}
 	return d, nil
 }
 
@@ -163,6 +181,19 @@ func (d *daemon) run(ctx context.Context) error {
 	signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(hup)
 
+	var adminLn net.Listener
+	if d.admin != nil {
+		if adminLn, err = net.Listen("tcp", d.cfg.Admin.Listen); err != nil {
+			ln.Close()
+			return fmt.Errorf("admin listen: %w", err)
+		}
+		go func() {
+			if err := d.admin.Serve(adminLn); err != nil {
+				d.log.Error("admin listener stopped", "err", err)
+			}
+		}()
+	}
+	d.listening.Store(true)
 	served := make(chan error, 1)
 	go func() { served <- d.proxy.Serve(ln) }()
 	d.logStart()
@@ -196,7 +227,22 @@ func (d *daemon) run(ctx context.Context) error {
 	return nil
 }
 
+// ready is /readyz: pgmoat is listening and the upstream accepts
+// connections.
+func (d *daemon) ready(ctx context.Context) error {
+	if !d.listening.Load() {
+		return errors.New("not listening yet")
+	}
+	return d.proxy.CheckUpstream(ctx)
+}
+
 func (d *daemon) close() {
+	d.listening.Store(false)
+	if d.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		d.admin.Shutdown(ctx)
+		cancel()
+	}
 	d.holds.Close()
 	if err := d.audit.Close(); err != nil {
 		d.log.Error("audit log close failed", "err", err)
@@ -238,10 +284,7 @@ func (d *daemon) reload() error {
 	defer d.mu.Unlock()
 	cfg, err := d.flags.load()
 	if err != nil {
-		d.met.ConfigReloads.WithLabelValues("failure").Inc()
-		d.log.Error("configuration reload rejected; the previous configuration stays in force", "err", err)
-		d.audit.RecordAsync(audit.Event{Kind: audit.ConfigReloadFailed, Error: err.Error()})
-		return err
+		return d.reloadFailed(err)
 	}
 	old := d.cfg
 	for key, changed := range map[string]bool{
@@ -253,6 +296,11 @@ func (d *daemon) reload() error {
 			d.log.Warn("configuration key changed but takes effect only after a restart", "key", key)
 		}
 	}
+	if d.admin != nil {
+		if err := d.admin.SetConfig(cfg.Admin); err != nil {
+			return d.reloadFailed(&config.Error{File: cfg.File, Err: err})
+		}
+	}
 	d.holds.SetConfig(cfg.Holds)
 	if err := d.audit.Apply(cfg.Audit); err != nil {
 		d.log.Warn("audit setting changed but takes effect only after a restart", "err", err)
@@ -262,4 +310,12 @@ func (d *daemon) reload() error {
 	d.log.Info("configuration reloaded", "policy", policySummary(cfg))
 	d.audit.RecordAsync(audit.Event{Kind: audit.ConfigLoaded, Reason: policySummary(cfg)})
 	return nil
+}
+
+// reloadFailed logs, audits and counts a rejected reload.
+func (d *daemon) reloadFailed(err error) error {
+	d.met.ConfigReloads.WithLabelValues("failure").Inc()
+	d.log.Error("configuration reload rejected; the previous configuration stays in force", "err", err)
+	d.audit.RecordAsync(audit.Event{Kind: audit.ConfigReloadFailed, Error: err.Error()})
+	return err
 }
