@@ -134,25 +134,22 @@ func qualified(schema, name string) string {
 // glob matches name against a pattern in which * stands for any run of
 // bytes; everything else matches itself, case-sensitively.
 func glob(pattern, name string) bool {
-	for {
-		star := strings.IndexByte(pattern, '*')
-		if star < 0 {
-			return pattern == name
-		}
-		if !strings.HasPrefix(name, pattern[:star]) {
-			return false
-		}
-		name = name[star:]
-		pattern = pattern[star+1:]
-		if pattern == "" {
-			return true
-		}
-		// Try every split for the rest of the pattern; patterns are short.
-		for i := 0; i <= len(name); i++ {
-			if glob(pattern, name[i:]) {
-				return true
-			}
-		}
+	star := strings.IndexByte(pattern, '*')
+	if star < 0 {
+		return pattern == name
+	}
+	if !strings.HasPrefix(name, pattern[:star]) {
 		return false
 	}
+	name, rest := name[star:], pattern[star+1:]
+	if rest == "" {
+		return true
+	}
+	// Try every split for the rest of the pattern; patterns are short.
+	for i := 0; i <= len(name); i++ {
+		if glob(rest, name[i:]) {
+			return true
+		}
+	}
+	return false
 }

@@ -20,8 +20,7 @@ const (
 // target names the relation a DML statement changes, for telling its
 // column references from others.
 type target struct {
-	name  string // alias, or relation name
-	other bool   // other names may qualify target columns too (schema.table.col)
+	name string // alias, or relation name
 }
 
 func targetOf(rv *pg_query.RangeVar) target {
