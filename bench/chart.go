@@ -65,11 +65,11 @@ func gnuplotScript(r *report, dataFile, pngFile string, panels [][2]string) stri
 	rows := len(scripts)
 	cols = (len(panels) + rows - 1) / rows
 	var b strings.Builder
-	fmt.Fprintf(&b, "set terminal pngcairo size %d,%d font 'sans,10'\n", 380*cols+40, 340*rows+60)
+	fmt.Fprintf(&b, "set terminal pngcairo size %d,%d font 'sans,10'\n", 380*cols+40, 320*rows+60)
 	fmt.Fprintf(&b, "set output %s\n", gpQuote(pngFile))
 	fmt.Fprintf(&b, "set multiplot layout %d,%d title %s font 'sans,12'\n", rows, cols,
 		gpQuote(fmt.Sprintf("pgbench TPS by clients (median of %d × %s; %d × %s)", r.Opts.Rounds, r.Opts.Duration, r.Machine.CPUs, r.Machine.CPUModel)))
-	b.WriteString("set logscale x 2\nset grid\nset key below horizontal\nset yrange [0:*]\nset format y '%.0f'\nset xlabel 'clients'\nset ylabel 'TPS'\nset datafile missing 'NaN'\n")
+	b.WriteString("set logscale x 2\nset grid\nset key bottom right opaque box samplen 2\nset yrange [0:*]\nset format y '%.0f'\nset xlabel 'clients'\nset ylabel 'TPS'\nset datafile missing 'NaN'\n")
 	var clients []string
 	seen := map[int]bool{}
 	for _, c := range r.Cells {

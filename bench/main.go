@@ -36,8 +36,9 @@ type options struct {
 }
 
 // defaults: the full matrix of issue 6 in under 20 minutes on 2 cores
-// (18 cells × 3 targets × 5 rounds × 3 s ≈ 14 min of pgbench), and a quick
-// run of a couple of minutes.
+// (18 cells × 3 targets × 5 rounds × 3 s ≈ 14 min of pgbench, 15 min in
+// all), and a quick run of about 2 minutes. Many short alternating runs
+// make better medians on a shared machine than a few long ones.
 func defaults(quick bool) options {
 	o := options{
 		Quick:        quick,
@@ -252,9 +253,12 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 		}
 	}
 	p := plan(o.Rounds, rep.Cells, s.targets(o.Targets))
-	logf("matrix: %d runs of %s (about %s)", len(p), o.Duration, (time.Duration(len(p)) * (o.Duration + 400*time.Millisecond)).Round(time.Second))
+	logf("matrix: %d runs of %s (about %s)", len(p), o.Duration, (time.Duration(len(p)) * (o.Duration + 200*time.Millisecond)).Round(time.Second))
 	m := &matrix{pgbench: pgbenchBin, user: s.cluster.Superuser, password: s.cluster.SuperPassword,
 		duration: o.Duration, maxJobs: runtime.NumCPU(), resetTPCB: resetTPCB(s.superConn), log: stderr}
+	if err := m.warmUp(ctx, s.targets(o.Targets)); err != nil {
+		return err
+	}
 	recs, err := m.run(ctx, p, csvW)
 	if err != nil {
 		return err

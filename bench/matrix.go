@@ -132,6 +132,19 @@ func (m *matrix) run(ctx context.Context, p []plannedRun, w *csv.Writer) ([]runR
 	return recs, nil
 }
 
+// warmUp runs a short untimed -S load through every target, so that the
+// first measured run does not pay for cold caches or lazily started pieces.
+func (m *matrix) warmUp(ctx context.Context, ts []target) error {
+	for _, t := range ts {
+		r := pgbenchRun{Bin: m.pgbench, Host: t.Host, Port: t.Port, User: m.user, Password: m.password,
+			DB: benchDB, Script: "select", Mode: "simple", Clients: 8, Jobs: m.maxJobs, Duration: 2 * time.Second}
+		if _, err := r.run(ctx); err != nil {
+			return fmt.Errorf("warm-up through %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
 // resetTPCB is pgbench's own pre-run clean-up, run directly on the server.
 func resetTPCB(connect func(context.Context) (*pgconn.PgConn, error)) func(context.Context) error {
 	return func(ctx context.Context) error {

@@ -379,7 +379,9 @@ func (r *report) writeCounters(w io.Writer) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	c := r.Counters
 	p("## pgmoat's counters over the matrix\n\nFrom its admin `/metrics`, after minus before: " +
-		"proof that pgbench's statements went through the analysis.\n\n")
+		"whether pgbench's statements went through the analysis.\n\n")
+	p("- client connections: %s; bytes relayed: %s\n", fmtThousands(c.sum("pgmoat_client_connections_total")),
+		fmtBytes(int64(c.sum("pgmoat_relayed_bytes_total"))))
 	total := c.sum("pgmoat_statements_total")
 	p("- statements judged: %s", fmtThousands(total))
 	var parts []string
