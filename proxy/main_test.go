@@ -148,7 +148,7 @@ func buildConnString(addr, user, password, db string, params ...string) string {
 	if q.Get("sslmode") == "" {
 		q.Set("sslmode", "disable")
 	}
-	u.RawQuery = q.Encode()
+	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20") // pgx does not read + as a space
 	return u.String()
 }
 

@@ -1,0 +1,119 @@
+package proxy
+
+import "testing"
+
+// TestReplyQueueRoute drives the FIFO with the message sequences
+// PostgreSQL produces and checks which server messages it hides. Entries
+// marked hidden stand for messages pgmoat injected.
+func TestReplyQueueRoute(t *testing.T) {
+	type sent struct {
+		typ  byte
+		hide bool
+	}
+	tests := []struct {
+		name   string
+		sent   []sent
+		server string // server message types, in order
+		hidden string // the subset of server that the client must not see
+	}{
+		{
+			name:   "plain pipeline passes everything",
+			sent:   []sent{{'P', false}, {'B', false}, {'D', false}, {'E', false}, {'S', false}},
+			server: "12TDDCZ",
+			hidden: "",
+		},
+		{
+			name: "injected parse and bind are hidden, the error is not",
+			// A blocked Parse replaced by P/B/E of a DO that raises,
+			// then the client's own Sync.
+			sent:   []sent{{'P', true}, {'B', true}, {'E', false}, {'S', false}},
+			server: "12EZ",
+			hidden: "12",
+		},
+		{
+			name: "client's earlier parse is not confused with the injected one",
+			sent: []sent{{'P', false}, {'P', true}, {'B', true}, {'E', false}, {'S', false}},
+			// ParseComplete of the client's own statement first.
+			server: "112EZ",
+			hidden: "12",
+		},
+		{
+			name: "entries skipped after an error are dropped at ReadyForQuery",
+			sent: []sent{{'P', false}, {'B', false}, {'E', false}, {'S', false}, {'P', true}, {'B', true}, {'E', true}, {'S', false}},
+			// The client's Parse fails: B and E are skipped; then the
+			// injected statement runs quietly.
+			server: "EZ12DCZ",
+			hidden: "12DC",
+		},
+		{
+			name:   "notices and notifications belong to no entry",
+			sent:   []sent{{'P', true}, {'B', true}, {'E', false}, {'S', false}},
+			server: "1N2AEZ",
+			hidden: "12",
+		},
+		{
+			name:   "describe statement: parameter and row descriptions",
+			sent:   []sent{{'D', true}, {'D', false}, {'S', false}},
+			server: "tTtnZ",
+			hidden: "tT",
+		},
+		{
+			name:   "simple query errors wait for ReadyForQuery",
+			sent:   []sent{{'Q', false}, {'Q', true}},
+			server: "TDCEZTDCZ",
+			hidden: "TDCZ",
+		},
+		{
+			name:   "hidden sync hides its ReadyForQuery",
+			sent:   []sent{{'E', false}, {'S', true}},
+			server: "DsZ",
+			hidden: "Z",
+		},
+		{
+			name:   "copy inside a query",
+			sent:   []sent{{'Q', true}, {'Q', false}},
+			server: "HddcCZGCZ",
+			hidden: "HddcCZ",
+		},
+		{
+			name:   "nothing outstanding passes",
+			sent:   nil,
+			server: "NSZ",
+			hidden: "",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var q replyQueue
+			for _, s := range tt.sent {
+				q.push(pendingReply{kind: replyKindOf(s.typ), hide: s.hide})
+			}
+			var hidden []byte
+			for i := 0; i < len(tt.server); i++ {
+				if q.route(tt.server[i]) {
+					hidden = append(hidden, tt.server[i])
+				}
+			}
+			if string(hidden) != tt.hidden {
+				t.Errorf("hidden %q, want %q", hidden, tt.hidden)
+			}
+			if _, ok := q.pop(); ok || q.hasCur {
+				t.Errorf("entries left over after the exchange")
+			}
+		})
+	}
+}
+
+func TestReplyQueueCompacts(t *testing.T) {
+	var q replyQueue
+	for i := range 10000 {
+		q.push(pendingReply{kind: replySync})
+		if i%2 == 1 {
+			q.route('Z')
+			q.route('Z')
+		}
+	}
+	if cap(q.q) > 1024 {
+		t.Errorf("queue grew to %d entries for at most 2 outstanding", cap(q.q))
+	}
+}
