@@ -59,6 +59,21 @@
 // judge startup parameters and ParameterStatus values for lexer safety.
 // Engine.JudgeScript analyses a migration file for `pgmoat check`.
 //
+// # API at a glance
+//
+//	Compile(PolicyConfig) (*Policy, error)        // errors are *PolicyError{Key, Err}
+//	NewEngine(*Policy, EngineOptions) *Engine
+//	(*Engine).SetPolicy(*Policy)                   // config reload
+//	(*Engine).SetCatalog(database, *Catalog)       // from CatalogQuery rows or CatalogFromSQL
+//	(*Engine).Judge(*Session, sql) *Result         // Query and Parse texts
+//	(*Engine).JudgeOpaque(*Session, what) *Result  // FunctionCall
+//	(*Engine).JudgeScript(*Session, sql) *Result   // pgmoat check
+//	(*Engine).CacheStats() CacheStats
+//	NewSession(Identity) *Session; (*Session).SetSearchPath, Apply, Sync,
+//	    RegisterPrepared, ClosePrepared, Prepared, SearchPath
+//	CheckStartup(params) (searchPath, ok, error); CheckParameter(name, value) error
+//	Fingerprints(sql) ([]string, error); (*Verdict).Fingerprint()
+//
 // # Speed
 //
 // Judge first looks the exact text up in a decision cache keyed by the
