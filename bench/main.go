@@ -189,7 +189,8 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 		return err
 	}
 	defer func() {
-		if o.Keep || err != nil {
+		// Keep what explains a failure; an interrupted run needs nothing.
+		if o.Keep || (err != nil && ctx.Err() == nil) {
 			logf("work directory (configs, logs, raw CSV) kept: %s", dir)
 			return
 		}
