@@ -176,6 +176,20 @@ func (s *Session) authenticate() *ending {
 				return upstreamProtocolEnding(errors.New("malformed ReadyForQuery"))
 			}
 			s.tx.Store(uint32(msg[5]))
+			if h, ok := s.icpt.(SessionHooks); ok {
+				// The hook may read from the server (StartupQuery),
+				// which reuses the buffer msg points into.
+				msg = append([]byte(nil), msg...)
+				if err := h.SessionStarted(s); err != nil {
+					var re *refusedError
+					if errors.As(err, &re) {
+						return &ending{reason: EndRefused, err: err, final: re.resp}
+					}
+					return &ending{reason: EndInterceptorError, err: err,
+						final: fatal(codeInternalError, "pgmoat could not start checking this session")}
+				}
+				s.hooked = true
+			}
 			return s.toClient(msg, true)
 		case 'v', 'N':
 			if err := s.srvR.relay(s.cliW, n); err != nil {

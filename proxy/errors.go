@@ -59,6 +59,7 @@ const (
 	EndUpstreamProtocol  EndReason = "upstream_protocol"  // server sent something pgmoat cannot frame
 	EndShutdown          EndReason = "shutdown"           // drain timeout expired during Shutdown
 	EndInterceptorError  EndReason = "interceptor_error"  // the Interceptor failed
+	EndRefused           EndReason = "refused"            // the Interceptor refused the session (Refuse)
 
 	EndStartupTimeout      EndReason = "startup_timeout" // startup or authentication took longer than limits.startup_timeout
 	EndTLSError            EndReason = "tls_error"       // client TLS handshake failed

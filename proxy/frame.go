@@ -29,6 +29,9 @@ type msgReader struct {
 	small   []byte // the default-sized buffer, kept while buf is temporarily larger
 	r, w    int
 	onBlock func() error
+	// pre holds bytes read from rd by someone else (Session.WatchClient)
+	// that come before anything rd still has.
+	pre []byte
 }
 
 func newMsgReader(rd io.Reader) *msgReader {
@@ -79,6 +82,14 @@ func (m *msgReader) fill() error {
 	} else if m.w == len(m.buf) {
 		m.w = copy(m.buf, m.buf[m.r:m.w])
 		m.r = 0
+	}
+	if len(m.pre) > 0 {
+		k := copy(m.buf[m.w:], m.pre)
+		m.w += k
+		if m.pre = m.pre[k:]; len(m.pre) == 0 {
+			m.pre = nil
+		}
+		return nil
 	}
 	if m.onBlock != nil {
 		if err := m.onBlock(); err != nil {

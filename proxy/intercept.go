@@ -72,7 +72,51 @@ type Verdict struct {
 	// raise the error (Parse/Bind/Execute of a DO block that raises
 	// 42501), the client sees what PostgreSQL itself would have done.
 	DiscardUntilSync bool
+	// Tag, when not nil, follows a forwarded message (Action Forward): the
+	// Interceptor's ReplyObserver sees the server's answers to it with
+	// this tag.
+	Tag any
 }
+
+// ReplyObserver is implemented by an Interceptor that follows what the
+// server answered, to track session state from what really ran.
+//
+// ServerMessage is called on the session's server→client goroutine before
+// the message is relayed: for every ReadyForQuery ('Z') and ParameterStatus
+// ('S'), and for CommandComplete ('C') and ErrorResponse ('E') when the
+// message answers a tagged request. typ 0 (with a nil body) reports a
+// tagged request the server skipped after an earlier error. tag is the tag
+// of the request the message answers (nil if none). body is valid only
+// during the call. An error ends the session; use Refuse to choose the
+// FATAL error the client gets.
+type ReplyObserver interface {
+	ServerMessage(s *Session, tag any, typ byte, body []byte) error
+}
+
+// SessionHooks is implemented by an Interceptor that keeps per-session
+// state. SessionStarted is called once authentication has succeeded, before
+// the client sees its first ReadyForQuery; an error refuses the session
+// (use Refuse to choose the FATAL error). SessionEnded is called once for
+// every session SessionStarted accepted, after it has ended.
+type SessionHooks interface {
+	SessionStarted(s *Session) error
+	SessionEnded(s *Session, reason string, err error)
+}
+
+// refusedError ends a session with a FATAL error chosen by the Interceptor.
+type refusedError struct{ resp *pgproto3.ErrorResponse }
+
+func (e *refusedError) Error() string { return e.resp.Code + ": " + e.resp.Message }
+
+// Refuse returns an error that, returned by a hook or an Interceptor, ends
+// the session with a FATAL ErrorResponse carrying code, msg and hint.
+func Refuse(code, msg, hint string) error {
+	return &refusedError{&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg, Hint: hint}}
+}
+
+// Malformed returns the error for a client message that breaks the
+// protocol: the session ends with FATAL 08P01.
+func Malformed(msg string) error { return &protocolError{msg: msg} }
 
 // Injected is one message pgmoat sends to the server on its own account.
 type Injected struct {

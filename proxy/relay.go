@@ -39,6 +39,7 @@ func (s *Session) relay() *ending {
 	errc := make(chan error, 2)
 	c2s := &clientToServer{s: s}
 	s2c := &serverToClient{s: s}
+	s2c.obs, _ = s.icpt.(ReplyObserver)
 	go c2s.run(errc)
 	go s2c.run(errc)
 	first := (<-errc).(*copyEnd)
@@ -72,6 +73,7 @@ func (s *Session) relayEnding(first *copyEnd) *ending {
 	}
 	var (
 		pe *protocolError
+		re *refusedError
 		ie *interceptorError
 		we *writeError
 	)
@@ -83,6 +85,8 @@ func (s *Session) relayEnding(first *copyEnd) *ending {
 			return upstreamProtocolEnding(err)
 		}
 		return &ending{reason: EndProtocolViolation, err: err, final: fatal(codeProtocolViolation, pe.msg)}
+	case errors.As(err, &re):
+		return &ending{reason: EndRefused, err: err, final: re.resp}
 	case errors.As(err, &ie):
 		return &ending{reason: EndInterceptorError, err: err,
 			final: fatal(codeInternalError, "pgmoat could not check a message and closed the session")}
@@ -195,15 +199,21 @@ func (c *clientToServer) intercept(typ byte, n int) error {
 	m := ClientMessage{Type: typ, Raw: raw, dec: &s.dec}
 	v, err := s.icpt.Intercept(s.ctx, s, &m)
 	if err != nil {
-		var pe *protocolError
-		if errors.As(err, &pe) {
+		var (
+			pe *protocolError
+			re *refusedError
+		)
+		switch {
+		case errors.As(err, &pe):
 			return pe
+		case errors.As(err, &re):
+			return re
 		}
 		return &interceptorError{err}
 	}
 	switch v.Action {
 	case Forward:
-		s.pushReply(typ, false)
+		s.pushReplyTag(typ, false, v.Tag)
 		if _, err := s.srvW.Write(raw); err != nil {
 			return &writeError{err}
 		}
@@ -233,9 +243,11 @@ func (c *clientToServer) intercept(typ byte, n int) error {
 
 // pushReply records a message sent to the server whose reply the
 // server→client copier will attribute.
-func (s *Session) pushReply(typ byte, hide bool) {
+func (s *Session) pushReply(typ byte, hide bool) { s.pushReplyTag(typ, hide, nil) }
+
+func (s *Session) pushReplyTag(typ byte, hide bool, tag any) {
 	if k := replyKindOf(typ); k != replyNone {
-		s.replies.push(pendingReply{kind: k, hide: hide})
+		s.replies.push(pendingReply{kind: k, hide: hide, tag: tag})
 	}
 }
 
@@ -248,9 +260,11 @@ func (s *Session) pushReply(typ byte, hide bool) {
 // SendToClient never lands inside a relayed message.
 type serverToClient struct {
 	s          *Session
-	held       bool // holds s.cliMu
-	inMessage  bool // between reading a header and finishing its message
-	midMessage bool // a large message to the client was cut short
+	obs        ReplyObserver // the Interceptor, when it observes replies
+	err        error         // an observer error raised while routing
+	held       bool          // holds s.cliMu
+	inMessage  bool          // between reading a header and finishing its message
+	midMessage bool          // a large message to the client was cut short
 }
 
 func (c *serverToClient) run(errc chan<- error) {
@@ -296,10 +310,18 @@ func (c *serverToClient) copy() error {
 			c.held = true
 		}
 		hide := false
+		var tag any
 		if s.replies != nil {
-			hide = s.replies.route(typ)
+			hide, tag = s.replies.route(typ, c.skipped)
+			if c.err != nil {
+				return c.err
+			}
 		}
-		switch typ {
+		kind := typ
+		if typ == 'C' && tag == nil {
+			kind = 0 // an untagged CommandComplete streams like any other message
+		}
+		switch kind {
 		case 'Z':
 			msg, err := r.message(n)
 			if err != nil {
@@ -309,6 +331,9 @@ func (c *serverToClient) copy() error {
 				return &protocolError{msg: "malformed ReadyForQuery from server"}
 			}
 			s.tx.Store(uint32(msg[5]))
+			if err := c.observe(tag, typ, msg[5:]); err != nil {
+				return err
+			}
 			if !hide {
 				if _, err := s.cliW.Write(msg); err != nil {
 					return &writeError{err}
@@ -321,8 +346,29 @@ func (c *serverToClient) copy() error {
 			}
 			if typ == 'S' {
 				s.recordParameterStatus(msg[5:])
+				tag = nil
 			} else {
 				c.noteError(msg[5:])
+			}
+			if typ == 'S' || tag != nil {
+				if err := c.observe(tag, typ, msg[5:]); err != nil {
+					return err
+				}
+			}
+			if !hide {
+				if _, err := s.cliW.Write(msg); err != nil {
+					return &writeError{err}
+				}
+			}
+		case 'C':
+			// Only a tagged request's CommandComplete is assembled for
+			// the observer; the rest stream as below.
+			msg, err := r.message(n)
+			if err != nil {
+				return err
+			}
+			if err := c.observe(tag, typ, msg[5:]); err != nil {
+				return err
 			}
 			if !hide {
 				if _, err := s.cliW.Write(msg); err != nil {
@@ -342,6 +388,28 @@ func (c *serverToClient) copy() error {
 			}
 			c.midMessage = false
 		}
+	}
+}
+
+// observe passes a server message to the ReplyObserver.
+func (c *serverToClient) observe(tag any, typ byte, body []byte) error {
+	if c.obs == nil {
+		return nil
+	}
+	if err := c.obs.ServerMessage(c.s, tag, typ, body); err != nil {
+		var re *refusedError
+		if errors.As(err, &re) {
+			return re
+		}
+		return &interceptorError{err}
+	}
+	return nil
+}
+
+// skipped reports a tagged request the server skipped after an error.
+func (c *serverToClient) skipped(tag any) {
+	if err := c.observe(tag, 0, nil); err != nil && c.err == nil {
+		c.err = err
 	}
 }
 

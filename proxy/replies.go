@@ -46,6 +46,7 @@ func replyKindOf(typ byte) replyKind {
 type pendingReply struct {
 	kind replyKind
 	hide bool // the client did not send it: keep its reply (errors aside) from the client
+	tag  any  // Verdict.Tag of the message, for the ReplyObserver
 }
 
 // replyQueue is the FIFO of outstanding replies that lets pgmoat send the
@@ -98,21 +99,26 @@ func (q *replyQueue) pop() (pendingReply, bool) {
 }
 
 // route attributes one server message (by type) to its request and reports
-// whether the client must not see it.
-func (q *replyQueue) route(typ byte) (hide bool) {
+// whether the client must not see it and the request's tag. skipped, when
+// not nil, is called with the tag of every tagged request the server
+// skipped after an error.
+func (q *replyQueue) route(typ byte, skipped func(tag any)) (hide bool, tag any) {
 	switch typ {
 	case 'N', 'A', 'S':
-		return false
+		return false, nil
 	}
 	if !q.hasCur {
 		if q.cur, q.hasCur = q.pop(); !q.hasCur {
-			return false // nothing outstanding: not ours to judge
+			return false, nil // nothing outstanding: not ours to judge
 		}
 	}
 	e := q.cur
 	switch typ {
 	case 'Z':
 		for e.kind != replySync && e.kind != replyQuery && e.kind != replyFunctionCall {
+			if e.tag != nil && skipped != nil {
+				skipped(e.tag)
+			}
 			next, ok := q.pop() // skipped by the server after an error
 			if !ok {
 				break
@@ -120,13 +126,13 @@ func (q *replyQueue) route(typ byte) (hide bool) {
 			e = next
 		}
 		q.hasCur = false
-		return e.hide
+		return e.hide, e.tag
 	case 'E':
 		switch e.kind {
 		case replyParse, replyBind, replyClose, replyDescribe, replyExecute:
 			q.hasCur = false
 		}
-		return false
+		return false, e.tag
 	case '1', '2', '3', 'n':
 		q.hasCur = false
 	case 'T':
@@ -138,5 +144,5 @@ func (q *replyQueue) route(typ byte) (hide bool) {
 			q.hasCur = false
 		}
 	}
-	return e.hide
+	return e.hide, e.tag
 }

@@ -90,7 +90,7 @@ func TestReplyQueueRoute(t *testing.T) {
 			}
 			var hidden []byte
 			for i := 0; i < len(tt.server); i++ {
-				if q.route(tt.server[i]) {
+				if h, _ := q.route(tt.server[i], nil); h {
 					hidden = append(hidden, tt.server[i])
 				}
 			}
@@ -109,8 +109,8 @@ func TestReplyQueueCompacts(t *testing.T) {
 	for i := range 10000 {
 		q.push(pendingReply{kind: replySync})
 		if i%2 == 1 {
-			q.route('Z')
-			q.route('Z')
+			q.route('Z', nil)
+			q.route('Z', nil)
 		}
 	}
 	if cap(q.q) > 1024 {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net"
@@ -67,6 +68,7 @@ type Session struct {
 	cancelHook       atomic.Pointer[func() bool]
 
 	icpt    Interceptor
+	hooked  bool // SessionHooks.SessionStarted accepted the session
 	dec     frontendDecoder
 	replies *replyQueue // nil without an interceptor
 }
@@ -155,6 +157,114 @@ func (s *Session) SetCancelHook(f func() bool) {
 		return
 	}
 	s.cancelHook.Store(&f)
+}
+
+// WatchClient watches the client connection while the Interceptor blocks
+// (a held statement): onGone runs if the client disconnects. Bytes the
+// client sends meanwhile are kept for the relay, up to bufSize; past that
+// the client is not read (TCP pushes back) and a disconnect is noticed only
+// when the hold ends. It first sends the server what earlier messages left
+// buffered. Call it only from Intercept, and call stop before Intercept
+// returns.
+func (s *Session) WatchClient(onGone func()) (stop func()) {
+	s.flushServer()
+	s.connMu.Lock()
+	c := s.client
+	s.connMu.Unlock()
+	var (
+		extra []byte
+		done  = make(chan struct{})
+		quit  = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for len(extra) < bufSize {
+			n, err := c.Read(buf[:min(len(buf), bufSize-len(extra))])
+			extra = append(extra, buf[:n]...)
+			if err != nil {
+				select {
+				case <-quit: // woken by stop's deadline
+				default:
+					onGone()
+				}
+				return
+			}
+		}
+		<-quit
+	}()
+	return func() {
+		close(quit)
+		s.connMu.Lock()
+		if !s.stopped {
+			c.SetReadDeadline(time.Unix(1, 0))
+		}
+		s.connMu.Unlock()
+		<-done
+		s.connMu.Lock()
+		if !s.stopped {
+			c.SetReadDeadline(time.Time{})
+		}
+		s.connMu.Unlock()
+		if len(extra) > 0 {
+			s.cliR.pre = append(s.cliR.pre, extra...)
+		}
+	}
+}
+
+// StartupQuery runs sql, a simple query, on the session's upstream
+// connection on pgmoat's own account and returns its rows (NULL as ""). The
+// client never sees it. It may only be called from
+// SessionHooks.SessionStarted, while the client waits for its first
+// ReadyForQuery.
+func (s *Session) StartupQuery(sql string) ([][]string, error) {
+	buf, err := (&pgproto3.Query{String: sql}).Encode(nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.srvW.Write(buf); err != nil {
+		return nil, err
+	}
+	if err := s.srvW.Flush(); err != nil {
+		return nil, err
+	}
+	var (
+		rows   [][]string
+		qerr   error
+		dr     pgproto3.DataRow
+		errMsg pgproto3.ErrorResponse
+	)
+	for {
+		typ, n, err := s.srvR.next()
+		if err != nil {
+			return nil, err
+		}
+		msg, err := s.srvR.message(n)
+		if err != nil {
+			return nil, err
+		}
+		switch typ {
+		case 'D':
+			if err := dr.Decode(msg[5:]); err != nil {
+				return nil, err
+			}
+			row := make([]string, len(dr.Values))
+			for i, v := range dr.Values {
+				row[i] = string(v)
+			}
+			rows = append(rows, row)
+		case 'E':
+			if err := errMsg.Decode(msg[5:]); err != nil {
+				return nil, err
+			}
+			qerr = fmt.Errorf("%s %s: %s", errMsg.Severity, errMsg.Code, errMsg.Message)
+		case 'S':
+			s.recordParameterStatus(msg[5:])
+		case 'Z':
+			s.tx.Store(uint32(msg[5]))
+			return rows, qerr
+		}
+	}
 }
 
 // SendToClient writes messages to the client at once, between two relayed
@@ -252,11 +362,14 @@ func (s *Session) serve() {
 	if e.final != nil && !s.clientDirty.Load() {
 		s.writeFinal(e.final)
 	}
-	s.closeConns()
 	if e.rejected != "" {
 		s.srv.met.ClientConnectionsRejected.WithLabelValues(e.rejected).Inc()
 	}
+	s.closeConns()
 	s.srv.forget(s, admitted)
+	if s.hooked {
+		s.icpt.(SessionHooks).SessionEnded(s, string(e.reason), e.err)
+	}
 
 	attrs := []any{"reason", e.reason, "duration", time.Since(s.start).Round(time.Millisecond)}
 	if s.params != nil {

@@ -21,8 +21,10 @@ import (
 	"github.com/pgmoat/pgmoat/approvals"
 	"github.com/pgmoat/pgmoat/audit"
 	"github.com/pgmoat/pgmoat/config"
+	"github.com/pgmoat/pgmoat/enforce"
 	"github.com/pgmoat/pgmoat/metrics"
 	"github.com/pgmoat/pgmoat/proxy"
+	"github.com/pgmoat/pgmoat/rules"
 )
 
 // serveFlags are the command-line settings of `pgmoat serve`; the flags
@@ -107,7 +109,9 @@ type daemon struct {
 	audit *audit.Logger
 	holds *approvals.Store
 	proxy *proxy.Server
-	admin *admin.Server
+	// enforcer judges every statement; reloads swap its policy.
+	enforcer *enforce.Enforcer
+	admin    *admin.Server
 
 	listening atomic.Bool
 
@@ -141,7 +145,15 @@ func newDaemon(cfg *config.Config, f serveFlags, stderr io.Writer) (*daemon, err
 		Metrics: d.met,
 		OnEvent: d.recordApprovalEvent,
 	})
-	d.proxy, err = proxy.New(cfg, proxy.Options{Logger: d.log, Metrics: d.met})
+	d.enforcer = enforce.New(enforce.Options{
+		Engine: rules.NewEngine(cfg.CompiledPolicy, rules.EngineOptions{}),
+		Holds:  d.holds,
+		Audit:  d.audit,
+		Logger: d.log,
+		Met:    d.met,
+		Holds0: cfg.Holds,
+	})
+	d.proxy, err = proxy.New(cfg, proxy.Options{Logger: d.log, Metrics: d.met, Interceptor: d.enforcer})
 	if err != nil {
 		return nil, err
 	}
@@ -302,6 +314,7 @@ func (d *daemon) reload() error {
 		}
 	}
 	d.holds.SetConfig(cfg.Holds)
+	d.enforcer.SetConfig(cfg)
 	if err := d.audit.Apply(cfg.Audit); err != nil {
 		d.log.Warn("audit setting changed but takes effect only after a restart", "err", err)
 	}

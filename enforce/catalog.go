@@ -1,0 +1,78 @@
+package enforce
+
+import (
+	"sync"
+	"time"
+
+	"github.com/pgmoat/pgmoat/proxy"
+	"github.com/pgmoat/pgmoat/rules"
+)
+
+// catalogMaxAge is how long a database's catalog (which tables exist in
+// which schema, foreign keys, view bases) is used before the next session
+// of that database reloads it. A table created since is unknown to the
+// analysis, which then judges its name by the search_path alone.
+const catalogMaxAge = 30 * time.Second
+
+// catalogs remembers when each database's catalog was loaded.
+type catalogs struct {
+	mu     sync.Mutex
+	loaded map[string]time.Time
+}
+
+// learn asks the server, on the new session's own connection, what the
+// analysis needs to resolve names as PostgreSQL will: the session's real
+// search_path (roles and databases can set their own) and, when the
+// database's catalog is missing or old, the catalog. Failures leave the
+// session with an unknown search_path, the strictest assumption.
+func (c *conn) learn(s *proxy.Session, searchPathKnown bool) {
+	if !searchPathKnown {
+		rows, err := s.StartupQuery("SELECT pg_catalog.current_setting('search_path')")
+		if err == nil && len(rows) == 1 && len(rows[0]) == 1 {
+			if path, ok, err := rules.CheckStartup(map[string]string{"search_path": rows[0][0]}); err == nil && ok {
+				c.rs.SetSearchPath(path)
+			}
+		} else if err != nil {
+			c.e.log.Warn("could not read the session's search_path; unqualified names count as possibly protected", "session", c.auditBase.SessionID, "err", err)
+		}
+	}
+	db := c.auditBase.Database
+	if !c.e.cats.claim(db, c.e.now()) {
+		return
+	}
+	rows, err := s.StartupQuery(rules.CatalogQuery)
+	if err != nil {
+		c.e.log.Warn("could not load the database catalog", "database", db, "err", err)
+		c.e.cats.release(db)
+		return
+	}
+	cat := rules.NewCatalog()
+	for _, r := range rows {
+		if len(r) == 5 {
+			cat.AddRow(r[0], r[1], r[2], r[3], r[4])
+		}
+	}
+	c.e.engine.SetCatalog(db, cat)
+}
+
+// claim reports whether the caller should (re)load db's catalog, and if so
+// marks it loaded so that concurrent sessions do not all load it.
+func (cs *catalogs) claim(db string, now time.Time) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if t, ok := cs.loaded[db]; ok && now.Sub(t) < catalogMaxAge {
+		return false
+	}
+	if cs.loaded == nil {
+		cs.loaded = map[string]time.Time{}
+	}
+	cs.loaded[db] = now
+	return true
+}
+
+// release forgets a claim whose load failed.
+func (cs *catalogs) release(db string) {
+	cs.mu.Lock()
+	delete(cs.loaded, db)
+	cs.mu.Unlock()
+}

@@ -1,0 +1,437 @@
+package enforce
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pgmoat/pgmoat/audit"
+	"github.com/pgmoat/pgmoat/proxy"
+	"github.com/pgmoat/pgmoat/rules"
+)
+
+var errNoSession = errors.New("enforce: session not registered")
+
+// conn is one session's enforcement state. Its client→server goroutine
+// (Intercept) and server→client goroutine (ServerMessage) both use it, so
+// mu guards everything below it.
+type conn struct {
+	e         *Enforcer
+	ps        *proxy.Session
+	started   time.Time
+	auditBase audit.Event
+
+	mu sync.Mutex
+	rs *rules.Session
+	// inflight counts forwarded messages whose state changes the server
+	// has not confirmed yet.
+	inflight int
+	// sqlPrepared names the statements prepared with SQL PREPARE, which
+	// Bind can run without new text; stmts and portals keep the
+	// judgement of protocol-level statements and portals whose execution
+	// changes session state.
+	sqlPrepared map[string]bool
+	stmts       map[string]*rules.Result
+	portals     map[string]*rules.Result
+}
+
+// queryTag follows a forwarded simple Query whose statements change
+// session state: the i-th CommandComplete confirms the i-th statement.
+type queryTag struct {
+	res      *rules.Result
+	next     int
+	failed   bool
+	pathMove bool // a search_path or role change was applied
+	wasInTx  bool
+}
+
+// executeTag follows a forwarded Execute of a portal whose statement
+// changes session state.
+type executeTag struct {
+	changes []rules.StateChange
+}
+
+func (c *conn) event(kind audit.Kind) audit.Event {
+	ev := c.auditBase
+	ev.Kind = kind
+	return ev
+}
+
+func (c *conn) intercept(ctx context.Context, m *proxy.ClientMessage) (proxy.Verdict, error) {
+	body := m.Body()
+	switch m.Type {
+	case 'Q':
+		sql, ok := cstring(body)
+		if !ok {
+			return proxy.Verdict{}, proxy.Malformed("malformed Query message")
+		}
+		return c.judgeText(ctx, m.Type, string(sql), "")
+	case 'P':
+		name, rest, ok := cstringRest(body)
+		if !ok {
+			return proxy.Verdict{}, proxy.Malformed("malformed Parse message")
+		}
+		sql, ok := cstring(rest)
+		if !ok {
+			return proxy.Verdict{}, proxy.Malformed("malformed Parse message")
+		}
+		return c.judgeText(ctx, m.Type, string(sql), string(name))
+	case 'B':
+		portal, rest, ok := cstringRest(body)
+		if !ok {
+			return proxy.Verdict{}, proxy.Malformed("malformed Bind message")
+		}
+		stmt, ok := cstring(rest)
+		if !ok {
+			return proxy.Verdict{}, proxy.Malformed("malformed Bind message")
+		}
+		return c.bind(ctx, portal, stmt)
+	case 'E':
+		portal, ok := cstring(body)
+		if !ok {
+			return proxy.Verdict{}, proxy.Malformed("malformed Execute message")
+		}
+		c.mu.Lock()
+		r := c.portals[string(portal)]
+		if r == nil {
+			c.mu.Unlock()
+			return proxy.Verdict{}, nil
+		}
+		c.inflight++
+		c.mu.Unlock()
+		return proxy.Verdict{Tag: &executeTag{changes: allChanges(r)}}, nil
+	case 'C':
+		if len(body) >= 2 {
+			if name, ok := cstring(body[1:]); ok {
+				c.mu.Lock()
+				switch body[0] {
+				case 'S':
+					delete(c.stmts, string(name))
+					delete(c.sqlPrepared, string(name))
+					c.rs.ClosePrepared(string(name))
+				case 'P':
+					delete(c.portals, string(name))
+				}
+				c.mu.Unlock()
+			}
+		}
+		return proxy.Verdict{}, nil
+	case 'F':
+		return c.functionCall(ctx)
+	}
+	return proxy.Verdict{}, nil
+}
+
+// judgeText judges the SQL of a Query ('Q') or Parse ('P', statement name
+// stmt) and carries out the decision.
+func (c *conn) judgeText(ctx context.Context, typ byte, sql, stmt string) (proxy.Verdict, error) {
+	res := c.judge(func(rs *rules.Session) *rules.Result { return c.e.engine.Judge(rs, sql) })
+	if res.Action == rules.Allow || res.Action == rules.Log {
+		if res.Action == rules.Log {
+			if err := c.recordDecision(res, "log"); err != nil {
+				return c.refuseAuditDown(typ, res, err), nil
+			}
+		}
+		c.allowed(res)
+		return c.forward(typ, res, stmt), nil
+	}
+	return c.enforce(ctx, typ, res, stmt)
+}
+
+// judge runs f against the session's analysis state, or, while a state
+// change the client pipelined is unconfirmed, against a session whose
+// search_path is unknown (the strictest assumption).
+func (c *conn) judge(f func(*rules.Session) *rules.Result) *rules.Result {
+	t0 := time.Now()
+	c.mu.Lock()
+	rs := c.rs
+	if c.inflight > 0 {
+		rs = rules.NewSession(c.rs.Identity())
+	}
+	res := f(rs)
+	c.mu.Unlock()
+	c.e.met.AnalysisDuration.Observe(time.Since(t0).Seconds())
+	if res.Path == rules.PathFull {
+		c.e.cacheMis.Inc()
+	} else {
+		c.e.cacheHit.Inc()
+	}
+	c.count(res)
+	return res
+}
+
+// count adds the message's statements to pgmoat_statements_total, under
+// the message's decision and each statement's most severe operation.
+func (c *conn) count(res *rules.Result) {
+	for _, v := range res.Statements {
+		op := rules.OpNone
+		for _, ef := range v.Effects {
+			if ef.Op > op {
+				op = ef.Op
+			}
+		}
+		c.e.counters[res.Action][op].Inc()
+	}
+}
+
+// forward lets a judged message through, tagging it when its statements
+// change session state so the change is applied once confirmed.
+func (c *conn) forward(typ byte, res *rules.Result, stmt string) proxy.Verdict {
+	changes := hasChanges(res)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch typ {
+	case 'Q':
+		if !changes {
+			return proxy.Verdict{}
+		}
+		c.inflight++
+		_, inTx := c.txStatusLocked()
+		return proxy.Verdict{Tag: &queryTag{res: res, wasInTx: inTx}}
+	case 'P':
+		if stmt != "" {
+			delete(c.sqlPrepared, stmt)
+			c.rs.RegisterPrepared(stmt, joinTexts(res))
+		}
+		if changes {
+			if c.stmts == nil {
+				c.stmts = map[string]*rules.Result{}
+			}
+			c.stmts[stmt] = res
+		} else if c.stmts != nil {
+			delete(c.stmts, stmt)
+		}
+	}
+	return proxy.Verdict{}
+}
+
+func (c *conn) txStatusLocked() (byte, bool) {
+	st := c.ps.TxStatus()
+	return st, st == 'T' || st == 'E'
+}
+
+// bind handles Bind: a statement prepared with SQL PREPARE runs here
+// without new text, so it is judged (as EXECUTE of it) under the policy
+// in force now.
+func (c *conn) bind(ctx context.Context, portal, stmt []byte) (proxy.Verdict, error) {
+	c.mu.Lock()
+	sqlPrep := c.sqlPrepared[string(stmt)]
+	r := c.stmts[string(stmt)]
+	c.mu.Unlock()
+	if !sqlPrep {
+		c.setPortal(string(portal), r)
+		return proxy.Verdict{}, nil
+	}
+	text := "EXECUTE " + quoteIdent(string(stmt))
+	res := c.judge(func(rs *rules.Session) *rules.Result { return c.e.engine.Judge(rs, text) })
+	if res.Action == rules.Allow || res.Action == rules.Log {
+		if res.Action == rules.Log {
+			if err := c.recordDecision(res, "log"); err != nil {
+				return c.refuseAuditDown('B', res, err), nil
+			}
+		}
+		c.allowed(res)
+		c.setPortal(string(portal), nil)
+		return proxy.Verdict{}, nil
+	}
+	return c.enforce(ctx, 'B', res, "")
+}
+
+func (c *conn) setPortal(portal string, r *rules.Result) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r == nil {
+		if c.portals != nil {
+			delete(c.portals, portal)
+		}
+		return
+	}
+	if c.portals == nil {
+		c.portals = map[string]*rules.Result{}
+	}
+	c.portals[portal] = r
+}
+
+// functionCall judges a FunctionCall message: pgmoat cannot see what the
+// function does, so it is opaque.
+func (c *conn) functionCall(ctx context.Context) (proxy.Verdict, error) {
+	res := c.judge(func(rs *rules.Session) *rules.Result {
+		return c.e.engine.JudgeOpaque(rs, "FunctionCall message (fast-path function call)")
+	})
+	if res.Action == rules.Allow || res.Action == rules.Log {
+		if res.Action == rules.Log {
+			if err := c.recordDecision(res, "log"); err != nil {
+				return c.refuseAuditDown('F', res, err), nil
+			}
+		}
+		return proxy.Verdict{}, nil
+	}
+	return c.enforce(ctx, 'F', res, "")
+}
+
+// allowed records an allowed statement when audit.statements is all.
+func (c *conn) allowed(res *rules.Result) {
+	if !c.e.audit.AllStatements() {
+		return
+	}
+	for _, v := range res.Statements {
+		ev := c.event(audit.Statement)
+		ev.Statement = v.Text
+		ev.Fingerprint, _ = v.Fingerprint()
+		ev.Decision = v.Action.String()
+		ev.Rule = v.Rule
+		c.e.audit.RecordAsync(ev)
+	}
+}
+
+// recordDecision writes a non-allow decision to the audit log, durably.
+func (c *conn) recordDecision(res *rules.Result, decision string) error {
+	v := res.Decision()
+	ev := c.event(audit.Decision)
+	ev.Statement = joinTexts(res)
+	if v != nil {
+		ev.Fingerprint, _ = v.Fingerprint()
+		ev.Rule = v.Rule
+		ev.Reason = v.Sentence
+	}
+	ev.Decision = decision
+	ev.Operations, ev.Objects = effectsOf(res)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return c.e.audit.Record(ctx, ev)
+}
+
+// serverMessage applies confirmed state changes and watches settings the
+// server reports.
+func (c *conn) serverMessage(tag any, typ byte, body []byte) error {
+	switch typ {
+	case 'S':
+		name, rest, ok := cstringRest(body)
+		if !ok {
+			return nil
+		}
+		value, _ := cstring(rest)
+		if err := rules.CheckParameter(string(name), string(value)); err != nil && c.e.engine.Policy().ProtectsAnything() {
+			c.e.log.Warn("session changed a setting that makes lexing unsafe; closing it", "session", c.auditBase.SessionID, "err", err)
+			ev := c.event(audit.SessionEnd)
+			ev.EndReason = "lexer_state"
+			ev.Error = err.Error()
+			c.e.audit.RecordAsync(ev)
+			return proxy.Refuse("42501", "pgmoat closed this session: "+err.Error(),
+				"After this setting, PostgreSQL would split statements differently from pgmoat's parser.")
+		}
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch t := tag.(type) {
+	case *queryTag:
+		switch typ {
+		case 'C':
+			if t.next < len(t.res.Statements) {
+				ch := t.res.Statements[t.next].Changes
+				c.applyLocked(ch)
+				if movesPath(ch) {
+					t.pathMove = true
+				}
+			}
+			t.next++
+		case 'E':
+			t.failed = true
+		case 'Z':
+			if t.failed && t.pathMove && !t.wasInTx && len(body) == 1 && body[0] == 'I' {
+				// The implicit transaction of the message rolled back
+				// the SETs that ran before the error; pgmoat cannot tell
+				// exactly what remains, so it assumes nothing.
+				c.rs.Apply(rules.StateChange{Kind: rules.ChangeSearchPath})
+			}
+			c.inflight--
+		case 0:
+			c.inflight--
+		}
+	case *executeTag:
+		switch typ {
+		case 'C':
+			c.applyLocked(t.changes)
+			c.inflight--
+		case 'E', 0:
+			c.inflight--
+		}
+	}
+	if typ == 'Z' && len(body) == 1 {
+		c.rs.Sync(body[0])
+	}
+	return nil
+}
+
+func (c *conn) applyLocked(changes []rules.StateChange) {
+	for _, ch := range changes {
+		switch ch.Kind {
+		case rules.ChangePrepare:
+			if c.sqlPrepared == nil {
+				c.sqlPrepared = map[string]bool{}
+			}
+			c.sqlPrepared[ch.Name] = true
+		case rules.ChangeDeallocate:
+			if ch.Name == "" {
+				c.sqlPrepared = nil
+			} else {
+				delete(c.sqlPrepared, ch.Name)
+			}
+		case rules.ChangeDiscardAll:
+			c.sqlPrepared, c.stmts, c.portals = nil, nil, nil
+		}
+	}
+	c.rs.Apply(changes...)
+}
+
+func movesPath(changes []rules.StateChange) bool {
+	for _, ch := range changes {
+		switch ch.Kind {
+		case rules.ChangeSearchPath, rules.ChangeResetSearchPath, rules.ChangeRole, rules.ChangeResetAll, rules.ChangeDiscardAll:
+			return true
+		}
+	}
+	return false
+}
+
+func hasChanges(res *rules.Result) bool {
+	for _, v := range res.Statements {
+		if len(v.Changes) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func allChanges(res *rules.Result) []rules.StateChange {
+	var out []rules.StateChange
+	for _, v := range res.Statements {
+		out = append(out, v.Changes...)
+	}
+	return out
+}
+
+func formatUint(u uint64) string { return strconv.FormatUint(u, 10) }
+
+// cstring returns the NUL-terminated string at the start of b.
+func cstring(b []byte) ([]byte, bool) {
+	for i, ch := range b {
+		if ch == 0 {
+			return b[:i], true
+		}
+	}
+	return nil, false
+}
+
+// cstringRest returns the NUL-terminated string at the start of b and what
+// follows it.
+func cstringRest(b []byte) (s, rest []byte, ok bool) {
+	s, ok = cstring(b)
+	if !ok {
+		return nil, nil, false
+	}
+	return s, b[len(s)+1:], true
+}

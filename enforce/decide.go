@@ -1,0 +1,333 @@
+package enforce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgmoat/pgmoat/approvals"
+	"github.com/pgmoat/pgmoat/proxy"
+	"github.com/pgmoat/pgmoat/rules"
+)
+
+// SQLSTATEs pgmoat raises.
+const (
+	codeInsufficientPrivilege = "42501"
+	codeQueryCanceled         = "57014"
+)
+
+// refusal is the error a refused message gets, raised by the server.
+type refusal struct {
+	code, message, detail, hint string
+}
+
+// enforce carries out a block or hold decision on message typ ('Q', 'P',
+// 'B' or 'F').
+func (c *conn) enforce(ctx context.Context, typ byte, res *rules.Result, stmt string) (proxy.Verdict, error) {
+	if ok, err := c.preApproved(res); ok {
+		c.allowed(res)
+		return c.forward(typ, res, stmt), nil
+	} else if err != nil {
+		c.e.log.Warn("pre-approval could not be used", "session", c.auditBase.SessionID, "err", err)
+	}
+	if res.Action == rules.Hold {
+		return c.hold(ctx, typ, res, stmt)
+	}
+	if err := c.recordDecision(res, "block"); err != nil {
+		c.e.log.Error("audit log write failed; the statement is blocked anyway", "session", c.auditBase.SessionID, "err", err)
+	}
+	return refuse(typ, blockRefusal(res, "")), nil
+}
+
+// preApproved reports whether every statement of res that is not allowed
+// matches an active pre-approval, and if so records their use (before the
+// message is forwarded; a use that cannot be recorded does not pass).
+func (c *conn) preApproved(res *rules.Result) (bool, error) {
+	id := c.rs.Identity()
+	type use struct {
+		p  *approvals.PreApproval
+		v  *rules.Verdict
+		fp string
+	}
+	var uses []use
+	for _, v := range res.Statements {
+		if v.Action == rules.Allow || v.Action == rules.Log {
+			continue
+		}
+		fp, err := v.Fingerprint()
+		if err != nil {
+			return false, nil
+		}
+		p, ok := c.e.holds.Match(fp, id.User, id.Database)
+		if !ok {
+			return false, nil
+		}
+		uses = append(uses, use{p, v, fp})
+	}
+	if len(uses) == 0 {
+		return false, nil
+	}
+	for _, u := range uses {
+		err := c.e.holds.MarkUsed(u.p.ID, approvals.Usage{
+			Fingerprint: u.fp, Statement: u.v.Text, User: id.User, Database: id.Database,
+			Application: id.Application, Client: c.auditBase.Client, SessionID: c.auditBase.SessionID, Rule: u.v.Rule,
+		})
+		if err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// hold holds the message for approval.
+func (c *conn) hold(ctx context.Context, typ byte, res *rules.Result, stmt string) (proxy.Verdict, error) {
+	hc := c.e.hcfg.Load()
+	_, inTx := c.txStatus()
+	if inTx && hc.InTransaction == "block" {
+		if err := c.recordDecision(res, "block"); err != nil {
+			c.e.log.Error("audit log write failed; the statement is blocked anyway", "session", c.auditBase.SessionID, "err", err)
+		}
+		return refuse(typ, blockRefusal(res, "It would be held for approval, but the session is inside a transaction block, "+
+			"where waiting could hold locks for as long as the hold lasts. Run it outside a transaction, or pre-approve it first: "+
+			"pgmoat approve --file migration.sql --ttl 1h --reason '…'")), nil
+	}
+	if err := c.recordDecision(res, "hold"); err != nil {
+		return c.refuseAuditDown(typ, res, err), nil
+	}
+	v := res.Decision()
+	var fps []string
+	for _, s := range res.Statements {
+		if fp, err := s.Fingerprint(); err == nil {
+			fps = append(fps, fp)
+		}
+	}
+	req := approvals.Request{
+		Statement:    joinTexts(res),
+		Fingerprints: fps,
+		User:         c.auditBase.User,
+		Database:     c.auditBase.Database,
+		Application:  c.auditBase.Application,
+		Client:       c.auditBase.Client,
+		SessionID:    c.auditBase.SessionID,
+		Rule:         v.Rule,
+		Reason:       v.Sentence,
+	}
+	if inTx {
+		req.Timeout = hc.InTransactionTimeout.Std()
+	}
+	h, err := c.e.holds.Create(req)
+	if err != nil {
+		return refuse(typ, blockRefusal(res, "pgmoat could not hold it for approval: "+err.Error())), nil
+	}
+	notice := &pgproto3.NoticeResponse{
+		Severity:            "NOTICE",
+		SeverityUnlocalized: "NOTICE",
+		Code:                "01000",
+		Message:             fmt.Sprintf("pgmoat is holding this statement for approval (hold %s, expires %s)", h.ID(), h.ExpiresAt().UTC().Format(time.RFC3339)),
+		Detail:              v.Sentence,
+		Hint:                h.HowToApprove(),
+	}
+	if err := c.ps.SendToClient(notice); err != nil {
+		// The client is gone: Wait below withdraws the hold at once.
+		c.e.log.Debug("hold notice not delivered", "err", err)
+	}
+
+	hctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	c.ps.SetCancelHook(func() bool {
+		cancel(approvals.ErrClientCancel)
+		return true
+	})
+	stop := c.ps.WatchClient(func() { cancel(approvals.ErrClientDisconnect) })
+	out := c.e.holds.Wait(hctx, h)
+	stop()
+	c.ps.SetCancelHook(nil)
+
+	switch out.Status {
+	case approvals.StatusApproved:
+		// The store recorded the approval before releasing us.
+		return c.forward(typ, res, stmt), nil
+	case approvals.StatusDenied:
+		return refuse(typ, refusal{
+			code:    codeInsufficientPrivilege,
+			message: fmt.Sprintf("pgmoat: hold %s was denied by %s: %s", h.ID(), out.By, out.Reason),
+			detail:  v.Sentence,
+			hint:    preapproveHint,
+		}), nil
+	case approvals.StatusTimedOut:
+		return refuse(typ, refusal{
+			code:    codeInsufficientPrivilege,
+			message: fmt.Sprintf("pgmoat: hold %s ended without approval: %s", h.ID(), out.Reason),
+			detail:  v.Sentence,
+			hint:    preapproveHint,
+		}), nil
+	}
+	// Withdrawn.
+	if errors.Is(context.Cause(hctx), approvals.ErrClientCancel) {
+		return refuse(typ, refusal{code: codeQueryCanceled, message: "canceling statement due to user request",
+			detail: fmt.Sprintf("pgmoat withdrew hold %s: the client cancelled it.", h.ID())}), nil
+	}
+	// The client is gone or pgmoat is shutting down: the session ends,
+	// and nothing is forwarded.
+	return proxy.Verdict{Action: proxy.Drop}, nil
+}
+
+func (c *conn) txStatus() (byte, bool) {
+	st := c.ps.TxStatus()
+	return st, st == 'T' || st == 'E'
+}
+
+const preapproveHint = "A reviewed migration can be pre-approved: pgmoat approve --file migration.sql --ttl 1h --reason '…'"
+
+// blockRefusal is the error for a blocked message: it names the statement
+// and the protected object, the rule, and how to get it approved.
+func blockRefusal(res *rules.Result, extra string) refusal {
+	v := res.Decision()
+	sentence, rule := v.Sentence, v.Rule
+	what := sentence
+	if i := strings.LastIndex(what, "; rule "); i >= 0 {
+		what = what[:i]
+	}
+	detail := fmt.Sprintf("Statement: %s\nRule: %s", shorten(v.Text, 200), rule)
+	if len(res.Statements) > 1 {
+		detail += fmt.Sprintf("\nThe whole message (%d statements) was refused; none of it ran.", len(res.Statements))
+	}
+	hint := preapproveHint + ", or ask an operator for a rule that holds it for approval."
+	if rule == rules.RuleDefaultOpaque {
+		hint = "pgmoat cannot see what this statement would do, so it refuses it while tables are protected. " + preapproveHint
+	}
+	if extra != "" {
+		hint = extra
+	}
+	return refusal{
+		code:    codeInsufficientPrivilege,
+		message: "pgmoat blocked " + what,
+		detail:  detail,
+		hint:    hint,
+	}
+}
+
+// refuseAuditDown refuses a statement whose decision could not be
+// written to the audit log: fail closed.
+func (c *conn) refuseAuditDown(typ byte, res *rules.Result, err error) proxy.Verdict {
+	c.e.log.Error("audit log write failed; refusing the statement", "session", c.auditBase.SessionID, "err", err)
+	r := blockRefusal(res, "")
+	r.message = "pgmoat refused " + strings.TrimPrefix(r.message, "pgmoat blocked ") + " because its audit log cannot be written"
+	r.hint = "pgmoat refuses destructive statements while it cannot record them. Ask an operator to check pgmoat's audit log."
+	return refuse(typ, r)
+}
+
+// refuse returns the verdict that makes the server raise r in place of
+// message typ: a DO block that raises it, so that the transaction state
+// and the skipping of pipelined messages are PostgreSQL's own.
+func refuse(typ byte, r refusal) proxy.Verdict {
+	do := r.doBlock()
+	switch typ {
+	case 'Q', 'F':
+		return proxy.Verdict{Action: proxy.Replace, Replacement: []proxy.Injected{{Msg: &pgproto3.Query{String: do}}}}
+	}
+	// Parse or Bind: run the DO on the unnamed statement and portal,
+	// keep its ParseComplete and BindComplete from the client, and drop
+	// the client's messages up to its Sync, as the server would after an
+	// error.
+	return proxy.Verdict{
+		Action: proxy.Replace,
+		Replacement: []proxy.Injected{
+			{Msg: &pgproto3.Parse{Query: do}, HideReply: true},
+			{Msg: &pgproto3.Bind{}, HideReply: true},
+			{Msg: &pgproto3.Execute{}, HideReply: true},
+		},
+		DiscardUntilSync: true,
+	}
+}
+
+// doBlock renders the DO statement that raises r.
+func (r refusal) doBlock() string {
+	var b strings.Builder
+	b.WriteString(" BEGIN RAISE EXCEPTION USING ERRCODE = '")
+	b.WriteString(r.code)
+	b.WriteString("', MESSAGE = ")
+	b.WriteString(dollarQuote(r.message))
+	if r.detail != "" {
+		b.WriteString(", DETAIL = ")
+		b.WriteString(dollarQuote(r.detail))
+	}
+	if r.hint != "" {
+		b.WriteString(", HINT = ")
+		b.WriteString(dollarQuote(r.hint))
+	}
+	b.WriteString("; END ")
+	body := b.String()
+	tag := dollarTag(body)
+	return "DO " + tag + body + tag
+}
+
+// dollarTag returns a dollar-quote tag for the DO body that the body
+// (which holds user text in the refusal's strings) does not contain.
+func dollarTag(inner string) string {
+	for i := 0; ; i++ {
+		if t := fmt.Sprintf("$pgmoat%d$", i); !strings.Contains(inner, t) {
+			return t
+		}
+	}
+}
+
+// dollarQuote quotes s as a string literal with a dollar-quote tag that s
+// does not contain; dollar quoting has no escapes to get wrong.
+func dollarQuote(s string) string {
+	for i := 0; ; i++ {
+		if t := fmt.Sprintf("$q%d$", i); !strings.Contains(s, t) {
+			return t + s + t
+		}
+	}
+}
+
+func joinTexts(res *rules.Result) string {
+	if len(res.Statements) == 1 {
+		return res.Statements[0].Text
+	}
+	texts := make([]string, len(res.Statements))
+	for i, v := range res.Statements {
+		texts[i] = v.Text
+	}
+	return strings.Join(texts, ";\n")
+}
+
+func effectsOf(res *rules.Result) (ops, objs []string) {
+	seenOp := map[string]bool{}
+	seenObj := map[string]bool{}
+	for _, v := range res.Statements {
+		if v.Action == rules.Allow {
+			continue
+		}
+		for _, ef := range v.Effects {
+			if op := ef.Op.String(); !seenOp[op] {
+				seenOp[op] = true
+				ops = append(ops, op)
+			}
+			if obj := ef.Object.String(); !seenObj[obj] {
+				seenObj[obj] = true
+				objs = append(objs, obj)
+			}
+		}
+	}
+	return ops, objs
+}
+
+// shorten collapses white space and cuts s to at most n runes.
+func shorten(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}
+
+// quoteIdent quotes a name as a PostgreSQL identifier.
+func quoteIdent(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}

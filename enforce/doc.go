@@ -1,0 +1,46 @@
+// Package enforce connects the policy (rules) to live sessions (proxy): it
+// is the proxy.Interceptor that judges every statement a client sends and
+// carries out the decision on the wire, records it in the audit log and
+// counts it in the metrics.
+//
+// # Where statements are checked
+//
+//   - Query: every statement of the message; the message runs whole or not at all.
+//   - Parse: the statement text (with $n parameters, whose values pgmoat
+//     never sees and treats as possibly true).
+//   - Bind of a statement prepared with SQL PREPARE: judged as EXECUTE of it,
+//     under the policy in force now.
+//   - FunctionCall: opaque.
+//
+// Session state that changes what later text means (search_path, role,
+// prepared statements, transactions) is applied when the server confirms
+// the statement ran: the CommandComplete of each statement of a Query,
+// the CommandComplete of an Execute, the transaction status of every
+// ReadyForQuery. A client that pipelines a message behind one whose state
+// change is not yet confirmed has that message judged as if search_path
+// were unknown, the strictest assumption, so that neither a SET that fails
+// nor one that succeeds can be used to smuggle a statement past pgmoat.
+//
+// # Decisions on the wire
+//
+//   - allow, log: forwarded (log is written to the audit log first; if it
+//     cannot be written the statement is refused: fail closed).
+//   - block: the server itself raises the error, through a DO block that
+//     pgmoat sends instead of the statement (RAISE ... ERRCODE 42501, with
+//     the statement, the protected object, the rule and a hint). So the
+//     client sees exactly what PostgreSQL does after any error: an explicit
+//     transaction is aborted (a later COMMIT rolls back), and in the
+//     extended protocol everything up to the next Sync is discarded.
+//   - hold: nothing is forwarded; the client gets a NoticeResponse with the
+//     hold id and how to approve it, and the session waits. Approved: the
+//     statement is forwarded. Denied or timed out: as block, with the
+//     reason. Ctrl-C (CancelRequest): the hold is withdrawn and the client
+//     gets 57014. Disconnect: the hold is withdrawn. A statement that would
+//     be held inside a transaction block is blocked at once with a hint to
+//     pre-approve (holds.in_transaction: block, the default), because it
+//     may hold locks while it waits; or held with the shorter
+//     holds.in_transaction_timeout (holds.in_transaction: hold).
+//   - A statement that would be held or blocked passes at once when every
+//     such statement of the message matches an active pre-approval; the use
+//     is audited before it is forwarded.
+package enforce
