@@ -161,3 +161,11 @@ func TestCheckUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckPositionSkipsCommentsBeforeAStatement(t *testing.T) {
+	sql := "SELECT 1; -- trailing comment of line 1\n/* a /* nested */ block */ DROP TABLE public.users;\n"
+	out, _, code := runCLI(t, sql, "check", "--config", exampleConfig, "-")
+	if code != 1 || !strings.Contains(out, "<stdin>:2:28: block: DROP TABLE public.users\n") {
+		t.Fatalf("exit %d, output:\n%s", code, out)
+	}
+}
