@@ -153,7 +153,7 @@ func (s *Session) authenticate() *ending {
 			if err := kd.Decode(msg[5:]); err != nil {
 				return upstreamProtocolEnding(err)
 			}
-			s.pid = kd.ProcessID
+			s.pid, s.secret = kd.ProcessID, kd.SecretKey
 			s.srv.register(s, makeCancelKey(kd.ProcessID, kd.SecretKey))
 			if e := s.toClient(msg, false); e != nil {
 				return e

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -50,11 +51,27 @@ func (s *Session) relay() *ending {
 		s.clientDirty.Store(true)
 	}
 	e := s.relayEnding(first)
-	if e.reason == EndClientDisconnect && !c2s.midMessage {
-		// Tell the server, so its backend ends now rather than when
-		// TCP notices.
-		s.srvW.Write([]byte{'X', 0, 0, 0, 4})
-		s.srvW.Flush()
+	switch e.reason {
+	case EndShutdown:
+		if s.inFlight.Load() > 0 && s.pid != 0 {
+			// pgmoat is the one ending the session: stop the work it
+			// started too, as a server shutdown would, rather than
+			// leave it running for a client that is gone.
+			ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.Limits.ConnectTimeout.Std())
+			err := s.srv.upstream.cancel(ctx, &pgproto3.CancelRequest{ProcessID: s.pid, SecretKey: s.secret})
+			cancel()
+			if err != nil {
+				s.log.Warn("cancelling the running query at shutdown failed", "err", err)
+			}
+		}
+		fallthrough
+	case EndClientDisconnect:
+		if !c2s.midMessage {
+			// Tell the server, so its backend ends now rather than
+			// when TCP notices.
+			s.srvW.Write([]byte{'X', 0, 0, 0, 4})
+			s.srvW.Flush()
+		}
 	}
 	return e
 }
@@ -172,8 +189,11 @@ func (c *clientToServer) copy() error {
 			continue
 		case s.icpt == nil || typ == 'd' || c.discarding:
 			c.discarding = false
+			if typ == 'Q' || typ == 'S' || typ == 'F' {
+				s.inFlight.Add(1)
+			}
 			if s.replies != nil {
-				s.pushReply(typ, false)
+				s.replies.push(pendingReply{kind: replyKindOf(typ)})
 			}
 			c.midMessage = true
 			if err := r.relay(s.srvW, n); err != nil {
@@ -246,6 +266,9 @@ func (c *clientToServer) intercept(typ byte, n int) error {
 func (s *Session) pushReply(typ byte, hide bool) { s.pushReplyTag(typ, hide, nil) }
 
 func (s *Session) pushReplyTag(typ byte, hide bool, tag any) {
+	if typ == 'Q' || typ == 'S' || typ == 'F' {
+		s.inFlight.Add(1)
+	}
 	if k := replyKindOf(typ); k != replyNone {
 		s.replies.push(pendingReply{kind: k, hide: hide, tag: tag})
 	}
@@ -331,6 +354,7 @@ func (c *serverToClient) copy() error {
 				return &protocolError{msg: "malformed ReadyForQuery from server"}
 			}
 			s.tx.Store(uint32(msg[5]))
+			s.inFlight.Add(-1)
 			if err := c.observe(tag, typ, msg[5:]); err != nil {
 				return err
 			}

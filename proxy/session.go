@@ -56,12 +56,14 @@ type Session struct {
 	params       map[string]string // StartupMessage parameters; read-only after startup
 
 	pid    uint32
+	secret []byte // the server's cancel secret; never logged
 	key    cancelKey
 	keyed  bool // key registered with the server
 	tx     atomic.Uint32
 	psMu   sync.Mutex
 	status map[string]string // ParameterStatus values
 
+	inFlight         atomic.Int64 // Query, Sync and FunctionCall messages sent minus ReadyForQuery received
 	clientTerminated atomic.Bool
 	clientDirty      atomic.Bool // a message to the client was cut short: no final error can follow
 	serverFatal      atomic.Pointer[pgproto3.ErrorResponse]
@@ -359,11 +361,11 @@ func (s *Session) serve() {
 	}
 	s.stopWatch()
 	s.cancel(nil)
-	if e.final != nil && !s.clientDirty.Load() {
-		s.writeFinal(e.final)
-	}
 	if e.rejected != "" {
 		s.srv.met.ClientConnectionsRejected.WithLabelValues(e.rejected).Inc()
+	}
+	if e.final != nil && !s.clientDirty.Load() {
+		s.writeFinal(e.final)
 	}
 	s.closeConns()
 	s.srv.forget(s, admitted)
