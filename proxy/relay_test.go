@@ -306,11 +306,16 @@ func TestListenNotify(t *testing.T) {
 	}
 	// A notification arriving while the listener is idle is relayed at
 	// once (the server→client copier flushes when the server goes quiet).
+	sent := make(chan error, 1)
 	go func() {
 		time.Sleep(100 * time.Millisecond)
-		sender.Exec(context.Background(), "NOTIFY chan_a, 'payload 2'")
+		_, err := sender.Exec(context.Background(), "NOTIFY chan_a, 'payload 2'")
+		sent <- err
 	}()
 	n, err = listener.WaitForNotification(ctx)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
 	if err != nil || n.Payload != "payload 2" {
 		t.Fatalf("second notification %+v, %v", n, err)
 	}

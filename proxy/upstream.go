@@ -126,7 +126,7 @@ func (d *upstreamDialer) dial(ctx context.Context, forceTLS bool) (*upstreamConn
 	uc, err := d.negotiate(ctx, c, forceTLS)
 	if err != nil {
 		c.Close()
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
 			err = fmt.Errorf("%w (connect_timeout %s)", err, d.timeout)
 		}
 		return nil, &upstreamError{d.addr, err}
