@@ -66,6 +66,27 @@ func (c *child) alive() bool {
 	}
 }
 
+// gone is nil while the child runs, and afterwards says how it ended,
+// with the end of its log. A child that stops on its own in the middle of
+// a run (a crash, or another process's kill) must stop the bench rather
+// than turn every later run into a failure.
+func (c *child) gone() error {
+	if c.alive() {
+		return nil
+	}
+	return fmt.Errorf("%s (pid %d) exited during the run (%v); the end of its log (%s):\n%s",
+		c.name, c.pid(), exitDescription(c.waitErr), c.logPath, c.logTail(5))
+}
+
+// exitDescription says how a process ended; a clean exit of a server that
+// was not told to stop means someone else signalled it.
+func exitDescription(err error) string {
+	if err == nil {
+		return "exit status 0: it was told to stop (SIGTERM or SIGINT), not by the bench"
+	}
+	return err.Error()
+}
+
 // stop sends SIGTERM, and SIGKILL if the child is still there after grace.
 func (c *child) stop(grace time.Duration) {
 	if !c.alive() {

@@ -179,8 +179,12 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 	began := time.Now()
 	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", a...) }
 
-	dir, err := os.MkdirTemp("", "pgmoat-bench-")
+	removeStaleWorkDirs()
+	dir, err := os.MkdirTemp("", workDirPrefix)
 	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		return err
 	}
 	// PgBouncer runs as the postgres OS user when we are root: it must be
@@ -191,6 +195,7 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 	defer func() {
 		// Keep what explains a failure; an interrupted run needs nothing.
 		if o.Keep || (err != nil && ctx.Err() == nil) {
+			os.Remove(filepath.Join(dir, ownerFile))
 			logf("work directory (configs, logs, raw CSV) kept: %s", dir)
 			return
 		}
@@ -344,6 +349,33 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 		return fmt.Errorf("%d problem(s) in this run; see %s", len(rep.Problems), filepath.Join(o.Out, "latest.md"))
 	}
 	return nil
+}
+
+// Work directories are named workDirPrefix*; ownerFile in one holds the
+// pid of the bench using it, and is removed when the directory is kept on
+// purpose.
+const (
+	workDirPrefix = "pgmoat-bench-"
+	ownerFile     = "owner.pid"
+)
+
+// removeStaleWorkDirs removes the work directories of bench runs that
+// were killed outright (nothing else could clean them up).
+func removeStaleWorkDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), workDirPrefix+"*"))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, ownerFile))
+		if err != nil {
+			continue // kept on purpose, or not ours
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 // idleStep measures idle sessions on a fresh pgmoat.

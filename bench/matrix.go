@@ -112,6 +112,11 @@ func (m *matrix) run(ctx context.Context, p []plannedRun, w *csv.Writer) ([]runR
 			if ctx.Err() != nil {
 				return recs, ctx.Err()
 			}
+			if pr.Target.Gone != nil {
+				if gone := pr.Target.Gone(); gone != nil {
+					return recs, gone
+				}
+			}
 			rec.Err = err.Error()
 		}
 		recs = append(recs, rec)

@@ -32,6 +32,9 @@ type target struct {
 	Name string
 	Host string
 	Port int
+	// Gone reports that the process behind the target has exited (nil
+	// for the server itself, whose loss fails every target).
+	Gone func() error
 }
 
 // stack is the set of servers under test: PostgreSQL and, in front of it,
@@ -273,11 +276,12 @@ func (s *stack) targets(names []string) []target {
 	for _, n := range names {
 		switch n {
 		case targetDirect:
-			ts = append(ts, target{n, s.cluster.Host, s.cluster.Port})
+			ts = append(ts, target{Name: n, Host: s.cluster.Host, Port: s.cluster.Port})
 		case targetPgBouncer:
-			ts = append(ts, target{n, "127.0.0.1", s.bouncerPort})
+			ts = append(ts, target{Name: n, Host: "127.0.0.1", Port: s.bouncerPort, Gone: s.bouncer.gone})
 		case targetPgmoat:
-			ts = append(ts, target{n, "127.0.0.1", s.pgmoatPort})
+			// Not s.pgmoat.gone: the memory steps replace the process.
+			ts = append(ts, target{Name: n, Host: "127.0.0.1", Port: s.pgmoatPort, Gone: func() error { return s.pgmoat.gone() }})
 		}
 	}
 	return ts
