@@ -206,6 +206,10 @@ func (d *daemon) run(ctx context.Context) error {
 		}()
 	}
 	d.listening.Store(true)
+	// The audit log says which policy is in force from the start, before
+	// any session, not only after the first reload: a restart changes the
+	// policy as much as a reload does.
+	d.audit.RecordAsync(audit.Event{Kind: audit.ConfigLoaded, Reason: policySummary(d.cfg)})
 	served := make(chan error, 1)
 	go func() { served <- d.proxy.Serve(ln) }()
 	d.logStart()
@@ -281,10 +285,14 @@ func (d *daemon) logStart() {
 
 // policySummary is the one-line description of the policy in force.
 func policySummary(cfg *config.Config) string {
-	if len(cfg.Policy.Protect) == 0 {
-		return fmt.Sprintf("protects nothing (%d rules): every statement is allowed", len(cfg.Policy.Rules))
+	n := fmt.Sprintf("%d rules", len(cfg.Policy.Rules))
+	if len(cfg.Policy.Rules) == 1 {
+		n = "1 rule"
 	}
-	return fmt.Sprintf("protects %v, %d rules", cfg.Policy.Protect, len(cfg.Policy.Rules))
+	if len(cfg.Policy.Protect) == 0 {
+		return fmt.Sprintf("protects nothing (%s): every statement is allowed", n)
+	}
+	return fmt.Sprintf("protects %v, %s", cfg.Policy.Protect, n)
 }
 
 // reload re-reads the configuration file. A valid file takes effect for
