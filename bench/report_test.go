@@ -120,3 +120,23 @@ func TestFmtThousands(t *testing.T) {
 		}
 	}
 }
+
+// TestReportFailedCell: a cell where pgmoat has no median (every run
+// failed) fails the target and is named as the worst.
+func TestReportFailedCell(t *testing.T) {
+	r := sampleReport()
+	c := cell{Script: "select", Mode: "prepared", Clients: 8}
+	r.Stats[statKey{c, targetPgmoat}] = stat{Failed: 1, Err: "pgbench: ERROR: blocked by pgmoat"}
+	var b strings.Builder
+	r.write(&b)
+	md := b.String()
+	for _, want := range []string{
+		"PgBouncer in every cell at 8 and 32 clients: **not met** (2 of 4 cells; lowest none at -S -M prepared, 8 clients, which has no median)",
+		"| -S | prepared | 8 | 40,000 | 24,000 | failed | – | – | – |",
+		"-S -M prepared, 8 clients on pgmoat: 1 run(s) failed: pgbench: ERROR: blocked by pgmoat",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+}
