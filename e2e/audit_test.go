@@ -1,0 +1,699 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgmoat/pgmoat/admin"
+	"github.com/pgmoat/pgmoat/approvals"
+	"github.com/pgmoat/pgmoat/audit"
+	"github.com/pgmoat/pgmoat/internal/clients"
+	"github.com/pgmoat/pgmoat/internal/moattest"
+	"github.com/pgmoat/pgmoat/internal/pgtest"
+	"github.com/pgmoat/pgmoat/rules"
+)
+
+// auditPolicy protects three tables; the deployer application's
+// destructive statements are held for approval instead of blocked.
+const auditPolicy = `policy:
+  protect: [public.users, public.deploy_old, public.pre_old]
+  rules:
+    - name: deployer-needs-approval
+      match:
+        applications: [deployer]
+      operations: [destructive]
+      action: hold
+`
+
+// TestAuditEventsFromRealSessions drives pgx and psql sessions through the
+// real binary (a blocked DROP, allowed statements, a hold approved through
+// the admin API, a pre-approval used, a reload) and reads what a user of
+// the audit file would read.
+func TestAuditEventsFromRealSessions(t *testing.T) {
+	c := pgtest.Get(t)
+	db := c.NewDatabase(t)
+	c.Exec(t, db, "CREATE TABLE users(id int, email text); CREATE TABLE deploy_old(id int); CREATE TABLE pre_old(id int)")
+	m := moattest.Start(t, c, moattest.Options{Config: auditPolicy, AuditStatements: "all"})
+	ctx := context.Background()
+	api := &admin.Client{BaseURL: m.AdminURL, Token: moattest.ApproverToken}
+
+	// A pgx session: allowed statements, then a blocked DROP.
+	app := connectMoat(t, m.SuperConnString(db, "application_name=e2e-pgx"))
+	mustExec(t, app, "SELECT 1")
+	mustExec(t, app, "INSERT INTO users VALUES (1, 'a@example.com')")
+	_, err := app.Exec(ctx, "DROP TABLE users")
+	if code := sqlState(err); code != "42501" {
+		t.Fatalf("DROP TABLE users through pgmoat: err = %v, want SQLSTATE 42501", err)
+	}
+	closeConn(t, app)
+
+	// A psql session: an allowed SELECT and a blocked DROP.
+	out, stderr, code := clients.Psql(t, m.SuperConnString(db, "application_name=e2e-psql"),
+		"SELECT count(*) AS n FROM users;\nDROP TABLE users;\n")
+	if code != 0 || !strings.Contains(out, "1") || !strings.Contains(stderr, "pgmoat blocked") {
+		t.Fatalf("psql: exit %d\nstdout: %s\nstderr: %s", code, out, stderr)
+	}
+
+	// A hold: the deployer's DROP waits until alice approves it.
+	dep := connectMoat(t, m.SuperConnString(db, "application_name=deployer"))
+	held := make(chan error, 1)
+	go func() {
+		_, err := dep.Exec(ctx, "DROP TABLE deploy_old")
+		held <- err
+	}()
+	hold := waitPendingHold(t, api)
+	if _, err := api.Approve(ctx, hold.ID, "ticket OPS-42: table retired"); err != nil {
+		t.Fatalf("approve %s: %v", hold.ID, err)
+	}
+	if err := <-held; err != nil {
+		t.Fatalf("approved DROP TABLE deploy_old: %v", err)
+	}
+	closeConn(t, dep)
+
+	// A pre-approval, then its use.
+	pre, err := api.PreApprove(ctx, admin.PreApproveRequest{SQL: "DROP TABLE pre_old", TTL: 10 * time.Minute, Reason: "reviewed in PR 7"})
+	if err != nil {
+		t.Fatalf("pre-approve: %v", err)
+	}
+	user := connectMoat(t, m.SuperConnString(db, "application_name=e2e-preapproved"))
+	mustExec(t, user, "DROP TABLE pre_old")
+	closeConn(t, user)
+
+	// A reload of the unchanged file.
+	m.Reload()
+
+	evs := waitAuditEvents(t, m.AuditPath, "session_end of every session and config_loaded", func(evs []audit.Event) bool {
+		for _, a := range []string{"e2e-pgx", "e2e-psql", "deployer", "e2e-preapproved"} {
+			if findEvent(evs, audit.SessionEnd, func(e audit.Event) bool { return e.Application == a }) == nil {
+				return false
+			}
+		}
+		return countEvents(evs, audit.ConfigLoaded) == 2
+	})
+	assertAuditTimes(t, m.AuditPath)
+
+	// Sessions: start and end with the identity of the client.
+	ids := map[string]string{}
+	for _, a := range []string{"e2e-pgx", "e2e-psql", "deployer", "e2e-preapproved"} {
+		start := findEvent(evs, audit.SessionStart, func(e audit.Event) bool { return e.Application == a })
+		if start == nil {
+			t.Fatalf("no session_start for application %s", a)
+		}
+		if start.SessionID == "" || start.User != c.Superuser || start.Database != db || !strings.HasPrefix(start.Client, "127.0.0.1:") {
+			t.Errorf("session_start of %s: %+v", a, *start)
+		}
+		end := findEvent(evs, audit.SessionEnd, func(e audit.Event) bool { return e.SessionID == start.SessionID })
+		if end == nil {
+			t.Fatalf("no session_end for session %s (%s)", start.SessionID, a)
+		}
+		if end.EndReason != "client_terminate" || end.User != c.Superuser || end.Database != db || end.Application != a || end.Client != start.Client {
+			t.Errorf("session_end of %s: %+v", a, *end)
+		}
+		if end.Duration <= 0 {
+			t.Errorf("session_end of %s has no duration: %+v", a, *end)
+		}
+		if indexOf(evs, start) > indexOf(evs, end) {
+			t.Errorf("session_end of %s written before its session_start", a)
+		}
+		ids[a] = start.SessionID
+	}
+
+	// The blocked DROPs, with what was dropped, why, and by whom.
+	fp, err := rules.Fingerprints("DROP TABLE users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"e2e-pgx", "e2e-psql"} {
+		d := findEvent(evs, audit.Decision, func(e audit.Event) bool { return e.SessionID == ids[a] })
+		if d == nil {
+			t.Fatalf("no decision event in session %s (%s)", ids[a], a)
+		}
+		want := audit.Event{Statement: "DROP TABLE users", Fingerprint: fp[0], Decision: "block", Rule: rules.RuleDefaultDestructive}
+		if d.Statement != want.Statement || d.Fingerprint != want.Fingerprint || d.Decision != want.Decision || d.Rule != want.Rule ||
+			!slices.Equal(d.Operations, []string{"drop"}) || !slices.Equal(d.Objects, []string{"public.users"}) ||
+			d.User != c.Superuser || d.Database != db || d.Application != a || d.Reason == "" {
+			t.Errorf("decision in %s:\n got %+v\nwant statement/fingerprint/decision/rule %+v, operations [drop], objects [public.users]", a, *d, want)
+		}
+	}
+
+	// audit.statements: all records every allowed statement.
+	for _, s := range []struct{ app, sql string }{
+		{"e2e-pgx", "SELECT 1"},
+		{"e2e-pgx", "INSERT INTO users VALUES (1, 'a@example.com')"},
+		{"e2e-psql", "SELECT count(*) AS n FROM users;"},
+	} {
+		// psql sends the semicolon; pgmoat records each statement without it.
+		e := findEvent(evs, audit.Statement, func(e audit.Event) bool {
+			return e.SessionID == ids[s.app] && e.Statement == strings.TrimSuffix(s.sql, ";")
+		})
+		if e == nil {
+			t.Errorf("no statement event for %q in %s; statements there: %q", s.sql, s.app, statementsOf(evs, ids[s.app]))
+			continue
+		}
+		if e.Decision != "allow" || e.Fingerprint == "" || e.Application != s.app {
+			t.Errorf("statement event for %q: %+v", s.sql, *e)
+		}
+	}
+
+	// The hold: created (with the rule that held it) and approved by alice
+	// with her reason, in that order.
+	created := findEvent(evs, audit.HoldCreated, func(e audit.Event) bool { return e.HoldID == hold.ID })
+	approved := findEvent(evs, audit.HoldApproved, func(e audit.Event) bool { return e.HoldID == hold.ID })
+	if created == nil || approved == nil {
+		t.Fatalf("hold %s: hold_created %v, hold_approved %v", hold.ID, created != nil, approved != nil)
+	}
+	if created.Statement != "DROP TABLE deploy_old" || created.Rule != "deployer-needs-approval" || created.SessionID != ids["deployer"] ||
+		created.Application != "deployer" || created.ExpiresAt.IsZero() {
+		t.Errorf("hold_created: %+v", *created)
+	}
+	if !slices.Equal(approved.Approvers, []string{"alice"}) || approved.ApprovalReason != "ticket OPS-42: table retired" ||
+		approved.SessionID != ids["deployer"] || approved.Statement != "DROP TABLE deploy_old" {
+		t.Errorf("hold_approved: %+v", *approved)
+	}
+	if indexOf(evs, created) > indexOf(evs, approved) {
+		t.Error("hold_approved written before hold_created")
+	}
+	if d := findEvent(evs, audit.Decision, func(e audit.Event) bool { return e.SessionID == ids["deployer"] }); d == nil || d.Decision != "hold" {
+		t.Errorf("decision event for the held statement: %+v", d)
+	}
+
+	// The pre-approval: created by alice, then used by the session that ran it.
+	pc := findEvent(evs, audit.PreapprovalCreated, func(e audit.Event) bool { return e.PreapprovalID == pre.ID })
+	pu := findEvent(evs, audit.PreapprovalUsed, func(e audit.Event) bool { return e.PreapprovalID == pre.ID })
+	if pc == nil || pu == nil {
+		t.Fatalf("pre-approval %s: preapproval_created %v, preapproval_used %v", pre.ID, pc != nil, pu != nil)
+	}
+	if !slices.Equal(pc.Approvers, []string{"alice"}) || pc.ApprovalReason != "reviewed in PR 7" || pc.Statement != "DROP TABLE pre_old" || len(pc.Fingerprints) != 1 {
+		t.Errorf("preapproval_created: %+v", *pc)
+	}
+	if pu.SessionID != ids["e2e-preapproved"] || pu.Statement != "DROP TABLE pre_old" || pu.Application != "e2e-preapproved" || pu.Fingerprint != pc.Fingerprints[0] {
+		t.Errorf("preapproval_used: %+v", *pu)
+	}
+
+	// config_loaded: first at start, before any session, then after the reload.
+	if evs[0].Kind != audit.ConfigLoaded || !strings.Contains(evs[0].Reason, "public.users") || !strings.Contains(evs[0].Reason, "1 rule") {
+		t.Errorf("the log does not start with the policy in force: %+v", evs[0])
+	}
+	if cl := findEvent(evs[1:], audit.ConfigLoaded, nil); indexOf(evs[1:], cl) < indexOf(evs[1:], pu) {
+		t.Errorf("config_loaded of the reload written before the last pre-approval use: %+v", *cl)
+	}
+}
+
+// TestAuditPreapprovedStatementNotRecordedAsBlocked runs a pre-approved
+// DROP with audit.statements: all. The DROP ran, so the "statement" line
+// recording it must not say decision "block": whoever searches the log for
+// blocked statements would count a statement that destroyed a table.
+func TestAuditPreapprovedStatementNotRecordedAsBlocked(t *testing.T) {
+	c := pgtest.Get(t)
+	db := c.NewDatabase(t)
+	c.Exec(t, db, "CREATE TABLE old_stuff(id int)")
+	m := moattest.Start(t, c, moattest.Options{Config: "policy:\n  protect: [public.old_stuff]\n", AuditStatements: "all"})
+	api := &admin.Client{BaseURL: m.AdminURL, Token: moattest.ApproverToken}
+	if _, err := api.PreApprove(context.Background(), admin.PreApproveRequest{SQL: "DROP TABLE old_stuff", TTL: time.Minute, Reason: "retired"}); err != nil {
+		t.Fatal(err)
+	}
+	conn := connectMoat(t, m.SuperConnString(db, "application_name=preapproved"))
+	mustExec(t, conn, "DROP TABLE old_stuff")
+	evs := waitAuditEvents(t, m.AuditPath, "the statement event", func(evs []audit.Event) bool {
+		return findEvent(evs, audit.Statement, func(e audit.Event) bool { return e.Statement == "DROP TABLE old_stuff" }) != nil
+	})
+	if u := findEvent(evs, audit.PreapprovalUsed, nil); u == nil || u.Decision != "allow" {
+		t.Errorf("preapproval_used: %+v", u)
+	}
+	for _, e := range evs {
+		if e.Statement == "DROP TABLE old_stuff" && e.Decision == "block" {
+			t.Errorf("the pre-approved DROP, which ran, is recorded as blocked: %s line %+v", e.Kind, e)
+		}
+	}
+}
+
+// TestAuditHasNoPasswords logs in through pgmoat with cleartext, md5 and
+// SCRAM passwords (pgx and psql) and checks that no password, stored
+// password hash or admin token reaches the audit file.
+func TestAuditHasNoPasswords(t *testing.T) {
+	c := pgtest.Get(t)
+	c.AuthUsers(t)
+	db := c.NewDatabase(t)
+	c.Exec(t, db, "CREATE TABLE users(id int)")
+	m := moattest.Start(t, c, moattest.Options{Config: "policy:\n  protect: [public.users]\n", AuditStatements: "all"})
+	ctx := context.Background()
+	users := []struct{ name, password string }{
+		{pgtest.UserClear, pgtest.PasswordClear},
+		{pgtest.UserMD5, pgtest.PasswordMD5},
+		{pgtest.UserSCRAM, pgtest.PasswordSCRAM},
+		{c.Superuser, c.SuperPassword},
+	}
+	for _, u := range users {
+		conn := connectMoat(t, m.ConnString(u.name, u.password, db, "application_name=pw-pgx"))
+		mustExec(t, conn, "SELECT 1")
+		if _, err := conn.Exec(ctx, "DROP TABLE users"); sqlState(err) != "42501" {
+			t.Fatalf("%s: DROP TABLE users: %v", u.name, err)
+		}
+		closeConn(t, conn)
+		_, stderr, code := clients.Psql(t, m.ConnString(u.name, u.password, db, "application_name=pw-psql"), "SELECT 2;\nDROP TABLE users;\n")
+		if code != 0 || !strings.Contains(stderr, "pgmoat blocked") {
+			t.Fatalf("psql as %s: exit %d: %s", u.name, code, stderr)
+		}
+	}
+	// Approver tokens go through the admin API; they must not be logged either.
+	api := &admin.Client{BaseURL: m.AdminURL, Token: moattest.ApproverToken}
+	if _, err := api.PreApprove(ctx, admin.PreApproveRequest{SQL: "DROP TABLE users", TTL: time.Minute, Reason: "token check"}); err != nil {
+		t.Fatal(err)
+	}
+	waitAuditEvents(t, m.AuditPath, "session_end of every session", func(evs []audit.Event) bool {
+		n := 0
+		for _, e := range evs {
+			if e.Kind == audit.SessionEnd {
+				n++
+			}
+		}
+		return n == 2*len(users)
+	})
+	evs, _ := audit.ReadFile(m.AuditPath)
+	for _, u := range users {
+		if findEvent(evs, audit.Decision, func(e audit.Event) bool { return e.User == u.name }) == nil {
+			t.Errorf("no decision event for %s: the check below would prove little", u.name)
+		}
+	}
+	data, err := os.ReadFile(m.AuditPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{moattest.ApproverToken, moattest.Approver2Token, moattest.ViewerToken}
+	for _, u := range users {
+		sum := md5.Sum([]byte(u.password + u.name))
+		secrets = append(secrets, u.password, "md5"+hex.EncodeToString(sum[:]))
+	}
+	for _, s := range secrets {
+		if bytes.Contains(data, []byte(s)) {
+			t.Errorf("the audit file contains the secret %q", s)
+		}
+	}
+}
+
+// TestAuditRedact switches audit.redact on by reload and checks that the
+// literals of allowed and blocked statements stay out of the file.
+func TestAuditRedact(t *testing.T) {
+	c := pgtest.Get(t)
+	db := c.NewDatabase(t)
+	c.Exec(t, db, "CREATE TABLE users(id int, email text)")
+	m := moattest.Start(t, c, moattest.Options{Config: "policy:\n  protect: [public.users]\n", AuditStatements: "all"})
+	cfg, err := os.ReadFile(m.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const flush = "  flush_interval: 20ms\n"
+	if !bytes.Contains(cfg, []byte(flush)) {
+		t.Fatalf("moattest config has no %q line to add redact after:\n%s", flush, cfg)
+	}
+	writeFile(t, m.ConfigPath, strings.Replace(string(cfg), flush, flush+"  redact: true\n", 1))
+	m.Reload()
+	if !strings.Contains(m.Log(), "configuration reloaded") {
+		t.Fatalf("reload with audit.redact failed:\n%s", m.Log())
+	}
+
+	conn := connectMoat(t, m.SuperConnString(db, "application_name=redact"))
+	mustExec(t, conn, "SELECT count(*) FROM users WHERE email = 'alice.secret@example.com'")
+	if _, err := conn.Exec(context.Background(), "UPDATE users SET email = 'bob.secret@example.com'"); sqlState(err) != "42501" {
+		t.Fatalf("UPDATE without WHERE: %v, want 42501", err)
+	}
+	closeConn(t, conn)
+	evs := waitAuditEvents(t, m.AuditPath, "session_end", func(evs []audit.Event) bool {
+		return findEvent(evs, audit.SessionEnd, func(e audit.Event) bool { return e.Application == "redact" }) != nil
+	})
+	st := findEvent(evs, audit.Statement, func(e audit.Event) bool { return strings.Contains(e.Statement, "email =") })
+	if st == nil || st.Statement != "SELECT count(*) FROM users WHERE email = $1" {
+		t.Errorf("redacted statement event: %+v", st)
+	}
+	d := findEvent(evs, audit.Decision, nil)
+	if d == nil || d.Statement != "UPDATE users SET email = $1" || d.Decision != "block" || !slices.Equal(d.Operations, []string{"update_all"}) {
+		t.Errorf("redacted decision event: %+v", d)
+	}
+	data, _ := os.ReadFile(m.AuditPath)
+	for _, lit := range []string{"alice.secret", "bob.secret"} {
+		if bytes.Contains(data, []byte(lit)) {
+			t.Errorf("literal %q is in the audit file despite audit.redact", lit)
+		}
+	}
+}
+
+// TestAuditVerifyCommand runs `pgmoat audit verify` on the files a real
+// run wrote: intact (exit 0), with one byte edited (exit 1 naming the
+// line), and across a rotation by rename and SIGUSR1 (exit 0 for old+new).
+func TestAuditVerifyCommand(t *testing.T) {
+	c := pgtest.Get(t)
+	db := c.NewDatabase(t)
+	c.Exec(t, db, "CREATE TABLE users(id int)")
+	m := moattest.Start(t, c, moattest.Options{Config: "policy:\n  protect: [public.users]\n"})
+	blockedSession := func(app string) {
+		conn := connectMoat(t, m.SuperConnString(db, "application_name="+app))
+		if _, err := conn.Exec(context.Background(), "DROP TABLE users"); sqlState(err) != "42501" {
+			t.Fatalf("DROP TABLE users: %v", err)
+		}
+		closeConn(t, conn)
+	}
+	for _, app := range []string{"verify-1", "verify-2"} {
+		blockedSession(app)
+	}
+	waitAuditEvents(t, m.AuditPath, "two sessions ended", func(evs []audit.Event) bool {
+		return findEvent(evs, audit.SessionEnd, func(e audit.Event) bool { return e.Application == "verify-2" }) != nil
+	})
+	out, code := runVerify(t, m.AuditPath)
+	// config_loaded, then session_start, decision and session_end twice.
+	if code != 0 || !strings.Contains(out, "ok: 7 lines in 1 file, chained from genesis") {
+		t.Fatalf("verify of the live file: exit %d\n%s", code, out)
+	}
+
+	// One byte edited in line 3: the first letter of its event name.
+	lines := fileLines(t, m.AuditPath)
+	i := strings.Index(lines[2], `"event":"`) + len(`"event":"`)
+	edited := []byte(lines[2])
+	edited[i]++
+	lines[2] = string(edited)
+	tampered := filepath.Join(t.TempDir(), "tampered.jsonl")
+	writeFile(t, tampered, strings.Join(lines, "\n")+"\n")
+	out, code = runVerify(t, tampered)
+	if code != 1 || !strings.Contains(out, "BROKEN: "+tampered+":3:") || !strings.Contains(out, "2 lines verified before it") {
+		t.Errorf("verify of a file with line 3 edited: exit %d\n%s", code, out)
+	}
+
+	// Rotation: rename, SIGUSR1, more events in a new file.
+	rotated := m.AuditPath + ".1"
+	if err := os.Rename(m.AuditPath, rotated); err != nil {
+		t.Fatal(err)
+	}
+	reopenAudit(t, m)
+	blockedSession("verify-3")
+	waitAuditEvents(t, m.AuditPath, "the session after rotation ended", func(evs []audit.Event) bool {
+		return findEvent(evs, audit.SessionEnd, func(e audit.Event) bool { return e.Application == "verify-3" }) != nil
+	})
+	if evs, _ := audit.ReadFile(rotated); len(evs) != 7 {
+		t.Errorf("the rotated file has %d events, want the 7 written before rotation", len(evs))
+	}
+	out, code = runVerify(t, rotated, m.AuditPath)
+	if code != 0 || !strings.Contains(out, "ok: 10 lines in 2 files, chained from genesis") {
+		t.Errorf("verify of old+new after rotation: exit %d\n%s", code, out)
+	}
+	out, code = runVerify(t, m.AuditPath, rotated)
+	if code != 1 || !strings.Contains(out, "BROKEN: "+rotated+":1:") {
+		t.Errorf("verify of new+old (wrong order): exit %d\n%s", code, out)
+	}
+	out, code = runVerify(t, tampered, m.AuditPath)
+	if code != 1 || !strings.Contains(out, "BROKEN: "+tampered+":3:") {
+		t.Errorf("verify of tampered old + new: exit %d\n%s", code, out)
+	}
+}
+
+// TestAuditFailClosed points the audit path at /dev/full (every write
+// fails with ENOSPC, even for root) while pgmoat runs: destructive
+// statements are refused and the failure is visible in metrics and in
+// pgmoat's log, while SELECT keeps working; once the file is back, blocking
+// and logging work normally and the hash chain is intact across the gap.
+func TestAuditFailClosed(t *testing.T) {
+	c := pgtest.Get(t)
+	db := c.NewDatabase(t)
+	c.Exec(t, db, "CREATE TABLE users(id int); INSERT INTO users VALUES (1), (2)")
+	// ops-console's DROPs are let through but logged: only the audit line
+	// vouches for them, so without the audit log they must be refused.
+	m := moattest.Start(t, c, moattest.Options{Config: `policy:
+  protect: [public.users]
+  rules:
+    - name: ops-console-logged
+      match:
+        applications: [ops-console]
+      operations: [drop]
+      action: log
+`})
+	ctx := context.Background()
+	app := connectMoat(t, m.SuperConnString(db, "application_name=app"))
+	ops := connectMoat(t, m.SuperConnString(db, "application_name=ops-console"))
+	direct := c.Connect(t, db)
+	usersExists := func() bool {
+		var n int
+		if err := direct.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename = 'users'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+
+	// The disk "fills": the audit path now leads to /dev/full.
+	before := m.AuditPath + ".before"
+	if err := os.Rename(m.AuditPath, before); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/full", m.AuditPath); err != nil {
+		t.Fatal(err)
+	}
+	reopenAudit(t, m)
+
+	_, err := ops.Exec(ctx, "DROP TABLE users")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "42501" || !strings.Contains(pe.Message, "audit log") {
+		t.Errorf("logged DROP with the audit log down: err = %v, want 42501 mentioning the audit log", err)
+	}
+	if _, err := app.Exec(ctx, "DROP TABLE users"); sqlState(err) != "42501" {
+		t.Errorf("blocked DROP with the audit log down: err = %v, want 42501", err)
+	}
+	if !usersExists() {
+		t.Fatal("users was dropped while the audit log could not be written")
+	}
+	var n int
+	if err := app.QueryRow(ctx, "SELECT count(*) FROM users").Scan(&n); err != nil || n != 2 {
+		t.Errorf("SELECT on an open session with the audit log down: n=%d err=%v", n, err)
+	}
+	fresh := connectMoat(t, m.SuperConnString(db, "application_name=fresh"))
+	if err := fresh.QueryRow(ctx, "SELECT count(*) FROM users").Scan(&n); err != nil || n != 2 {
+		t.Errorf("SELECT on a new session with the audit log down: n=%d err=%v", n, err)
+	}
+	if v := metricValue(t, scrapeMetrics(t, m), "pgmoat_audit_write_errors_total", nil); v < 1 {
+		t.Errorf("pgmoat_audit_write_errors_total = %v with the audit log down", v)
+	}
+	if !strings.Contains(m.Log(), "audit log write failed") {
+		t.Errorf("pgmoat's log does not report the audit write failure:\n%s", m.Log())
+	}
+
+	// The disk has room again: a regular file at the path, SIGUSR1.
+	if err := os.Remove(m.AuditPath); err != nil {
+		t.Fatal(err)
+	}
+	reopenAudit(t, m)
+	if _, err := app.Exec(ctx, "DROP TABLE users"); sqlState(err) != "42501" || strings.Contains(err.Error(), "audit log") {
+		t.Errorf("blocked DROP after recovery: err = %v, want a plain 42501 block", err)
+	}
+	if !usersExists() {
+		t.Fatal("users dropped by a blocked statement")
+	}
+	if _, err := ops.Exec(ctx, "DROP TABLE users"); err != nil {
+		t.Errorf("logged DROP after recovery: %v", err)
+	}
+	evs, err := audit.ReadFile(m.AuditPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := findEvent(evs, audit.Decision, func(e audit.Event) bool { return e.Application == "app" }); d == nil || d.Decision != "block" {
+		t.Errorf("no block decision written after recovery: %+v", evs)
+	}
+	if d := findEvent(evs, audit.Decision, func(e audit.Event) bool { return e.Application == "ops-console" }); d == nil || d.Decision != "log" {
+		t.Errorf("no log decision written after recovery: %+v", evs)
+	}
+	if out, code := runVerify(t, before, m.AuditPath); code != 0 {
+		t.Errorf("the chain across the failure does not verify: exit %d\n%s", code, out)
+	}
+}
+
+// connectMoat connects with pgx and closes the connection when t ends.
+func connectMoat(t *testing.T, connString string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, connString)
+	if err != nil {
+		t.Fatalf("connect through pgmoat: %v", err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// closeConn ends a session with Terminate, as a well-behaved client does.
+func closeConn(t *testing.T, conn *pgx.Conn) {
+	t.Helper()
+	if err := conn.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustExec(t *testing.T, conn *pgx.Conn, sql string) {
+	t.Helper()
+	if _, err := conn.Exec(context.Background(), sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// sqlState returns the SQLSTATE of a server error, "" for nil or any
+// other error.
+func sqlState(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+func waitPendingHold(t *testing.T, api *admin.Client) approvals.HoldInfo {
+	t.Helper()
+	var hold approvals.HoldInfo
+	moattest.WaitFor(t, 20*time.Second, "a pending hold", func() bool {
+		hs, err := api.ListHolds(context.Background(), approvals.StatusPending)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(hs) == 1 {
+			hold = hs[0]
+		}
+		return len(hs) == 1
+	})
+	return hold
+}
+
+// waitAuditEvents reads the audit file until cond holds for its events.
+func waitAuditEvents(t *testing.T, path, what string, cond func([]audit.Event) bool) []audit.Event {
+	t.Helper()
+	var evs []audit.Event
+	var err error
+	moattest.WaitFor(t, 20*time.Second, what+" in the audit file", func() bool {
+		evs, err = audit.ReadFile(path)
+		return err == nil && cond(evs)
+	})
+	return evs
+}
+
+// findEvent returns the first event of kind that match accepts (any, when
+// match is nil).
+func findEvent(evs []audit.Event, kind audit.Kind, match func(audit.Event) bool) *audit.Event {
+	for i := range evs {
+		if evs[i].Kind == kind && (match == nil || match(evs[i])) {
+			return &evs[i]
+		}
+	}
+	return nil
+}
+
+func countEvents(evs []audit.Event, kind audit.Kind) int {
+	n := 0
+	for _, e := range evs {
+		if e.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+func indexOf(evs []audit.Event, e *audit.Event) int {
+	for i := range evs {
+		if &evs[i] == e {
+			return i
+		}
+	}
+	return -1
+}
+
+func statementsOf(evs []audit.Event, session string) []string {
+	var s []string
+	for _, e := range evs {
+		if e.SessionID == session && e.Statement != "" {
+			s = append(s, string(e.Kind)+": "+e.Statement)
+		}
+	}
+	return s
+}
+
+// assertAuditTimes checks the time field of every line as written: RFC
+// 3339, UTC, exactly six fractional digits.
+func assertAuditTimes(t *testing.T, path string) {
+	t.Helper()
+	for i, line := range fileLines(t, path) {
+		var f struct {
+			Time string `json:"time"`
+		}
+		if err := json.Unmarshal([]byte(line), &f); err != nil {
+			t.Fatalf("line %d: %v", i+1, err)
+		}
+		tm, err := time.Parse(time.RFC3339Nano, f.Time)
+		if err != nil || !strings.HasSuffix(f.Time, "Z") || tm.Format(audit.TimeFormat) != f.Time || len(f.Time) != len("2006-01-02T15:04:05.000000Z") {
+			t.Errorf("line %d: time %q is not RFC 3339 UTC with microseconds", i+1, f.Time)
+		}
+		if d := time.Since(tm); d < 0 || d > 10*time.Minute {
+			t.Errorf("line %d: time %s is not now", i+1, f.Time)
+		}
+	}
+}
+
+func fileLines(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 16<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return lines
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runVerify runs `pgmoat audit verify files...` and returns its output and
+// exit code.
+func runVerify(t *testing.T, files ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(moattest.Binary(t), append([]string{"audit", "verify"}, files...)...)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &exit):
+		return string(out), exit.ExitCode()
+	}
+	t.Fatalf("pgmoat audit verify: %v", err)
+	return "", -1
+}
+
+// reopenAudit sends SIGUSR1 and waits until pgmoat has reopened the audit
+// path.
+func reopenAudit(t *testing.T, m *moattest.Moat) {
+	t.Helper()
+	before := strings.Count(m.Log(), "audit log reopened")
+	m.Signal(syscall.SIGUSR1)
+	moattest.WaitFor(t, 10*time.Second, "the audit log reopened", func() bool {
+		return strings.Count(m.Log(), "audit log reopened") > before
+	})
+}
