@@ -24,6 +24,7 @@ run: build
 # and client from apt when missing, the node-postgres test client from npm).
 deps:
 	scripts/ensure-deps.sh
+	test -x bin/tools/promtool || GOBIN=$(CURDIR)/bin/tools $(GO) install github.com/prometheus/prometheus/cmd/promtool@v0.316.0
 
 test: deps
 	$(GO) vet ./...
