@@ -1,0 +1,475 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgmoat/pgmoat/internal/clients"
+	"github.com/pgmoat/pgmoat/internal/moattest"
+	"github.com/pgmoat/pgmoat/internal/pgtest"
+)
+
+// blockPolicy protects users and orders with the default action: block.
+const blockPolicy = "policy:\n  protect: [public.users, public.orders]\n"
+
+// TestBlock checks what a client sees when pgmoat blocks a statement, in
+// each way a client can send it, and that the session goes on afterwards.
+func TestBlock(t *testing.T) {
+	c := pgtest.Get(t)
+	db := newDB(t, c)
+	m := moattest.Start(t, c, moattest.Options{Config: blockPolicy})
+	ctx := context.Background()
+	pg := direct(t, c, db)
+
+	t.Run("simple protocol", func(t *testing.T) {
+		conn := connect(t, m.SuperConnString(db), simpleProtocol)
+		_, err := conn.Exec(ctx, "DROP TABLE users")
+		pe := wantBlocked(t, err, "public.users", "DROP TABLE users (simple)")
+		if !strings.Contains(pe.Detail, "DROP TABLE users") {
+			t.Errorf("DETAIL does not show the statement: %q", pe.Detail)
+		}
+		wantUsable(t, conn)
+		wantTable(t, pg, "public.users", 3)
+	})
+
+	t.Run("extended protocol", func(t *testing.T) {
+		conn := connect(t, m.SuperConnString(db))
+		// pgx's default mode prepares the statement (Parse, Describe,
+		// Sync) before binding it: the Parse is refused.
+		rows, err := conn.Query(ctx, "TRUNCATE users")
+		if err == nil {
+			rows.Close()
+			err = rows.Err()
+		}
+		wantBlocked(t, err, "public.users", "TRUNCATE users (pgx prepared)")
+		wantUsable(t, conn)
+		// Unnamed Parse, Bind, Describe, Execute, Sync in one go.
+		err = conn.PgConn().ExecParams(ctx, "DELETE FROM orders", nil, nil, nil, nil).Read().Err
+		wantBlocked(t, err, "public.orders", "DELETE FROM orders (ExecParams)")
+		wantUsable(t, conn)
+		// A named statement.
+		_, err = conn.PgConn().Prepare(ctx, "wipe", "DELETE FROM users WHERE $1::bool", nil)
+		wantBlocked(t, err, "public.users", "Prepare wipe")
+		err = conn.PgConn().ExecPrepared(ctx, "wipe", [][]byte{[]byte("true")}, nil, nil).Read().Err
+		wantCode(t, err, "26000", "ExecPrepared of the refused statement") // it was never prepared
+		wantUsable(t, conn)
+		wantTable(t, pg, "public.users", 3)
+		wantTable(t, pg, "public.orders", 3)
+	})
+
+	t.Run("psql", func(t *testing.T) {
+		// A script without ON_ERROR_STOP goes on after the error.
+		out, errOut, code := clients.Psql(t, m.SuperConnString(db),
+			"\\set VERBOSITY verbose\nDROP TABLE users;\nSELECT 'still here' AS s;\n", "-At")
+		if !strings.Contains(errOut, "ERROR:  42501: pgmoat blocked") || !strings.Contains(errOut, "public.users") {
+			t.Errorf("psql stderr does not show the block:\n%s", errOut)
+		}
+		if !strings.Contains(errOut, "HINT:  ") {
+			t.Errorf("psql stderr has no HINT:\n%s", errOut)
+		}
+		if strings.TrimSpace(out) != "still here" || code != 0 {
+			t.Errorf("psql: exit %d, stdout %q; want the session to go on", code, out)
+		}
+		// -c sends one Query and exits 1 on its error.
+		_, errOut, code = clients.Psql(t, m.SuperConnString(db), "", "-c", "ALTER TABLE users DROP COLUMN name")
+		if code != 1 || !strings.Contains(errOut, "pgmoat blocked") {
+			t.Errorf("psql -c: exit %d, stderr %q", code, errOut)
+		}
+		wantTable(t, pg, "public.users", 3)
+		var n int
+		if err := pg.QueryRow(ctx, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'name'").Scan(&n); err != nil || n != 1 {
+			t.Errorf("column users.name: n=%d err=%v", n, err)
+		}
+	})
+
+	t.Run("multi-statement query is blocked whole", func(t *testing.T) {
+		conn := connect(t, m.SuperConnString(db), simpleProtocol)
+		_, err := conn.Exec(ctx, "CREATE TABLE created_first(id int); INSERT INTO audit_log(msg) VALUES ('first'); DROP TABLE users; CREATE TABLE created_after(id int)")
+		pe := wantBlocked(t, err, "public.users", "multi-statement Query")
+		if !strings.Contains(pe.Detail, "The whole message (4 statements) was refused") {
+			t.Errorf("DETAIL does not say the whole message was refused: %q", pe.Detail)
+		}
+		for _, tb := range []string{"public.created_first", "public.created_after"} {
+			if tableExists(t, pg, tb) {
+				t.Errorf("%s exists: part of the blocked message ran", tb)
+			}
+		}
+		wantTable(t, pg, "public.audit_log", 0)
+		wantTable(t, pg, "public.users", 3)
+		wantUsable(t, conn)
+		// The same through psql -c, which sends the string as one Query.
+		_, errOut, _ := clients.Psql(t, m.SuperConnString(db), "", "-c", "CREATE TABLE created_first(id int); DROP TABLE users")
+		if !strings.Contains(errOut, "pgmoat blocked") {
+			t.Errorf("psql -c: stderr %q", errOut)
+		}
+		if tableExists(t, pg, "public.created_first") {
+			t.Error("created_first exists after psql -c: part of the blocked message ran")
+		}
+	})
+
+	t.Run("transaction", func(t *testing.T) {
+		for _, mode := range []struct {
+			name string
+			opt  func(*pgx.ConnConfig)
+		}{
+			{"simple", simpleProtocol},
+			{"extended", func(*pgx.ConnConfig) {}},
+		} {
+			t.Run(mode.name, func(t *testing.T) {
+				conn := connect(t, m.SuperConnString(db), mode.opt)
+				execOK(t, conn, "BEGIN")
+				execOK(t, conn, "INSERT INTO audit_log(msg) VALUES ($1)", "in the transaction")
+				var err error
+				if mode.name == "simple" {
+					_, err = conn.Exec(ctx, "DROP TABLE orders")
+				} else {
+					_, err = conn.Exec(ctx, "DELETE FROM orders WHERE $1::bool", true)
+				}
+				wantBlocked(t, err, "public.orders", "destructive statement in a transaction")
+				// As after any server error: the transaction is aborted.
+				_, err = conn.Exec(ctx, "SELECT $1::int", 1)
+				wantCode(t, err, "25P02", "statement after the block")
+				tag, err := conn.Exec(ctx, "COMMIT")
+				if err != nil || tag.String() != "ROLLBACK" {
+					t.Fatalf("COMMIT after the block: tag %q, err %v; want ROLLBACK", tag, err)
+				}
+				wantTable(t, pg, "public.audit_log", 0)
+				wantTable(t, pg, "public.orders", 3)
+				wantUsable(t, conn)
+			})
+		}
+	})
+
+	t.Run("psql script does not half-apply", func(t *testing.T) {
+		script := `BEGIN;
+INSERT INTO audit_log(msg) VALUES ('migration 7');
+ALTER TABLE orders ADD COLUMN note text;
+DROP TABLE users;
+CREATE TABLE users_v2(id int);
+COMMIT;
+`
+		out, errOut, code := clients.Psql(t, m.SuperConnString(db), script)
+		if !strings.Contains(errOut, "pgmoat blocked") {
+			t.Errorf("stderr does not show the block:\n%s", errOut)
+		}
+		if !strings.Contains(errOut, "current transaction is aborted") {
+			t.Errorf("the statement after the block was not refused by the server:\n%s", errOut)
+		}
+		if !strings.Contains(out, "ROLLBACK") || code != 0 {
+			t.Errorf("psql exit %d, stdout:\n%s\nwant COMMIT answered by ROLLBACK", code, out)
+		}
+		wantTable(t, pg, "public.audit_log", 0)
+		wantTable(t, pg, "public.users", 3)
+		if tableExists(t, pg, "public.users_v2") {
+			t.Error("users_v2 exists: the script half-applied")
+		}
+		var n int
+		if err := pg.QueryRow(ctx, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'orders' AND column_name = 'note'").Scan(&n); err != nil || n != 0 {
+			t.Errorf("orders.note: n=%d err=%v; the ALTER before the block must have rolled back", n, err)
+		}
+	})
+}
+
+func execOK(t testing.TB, conn *pgx.Conn, sql string, args ...any) pgconn.CommandTag {
+	t.Helper()
+	tag, err := conn.Exec(context.Background(), sql, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return tag
+}
+
+// TestBlockPipelined runs the same pipelines directly against PostgreSQL,
+// with a statement the server itself rejects in the middle, and through
+// pgmoat, with a blocked statement in the middle: what the client sees
+// and what is left in the database must be the same.
+func TestBlockPipelined(t *testing.T) {
+	c := pgtest.Get(t)
+	m := moattest.Start(t, c, moattest.Options{Config: blockPolicy})
+	ctx := context.Background()
+
+	type scenario struct {
+		name string
+		// run sends the pipeline with middle in the middle and returns
+		// what the client saw.
+		run func(t *testing.T, conn *pgx.Conn, middle string) []string
+		// Statements the server rejects when it parses them (pgx
+		// prepares before it executes) or when it executes them.
+		serverError string
+		// wholeMessage: pgmoat refuses the message before any of it
+		// runs, where PostgreSQL reports the statements before the
+		// error (and then rolls them back).
+		wholeMessage bool
+	}
+	const (
+		ins1 = "INSERT INTO audit_log(msg) VALUES ('one')"
+		ins2 = "INSERT INTO audit_log(msg) VALUES ('two')"
+	)
+	scenarios := []scenario{
+		{
+			// One Sync for everything: the implicit transaction rolls
+			// back the INSERT before the error, the one after is
+			// skipped.
+			name: "pgconn batch, one sync",
+			run: func(t *testing.T, conn *pgx.Conn, middle string) []string {
+				b := &pgconn.Batch{}
+				for _, s := range []string{ins1, middle, ins2} {
+					b.ExecParams(s, nil, nil, nil, nil)
+				}
+				return readMulti(conn.PgConn().ExecBatch(ctx, b))
+			},
+			serverError: "SELECT 1/0",
+		},
+		{
+			// A Sync after each statement: only the failing one is
+			// lost.
+			name: "pipeline, sync after each",
+			run: func(t *testing.T, conn *pgx.Conn, middle string) []string {
+				p := conn.PgConn().StartPipeline(ctx)
+				for _, s := range []string{ins1, middle, ins2} {
+					p.SendQueryParams(s, nil, nil, nil, nil)
+					if err := p.Sync(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				out := readPipeline(t, p, 6)
+				if err := p.Close(); err != nil {
+					out = append(out, "close: "+err.Error())
+				}
+				return out
+			},
+			serverError: "SELECT 1/0",
+		},
+		{
+			// pgx.Batch in its default mode prepares every new
+			// statement in one pipeline before executing any.
+			name: "pgx.Batch, cached statements",
+			run: func(t *testing.T, conn *pgx.Conn, middle string) []string {
+				b := &pgx.Batch{}
+				for _, s := range []string{ins1, middle, ins2} {
+					b.Queue(s)
+				}
+				return readBatch(conn.SendBatch(ctx, b), 3)
+			},
+			serverError: "INSERT INTO no_such_table VALUES (1)",
+		},
+		{
+			name: "pgx.Batch, exec mode",
+			run: func(t *testing.T, conn *pgx.Conn, middle string) []string {
+				b := &pgx.Batch{}
+				for _, s := range []string{ins1, middle, ins2} {
+					b.Queue(s)
+				}
+				return readBatch(conn.SendBatch(ctx, b), 3)
+			},
+			serverError: "SELECT 1/0",
+		},
+		{
+			// The simple-protocol batch is one multi-statement Query.
+			// PostgreSQL runs (and reports) the INSERT before the
+			// error, then rolls it back with the message's implicit
+			// transaction; pgmoat refuses the message whole, so the
+			// client sees the error at once. What is left is the same.
+			name:         "pgx.Batch, simple protocol",
+			wholeMessage: true,
+			run: func(t *testing.T, conn *pgx.Conn, middle string) []string {
+				b := &pgx.Batch{}
+				for _, s := range []string{ins1, middle, ins2} {
+					b.Queue(s)
+				}
+				return readBatch(conn.SendBatch(ctx, b), 3)
+			},
+			serverError: "SELECT 1/0",
+		},
+		{
+			// Inside an explicit transaction the pipeline's error
+			// aborts it; COMMIT then rolls back.
+			name: "pgconn batch in a transaction",
+			run: func(t *testing.T, conn *pgx.Conn, middle string) []string {
+				b := &pgconn.Batch{}
+				for _, s := range []string{"BEGIN", ins1, middle, ins2} {
+					b.ExecParams(s, nil, nil, nil, nil)
+				}
+				out := readMulti(conn.PgConn().ExecBatch(ctx, b))
+				tag, err := conn.Exec(ctx, "COMMIT")
+				return append(out, fmt.Sprintf("COMMIT: %s %s", tag, describeErr(err)))
+			},
+			serverError: "SELECT 1/0",
+		},
+	}
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			mode := func(cfg *pgx.ConnConfig) {
+				switch {
+				case strings.Contains(sc.name, "exec mode"):
+					cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+				case strings.Contains(sc.name, "simple protocol"):
+					cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+				}
+			}
+			// Directly, with a statement the server rejects.
+			dbDirect := newDB(t, c)
+			want := sc.run(t, connect(t, c.SuperConnString(dbDirect, "sslmode=disable"), mode), sc.serverError)
+			wantLeft := auditLogMsgs(t, direct(t, c, dbDirect))
+
+			// Through pgmoat, with a statement pgmoat blocks.
+			db := newDB(t, c)
+			conn := connect(t, m.SuperConnString(db), mode)
+			got := sc.run(t, conn, "DROP TABLE users")
+			gotLeft := auditLogMsgs(t, direct(t, c, db))
+
+			normalize := func(s []string) []string {
+				out := slices.Clone(s)
+				for i, r := range out {
+					for _, code := range []string{"22012", "42P01", "42501"} {
+						r = strings.ReplaceAll(r, code, "<error>")
+					}
+					out[i] = r
+				}
+				return out
+			}
+			if sc.wholeMessage {
+				// Every result is the refusal; nothing ran.
+				for i := range want {
+					if i < len(want)-1 {
+						want[i] = " error 42501"
+					} else {
+						want[i] = "close: error 42501"
+					}
+				}
+			}
+			if !slices.Equal(normalize(got), normalize(want)) {
+				t.Errorf("client saw\n  through pgmoat: %q\n  from PostgreSQL: %q", got, want)
+			}
+			if !slices.Equal(gotLeft, wantLeft) {
+				t.Errorf("audit_log rows left: through pgmoat %q, directly %q", gotLeft, wantLeft)
+			}
+			if !slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, "42501") }) {
+				t.Errorf("through pgmoat, no 42501 in %q", got)
+			}
+			wantTable(t, direct(t, c, db), "public.users", 3)
+			wantUsable(t, conn)
+		})
+	}
+}
+
+func describeErr(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	if code := stateOf(err); code != "" {
+		return "error " + code
+	}
+	return "client error"
+}
+
+func readMulti(mrr *pgconn.MultiResultReader) []string {
+	var out []string
+	for mrr.NextResult() {
+		r := mrr.ResultReader()
+		r.Read()
+		tag, err := r.Close()
+		out = append(out, fmt.Sprintf("%s %s", tag, describeErr(err)))
+	}
+	if err := mrr.Close(); err != nil {
+		out = append(out, "batch: "+describeErr(err))
+	}
+	return out
+}
+
+func readPipeline(t *testing.T, p *pgconn.Pipeline, n int) []string {
+	var out []string
+	for range n {
+		res, err := p.GetResults()
+		switch r := res.(type) {
+		case nil:
+			out = append(out, "results: "+describeErr(err))
+		case *pgconn.ResultReader:
+			r.Read()
+			tag, err := r.Close()
+			out = append(out, fmt.Sprintf("%s %s", tag, describeErr(err)))
+		case *pgconn.PipelineSync:
+			out = append(out, "sync")
+		default:
+			out = append(out, fmt.Sprintf("%T", r))
+		}
+	}
+	return out
+}
+
+func readBatch(br pgx.BatchResults, n int) []string {
+	var out []string
+	for range n {
+		tag, err := br.Exec()
+		out = append(out, fmt.Sprintf("%s %s", tag, describeErr(err)))
+	}
+	out = append(out, "close: "+describeErr(br.Close()))
+	return out
+}
+
+// auditLogMsgs returns the messages in audit_log.
+func auditLogMsgs(t testing.TB, conn *pgx.Conn) []string {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), "SELECT msg FROM audit_log ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msgs
+}
+
+// TestSQLPrepareThenBind prepares a destructive statement with SQL PREPARE
+// while the policy lets it through (logged), tightens the policy with a
+// reload, and runs the statement through the protocol's Bind and Execute,
+// which carry no SQL text: pgmoat must still catch it.
+func TestSQLPrepareThenBind(t *testing.T) {
+	c := pgtest.Get(t)
+	db := newDB(t, c)
+	lenient := blockPolicy + "  rules:\n    - {name: allow-prepare, operations: [destructive], action: log}\n"
+	m := moattest.Start(t, c, moattest.Options{Config: lenient})
+	ctx := context.Background()
+	pg := direct(t, c, db)
+
+	conn := connect(t, m.SuperConnString(db))
+	execOK(t, conn, "PREPARE wipe AS DELETE FROM users")
+	execOK(t, conn, "PREPARE wipe_orders(bool) AS DELETE FROM orders WHERE $1")
+
+	cfg, err := os.ReadFile(m.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strict := strings.Replace(string(cfg), lenient, blockPolicy, 1)
+	if strict == string(cfg) {
+		t.Fatal("policy not found in the generated configuration")
+	}
+	if err := os.WriteFile(m.ConfigPath, []byte(strict), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m.Reload()
+	if !strings.Contains(m.Log(), "configuration reloaded") {
+		t.Fatalf("reload failed:\n%s", m.Log())
+	}
+
+	// Bind and Execute of the SQL-prepared statement by name.
+	err = conn.PgConn().ExecPrepared(ctx, "wipe", nil, nil, nil).Read().Err
+	wantBlocked(t, err, "public.users", "Bind of SQL-prepared wipe")
+	wantUsable(t, conn)
+	err = conn.PgConn().ExecPrepared(ctx, "wipe_orders", [][]byte{[]byte("true")}, nil, nil).Read().Err
+	wantBlocked(t, err, "public.orders", "Bind of SQL-prepared wipe_orders")
+	wantUsable(t, conn)
+	// And EXECUTE in SQL.
+	_, err = conn.Exec(ctx, "EXECUTE wipe")
+	wantBlocked(t, err, "public.users", "EXECUTE wipe")
+	wantTable(t, pg, "public.users", 3)
+	wantTable(t, pg, "public.orders", 3)
+}
