@@ -28,7 +28,8 @@ func (s *Session) connectUpstream(startup *pgproto3.StartupMessage) *ending {
 				final: fatal(codeConnectionFailure, "pgmoat: "+err.Error())}
 		}
 		s.attachUpstream(up)
-		if _, err := s.srvW.Write(pkt); err == nil {
+		_, err = s.srvW.Write(pkt)
+		if err == nil {
 			err = s.srvW.Flush()
 		}
 		if err != nil {
@@ -260,7 +261,8 @@ func (s *Session) relayAuthResponse(checkGS2 bool) *ending {
 					Hint:    channelBindingHint}}
 		}
 	}
-	if _, err := s.srvW.Write(msg); err == nil {
+	_, err = s.srvW.Write(msg)
+	if err == nil {
 		err = s.srvW.Flush()
 	}
 	if err != nil {

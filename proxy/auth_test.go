@@ -4,11 +4,15 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgmoat/pgmoat/config"
 
 	"github.com/pgmoat/pgmoat/internal/clients"
 	"github.com/pgmoat/pgmoat/internal/pgtest"
@@ -152,4 +156,105 @@ func TestChannelBinding(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestUpstreamSSLModes connects through pgmoat with every upstream
+// sslmode and checks, on the server, whether the session is encrypted; a
+// cancel must reach the server in every mode too.
+func TestUpstreamSSLModes(t *testing.T) {
+	c := pgtest.Get(t)
+	db := c.NewDatabase(t)
+	ctx := ctxTimeout(t, time.Minute)
+	for mode, wantTLS := range map[string]bool{
+		"disable": false, "allow": false, "prefer": true,
+		"require": true, "verify-ca": true, "verify-full": true,
+	} {
+		t.Run(mode, func(t *testing.T) {
+			p := startProxy(t, Options{}, withUpstream(c, mode))
+			conn := p.superConn(t, db)
+			var ssl bool
+			if err := conn.QueryRow(ctx, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&ssl); err != nil {
+				t.Fatal(err)
+			}
+			if ssl != wantTLS {
+				t.Errorf("upstream TLS = %v, want %v", ssl, wantTLS)
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := conn.PgConn().Exec(context.Background(), "SELECT pg_sleep(30)").ReadAll()
+				done <- err
+			}()
+			waitActive(t, db, conn.PgConn().PID())
+			if err := conn.PgConn().CancelRequest(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; pgCode(err) != "57014" {
+				t.Errorf("cancel: got %v", err)
+			}
+		})
+	}
+	t.Run("verify-full by host name", func(t *testing.T) {
+		p := startProxy(t, Options{}, func(cfg *config.Config) {
+			cfg.Upstream = fmt.Sprintf("postgres://localhost:%d?sslmode=verify-full&sslrootcert=%s", c.Port, url.QueryEscape(c.CAFile))
+		})
+		if err := p.superConn(t, db).Ping(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("verification failures", func(t *testing.T) {
+		otherCA, _ := selfSignedCert(t)
+		for _, mode := range []string{"verify-ca", "verify-full"} {
+			p := startProxy(t, Options{}, func(cfg *config.Config) {
+				cfg.Upstream = fmt.Sprintf("postgres://%s?sslmode=%s&sslrootcert=%s", c.Addr(), mode, url.QueryEscape(otherCA))
+			})
+			_, err := pgx.Connect(ctx, p.connString(c.Superuser, c.SuperPassword, db))
+			if pgCode(err) != "08006" || !strings.Contains(err.Error(), "certificate") {
+				t.Errorf("%s with the wrong CA: got %v", mode, err)
+			}
+		}
+		// require with a root certificate verifies the chain, as libpq does.
+		p := startProxy(t, Options{}, func(cfg *config.Config) {
+			cfg.Upstream = fmt.Sprintf("postgres://%s?sslmode=require&sslrootcert=%s", c.Addr(), url.QueryEscape(otherCA))
+		})
+		if _, err := pgx.Connect(ctx, p.connString(c.Superuser, c.SuperPassword, db)); pgCode(err) != "08006" {
+			t.Errorf("require with the wrong root certificate: got %v", err)
+		}
+	})
+}
+
+// TestNegotiateProtocolVersion asks for protocol 3.2 and an unknown
+// protocol option: the server's NegotiateProtocolVersion (PostgreSQL 15
+// speaks 3.0) reaches the client and the session proceeds.
+func TestNegotiateProtocolVersion(t *testing.T) {
+	c := pgtest.Get(t)
+	c.AuthUsers(t)
+	db := c.NewDatabase(t)
+	p := startProxy(t, Options{})
+	conn := dialProxy(t, p)
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	payload := []byte("user\x00" + pgtest.UserTrust + "\x00database\x00" + db + "\x00_pq_.pgmoat_test\x00on\x00\x00")
+	conn.Write(startupPacket(pgproto3.ProtocolVersion32, payload))
+	fe := pgproto3.NewFrontend(conn, conn)
+	var npv *pgproto3.NegotiateProtocolVersion
+	for {
+		msg, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.NegotiateProtocolVersion:
+			npv = &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: m.NewestMinorProtocol, UnrecognizedOptions: append([]string(nil), m.UnrecognizedOptions...)}
+		case *pgproto3.ErrorResponse:
+			t.Fatalf("%s %s", m.Code, m.Message)
+		}
+		if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	if npv == nil {
+		t.Fatal("no NegotiateProtocolVersion relayed")
+	}
+	if len(npv.UnrecognizedOptions) != 1 || npv.UnrecognizedOptions[0] != "_pq_.pgmoat_test" {
+		t.Errorf("unrecognized options %q", npv.UnrecognizedOptions)
+	}
 }

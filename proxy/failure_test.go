@@ -253,6 +253,12 @@ func TestGracefulShutdown(t *testing.T) {
 			result <- err
 		}()
 		waitActive(t, db, conn.PgConn().PID())
+		// A client accepted before Shutdown that only now sends its
+		// startup packet is turned away.
+		late := dialProxy(t, p)
+		eventually(t, 10*time.Second, "the late client to be accepted", func() bool {
+			return p.counter(p.met.ClientConnectionsTotal) == 2
+		})
 		shut := make(chan error, 1)
 		go func() { shut <- p.shutdown(time.Minute) }()
 		eventually(t, 10*time.Second, "the listener to close", func() bool {
@@ -262,6 +268,13 @@ func TestGracefulShutdown(t *testing.T) {
 			}
 			return err != nil
 		})
+		late.Write(startupMessage("user", c.Superuser, "database", db))
+		if e := expectError(t, late); e.Code != "57P01" || !strings.Contains(e.Message, "shutting down") {
+			t.Errorf("late client: got %s %s", e.Code, e.Message)
+		}
+		if got := p.counter(p.met.ClientConnectionsRejected.WithLabelValues("draining")); got != 1 {
+			t.Errorf("rejected{draining} = %v", got)
+		}
 		if err := <-result; err != nil {
 			t.Fatalf("in-flight query: %v", err)
 		}

@@ -375,7 +375,7 @@ func (s *Session) serve() {
 
 	attrs := []any{"reason", e.reason, "duration", time.Since(s.start).Round(time.Millisecond)}
 	if s.params != nil {
-		attrs = append(attrs, "user", s.User(), "database", s.Database(), "application_name", s.ApplicationName())
+		attrs = append(attrs, "application_name", s.ApplicationName()) // user and database are on s.log
 	}
 	if s.pid != 0 {
 		attrs = append(attrs, "backend_pid", s.pid)
