@@ -134,7 +134,7 @@ func (c *conn) judgeText(ctx context.Context, typ byte, sql, stmt string) (proxy
 				return c.refuseAuditDown(typ, res, err), nil
 			}
 		}
-		c.allowed(res)
+		c.allowed(res, "")
 		return c.forward(typ, res, stmt), nil
 	}
 	return c.enforce(ctx, typ, res, stmt)
@@ -232,7 +232,7 @@ func (c *conn) bind(ctx context.Context, portal, stmt []byte) (proxy.Verdict, er
 				return c.refuseAuditDown('B', res, err), nil
 			}
 		}
-		c.allowed(res)
+		c.allowed(res, "")
 		c.setPortal(string(portal), nil)
 		return proxy.Verdict{}, nil
 	}
@@ -271,8 +271,12 @@ func (c *conn) functionCall(ctx context.Context) (proxy.Verdict, error) {
 	return c.enforce(ctx, 'F', res, "")
 }
 
-// allowed records an allowed statement when audit.statements is all.
-func (c *conn) allowed(res *rules.Result) {
+// allowed records the statements of a message that is let through, when
+// audit.statements is all. why says what let a held or blocked statement
+// through ("pre-approved", "approved"); the recorded decision is what
+// happened to the statement (allow, or log), not what the policy alone
+// would have done.
+func (c *conn) allowed(res *rules.Result, why string) {
 	if !c.e.audit.AllStatements() {
 		return
 	}
@@ -280,7 +284,11 @@ func (c *conn) allowed(res *rules.Result) {
 		ev := c.event(audit.Statement)
 		ev.Statement = v.Text
 		ev.Fingerprint, _ = v.Fingerprint()
-		ev.Decision = v.Action.String()
+		ev.Decision = "allow"
+		if v.Action == rules.Log && why == "" {
+			ev.Decision = "log"
+		}
+		ev.Reason = why
 		ev.Rule = v.Rule
 		c.e.audit.RecordAsync(ev)
 	}

@@ -29,7 +29,7 @@ type refusal struct {
 // 'B' or 'F').
 func (c *conn) enforce(ctx context.Context, typ byte, res *rules.Result, stmt string) (proxy.Verdict, error) {
 	if ok, err := c.preApproved(res); ok {
-		c.allowed(res)
+		c.allowed(res, "pre-approved")
 		return c.forward(typ, res, stmt), nil
 	} else if err != nil {
 		c.e.log.Warn("pre-approval could not be used", "session", c.auditBase.SessionID, "err", err)
@@ -150,6 +150,7 @@ func (c *conn) hold(ctx context.Context, typ byte, res *rules.Result, stmt strin
 	switch out.Status {
 	case approvals.StatusApproved:
 		// The store recorded the approval before releasing us.
+		c.allowed(res, "approved")
 		return c.forward(typ, res, stmt), nil
 	case approvals.StatusDenied:
 		return refuse(typ, refusal{
