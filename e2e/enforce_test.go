@@ -473,3 +473,114 @@ func TestSQLPrepareThenBind(t *testing.T) {
 	wantTable(t, pg, "public.users", 3)
 	wantTable(t, pg, "public.orders", 3)
 }
+
+// TestNewRelationsReachingProtectedTables creates, with statements pgmoat
+// allows, a relation through which a later statement reaches a protected
+// table (a view, an inheritance parent, a partitioned parent), then runs
+// the destructive statement on that relation. pgmoat must refuse one of
+// the steps: the protected table keeps its rows.
+func TestNewRelationsReachingProtectedTables(t *testing.T) {
+	c := pgtest.Get(t)
+	m := moattest.Start(t, c, moattest.Options{Config: blockPolicy})
+	ctx := context.Background()
+
+	for _, tc := range []struct {
+		name string
+		// setup runs in one session, attack in a second one (started
+		// after setup) when otherSession, else in the same one.
+		setup, attack []string
+		otherSession  bool
+		table         string
+		// setupDirect: the setup runs straight on PostgreSQL before any
+		// session through pgmoat, so pgmoat's catalog has it (a
+		// control: this one passes when the mechanism works).
+		setupDirect bool
+	}{
+		{
+			name:        "view that existed before",
+			setup:       []string{"CREATE VIEW pv AS SELECT * FROM orders"},
+			attack:      []string{"UPDATE pv SET user_id = 0"},
+			table:       "public.orders",
+			setupDirect: true,
+		},
+		{
+			name:        "inheritance that existed before",
+			setup:       []string{"CREATE TABLE parent (id int)", "ALTER TABLE users INHERIT parent"},
+			attack:      []string{"DELETE FROM parent"},
+			table:       "public.users",
+			setupDirect: true,
+		},
+		{
+			name:   "temp view, next message",
+			setup:  []string{"CREATE TEMP VIEW tv AS SELECT * FROM users"},
+			attack: []string{"DELETE FROM tv"},
+			table:  "public.users",
+		},
+		{
+			name:         "view made by another session",
+			setup:        []string{"CREATE VIEW pv AS SELECT * FROM orders"},
+			attack:       []string{"UPDATE pv SET user_id = 0"},
+			otherSession: true,
+			table:        "public.orders",
+		},
+		{
+			name:   "inheritance parent",
+			setup:  []string{"CREATE TABLE parent (id int)", "ALTER TABLE users INHERIT parent"},
+			attack: []string{"DELETE FROM parent"},
+			table:  "public.users",
+		},
+		{
+			name:   "inheritance parent, one message",
+			attack: []string{"CREATE TABLE parent (id int); ALTER TABLE users INHERIT parent; DELETE FROM parent"},
+			table:  "public.users",
+		},
+		{
+			name: "partition attached",
+			setup: []string{
+				"CREATE TABLE pp (id int, user_id int) PARTITION BY RANGE (id)",
+				"ALTER TABLE pp ATTACH PARTITION orders FOR VALUES FROM (0) TO (100)",
+			},
+			attack: []string{"TRUNCATE pp"},
+			table:  "public.orders",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := newDB(t, c)
+			pg := direct(t, c, db)
+			var conn *pgx.Conn
+			if !tc.setupDirect {
+				conn = connect(t, m.SuperConnString(db), simpleProtocol)
+			}
+			before := tableContents(t, pg, tc.table)
+			var refused []string
+			run := func(conn *pgx.Conn, stmts []string) {
+				for _, s := range stmts {
+					_, err := conn.Exec(ctx, s)
+					switch {
+					case stateOf(err) == "42501":
+						refused = append(refused, s)
+					case err != nil:
+						t.Logf("%s: %v", s, err)
+					}
+				}
+			}
+			if tc.setupDirect {
+				for _, s := range tc.setup {
+					execOK(t, pg, s)
+				}
+				// The first session of this database loads its catalog.
+				conn = connect(t, m.SuperConnString(db), simpleProtocol)
+			} else {
+				run(conn, tc.setup)
+			}
+			if tc.otherSession {
+				conn = connect(t, m.SuperConnString(db), simpleProtocol)
+			}
+			run(conn, tc.attack)
+			if after := tableContents(t, pg, tc.table); after != before || len(refused) == 0 {
+				t.Errorf("%s: %s before, %s after; pgmoat refused %q of setup %q, attack %q",
+					tc.table, before, after, refused, tc.setup, tc.attack)
+			}
+		})
+	}
+}
