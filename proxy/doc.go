@@ -39,7 +39,8 @@
 //
 //   - client_terminate: the client sent Terminate; it is forwarded.
 //   - client_disconnect: the client closed or broke the connection; the
-//     server gets a Terminate.
+//     server gets a Terminate (as it does after protocol_violation,
+//     interceptor_error and refused).
 //   - server_fatal: the server sent a FATAL error (relayed) and closed.
 //   - upstream_lost: the upstream connection failed without a FATAL; the
 //     client gets FATAL 08006 "upstream connection lost".
@@ -50,8 +51,11 @@
 //     the client gets FATAL 08P01.
 //   - interceptor_error: the Interceptor failed; the client gets FATAL
 //     XX000 and the message is not forwarded.
+//   - refused: the Interceptor refused the session or a message with
+//     Refuse; the client gets the FATAL error it chose.
 //   - shutdown: Shutdown's drain timeout expired; the client gets FATAL
-//     57P01.
+//     57P01, a query still running is cancelled and the server gets a
+//     Terminate.
 //   - startup_timeout: startup or authentication outlasted
 //     limits.startup_timeout (the client gets FATAL 08006 when it was the
 //     server that stalled).
@@ -76,4 +80,9 @@
 // injects have their replies kept from the client by replyQueue, a FIFO of
 // outstanding replies that the client→server side pushes and the
 // server→client side pops; without an interceptor neither costs anything.
+// An Interceptor may also observe the replies to the messages it tagged
+// (ReplyObserver), hook session start and end (SessionHooks, with
+// Session.StartupQuery before the client's first ReadyForQuery), hold a
+// message while Session.WatchClient notices a disconnect, and take over a
+// CancelRequest with Session.SetCancelHook.
 package proxy

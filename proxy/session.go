@@ -357,6 +357,9 @@ func (s *Session) serve() {
 		case EndClientTerminate, EndServerFatal, EndAuthFailed, EndCancelRequest:
 		default:
 			e = shutdownEnding()
+			if !admitted {
+				e.rejected = "draining"
+			}
 		}
 	}
 	s.stopWatch()
