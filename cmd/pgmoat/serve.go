@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -33,6 +35,10 @@ type serveFlags struct {
 	config   string
 	listen   string
 	upstream string
+	// cpuProfile and memProfile, when set, are written with pprof
+	// profiles of the whole run (for bench/: see bench/README.md).
+	cpuProfile string
+	memProfile string
 }
 
 // load reads the configuration the flags name, applies the overrides and
@@ -79,8 +85,28 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 	fs.StringVar(&f.config, "config", "", "configuration `file` (YAML); defaults apply when omitted")
 	fs.StringVar(&f.listen, "listen", "", "client-facing `address` (overrides listen)")
 	fs.StringVar(&f.upstream, "upstream", "", "upstream PostgreSQL `URL` (overrides upstream)")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to `file`")
+	fs.StringVar(&f.memProfile, "memprofile", "", "write an allocation profile to `file` at exit")
 	if _, err := parseFlags(fs, args); err != nil {
 		return exitUsage
+	}
+	if f.cpuProfile != "" {
+		out, err := os.Create(f.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "pgmoat: %v\n", err)
+			return exitUsage
+		}
+		pprof.StartCPUProfile(out)
+		defer func() { pprof.StopCPUProfile(); out.Close() }()
+	}
+	if f.memProfile != "" {
+		runtime.MemProfileRate = 64 << 10
+		defer func() {
+			if out, err := os.Create(f.memProfile); err == nil {
+				pprof.Lookup("allocs").WriteTo(out, 0)
+				out.Close()
+			}
+		}()
 	}
 	cfg, err := f.load()
 	if err != nil {
