@@ -345,3 +345,53 @@ func TestNoMessagesWithoutStartup(t *testing.T) {
 		t.Errorf("got %s %s", e.Code, e.Message)
 	}
 }
+
+// TestUpstreamPreferFallsBack checks libpq's sslmode=prefer behaviour: when
+// the TLS handshake with the upstream fails, pgmoat connects again in the
+// clear.
+func TestUpstreamPreferFallsBack(t *testing.T) {
+	c := pgtest.Get(t)
+	db := c.NewDatabase(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var attempts sync.WaitGroup
+	attempts.Add(1)
+	go func() {
+		// First connection: agree to TLS, then speak nonsense.
+		a, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		io.ReadFull(a, make([]byte, 8))
+		a.Write([]byte("Snot a TLS server hello"))
+		a.Close()
+		attempts.Done()
+		// Then relay to the real server.
+		for {
+			a, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", c.Addr())
+			if err != nil {
+				a.Close()
+				return
+			}
+			go func() { io.Copy(a, b); a.Close() }()
+			go func() { io.Copy(b, a); b.Close() }()
+		}
+	}()
+	p := startProxy(t, Options{}, func(cfg *config.Config) { cfg.Upstream = "postgres://" + ln.Addr().String() + "?sslmode=prefer" })
+	conn := p.superConn(t, db)
+	attempts.Wait()
+	var ssl bool
+	if err := conn.QueryRow(ctxTimeout(t, 10*time.Second), "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&ssl); err != nil {
+		t.Fatal(err)
+	}
+	if ssl {
+		t.Error("TLS after a failed handshake?")
+	}
+}

@@ -92,7 +92,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		if err != nil {
 			return nil, &config.Error{File: cfg.File, Key: "tls", Err: err}
 		}
-		s.clientTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		s.clientTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{alpnPostgres}}
 		s.ownCert = cert.Certificate[0]
 	}
 	up, err := newUpstreamDialer(cfg.UpstreamURL, cfg.Limits.ConnectTimeout.Std())

@@ -25,6 +25,12 @@ const (
 // connection ends) or the StartupMessage, which it returns.
 func (s *Session) handshake() (*pgproto3.StartupMessage, *ending) {
 	var sslDone, gssDone bool
+	if e := s.directTLS(); e != nil {
+		return nil, e
+	}
+	if s.clientTLS {
+		sslDone, gssDone = true, true
+	}
 	for {
 		body, err := s.cliR.startupPacket()
 		if err != nil {
@@ -50,15 +56,9 @@ func (s *Session) handshake() (*pgproto3.StartupMessage, *ending) {
 			if _, err := s.client.Write([]byte{'S'}); err != nil {
 				return nil, &ending{reason: EndClientDisconnect, err: err}
 			}
-			tc := tls.Server(s.client, s.srv.clientTLS)
-			if err := tc.HandshakeContext(s.ctx); err != nil {
-				if errors.Is(err, os.ErrDeadlineExceeded) {
-					return nil, &ending{reason: EndStartupTimeout, rejected: "startup_timeout", err: err}
-				}
-				return nil, &ending{reason: EndTLSError, rejected: "tls", err: err}
+			if e := s.startTLS(s.client, false); e != nil {
+				return nil, e
 			}
-			s.setClient(tc)
-			s.clientTLS = true
 
 		case code == codeGSSENCRequest && !gssDone:
 			// pgmoat has no GSSAPI: refuse, and the client goes on
@@ -90,6 +90,67 @@ func (s *Session) handshake() (*pgproto3.StartupMessage, *ending) {
 			return nil, protocolEnding(fmt.Sprintf("unsupported frontend protocol %d.%d: pgmoat supports 3.0 and 3.2", code>>16, code&0xffff))
 		}
 	}
+}
+
+// tlsRecordHandshake is the first byte of a TLS ClientHello.
+const tlsRecordHandshake = 0x16
+
+// directTLS accepts a client that starts TLS at once instead of sending an
+// SSLRequest (libpq's sslnegotiation=direct, PostgreSQL 17). No startup
+// packet can begin with 0x16: its length would exceed the maximum.
+func (s *Session) directTLS() *ending {
+	if s.srv.clientTLS == nil {
+		return nil
+	}
+	if err := s.cliR.ensure(1); err != nil {
+		return s.startupReadEnding(err)
+	}
+	if s.cliR.buf[s.cliR.r] != tlsRecordHandshake {
+		return nil
+	}
+	// The TLS server must see the bytes already buffered.
+	pre := append([]byte(nil), s.cliR.buf[s.cliR.r:s.cliR.w]...)
+	s.cliR.r, s.cliR.w = 0, 0
+	return s.startTLS(&prefixConn{Conn: s.client, pre: pre}, true)
+}
+
+// startTLS runs the server side of the client's TLS handshake on c.
+func (s *Session) startTLS(c net.Conn, direct bool) *ending {
+	tc := tls.Server(c, s.srv.clientTLS)
+	if err := tc.HandshakeContext(s.ctx); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return &ending{reason: EndStartupTimeout, rejected: "startup_timeout", err: err}
+		}
+		return &ending{reason: EndTLSError, rejected: "tls", err: err}
+	}
+	if direct && tc.ConnectionState().NegotiatedProtocol != alpnPostgres {
+		// As PostgreSQL: direct TLS without ALPN could be a
+		// cross-protocol attack.
+		s.setClient(tc)
+		return &ending{reason: EndTLSError, rejected: "tls", err: errors.New("direct TLS without ALPN \"postgresql\""),
+			final: fatal(codeProtocolViolation, "received direct SSL connection request without ALPN protocol negotiation extension")}
+	}
+	s.setClient(tc)
+	s.clientTLS = true
+	return nil
+}
+
+// alpnPostgres is the ALPN protocol name of PostgreSQL over TLS.
+const alpnPostgres = "postgresql"
+
+// prefixConn is a connection whose first bytes were already read.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(p, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }
 
 // protocolEnding ends a connection whose client broke the protocol during

@@ -149,6 +149,26 @@ func TestClientTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("direct TLS without SSLRequest", func(t *testing.T) {
+		// libpq 17's sslnegotiation=direct starts TLS at once, with
+		// ALPN "postgresql".
+		p := startProxy(t, Options{}, withClientTLS(c.ServerCertFile, c.ServerKeyFile))
+		conn := connect(t, p.connString(pgtest.UserTrust, "", db, "sslmode=verify-full", "sslrootcert="+c.CertCAFile, "sslnegotiation=direct"))
+		if _, ok := conn.PgConn().Conn().(*tls.Conn); !ok {
+			t.Errorf("client connection is %T, not TLS", conn.PgConn().Conn())
+		}
+		if err := conn.Ping(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// Without ALPN, direct TLS is refused as PostgreSQL refuses it.
+		tc := tls.Client(dialProxy(t, p), &tls.Config{InsecureSkipVerify: true})
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		if e := expectError(t, tc); e.Code != "08P01" || !strings.Contains(e.Message, "ALPN") {
+			t.Errorf("got %s %s", e.Code, e.Message)
+		}
+	})
 	t.Run("refused without a certificate", func(t *testing.T) {
 		p := startProxy(t, Options{})
 		_, err := pgx.Connect(ctx, p.connString(pgtest.UserTrust, "", db, "sslmode=require"))

@@ -109,10 +109,26 @@ func (e *upstreamError) Error() string {
 func (e *upstreamError) Unwrap() error { return e.err }
 
 // dial connects and negotiates TLS within the connect timeout (and ctx).
-// forceTLS is libpq's second attempt in sslmode=allow.
+// forceTLS is libpq's second attempt in sslmode=allow; in sslmode=prefer,
+// a failed TLS handshake is followed by a plaintext attempt, as in libpq.
 func (d *upstreamDialer) dial(ctx context.Context, forceTLS bool) (*upstreamConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
+	uc, err := d.attempt(ctx, forceTLS, false)
+	var he *handshakeError
+	if err != nil && d.mode == "prefer" && errors.As(err, &he) && ctx.Err() == nil {
+		return d.attempt(ctx, false, true)
+	}
+	return uc, err
+}
+
+// handshakeError is a failed TLS handshake with the upstream.
+type handshakeError struct{ err error }
+
+func (e *handshakeError) Error() string { return "TLS handshake: " + e.err.Error() }
+func (e *handshakeError) Unwrap() error { return e.err }
+
+func (d *upstreamDialer) attempt(ctx context.Context, forceTLS, plain bool) (*upstreamConn, error) {
 	var nd net.Dialer
 	c, err := nd.DialContext(ctx, "tcp", d.addr)
 	if err != nil {
@@ -123,7 +139,7 @@ func (d *upstreamDialer) dial(ctx context.Context, forceTLS bool) (*upstreamConn
 	}
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	uc, err := d.negotiate(ctx, c, forceTLS)
+	uc, err := d.negotiate(ctx, c, forceTLS, plain)
 	if err != nil {
 		c.Close()
 		if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
@@ -137,8 +153,8 @@ func (d *upstreamDialer) dial(ctx context.Context, forceTLS bool) (*upstreamConn
 
 var sslRequest = []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f} // length 8, code 80877103
 
-func (d *upstreamDialer) negotiate(ctx context.Context, c net.Conn, forceTLS bool) (*upstreamConn, error) {
-	wantTLS := d.mode != "disable" && (d.mode != "allow" || forceTLS)
+func (d *upstreamDialer) negotiate(ctx context.Context, c net.Conn, forceTLS, plain bool) (*upstreamConn, error) {
+	wantTLS := !plain && d.mode != "disable" && (d.mode != "allow" || forceTLS)
 	if !wantTLS {
 		return &upstreamConn{Conn: c}, nil
 	}
@@ -163,7 +179,7 @@ func (d *upstreamDialer) negotiate(ctx context.Context, c net.Conn, forceTLS boo
 	}
 	tc := tls.Client(c, d.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, fmt.Errorf("TLS handshake: %w", err)
+		return nil, &handshakeError{err}
 	}
 	uc := &upstreamConn{Conn: tc, tls: true}
 	if pc := tc.ConnectionState().PeerCertificates; len(pc) > 0 {
