@@ -681,3 +681,68 @@ func TestStartupParametersRelayed(t *testing.T) {
 		t.Errorf("ParameterStatus after SET = %q", got)
 	}
 }
+
+// TestHugeCopyDataStreamsWithFlatMemory is the client→server twin of
+// TestHugeMessageStreamsWithFlatMemory: one 60 MB CopyData message goes
+// through pgmoat while the heap is sampled.
+func TestHugeCopyDataStreamsWithFlatMemory(t *testing.T) {
+	c := pgtest.Get(t)
+	db := c.NewDatabase(t)
+	c.Exec(t, db, "CREATE TABLE lines (l text)")
+	p := startProxy(t, Options{})
+	conn, fe := rawLogin(t, p.addr(), c.Superuser, c.SuperPassword, db)
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(3 * time.Minute))
+	fe.Send(&pgproto3.Query{String: "COPY lines FROM STDIN"})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := fe.Receive(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := msg.(*pgproto3.CopyInResponse); !ok {
+		t.Fatalf("got %T", msg)
+	}
+	line := []byte(strings.Repeat("x", 1023) + "\n")
+	const lines = 60 << 10 // 60 MB
+	hdr := []byte{'d', 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(hdr[1:], uint32(4+lines*len(line)))
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	base, peak := ms.HeapAlloc, uint64(0)
+	if _, err := conn.Write(hdr); err != nil {
+		t.Fatal(err)
+	}
+	chunk := bytes.Repeat(line, 64)
+	for i := 0; i < lines/64; i++ {
+		if _, err := conn.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+		if i%16 == 0 {
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapAlloc)
+		}
+	}
+	fe.Send(&pgproto3.CopyDone{})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		msg, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e, ok := msg.(*pgproto3.ErrorResponse); ok {
+			t.Fatalf("%s %s", e.Code, e.Message)
+		}
+		if cc, ok := msg.(*pgproto3.CommandComplete); ok && string(cc.CommandTag) != fmt.Sprintf("COPY %d", lines) {
+			t.Errorf("command tag %q", cc.CommandTag)
+		}
+		if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	if grew := int64(peak) - int64(base); grew > 32<<20 {
+		t.Errorf("heap grew by %d MB while relaying a 60 MB CopyData message", grew>>20)
+	}
+}
