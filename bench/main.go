@@ -33,6 +33,7 @@ type options struct {
 	Out          string
 	PgmoatBin    string
 	Keep         bool
+	Profile      string // directory for pgmoat's CPU and allocation profiles of the matrix; "" for none
 }
 
 // defaults: the full matrix of issue 6 in under 20 minutes on 2 cores
@@ -122,6 +123,7 @@ func parseOptions(args []string, o options, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.Out, "out", o.Out, "directory for latest.md, latest.csv and tps.png")
 	fs.StringVar(&o.PgmoatBin, "pgmoat", o.PgmoatBin, "pgmoat binary")
 	fs.BoolVar(&o.Keep, "keep", o.Keep, "keep the work directory (configs, logs, audit file)")
+	fs.StringVar(&o.Profile, "profile", o.Profile, "write pgmoat's CPU and allocation profiles of the matrix to this `directory` (narrow the matrix with -scripts, -modes, -clients)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -204,6 +206,14 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 
 	s := &stack{dir: dir}
 	defer s.stop()
+	if o.Profile != "" {
+		if s.profileDir, err = filepath.Abs(o.Profile); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(s.profileDir, 0o755); err != nil {
+			return err
+		}
+	}
 	withPgmoat := hasTarget(o, targetPgmoat)
 	if withPgmoat {
 		if s.pgmoatBin, err = filepath.Abs(o.PgmoatBin); err != nil {
@@ -252,6 +262,11 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 		return err
 	}
 	defer csvFile.Close()
+	m := &matrix{pgbench: pgbenchBin, user: s.cluster.Superuser, password: s.cluster.SuperPassword,
+		duration: o.Duration, maxJobs: runtime.NumCPU(), resetTPCB: resetTPCB(s.superConn), log: stderr}
+	if err := m.warmUp(ctx, s.targets(o.Targets)); err != nil {
+		return err
+	}
 	var before counters
 	if withPgmoat {
 		if before, err = scrapeCounters(ctx, s.adminPort); err != nil {
@@ -260,11 +275,6 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 	}
 	p := plan(o.Rounds, rep.Cells, s.targets(o.Targets))
 	logf("matrix: %d runs of %s (about %s)", len(p), o.Duration, (time.Duration(len(p)) * (o.Duration + 200*time.Millisecond)).Round(time.Second))
-	m := &matrix{pgbench: pgbenchBin, user: s.cluster.Superuser, password: s.cluster.SuperPassword,
-		duration: o.Duration, maxJobs: runtime.NumCPU(), resetTPCB: resetTPCB(s.superConn), log: stderr}
-	if err := m.warmUp(ctx, s.targets(o.Targets)); err != nil {
-		return err
-	}
 	recs, err := m.run(ctx, p, csvW)
 	if err != nil {
 		return err
@@ -277,6 +287,12 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 		} else {
 			rep.Counters = after.minus(before)
 		}
+	}
+	if withPgmoat && s.profileDir != "" {
+		// pgmoat writes its profiles when it stops.
+		s.pgmoat.stop(30 * time.Second)
+		logf("pgmoat's profiles of the matrix: %s/pgmoat.{cpu,mem}.pprof (go tool pprof %s %s/pgmoat.cpu.pprof)",
+			s.profileDir, s.pgmoatBin, s.profileDir)
 	}
 
 	// Memory steps, each on a fresh pgmoat.

@@ -52,6 +52,9 @@ type stack struct {
 	adminPort    int
 	pgmoatConfig string
 	pgmoatStarts int
+	// profileDir, when set, makes the first pgmoat (the one the matrix
+	// runs through) write CPU and allocation profiles there at exit.
+	profileDir string
 }
 
 // startCluster starts the throwaway PostgreSQL with room for the idle
@@ -241,10 +244,15 @@ func (s *stack) upstreamURL() string {
 func (s *stack) startPgmoat() error {
 	s.pgmoatStarts++
 	logPath := filepath.Join(s.dir, fmt.Sprintf("pgmoat-%d.log", s.pgmoatStarts))
-	c, err := startChild("pgmoat", logPath, nil, s.pgmoatBin, "serve",
+	argv := []string{s.pgmoatBin, "serve",
 		"--config", s.pgmoatConfig,
 		"--listen", fmt.Sprintf("127.0.0.1:%d", s.pgmoatPort),
-		"--upstream", s.upstreamURL())
+		"--upstream", s.upstreamURL()}
+	if s.profileDir != "" && s.pgmoatStarts == 1 {
+		argv = append(argv, "--cpuprofile", filepath.Join(s.profileDir, "pgmoat.cpu.pprof"),
+			"--memprofile", filepath.Join(s.profileDir, "pgmoat.mem.pprof"))
+	}
+	c, err := startChild("pgmoat", logPath, nil, argv...)
 	if err != nil {
 		return err
 	}
