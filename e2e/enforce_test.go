@@ -428,10 +428,11 @@ func auditLogMsgs(t testing.TB, conn *pgx.Conn) []string {
 	return msgs
 }
 
-// TestSQLPrepareThenBind prepares a destructive statement with SQL PREPARE
-// while the policy lets it through (logged), tightens the policy with a
-// reload, and runs the statement through the protocol's Bind and Execute,
-// which carry no SQL text: pgmoat must still catch it.
+// TestSQLPrepareThenBind prepares destructive statements with SQL PREPARE
+// (and one with a protocol Parse) while the policy lets them through
+// (logged), tightens the policy with a reload, and runs them through the
+// protocol's Bind and Execute, which carry no SQL text: pgmoat must still
+// catch them.
 func TestSQLPrepareThenBind(t *testing.T) {
 	c := pgtest.Get(t)
 	db := newDB(t, c)
@@ -443,6 +444,11 @@ func TestSQLPrepareThenBind(t *testing.T) {
 	conn := connect(t, m.SuperConnString(db))
 	execOK(t, conn, "PREPARE wipe AS DELETE FROM users")
 	execOK(t, conn, "PREPARE wipe_orders(bool) AS DELETE FROM orders WHERE $1")
+	// A protocol-level named statement, as pgx's statement cache keeps
+	// them for the life of the connection.
+	if _, err := conn.PgConn().Prepare(ctx, "cached_wipe", "DELETE FROM users WHERE $1::bool", nil); err != nil {
+		t.Fatal(err)
+	}
 
 	cfg, err := os.ReadFile(m.ConfigPath)
 	if err != nil {
@@ -472,6 +478,15 @@ func TestSQLPrepareThenBind(t *testing.T) {
 	wantBlocked(t, err, "public.users", "EXECUTE wipe")
 	wantTable(t, pg, "public.users", 3)
 	wantTable(t, pg, "public.orders", 3)
+
+	// The protocol-level statement was judged at its Parse, under the
+	// lenient policy; the policy in force now must decide its Bind too
+	// (the reload's promise: the next statement of every session).
+	err = conn.PgConn().ExecPrepared(ctx, "cached_wipe", [][]byte{[]byte("true")}, nil, nil).Read().Err
+	if stateOf(err) != "42501" {
+		t.Errorf("Bind of a statement Parsed before the policy was tightened: err = %v, want 42501; users has %d of 3 rows",
+			err, countRows(t, pg, "public.users"))
+	}
 }
 
 // TestNewRelationsReachingProtectedTables creates, with statements pgmoat
