@@ -138,7 +138,7 @@ func TestHoldApprove(t *testing.T) {
 }
 
 // TestHoldDeny: the client gets 42501 with the denier and the reason, and
-// the table stays.
+// the table stays; in the simple and the extended protocol.
 func TestHoldDeny(t *testing.T) {
 	c := pgtest.Get(t)
 	db := newDB(t, c)
@@ -168,6 +168,21 @@ func TestHoldDeny(t *testing.T) {
 	}
 	wantUsable(t, h.conn)
 	wantTable(t, pg, "public.users", 3)
+
+	// In the extended protocol the client has sent Bind, Describe,
+	// Execute and Sync behind the held Parse: after the denial they are
+	// skipped as after any error, and the session goes on.
+	h = startHeld(t, m, db, "TRUNCATE orders", true)
+	id = h.holdNotice(t)
+	if _, err := approver(m, false).Deny(context.Background(), id, "wrong table"); err != nil {
+		t.Fatal(err)
+	}
+	r = await(t, h.done, 30*time.Second, "denied TRUNCATE")
+	if pe := wantCode(t, r.err, "42501", "denied TRUNCATE (extended)"); !strings.Contains(pe.Message, "wrong table") {
+		t.Errorf("message %q does not give the reason", pe.Message)
+	}
+	wantUsable(t, h.conn)
+	wantTable(t, pg, "public.orders", 3)
 }
 
 // TestHoldTimeout: with holds.timeout 2s an unanswered hold ends in 42501
