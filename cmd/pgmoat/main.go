@@ -3,7 +3,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,9 +20,6 @@ const (
 	exitFindings = 1 // check: something would be blocked or held; audit verify: chain broken
 	exitUsage    = 2 // bad flags, invalid config, unreadable input
 )
-
-// errUsage marks errors that are the caller's fault; main prints usage for them.
-var errUsage = errors.New("usage")
 
 // command is one pgmoat subcommand.
 type command struct {
