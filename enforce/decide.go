@@ -131,11 +131,10 @@ func (c *conn) hold(ctx context.Context, typ byte, res *rules.Result, stmt strin
 		Detail:              v.Sentence,
 		Hint:                h.HowToApprove(),
 	}
-	if err := c.ps.SendToClient(notice); err != nil {
-		// The client is gone: Wait below withdraws the hold at once.
-		c.e.log.Debug("hold notice not delivered", "err", err)
-	}
-
+	// Watch for a cancel and a disconnect before telling the client: a
+	// client that answers the notice with a CancelRequest at once must
+	// find the hook in place, or its cancel goes to the server (idle, so
+	// lost) and the client waits for a hold it asked to withdraw.
 	hctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	c.ps.SetCancelHook(func() bool {
@@ -143,6 +142,10 @@ func (c *conn) hold(ctx context.Context, typ byte, res *rules.Result, stmt strin
 		return true
 	})
 	stop := c.ps.WatchClient(func() { cancel(approvals.ErrClientDisconnect) })
+	if err := c.ps.SendToClient(notice); err != nil {
+		// The client is gone: Wait below withdraws the hold at once.
+		c.e.log.Debug("hold notice not delivered", "err", err)
+	}
 	out := c.e.holds.Wait(hctx, h)
 	stop()
 	c.ps.SetCancelHook(nil)
