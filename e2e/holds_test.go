@@ -342,6 +342,39 @@ func TestHoldClientDisconnect(t *testing.T) {
 		}
 		wantTable(t, pg, "public.orders", 3)
 	})
+
+	t.Run("Terminate, socket left open", func(t *testing.T) {
+		// pgx does this when a context is cancelled: CancelRequest,
+		// then Terminate, then it reads until the server closes (up to
+		// 15s). Terminate is the protocol's goodbye; a hold must not
+		// stay approvable after it.
+		h := startHeld(t, m, db, "DROP TABLE users", false)
+		id := h.holdNotice(t)
+		if _, err := h.conn.PgConn().Conn().Write([]byte{'X', 0, 0, 0, 4}); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			info, err := approver(m, false).GetHold(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Status != approvals.StatusPending {
+				break
+			}
+			if time.Now().After(deadline) {
+				// Show the consequence: an approval now runs the DROP
+				// of a client that has said goodbye.
+				_, err := approver(m, false).Approve(ctx, id, "late")
+				time.Sleep(300 * time.Millisecond)
+				t.Fatalf("hold still pending 5s after the client sent Terminate; approving it: %v; users exists afterwards: %v",
+					err, tableExists(t, pg, "public.users"))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		waitHoldStatus(t, m, id, approvals.StatusWithdrawn)
+		wantTable(t, pg, "public.users", 3)
+	})
 }
 
 // TestHoldTwoApprovals: with holds.approvals_required 2, one approval
