@@ -252,26 +252,28 @@ func TestHoldCancel(t *testing.T) {
 		wantTable(t, pg, "public.users", 3)
 	})
 
-	t.Run("pgx context, CancelRequest", func(t *testing.T) {
-		// pgx sends a CancelRequest when the context is cancelled (and
-		// gives the server 10s to answer before it closes the
-		// connection).
-		h := startHeld(t, m, db, "DROP TABLE users", false, func(cfg *pgx.ConnConfig) {
-			cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
-				return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: 10 * time.Second}
+	for _, extended := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pgx context, CancelRequest, extended=%v", extended), func(t *testing.T) {
+			// pgx sends a CancelRequest when the context is cancelled
+			// (and gives the server 10s to answer before it closes the
+			// connection).
+			h := startHeld(t, m, db, "DROP TABLE users", extended, func(cfg *pgx.ConnConfig) {
+				cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+					return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: 10 * time.Second}
+				}
+			})
+			id := h.holdNotice(t)
+			h.cancel()
+			r := await(t, h.done, 30*time.Second, "cancelled DROP")
+			pe := wantCode(t, r.err, "57014", "cancelled DROP")
+			if pe.Message != "canceling statement due to user request" {
+				t.Errorf("message %q", pe.Message)
 			}
+			waitHoldStatus(t, m, id, approvals.StatusWithdrawn)
+			wantTable(t, pg, "public.users", 3)
+			wantUsable(t, h.conn)
 		})
-		id := h.holdNotice(t)
-		h.cancel()
-		r := await(t, h.done, 30*time.Second, "cancelled DROP")
-		pe := wantCode(t, r.err, "57014", "cancelled DROP")
-		if pe.Message != "canceling statement due to user request" {
-			t.Errorf("message %q", pe.Message)
-		}
-		waitHoldStatus(t, m, id, approvals.StatusWithdrawn)
-		wantTable(t, pg, "public.users", 3)
-		wantUsable(t, h.conn)
-	})
+	}
 
 	t.Run("pgx context, default handler", func(t *testing.T) {
 		// pgx's default answer to a cancelled context is to close the
