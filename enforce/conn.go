@@ -29,12 +29,21 @@ type conn struct {
 	// has not confirmed yet.
 	inflight int
 	// sqlPrepared names the statements prepared with SQL PREPARE, which
-	// Bind can run without new text; stmts and portals keep the
-	// judgement of protocol-level statements and portals whose execution
-	// changes session state.
+	// Bind can run without new text; stmts keeps every protocol-level
+	// statement (Parse) with the policy that judged it, and portals the
+	// judgement of portals whose execution changes session state.
 	sqlPrepared map[string]bool
-	stmts       map[string]*rules.Result
+	stmts       map[string]*parsedStmt
 	portals     map[string]*rules.Result
+}
+
+// parsedStmt is a statement the client prepared with Parse. A Bind after
+// a policy reload judges its text again: clients keep prepared statements
+// for the life of a connection, and a tightened policy must reach them.
+type parsedStmt struct {
+	text   string
+	policy uint64        // version of the policy that allowed it
+	res    *rules.Result // its judgement, when executing it changes session state
 }
 
 // queryTag follows a forwarded simple Query whose statements change
@@ -191,18 +200,19 @@ func (c *conn) forward(typ byte, res *rules.Result, stmt string) proxy.Verdict {
 		_, inTx := c.txStatusLocked()
 		return proxy.Verdict{Tag: &queryTag{res: res, wasInTx: inTx}}
 	case 'P':
+		text := joinTexts(res)
 		if stmt != "" {
 			delete(c.sqlPrepared, stmt)
-			c.rs.RegisterPrepared(stmt, joinTexts(res))
+			c.rs.RegisterPrepared(stmt, text)
 		}
+		if c.stmts == nil {
+			c.stmts = map[string]*parsedStmt{}
+		}
+		ps := &parsedStmt{text: text, policy: c.e.engine.Policy().Version()}
 		if changes {
-			if c.stmts == nil {
-				c.stmts = map[string]*rules.Result{}
-			}
-			c.stmts[stmt] = res
-		} else if c.stmts != nil {
-			delete(c.stmts, stmt)
+			ps.res = res
 		}
+		c.stmts[stmt] = ps
 	}
 	return proxy.Verdict{}
 }
@@ -214,14 +224,33 @@ func (c *conn) txStatusLocked() (byte, bool) {
 
 // bind handles Bind: a statement prepared with SQL PREPARE runs here
 // without new text, so it is judged (as EXECUTE of it) under the policy
-// in force now.
+// in force now; a statement prepared with Parse is judged again when the
+// policy changed since its Parse.
 func (c *conn) bind(ctx context.Context, portal, stmt []byte) (proxy.Verdict, error) {
 	c.mu.Lock()
 	sqlPrep := c.sqlPrepared[string(stmt)]
-	r := c.stmts[string(stmt)]
+	ps := c.stmts[string(stmt)]
 	c.mu.Unlock()
 	if !sqlPrep {
-		c.setPortal(string(portal), r)
+		if ps == nil {
+			c.setPortal(string(portal), nil)
+			return proxy.Verdict{}, nil
+		}
+		if pv := c.e.engine.Policy().Version(); ps.policy != pv {
+			res := c.judge(func(rs *rules.Session) *rules.Result { return c.e.engine.Judge(rs, ps.text) })
+			if res.Action != rules.Allow && res.Action != rules.Log {
+				return c.enforce(ctx, 'B', res, "")
+			}
+			if res.Action == rules.Log {
+				if err := c.recordDecision(res, "log"); err != nil {
+					return c.refuseAuditDown('B', res, err), nil
+				}
+			}
+			c.mu.Lock()
+			ps.policy = pv
+			c.mu.Unlock()
+		}
+		c.setPortal(string(portal), ps.res)
 		return proxy.Verdict{}, nil
 	}
 	text := "EXECUTE " + quoteIdent(string(stmt))

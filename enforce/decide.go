@@ -119,8 +119,23 @@ func (c *conn) hold(ctx context.Context, typ byte, res *rules.Result, stmt strin
 	if inTx {
 		req.Timeout = hc.InTransactionTimeout.Std()
 	}
+	// Watch for a cancel and a disconnect before the hold exists: a
+	// client that cancels as soon as it learns of the hold (from the
+	// notice, or an operator from the API) must find the hook in place,
+	// or its CancelRequest goes to the idle server and is lost, and the
+	// client waits for a hold it asked to withdraw. A cancel that comes
+	// before Create withdraws the hold as soon as Wait starts.
+	hctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	c.ps.SetCancelHook(func() bool {
+		cancel(approvals.ErrClientCancel)
+		return true
+	})
+	stop := c.ps.WatchClient(func() { cancel(approvals.ErrClientDisconnect) })
 	h, err := c.e.holds.Create(req)
 	if err != nil {
+		stop()
+		c.ps.SetCancelHook(nil)
 		return refuse(typ, blockRefusal(res, "pgmoat could not hold it for approval: "+err.Error())), nil
 	}
 	notice := &pgproto3.NoticeResponse{
@@ -131,17 +146,6 @@ func (c *conn) hold(ctx context.Context, typ byte, res *rules.Result, stmt strin
 		Detail:              v.Sentence,
 		Hint:                h.HowToApprove(),
 	}
-	// Watch for a cancel and a disconnect before telling the client: a
-	// client that answers the notice with a CancelRequest at once must
-	// find the hook in place, or its cancel goes to the server (idle, so
-	// lost) and the client waits for a hold it asked to withdraw.
-	hctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	c.ps.SetCancelHook(func() bool {
-		cancel(approvals.ErrClientCancel)
-		return true
-	})
-	stop := c.ps.WatchClient(func() { cancel(approvals.ErrClientDisconnect) })
 	if err := c.ps.SendToClient(notice); err != nil {
 		// The client is gone: Wait below withdraws the hold at once.
 		c.e.log.Debug("hold notice not delivered", "err", err)
@@ -175,9 +179,10 @@ func (c *conn) hold(ctx context.Context, typ byte, res *rules.Result, stmt strin
 		return refuse(typ, refusal{code: codeQueryCanceled, message: "canceling statement due to user request",
 			detail: fmt.Sprintf("pgmoat withdrew hold %s: the client cancelled it.", h.ID())}), nil
 	}
-	// The client is gone or pgmoat is shutting down: the session ends,
-	// and nothing is forwarded.
-	return proxy.Verdict{Action: proxy.Drop}, nil
+	// The client is gone (or said Terminate), or pgmoat is shutting
+	// down: end the session here, so that nothing the client pipelined
+	// behind the held statement runs either.
+	return proxy.Verdict{}, proxy.Refuse("08006", fmt.Sprintf("pgmoat withdrew hold %s: %s", h.ID(), context.Cause(hctx)), "")
 }
 
 func (c *conn) txStatus() (byte, bool) {

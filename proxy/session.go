@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -162,7 +163,9 @@ func (s *Session) SetCancelHook(f func() bool) {
 }
 
 // WatchClient watches the client connection while the Interceptor blocks
-// (a held statement): onGone runs if the client disconnects. Bytes the
+// (a held statement): onGone runs if the client disconnects or sends
+// Terminate (a client that said goodbye must not have its statement run
+// later, whatever arrives afterwards). Bytes the
 // client sends meanwhile are kept for the relay, up to bufSize; past that
 // the client is not read (TCP pushes back) and a disconnect is noticed only
 // when the hold ends. It first sends the server what earlier messages left
@@ -178,12 +181,41 @@ func (s *Session) WatchClient(onGone func()) (stop func()) {
 		done  = make(chan struct{})
 		quit  = make(chan struct{})
 	)
+	// The messages the client pipelined behind the held one: what the
+	// reader had buffered, then what arrives. The copier that owns the
+	// reader is blocked in Intercept, so reading its buffer is safe.
+	pending := append([]byte(nil), s.cliR.buf[s.cliR.r:s.cliR.w]...)
+	scanned := 0
+	terminated := func(b []byte) bool {
+		for len(b)-scanned >= 5 {
+			if b[scanned] == 'X' {
+				return true
+			}
+			n := int(binary.BigEndian.Uint32(b[scanned+1:]))
+			if n < 4 {
+				return false // malformed: the relay will say so
+			}
+			scanned += 1 + n
+		}
+		return false
+	}
 	go func() {
 		defer close(done)
+		if terminated(pending) {
+			onGone()
+			<-quit
+			return
+		}
 		buf := make([]byte, 4096)
 		for len(extra) < bufSize {
 			n, err := c.Read(buf[:min(len(buf), bufSize-len(extra))])
 			extra = append(extra, buf[:n]...)
+			pending = append(pending, buf[:n]...)
+			if terminated(pending) {
+				onGone()
+				<-quit
+				return
+			}
 			if err != nil {
 				select {
 				case <-quit: // woken by stop's deadline
