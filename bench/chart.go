@@ -69,7 +69,7 @@ func gnuplotScript(r *report, dataFile, pngFile string, panels [][2]string) stri
 	fmt.Fprintf(&b, "set output %s\n", gpQuote(pngFile))
 	fmt.Fprintf(&b, "set multiplot layout %d,%d title %s font 'sans,12'\n", rows, cols,
 		gpQuote(fmt.Sprintf("pgbench TPS by clients (median of %d × %s; %d × %s)", r.Opts.Rounds, r.Opts.Duration, r.Machine.CPUs, r.Machine.CPUModel)))
-	b.WriteString("set logscale x 2\nset grid\nset key bottom right opaque box samplen 2\nset yrange [0:*]\nset format y '%.0f'\nset xlabel 'clients'\nset ylabel 'TPS'\nset datafile missing 'NaN'\n")
+	b.WriteString("set logscale x 2\nset grid\nset key bottom right opaque box samplen 2\nset yrange [0:*]\nset offsets 0, 0, graph 0.08, 0\nset format y '%.0f'\nset xlabel 'clients'\nset ylabel 'TPS'\nset datafile missing 'NaN'\n")
 	var clients []string
 	seen := map[int]bool{}
 	for _, c := range r.Cells {

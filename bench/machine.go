@@ -25,6 +25,23 @@ type machine struct {
 	Pgmoat    string // `pgmoat version`
 	Commit    string // git HEAD, "+uncommitted changes" when the tree is dirty
 	Go        string
+	// LoadStart and LoadEnd are /proc/loadavg's 1-minute figure when the
+	// bench began and ended: anything well above 0 at the start is another
+	// process competing for the cores.
+	LoadStart, LoadEnd string
+}
+
+// loadAverage is the 1-minute load average, "" if unknown.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
 }
 
 func describeMachine(ctx context.Context, s *stack, pgbenchBin string) machine {

@@ -179,6 +179,7 @@ func hasTarget(o options, t string) bool {
 // bench runs the whole sequence (see doc.go) and writes the results.
 func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 	began := time.Now()
+	loadStart := loadAverage()
 	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", a...) }
 
 	removeStaleWorkDirs()
@@ -254,6 +255,7 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 
 	rep := &report{Opts: o, Machine: describeMachine(ctx, s, pgbenchBin), Targets: o.Targets,
 		Cells: cells(o.Scripts, o.Modes, o.Clients)}
+	rep.Machine.LoadStart = loadStart
 
 	// The matrix.
 	csvPath := filepath.Join(dir, "latest.csv")
@@ -332,6 +334,7 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 	// Results: written to the work directory, then moved into place
 	// together so that latest.* always come from one run.
 	rep.Elapsed = time.Since(began)
+	rep.Machine.LoadEnd = loadAverage()
 	pngPath := filepath.Join(dir, "tps.png")
 	if err := drawChart(ctx, rep, dir, pngPath); err != nil {
 		rep.Problems = append(rep.Problems, "no chart: "+err.Error())

@@ -73,6 +73,8 @@ func (r *report) write(w io.Writer) {
 		{"pgmoat", r.Machine.Pgmoat + " (bench policy: the four pgbench tables protected)"},
 		{"git commit", r.Machine.Commit},
 		{"Go", r.Machine.Go},
+		{"load average (1 min)", fmt.Sprintf("%s before the bench started, %s at the end (other processes on the machine add noise; see the spread column)",
+			r.Machine.LoadStart, r.Machine.LoadEnd)},
 	}
 	for _, row := range rows {
 		p("| %s | %s |\n", row[0], mdEscape(row[1]))
