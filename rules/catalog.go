@@ -8,7 +8,8 @@ import (
 
 // Catalog is what pgmoat knows of one database's schema: which relations
 // exist in which schema, which tables reference which through foreign keys,
-// and which relations a view reads. Without a catalog pgmoat is
+// which relations a view reads, and which tables are inheritance children
+// or partitions of which. Without a catalog pgmoat is
 // conservative (an unqualified name may be in any schema of the search
 // path, TRUNCATE ... CASCADE may reach every protected table); with one it
 // resolves names as the server would. A Catalog is immutable once handed
@@ -17,13 +18,14 @@ type Catalog struct {
 	schemasOf  map[string][]string // relation name → schemas holding a relation of that name
 	fkChildren map[qname][]qname   // referenced table → tables whose foreign keys reference it
 	viewBases  map[qname][]qname   // view → relations it reads
+	children   map[qname][]qname   // parent → its inheritance children and partitions
 }
 
 type qname struct{ schema, name string }
 
 // NewCatalog returns an empty catalog to fill with Add* before use.
 func NewCatalog() *Catalog {
-	return &Catalog{schemasOf: map[string][]string{}, fkChildren: map[qname][]qname{}, viewBases: map[qname][]qname{}}
+	return &Catalog{schemasOf: map[string][]string{}, fkChildren: map[qname][]qname{}, viewBases: map[qname][]qname{}, children: map[qname][]qname{}}
 }
 
 // AddRelation records that schema holds a relation (table, view, ...) name.
@@ -50,6 +52,13 @@ func (c *Catalog) AddViewBase(viewSchema, view, baseSchema, base string) {
 	c.viewBases[v] = append(c.viewBases[v], qname{baseSchema, base})
 }
 
+// AddChild records that table child inherits from parent or is one of its
+// partitions (so DELETE, UPDATE, TRUNCATE and DROP of parent reach child).
+func (c *Catalog) AddChild(childSchema, child, parentSchema, parent string) {
+	p := qname{parentSchema, parent}
+	c.children[p] = append(c.children[p], qname{childSchema, child})
+}
+
 func (c *Catalog) has(schema, name string) bool {
 	for _, s := range c.schemasOf[name] {
 		if s == schema {
@@ -61,8 +70,9 @@ func (c *Catalog) has(schema, name string) bool {
 
 // CatalogQuery lists what a Catalog needs from a live database, one row
 // per fact: (kind, schema, name, other_schema, other_name) where kind is
-// 'rel' (a relation), 'fk' (name has a foreign key to other) or 'view'
-// (view name reads other). Feed the rows to Catalog.AddRow.
+// 'rel' (a relation), 'fk' (name has a foreign key to other), 'view'
+// (view name reads other) or 'inh' (name inherits from other or is one of
+// its partitions). Feed the rows to Catalog.AddRow.
 const CatalogQuery = `
 SELECT 'rel', n.nspname, c.relname, NULL, NULL
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -79,7 +89,13 @@ SELECT DISTINCT 'view', vn.nspname, v.relname, bn.nspname, b.relname
   FROM pg_rewrite r
   JOIN pg_class v ON v.oid = r.ev_class JOIN pg_namespace vn ON vn.oid = v.relnamespace
   JOIN pg_depend d ON d.objid = r.oid AND d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
-  JOIN pg_class b ON b.oid = d.refobjid AND b.oid <> v.oid JOIN pg_namespace bn ON bn.oid = b.relnamespace`
+  JOIN pg_class b ON b.oid = d.refobjid AND b.oid <> v.oid JOIN pg_namespace bn ON bn.oid = b.relnamespace
+UNION ALL
+SELECT 'inh', cn.nspname, cc.relname, pn.nspname, pc.relname
+  FROM pg_inherits i
+  JOIN pg_class cc ON cc.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+  JOIN pg_class pc ON pc.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+ WHERE cc.relkind IN ('r','p','f')`
 
 // AddRow adds one row of CatalogQuery's result.
 func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) error {
@@ -90,6 +106,8 @@ func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) erro
 		c.AddForeignKey(schema, name, otherSchema, otherName)
 	case "view":
 		c.AddViewBase(schema, name, otherSchema, otherName)
+	case "inh":
+		c.AddChild(schema, name, otherSchema, otherName)
 	default:
 		return fmt.Errorf("catalog row: unknown kind %q", kind)
 	}
@@ -97,9 +115,10 @@ func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) erro
 }
 
 // CatalogFromSQL builds a Catalog from DDL such as a schema dump or a
-// migration set: CREATE TABLE (with REFERENCES and FOREIGN KEY), CREATE
-// VIEW / MATERIALIZED VIEW, CREATE TABLE AS and ALTER TABLE ... ADD
-// FOREIGN KEY. Unqualified names go to schema public.
+// migration set: CREATE TABLE (with REFERENCES, FOREIGN KEY, INHERITS and
+// PARTITION OF), CREATE VIEW / MATERIALIZED VIEW, CREATE TABLE AS and
+// ALTER TABLE ... ADD FOREIGN KEY / INHERIT / ATTACH PARTITION.
+// Unqualified names go to schema public.
 func CatalogFromSQL(ddl string) (*Catalog, error) {
 	tree, err := pg_query.Parse(ddl)
 	if err != nil {
@@ -132,6 +151,12 @@ func CatalogFromSQL(ddl string) (*Catalog, error) {
 				}
 			}
 			fks(t, s.CreateStmt.Constraints)
+			for _, n := range s.CreateStmt.InhRelations {
+				if rv := n.GetRangeVar(); rv != nil {
+					p := rel(rv)
+					c.AddChild(t.schema, t.name, p.schema, p.name)
+				}
+			}
 		case *pg_query.Node_ViewStmt:
 			v := rel(s.ViewStmt.View)
 			c.AddRelation(v.schema, v.name)
@@ -151,8 +176,23 @@ func CatalogFromSQL(ddl string) (*Catalog, error) {
 		case *pg_query.Node_AlterTableStmt:
 			t := rel(s.AlterTableStmt.Relation)
 			for _, cmd := range s.AlterTableStmt.Cmds {
-				if ac := cmd.GetAlterTableCmd(); ac != nil && ac.Subtype == pg_query.AlterTableType_AT_AddConstraint && ac.Def != nil {
+				ac := cmd.GetAlterTableCmd()
+				if ac == nil || ac.Def == nil {
+					continue
+				}
+				switch ac.Subtype {
+				case pg_query.AlterTableType_AT_AddConstraint:
 					fks(t, []*pg_query.Node{ac.Def})
+				case pg_query.AlterTableType_AT_AddInherit:
+					if rv := ac.Def.GetRangeVar(); rv != nil {
+						p := rel(rv)
+						c.AddChild(t.schema, t.name, p.schema, p.name)
+					}
+				case pg_query.AlterTableType_AT_AttachPartition:
+					if pc := ac.Def.GetPartitionCmd(); pc != nil && pc.Name != nil {
+						ch := rel(pc.Name)
+						c.AddChild(ch.schema, ch.name, t.schema, t.name)
+					}
 				}
 			}
 		}
