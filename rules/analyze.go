@@ -29,8 +29,17 @@ type env struct {
 
 	// What earlier statements of this message created.
 	prepared   map[string]string      // name → PREPARE statement text
-	localRels  map[string][]localRel  // relation name → definitions
 	localFuncs map[string]funcSummary // function name → what its body does
+
+	// ov is the session's overlay with the relation changes of the
+	// message's earlier statements applied.
+	ov *overlay
+	// strict: an operation that may reach every row of a relation pgmoat
+	// does not know counts as reaching every protected table (the proxy,
+	// with a catalog snapshot).
+	strict bool
+	// later > 0 while analysing code that runs later if ever (see deferred).
+	later int
 
 	// params are names that stand for values pgmoat cannot see
 	// (PL/pgSQL variables, SQL function parameters) in a body.
@@ -45,11 +54,6 @@ type env struct {
 	seen map[proto.Message]bool
 
 	changes []StateChange
-}
-
-type localRel struct {
-	schema string // "pg_temp" for temporary relations
-	bases  []Object
 }
 
 type funcSummary struct {
@@ -116,6 +120,9 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 		if a.Relation != nil {
 			obj := e.resolveRel(a.Relation)
 			e.add(out, OpAlterDestructive, obj, fmt.Sprintf("ALTER %s %s SET SCHEMA %s", objTypeWord(a.ObjectType), obj, quoteIdent(a.Newschema)), where)
+			if isRelationType(a.ObjectType) {
+				e.moved(obj, a.Newschema, obj.Name)
+			}
 		}
 	case *pg_query.Node_DropOwnedStmt:
 		e.add(out, OpDrop, everything(), "DROP OWNED BY "+roleList(s.DropOwnedStmt.Roles)+" (may own protected tables)", where)
@@ -135,7 +142,9 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 		}
 	case *pg_query.Node_PrepareStmt:
 		p := s.PrepareStmt
-		e.stmt(stmtText{p.Query, st.text}, joinWhere(where, "PREPARE "+quoteIdent(p.Name)), out)
+		e.deferred(func() {
+			e.stmt(stmtText{p.Query, st.text}, joinWhere(where, "PREPARE "+quoteIdent(p.Name)), out)
+		})
 		if e.depth == 0 {
 			if e.prepared == nil {
 				e.prepared = map[string]string{}
@@ -157,9 +166,14 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 			e.change(StateChange{Kind: ChangeDeallocate, Name: name})
 		}
 	case *pg_query.Node_DiscardStmt:
-		if e.depth == 0 && s.DiscardStmt.Target == pg_query.DiscardMode_DISCARD_ALL {
-			e.prepared = nil
-			e.change(StateChange{Kind: ChangeDiscardAll})
+		if e.depth == 0 {
+			switch s.DiscardStmt.Target {
+			case pg_query.DiscardMode_DISCARD_ALL:
+				e.prepared = nil
+				e.change(StateChange{Kind: ChangeDiscardAll})
+			case pg_query.DiscardMode_DISCARD_TEMP:
+				e.change(StateChange{Kind: ChangeDiscardTemp})
+			}
 		}
 	case *pg_query.Node_TransactionStmt:
 		if e.depth == 0 {
@@ -171,23 +185,28 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 		c := s.CreateTableAsStmt
 		e.stmt(stmtText{c.Query, st.text}, joinWhere(where, "CREATE TABLE AS"), out)
 		if c.Into != nil && c.Into.Rel != nil {
-			var bases []Object
 			if c.Objtype == pg_query.ObjectType_OBJECT_MATVIEW {
-				bases = e.basesOf(c.Query)
+				e.createView(c.Into.Rel, c.Query, c.IfNotExists)
+			} else {
+				e.created(e.createdObject(c.Into.Rel), c.IfNotExists)
 			}
-			e.defineRel(c.Into.Rel, bases)
 		}
 	case *pg_query.Node_CreateStmt:
-		e.defineRel(s.CreateStmt.Relation, nil)
+		e.createTable(s.CreateStmt)
+	case *pg_query.Node_CreateForeignTableStmt:
+		e.linked(e.createTable(s.CreateForeignTableStmt.BaseStmt), EdgeRemote)
 	case *pg_query.Node_ViewStmt:
 		e.stmt(stmtText{s.ViewStmt.Query, st.text}, joinWhere(where, "CREATE VIEW"), out)
-		e.defineRel(s.ViewStmt.View, e.basesOf(s.ViewStmt.Query))
+		e.createView(s.ViewStmt.View, s.ViewStmt.Query, false)
 	case *pg_query.Node_RuleStmt:
 		r := s.RuleStmt
 		w := joinWhere(where, "rule "+quoteIdent(r.Rulename)+" on "+e.resolveRel(r.Relation).String())
-		for _, a := range r.Actions {
-			e.stmt(stmtText{a, st.text}, w, out)
-		}
+		e.deferred(func() {
+			for _, a := range r.Actions {
+				e.stmt(stmtText{a, st.text}, w, out)
+			}
+		})
+		e.createRule(r)
 	case *pg_query.Node_CreateTrigStmt:
 		e.triggerFunc(s.CreateTrigStmt.Funcname, "trigger "+quoteIdent(s.CreateTrigStmt.Trigname), where, out)
 	case *pg_query.Node_CreateEventTrigStmt:
@@ -211,178 +230,10 @@ func joinWhere(outer, inner string) string {
 func (e *env) change(c StateChange) {
 	e.changes = append(e.changes, c)
 	e.tx.apply(c)
+	e.ov = e.ov.with(c)
 }
 
 // --- relations and names ---
-
-// resolveRel resolves a relation reference as PostgreSQL would, as far as
-// pgmoat knows the search path and catalog.
-func (e *env) resolveRel(rv *pg_query.RangeVar) Object {
-	if rv == nil {
-		return Object{}
-	}
-	name := rv.Relname
-	if rv.Schemaname != "" {
-		return Object{Kind: KindTable, Schema: rv.Schemaname, Name: name}
-	}
-	if rv.Relpersistence == "t" {
-		return Object{Kind: KindTable, Schema: "pg_temp", Name: name}
-	}
-	return e.resolveName(name)
-}
-
-func (e *env) resolveName(name string) Object {
-	// Temporary relations created earlier in this message come first, as
-	// pg_temp is searched first.
-	for _, l := range e.localRels[name] {
-		if l.schema == "pg_temp" {
-			return Object{Kind: KindTable, Schema: "pg_temp", Name: name}
-		}
-	}
-	// System catalogs are found before anything else on the path.
-	if strings.HasPrefix(name, "pg_") && !e.pathLists("pg_catalog") {
-		return Object{Kind: KindTable, Schema: "pg_catalog", Name: name}
-	}
-	path := e.tx.cur.path
-	if path.known {
-		schemas := e.expandPath(path.entries)
-		for _, s := range schemas {
-			if e.localHas(s, name) || (e.cat != nil && e.cat.has(s, name)) {
-				return Object{Kind: KindTable, Schema: s, Name: name}
-			}
-		}
-		if len(schemas) == 1 {
-			// Only a temporary table could shadow it, which is not protected.
-			return Object{Kind: KindTable, Schema: schemas[0], Name: name}
-		}
-		return Object{Kind: KindTable, Name: name, Candidates: schemas}
-	}
-	var cands []string
-	if e.cat != nil {
-		cands = append(cands, e.cat.schemasOf[name]...)
-	}
-	for _, l := range e.localRels[name] {
-		cands = append(cands, l.schema)
-	}
-	if len(cands) > 0 {
-		if len(cands) == 1 {
-			return Object{Kind: KindTable, Schema: cands[0], Name: name}
-		}
-		return Object{Kind: KindTable, Name: name, Candidates: cands}
-	}
-	return Object{Kind: KindTable, Name: name, AnySchema: true}
-}
-
-func (e *env) pathLists(schema string) bool {
-	if !e.tx.cur.path.known {
-		return false
-	}
-	for _, s := range e.tx.cur.path.entries {
-		if s == schema {
-			return true
-		}
-	}
-	return false
-}
-
-// expandPath turns search_path entries into schema names: $user becomes
-// the current role, pg_temp and pg_catalog are left out (they hold no
-// protected tables).
-func (e *env) expandPath(entries []string) []string {
-	out := make([]string, 0, len(entries))
-	for _, s := range entries {
-		switch {
-		case s == "$user":
-			u := e.tx.cur.role
-			if u == "" {
-				u = e.user
-			}
-			if u != "" {
-				out = append(out, truncateIdent(u))
-			}
-		case s == "pg_temp" || strings.HasPrefix(s, "pg_temp_") || s == "pg_catalog":
-		default:
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func (e *env) localHas(schema, name string) bool {
-	for _, l := range e.localRels[name] {
-		if l.schema == schema {
-			return true
-		}
-	}
-	return false
-}
-
-// defineRel records a relation created earlier in the message.
-func (e *env) defineRel(rv *pg_query.RangeVar, bases []Object) {
-	if rv == nil {
-		return
-	}
-	schema := rv.Schemaname
-	switch {
-	case rv.Relpersistence == "t":
-		schema = "pg_temp"
-	case schema == "":
-		if p := e.tx.cur.path; p.known {
-			if s := e.expandPath(p.entries); len(s) > 0 {
-				schema = s[0]
-			}
-		}
-	}
-	if schema == "" {
-		return // unknown creation schema: leave resolution conservative
-	}
-	if e.localRels == nil {
-		e.localRels = map[string][]localRel{}
-	}
-	e.localRels[rv.Relname] = append(e.localRels[rv.Relname], localRel{schema: schema, bases: bases})
-}
-
-// basesOf returns the relations a view query reads, resolved.
-func (e *env) basesOf(q *pg_query.Node) []Object {
-	var out []Object
-	for _, rv := range rangeVars(q) {
-		out = append(out, e.withBases(e.resolveRel(rv))...)
-	}
-	return out
-}
-
-// withBases returns obj followed by what DML through obj would reach when
-// obj is a view pgmoat knows.
-func (e *env) withBases(obj Object) []Object {
-	out := []Object{obj}
-	if obj.Kind != KindTable {
-		return out
-	}
-	if obj.Schema != "" {
-		for _, l := range e.localRels[obj.Name] {
-			if l.schema == obj.Schema {
-				out = append(out, l.bases...)
-			}
-		}
-		if e.cat != nil {
-			for _, b := range e.cat.viewBases[qname{obj.Schema, obj.Name}] {
-				out = append(out, Object{Kind: KindTable, Schema: b.schema, Name: b.name})
-			}
-		}
-		return out
-	}
-	for _, l := range e.localRels[obj.Name] {
-		out = append(out, l.bases...)
-	}
-	if e.cat != nil {
-		for _, s := range e.cat.schemasOf[obj.Name] {
-			for _, b := range e.cat.viewBases[qname{s, obj.Name}] {
-				out = append(out, Object{Kind: KindTable, Schema: b.schema, Name: b.name})
-			}
-		}
-	}
-	return out
-}
 
 func isCatalogSchema(s string) bool {
 	return s == "pg_catalog" || s == "information_schema" || s == "pg_toast"
@@ -500,7 +351,7 @@ func (e *env) selectStmt(s *pg_query.SelectStmt, text, where string, out *[]Effe
 	e.selectStmt(s.Larg, text, where, out)
 	e.selectStmt(s.Rarg, text, where, out)
 	if s.IntoClause != nil && s.IntoClause.Rel != nil {
-		e.defineRel(s.IntoClause.Rel, nil)
+		e.created(e.createdObject(s.IntoClause.Rel), false)
 	}
 }
 
@@ -521,9 +372,7 @@ func (e *env) deleteStmt(d *pg_query.DeleteStmt, text, where string, out *[]Effe
 	if e.filter(d.WhereClause, targetOf(d.Relation)) != rowsAll {
 		return
 	}
-	for _, o := range e.withBases(obj) {
-		e.add(out, OpDeleteAll, o, "DELETE FROM "+o.String()+" "+e.whereWord(d.WhereClause), where)
-	}
+	e.reachEffects(OpDeleteAll, obj, followDML, !d.Relation.Inh, e.strict, "DELETE FROM "+obj.String()+" "+e.whereWord(d.WhereClause), where, out)
 }
 
 func (e *env) updateStmt(u *pg_query.UpdateStmt, text, where string, out *[]Effect) {
@@ -536,9 +385,7 @@ func (e *env) updateStmt(u *pg_query.UpdateStmt, text, where string, out *[]Effe
 	if e.filter(u.WhereClause, targetOf(u.Relation)) != rowsAll {
 		return
 	}
-	for _, o := range e.withBases(obj) {
-		e.add(out, OpUpdateAll, o, "UPDATE "+o.String()+" "+e.whereWord(u.WhereClause), where)
-	}
+	e.reachEffects(OpUpdateAll, obj, followDML, !u.Relation.Inh, e.strict, "UPDATE "+obj.String()+" "+e.whereWord(u.WhereClause), where, out)
 }
 
 func (e *env) whereWord(w *pg_query.Node) string {
@@ -589,9 +436,7 @@ func (e *env) mergeStmt(m *pg_query.MergeStmt, text, where string, out *[]Effect
 		if op == OpUpdateAll {
 			verb = "UPDATE"
 		}
-		for _, o := range e.withBases(obj) {
-			e.add(out, op, o, "MERGE INTO "+o.String()+" ... THEN "+verb+" matching every row", where)
-		}
+		e.reachEffects(op, obj, followDML, !m.Relation.Inh, e.strict, "MERGE INTO "+obj.String()+" ... THEN "+verb+" matching every row", where, out)
 	}
 }
 
@@ -619,7 +464,19 @@ func (e *env) dropStmt(d *pg_query.DropStmt, where string, out *[]Effect) {
 		pg_query.ObjectType_OBJECT_FOREIGN_TABLE, pg_query.ObjectType_OBJECT_SEQUENCE, pg_query.ObjectType_OBJECT_INDEX:
 		for _, o := range d.Objects {
 			obj := e.nameObject(o)
-			e.add(out, OpDrop, obj, "DROP "+word+" "+obj.String()+suffix, where)
+			what := "DROP " + word + " " + obj.String() + suffix
+			switch d.RemoveType {
+			case pg_query.ObjectType_OBJECT_TABLE, pg_query.ObjectType_OBJECT_FOREIGN_TABLE:
+				// Partitions go with their table, inheritance children
+				// with CASCADE; a table pgmoat does not know may have
+				// either.
+				e.reachEffects(OpDrop, obj, followChildren, false, e.strict && cascade, what, where, out)
+			default:
+				e.add(out, OpDrop, obj, what, where)
+			}
+			if isRelationType(d.RemoveType) {
+				e.change(StateChange{Kind: ChangeDropRelation, Relation: obj})
+			}
 		}
 	case pg_query.ObjectType_OBJECT_SCHEMA:
 		for _, o := range d.Objects {
@@ -629,6 +486,7 @@ func (e *env) dropStmt(d *pg_query.DropStmt, where string, out *[]Effect) {
 				obj = everything()
 			}
 			e.add(out, OpDrop, obj, "DROP SCHEMA "+quoteIdent(name)+suffix, where)
+			e.change(StateChange{Kind: ChangeDropSchema, Name: name})
 		}
 	case pg_query.ObjectType_OBJECT_TRIGGER, pg_query.ObjectType_OBJECT_RULE, pg_query.ObjectType_OBJECT_POLICY,
 		pg_query.ObjectType_OBJECT_PUBLICATION, pg_query.ObjectType_OBJECT_STATISTIC_EXT, pg_query.ObjectType_OBJECT_EVENT_TRIGGER:
@@ -643,40 +501,32 @@ func (e *env) dropStmt(d *pg_query.DropStmt, where string, out *[]Effect) {
 
 func (e *env) truncateStmt(t *pg_query.TruncateStmt, where string, out *[]Effect) {
 	cascade := t.Behavior == pg_query.DropBehavior_DROP_CASCADE
+	f, suffix := followTruncate, ""
+	if cascade {
+		f.fk, suffix = true, " CASCADE"
+	}
 	for _, r := range t.Relations {
 		rv := r.GetRangeVar()
 		if rv == nil {
 			continue
 		}
 		obj := e.resolveRel(rv)
-		e.add(out, OpTruncate, obj, "TRUNCATE "+obj.String(), where)
-		if cascade {
-			e.truncateCascade(obj, where, out)
-		}
-	}
-}
-
-// truncateCascade adds the tables a TRUNCATE ... CASCADE reaches through
-// foreign keys: from the catalog when the table is known, every protected
-// table otherwise.
-func (e *env) truncateCascade(obj Object, where string, out *[]Effect) {
-	if e.cat == nil || obj.Schema == "" || !e.cat.has(obj.Schema, obj.Name) {
-		e.add(out, OpTruncate, everything(), "TRUNCATE "+obj.String()+" CASCADE (tables referencing it by foreign key)", where)
-		return
-	}
-	seen := map[qname]bool{{obj.Schema, obj.Name}: true}
-	queue := []qname{{obj.Schema, obj.Name}}
-	for len(queue) > 0 {
-		q := queue[0]
-		queue = queue[1:]
-		for _, c := range e.cat.fkChildren[q] {
-			if seen[c] {
-				continue
+		rs, unknown, _ := e.reach(obj, f, !rv.Inh)
+		for i, rr := range rs {
+			what := "TRUNCATE " + obj.String()
+			if i > 0 {
+				what += suffix + " reaches " + rr.obj.String() + " (" + rr.how + ")"
 			}
-			seen[c] = true
-			queue = append(queue, c)
-			child := Object{Kind: KindTable, Schema: c.schema, Name: c.name}
-			e.add(out, OpTruncate, child, "TRUNCATE "+obj.String()+" CASCADE reaches "+child.String(), where)
+			e.add(out, OpTruncate, rr.obj, what, where)
+		}
+		switch {
+		case unknown == nil:
+		case cascade:
+			// Which tables reference one pgmoat does not know, it cannot
+			// tell, with or without a catalog.
+			e.add(out, OpTruncate, everything(), "TRUNCATE "+obj.String()+" CASCADE (tables referencing "+unknown.String()+" by foreign key)", where)
+		case e.strict:
+			e.add(out, OpTruncate, everything(), "TRUNCATE "+obj.String()+": "+notInSnapshot(obj, *unknown), where)
 		}
 	}
 }
@@ -693,26 +543,85 @@ var destructiveSubtypes = map[pg_query.AlterTableType]string{
 	pg_query.AlterTableType_AT_AlterColumnGenericOptions: "ALTER COLUMN OPTIONS",
 }
 
+// recurses lists the destructive ALTER TABLE subcommands that also change
+// the table's children and partitions (unless ONLY).
+var recurses = map[pg_query.AlterTableType]bool{
+	pg_query.AlterTableType_AT_DropColumn:      true,
+	pg_query.AlterTableType_AT_AlterColumnType: true,
+	pg_query.AlterTableType_AT_DropConstraint:  true,
+	pg_query.AlterTableType_AT_DropExpression:  true,
+}
+
 func (e *env) alterTableStmt(a *pg_query.AlterTableStmt, where string, out *[]Effect) {
 	var obj Object
 	resolved := false
+	table := func() Object {
+		if !resolved {
+			obj, resolved = e.resolveRel(a.Relation), true
+		}
+		return obj
+	}
+	index := a.Objtype == pg_query.ObjectType_OBJECT_INDEX
 	for _, c := range a.Cmds {
 		cmd := c.GetAlterTableCmd()
 		if cmd == nil {
+			continue
+		}
+		switch cmd.Subtype {
+		case pg_query.AlterTableType_AT_AddInherit:
+			if rv := cmd.Def.GetRangeVar(); rv != nil && !index {
+				parent := e.resolveRel(rv)
+				e.rewired(table(), parent, "ALTER TABLE "+table().String()+" INHERIT "+parent.String(), where, out)
+				e.linked(parent, EdgeChild, table())
+			}
+			continue
+		case pg_query.AlterTableType_AT_AttachPartition:
+			if pc := cmd.Def.GetPartitionCmd(); pc != nil && pc.Name != nil && !index {
+				part := e.resolveRel(pc.Name)
+				e.rewired(part, table(), "ALTER TABLE "+table().String()+" ATTACH PARTITION "+part.String(), where, out)
+				e.linked(table(), EdgeChild, part)
+			}
+			continue
+		case pg_query.AlterTableType_AT_AddConstraint:
+			if cmd.Def != nil {
+				e.foreignKeys(table(), []*pg_query.Node{cmd.Def})
+			}
 			continue
 		}
 		what, ok := destructiveSubtypes[cmd.Subtype]
 		if !ok {
 			continue
 		}
-		if !resolved {
-			obj, resolved = e.resolveRel(a.Relation), true
-		}
 		if cmd.Name != "" {
 			what += " " + quoteIdent(cmd.Name)
 		}
-		e.add(out, OpAlterDestructive, obj, "ALTER "+objTypeWord(a.Objtype)+" "+obj.String()+" "+what, where)
+		what = "ALTER " + objTypeWord(a.Objtype) + " " + table().String() + " " + what
+		if recurses[cmd.Subtype] && !index {
+			e.reachEffects(OpAlterDestructive, obj, followChildren, !a.Relation.Inh, false, what, where, out)
+		} else {
+			e.add(out, OpAlterDestructive, obj, what, where)
+		}
 	}
+}
+
+// rewired adds the effect of making child a new child or partition of
+// parent: DELETE, UPDATE, TRUNCATE and DROP of parent would then reach
+// child, so for a protected child it is a destructive change. Not when
+// parent is protected itself: every way to parent already counts as
+// touching a protected table.
+func (e *env) rewired(child, parent Object, what, where string, out *[]Effect) {
+	if q, ok := exactRel(parent); ok && e.pol.protectedBy(q.schema, q.name) != "" {
+		return
+	}
+	e.add(out, OpAlterDestructive, child, what+" (DELETE, UPDATE and TRUNCATE of "+parent.String()+" would reach "+child.String()+")", where)
+}
+
+func isRelationType(t pg_query.ObjectType) bool {
+	switch t {
+	case pg_query.ObjectType_OBJECT_TABLE, pg_query.ObjectType_OBJECT_VIEW, pg_query.ObjectType_OBJECT_MATVIEW, pg_query.ObjectType_OBJECT_FOREIGN_TABLE:
+		return true
+	}
+	return false
 }
 
 func (e *env) renameStmt(r *pg_query.RenameStmt, where string, out *[]Effect) {
@@ -721,6 +630,9 @@ func (e *env) renameStmt(r *pg_query.RenameStmt, where string, out *[]Effect) {
 		pg_query.ObjectType_OBJECT_INDEX, pg_query.ObjectType_OBJECT_FOREIGN_TABLE, pg_query.ObjectType_OBJECT_SEQUENCE:
 		obj := e.resolveRel(r.Relation)
 		e.add(out, OpAlterDestructive, obj, "ALTER "+objTypeWord(r.RenameType)+" "+obj.String()+" RENAME TO "+quoteIdent(r.Newname), where)
+		if isRelationType(r.RenameType) {
+			e.moved(obj, "", r.Newname)
+		}
 	case pg_query.ObjectType_OBJECT_COLUMN:
 		obj := e.resolveRel(r.Relation)
 		e.add(out, OpAlterDestructive, obj, "ALTER "+objTypeWord(r.RelationType)+" "+obj.String()+" RENAME COLUMN "+quoteIdent(r.Subname)+" TO "+quoteIdent(r.Newname), where)

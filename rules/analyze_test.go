@@ -201,7 +201,12 @@ func TestOperations(t *testing.T) {
 		{"CREATE TEMP VIEW v AS SELECT * FROM users; DELETE FROM v", Block, OpDeleteAll},
 		{"CREATE VIEW v AS SELECT * FROM users; UPDATE v SET note = 'x'", Block, OpUpdateAll},
 		{"CREATE TEMP VIEW v AS SELECT * FROM users; DELETE FROM v WHERE id = 1", Allow, 0},
-		{"CREATE TEMP TABLE users (id int); DROP TABLE users", Allow, 0},
+		// A temporary table does not shadow a protected one: it may be
+		// gone by means pgmoat cannot see, and then the name is the
+		// protected table's. Qualified, it is unambiguous.
+		{"CREATE TEMP TABLE users (id int); DROP TABLE users", Block, OpDrop},
+		{"CREATE TEMP TABLE users (id int); DROP TABLE pg_temp.users", Allow, 0},
+		{"CREATE TEMP TABLE users (id int); DROP TABLE pg_temp.users; DROP TABLE users", Block, OpDrop},
 		// lexer_state
 		{"SET standard_conforming_strings = off", Block, OpLexerState},
 		{"SET standard_conforming_strings TO false", Block, OpLexerState},

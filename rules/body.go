@@ -47,28 +47,30 @@ func (e *env) createFunction(f *pg_query.CreateFunctionStmt, text, where string,
 	}
 	e.literalSensitive = true // the body is a string literal
 	var body []Effect
-	e.inBody(params, setPath, func() {
-		switch lang {
-		case "sql":
-			if f.SqlBody != nil {
-				e.sqlBodyNodes(f.SqlBody, text, w, &body)
-			} else if len(as) > 0 {
-				e.analyzeBody(as[0], w, &body, nil)
+	e.deferred(func() {
+		e.inBody(params, setPath, func() {
+			switch lang {
+			case "sql":
+				if f.SqlBody != nil {
+					e.sqlBodyNodes(f.SqlBody, text, w, &body)
+				} else if len(as) > 0 {
+					e.analyzeBody(as[0], w, &body, nil)
+				}
+			case "plpgsql":
+				// libpg_query's PL/pgSQL entry point compiles every function
+				// in the text it is given and asserts (aborting the process)
+				// on one without a body: only hand it a single statement
+				// known to have one.
+				if len(as) == 0 {
+					e.add(&body, OpOpaque, everything(), kind+" "+fname+" has no body pgmoat can read", where)
+					break
+				}
+				e.plpgsql(text, w, &body)
+			case "c", "internal":
+			default:
+				e.add(&body, OpOpaque, everything(), kind+" "+fname+" is written in "+lang+", which pgmoat cannot read", where)
 			}
-		case "plpgsql":
-			// libpg_query's PL/pgSQL entry point compiles every function
-			// in the text it is given and asserts (aborting the process)
-			// on one without a body: only hand it a single statement
-			// known to have one.
-			if len(as) == 0 {
-				e.add(&body, OpOpaque, everything(), kind+" "+fname+" has no body pgmoat can read", where)
-				break
-			}
-			e.plpgsql(text, w, &body)
-		case "c", "internal":
-		default:
-			e.add(&body, OpOpaque, everything(), kind+" "+fname+" is written in "+lang+", which pgmoat cannot read", where)
-		}
+		})
 	})
 	*out = append(*out, body...)
 	if len(names) > 0 {

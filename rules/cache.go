@@ -74,9 +74,12 @@ func resultSize(r *Result) int {
 			n += 96 + len(ef.What) + len(ef.Where) + len(ef.Object.Name) + len(ef.Object.Schema)
 		}
 		for _, ch := range v.Changes {
-			n += 96 + len(ch.Text)
+			n += 96 + len(ch.Text) + len(ch.Relation.Name) + len(ch.Relation.Schema)
 			for _, p := range ch.SearchPath {
 				n += 16 + len(p)
+			}
+			for _, o := range ch.Objects {
+				n += 64 + len(o.Name) + len(o.Schema)
 			}
 		}
 	}

@@ -16,6 +16,23 @@
 // table in any schema of the search path, or in any schema at all when the
 // search path is unknown.
 //
+// An operation reaches more than the relation it names: DML through a
+// view or a rule reaches their bases, DELETE, UPDATE, TRUNCATE, DROP and
+// recursing ALTERs of a parent reach its inheritance children and
+// partitions, TRUNCATE ... CASCADE reaches tables with foreign keys to it,
+// DML through a foreign table may reach anything. pgmoat follows these
+// edges transitively, from the catalog snapshot and from what the
+// session's own statements did since (the session's overlay; see
+// Session). Making a protected table a child or partition of an
+// unprotected one (ALTER TABLE ... INHERIT, ATTACH PARTITION) is itself
+// alter_destructive. When the Engine has a catalog, Judge is strict about
+// relations it does not know: DELETE, UPDATE or MERGE of every row,
+// TRUNCATE or DROP ... CASCADE of a relation neither the snapshot nor the
+// session knows counts as touching every protected table, since it may be
+// a view, parent or partitioned table made after the snapshot by another
+// session or outside pgmoat. Without a catalog (pgmoat check, a failed
+// load) names are judged by the search path alone.
+//
 // Destructive DML is found wherever it runs: top level, writable CTEs,
 // CREATE TABLE AS, SELECT INTO, COPY (...) TO, EXPLAIN ANALYZE (every
 // spelling; the last ANALYZE option wins), PREPARE and EXECUTE, MERGE,
@@ -49,13 +66,19 @@
 // An Engine is shared by all sessions and safe for concurrent use;
 // SetPolicy and SetCatalog swap what it uses atomically. Each client
 // session has a Session that tracks search_path (SET, SET LOCAL, RESET,
-// set_config, transactions and savepoints), the current role and prepared
-// statements (SQL PREPARE and protocol-level named Parse). Engine.Judge
+// set_config, transactions and savepoints), the current role, prepared
+// statements (SQL PREPARE and protocol-level named Parse) and its overlay
+// on the catalog snapshot: the relations it created (temporary ones in
+// pg_temp), dropped or renamed and the edges it added (views, children,
+// partitions, foreign keys, rules). A relation the session created never
+// shadows one further on the search path, since it may be gone by means
+// pgmoat cannot see. Engine.Judge
 // returns a Result: a Verdict per statement (text, position, effects,
 // action, rule, sentence, state changes, fingerprint) and the message's
 // action, the strongest of its statements'. The proxy applies a verdict's
 // Changes to the Session once the server has run the statement, and calls
-// Session.Sync on every ReadyForQuery. CheckStartup and CheckParameter
+// Session.Sync on every ReadyForQuery; a message sent before earlier ones
+// are confirmed is judged with Session.Unsettled. CheckStartup and CheckParameter
 // judge startup parameters and ParameterStatus values for lexer safety.
 // Engine.JudgeScript analyses a migration file for `pgmoat check`.
 //
@@ -70,7 +93,7 @@
 //	(*Engine).JudgeScript(*Session, sql) *Result   // pgmoat check
 //	(*Engine).CacheStats() CacheStats
 //	NewSession(Identity) *Session; (*Session).SetSearchPath, Apply, Sync,
-//	    RegisterPrepared, ClosePrepared, Prepared, SearchPath
+//	    Unsettled, RegisterPrepared, ClosePrepared, Prepared, SearchPath
 //	CheckStartup(params) (searchPath, ok, error); CheckParameter(name, value) error
 //	Fingerprints(sql) ([]string, error); (*Verdict).Fingerprint()
 //
@@ -78,7 +101,10 @@
 //
 // Judge first looks the exact text up in a decision cache keyed by the
 // session state that matters (policy version, catalog version, matching
-// rules, search_path, role, transaction state); a hit takes a read lock
+// rules, search_path, role, transaction state, and a SHA-256 fingerprint
+// of the session's overlay when it has one, so that sessions that made the
+// same relations share decisions and sessions that made none share them
+// with everyone); a hit takes a read lock
 // and allocates nothing. On a miss, a conservative lexer replaces
 // literals with placeholders and a second cache reuses a decision made for
 // the same statement with other literals, provided the analysis that made

@@ -162,7 +162,7 @@ func (e *Engine) Judge(s *Session, sql string) *Result {
 			return r
 		}
 	}
-	r, sens := e.full(pol, ce, s, sql)
+	r, sens := e.full(pol, ce, s, sql, true)
 	if e.cache != nil && !sens.state {
 		hit := *r
 		hit.Path = PathCache
@@ -177,13 +177,21 @@ func (e *Engine) Judge(s *Session, sql string) *Result {
 type sensitivity struct{ literal, state bool }
 
 // full parses and analyses sql.
-func (e *Engine) full(pol *Policy, ce *catalogEntry, s *Session, sql string) (*Result, sensitivity) {
+//
+// strict (the proxy's Judge) makes an operation on every row of a relation
+// that neither the catalog nor the session knows count as reaching every
+// protected table, when there is a catalog: the relation may have been
+// made after the snapshot to reach one. Without a catalog every name is
+// unknown, and names are judged by the search path alone.
+func (e *Engine) full(pol *Policy, ce *catalogEntry, s *Session, sql string, strict bool) (*Result, sensitivity) {
 	var cat *Catalog
 	if ce != nil {
 		cat = ce.cat
 	}
 	env := newEnv(pol, cat, s.id.User, s.tx.clone())
 	env.lookupPrepared = s.lookupPrepared
+	env.ov = s.ov
+	env.strict = strict && cat != nil
 	r := &Result{Decider: -1}
 	if err := checkBounds(sql, e.limits); err != nil {
 		r.Statements = []*Verdict{unparseable(sql, err)}
@@ -375,10 +383,20 @@ func (p *Policy) ruleFor(mask uint64, op Operation) (Action, string) {
 
 // Session is one client session's state as the analysis needs it. It is
 // not safe for concurrent use: one goroutine (the session's) owns it.
+//
+// Besides settings and prepared statements, a session keeps an overlay
+// on the shared catalog snapshot: the relations it created (temporary
+// ones under pg_temp), dropped or renamed, and how operations on them
+// reach others (a view's bases, a child or partition, a foreign key, a
+// rule), learnt from the Changes of its confirmed statements. A DELETE
+// through a view the session made in an earlier message therefore counts
+// against the view's protected base, although the catalog snapshot,
+// loaded before, does not have the view.
 type Session struct {
 	id       Identity
 	tx       txState
 	prepared map[string]string
+	ov       *overlay // sealed; nil when the session changed no relation
 
 	// cache key, recomputed when the policy, catalog or state changes
 	key       string
@@ -424,8 +442,11 @@ func (s *Session) SearchPath() (entries []string, ok bool) {
 // Apply applies state changes reported in a Verdict, in order, once the
 // statement has completed on the server.
 func (s *Session) Apply(changes ...StateChange) {
+	ov := s.ov
 	for _, c := range changes {
+		ov = ov.with(c)
 		switch c.Kind {
+		case ChangeCreateRelation, ChangeEdge, ChangeDropRelation, ChangeRenameRelation, ChangeDropSchema, ChangeDiscardTemp:
 		case ChangePrepare:
 			s.RegisterPrepared(c.Name, c.Text)
 		case ChangeDeallocate:
@@ -443,6 +464,33 @@ func (s *Session) Apply(changes ...StateChange) {
 			s.keyDirty = true
 		}
 	}
+	if ov != s.ov {
+		s.ov = ov.seal()
+		// The overlay is part of every key: keys computed for the old
+		// one must not come back from the recent list.
+		s.keyDirty = true
+		s.recent = [4]recentKey{}
+	}
+}
+
+// Unsettled returns a session for judging a message that the client sent
+// before the server confirmed earlier ones (pipelining), whose changes,
+// pending, may or may not happen. It knows s's relations with pending's
+// changes to relations applied (their edges and drops err towards
+// reaching more), but not s's settings: its search_path is unknown, as
+// after a SET that may or may not have run, and it has no prepared
+// statements.
+func (s *Session) Unsettled(pending ...StateChange) *Session {
+	u := NewSession(s.id)
+	ov := s.ov
+	for _, c := range pending {
+		ov = ov.with(c)
+	}
+	if ov != s.ov {
+		ov = ov.seal()
+	}
+	u.ov = ov
+	return u
 }
 
 // Sync reconciles the transaction state with the status byte of the
@@ -524,6 +572,10 @@ func (s *Session) stateKey(pol *Policy, ce *catalogEntry) string {
 	}
 	b.WriteString("|init|")
 	writeSettings(&b, s.tx.initial)
+	if k := s.ov.fingerprint(); k != "" {
+		b.WriteString("|rel|")
+		b.WriteString(k)
+	}
 	s.key, s.keyPolicy, s.keyCat, s.keyDirty = b.String(), pol, ce, false
 	s.recent[s.next] = recentKey{tx: s.tx.clone(), key: s.key}
 	s.next = (s.next + 1) % len(s.recent)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/pgmoat/pgmoat/internal/pgtest"
 )
 
@@ -37,8 +39,33 @@ func liveCorpusDB(t *testing.T) (*pgtest.Cluster, string) {
 func TestLiveCatalogCorpus(t *testing.T) {
 	c, db := liveCorpusDB(t)
 	conn := c.Connect(t, db)
-	ctx := context.Background()
-	rows, err := conn.Query(ctx, CatalogQuery)
+	cat, n := liveCatalog(t, conn)
+	if n < 10 || len(cat.fkChildren[qname{"public", "orgs"}]) == 0 || len(cat.viewBases[qname{"public", "payments_v"}]) == 0 {
+		t.Fatalf("catalog incomplete: %d rows, fk %v, views %v", n, cat.fkChildren, cat.viewBases)
+	}
+	eng := NewEngine(corpusPolicy(t), EngineOptions{})
+	eng.SetCatalog(db, cat)
+	for _, row := range loadCorpus(t) {
+		r := eng.Judge(NewSession(Identity{User: "postgres", Database: db}), row.sql)
+		got := "allow"
+		if r.Action >= Hold {
+			got = "block"
+		}
+		if got != row.expected {
+			t.Errorf("%s %q: got %s, want %s", row.id, row.sql, got, row.expected)
+		}
+	}
+	// A view pgmoat learnt from the live catalog leads DML to its base.
+	if r := eng.Judge(NewSession(Identity{User: "postgres", Database: db}), "DELETE FROM payments_v"); r.Action != Block {
+		t.Errorf("DELETE through view payments_v: %s", r.Action)
+	}
+}
+
+// liveCatalog loads a catalog with CatalogQuery, as the proxy does, and
+// says how many rows it read.
+func liveCatalog(t *testing.T, conn *pgx.Conn) (*Catalog, int) {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), CatalogQuery)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,24 +89,88 @@ func TestLiveCatalogCorpus(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if n < 10 || len(cat.fkChildren[qname{"public", "orgs"}]) == 0 || len(cat.viewBases[qname{"public", "payments_v"}]) == 0 {
-		t.Fatalf("catalog incomplete: %d rows, fk %v, views %v", n, cat.fkChildren, cat.viewBases)
+	return cat, n
+}
+
+// TestLiveReach checks, on a real server, that what an operation on a
+// parent reaches is what the server does to the children and partitions
+// CatalogQuery reports, and that pgmoat counts it.
+func TestLiveReach(t *testing.T) {
+	c := pgtest.Get(t)
+	db := c.NewDatabase(t)
+	c.Exec(t, db, `
+CREATE TABLE parent (id int);
+CREATE TABLE users (id int PRIMARY KEY, note text) INHERITS (parent);
+INSERT INTO users SELECT g, 'n' FROM generate_series(1, 5) g;
+CREATE TABLE events (id int) PARTITION BY RANGE (id);
+CREATE TABLE events_1 PARTITION OF events FOR VALUES FROM (0) TO (10);
+INSERT INTO events SELECT g FROM generate_series(1, 5) g;
+CREATE TABLE scratch (id int);`)
+	conn := c.Connect(t, db)
+	ctx := context.Background()
+	cat, _ := liveCatalog(t, conn)
+	p, err := Compile(PolicyConfig{Protect: []string{"public.users", "public.events_1"}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	eng := NewEngine(corpusPolicy(t), EngineOptions{})
+	eng := NewEngine(p, EngineOptions{})
 	eng.SetCatalog(db, cat)
-	for _, row := range loadCorpus(t) {
-		r := eng.Judge(NewSession(Identity{User: "postgres", Database: db}), row.sql)
-		got := "allow"
-		if r.Action >= Hold {
-			got = "block"
+	count := func(table string) int {
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+			t.Fatal(err)
 		}
-		if got != row.expected {
-			t.Errorf("%s %q: got %s, want %s", row.id, row.sql, got, row.expected)
+		return n
+	}
+	for _, c := range []struct {
+		sql, table string
+		want       Action
+	}{
+		{"DELETE FROM parent", "users", Block},
+		{"UPDATE parent SET id = -id", "users", Block},
+		{"TRUNCATE parent", "users", Block},
+		{"DELETE FROM ONLY parent", "", Allow},
+		{"TRUNCATE events", "events_1", Block},
+		{"DROP TABLE events", "events_1", Block},
+		{"DELETE FROM scratch", "", Allow},
+	} {
+		s := NewSession(Identity{User: "postgres", Database: db})
+		s.SetSearchPath([]string{"$user", "public"})
+		if r := eng.Judge(s, c.sql); r.Action != c.want {
+			t.Errorf("%s: pgmoat says %s, want %s", c.sql, r.Action, c.want)
+		}
+		if c.table == "" {
+			continue
+		}
+		// What the server does: the protected table loses its rows (or
+		// goes). Run it in a transaction and roll back.
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, c.sql); err != nil {
+			t.Fatalf("%s: %v", c.sql, err)
+		}
+		var after int
+		err = tx.QueryRow(ctx, "SELECT count(*) FROM "+c.table+" WHERE id > 0").Scan(&after)
+		tx.Rollback(ctx)
+		if err != nil && !strings.Contains(err.Error(), "42P01") {
+			t.Errorf("%s: counting %s: %v", c.sql, c.table, err)
+		} else if err == nil && after != 0 {
+			t.Errorf("%s: %s still has %d rows on the server: the edge is not what the server does", c.sql, c.table, after)
+		}
+		if n := count(c.table); n != 5 {
+			t.Fatalf("%s: rollback left %d rows", c.table, n)
 		}
 	}
-	// A view pgmoat learnt from the live catalog leads DML to its base.
-	if r := eng.Judge(NewSession(Identity{User: "postgres", Database: db}), "DELETE FROM payments_v"); r.Action != Block {
-		t.Errorf("DELETE through view payments_v: %s", r.Action)
+	// A view that reads a temporary relation is temporary itself, as
+	// createView assumes.
+	if _, err := conn.Exec(ctx, "CREATE TEMP TABLE t (id int); CREATE VIEW v AS SELECT t.id, users.note FROM t, users"); err != nil {
+		t.Fatal(err)
+	}
+	var temp bool
+	if err := conn.QueryRow(ctx, "SELECT relpersistence = 't' FROM pg_class WHERE oid = 'v'::regclass").Scan(&temp); err != nil || !temp {
+		t.Errorf("view over a temporary table: temporary=%v, err %v", temp, err)
 	}
 }
 

@@ -9,6 +9,6 @@ func (e *Engine) JudgeScript(s *Session, sql string) *Result {
 	pol := e.pol.Load()
 	ce := e.catalog(s.id.Database)
 	s.stateKey(pol, ce) // computes the session's rule mask
-	r, _ := e.full(pol, ce, s, sql)
+	r, _ := e.full(pol, ce, s, sql, false)
 	return r
 }

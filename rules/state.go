@@ -45,6 +45,50 @@ const (
 	ChangeSavepoint
 	ChangeRelease
 	ChangeRollbackTo
+
+	// Relation changes: what the session did to relations since the
+	// catalog snapshot (see Session). Relation is the relation concerned,
+	// resolved as at the statement (Schema pg_temp for temporary ones).
+
+	// ChangeCreateRelation: CREATE TABLE / VIEW / MATERIALIZED VIEW /
+	// FOREIGN TABLE, CREATE TABLE AS, SELECT INTO made Relation, a
+	// relation pgmoat now knows (what it reaches comes in ChangeEdge).
+	ChangeCreateRelation
+	// ChangeEdge: an operation on Relation also reaches each of Objects,
+	// as Edge says (a view's bases, a new child or partition, a table
+	// with a foreign key to it, a rule's target).
+	ChangeEdge
+	// ChangeDropRelation: Relation is gone (DROP); the catalog's entry no
+	// longer counts.
+	ChangeDropRelation
+	// ChangeRenameRelation: Relation is now Objects[0] (ALTER ... RENAME
+	// TO, SET SCHEMA), with what it reached.
+	ChangeRenameRelation
+	// ChangeDropSchema: schema Name is gone, with its relations.
+	ChangeDropSchema
+	// ChangeDiscardTemp: DISCARD TEMP dropped the temporary relations
+	// (DISCARD ALL does too).
+	ChangeDiscardTemp
+)
+
+// EdgeKind says how an operation on one relation reaches another
+// (StateChange.Edge).
+type EdgeKind uint8
+
+// Edge kinds.
+const (
+	// EdgeBase: DML through the relation changes the other: a view's
+	// base, the target of a rule's action.
+	EdgeBase EdgeKind = iota + 1
+	// EdgeChild: the other inherits from the relation or is one of its
+	// partitions: DML, TRUNCATE, DROP and ALTER of the relation reach it.
+	EdgeChild
+	// EdgeReferencedBy: the other has a foreign key to the relation:
+	// TRUNCATE ... CASCADE of the relation reaches it.
+	EdgeReferencedBy
+	// EdgeRemote: DML through the relation may change any table (a
+	// foreign table, whose server may be this one). Objects is empty.
+	EdgeRemote
 )
 
 // StateChange is a change a statement makes to session state that later
@@ -58,6 +102,10 @@ type StateChange struct {
 	SearchPath []string
 	Name       string
 	Text       string
+	// Relation changes.
+	Relation Object
+	Edge     EdgeKind
+	Objects  []Object
 }
 
 // pathVal is a search_path value: its entries as stored by the server.
