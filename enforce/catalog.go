@@ -9,9 +9,13 @@ import (
 )
 
 // catalogMaxAge is how long a database's catalog (which tables exist in
-// which schema, foreign keys, view bases) is used before the next session
-// of that database reloads it. A table created since is unknown to the
-// analysis, which then judges its name by the search_path alone.
+// which schema, foreign keys, view bases, children and partitions) is used
+// before the next session of that database reloads it. A relation made
+// since by another session or outside pgmoat is unknown to the analysis,
+// which then counts a statement that may empty it as touching every
+// protected table (it may be a view or parent over one). A session that
+// makes or re-wires relations through pgmoat marks the catalog stale, so
+// that the next session reloads it at once.
 const catalogMaxAge = 30 * time.Second
 
 // catalogs remembers when each database's catalog was loaded.

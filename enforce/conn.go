@@ -3,6 +3,7 @@ package enforce
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -25,9 +26,9 @@ type conn struct {
 
 	mu sync.Mutex
 	rs *rules.Session
-	// inflight counts forwarded messages whose state changes the server
-	// has not confirmed yet.
-	inflight int
+	// unconfirmed holds the tags (*queryTag, *executeTag) of forwarded
+	// messages whose state changes the server has not confirmed yet.
+	unconfirmed []any
 	// sqlPrepared names the statements prepared with SQL PREPARE, which
 	// Bind can run without new text; stmts keeps every protocol-level
 	// statement (Parse) with the policy that judged it, and portals the
@@ -108,9 +109,10 @@ func (c *conn) intercept(ctx context.Context, m *proxy.ClientMessage) (proxy.Ver
 			c.mu.Unlock()
 			return proxy.Verdict{}, nil
 		}
-		c.inflight++
+		tag := &executeTag{changes: allChanges(r)}
+		c.unconfirmed = append(c.unconfirmed, tag)
 		c.mu.Unlock()
-		return proxy.Verdict{Tag: &executeTag{changes: allChanges(r)}}, nil
+		return proxy.Verdict{Tag: tag}, nil
 	case 'C':
 		if len(body) >= 2 {
 			if name, ok := cstring(body[1:]); ok {
@@ -151,13 +153,14 @@ func (c *conn) judgeText(ctx context.Context, typ byte, sql, stmt string) (proxy
 
 // judge runs f against the session's analysis state, or, while a state
 // change the client pipelined is unconfirmed, against a session whose
-// search_path is unknown (the strictest assumption).
+// search_path is unknown (the strictest assumption) that knows the
+// relations the session made and those the unconfirmed messages make.
 func (c *conn) judge(f func(*rules.Session) *rules.Result) *rules.Result {
 	t0 := time.Now()
 	c.mu.Lock()
 	rs := c.rs
-	if c.inflight > 0 {
-		rs = rules.NewSession(c.rs.Identity())
+	if len(c.unconfirmed) > 0 {
+		rs = c.rs.Unsettled(c.pendingLocked()...)
 	}
 	res := f(rs)
 	c.mu.Unlock()
@@ -196,9 +199,10 @@ func (c *conn) forward(typ byte, res *rules.Result, stmt string) proxy.Verdict {
 		if !changes {
 			return proxy.Verdict{}
 		}
-		c.inflight++
 		_, inTx := c.txStatusLocked()
-		return proxy.Verdict{Tag: &queryTag{res: res, wasInTx: inTx}}
+		tag := &queryTag{res: res, wasInTx: inTx}
+		c.unconfirmed = append(c.unconfirmed, tag)
+		return proxy.Verdict{Tag: tag}
 	case 'P':
 		text := joinTexts(res)
 		if stmt != "" {
@@ -384,17 +388,17 @@ func (c *conn) serverMessage(tag any, typ byte, body []byte) error {
 				// exactly what remains, so it assumes nothing.
 				c.rs.Apply(rules.StateChange{Kind: rules.ChangeSearchPath})
 			}
-			c.inflight--
+			c.settledLocked(t)
 		case 0:
-			c.inflight--
+			c.settledLocked(t)
 		}
 	case *executeTag:
 		switch typ {
 		case 'C':
 			c.applyLocked(t.changes)
-			c.inflight--
+			c.settledLocked(t)
 		case 'E', 0:
-			c.inflight--
+			c.settledLocked(t)
 		}
 	}
 	if typ == 'Z' && len(body) == 1 {
@@ -403,9 +407,40 @@ func (c *conn) serverMessage(tag any, typ byte, body []byte) error {
 	return nil
 }
 
+// settledLocked forgets the tag of a message the server has finished.
+func (c *conn) settledLocked(tag any) {
+	if i := slices.Index(c.unconfirmed, tag); i >= 0 {
+		c.unconfirmed = slices.Delete(c.unconfirmed, i, i+1)
+	}
+}
+
+// pendingLocked returns the state changes of forwarded messages the
+// server has not confirmed yet: they may or may not happen.
+func (c *conn) pendingLocked() []rules.StateChange {
+	var out []rules.StateChange
+	for _, tag := range c.unconfirmed {
+		switch t := tag.(type) {
+		case *queryTag:
+			for _, v := range t.res.Statements[min(t.next, len(t.res.Statements)):] {
+				out = append(out, v.Changes...)
+			}
+		case *executeTag:
+			out = append(out, t.changes...)
+		}
+	}
+	return out
+}
+
 func (c *conn) applyLocked(changes []rules.StateChange) {
+	stale := false
 	for _, ch := range changes {
 		switch ch.Kind {
+		case rules.ChangeCreateRelation, rules.ChangeEdge, rules.ChangeRenameRelation, rules.ChangeDropRelation, rules.ChangeDropSchema:
+			// The catalog snapshot no longer says what the database
+			// holds: the next session reloads it, so that other sessions
+			// learn what this one made instead of refusing to empty it as
+			// an unknown relation.
+			stale = stale || ch.Relation.Schema != "pg_temp"
 		case rules.ChangePrepare:
 			if c.sqlPrepared == nil {
 				c.sqlPrepared = map[string]bool{}
@@ -420,6 +455,9 @@ func (c *conn) applyLocked(changes []rules.StateChange) {
 		case rules.ChangeDiscardAll:
 			c.sqlPrepared, c.stmts, c.portals = nil, nil, nil
 		}
+	}
+	if stale {
+		c.e.cats.release(c.auditBase.Database)
 	}
 	c.rs.Apply(changes...)
 }
