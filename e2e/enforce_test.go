@@ -550,6 +550,15 @@ func TestNewRelationsReachingProtectedTables(t *testing.T) {
 			table:  "public.users",
 		},
 		{
+			// IF NOT EXISTS skips (with a notice) when pv exists: the
+			// view is still a view over orders.
+			name:         "CREATE TABLE IF NOT EXISTS over a new view",
+			setup:        []string{"CREATE VIEW pv AS SELECT * FROM orders"},
+			attack:       []string{"CREATE TABLE IF NOT EXISTS pv (id int, user_id int)", "UPDATE pv SET user_id = 0"},
+			otherSession: true,
+			table:        "public.orders",
+		},
+		{
 			name: "partition attached",
 			setup: []string{
 				"CREATE TABLE pp (id int, user_id int) PARTITION BY RANGE (id)",
@@ -597,5 +606,28 @@ func TestNewRelationsReachingProtectedTables(t *testing.T) {
 					tc.table, before, after, refused, tc.setup, tc.attack)
 			}
 		})
+	}
+}
+
+// TestTablesMadeBySession: a table the session itself created (as
+// migration tools create their bookkeeping table, often with IF NOT
+// EXISTS) is the session's own; emptying it later must not be refused for
+// want of a catalog entry.
+func TestTablesMadeBySession(t *testing.T) {
+	c := pgtest.Get(t)
+	db := newDB(t, c)
+	m := moattest.Start(t, c, moattest.Options{Config: blockPolicy})
+	ctx := context.Background()
+	for _, tc := range []struct{ create, empty string }{
+		{"CREATE TABLE made1 (id int)", "TRUNCATE made1"},
+		{"CREATE TABLE IF NOT EXISTS made2 (id int)", "TRUNCATE made2"},
+		{`CREATE TABLE IF NOT EXISTS "public"."made3" (version bigint not null primary key, dirty boolean not null)`, `TRUNCATE "public"."made3"`},
+		{"CREATE TABLE IF NOT EXISTS made4 (id int)", "DELETE FROM made4"},
+	} {
+		conn := connect(t, m.SuperConnString(db), simpleProtocol)
+		execOK(t, conn, tc.create)
+		if _, err := conn.Exec(ctx, tc.empty); err != nil {
+			t.Errorf("%s after %s in the same session: %v", tc.empty, tc.create, err)
+		}
 	}
 }
