@@ -38,8 +38,6 @@ type env struct {
 	// does not know counts as reaching every protected table (the proxy,
 	// with a catalog snapshot).
 	strict bool
-	// later > 0 while analysing code that runs later if ever (see deferred).
-	later int
 
 	// params are names that stand for values pgmoat cannot see
 	// (PL/pgSQL variables, SQL function parameters) in a body.
@@ -186,9 +184,9 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 		e.stmt(stmtText{c.Query, st.text}, joinWhere(where, "CREATE TABLE AS"), out)
 		if c.Into != nil && c.Into.Rel != nil {
 			if c.Objtype == pg_query.ObjectType_OBJECT_MATVIEW {
-				e.createView(c.Into.Rel, c.Query, c.IfNotExists)
+				e.createView(c.Into.Rel, c.Query)
 			} else {
-				e.created(e.createdObject(c.Into.Rel), c.IfNotExists)
+				e.created(e.createdObject(c.Into.Rel))
 			}
 		}
 	case *pg_query.Node_CreateStmt:
@@ -197,7 +195,7 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 		e.linked(e.createTable(s.CreateForeignTableStmt.BaseStmt), EdgeRemote)
 	case *pg_query.Node_ViewStmt:
 		e.stmt(stmtText{s.ViewStmt.Query, st.text}, joinWhere(where, "CREATE VIEW"), out)
-		e.createView(s.ViewStmt.View, s.ViewStmt.Query, false)
+		e.createView(s.ViewStmt.View, s.ViewStmt.Query)
 	case *pg_query.Node_RuleStmt:
 		r := s.RuleStmt
 		w := joinWhere(where, "rule "+quoteIdent(r.Rulename)+" on "+e.resolveRel(r.Relation).String())
@@ -351,7 +349,7 @@ func (e *env) selectStmt(s *pg_query.SelectStmt, text, where string, out *[]Effe
 	e.selectStmt(s.Larg, text, where, out)
 	e.selectStmt(s.Rarg, text, where, out)
 	if s.IntoClause != nil && s.IntoClause.Rel != nil {
-		e.created(e.createdObject(s.IntoClause.Rel), false)
+		e.created(e.createdObject(s.IntoClause.Rel))
 	}
 }
 

@@ -338,11 +338,13 @@ func (e *env) createdObject(rv *pg_query.RangeVar) Object {
 }
 
 // created reports that a statement creates obj. CREATE ... IF NOT EXISTS
-// leaves a relation that already exists as it is, which may be anything,
-// so pgmoat learns nothing from it, except in code that runs later (a
-// function body), whose analysis only needs to be consistent with itself.
-func (e *env) created(obj Object, ifNotExists bool) {
-	if obj.Schema == "" || (ifNotExists && e.later == 0) {
+// counts too (golang-migrate's schema_migrations, scripts' staging
+// tables): if a relation of that name was there already, either the
+// snapshot has it, and what it reaches still counts, or another session
+// made it after the snapshot, the same blind spot as a relation another
+// session drops and re-creates under a name pgmoat knows.
+func (e *env) created(obj Object) {
+	if obj.Schema == "" {
 		return
 	}
 	e.change(StateChange{Kind: ChangeCreateRelation, Relation: obj})
@@ -363,7 +365,7 @@ func (e *env) createTable(c *pg_query.CreateStmt) Object {
 		return Object{}
 	}
 	obj := e.createdObject(c.Relation)
-	e.created(obj, c.IfNotExists)
+	e.created(obj)
 	for _, n := range c.InhRelations {
 		if rv := n.GetRangeVar(); rv != nil {
 			e.linked(e.resolveRel(rv), EdgeChild, obj)
@@ -401,7 +403,7 @@ func (e *env) directBases(q *pg_query.Node) []Object {
 // createView reports what CREATE VIEW or CREATE MATERIALIZED VIEW ... AS
 // makes: the view, and the edges to what it reads. A view that reads a
 // temporary relation is temporary itself.
-func (e *env) createView(rv *pg_query.RangeVar, query *pg_query.Node, ifNotExists bool) {
+func (e *env) createView(rv *pg_query.RangeVar, query *pg_query.Node) {
 	if rv == nil {
 		return
 	}
@@ -413,7 +415,7 @@ func (e *env) createView(rv *pg_query.RangeVar, query *pg_query.Node, ifNotExist
 	if rv.Schemaname == "" && slices.ContainsFunc(bases, temp) {
 		obj.Schema, obj.AnySchema = "pg_temp", false
 	}
-	e.created(obj, ifNotExists)
+	e.created(obj)
 	e.linked(obj, EdgeBase, bases...)
 }
 
@@ -472,9 +474,7 @@ func (e *env) moved(obj Object, schema, name string) {
 // strictest assumption.
 func (e *env) deferred(fn func()) {
 	saved, n := e.ov, len(e.changes)
-	e.later++
 	fn()
-	e.later--
 	body := slices.Clone(e.changes[n:])
 	e.changes, e.ov = e.changes[:n], saved
 	for _, c := range body {
