@@ -25,7 +25,7 @@ import (
 // checkout but not in a user's clone); TestCorpusCopyInSync keeps the two
 // identical.
 const (
-	corpusDir       = "testdata/corpus"
+	corpusDir       = "../testdata/corpus"
 	sharedCorpusDir = "../../shared/corpus"
 )
 

@@ -42,7 +42,7 @@ func unescapeCorpus(s string) string {
 
 func loadCorpus(t testing.TB) []corpusRow {
 	t.Helper()
-	f, err := os.Open("testdata/corpus/evasion.tsv")
+	f, err := os.Open("../testdata/corpus/evasion.tsv")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func corpusPolicy(t testing.TB) *Policy {
 
 func corpusCatalog(t testing.TB) *Catalog {
 	t.Helper()
-	ddl, err := os.ReadFile("testdata/corpus/schema.sql")
+	ddl, err := os.ReadFile("../testdata/corpus/schema.sql")
 	if err != nil {
 		t.Fatal(err)
 	}

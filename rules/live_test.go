@@ -25,7 +25,7 @@ func liveCorpusDB(t *testing.T) (*pgtest.Cluster, string) {
 	t.Helper()
 	c := pgtest.Get(t)
 	db := c.NewDatabase(t)
-	ddl, err := os.ReadFile("testdata/corpus/schema.sql")
+	ddl, err := os.ReadFile("../testdata/corpus/schema.sql")
 	if err != nil {
 		t.Fatal(err)
 	}
