@@ -32,8 +32,9 @@ type env struct {
 	localFuncs map[string]funcSummary // function name → what its body does
 
 	// ov is the session's overlay with the relation changes of the
-	// message's earlier statements applied.
-	ov *overlay
+	// message's earlier statements applied; shared, what the database's
+	// sessions made through pgmoat (Engine.Learn).
+	ov, shared *overlay
 	// strict: an operation that may reach every row of a relation pgmoat
 	// does not know counts as reaching every protected table (the proxy,
 	// with a catalog snapshot).

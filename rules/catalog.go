@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"slices"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
@@ -19,17 +20,23 @@ type Catalog struct {
 	fkChildren map[qname][]qname   // referenced table → tables whose foreign keys reference it
 	viewBases  map[qname][]qname   // view → relations it reads
 	children   map[qname][]qname   // parent → its inheritance children and partitions
+	schemas    map[string]bool     // schemas that exist
 }
 
 type qname struct{ schema, name string }
 
 // NewCatalog returns an empty catalog to fill with Add* before use.
 func NewCatalog() *Catalog {
-	return &Catalog{schemasOf: map[string][]string{}, fkChildren: map[qname][]qname{}, viewBases: map[qname][]qname{}, children: map[qname][]qname{}}
+	return &Catalog{schemasOf: map[string][]string{}, fkChildren: map[qname][]qname{}, viewBases: map[qname][]qname{}, children: map[qname][]qname{}, schemas: map[string]bool{}}
 }
+
+// AddSchema records that a schema exists (where an unqualified CREATE goes
+// depends on which schemas of the search path exist).
+func (c *Catalog) AddSchema(schema string) { c.schemas[schema] = true }
 
 // AddRelation records that schema holds a relation (table, view, ...) name.
 func (c *Catalog) AddRelation(schema, name string) {
+	c.schemas[schema] = true
 	for _, s := range c.schemasOf[name] {
 		if s == schema {
 			return
@@ -59,6 +66,24 @@ func (c *Catalog) AddChild(childSchema, child, parentSchema, parent string) {
 	c.children[p] = append(c.children[p], qname{childSchema, child})
 }
 
+// hasEdge reports whether the catalog holds edge ed from relation q.
+func (c *Catalog) hasEdge(q qname, ed edge) bool {
+	to, ok := exactRel(ed.to)
+	if !ok {
+		return false
+	}
+	var list []qname
+	switch ed.kind {
+	case EdgeBase:
+		list = c.viewBases[q]
+	case EdgeChild:
+		list = c.children[q]
+	case EdgeReferencedBy:
+		list = c.fkChildren[q]
+	}
+	return slices.Contains(list, to)
+}
+
 func (c *Catalog) has(schema, name string) bool {
 	for _, s := range c.schemasOf[name] {
 		if s == schema {
@@ -70,10 +95,15 @@ func (c *Catalog) has(schema, name string) bool {
 
 // CatalogQuery lists what a Catalog needs from a live database, one row
 // per fact: (kind, schema, name, other_schema, other_name) where kind is
-// 'rel' (a relation), 'fk' (name has a foreign key to other), 'view'
-// (view name reads other) or 'inh' (name inherits from other or is one of
-// its partitions). Feed the rows to Catalog.AddRow.
+// 'ns' (a schema; name is empty), 'rel' (a relation), 'fk' (name has a
+// foreign key to other), 'view' (view name reads other) or 'inh' (name
+// inherits from other or is one of its partitions). Feed the rows to
+// Catalog.AddRow.
 const CatalogQuery = `
+SELECT 'ns', n.nspname, ''::name, NULL, NULL
+  FROM pg_namespace n
+ WHERE n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast%'
+UNION ALL
 SELECT 'rel', n.nspname, c.relname, NULL, NULL
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r','p','v','m','f','S','i','I')
@@ -100,6 +130,8 @@ SELECT 'inh', cn.nspname, cc.relname, pn.nspname, pc.relname
 // AddRow adds one row of CatalogQuery's result.
 func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) error {
 	switch kind {
+	case "ns":
+		c.AddSchema(schema)
 	case "rel":
 		c.AddRelation(schema, name)
 	case "fk":
@@ -142,6 +174,8 @@ func CatalogFromSQL(ddl string) (*Catalog, error) {
 	}
 	for _, raw := range tree.Stmts {
 		switch s := raw.Stmt.Node.(type) {
+		case *pg_query.Node_CreateSchemaStmt:
+			c.AddSchema(s.CreateSchemaStmt.Schemaname)
 		case *pg_query.Node_CreateStmt:
 			t := rel(s.CreateStmt.Relation)
 			c.AddRelation(t.schema, t.name)

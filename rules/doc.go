@@ -21,8 +21,9 @@
 // recursing ALTERs of a parent reach its inheritance children and
 // partitions, TRUNCATE ... CASCADE reaches tables with foreign keys to it,
 // DML through a foreign table may reach anything. pgmoat follows these
-// edges transitively, from the catalog snapshot and from what the
-// session's own statements did since (the session's overlay; see
+// edges transitively, from the catalog snapshot, from what the
+// database's sessions made through pgmoat since (Engine.Learn) and from
+// what the session's own statements did (the session's overlay; see
 // Session). Making a protected table a child or partition of an
 // unprotected one (ALTER TABLE ... INHERIT, ATTACH PARTITION) is itself
 // alter_destructive. When the Engine has a catalog, Judge is strict about
@@ -72,7 +73,10 @@
 // pg_temp), dropped or renamed and the edges it added (views, children,
 // partitions, foreign keys, rules). A relation the session created never
 // shadows one further on the search path, since it may be gone by means
-// pgmoat cannot see. Engine.Judge
+// pgmoat cannot see. The proxy also passes confirmed changes to
+// Engine.Learn, which shares the non-temporary relations and edges with
+// the database's other sessions (drops stay the session's: one may be
+// rolled back). Engine.Judge
 // returns a Result: a Verdict per statement (text, position, effects,
 // action, rule, sentence, state changes, fingerprint) and the message's
 // action, the strongest of its statements'. The proxy applies a verdict's
@@ -88,6 +92,7 @@
 //	NewEngine(*Policy, EngineOptions) *Engine
 //	(*Engine).SetPolicy(*Policy)                   // config reload
 //	(*Engine).SetCatalog(database, *Catalog)       // from CatalogQuery rows or CatalogFromSQL
+//	(*Engine).Learn(database, ...StateChange)      // confirmed relation changes, for every session
 //	(*Engine).Judge(*Session, sql) *Result         // Query and Parse texts
 //	(*Engine).JudgeOpaque(*Session, what) *Result  // FunctionCall
 //	(*Engine).JudgeScript(*Session, sql) *Result   // pgmoat check

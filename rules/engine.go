@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,8 +80,13 @@ type Engine struct {
 	limits Limits
 }
 
+// catalogEntry is what pgmoat knows of one database's relations: the
+// catalog snapshot (nil when none could be loaded) and what sessions made
+// through pgmoat since (see Learn). version changes with either, and is
+// part of every cache key.
 type catalogEntry struct {
 	cat     *Catalog
+	shared  *overlay
 	version uint64
 }
 
@@ -127,19 +133,66 @@ func (e *Engine) SetPolicy(p *Policy) { e.pol.Store(p) }
 func (e *Engine) Policy() *Policy { return e.pol.Load() }
 
 // SetCatalog installs what pgmoat knows of database's schema (nil removes
-// it). See Catalog.
+// it, and what Learn learnt). See Catalog. What Learn learnt and c does not
+// hold is kept: it may have been made in a transaction still open when c
+// was read.
 func (e *Engine) SetCatalog(database string, c *Catalog) {
 	e.catMu.Lock()
 	defer e.catMu.Unlock()
+	if c == nil {
+		e.storeEntry(database, nil)
+		return
+	}
+	var shared *overlay
+	if old := e.catalog(database); old != nil {
+		shared = old.shared.pruned(c)
+	}
+	e.storeEntry(database, &catalogEntry{cat: c, shared: shared, version: catalogVersion.Add(1)})
+}
+
+// Learn records the relation changes among changes, which a session of
+// database has confirmed (the proxy passes the Changes it applies with
+// Session.Apply), for all the database's sessions: the tables, views,
+// children, partitions, foreign keys and renames made through pgmoat
+// since the catalog snapshot. Another session's view over a protected
+// table then counts in every session, whenever it started, and a table a
+// migration made is known to sessions opened before it. Temporary
+// relations stay their session's, and so do drops (one rolled back would
+// hide a table from all). Like a session's own, these relations do not
+// shadow others on the search path: they may be uncommitted.
+func (e *Engine) Learn(database string, changes ...StateChange) {
+	if !slices.ContainsFunc(changes, func(c StateChange) bool { return touchesRelations(c.Kind) }) {
+		return
+	}
+	e.catMu.Lock()
+	defer e.catMu.Unlock()
+	old := e.catalog(database)
+	var next catalogEntry
+	if old != nil {
+		next = *old
+	}
+	shared := next.shared
+	for _, c := range changes {
+		next.shared = next.shared.learnt(c)
+	}
+	if next.shared == shared {
+		return
+	}
+	next.version = catalogVersion.Add(1)
+	e.storeEntry(database, &next)
+}
+
+// storeEntry replaces database's entry (nil removes it); catMu is held.
+func (e *Engine) storeEntry(database string, ce *catalogEntry) {
 	old := *e.cats.Load()
 	m := make(map[string]*catalogEntry, len(old)+1)
 	for k, v := range old {
 		m[k] = v
 	}
-	if c == nil {
+	if ce == nil {
 		delete(m, database)
 	} else {
-		m[database] = &catalogEntry{cat: c, version: catalogVersion.Add(1)}
+		m[database] = ce
 	}
 	e.cats.Store(&m)
 }
@@ -185,10 +238,11 @@ type sensitivity struct{ literal, state bool }
 // unknown, and names are judged by the search path alone.
 func (e *Engine) full(pol *Policy, ce *catalogEntry, s *Session, sql string, strict bool) (*Result, sensitivity) {
 	var cat *Catalog
+	env := newEnv(pol, nil, s.id.User, s.tx.clone())
 	if ce != nil {
 		cat = ce.cat
+		env.cat, env.shared = ce.cat, ce.shared
 	}
-	env := newEnv(pol, cat, s.id.User, s.tx.clone())
 	env.lookupPrepared = s.lookupPrepared
 	env.ov = s.ov
 	env.strict = strict && cat != nil

@@ -55,6 +55,8 @@ func (o *overlay) hides(schema, name string) bool {
 	return o != nil && (o.gone[qname{schema, name}] || o.gone[qname{"", name}] || o.goneNS[schema])
 }
 
+func (o *overlay) schemaGone(schema string) bool { return o != nil && o.goneNS[schema] }
+
 // schemasOf returns the schemas in which the session created a relation
 // called name, in a stable order.
 func (o *overlay) schemasOf(name string) []string {
@@ -154,15 +156,7 @@ func (o *overlay) with(c StateChange) *overlay {
 			delete(n.gone, q)
 		}
 	case ChangeEdge:
-		for _, q := range sources(c.Relation) {
-			if c.Edge == EdgeRemote {
-				n.edges[q] = append(n.edges[q], edge{kind: EdgeRemote})
-				continue
-			}
-			for _, to := range c.Objects {
-				n.edges[q] = append(n.edges[q], edge{kind: c.Edge, to: to})
-			}
-		}
+		n.addEdges(sources(c.Relation), c)
 	case ChangeDropRelation:
 		n.drop(c.Relation)
 	case ChangeRenameRelation:
@@ -200,6 +194,115 @@ func (o *overlay) with(c StateChange) *overlay {
 				delete(n.rels, q)
 			}
 		}
+	}
+	return n
+}
+
+func (o *overlay) addEdges(from []qname, c StateChange) {
+	for _, q := range from {
+		if c.Edge == EdgeRemote {
+			o.edges[q] = append(o.edges[q], edge{kind: EdgeRemote})
+			continue
+		}
+		for _, to := range c.Objects {
+			o.edges[q] = append(o.edges[q], edge{kind: c.Edge, to: to})
+		}
+	}
+}
+
+// learnt returns the database's shared overlay (see Engine.Learn) after
+// change c, confirmed in one of its sessions. Unlike a session's overlay
+// it holds no temporary relation (pg_temp is each session's own) and no
+// drop that hides the catalog's entry (a drop rolled back in one session
+// would hide a table from all): a drop only forgets what the layer itself
+// learnt. It returns o itself when c teaches nothing.
+func (o *overlay) learnt(c StateChange) *overlay {
+	shared := func(q qname) bool { return q.schema != "pg_temp" }
+	switch c.Kind {
+	case ChangeCreateRelation:
+		if q, ok := exactRel(c.Relation); ok && shared(q) && !o.hasRel(q.schema, q.name) {
+			n := o.clone()
+			n.rels[q] = true
+			return n
+		}
+	case ChangeEdge:
+		from := slices.DeleteFunc(sources(c.Relation), func(q qname) bool { return !shared(q) })
+		if len(from) > 0 && (len(c.Objects) > 0 || c.Edge == EdgeRemote) {
+			n := o.clone()
+			n.addEdges(from, c)
+			return n
+		}
+	case ChangeDropRelation, ChangeDropSchema:
+		if o == nil {
+			return o
+		}
+		var forget []qname
+		for q := range o.rels {
+			r := c.Relation
+			switch {
+			case c.Kind == ChangeDropSchema:
+				if q.schema == c.Name {
+					forget = append(forget, q)
+				}
+			case q.name != r.Name:
+			case r.Schema == q.schema, r.Schema == "" && (r.AnySchema || len(r.Candidates) == 0 || slices.Contains(r.Candidates, q.schema)):
+				forget = append(forget, q)
+			}
+		}
+		if len(forget) > 0 {
+			n := o.clone()
+			for _, q := range forget {
+				delete(n.rels, q)
+			}
+			return n
+		}
+	case ChangeRenameRelation:
+		from, ok1 := exactRel(c.Relation)
+		if len(c.Objects) != 1 || !ok1 || !shared(from) {
+			return o
+		}
+		to, ok2 := exactRel(c.Objects[0])
+		if !ok2 || !shared(to) || from == to {
+			return o
+		}
+		n := o.clone()
+		n.rels[to] = true
+		n.edges[to] = append(n.edges[to], n.edges[from]...)
+		n.formerly[to] = append(append(n.formerly[to], from), n.formerly[from]...)
+		delete(n.rels, from)
+		return n
+	}
+	return o
+}
+
+// pruned returns the shared overlay without what cat, a newer catalog
+// snapshot, already holds. What it does not hold stays: it may have been
+// made in a transaction still open when the snapshot was read.
+func (o *overlay) pruned(cat *Catalog) *overlay {
+	if o == nil || cat == nil {
+		return o
+	}
+	n := o.clone()
+	for q := range n.rels {
+		if cat.has(q.schema, q.name) {
+			delete(n.rels, q)
+		}
+	}
+	for q := range n.formerly {
+		if cat.has(q.schema, q.name) {
+			delete(n.formerly, q)
+		}
+	}
+	for q, es := range n.edges {
+		es = slices.DeleteFunc(slices.Clone(es), func(ed edge) bool { return cat.hasEdge(q, ed) })
+		if len(es) == 0 {
+			delete(n.edges, q)
+		} else {
+			n.edges[q] = es
+		}
+	}
+	if len(n.rels)+len(n.edges)+len(n.formerly) == 0 {
+		return nil
 	}
 	return n
 }

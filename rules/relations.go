@@ -30,13 +30,13 @@ func (e *env) resolveRel(rv *pg_query.RangeVar) Object {
 }
 
 // resolveName resolves an unqualified relation name. The catalog's
-// relations shadow those later on the search path, as on the server. The
-// session's own relations do not: one it created may since be gone by
-// means pgmoat did not see (a function it could not follow, ON COMMIT
-// DROP, a rolled-back transaction), and then the name resolves further
-// on, so the relations further on stay candidates (without a catalog,
-// every schema further on). A temporary relation is the first candidate
-// (pg_temp is searched first).
+// relations shadow those later on the search path, as on the server.
+// Relations made since, by this session or another, do not: one may be
+// gone by means pgmoat did not see (a function it could not follow, ON
+// COMMIT DROP, a rolled-back transaction) or not committed yet, and then
+// the name resolves further on, so the relations further on stay
+// candidates (without a catalog, every schema further on). A temporary
+// relation is the first candidate (pg_temp is searched first).
 func (e *env) resolveName(name string) Object {
 	// System catalogs are found before anything else on the path.
 	if strings.HasPrefix(name, "pg_") && !e.pathLists("pg_catalog") {
@@ -50,7 +50,7 @@ func (e *env) resolveName(name string) Object {
 	if path.known {
 		schemas := e.expandPath(path.entries)
 		for _, s := range schemas {
-			if e.ov.hasRel(s, name) {
+			if e.made(s, name) {
 				cands = append(cands, s)
 				continue
 			}
@@ -82,7 +82,7 @@ func (e *env) resolveName(name string) Object {
 			}
 		}
 	}
-	for _, s := range e.ov.schemasOf(name) {
+	for _, s := range e.madeSchemas(name) {
 		if !slices.Contains(cands, s) {
 			cands = append(cands, s)
 		}
@@ -144,6 +144,25 @@ func (e *env) catHas(schema, name string) bool {
 	return e.cat != nil && e.cat.has(schema, name) && !e.ov.hides(schema, name)
 }
 
+// made reports whether the session, or another session of the database
+// through pgmoat, made schema.name since the snapshot (and this session
+// has not dropped it since).
+func (e *env) made(schema, name string) bool {
+	return e.ov.hasRel(schema, name) || (e.shared.hasRel(schema, name) && !e.ov.hides(schema, name))
+}
+
+// madeSchemas returns the schemas in which a relation called name was
+// made since the snapshot (see made).
+func (e *env) madeSchemas(name string) []string {
+	out := e.ov.schemasOf(name)
+	for _, s := range e.shared.schemasOf(name) {
+		if !slices.Contains(out, s) && !e.ov.hides(s, name) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // known reports whether pgmoat knows the relation obj names, from the
 // catalog or from the session's own statements: then it also knows what
 // an operation on it reaches. A name it does not know may be a view,
@@ -154,10 +173,10 @@ func (e *env) known(obj Object) bool {
 		return true
 	}
 	if obj.Schema != "" {
-		return isCatalogSchema(obj.Schema) || e.ov.hasRel(obj.Schema, obj.Name) || e.catHas(obj.Schema, obj.Name)
+		return isCatalogSchema(obj.Schema) || e.made(obj.Schema, obj.Name) || e.catHas(obj.Schema, obj.Name)
 	}
 	for _, s := range obj.Candidates {
-		if e.ov.hasRel(s, obj.Name) || e.catHas(s, obj.Name) {
+		if e.made(s, obj.Name) || e.catHas(s, obj.Name) {
 			return true
 		}
 	}
@@ -177,7 +196,7 @@ func (e *env) relsOf(obj Object) []qname {
 		if e.cat != nil {
 			schemas = append(slices.Clip(schemas), e.cat.schemasOf[obj.Name]...)
 		}
-		schemas = append(slices.Clip(schemas), e.ov.schemasOf(obj.Name)...)
+		schemas = append(slices.Clip(schemas), e.madeSchemas(obj.Name)...)
 	}
 	out := make([]qname, 0, len(schemas))
 	for _, s := range schemas {
@@ -187,11 +206,12 @@ func (e *env) relsOf(obj Object) []qname {
 }
 
 // edgesOf calls fn for each edge from relation q: the catalog's (also
-// those of the names q had before the session renamed it) and the
-// session's.
+// those of the names q had before a session renamed it), the database's
+// sessions' and this session's.
 func (e *env) edgesOf(q qname, fn func(edge)) {
 	if e.cat != nil {
-		for _, n := range append([]qname{q}, e.ov.formerNames(q)...) {
+		names := append(append([]qname{q}, e.ov.formerNames(q)...), e.shared.formerNames(q)...)
+		for _, n := range names {
 			for _, b := range e.cat.viewBases[n] {
 				fn(edge{EdgeBase, Object{Kind: KindTable, Schema: b.schema, Name: b.name}})
 			}
@@ -203,6 +223,7 @@ func (e *env) edgesOf(q qname, fn func(edge)) {
 			}
 		}
 	}
+	e.shared.edgesFrom(q, fn)
 	e.ov.edgesFrom(q, fn)
 }
 
@@ -317,24 +338,48 @@ func (e *env) reachEffects(op Operation, obj Object, f follows, only, strict boo
 // --- changes to relations, for the overlay ---
 
 // createdObject returns the relation a CREATE makes: in the schema given,
-// pg_temp when temporary, else the first schema of the search path. When
-// pgmoat cannot tell the schema, the object has none.
+// pg_temp when temporary, else the creation schema of the search path.
+// When pgmoat cannot tell the schema, the object has none.
 func (e *env) createdObject(rv *pg_query.RangeVar) Object {
 	schema := rv.Schemaname
 	switch {
 	case rv.Relpersistence == "t":
 		schema = "pg_temp"
 	case schema == "":
-		if p := e.tx.cur.path; p.known {
-			if s := e.expandPath(p.entries); len(s) > 0 {
-				schema = s[0]
-			}
-		}
+		schema = e.creationSchema()
 	}
 	if schema == "" {
 		return Object{Kind: KindTable, Name: rv.Relname, AnySchema: true}
 	}
 	return Object{Kind: KindTable, Schema: schema, Name: rv.Relname}
+}
+
+// creationSchema returns where an unqualified CREATE goes: the first
+// schema of the search path that exists. $user names a schema that
+// usually does not exist (the default path is "$user", public), so it
+// counts only when the catalog knows it; other entries count as existing.
+// "" when the search path is unknown.
+func (e *env) creationSchema() string {
+	p := e.tx.cur.path
+	if !p.known {
+		return ""
+	}
+	for _, ent := range p.entries {
+		switch {
+		case ent == "$user":
+			u := e.tx.cur.role
+			if u == "" {
+				u = e.user
+			}
+			if u = truncateIdent(u); u != "" && e.cat != nil && e.cat.schemas[u] && !e.ov.schemaGone(u) {
+				return u
+			}
+		case ent == "pg_temp" || strings.HasPrefix(ent, "pg_temp_") || ent == "pg_catalog":
+		default:
+			return ent
+		}
+	}
+	return ""
 }
 
 // created reports that a statement creates obj. CREATE ... IF NOT EXISTS

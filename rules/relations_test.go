@@ -6,8 +6,9 @@ import (
 )
 
 // runAllowed sends each message for s as the proxy does: judged, and when
-// let through (allow or log) its changes applied as if the server ran it.
-// It returns the messages refused.
+// let through (allow or log) its changes applied to the session and
+// learnt for the database's other sessions as if the server ran it. It
+// returns the messages refused.
 func runAllowed(eng *Engine, s *Session, msgs ...string) (refused []string) {
 	for _, m := range msgs {
 		r := eng.Judge(s, m)
@@ -17,6 +18,7 @@ func runAllowed(eng *Engine, s *Session, msgs ...string) (refused []string) {
 		}
 		for _, v := range r.Statements {
 			s.Apply(v.Changes...)
+			eng.Learn(s.Identity().Database, v.Changes...)
 		}
 		s.Sync('I')
 	}
@@ -59,10 +61,13 @@ type seqCase struct {
 	inSentence string
 }
 
-func runSeqCases(t *testing.T, eng *Engine, newSession func() *Session, cases []seqCase) {
+// runSeqCases runs each case in a new engine, so that what one case's
+// session made does not reach the next case.
+func runSeqCases(t *testing.T, newEngine func(t *testing.T) *Engine, newSession func() *Session, cases []seqCase) {
 	t.Helper()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			eng := newEngine(t)
 			s := newSession()
 			runAllowed(eng, s, c.steps...)
 			r := eng.Judge(s, c.sql)
@@ -154,8 +159,7 @@ func TestRelationsInOneMessage(t *testing.T) {
 // to relations counts in its later messages (psql sends each statement of
 // a script as its own message), and only in that session.
 func TestRelationsAcrossMessages(t *testing.T) {
-	eng := testEngine(t, defaultProtect)
-	runSeqCases(t, eng, func() *Session { return knownSession("app") }, []seqCase{
+	runSeqCases(t, func(t *testing.T) *Engine { return testEngine(t, defaultProtect) }, func() *Session { return knownSession("app") }, []seqCase{
 		{"temp view", []string{"CREATE TEMP VIEW tv AS SELECT * FROM users"}, "DELETE FROM tv", Block, "reaches users (search_path: app, public) (through view or rule tv"},
 		{"temp view update", []string{"CREATE TEMP VIEW tv AS SELECT * FROM users"}, "UPDATE tv SET note = NULL", Block, ""},
 		{"temp view merge", []string{"CREATE TEMP VIEW tv AS SELECT * FROM users"}, "MERGE INTO tv USING scratch s ON true WHEN MATCHED THEN DELETE", Block, ""},
@@ -181,9 +185,8 @@ func TestRelationsAcrossMessages(t *testing.T) {
 // statements on such relations go on, and so does everything on the
 // relations the session made itself.
 func TestUnknownRelationsWithCatalog(t *testing.T) {
-	eng := catalogEngine(t)
 	const why = "not in pgmoat's catalog snapshot"
-	runSeqCases(t, eng, func() *Session { return knownSession("app") }, []seqCase{
+	runSeqCases(t, catalogEngine, func() *Session { return knownSession("app") }, []seqCase{
 		{"delete", nil, "DELETE FROM made_elsewhere", Block, why},
 		{"update", nil, "UPDATE made_elsewhere SET x = 1", Block, why},
 		{"merge", nil, "MERGE INTO made_elsewhere m USING scratch s ON true WHEN MATCHED THEN DELETE", Block, why},
@@ -227,8 +230,7 @@ func TestUnknownRelationsWithCatalog(t *testing.T) {
 
 // TestCatalogReach: what the catalog snapshot says a relation reaches.
 func TestCatalogReach(t *testing.T) {
-	eng := catalogEngine(t)
-	runSeqCases(t, eng, func() *Session { return knownSession("app") }, []seqCase{
+	runSeqCases(t, catalogEngine, func() *Session { return knownSession("app") }, []seqCase{
 		{"inheritance parent", nil, "DELETE FROM sp", Block, "billing.invoices"},
 		{"partitioned parent", nil, "TRUNCATE events", Block, "billing.events_1"},
 		{"partitioned parent drop", nil, "DROP TABLE events", Block, "billing.events_1"},
@@ -243,6 +245,153 @@ func TestCatalogReach(t *testing.T) {
 		{"shadow dropped", []string{"SET search_path TO a, public", "DROP TABLE a.users"}, "DELETE FROM users", Block, ""},
 		{"session table does not shadow", []string{"SET search_path TO b, public", "CREATE TABLE b.users (id int)"}, "DELETE FROM users", Block, ""},
 	})
+}
+
+// TestSharedRelations: what one session made through pgmoat counts in the
+// database's other sessions, whenever they started (Engine.Learn), except
+// temporary relations and drops, which stay the session's.
+func TestSharedRelations(t *testing.T) {
+	const reaches = "reaches public.users"
+	for _, c := range []struct {
+		name       string
+		made       []string // in session a, confirmed
+		steps      []string // then in session b, opened before a made anything
+		sql        string   // in session b
+		want       Action
+		inSentence string
+	}{
+		{"view", []string{"CREATE VIEW pv AS SELECT * FROM users"}, nil, "DELETE FROM pv", Block, reaches},
+		{"view, IF NOT EXISTS does not launder it", []string{"CREATE VIEW pv AS SELECT * FROM users"}, []string{"CREATE TABLE IF NOT EXISTS pv (id int)"}, "UPDATE pv SET note = NULL", Block, reaches},
+		{"swapped name", []string{"DROP TABLE scratch", "CREATE VIEW scratch AS SELECT * FROM users"}, nil, "DELETE FROM scratch", Block, reaches},
+		{"renamed view", []string{"CREATE VIEW pv AS SELECT * FROM users", "ALTER VIEW pv RENAME TO pw"}, nil, "DELETE FROM pw", Block, reaches},
+		{"renamed catalog view", []string{"ALTER VIEW users_v RENAME TO uv"}, nil, "DELETE FROM uv", Block, reaches},
+		{"child", []string{"CREATE TABLE par (id int)", "CREATE TABLE billing.kid () INHERITS (par)"}, nil, "TRUNCATE par", Block, "billing.kid"},
+		{"migration's table", []string{"CREATE TABLE jobs (id int)"}, nil, "TRUNCATE jobs", Allow, ""},
+		{"migration's table delete", []string{"CREATE TABLE IF NOT EXISTS jobs (id int)"}, nil, "DELETE FROM jobs", Allow, ""},
+		{"dropped again", []string{"CREATE TABLE jobs (id int)", "DROP TABLE jobs"}, nil, "TRUNCATE jobs", Block, "not in pgmoat's catalog snapshot"},
+		// Another session's relations may be uncommitted: they shadow
+		// nothing.
+		{"no shadow", []string{"CREATE TABLE a.orgs (id int)", "CREATE TABLE a2.users (id int)"}, []string{"SET search_path TO a2, public"}, "DELETE FROM users", Block, ""},
+		// Another session's drop may be rolled back: the table is still
+		// the catalog's for the others.
+		{"drop stays the session's", []string{"DROP TABLE scratch"}, nil, "DELETE FROM scratch", Allow, ""},
+		// Temporary relations are the session's own.
+		{"temp view", []string{"CREATE TEMP VIEW tv AS SELECT * FROM users"}, nil, "DELETE FROM tv", Block, "not in pgmoat's catalog snapshot"},
+		{"temp table", []string{"CREATE TEMP TABLE tt (id int)"}, nil, "TRUNCATE tt", Block, "not in pgmoat's catalog snapshot"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			eng := catalogEngine(t)
+			a, b := knownSession("app"), knownSession("app")
+			eng.Judge(b, c.sql) // b was there before
+			if refused := runAllowed(eng, a, c.made...); len(refused) > 0 {
+				t.Fatalf("refused %q", refused)
+			}
+			runAllowed(eng, b, c.steps...)
+			r := eng.Judge(b, c.sql)
+			if r.Action != c.want {
+				t.Fatalf("%q after %q in another session: %s (%s), want %s", c.sql, c.made, r.Action, r.Decision().Sentence, c.want)
+			}
+			if c.inSentence != "" && !strings.Contains(r.Decision().Sentence, c.inSentence) {
+				t.Errorf("%q: sentence %q does not say %q", c.sql, r.Decision().Sentence, c.inSentence)
+			}
+		})
+	}
+}
+
+// TestCreationSchema: an unqualified CREATE goes to the first schema of
+// the search path that exists, so that a table a migration user made is
+// known where other users' sessions look for it.
+func TestCreationSchema(t *testing.T) {
+	for _, c := range []struct {
+		ddl, user string
+		steps     []string
+		want      string
+	}{
+		{"", "migrator", nil, "public"},                          // no schema migrator
+		{"CREATE SCHEMA migrator;", "migrator", nil, "migrator"}, // an (empty) schema of the user's
+		{"", "migrator", []string{"SET search_path TO a, public"}, "a"},
+		{"", "migrator", []string{"SET ROLE billing"}, "billing"}, // $user is the current role
+		{"", "migrator", []string{"SET search_path TO pg_temp, \"$user\""}, ""},
+	} {
+		eng := testEngine(t, defaultProtect)
+		cat, err := CatalogFromSQL(relDDL + c.ddl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eng.SetCatalog("app", cat)
+		s := knownSession(c.user)
+		runAllowed(eng, s, c.steps...)
+		r := eng.Judge(s, "CREATE TABLE jobs (id int)")
+		var got string
+		for _, ch := range r.Statements[0].Changes {
+			if ch.Kind == ChangeCreateRelation {
+				got = ch.Relation.Schema
+			}
+		}
+		if got != c.want {
+			t.Errorf("%q, user %s after %q: CREATE TABLE jobs goes to %q, want %q", c.ddl, c.user, c.steps, got, c.want)
+		}
+	}
+	// What a migration user made is known to the application's sessions.
+	eng := catalogEngine(t)
+	runAllowed(eng, knownSession("migrator"), "CREATE TABLE jobs (id int)")
+	if r := eng.Judge(knownSession("web"), "TRUNCATE jobs"); r.Action != Allow {
+		t.Errorf("TRUNCATE of the migration's table in another user's session: %s (%s)", r.Action, r.Decision().Sentence)
+	}
+}
+
+// TestSharedRelationsAndTheCache: learning changes the database's key, so
+// a decision made before is not reused; learning nothing changes nothing.
+func TestSharedRelationsAndTheCache(t *testing.T) {
+	p, err := Compile(defaultProtect)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := NewEngine(p, EngineOptions{})
+	a, b := knownSession("app"), knownSession("app")
+	if r := eng.Judge(b, "DELETE FROM pv"); r.Action != Allow {
+		t.Fatalf("before the view: %s", r.Action)
+	}
+	if r := eng.Judge(b, "DELETE FROM pv"); r.Path != PathCache {
+		t.Fatalf("not cached: %s", r.Path)
+	}
+	before := eng.catalog("app")
+	eng.Learn("app", StateChange{Kind: ChangeBegin}, StateChange{Kind: ChangeCreateRelation, Relation: Object{Kind: KindTable, Schema: "pg_temp", Name: "t"}})
+	if eng.catalog("app") != before {
+		t.Error("learning nothing shared made a new catalog entry")
+	}
+	runAllowed(eng, a, "CREATE VIEW pv AS SELECT * FROM users")
+	if r := eng.Judge(b, "DELETE FROM pv"); r.Action != Block || r.Path != PathFull {
+		t.Errorf("after another session's view: %s by %s, want block by full analysis", r.Action, r.Path)
+	}
+}
+
+// TestSharedRelationsSurviveReload: a new snapshot replaces what the
+// sessions made only where it holds it (what it lacks may be in a
+// transaction still open when it was read).
+func TestSharedRelationsSurviveReload(t *testing.T) {
+	eng := catalogEngine(t)
+	a := knownSession("app")
+	runAllowed(eng, a, "CREATE VIEW pv AS SELECT * FROM users", "CREATE TABLE jobs (id int)")
+	old, err := CatalogFromSQL(relDDL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng.SetCatalog("app", old)
+	if r := eng.Judge(knownSession("app"), "DELETE FROM pv"); r.Action != Block {
+		t.Errorf("view lost with a snapshot that lacks it: %s", r.Action)
+	}
+	fresh, err := CatalogFromSQL(relDDL + "CREATE VIEW pv AS SELECT * FROM users; CREATE TABLE jobs (id int);")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng.SetCatalog("app", fresh)
+	if sh := eng.catalog("app").shared; sh != nil {
+		t.Errorf("a snapshot holding everything left %+v", sh)
+	}
+	if r := eng.Judge(knownSession("app"), "DELETE FROM pv"); r.Action != Block {
+		t.Errorf("view from the new snapshot: %s", r.Action)
+	}
 }
 
 // TestDroppedSchemaUnshadows: once the session drops a schema, the
