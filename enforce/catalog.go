@@ -11,11 +11,12 @@ import (
 // catalogMaxAge is how long a database's catalog (which tables exist in
 // which schema, foreign keys, view bases, children and partitions) is used
 // before the next session of that database reloads it. A relation made
-// since by another session or outside pgmoat is unknown to the analysis,
-// which then counts a statement that may empty it as touching every
-// protected table (it may be a view or parent over one). A session that
-// makes or re-wires relations through pgmoat marks the catalog stale, so
-// that the next session reloads it at once.
+// since outside pgmoat is unknown to the analysis, which then counts a
+// statement that may empty it as touching every protected table (it may
+// be a view or parent over one); what sessions make through pgmoat the
+// engine learns at once (rules.Engine.Learn). A session that makes or
+// re-wires relations marks the catalog stale, so that the next session
+// reloads it at once.
 const catalogMaxAge = 30 * time.Second
 
 // catalogs remembers when each database's catalog was loaded.

@@ -437,9 +437,9 @@ func (c *conn) applyLocked(changes []rules.StateChange) {
 		switch ch.Kind {
 		case rules.ChangeCreateRelation, rules.ChangeEdge, rules.ChangeRenameRelation, rules.ChangeDropRelation, rules.ChangeDropSchema:
 			// The catalog snapshot no longer says what the database
-			// holds: the next session reloads it, so that other sessions
-			// learn what this one made instead of refusing to empty it as
-			// an unknown relation.
+			// holds: the next session reloads it (what this one made
+			// reaches the others at once through Learn, below; the reload
+			// also brings what was made outside pgmoat).
 			stale = stale || ch.Relation.Schema != "pg_temp"
 		case rules.ChangePrepare:
 			if c.sqlPrepared == nil {
@@ -460,6 +460,8 @@ func (c *conn) applyLocked(changes []rules.StateChange) {
 		c.e.cats.release(c.auditBase.Database)
 	}
 	c.rs.Apply(changes...)
+	// The database's other sessions count what this one made too.
+	c.e.engine.Learn(c.auditBase.Database, changes...)
 }
 
 func movesPath(changes []rules.StateChange) bool {
