@@ -371,7 +371,7 @@ func (e *env) deleteStmt(d *pg_query.DeleteStmt, text, where string, out *[]Effe
 	if e.filter(d.WhereClause, targetOf(d.Relation)) != rowsAll {
 		return
 	}
-	e.reachEffects(OpDeleteAll, obj, followDML, !d.Relation.Inh, e.strict, "DELETE FROM "+obj.String()+" "+e.whereWord(d.WhereClause), where, out)
+	e.reachEffects(OpDeleteAll, obj, followDelete, !d.Relation.Inh, e.strict, "DELETE FROM "+obj.String()+" "+e.whereWord(d.WhereClause), where, out)
 }
 
 func (e *env) updateStmt(u *pg_query.UpdateStmt, text, where string, out *[]Effect) {
@@ -384,7 +384,7 @@ func (e *env) updateStmt(u *pg_query.UpdateStmt, text, where string, out *[]Effe
 	if e.filter(u.WhereClause, targetOf(u.Relation)) != rowsAll {
 		return
 	}
-	e.reachEffects(OpUpdateAll, obj, followDML, !u.Relation.Inh, e.strict, "UPDATE "+obj.String()+" "+e.whereWord(u.WhereClause), where, out)
+	e.reachEffects(OpUpdateAll, obj, followUpdate, !u.Relation.Inh, e.strict, "UPDATE "+obj.String()+" "+e.whereWord(u.WhereClause), where, out)
 }
 
 func (e *env) whereWord(w *pg_query.Node) string {
@@ -435,7 +435,11 @@ func (e *env) mergeStmt(m *pg_query.MergeStmt, text, where string, out *[]Effect
 		if op == OpUpdateAll {
 			verb = "UPDATE"
 		}
-		e.reachEffects(op, obj, followDML, !m.Relation.Inh, e.strict, "MERGE INTO "+obj.String()+" ... THEN "+verb+" matching every row", where, out)
+		f := followDelete
+		if op == OpUpdateAll {
+			f = followUpdate
+		}
+		e.reachEffects(op, obj, f, !m.Relation.Inh, e.strict, "MERGE INTO "+obj.String()+" ... THEN "+verb+" matching every row", where, out)
 	}
 }
 

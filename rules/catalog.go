@@ -3,13 +3,14 @@ package rules
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
 
 // Catalog is what pgmoat knows of one database's schema: which relations
-// exist in which schema, which tables reference which through foreign keys,
-// which relations a view reads, and which tables are inheritance children
+// exist in which schema, which tables reference which through foreign keys
+// (and with which ON DELETE and ON UPDATE actions), which relations a view reads, and which tables are inheritance children
 // or partitions of which. Without a catalog pgmoat is
 // conservative (an unqualified name may be in any schema of the search
 // path, TRUNCATE ... CASCADE may reach every protected table); with one it
@@ -20,14 +21,44 @@ type Catalog struct {
 	fkChildren map[qname][]qname   // referenced table → tables whose foreign keys reference it
 	viewBases  map[qname][]qname   // view → relations it reads
 	children   map[qname][]qname   // parent → its inheritance children and partitions
+	fkActs     map[qname][]fkAct   // referenced table → foreign keys to it with an ON DELETE or ON UPDATE action
 	schemas    map[string]bool     // schemas that exist
 }
 
 type qname struct{ schema, name string }
 
+// fkAct is a foreign key whose referential action changes the rows of
+// child when rows of the table it references are deleted or have their
+// key updated: kind is EdgeDeleteCascade, EdgeDeleteSet or
+// EdgeUpdateAction.
+type fkAct struct {
+	child qname
+	kind  EdgeKind
+}
+
+// fkActionEdges returns the edges a foreign key's referential actions
+// add, given as pg_constraint stores them (confdeltype, confupdtype: 'a'
+// NO ACTION, 'r' RESTRICT, 'c' CASCADE, 'n' SET NULL, 'd' SET DEFAULT).
+// NO ACTION and RESTRICT add none: the server refuses to delete or
+// re-key referenced rows.
+func fkActionEdges(onDelete, onUpdate string) []EdgeKind {
+	var out []EdgeKind
+	switch onDelete {
+	case "c":
+		out = append(out, EdgeDeleteCascade)
+	case "n", "d":
+		out = append(out, EdgeDeleteSet)
+	}
+	switch onUpdate {
+	case "c", "n", "d":
+		out = append(out, EdgeUpdateAction)
+	}
+	return out
+}
+
 // NewCatalog returns an empty catalog to fill with Add* before use.
 func NewCatalog() *Catalog {
-	return &Catalog{schemasOf: map[string][]string{}, fkChildren: map[qname][]qname{}, viewBases: map[qname][]qname{}, children: map[qname][]qname{}, schemas: map[string]bool{}}
+	return &Catalog{schemasOf: map[string][]string{}, fkChildren: map[qname][]qname{}, fkActs: map[qname][]fkAct{}, viewBases: map[qname][]qname{}, children: map[qname][]qname{}, schemas: map[string]bool{}}
 }
 
 // AddSchema records that a schema exists (where an unqualified CREATE goes
@@ -50,6 +81,21 @@ func (c *Catalog) AddRelation(schema, name string) {
 func (c *Catalog) AddForeignKey(childSchema, child, parentSchema, parent string) {
 	p := qname{parentSchema, parent}
 	c.fkChildren[p] = append(c.fkChildren[p], qname{childSchema, child})
+}
+
+// AddForeignKeyActions records, like AddForeignKey, that table child has a
+// foreign key referencing table parent, and the key's referential actions
+// as pg_constraint stores them (confdeltype, confupdtype: 'a' NO ACTION,
+// 'r' RESTRICT, 'c' CASCADE, 'n' SET NULL, 'd' SET DEFAULT): with ON
+// DELETE CASCADE, deleting parent's rows deletes child's; with SET NULL or
+// SET DEFAULT, it rewrites them; with an ON UPDATE action other than NO
+// ACTION or RESTRICT, updating parent's key rewrites child's rows.
+func (c *Catalog) AddForeignKeyActions(childSchema, child, parentSchema, parent, onDelete, onUpdate string) {
+	c.AddForeignKey(childSchema, child, parentSchema, parent)
+	p := qname{parentSchema, parent}
+	for _, k := range fkActionEdges(onDelete, onUpdate) {
+		c.fkActs[p] = append(c.fkActs[p], fkAct{qname{childSchema, child}, k})
+	}
 }
 
 // AddViewBase records that view reads relation base (so DML through the
@@ -80,6 +126,8 @@ func (c *Catalog) hasEdge(q qname, ed edge) bool {
 		list = c.children[q]
 	case EdgeReferencedBy:
 		list = c.fkChildren[q]
+	case EdgeDeleteCascade, EdgeDeleteSet, EdgeUpdateAction:
+		return slices.Contains(c.fkActs[q], fkAct{to, ed.kind})
 	}
 	return slices.Contains(list, to)
 }
@@ -95,10 +143,12 @@ func (c *Catalog) has(schema, name string) bool {
 
 // CatalogQuery lists what a Catalog needs from a live database, one row
 // per fact: (kind, schema, name, other_schema, other_name) where kind is
-// 'ns' (a schema; name is empty), 'rel' (a relation), 'fk' (name has a
-// foreign key to other), 'view' (view name reads other) or 'inh' (name
-// inherits from other or is one of its partitions). Feed the rows to
-// Catalog.AddRow.
+// 'ns' (a schema; name is empty), 'rel' (a relation), 'fk:DU' (name has a
+// foreign key to other, whose ON DELETE and ON UPDATE actions are D and U,
+// pg_constraint's confdeltype and confupdtype; see AddForeignKeyActions),
+// 'view' (view name reads other) or 'inh' (name inherits from other or is
+// one of its partitions). The actions ride in the kind so that every row
+// keeps its five columns. Feed the rows to Catalog.AddRow.
 const CatalogQuery = `
 SELECT 'ns', n.nspname, ''::name, NULL, NULL
   FROM pg_namespace n
@@ -109,7 +159,7 @@ SELECT 'rel', n.nspname, c.relname, NULL, NULL
  WHERE c.relkind IN ('r','p','v','m','f','S','i','I')
    AND n.nspname NOT IN ('pg_toast') AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%'
 UNION ALL
-SELECT 'fk', cn.nspname, cc.relname, pn.nspname, pc.relname
+SELECT 'fk:' || k.confdeltype::text || k.confupdtype::text, cn.nspname, cc.relname, pn.nspname, pc.relname
   FROM pg_constraint k
   JOIN pg_class cc ON cc.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
   JOIN pg_class pc ON pc.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
@@ -141,14 +191,18 @@ func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) erro
 	case "inh":
 		c.AddChild(schema, name, otherSchema, otherName)
 	default:
+		if a, ok := strings.CutPrefix(kind, "fk:"); ok && len(a) == 2 {
+			c.AddForeignKeyActions(schema, name, otherSchema, otherName, a[:1], a[1:])
+			return nil
+		}
 		return fmt.Errorf("catalog row: unknown kind %q", kind)
 	}
 	return nil
 }
 
 // CatalogFromSQL builds a Catalog from DDL such as a schema dump or a
-// migration set: CREATE TABLE (with REFERENCES, FOREIGN KEY, INHERITS and
-// PARTITION OF), CREATE VIEW / MATERIALIZED VIEW, CREATE TABLE AS and
+// migration set: CREATE TABLE (with REFERENCES, FOREIGN KEY and their ON
+// DELETE and ON UPDATE actions, INHERITS and PARTITION OF), CREATE VIEW / MATERIALIZED VIEW, CREATE TABLE AS and
 // ALTER TABLE ... ADD FOREIGN KEY / INHERIT / ATTACH PARTITION.
 // Unqualified names go to schema public.
 func CatalogFromSQL(ddl string) (*Catalog, error) {
@@ -168,7 +222,7 @@ func CatalogFromSQL(ddl string) (*Catalog, error) {
 		for _, n := range cons {
 			if k := n.GetConstraint(); k != nil && k.Contype == pg_query.ConstrType_CONSTR_FOREIGN && k.Pktable != nil {
 				p := rel(k.Pktable)
-				c.AddForeignKey(child.schema, child.name, p.schema, p.name)
+				c.AddForeignKeyActions(child.schema, child.name, p.schema, p.name, k.FkDelAction, k.FkUpdAction)
 			}
 		}
 	}
@@ -184,6 +238,8 @@ func CatalogFromSQL(ddl string) (*Catalog, error) {
 					fks(t, col.Constraints)
 				}
 			}
+			// Table constraints (FOREIGN KEY (...) REFERENCES) are elements too.
+			fks(t, s.CreateStmt.TableElts)
 			fks(t, s.CreateStmt.Constraints)
 			for _, n := range s.CreateStmt.InhRelations {
 				if rv := n.GetRangeVar(); rv != nil {

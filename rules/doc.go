@@ -20,7 +20,11 @@
 // view or a rule reaches their bases, DELETE, UPDATE, TRUNCATE, DROP and
 // recursing ALTERs of a parent reach its inheritance children and
 // partitions, TRUNCATE ... CASCADE reaches tables with foreign keys to it,
-// DML through a foreign table may reach anything. pgmoat follows these
+// DELETE of every row reaches tables whose foreign keys to it are ON
+// DELETE CASCADE (their rows go too) or SET NULL / SET DEFAULT (their rows
+// are rewritten: update_all), UPDATE of every row reaches those whose keys
+// act ON UPDATE (any column counts as the key), DML through a foreign
+// table may reach anything. pgmoat follows these
 // edges transitively, from the catalog snapshot, from what the
 // database's sessions made through pgmoat since (Engine.Learn) and from
 // what the session's own statements did (the session's overlay; see

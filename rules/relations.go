@@ -221,6 +221,9 @@ func (e *env) edgesOf(q qname, fn func(edge)) {
 			for _, c := range e.cat.fkChildren[n] {
 				fn(edge{EdgeReferencedBy, Object{Kind: KindTable, Schema: c.schema, Name: c.name}})
 			}
+			for _, a := range e.cat.fkActs[n] {
+				fn(edge{a.kind, Object{Kind: KindTable, Schema: a.child.schema, Name: a.child.name}})
+			}
 		}
 	}
 	e.shared.edgesFrom(q, fn)
@@ -229,13 +232,16 @@ func (e *env) edgesOf(q qname, fn func(edge)) {
 
 // follows selects the edges an operation follows.
 type follows struct {
-	base  bool // DML goes through views and rules
-	child bool // to children and partitions
-	fk    bool // TRUNCATE ... CASCADE, to tables with foreign keys to it
+	base     bool // DML goes through views and rules
+	child    bool // to children and partitions
+	fk       bool // TRUNCATE ... CASCADE, to tables with foreign keys to it
+	onDelete bool // DELETE, to tables whose foreign keys to it act ON DELETE
+	onUpdate bool // UPDATE, to tables whose foreign keys to it act ON UPDATE
 }
 
 var (
-	followDML      = follows{base: true, child: true}
+	followDelete   = follows{base: true, child: true, onDelete: true}
+	followUpdate   = follows{base: true, child: true, onUpdate: true}
 	followTruncate = follows{child: true}
 	followChildren = follows{child: true}
 )
@@ -244,6 +250,9 @@ var (
 type reachedRel struct {
 	obj Object
 	how string // "" for the relation the statement names
+	// rewritten: a DELETE reaches it through ON DELETE SET NULL or SET
+	// DEFAULT, so its rows are updated, not deleted.
+	rewritten bool
 }
 
 // reach returns the relations an operation on obj reaches, obj first,
@@ -260,6 +269,7 @@ func (e *env) reach(obj Object, f follows, only bool) (out []reachedRel, unknown
 			u := cur
 			unknown = &u
 		}
+		rewritten := out[i].rewritten
 		for _, q := range e.relsOf(cur) {
 			e.edgesOf(q, func(ed edge) {
 				switch ed.kind {
@@ -275,6 +285,20 @@ func (e *env) reach(obj Object, f follows, only bool) (out []reachedRel, unknown
 					if !f.fk {
 						return
 					}
+				case EdgeDeleteCascade:
+					if !f.onDelete || rewritten {
+						return
+					}
+				case EdgeDeleteSet:
+					if !f.onDelete || rewritten {
+						return
+					}
+					// Its rows are rewritten; what their new values reach
+					// follows as from an UPDATE.
+				case EdgeUpdateAction:
+					if !f.onUpdate && !rewritten {
+						return
+					}
 				case EdgeRemote:
 					remote = remote || f.base
 					return
@@ -284,7 +308,8 @@ func (e *env) reach(obj Object, f follows, only bool) (out []reachedRel, unknown
 					return
 				}
 				seen[k] = true
-				out = append(out, reachedRel{obj: ed.to, how: edgeHow(ed.kind, cur)})
+				rw := rewritten || ed.kind == EdgeDeleteSet
+				out = append(out, reachedRel{obj: ed.to, how: edgeHow(ed.kind, cur), rewritten: rw})
 			})
 		}
 	}
@@ -299,6 +324,12 @@ func edgeHow(k EdgeKind, from Object) string {
 		return "child or partition of " + from.String()
 	case EdgeReferencedBy:
 		return "references " + from.String() + " by foreign key"
+	case EdgeDeleteCascade:
+		return "its rows are deleted with those of " + from.String() + " through ON DELETE CASCADE of its foreign key"
+	case EdgeDeleteSet:
+		return "its rows are rewritten when those of " + from.String() + " are deleted, through ON DELETE SET NULL or SET DEFAULT of its foreign key"
+	case EdgeUpdateAction:
+		return "its rows are rewritten when the key of " + from.String() + " is updated, through ON UPDATE CASCADE, SET NULL or SET DEFAULT of its foreign key"
 	}
 	return ""
 }
@@ -321,11 +352,14 @@ func notInSnapshot(target, unknown Object) string {
 func (e *env) reachEffects(op Operation, obj Object, f follows, only, strict bool, what, where string, out *[]Effect) {
 	rs, unknown, remote := e.reach(obj, f, only)
 	for _, r := range rs {
-		w := what
+		w, o := what, op
 		if r.how != "" {
 			w = what + " reaches " + r.obj.String() + " (" + r.how + ")"
 		}
-		e.add(out, op, r.obj, w, where)
+		if r.rewritten {
+			o = OpUpdateAll
+		}
+		e.add(out, o, r.obj, w, where)
 	}
 	if remote {
 		e.add(out, op, everything(), what+" reaches a foreign table, whose server may be this database", where)
@@ -421,16 +455,23 @@ func (e *env) createTable(c *pg_query.CreateStmt) Object {
 			e.foreignKeys(obj, col.Constraints)
 		}
 	}
+	// Table constraints (FOREIGN KEY (...) REFERENCES) are elements too.
+	e.foreignKeys(obj, c.TableElts)
 	e.foreignKeys(obj, c.Constraints)
 	return obj
 }
 
 // foreignKeys reports the edges from the tables that constraints reference
-// to table, which TRUNCATE ... CASCADE of them reaches.
+// to table, which TRUNCATE ... CASCADE of them reaches, and, for keys with
+// ON DELETE or ON UPDATE actions, which DELETE or UPDATE of them reaches.
 func (e *env) foreignKeys(table Object, cons []*pg_query.Node) {
 	for _, n := range cons {
 		if k := n.GetConstraint(); k != nil && k.Contype == pg_query.ConstrType_CONSTR_FOREIGN && k.Pktable != nil {
-			e.linked(e.resolveRel(k.Pktable), EdgeReferencedBy, table)
+			parent := e.resolveRel(k.Pktable)
+			e.linked(parent, EdgeReferencedBy, table)
+			for _, kind := range fkActionEdges(k.FkDelAction, k.FkUpdAction) {
+				e.linked(parent, kind, table)
+			}
 		}
 	}
 }

@@ -89,6 +89,17 @@ const (
 	// EdgeRemote: DML through the relation may change any table (a
 	// foreign table, whose server may be this one). Objects is empty.
 	EdgeRemote
+	// EdgeDeleteCascade: the other has a foreign key to the relation with
+	// ON DELETE CASCADE: deleting the relation's rows deletes the other's.
+	EdgeDeleteCascade
+	// EdgeDeleteSet: the other has a foreign key to the relation with ON
+	// DELETE SET NULL or SET DEFAULT: deleting the relation's rows
+	// rewrites the other's.
+	EdgeDeleteSet
+	// EdgeUpdateAction: the other has a foreign key to the relation with
+	// ON UPDATE CASCADE, SET NULL or SET DEFAULT: updating the relation's
+	// key rewrites the other's rows.
+	EdgeUpdateAction
 )
 
 // StateChange is a change a statement makes to session state that later
