@@ -54,11 +54,11 @@ func TestAuditEventsFromRealSessions(t *testing.T) {
 	api := &admin.Client{BaseURL: m.AdminURL, Token: moattest.ApproverToken}
 
 	// A pgx session: allowed statements, then a blocked DROP.
-	app := connectMoat(t, m.SuperConnString(db, "application_name=e2e-pgx"))
+	app := connect(t, m.SuperConnString(db, "application_name=e2e-pgx"))
 	mustExec(t, app, "SELECT 1")
 	mustExec(t, app, "INSERT INTO users VALUES (1, 'a@example.com')")
 	_, err := app.Exec(ctx, "DROP TABLE users")
-	if code := sqlState(err); code != "42501" {
+	if code := stateOf(err); code != "42501" {
 		t.Fatalf("DROP TABLE users through pgmoat: err = %v, want SQLSTATE 42501", err)
 	}
 	closeConn(t, app)
@@ -71,7 +71,7 @@ func TestAuditEventsFromRealSessions(t *testing.T) {
 	}
 
 	// A hold: the deployer's DROP waits until alice approves it.
-	dep := connectMoat(t, m.SuperConnString(db, "application_name=deployer"))
+	dep := connect(t, m.SuperConnString(db, "application_name=deployer"))
 	held := make(chan error, 1)
 	go func() {
 		_, err := dep.Exec(ctx, "DROP TABLE deploy_old")
@@ -91,7 +91,7 @@ func TestAuditEventsFromRealSessions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pre-approve: %v", err)
 	}
-	user := connectMoat(t, m.SuperConnString(db, "application_name=e2e-preapproved"))
+	user := connect(t, m.SuperConnString(db, "application_name=e2e-preapproved"))
 	mustExec(t, user, "DROP TABLE pre_old")
 	closeConn(t, user)
 
@@ -228,7 +228,7 @@ func TestAuditPreapprovedStatementNotRecordedAsBlocked(t *testing.T) {
 	if _, err := api.PreApprove(context.Background(), admin.PreApproveRequest{SQL: "DROP TABLE old_stuff", TTL: time.Minute, Reason: "retired"}); err != nil {
 		t.Fatal(err)
 	}
-	conn := connectMoat(t, m.SuperConnString(db, "application_name=preapproved"))
+	conn := connect(t, m.SuperConnString(db, "application_name=preapproved"))
 	mustExec(t, conn, "DROP TABLE old_stuff")
 	evs := waitAuditEvents(t, m.AuditPath, "the statement event", func(evs []audit.Event) bool {
 		return findEvent(evs, audit.Statement, func(e audit.Event) bool { return e.Statement == "DROP TABLE old_stuff" }) != nil
@@ -260,9 +260,9 @@ func TestAuditHasNoPasswords(t *testing.T) {
 		{c.Superuser, c.SuperPassword},
 	}
 	for _, u := range users {
-		conn := connectMoat(t, m.ConnString(u.name, u.password, db, "application_name=pw-pgx"))
+		conn := connect(t, m.ConnString(u.name, u.password, db, "application_name=pw-pgx"))
 		mustExec(t, conn, "SELECT 1")
-		if _, err := conn.Exec(ctx, "DROP TABLE users"); sqlState(err) != "42501" {
+		if _, err := conn.Exec(ctx, "DROP TABLE users"); stateOf(err) != "42501" {
 			t.Fatalf("%s: DROP TABLE users: %v", u.name, err)
 		}
 		closeConn(t, conn)
@@ -328,9 +328,9 @@ func TestAuditRedact(t *testing.T) {
 		t.Fatalf("reload with audit.redact failed:\n%s", m.Log())
 	}
 
-	conn := connectMoat(t, m.SuperConnString(db, "application_name=redact"))
+	conn := connect(t, m.SuperConnString(db, "application_name=redact"))
 	mustExec(t, conn, "SELECT count(*) FROM users WHERE email = 'alice.secret@example.com'")
-	if _, err := conn.Exec(context.Background(), "UPDATE users SET email = 'bob.secret@example.com'"); sqlState(err) != "42501" {
+	if _, err := conn.Exec(context.Background(), "UPDATE users SET email = 'bob.secret@example.com'"); stateOf(err) != "42501" {
 		t.Fatalf("UPDATE without WHERE: %v, want 42501", err)
 	}
 	closeConn(t, conn)
@@ -362,8 +362,8 @@ func TestAuditVerifyCommand(t *testing.T) {
 	c.Exec(t, db, "CREATE TABLE users(id int)")
 	m := moattest.Start(t, c, moattest.Options{Config: "policy:\n  protect: [public.users]\n"})
 	blockedSession := func(app string) {
-		conn := connectMoat(t, m.SuperConnString(db, "application_name="+app))
-		if _, err := conn.Exec(context.Background(), "DROP TABLE users"); sqlState(err) != "42501" {
+		conn := connect(t, m.SuperConnString(db, "application_name="+app))
+		if _, err := conn.Exec(context.Background(), "DROP TABLE users"); stateOf(err) != "42501" {
 			t.Fatalf("DROP TABLE users: %v", err)
 		}
 		closeConn(t, conn)
@@ -441,8 +441,8 @@ func TestAuditFailClosed(t *testing.T) {
       action: log
 `})
 	ctx := context.Background()
-	app := connectMoat(t, m.SuperConnString(db, "application_name=app"))
-	ops := connectMoat(t, m.SuperConnString(db, "application_name=ops-console"))
+	app := connect(t, m.SuperConnString(db, "application_name=app"))
+	ops := connect(t, m.SuperConnString(db, "application_name=ops-console"))
 	direct := c.Connect(t, db)
 	usersExists := func() bool {
 		var n int
@@ -467,7 +467,7 @@ func TestAuditFailClosed(t *testing.T) {
 	if !errors.As(err, &pe) || pe.Code != "42501" || !strings.Contains(pe.Message, "audit log") {
 		t.Errorf("logged DROP with the audit log down: err = %v, want 42501 mentioning the audit log", err)
 	}
-	if _, err := app.Exec(ctx, "DROP TABLE users"); sqlState(err) != "42501" {
+	if _, err := app.Exec(ctx, "DROP TABLE users"); stateOf(err) != "42501" {
 		t.Errorf("blocked DROP with the audit log down: err = %v, want 42501", err)
 	}
 	if !usersExists() {
@@ -477,7 +477,7 @@ func TestAuditFailClosed(t *testing.T) {
 	if err := app.QueryRow(ctx, "SELECT count(*) FROM users").Scan(&n); err != nil || n != 2 {
 		t.Errorf("SELECT on an open session with the audit log down: n=%d err=%v", n, err)
 	}
-	fresh := connectMoat(t, m.SuperConnString(db, "application_name=fresh"))
+	fresh := connect(t, m.SuperConnString(db, "application_name=fresh"))
 	if err := fresh.QueryRow(ctx, "SELECT count(*) FROM users").Scan(&n); err != nil || n != 2 {
 		t.Errorf("SELECT on a new session with the audit log down: n=%d err=%v", n, err)
 	}
@@ -493,7 +493,7 @@ func TestAuditFailClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	reopenAudit(t, m)
-	if _, err := app.Exec(ctx, "DROP TABLE users"); sqlState(err) != "42501" || strings.Contains(err.Error(), "audit log") {
+	if _, err := app.Exec(ctx, "DROP TABLE users"); stateOf(err) != "42501" || strings.Contains(err.Error(), "audit log") {
 		t.Errorf("blocked DROP after recovery: err = %v, want a plain 42501 block", err)
 	}
 	if !usersExists() {
@@ -517,19 +517,6 @@ func TestAuditFailClosed(t *testing.T) {
 	}
 }
 
-// connectMoat connects with pgx and closes the connection when t ends.
-func connectMoat(t *testing.T, connString string) *pgx.Conn {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, connString)
-	if err != nil {
-		t.Fatalf("connect through pgmoat: %v", err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	return conn
-}
-
 // closeConn ends a session with Terminate, as a well-behaved client does.
 func closeConn(t *testing.T, conn *pgx.Conn) {
 	t.Helper()
@@ -543,16 +530,6 @@ func mustExec(t *testing.T, conn *pgx.Conn, sql string) {
 	if _, err := conn.Exec(context.Background(), sql); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
-}
-
-// sqlState returns the SQLSTATE of a server error, "" for nil or any
-// other error.
-func sqlState(err error) string {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return pe.Code
-	}
-	return ""
 }
 
 func waitPendingHold(t *testing.T, api *admin.Client) approvals.HoldInfo {

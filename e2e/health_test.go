@@ -26,7 +26,7 @@ func TestHealthEndpoints(t *testing.T) {
 	if code, r := readyz(t, m); code != 200 || r.Status != "ready" {
 		t.Errorf("/readyz with the upstream up = %d %+v, want 200 ready", code, r)
 	}
-	conn := connectMoat(t, m.SuperConnString("postgres"))
+	conn := connect(t, m.SuperConnString("postgres"))
 	mustExec(t, conn, "SELECT 1")
 
 	up.close()

@@ -60,8 +60,8 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	}
 
 	// Simple protocol, so that every Exec sends its text to be judged.
-	conn := connectMoat(t, m.SuperConnString(db, "default_query_exec_mode=simple_protocol", "application_name=metrics"))
-	other := connectMoat(t, m.SuperConnString(db, "application_name=metrics-2"))
+	conn := connect(t, m.SuperConnString(db, "default_query_exec_mode=simple_protocol", "application_name=metrics"))
+	other := connect(t, m.SuperConnString(db, "application_name=metrics-2"))
 	waitMetric(t, m, "pgmoat_client_connections_open", nil, 2)
 
 	mustExec(t, conn, "SELECT 'metrics-literal-7f3'")
@@ -74,13 +74,13 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		metricValue(t, repeated, "pgmoat_analysis_cache_requests_total", labels("result", "hit")); h1 < h0+3 {
 		t.Errorf("cache hits went from %v to %v over 3 repeats of a statement", h0, h1)
 	}
-	if _, err := conn.Exec(ctx, "DROP TABLE users"); sqlState(err) != "42501" {
+	if _, err := conn.Exec(ctx, "DROP TABLE users"); stateOf(err) != "42501" {
 		t.Fatalf("DROP TABLE users: %v", err)
 	}
 	mustExec(t, other, "SELECT count(*) FROM old_stuff")
 
 	// A hold: pending while it waits, resolved as approved after.
-	dep := connectMoat(t, m.SuperConnString(db, "application_name=deployer"))
+	dep := connect(t, m.SuperConnString(db, "application_name=deployer"))
 	held := make(chan error, 1)
 	go func() {
 		_, err := dep.Exec(ctx, "DROP TABLE old_stuff")
@@ -163,7 +163,7 @@ func TestMetricsUpstreamConnectErrors(t *testing.T) {
 	up.close()
 
 	err := connectErr(m.SuperConnString("postgres"))
-	if sqlState(err) != "08006" {
+	if stateOf(err) != "08006" {
 		t.Fatalf("connecting with the upstream down: err = %v, want SQLSTATE 08006", err)
 	}
 	fams := scrapeMetrics(t, m)
@@ -226,13 +226,13 @@ func TestDashboardUsesExportedMetrics(t *testing.T) {
 	c.Exec(t, db, "CREATE TABLE users(id int); CREATE TABLE old_stuff(id int)")
 	m := moattest.Start(t, c, moattest.Options{Config: metricsPolicy})
 	ctx := context.Background()
-	conn := connectMoat(t, m.SuperConnString(db))
-	if _, err := conn.Exec(ctx, "DROP TABLE users"); sqlState(err) != "42501" {
+	conn := connect(t, m.SuperConnString(db))
+	if _, err := conn.Exec(ctx, "DROP TABLE users"); stateOf(err) != "42501" {
 		t.Fatal(err)
 	}
 	// A hold denied, a rejected connection and a reload, so that the
 	// families with labels have a series to show.
-	dep := connectMoat(t, m.SuperConnString(db, "application_name=deployer"))
+	dep := connect(t, m.SuperConnString(db, "application_name=deployer"))
 	held := make(chan error, 1)
 	go func() { _, err := dep.Exec(ctx, "DROP TABLE old_stuff"); held <- err }()
 	api := &admin.Client{BaseURL: m.AdminURL, Token: moattest.ApproverToken}

@@ -27,7 +27,7 @@ func TestReloadAppliesToOpenSessions(t *testing.T) {
 	db := c.NewDatabase(t)
 	c.Exec(t, db, "CREATE TABLE users(id int); CREATE TABLE orders(id int); CREATE TABLE invoices(id int)")
 	m := moattest.Start(t, c, moattest.Options{Config: protectUsers})
-	conn := connectMoat(t, m.SuperConnString(db, "application_name=long-lived"))
+	conn := connect(t, m.SuperConnString(db, "application_name=long-lived"))
 	pid := backendPID(t, conn)
 
 	if !dropAllowedInRolledBackTx(t, conn, "orders") {
@@ -39,7 +39,7 @@ func TestReloadAppliesToOpenSessions(t *testing.T) {
 	if !strings.Contains(m.Log(), "configuration reloaded") {
 		t.Fatalf("SIGHUP reload did not succeed:\n%s", m.Log())
 	}
-	if _, err := conn.Exec(context.Background(), "DROP TABLE orders"); sqlState(err) != "42501" {
+	if _, err := conn.Exec(context.Background(), "DROP TABLE orders"); stateOf(err) != "42501" {
 		t.Errorf("DROP TABLE orders after protecting it by SIGHUP: err = %v, want 42501", err)
 	}
 	if got := backendPID(t, conn); got != pid {
@@ -63,7 +63,7 @@ func TestReloadAppliesToOpenSessions(t *testing.T) {
 	if err := approver.Reload(context.Background()); err != nil {
 		t.Fatalf("reload with an approver token: %v", err)
 	}
-	if _, err := conn.Exec(context.Background(), "DROP TABLE invoices"); sqlState(err) != "42501" {
+	if _, err := conn.Exec(context.Background(), "DROP TABLE invoices"); stateOf(err) != "42501" {
 		t.Errorf("DROP TABLE invoices after protecting it through the API: err = %v, want 42501", err)
 	}
 	if got := backendPID(t, conn); got != pid {
@@ -99,7 +99,7 @@ func TestReloadRejectsInvalidConfig(t *testing.T) {
 	db := c.NewDatabase(t)
 	c.Exec(t, db, "CREATE TABLE users(id int); CREATE TABLE orders(id int)")
 	m := moattest.Start(t, c, moattest.Options{Config: protectUsers})
-	conn := connectMoat(t, m.SuperConnString(db))
+	conn := connect(t, m.SuperConnString(db))
 	pid := backendPID(t, conn)
 
 	base := configBase(t, m, protectUsers)
@@ -115,7 +115,7 @@ func TestReloadRejectsInvalidConfig(t *testing.T) {
 		t.Errorf("API reload of the invalid file: %v, want HTTP 500 naming protekt", err)
 	}
 
-	if _, err := conn.Exec(context.Background(), "DROP TABLE users"); sqlState(err) != "42501" {
+	if _, err := conn.Exec(context.Background(), "DROP TABLE users"); stateOf(err) != "42501" {
 		t.Errorf("DROP TABLE users after a rejected reload: err = %v, want 42501 (old policy)", err)
 	}
 	if !dropAllowedInRolledBackTx(t, conn, "orders") {
@@ -155,7 +155,7 @@ func TestReloadListenChangeNeedsRestart(t *testing.T) {
 	if log := m.Log(); !strings.Contains(log, "takes effect only after a restart") || !strings.Contains(log, "key=listen") {
 		t.Errorf("the reload does not say that listen needs a restart:\n%s", log)
 	}
-	conn := connectMoat(t, m.SuperConnString("postgres"))
+	conn := connect(t, m.SuperConnString("postgres"))
 	mustExec(t, conn, "SELECT 1")
 }
 
@@ -195,7 +195,7 @@ func dropAllowedInRolledBackTx(t *testing.T, conn *pgx.Conn, table string) bool 
 	}
 	defer tx.Rollback(ctx)
 	_, err = tx.Exec(ctx, "DROP TABLE "+table)
-	switch code := sqlState(err); {
+	switch code := stateOf(err); {
 	case err == nil:
 		return true
 	case code == "42501":

@@ -40,6 +40,28 @@ func apiFailed(stderr io.Writer, cmd string, err error) int {
 	return 1
 }
 
+// printList prints items as a JSON array (format json, [] when empty) or
+// as a table: header, then one tab-separated row per item.
+func printList[T any](w io.Writer, format string, items []T, none, header string, row func(T) string) {
+	if format == "json" {
+		if items == nil {
+			items = []T{}
+		}
+		printJSON(w, items)
+		return
+	}
+	if len(items) == 0 {
+		fmt.Fprintln(w, none)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, it := range items {
+		fmt.Fprintln(tw, row(it))
+	}
+	tw.Flush()
+}
+
 func printJSON(w io.Writer, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -81,24 +103,12 @@ func runHolds(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		if err != nil {
 			return apiFailed(stderr, "holds list", err)
 		}
-		if af.format == "json" {
-			if holds == nil {
-				holds = []approvals.HoldInfo{}
-			}
-			printJSON(stdout, holds)
-			return exitOK
-		}
-		if len(holds) == 0 {
-			fmt.Fprintln(stdout, "no holds")
-			return exitOK
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tSTATUS\tAPPROVALS\tWAITING\tUSER@DATABASE\tAPPLICATION\tSTATEMENT")
-		for _, h := range holds {
-			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s@%s\t%s\t%s\n", h.ID, h.Status, len(h.Approvals), h.ApprovalsRequired,
-				time.Since(h.CreatedAt).Round(time.Second), h.User, h.Database, h.Application, shorten(h.Statement, 60))
-		}
-		tw.Flush()
+		printList(stdout, af.format, holds, "no holds",
+			"ID\tSTATUS\tAPPROVALS\tWAITING\tUSER@DATABASE\tAPPLICATION\tSTATEMENT",
+			func(h approvals.HoldInfo) string {
+				return fmt.Sprintf("%s\t%s\t%d/%d\t%s\t%s@%s\t%s\t%s", h.ID, h.Status, len(h.Approvals), h.ApprovalsRequired,
+					time.Since(h.CreatedAt).Round(time.Second), h.User, h.Database, h.Application, shorten(h.Statement, 60))
+			})
 		return exitOK
 	case "show", "approve", "deny":
 		if len(pos) != 1 {
@@ -211,23 +221,12 @@ func runPreapproval(ctx context.Context, args []string, stdout, stderr io.Writer
 		if err != nil {
 			return apiFailed(stderr, "preapproval list", err)
 		}
-		if af.format == "json" {
-			if list == nil {
-				list = []approvals.PreApproval{}
-			}
-			printJSON(stdout, list)
-			return exitOK
-		}
-		if len(list) == 0 {
-			fmt.Fprintln(stdout, "no pre-approvals")
-			return exitOK
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tSTATUS\tSTATEMENTS\tUSES\tBY\tEXPIRES\tREASON")
-		for _, p := range list {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", p.ID, p.Status, len(p.Fingerprints), p.Uses, p.Approver, p.ExpiresAt.Format(time.RFC3339), shorten(p.Reason, 40))
-		}
-		tw.Flush()
+		printList(stdout, af.format, list, "no pre-approvals",
+			"ID\tSTATUS\tSTATEMENTS\tUSES\tBY\tEXPIRES\tREASON",
+			func(p approvals.PreApproval) string {
+				return fmt.Sprintf("%s\t%s\t%d\t%d\t%s\t%s\t%s", p.ID, p.Status, len(p.Fingerprints), p.Uses, p.Approver,
+					p.ExpiresAt.Format(time.RFC3339), shorten(p.Reason, 40))
+			})
 		return exitOK
 	case "revoke":
 		if len(pos) != 1 {
