@@ -1,4 +1,3 @@
-// Command pgmoat is a PostgreSQL wire-protocol firewall. See README.md.
 package main
 
 import (

@@ -1,0 +1,17 @@
+// Command pgmoat is a PostgreSQL wire-protocol firewall: a proxy that
+// parses every statement and blocks, or holds for human approval, those
+// that would destroy protected tables. This package is the binary's
+// composition root and command line:
+//
+//	pgmoat serve --config FILE [--listen ADDR] [--upstream URL]   run the proxy (serve.go)
+//	pgmoat check --config FILE [...] FILE...                     judge migration files in CI (check.go)
+//	pgmoat holds list|show|approve|deny                          held statements (holds.go)
+//	pgmoat approve --file F --ttl D --reason R                   pre-approve a migration (holds.go)
+//	pgmoat preapproval list|revoke                               pre-approvals (holds.go)
+//	pgmoat audit verify FILE...                                  check the audit log's hash chain (audit.go)
+//	pgmoat version
+//
+// Exit status: 0 success; 1 findings (check: something would be blocked or
+// held; audit verify: the chain is broken) or an admin API error; 2 bad
+// usage or an invalid configuration.
+package main
