@@ -811,7 +811,7 @@ func interesting(text string) bool {
 		return true
 	}
 	for _, w := range [...]string{"dblink", "set_config", "query_to_xml", "ts_stat", "u&"} {
-		if countFold(text, w) > 0 {
+		if indexFold(text, w) >= 0 {
 			return true
 		}
 	}
@@ -870,32 +870,6 @@ func indexFold(s, word string) int {
 		}
 	}
 	return -1
-}
-
-// countFold counts ASCII case-insensitive occurrences of lower-case word in s.
-func countFold(s, word string) int {
-	n := 0
-	first := word[0]
-	for i := 0; i+len(word) <= len(s); i++ {
-		c := s[i]
-		if c|0x20 != first {
-			continue
-		}
-		j := 1
-		for ; j < len(word); j++ {
-			d := s[i+j]
-			if d >= 'A' && d <= 'Z' {
-				d += 'a' - 'A'
-			}
-			if d != word[j] {
-				break
-			}
-		}
-		if j == len(word) {
-			n++
-		}
-	}
-	return n
 }
 
 func (e *env) genericWalk(st stmtText, where string, out *[]Effect) {
