@@ -5,10 +5,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pgmoat/pgmoat/internal/pgtest"
 )
 
 // child is a process the bench started and must stop: PgBouncer or pgmoat.
@@ -16,7 +17,7 @@ type child struct {
 	name    string
 	cmd     *exec.Cmd
 	logPath string
-	exited  chan struct{}
+	exited  <-chan struct{}
 	waitErr error
 }
 
@@ -31,23 +32,9 @@ func startChild(name, logPath string, cred *syscall.Credential, argv ...string) 
 	defer logf.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true, Credential: cred}
-	c := &child{name: name, cmd: cmd, logPath: logPath, exited: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		// Linux sends the parent-death signal when the forking thread
-		// exits, not the process: keep this thread until the child is gone.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		c.waitErr = cmd.Wait()
-		close(c.exited)
-	}()
-	if err := <-started; err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	c := &child{name: name, cmd: cmd, logPath: logPath}
+	if c.exited, err = pgtest.StartTied(cmd, syscall.SIGKILL, &c.waitErr); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	return c, nil

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -98,7 +97,7 @@ type Cluster struct {
 	keep      bool
 	user      serverUser
 	proc      *exec.Cmd
-	exited    chan struct{}
+	exited    <-chan struct{}
 	waitErr   error
 
 	stopOnce sync.Once
@@ -334,29 +333,8 @@ func (c *Cluster) launch(port int) error {
 	logStart, _ := logf.Seek(0, 2)
 	cmd := c.user.command(c.Dir, filepath.Join(c.BinDir, "postgres"), "-D", c.DataDir, "-p", strconv.Itoa(port))
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group: a terminal's Ctrl-C goes to pgtmp, which
-	// then stops the server, rather than to the server directly. SIGQUIT
-	// (immediate shutdown) when the starting process dies, so a crashed
-	// test binary leaves no server behind.
-	cmd.SysProcAttr.Setpgid = true
-	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
-	exited := make(chan struct{})
-	started := make(chan error, 1)
-	go func() {
-		// Linux sends Pdeathsig when the thread that forked the child
-		// exits, not the process: hold this thread until the server is
-		// gone so that only our own death (or Stop) stops it.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		c.waitErr = cmd.Wait()
-		close(exited)
-	}()
-	err = <-started
+	// SIGQUIT (immediate shutdown) if the starting process dies.
+	exited, err := StartTied(cmd, syscall.SIGQUIT, &c.waitErr)
 	logf.Close()
 	if err != nil {
 		return fmt.Errorf("starting postgres: %w", err)
