@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgmoat/pgmoat/internal/pgtest"
+	"github.com/pgmoat/pgmoat/rules"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -51,9 +52,25 @@ func TestRefusalRaisesExactlyItsText(t *testing.T) {
 	}
 }
 
+// TestBlockRefusalNamesStatementRuleAndHint checks what a blocked client
+// reads: the statement and object in the message, the rule in DETAIL, and
+// how to get it approved in HINT; and that empty fields are left out of
+// the DO block.
 func TestBlockRefusalNamesStatementRuleAndHint(t *testing.T) {
-	r := refusal{code: codeQueryCanceled, message: "canceling statement due to user request"}
-	if do := r.doBlock(); !strings.HasPrefix(do, "DO $pgmoat0$ BEGIN RAISE EXCEPTION USING ERRCODE = '57014'") || strings.Contains(do, "DETAIL") {
+	res := &rules.Result{Decider: 0, Statements: []*rules.Verdict{{
+		Text:     "DROP TABLE public.users",
+		Action:   rules.Block,
+		Rule:     rules.RuleDefaultDestructive,
+		Sentence: "DROP TABLE public.users: table is protected by public.users; rule default-destructive",
+	}}}
+	r := blockRefusal(res, "")
+	if r.code != "42501" || r.message != "pgmoat blocked DROP TABLE public.users: table is protected by public.users" ||
+		!strings.Contains(r.detail, "Statement: DROP TABLE public.users") || !strings.Contains(r.detail, "Rule: default-destructive") ||
+		!strings.Contains(r.hint, "pgmoat approve --file") {
+		t.Errorf("refusal = %+v", r)
+	}
+	c := refusal{code: codeQueryCanceled, message: "canceling statement due to user request"}
+	if do := c.doBlock(); !strings.HasPrefix(do, "DO $pgmoat0$ BEGIN RAISE EXCEPTION USING ERRCODE = '57014'") || strings.Contains(do, "DETAIL") || strings.Contains(do, "HINT") {
 		t.Errorf("doBlock = %s", do)
 	}
 }
