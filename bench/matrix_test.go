@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"math"
+	"testing"
+)
 
 // TestPlanAlternates checks what makes the medians comparable: every
 // target runs every cell once per round, and no target keeps the same
@@ -40,6 +43,49 @@ func TestPlanAlternates(t *testing.T) {
 	for name, pos := range position {
 		if pos[0] != pos[1] || pos[1] != pos[2] {
 			t.Errorf("%s is first/second/third %v times; want equal", name, pos)
+		}
+	}
+}
+
+// TestCSVRelayCPU: the relay's CPU time and its cost per transaction are
+// in the CSV for relays, and empty for direct.
+func TestCSVRelayCPU(t *testing.T) {
+	c := cell{Script: "select", Mode: "prepared", Clients: 8}
+	relay := runRecord{Seq: 1, Round: 1, Cell: c, Target: targetPgmoat, Jobs: 2, Seconds: 3,
+		Result: pgbenchResult{TPS: 30000, LatencyMS: 0.25, Transactions: 90000}, RelayCPU: 2.7, RelayCPUOK: true}
+	if got := relay.CPUPerTx(); math.Abs(got-30) > 1e-9 {
+		t.Errorf("CPUPerTx = %v µs, want 30", got)
+	}
+	direct := relay
+	direct.Target, direct.RelayCPU, direct.RelayCPUOK = targetDirect, 0, false
+	if !math.IsNaN(direct.CPUPerTx()) {
+		t.Errorf("direct has a relay CPU time per transaction: %v", direct.CPUPerTx())
+	}
+	col := func(row []string, name string) string {
+		for i, h := range csvHeader {
+			if h == name {
+				return row[i]
+			}
+		}
+		t.Fatalf("no column %q", name)
+		return ""
+	}
+	for _, tc := range []struct {
+		r          runRecord
+		cpu, perTx string
+	}{
+		{relay, "2.700", "30.000"},
+		{direct, "", ""},
+	} {
+		row := tc.r.csvRow()
+		if len(row) != len(csvHeader) {
+			t.Fatalf("%d fields, %d columns", len(row), len(csvHeader))
+		}
+		if got := col(row, "relay_cpu_s"); got != tc.cpu {
+			t.Errorf("%s: relay_cpu_s = %q, want %q", tc.r.Target, got, tc.cpu)
+		}
+		if got := col(row, "relay_cpu_us_per_tx"); got != tc.perTx {
+			t.Errorf("%s: relay_cpu_us_per_tx = %q, want %q", tc.r.Target, got, tc.perTx)
 		}
 	}
 }

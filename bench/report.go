@@ -98,13 +98,14 @@ func (r *report) write(w io.Writer) {
 
 	r.writeTargets(w)
 	r.writeThroughput(w)
+	r.writeCPU(w)
 	r.writeLatency(w)
 	r.writeMemory(w)
 	r.writeCounters(w)
 
-	p("## Raw data\n\n[latest.csv](latest.csv) has one row per pgbench run (round, order, cell, target, TPS, " +
-		"average latency, transactions, failures). The spread column above is the lowest and highest TPS " +
-		"of pgmoat's runs of the cell.\n")
+	p("## Raw data\n\n[latest.csv](latest.csv) has one row per pgbench run of the matrix (round, order, cell, target, TPS, " +
+		"average latency, transactions, failures, the relay's CPU seconds and µs per transaction). The spread column above " +
+		"is the lowest and highest TPS of pgmoat's runs of the cell.\n")
 }
 
 // writeTargets checks the measurable targets of issue 6.
@@ -282,6 +283,47 @@ func (r *report) writeThroughput(w io.Writer) {
 	}
 }
 
+// writeCPU shows each relay's CPU time per transaction.
+func (r *report) writeCPU(w io.Writer) {
+	var relays []string
+	for _, t := range r.Targets {
+		if t != targetDirect {
+			relays = append(relays, t)
+		}
+	}
+	if len(relays) == 0 {
+		return
+	}
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	p("## Relay CPU per transaction\n\n" +
+		"CPU time (user + system, all threads, from `/proc/PID/stat`) charged to each relay's process during a run, " +
+		"divided by the transactions pgbench processed: µs per transaction, median of the rounds. " +
+		"**This is the number that does not depend on machine noise**: a busy neighbour or an unlucky round lowers " +
+		"TPS, but not the work the relay does per transaction, so compare relays and builds by this first. " +
+		"Lower is better; PostgreSQL's and pgbench's own CPU are not in it.\n\n")
+	pb := r.has(targetPgBouncer) && r.has(targetPgmoat)
+	p("| script | -M | clients |")
+	for _, t := range relays {
+		p(" %s µs/tx |", targetTitle(t))
+	}
+	if pb {
+		p(" pgmoat / PgBouncer |")
+	}
+	n := len(relays) + map[bool]int{true: 1}[pb]
+	p("\n|---|---|---:|%s\n", strings.Repeat("---:|", n))
+	for _, c := range r.Cells {
+		p("| %s | %s | %d |", scriptTitle(c.Script), c.Mode, c.Clients)
+		for _, t := range relays {
+			p(" %s |", fmtCPU(r.stat(c, t)))
+		}
+		if pb {
+			p(" %s |", fmtRatio(cpuRatio(r.stat(c, targetPgmoat), r.stat(c, targetPgBouncer))))
+		}
+		p("\n")
+	}
+	p("\n")
+}
+
 func (r *report) writeLatency(w io.Writer) {
 	if !r.has(targetDirect) {
 		return
@@ -446,6 +488,13 @@ func fmtTPS(s stat) string {
 		return "failed"
 	}
 	return "–"
+}
+
+func fmtCPU(s stat) string {
+	if !s.hasCPU() {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f", s.CPUPerTx)
 }
 
 func fmtMicros(s stat) string {

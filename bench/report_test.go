@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"image/png"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,8 +20,9 @@ func sampleReport() *report {
 	o.Scripts, o.Modes, o.Clients = []string{"select", "tpcb"}, []string{"prepared"}, []int{1, 8, 32}
 	r := &report{Opts: o, Targets: o.Targets, Cells: cells(o.Scripts, o.Modes, o.Clients),
 		Stats: map[statKey]stat{}, Elapsed: time.Minute, Machine: machine{CPUs: 2, CPUModel: "Test CPU"}}
+	cpu := map[string]float64{targetDirect: math.NaN(), targetPgBouncer: 20, targetPgmoat: 30}
 	set := func(c cell, t string, tps, lat float64) {
-		r.Stats[statKey{c, t}] = stat{N: 1, TPS: tps, MinTPS: tps, MaxTPS: tps, LatencyMS: lat}
+		r.Stats[statKey{c, t}] = stat{N: 1, TPS: tps, MinTPS: tps, MaxTPS: tps, LatencyMS: lat, CPUPerTx: cpu[t]}
 	}
 	for _, c := range r.Cells {
 		base := 40000.0
@@ -138,5 +140,26 @@ func TestReportFailedCell(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
+	}
+}
+
+// TestReportCPU: the relay CPU section has each relay's µs per
+// transaction and pgmoat's ratio to PgBouncer, and says why it matters.
+func TestReportCPU(t *testing.T) {
+	var b strings.Builder
+	sampleReport().write(&b)
+	md := b.String()
+	for _, want := range []string{
+		"## Relay CPU per transaction",
+		"**This is the number that does not depend on machine noise**",
+		"| script | -M | clients | PgBouncer µs/tx | pgmoat µs/tx | pgmoat / PgBouncer |\n|---|---|---:|---:|---:|---:|\n",
+		"| -S | prepared | 8 | 20.0 | 30.0 | 1.50× |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "pgmoat-b") {
+		t.Errorf("a report without -pgmoat-b mentions pgmoat-b:\n%s", md)
 	}
 }

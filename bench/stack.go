@@ -35,6 +35,9 @@ type target struct {
 	// Gone reports that the process behind the target has exited (nil
 	// for the server itself, whose loss fails every target).
 	Gone func() error
+	// PID is the relay's process, whose CPU time each run reads (nil for
+	// the server itself: its CPU is spread over one backend per client).
+	PID func() int
 }
 
 // stack is the set of servers under test: PostgreSQL and, in front of it,
@@ -159,7 +162,13 @@ log_disconnections = 0
 		return err
 	}
 	s.bouncer, s.bouncerPort = c, port
-	return c.waitReady(30*time.Second, func() error { return s.probe(port) })
+	if err := c.waitReady(30*time.Second, func() error { return s.probe(port) }); err != nil {
+		return err
+	}
+	// The credential is set on the process itself (no su or runuser in
+	// between) and PgBouncer runs in the foreground (no -d): the child is
+	// PgBouncer, whose CPU time the matrix reads.
+	return checkProcName(c.pid(), "pgbouncer")
 }
 
 // nonRootCredential is the identity PgBouncer runs as: itself when not
@@ -257,7 +266,10 @@ func (s *stack) startPgmoat() error {
 		return err
 	}
 	s.pgmoat = c
-	return c.waitReady(30*time.Second, func() error { return s.probe(s.pgmoatPort) })
+	if err := c.waitReady(30*time.Second, func() error { return s.probe(s.pgmoatPort) }); err != nil {
+		return err
+	}
+	return checkProcName(c.pid(), filepath.Base(s.pgmoatBin))
 }
 
 // restartPgmoat replaces pgmoat with a fresh process, so that a memory
@@ -286,10 +298,11 @@ func (s *stack) targets(names []string) []target {
 		case targetDirect:
 			ts = append(ts, target{Name: n, Host: s.cluster.Host, Port: s.cluster.Port})
 		case targetPgBouncer:
-			ts = append(ts, target{Name: n, Host: "127.0.0.1", Port: s.bouncerPort, Gone: s.bouncer.gone})
+			ts = append(ts, target{Name: n, Host: "127.0.0.1", Port: s.bouncerPort, Gone: s.bouncer.gone, PID: s.bouncer.pid})
 		case targetPgmoat:
-			// Not s.pgmoat.gone: the memory steps replace the process.
-			ts = append(ts, target{Name: n, Host: "127.0.0.1", Port: s.pgmoatPort, Gone: func() error { return s.pgmoat.gone() }})
+			// Not s.pgmoat.gone or .pid: the memory steps replace the process.
+			ts = append(ts, target{Name: n, Host: "127.0.0.1", Port: s.pgmoatPort,
+				Gone: func() error { return s.pgmoat.gone() }, PID: func() int { return s.pgmoat.pid() }})
 		}
 	}
 	return ts

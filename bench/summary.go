@@ -13,11 +13,17 @@ type stat struct {
 	MinTPS    float64
 	MaxTPS    float64
 	LatencyMS float64 // median of the runs' average latencies
-	Err       string  // the first failure, if any
+	// CPUPerTx is the median of the runs' relay CPU time per transaction,
+	// in µs; NaN for direct, or when no run has one.
+	CPUPerTx float64
+	Err      string // the first failure, if any
 }
 
 // ok reports whether the cell has a number to show.
 func (s stat) ok() bool { return s.N > 0 }
+
+// hasCPU reports whether the cell has a relay CPU time to show.
+func (s stat) hasCPU() bool { return s.ok() && !math.IsNaN(s.CPUPerTx) }
 
 type statKey struct {
 	Cell   cell
@@ -29,9 +35,9 @@ type statKey struct {
 // first error: a firewall that blocks one run of pgbench is broken.
 func summarize(recs []runRecord) map[statKey]stat {
 	type acc struct {
-		tps, lat []float64
-		failed   int
-		err      string
+		tps, lat, cpu []float64
+		failed        int
+		err           string
 	}
 	accs := map[statKey]*acc{}
 	for _, r := range recs {
@@ -50,10 +56,13 @@ func summarize(recs []runRecord) map[statKey]stat {
 		}
 		a.tps = append(a.tps, r.Result.TPS)
 		a.lat = append(a.lat, r.Result.LatencyMS)
+		if x := r.CPUPerTx(); !math.IsNaN(x) {
+			a.cpu = append(a.cpu, x)
+		}
 	}
 	out := make(map[statKey]stat, len(accs))
 	for k, a := range accs {
-		s := stat{N: len(a.tps), Failed: a.failed, Err: a.err}
+		s := stat{N: len(a.tps), Failed: a.failed, Err: a.err, CPUPerTx: median(a.cpu)}
 		if s.N > 0 {
 			s.TPS = median(a.tps)
 			s.LatencyMS = median(a.lat)
@@ -84,6 +93,15 @@ func minMax(xs []float64) (lo, hi float64) {
 		lo, hi = math.Min(lo, x), math.Max(hi, x)
 	}
 	return lo, hi
+}
+
+// cpuRatio is a/b of two stats' median relay CPU per transaction, NaN
+// unless both have one.
+func cpuRatio(a, b stat) float64 {
+	if !a.hasCPU() || !b.hasCPU() || b.CPUPerTx == 0 {
+		return math.NaN()
+	}
+	return a.CPUPerTx / b.CPUPerTx
 }
 
 // ratio is a/b of two stats' median TPS, NaN unless both have one.

@@ -48,3 +48,32 @@ func TestSummarize(t *testing.T) {
 		t.Error("ratio against a target that did not run is a number")
 	}
 }
+
+func TestSummarizeCPU(t *testing.T) {
+	c := cell{Script: "select", Mode: "prepared", Clients: 8}
+	rec := func(target string, tx int64, cpu float64, ok bool, err string) runRecord {
+		return runRecord{Cell: c, Target: target, Result: pgbenchResult{TPS: float64(tx) / 3, LatencyMS: 1, Transactions: tx},
+			RelayCPU: cpu, RelayCPUOK: ok, Err: err}
+	}
+	st := summarize([]runRecord{
+		rec(targetDirect, 100000, 0, false, ""),
+		rec(targetPgBouncer, 100000, 2, true, ""), rec(targetPgBouncer, 100000, 3, true, ""), rec(targetPgBouncer, 100000, 1, true, ""),
+		// A failed run's CPU time does not count.
+		rec(targetPgmoat, 100000, 4, true, ""), rec(targetPgmoat, 1000, 50, true, "pgbench: blocked"),
+		// A run whose CPU time could not be read has none.
+		rec("relay-without-cpu", 100000, 0, false, ""),
+	})
+	d, b, m, mb := st[statKey{c, targetDirect}], st[statKey{c, targetPgBouncer}], st[statKey{c, targetPgmoat}], st[statKey{c, "relay-without-cpu"}]
+	if d.hasCPU() || mb.hasCPU() {
+		t.Errorf("direct or a run without CPU time has a CPU median: %+v, %+v", d, mb)
+	}
+	if b.CPUPerTx != 20 || m.CPUPerTx != 40 {
+		t.Errorf("µs/tx: PgBouncer %v, pgmoat %v; want 20 and 40", b.CPUPerTx, m.CPUPerTx)
+	}
+	if got := cpuRatio(m, b); got != 2 {
+		t.Errorf("cpuRatio = %v, want 2", got)
+	}
+	if !math.IsNaN(cpuRatio(m, d)) || !math.IsNaN(cpuRatio(m, stat{})) {
+		t.Error("a CPU ratio against a target without CPU time is a number")
+	}
+}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// procCPU is the CPU time a process has used so far, user plus system, in
+// seconds, over all its threads: utime + stime from /proc/PID/stat.
+//
+// This is the relay's own cost per transaction when divided by what a run
+// processed, and unlike TPS it does not depend on what else competes for
+// the cores: a neighbour's burst slows the relay down, but does not make it
+// spend more CPU per transaction.
+func procCPU(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	ticks, err := parseProcStatCPU(string(b))
+	if err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return float64(ticks) / float64(clockTicks()), nil
+}
+
+// parseProcStatCPU returns utime + stime, in clock ticks, from the text of
+// /proc/PID/stat. The process name (field 2) is in parentheses and may
+// itself contain spaces and parentheses, so the fields are counted from
+// the last ')'. utime and stime are fields 14 and 15 (proc(5)).
+func parseProcStatCPU(stat string) (int64, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("no process name in %q", stat)
+	}
+	f := strings.Fields(stat[i+1:]) // f[0] is field 3 (state)
+	const utime, stime = 14 - 3, 15 - 3
+	if len(f) <= stime {
+		return 0, fmt.Errorf("%d fields after the process name, want at least %d", len(f), stime+1)
+	}
+	u, err := strconv.ParseInt(f[utime], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("utime %q: %w", f[utime], err)
+	}
+	s, err := strconv.ParseInt(f[stime], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("stime %q: %w", f[stime], err)
+	}
+	return u + s, nil
+}
+
+// clockTicks is the unit of /proc/PID/stat's times, per second.
+var clockTicks = sync.OnceValue(func() int64 {
+	// sysconf(_SC_CLK_TCK), which Go's syscall package does not expose.
+	// USER_HZ is 100 on every architecture Linux runs Go on; getconf is
+	// asked in case one day it is not.
+	out, err := exec.Command("getconf", "CLK_TCK").Output()
+	if err == nil {
+		if n, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 100
+})
+
+// procName is the command name of pid (/proc/PID/comm), to make sure the
+// process whose CPU is read is the relay and not a wrapper that started it.
+func procName(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// checkProcName fails unless pid runs a program whose name starts with
+// want (comm is truncated to 15 bytes).
+func checkProcName(pid int, want string) error {
+	got, err := procName(pid)
+	if err != nil {
+		return err
+	}
+	if want = want[:min(len(want), 15)]; !strings.HasPrefix(got, want) {
+		return fmt.Errorf("process %d is %q, not %s: its CPU time would not be the relay's", pid, got, want)
+	}
+	return nil
+}

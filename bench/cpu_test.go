@@ -1,0 +1,77 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestParseProcStatCPU(t *testing.T) {
+	// A name with spaces and parentheses: fields count from the last ')'.
+	const stat = "4242 (pg (bouncer) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 125 0 0 20 0 1 0 99 12345 678 18446744073709551615\n"
+	got, err := parseProcStatCPU(stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != 375 {
+		t.Errorf("utime+stime = %d, want 375", got)
+	}
+	for _, bad := range []string{"", "4242 pgbouncer S 1", "4242 (pgbouncer) S 1 2 3", "4242 (p) S 1 4242 4242 0 -1 4194560 1234 0 0 0 x 125"} {
+		if _, err := parseProcStatCPU(bad); err == nil {
+			t.Errorf("no error for %q", bad)
+		}
+	}
+}
+
+// TestProcCPU reads this process's own CPU time, which grows while it
+// works (in steps of a clock tick).
+func TestProcCPU(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	if n := clockTicks(); n <= 0 {
+		t.Fatalf("clockTicks() = %d", n)
+	}
+	before, err := procCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before < 0 {
+		t.Errorf("this process has used %v s of CPU", before)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		after, err := procCPU(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after > before {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CPU time stayed at %v s while the test spun for 30 s", before)
+		}
+		for i := 0; i < 1e6; i++ {
+			spin++
+		}
+	}
+}
+
+var spin int
+
+func TestCheckProcName(t *testing.T) {
+	if _, err := os.Stat("/proc/self/comm"); err != nil {
+		t.Skip("no /proc")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkProcName(os.Getpid(), filepath.Base(self)); err != nil {
+		t.Error(err)
+	}
+	if err := checkProcName(os.Getpid(), "pgbouncer"); err == nil {
+		t.Error("this test binary passed for pgbouncer")
+	}
+}
