@@ -52,6 +52,7 @@ var targetStyle = map[string]string{
 	targetDirect:    `lc rgb "#555555" dt 2 pt 6`,
 	targetPgBouncer: `lc rgb "#1f77b4" pt 4`,
 	targetPgmoat:    `lc rgb "#d62728" pt 7`,
+	targetPgmoatB:   `lc rgb "#ff7f0e" dt 4 pt 9`,
 }
 
 // gnuplotScript draws one panel per (script, protocol): TPS by client

@@ -23,8 +23,9 @@ type child struct {
 
 // startChild starts argv with its output in logPath. The child gets SIGKILL
 // if the bench dies, so that an interrupted run leaves nothing listening.
-// cred, when not nil, runs it as another OS user.
-func startChild(name, logPath string, cred *syscall.Credential, argv ...string) (*child, error) {
+// cred, when not nil, runs it as another OS user; env is added to the
+// bench's own environment.
+func startChild(name, logPath string, cred *syscall.Credential, env []string, argv ...string) (*child, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o666)
 	if err != nil {
 		return nil, err
@@ -32,6 +33,9 @@ func startChild(name, logPath string, cred *syscall.Credential, argv ...string) 
 	defer logf.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	c := &child{name: name, cmd: cmd, logPath: logPath}
 	if c.exited, err = pgtest.StartTied(cmd, syscall.SIGKILL, &c.waitErr); err != nil {

@@ -6,15 +6,16 @@
 // One run is a sequence:
 //
 //	throwaway PostgreSQL (internal/pgtest) ── pgbench -i
-//	PgBouncer (session mode) and pgmoat (bench policy) in front of it
+//	PgBouncer (session mode) and pgmoat (bench policy) in front of it;
+//	        with -pgmoat-b, a second pgmoat from another binary (pgmoat-b)
 //	matrix: rounds × cells (script, protocol, clients) × targets
-//	        (direct, pgbouncer, pgmoat, in a rotating order);
+//	        (direct, pgbouncer, pgmoat[, pgmoat-b], in a rotating order);
 //	        around each run, the relay's CPU time from /proc/PID/stat
 //	memory: 1,000 idle sessions; a large COPY OUT and a large result
 //	        set, each through a freshly started pgmoat, sampling its RSS
-//	report: results/latest.csv (every run), latest.md (medians,
-//	        ratios, relay CPU per transaction, targets, machine),
-//	        tps.png (gnuplot)
+//	report: results/latest.csv (every run of the matrix), latest.md
+//	        (medians, ratios, relay CPU per transaction, targets,
+//	        machine), tps.png (gnuplot)
 //
 // Every process it starts (PostgreSQL, PgBouncer, pgmoat) is stopped when it
 // returns, is interrupted, or dies (the children get a parent-death signal).

@@ -22,7 +22,8 @@ type machine struct {
 	Postgres  string
 	PgBouncer string
 	Pgbench   string
-	Pgmoat    string // `pgmoat version`
+	Pgmoat    string // `pgmoat version`, and the environment it was given
+	PgmoatB   string // the same for pgmoat-b; "" without -pgmoat-b
 	Commit    string // git HEAD, "+uncommitted changes" when the tree is dirty
 	Go        string
 	// LoadStart and LoadEnd are /proc/loadavg's 1-minute figure when the
@@ -69,8 +70,11 @@ func describeMachine(ctx context.Context, s *stack, pgbenchBin string) machine {
 		}
 		conn.Close(ctx)
 	}
-	if s.pgmoatBin != "" {
-		m.Pgmoat = s.pgmoatVersion()
+	if s.pgmoat != nil {
+		m.Pgmoat = s.pgmoat.describe(s.pgmoatB != nil)
+	}
+	if s.pgmoatB != nil {
+		m.PgmoatB = s.pgmoatB.describe(true)
 	}
 	m.Commit = firstLine(cmdOutput("git", "rev-parse", "--short=12", "HEAD"))
 	if st := cmdOutput("git", "status", "--porcelain", "--untracked-files=no"); strings.TrimSpace(st) != "" {

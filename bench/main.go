@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,6 +33,9 @@ type options struct {
 	StreamBytes  int64 // 0 skips the streaming step
 	Out          string
 	PgmoatBin    string
+	PgmoatEnv    []string // K=V added to pgmoat's environment
+	PgmoatB      string   // a second pgmoat binary, run as target pgmoat-b; "" for none
+	PgmoatBEnv   []string // K=V added to pgmoat-b's environment
 	Keep         bool
 	Profile      string // directory for pgmoat's CPU and allocation profiles of the matrix; "" for none
 }
@@ -116,12 +120,19 @@ func parseOptions(args []string, o options, stderr io.Writer) (options, error) {
 	})
 	fs.Func("targets", "targets, comma-separated (default "+strings.Join(o.Targets, ",")+")", func(s string) error {
 		o.Targets = splitList(s)
-		return checkList("target", o.Targets, targetDirect, targetPgBouncer, targetPgmoat)
+		return checkList("target", o.Targets, targetDirect, targetPgBouncer, targetPgmoat, targetPgmoatB)
 	})
 	fs.IntVar(&o.IdleSessions, "idle-sessions", o.IdleSessions, "idle sessions held open through pgmoat for the memory step (0 skips)")
 	fs.Int64Var(&o.StreamBytes, "stream-bytes", o.StreamBytes, "bytes of the COPY OUT and of the result set streamed through pgmoat (0 skips)")
 	fs.StringVar(&o.Out, "out", o.Out, "directory for latest.md, latest.csv and tps.png")
 	fs.StringVar(&o.PgmoatBin, "pgmoat", o.PgmoatBin, "pgmoat binary")
+	fs.Func("pgmoat-env", "`K=V` added to pgmoat's environment (repeatable), e.g. GOMAXPROCS=1", func(s string) error {
+		return appendEnv(&o.PgmoatEnv, s)
+	})
+	fs.StringVar(&o.PgmoatB, "pgmoat-b", o.PgmoatB, "a second pgmoat `binary`, measured as target pgmoat-b in the same rotation (A/B of two builds or settings)")
+	fs.Func("pgmoat-b-env", "`K=V` added to pgmoat-b's environment only (repeatable)", func(s string) error {
+		return appendEnv(&o.PgmoatBEnv, s)
+	})
 	fs.BoolVar(&o.Keep, "keep", o.Keep, "keep the work directory (configs, logs, audit file)")
 	fs.StringVar(&o.Profile, "profile", o.Profile, "write pgmoat's CPU and allocation profiles of the matrix to this `directory` (narrow the matrix with -scripts, -modes, -clients)")
 	if err := fs.Parse(args); err != nil {
@@ -131,11 +142,48 @@ func parseOptions(args []string, o options, stderr io.Writer) (options, error) {
 		fmt.Fprintf(stderr, "bench: unexpected arguments %q\n", fs.Args())
 		return o, errors.New("usage")
 	}
+	withB := hasTarget(o, targetPgmoatB)
+	switch {
+	case o.PgmoatB != "" && !withB:
+		// -pgmoat-b is what asks for the target; -targets may narrow
+		// the others.
+		o.Targets = append(o.Targets, targetPgmoatB)
+	case o.PgmoatB == "" && withB:
+		fmt.Fprintln(stderr, "bench: target pgmoat-b needs -pgmoat-b (the binary to run)")
+		return o, errors.New("usage")
+	}
+	if o.PgmoatB == "" && len(o.PgmoatBEnv) > 0 {
+		fmt.Fprintln(stderr, "bench: -pgmoat-b-env needs -pgmoat-b")
+		return o, errors.New("usage")
+	}
+	o.Targets = orderTargets(o.Targets)
 	if o.Rounds < 1 || o.Duration < time.Second || len(o.Scripts) == 0 || len(o.Modes) == 0 || len(o.Clients) == 0 || len(o.Targets) == 0 {
 		fmt.Fprintln(stderr, "bench: need at least one round of at least 1s, and at least one script, mode, client count and target")
 		return o, errors.New("usage")
 	}
 	return o, nil
+}
+
+// appendEnv adds one K=V environment setting to env.
+func appendEnv(env *[]string, kv string) error {
+	k, _, ok := strings.Cut(kv, "=")
+	if !ok || k == "" || strings.ContainsAny(k, " \t") {
+		return fmt.Errorf("want K=V, got %q", kv)
+	}
+	*env = append(*env, kv)
+	return nil
+}
+
+// orderTargets puts targets in the order tables and charts show them,
+// without duplicates.
+func orderTargets(ts []string) []string {
+	var out []string
+	for _, t := range []string{targetDirect, targetPgBouncer, targetPgmoat, targetPgmoatB} {
+		if slices.Contains(ts, t) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 func splitList(s string) []string {
@@ -207,21 +255,25 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 
 	s := &stack{dir: dir}
 	defer s.stop()
+	profileDir := ""
 	if o.Profile != "" {
-		if s.profileDir, err = filepath.Abs(o.Profile); err != nil {
+		if profileDir, err = filepath.Abs(o.Profile); err != nil {
 			return err
 		}
-		if err := os.MkdirAll(s.profileDir, 0o755); err != nil {
+		if err := os.MkdirAll(profileDir, 0o755); err != nil {
 			return err
 		}
 	}
-	withPgmoat := hasTarget(o, targetPgmoat)
+	withPgmoat, withB := hasTarget(o, targetPgmoat), hasTarget(o, targetPgmoatB)
+	var pgmoatBin, pgmoatBBin string
 	if withPgmoat {
-		if s.pgmoatBin, err = filepath.Abs(o.PgmoatBin); err != nil {
+		if pgmoatBin, err = findBinary(o.PgmoatBin, "pgmoat binary", "make build makes it; -targets direct,pgbouncer leaves pgmoat out"); err != nil {
 			return err
 		}
-		if _, err := os.Stat(s.pgmoatBin); err != nil {
-			return fmt.Errorf("pgmoat binary: %w (make build makes it; -targets direct,pgbouncer leaves pgmoat out)", err)
+	}
+	if withB {
+		if pgmoatBBin, err = findBinary(o.PgmoatB, "-pgmoat-b binary", "build the other version with go build -o PATH ./cmd/pgmoat"); err != nil {
+			return err
 		}
 	}
 
@@ -230,7 +282,7 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 		return err
 	}
 	maxConns := 300
-	if withPgmoat && o.IdleSessions > 0 {
+	if withPgmoat {
 		maxConns = max(maxConns, o.IdleSessions+200)
 	}
 	logf("starting PostgreSQL (max_connections %d) and loading pgbench scale %d", maxConns, o.Scale)
@@ -243,15 +295,28 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 			return err
 		}
 	}
+	pgmoatConns := max(1000, o.IdleSessions+100)
 	if withPgmoat {
-		if err := s.writePgmoatConfig(max(1000, o.IdleSessions+100)); err != nil {
+		if s.pgmoat, err = s.newPgmoat(targetPgmoat, pgmoatBin, o.PgmoatEnv, pgmoatConns); err != nil {
 			return err
 		}
-		logf("starting pgmoat (%s)", s.pgmoatBin)
-		if err := s.startPgmoat(); err != nil {
+		s.pgmoat.profileDir = profileDir
+		logf("starting pgmoat (%s%s)", pgmoatBin, envSuffix(o.PgmoatEnv))
+		if err := s.startPgmoat(s.pgmoat); err != nil {
 			return err
 		}
 	}
+	if withB {
+		if s.pgmoatB, err = s.newPgmoat(targetPgmoatB, pgmoatBBin, o.PgmoatBEnv, pgmoatConns); err != nil {
+			return err
+		}
+		s.pgmoatB.profileDir = profileDir
+		logf("starting pgmoat-b (%s%s)", pgmoatBBin, envSuffix(o.PgmoatBEnv))
+		if err := s.startPgmoat(s.pgmoatB); err != nil {
+			return err
+		}
+	}
+	pgmoats := s.pgmoats()
 
 	rep := &report{Opts: o, Machine: describeMachine(ctx, s, pgbenchBin), Targets: o.Targets,
 		Cells: cells(o.Scripts, o.Modes, o.Clients)}
@@ -269,11 +334,14 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 	if err := m.warmUp(ctx, s.targets(o.Targets)); err != nil {
 		return err
 	}
-	var before counters
-	if withPgmoat {
-		if before, err = scrapeCounters(ctx, s.adminPort); err != nil {
-			rep.Notes = append(rep.Notes, "pgmoat's /metrics could not be read, so nothing here shows that the analysis ran: "+err.Error())
+	before := map[string]counters{}
+	for _, pm := range pgmoats {
+		c, err := scrapeCounters(ctx, pm.adminPort)
+		if err != nil {
+			rep.Notes = append(rep.Notes, pm.name+"'s /metrics could not be read, so nothing here shows that the analysis ran: "+err.Error())
+			continue
 		}
+		before[pm.name] = c
 	}
 	p := plan(o.Rounds, rep.Cells, s.targets(o.Targets))
 	logf("matrix: %d runs of %s (about %s)", len(p), o.Duration, (time.Duration(len(p)) * (o.Duration + 200*time.Millisecond)).Round(time.Second))
@@ -282,19 +350,31 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 		return err
 	}
 	rep.Stats = summarize(recs)
-	if withPgmoat && before != nil {
-		after, err := scrapeCounters(ctx, s.adminPort)
+	for _, pm := range pgmoats {
+		if before[pm.name] == nil {
+			continue
+		}
+		after, err := scrapeCounters(ctx, pm.adminPort)
 		if err != nil {
-			rep.Notes = append(rep.Notes, "pgmoat's /metrics could not be read, so nothing here shows that the analysis ran: "+err.Error())
-		} else {
-			rep.Counters = after.minus(before)
+			rep.Notes = append(rep.Notes, pm.name+"'s /metrics could not be read, so nothing here shows that the analysis ran: "+err.Error())
+			continue
+		}
+		if rep.Counters == nil {
+			rep.Counters = map[string]counters{}
+		}
+		rep.Counters[pm.name] = after.minus(before[pm.name])
+	}
+	for _, pm := range pgmoats {
+		if pm.profileDir != "" {
+			// pgmoat writes its profiles when it stops.
+			pm.proc.stop(30 * time.Second)
+			logf("%s's profiles of the matrix: %s/%s.{cpu,mem}.pprof (go tool pprof %s %s/%s.cpu.pprof)",
+				pm.name, pm.profileDir, pm.name, pm.bin, pm.profileDir, pm.name)
 		}
 	}
-	if withPgmoat && s.profileDir != "" {
-		// pgmoat writes its profiles when it stops.
-		s.pgmoat.stop(30 * time.Second)
-		logf("pgmoat's profiles of the matrix: %s/pgmoat.{cpu,mem}.pprof (go tool pprof %s %s/pgmoat.cpu.pprof)",
-			s.profileDir, s.pgmoatBin, s.profileDir)
+	if s.pgmoatB != nil {
+		// The steps below measure pgmoat alone.
+		s.pgmoatB.proc.stop(30 * time.Second)
 	}
 
 	// Memory steps, each on a fresh pgmoat.
@@ -399,7 +479,7 @@ func removeStaleWorkDirs() {
 
 // idleStep measures idle sessions on a fresh pgmoat.
 func (s *stack) idleStep(ctx context.Context, n int) (idleResult, error) {
-	if err := s.restartPgmoat(); err != nil {
+	if err := s.restartPgmoat(s.pgmoat); err != nil {
 		return idleResult{}, err
 	}
 	const app = "pgmoat-bench-idle"
@@ -415,7 +495,7 @@ func (s *stack) idleStep(ctx context.Context, n int) (idleResult, error) {
 		}
 		return strconv.Atoi(string(rs[0].Rows[0][0]))
 	}
-	res, err := measureIdle(ctx, n, s.connString(s.pgmoatPort, app), s.pgmoat.pid(), count)
+	res, err := measureIdle(ctx, n, s.connString(s.pgmoat.port, app), s.pgmoat.pid(), count)
 	if err == nil && res.Upstream < n {
 		err = fmt.Errorf("the server had %d backends for %d sessions through pgmoat", res.Upstream, n)
 	}
@@ -430,13 +510,33 @@ func (s *stack) streamStep(ctx context.Context, kind streamKind, size int64) (st
 	if pair.Direct, err = measureStream(ctx, kind, size, s.connString(s.cluster.Port, "pgmoat-bench-stream"), 0); err != nil {
 		return pair, fmt.Errorf("direct: %w", err)
 	}
-	if err := s.restartPgmoat(); err != nil {
+	if err := s.restartPgmoat(s.pgmoat); err != nil {
 		return pair, err
 	}
-	if pair.Pgmoat, err = measureStream(ctx, kind, size, s.connString(s.pgmoatPort, "pgmoat-bench-stream"), s.pgmoat.pid()); err != nil {
+	if pair.Pgmoat, err = measureStream(ctx, kind, size, s.connString(s.pgmoat.port, "pgmoat-bench-stream"), s.pgmoat.pid()); err != nil {
 		return pair, fmt.Errorf("through pgmoat: %w", err)
 	}
 	return pair, nil
+}
+
+// findBinary is the absolute path of bin, which must exist.
+func findBinary(bin, what, hint string) (string, error) {
+	abs, err := filepath.Abs(bin)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return "", fmt.Errorf("%s: %w (%s)", what, err, hint)
+	}
+	return abs, nil
+}
+
+// envSuffix shows the environment a pgmoat was given, for the log.
+func envSuffix(env []string) string {
+	if len(env) == 0 {
+		return ""
+	}
+	return " with " + strings.Join(env, " ")
 }
 
 // findPgbench finds pgbench on PATH or next to a server under

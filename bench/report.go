@@ -20,7 +20,7 @@ type report struct {
 	Cells    []cell
 	Targets  []string // target names in the matrix, in table order
 	Stats    map[statKey]stat
-	Counters counters // pgmoat's counters over the matrix; nil if not scraped
+	Counters map[string]counters // each pgmoat's counters over the matrix, by target; nil if not scraped
 	Idle     *idleResult
 	Streams  []streamPair
 	Problems []string // steps that failed, in words; the run exits non-zero
@@ -71,12 +71,16 @@ func (r *report) write(w io.Writer) {
 		{"PgBouncer", r.Machine.PgBouncer + " (session mode, plain TCP)"},
 		{"pgbench", r.Machine.Pgbench},
 		{"pgmoat", r.Machine.Pgmoat + " (bench policy: the four pgbench tables protected)"},
+		{"pgmoat-b", r.Machine.PgmoatB + " (the same policy; a second pgmoat in the same rotation)"},
 		{"git commit", r.Machine.Commit},
 		{"Go", r.Machine.Go},
 		{"load average (1 min)", fmt.Sprintf("%s before the bench started, %s at the end (other processes on the machine add noise; see the spread column)",
 			r.Machine.LoadStart, r.Machine.LoadEnd)},
 	}
 	for _, row := range rows {
+		if row[0] == targetPgmoatB && r.Machine.PgmoatB == "" {
+			continue
+		}
 		p("| %s | %s |\n", row[0], mdEscape(row[1]))
 	}
 	p("\n")
@@ -108,11 +112,13 @@ func (r *report) write(w io.Writer) {
 		"is the lowest and highest TPS of pgmoat's runs of the cell.\n")
 }
 
-// writeTargets checks the measurable targets of issue 6.
+// writeTargets checks the measurable targets of issue 6, for pgmoat and,
+// where it ran, pgmoat-b.
 func (r *report) writeTargets(w io.Writer) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("## Targets (issue 6)\n\n")
-	if !r.has(targetPgmoat) {
+	relays := r.pgmoatTargets()
+	if len(relays) == 0 {
 		p("pgmoat was not measured in this run.\n\n")
 		return
 	}
@@ -123,32 +129,34 @@ func (r *report) writeTargets(w io.Writer) {
 		return "**not met**"
 	}
 	loaded := func(c cell) bool { return c.Clients == 8 || c.Clients == 32 }
-	if r.has(targetPgBouncer) {
-		if rc := r.checkRatio(targetPgBouncer, targetVsPgBouncer, loaded); rc.n > 0 {
-			p("- pgmoat ≥ %.2f× PgBouncer in every cell at 8 and 32 clients: %s (%d of %d cells; lowest %s).\n",
-				targetVsPgBouncer, verdict(rc.met == rc.n), rc.met, rc.n, rc.worstText())
-		}
-	}
-	if r.has(targetDirect) {
-		prepared := func(c cell) bool { return loaded(c) && c.Script == "select" && c.Mode == "prepared" }
-		if rc := r.checkRatio(targetDirect, targetVsDirectPrepared, prepared); rc.n > 0 {
-			p("- pgmoat ≥ %.2f× direct for `-S -M prepared` at 8 and 32 clients: %s (lowest %s).\n",
-				targetVsDirectPrepared, verdict(rc.met == rc.n), rc.worstText())
-		}
-	}
-	if r.has(targetDirect) && r.has(targetPgBouncer) {
-		for _, c := range r.Cells {
-			if c.Script != "select" || c.Clients != 1 {
-				continue
+	for _, who := range relays {
+		if r.has(targetPgBouncer) {
+			if rc := r.checkRatio(who, targetPgBouncer, targetVsPgBouncer, loaded); rc.n > 0 {
+				p("- %s ≥ %.2f× PgBouncer in every cell at 8 and 32 clients: %s (%d of %d cells; lowest %s).\n",
+					who, targetVsPgBouncer, verdict(rc.met == rc.n), rc.met, rc.n, rc.worstText())
 			}
-			d, b, m := r.stat(c, targetDirect), r.stat(c, targetPgBouncer), r.stat(c, targetPgmoat)
-			if !d.ok() || !b.ok() || !m.ok() {
-				p("- Added latency at 1 client, `-S -M %s`: no measurement.\n", c.Mode)
-				continue
+		}
+		if r.has(targetDirect) {
+			prepared := func(c cell) bool { return loaded(c) && c.Script == "select" && c.Mode == "prepared" }
+			if rc := r.checkRatio(who, targetDirect, targetVsDirectPrepared, prepared); rc.n > 0 {
+				p("- %s ≥ %.2f× direct for `-S -M prepared` at 8 and 32 clients: %s (lowest %s).\n",
+					who, targetVsDirectPrepared, verdict(rc.met == rc.n), rc.worstText())
 			}
-			addB, addM := (b.LatencyMS-d.LatencyMS)*1000, (m.LatencyMS-d.LatencyMS)*1000
-			p("- pgmoat's added latency ≤ PgBouncer's at 1 client, `-S -M %s`: %s (pgmoat +%.1f µs, PgBouncer +%.1f µs over direct).\n",
-				c.Mode, verdict(addM <= addB), addM, addB)
+		}
+		if r.has(targetDirect) && r.has(targetPgBouncer) {
+			for _, c := range r.Cells {
+				if c.Script != "select" || c.Clients != 1 {
+					continue
+				}
+				d, b, m := r.stat(c, targetDirect), r.stat(c, targetPgBouncer), r.stat(c, who)
+				if !d.ok() || !b.ok() || !m.ok() {
+					p("- %s's added latency at 1 client, `-S -M %s`: no measurement.\n", who, c.Mode)
+					continue
+				}
+				addB, addM := (b.LatencyMS-d.LatencyMS)*1000, (m.LatencyMS-d.LatencyMS)*1000
+				p("- %s's added latency ≤ PgBouncer's at 1 client, `-S -M %s`: %s (%s +%.1f µs, PgBouncer +%.1f µs over direct).\n",
+					who, c.Mode, verdict(addM <= addB), who, addM, addB)
+			}
 		}
 	}
 	if r.Idle != nil {
@@ -168,6 +176,17 @@ func (r *report) writeTargets(w io.Writer) {
 		"(`go test -bench` in rules/).\n\n")
 }
 
+// pgmoatTargets are the pgmoat targets of the run: pgmoat, pgmoat-b.
+func (r *report) pgmoatTargets() []string {
+	var ts []string
+	for _, t := range []string{targetPgmoat, targetPgmoatB} {
+		if r.has(t) {
+			ts = append(ts, t)
+		}
+	}
+	return ts
+}
+
 // ratioCheck is how the cells a target covers compare with a threshold.
 type ratioCheck struct {
 	n, met    int
@@ -182,16 +201,16 @@ func (rc ratioCheck) worstText() string {
 	return fmt.Sprintf("%s at %s", fmtRatio(rc.worst), rc.worstCell)
 }
 
-// checkRatio compares pgmoat's median TPS with against's in the cells
-// in picks: how many reach threshold, and the worst. A cell without a
-// ratio (a target failed every run) does not reach it, and is the worst.
-func (r *report) checkRatio(against string, threshold float64, in func(cell) bool) ratioCheck {
+// checkRatio compares who's median TPS with against's in the cells in
+// picks: how many reach threshold, and the worst. A cell without a ratio
+// (a target failed every run) does not reach it, and is the worst.
+func (r *report) checkRatio(who, against string, threshold float64, in func(cell) bool) ratioCheck {
 	rc := ratioCheck{worst: math.Inf(1)}
 	for _, c := range r.Cells {
 		if !in(c) {
 			continue
 		}
-		x := ratio(r.stat(c, targetPgmoat), r.stat(c, against))
+		x := ratio(r.stat(c, who), r.stat(c, against))
 		rc.n++
 		if x >= threshold {
 			rc.met++
@@ -219,6 +238,10 @@ func (r *report) writeThroughput(w io.Writer) {
 	if vsDirect {
 		p(" pgmoat / direct |")
 	}
+	ab := r.has(targetPgmoat) && r.has(targetPgmoatB)
+	if ab {
+		p(" pgmoat-b / pgmoat |")
+	}
 	if r.has(targetPgmoat) {
 		p(" pgmoat spread |")
 	}
@@ -228,6 +251,9 @@ func (r *report) writeThroughput(w io.Writer) {
 		n++
 	}
 	if vsDirect {
+		n++
+	}
+	if ab {
 		n++
 	}
 	if r.has(targetPgmoat) {
@@ -252,6 +278,9 @@ func (r *report) writeThroughput(w io.Writer) {
 		}
 		if vsDirect {
 			p(" %s |", fmtRatio(ratio(m, r.stat(c, targetDirect))))
+		}
+		if ab {
+			p(" %s |", fmtRatio(ratio(r.stat(c, targetPgmoatB), m)))
 		}
 		if r.has(targetPgmoat) {
 			if m.ok() {
@@ -302,6 +331,7 @@ func (r *report) writeCPU(w io.Writer) {
 		"TPS, but not the work the relay does per transaction, so compare relays and builds by this first. " +
 		"Lower is better; PostgreSQL's and pgbench's own CPU are not in it.\n\n")
 	pb := r.has(targetPgBouncer) && r.has(targetPgmoat)
+	ab := r.has(targetPgmoat) && r.has(targetPgmoatB)
 	p("| script | -M | clients |")
 	for _, t := range relays {
 		p(" %s µs/tx |", targetTitle(t))
@@ -309,15 +339,22 @@ func (r *report) writeCPU(w io.Writer) {
 	if pb {
 		p(" pgmoat / PgBouncer |")
 	}
-	n := len(relays) + map[bool]int{true: 1}[pb]
+	if ab {
+		p(" pgmoat-b / pgmoat |")
+	}
+	n := len(relays) + map[bool]int{true: 1}[pb] + map[bool]int{true: 1}[ab]
 	p("\n|---|---|---:|%s\n", strings.Repeat("---:|", n))
 	for _, c := range r.Cells {
 		p("| %s | %s | %d |", scriptTitle(c.Script), c.Mode, c.Clients)
 		for _, t := range relays {
 			p(" %s |", fmtCPU(r.stat(c, t)))
 		}
+		m := r.stat(c, targetPgmoat)
 		if pb {
-			p(" %s |", fmtRatio(cpuRatio(r.stat(c, targetPgmoat), r.stat(c, targetPgBouncer))))
+			p(" %s |", fmtRatio(cpuRatio(m, r.stat(c, targetPgBouncer))))
+		}
+		if ab {
+			p(" %s |", fmtRatio(cpuRatio(r.stat(c, targetPgmoatB), m)))
 		}
 		p("\n")
 	}
@@ -412,21 +449,28 @@ func (r *report) writeMemory(w io.Writer) {
 // notes are r.Notes and what pgmoat's counters say about the run.
 func (r *report) notes() []string {
 	notes := append([]string(nil), r.Notes...)
-	if r.Counters != nil && r.Counters.sum("pgmoat_statements_total") == 0 {
-		notes = append(notes, "pgmoat judged no statements during the matrix (pgmoat_statements_total did not move): "+
-			"this build does not analyse statements on the query path yet, so its numbers measure the relay alone.")
+	for _, t := range r.pgmoatTargets() {
+		if c := r.Counters[t]; c != nil && c.sum("pgmoat_statements_total") == 0 {
+			notes = append(notes, t+" judged no statements during the matrix (pgmoat_statements_total did not move): "+
+				"this build does not analyse statements on the query path yet, so its numbers measure the relay alone.")
+		}
 	}
 	return notes
 }
 
 func (r *report) writeCounters(w io.Writer) {
-	if r.Counters == nil {
-		return
+	for _, t := range r.pgmoatTargets() {
+		if c := r.Counters[t]; c != nil {
+			writeCounters(w, t, c)
+		}
 	}
+}
+
+// writeCounters shows one pgmoat's counters.
+func writeCounters(w io.Writer, who string, c counters) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
-	c := r.Counters
-	p("## pgmoat's counters over the matrix\n\nFrom its admin `/metrics`, after minus before: " +
-		"whether pgbench's statements went through the analysis.\n\n")
+	p("## %s's counters over the matrix\n\nFrom its admin `/metrics`, after minus before: "+
+		"whether pgbench's statements went through the analysis.\n\n", who)
 	p("- client connections: %s; bytes relayed: %s\n", fmtThousands(c.sum("pgmoat_client_connections_total")),
 		fmtBytes(int64(c.sum("pgmoat_relayed_bytes_total"))))
 	total := c.sum("pgmoat_statements_total")

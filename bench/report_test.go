@@ -20,7 +20,7 @@ func sampleReport() *report {
 	o.Scripts, o.Modes, o.Clients = []string{"select", "tpcb"}, []string{"prepared"}, []int{1, 8, 32}
 	r := &report{Opts: o, Targets: o.Targets, Cells: cells(o.Scripts, o.Modes, o.Clients),
 		Stats: map[statKey]stat{}, Elapsed: time.Minute, Machine: machine{CPUs: 2, CPUModel: "Test CPU"}}
-	cpu := map[string]float64{targetDirect: math.NaN(), targetPgBouncer: 20, targetPgmoat: 30}
+	cpu := map[string]float64{targetDirect: math.NaN(), targetPgBouncer: 20, targetPgmoat: 30, targetPgmoatB: 24}
 	set := func(c cell, t string, tps, lat float64) {
 		r.Stats[statKey{c, t}] = stat{N: 1, TPS: tps, MinTPS: tps, MaxTPS: tps, LatencyMS: lat, CPUPerTx: cpu[t]}
 	}
@@ -161,5 +161,51 @@ func TestReportCPU(t *testing.T) {
 	}
 	if strings.Contains(md, "pgmoat-b") {
 		t.Errorf("a report without -pgmoat-b mentions pgmoat-b:\n%s", md)
+	}
+}
+
+// TestReportAB is a run with -pgmoat-b: both pgmoats' columns, their
+// ratio, and the targets checked for each.
+func TestReportAB(t *testing.T) {
+	r := sampleReport()
+	r.Targets = append(r.Targets, targetPgmoatB)
+	r.Machine.Pgmoat, r.Machine.PgmoatB = "pgmoat v1 (/a/pgmoat)", "pgmoat v2 (/b/pgmoat) with GOMAXPROCS=1"
+	for _, c := range r.Cells {
+		s := r.stat(c, targetPgmoat)
+		s.TPS *= 1.1
+		s.MinTPS, s.MaxTPS = s.TPS, s.TPS
+		s.CPUPerTx = 24
+		r.Stats[statKey{c, targetPgmoatB}] = s
+	}
+	var b strings.Builder
+	r.write(&b)
+	md := b.String()
+	for _, want := range []string{
+		"| pgmoat-b | pgmoat v2 (/b/pgmoat) with GOMAXPROCS=1 (the same policy; a second pgmoat in the same rotation) |",
+		"| script | -M | clients | direct TPS | PgBouncer TPS | pgmoat TPS | pgmoat-b TPS | pgmoat / PgBouncer | pgmoat / direct | pgmoat-b / pgmoat | pgmoat spread |",
+		"| -S | prepared | 8 | 40,000 | 24,000 | 34,000 | 37,400 | 1.42× | 0.85× | 1.10× | 34,000–34,000 |",
+		"| PgBouncer µs/tx | pgmoat µs/tx | pgmoat-b µs/tx | pgmoat / PgBouncer | pgmoat-b / pgmoat |",
+		"| -S | prepared | 8 | 20.0 | 30.0 | 24.0 | 1.50× | 0.80× |",
+		"- pgmoat-b ≥ 1.00× PgBouncer in every cell at 8 and 32 clients: **not met** (3 of 4 cells; lowest 0.92× at TPC-B -M prepared, 32 clients)",
+		"- pgmoat-b's added latency ≤ PgBouncer's at 1 client, `-S -M prepared`: met (pgmoat-b +30.0 µs",
+		"| prepared | 50.0 | 120.0 | 80.0 | 80.0 | +70.0 | +30.0 | +30.0 | 0.43 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	// Every table row has as many cells as its header.
+	var header int
+	for _, line := range strings.Split(md, "\n") {
+		if !strings.HasPrefix(line, "|") {
+			header = 0
+			continue
+		}
+		n := strings.Count(line, "|") - strings.Count(line, `\|`)
+		if header == 0 {
+			header = n
+		} else if n != header {
+			t.Errorf("row with %d cells under a header of %d: %s", n-1, header-1, line)
+		}
 	}
 }

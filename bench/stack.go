@@ -25,6 +25,7 @@ const (
 	targetDirect    = "direct"
 	targetPgBouncer = "pgbouncer"
 	targetPgmoat    = "pgmoat"
+	targetPgmoatB   = "pgmoat-b" // a second pgmoat (-pgmoat-b), for A/B comparisons
 )
 
 // target is an address pgbench can be pointed at.
@@ -41,7 +42,7 @@ type target struct {
 }
 
 // stack is the set of servers under test: PostgreSQL and, in front of it,
-// PgBouncer and pgmoat.
+// PgBouncer, pgmoat and (for A/B runs) pgmoat-b.
 type stack struct {
 	dir     string // work directory: configs, logs, audit file
 	cluster *pgtest.Cluster
@@ -49,15 +50,8 @@ type stack struct {
 	bouncer     *child
 	bouncerPort int
 
-	pgmoatBin    string
-	pgmoat       *child
-	pgmoatPort   int
-	adminPort    int
-	pgmoatConfig string
-	pgmoatStarts int
-	// profileDir, when set, makes the first pgmoat (the one the matrix
-	// runs through) write CPU and allocation profiles there at exit.
-	profileDir string
+	pgmoat  *pgmoatProc // nil when pgmoat is not a target
+	pgmoatB *pgmoatProc // nil without -pgmoat-b
 }
 
 // startCluster starts the throwaway PostgreSQL with room for the idle
@@ -157,7 +151,7 @@ log_disconnections = 0
 	if err != nil {
 		return err
 	}
-	c, err := startChild("pgbouncer", filepath.Join(dir, "pgbouncer.log"), cred, bin, ini)
+	c, err := startChild("pgbouncer", filepath.Join(dir, "pgbouncer.log"), cred, nil, bin, ini)
 	if err != nil {
 		return err
 	}
@@ -193,20 +187,65 @@ func nonRootCredential() (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
 }
 
+// pgmoatProc is one pgmoat the bench runs: the main one (target pgmoat)
+// and, with -pgmoat-b, a second build or setting of it (target pgmoat-b),
+// each with its own ports, config file, audit file and logs.
+type pgmoatProc struct {
+	name      string   // target name: pgmoat or pgmoat-b
+	bin       string   // absolute path of the binary
+	env       []string // K=V added to its environment
+	port      int      // client listener
+	adminPort int      // admin listener: /metrics, /api/v1/holds
+	config    string
+	starts    int
+	proc      *child
+	// profileDir, when set, makes the first process (the one the matrix
+	// runs through) write CPU and allocation profiles there at exit.
+	profileDir string
+}
+
+// pid is the running process's id.
+func (p *pgmoatProc) pid() int { return p.proc.pid() }
+
+// gone is nil while the current process runs (the memory steps replace
+// it, so this reads p.proc at the time of the call).
+func (p *pgmoatProc) gone() error { return p.proc.gone() }
+
+// pgmoats lists the pgmoats the bench runs: pgmoat, then pgmoat-b.
+func (s *stack) pgmoats() []*pgmoatProc {
+	var ps []*pgmoatProc
+	for _, p := range []*pgmoatProc{s.pgmoat, s.pgmoatB} {
+		if p != nil {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// newPgmoat picks ports for a pgmoat and writes its config (see
+// writePgmoatConfig); it does not start it.
+func (s *stack) newPgmoat(name, bin string, env []string, maxConns int) (*pgmoatProc, error) {
+	p := &pgmoatProc{name: name, bin: bin, env: env}
+	var err error
+	if p.port, err = freePort(); err != nil {
+		return nil, err
+	}
+	if p.adminPort, err = freePort(); err != nil {
+		return nil, err
+	}
+	p.config = filepath.Join(s.dir, name+".yaml")
+	if err := s.writePgmoatConfig(p, maxConns); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
 // writePgmoatConfig writes the bench policy: the pgbench tables are
 // protected, so every statement is analysed and judged, with the example
 // policy's rules; the audit log goes to the work directory and the admin
 // listener (metrics) to a free port. No admin tokens: nothing is approved.
-func (s *stack) writePgmoatConfig(maxConns int) error {
-	var err error
-	if s.pgmoatPort, err = freePort(); err != nil {
-		return err
-	}
-	if s.adminPort, err = freePort(); err != nil {
-		return err
-	}
-	s.pgmoatConfig = filepath.Join(s.dir, "pgmoat.yaml")
-	conf := fmt.Sprintf(`# Written by bench/ for one run.
+func (s *stack) writePgmoatConfig(p *pgmoatProc, maxConns int) error {
+	conf := fmt.Sprintf(`# Written by bench/ for one run (%[6]s).
 listen: 127.0.0.1:%[1]d
 upstream: %[2]s
 limits:
@@ -238,8 +277,8 @@ policy:
 audit:
   path: %[5]s
   statements: decisions
-`, s.pgmoatPort, s.upstreamURL(), maxConns, s.adminPort, filepath.Join(s.dir, "audit.jsonl"))
-	return os.WriteFile(s.pgmoatConfig, []byte(conf), 0o644)
+`, p.port, s.upstreamURL(), maxConns, p.adminPort, filepath.Join(s.dir, p.name+"-audit.jsonl"), p.name)
+	return os.WriteFile(p.config, []byte(conf), 0o644)
 }
 
 // upstreamURL is pgmoat's upstream: the cluster over plain TCP, as
@@ -248,46 +287,57 @@ func (s *stack) upstreamURL() string {
 	return fmt.Sprintf("postgres://%s?sslmode=disable", s.cluster.Addr())
 }
 
-// startPgmoat starts pgmoat serve with the bench config and waits until a
+// startPgmoat starts pgmoat serve with its bench config and waits until a
 // query passes through it.
-func (s *stack) startPgmoat() error {
-	s.pgmoatStarts++
-	logPath := filepath.Join(s.dir, fmt.Sprintf("pgmoat-%d.log", s.pgmoatStarts))
-	argv := []string{s.pgmoatBin, "serve",
-		"--config", s.pgmoatConfig,
-		"--listen", fmt.Sprintf("127.0.0.1:%d", s.pgmoatPort),
+func (s *stack) startPgmoat(p *pgmoatProc) error {
+	p.starts++
+	logPath := filepath.Join(s.dir, fmt.Sprintf("%s-%d.log", p.name, p.starts))
+	argv := []string{p.bin, "serve",
+		"--config", p.config,
+		"--listen", fmt.Sprintf("127.0.0.1:%d", p.port),
 		"--upstream", s.upstreamURL()}
-	if s.profileDir != "" && s.pgmoatStarts == 1 {
-		argv = append(argv, "--cpuprofile", filepath.Join(s.profileDir, "pgmoat.cpu.pprof"),
-			"--memprofile", filepath.Join(s.profileDir, "pgmoat.mem.pprof"))
+	if p.profileDir != "" && p.starts == 1 {
+		argv = append(argv, "--cpuprofile", filepath.Join(p.profileDir, p.name+".cpu.pprof"),
+			"--memprofile", filepath.Join(p.profileDir, p.name+".mem.pprof"))
 	}
-	c, err := startChild("pgmoat", logPath, nil, argv...)
+	c, err := startChild(p.name, logPath, nil, p.env, argv...)
 	if err != nil {
 		return err
 	}
-	s.pgmoat = c
-	if err := c.waitReady(30*time.Second, func() error { return s.probe(s.pgmoatPort) }); err != nil {
+	p.proc = c
+	if err := c.waitReady(30*time.Second, func() error { return s.probe(p.port) }); err != nil {
 		return err
 	}
-	return checkProcName(c.pid(), filepath.Base(s.pgmoatBin))
+	return checkProcName(c.pid(), filepath.Base(p.bin))
 }
 
-// restartPgmoat replaces pgmoat with a fresh process, so that a memory
+// restartPgmoat replaces p's process with a fresh one, so that a memory
 // step starts from a heap no earlier step has grown.
-func (s *stack) restartPgmoat() error {
-	if s.pgmoat != nil {
-		s.pgmoat.stop(10 * time.Second)
+func (s *stack) restartPgmoat(p *pgmoatProc) error {
+	if p.proc != nil {
+		p.proc.stop(10 * time.Second)
 	}
-	return s.startPgmoat()
+	return s.startPgmoat(p)
 }
 
-// pgmoatVersion is what `pgmoat version` prints.
-func (s *stack) pgmoatVersion() string {
-	out, err := exec.Command(s.pgmoatBin, "version").Output()
+// describe is what `pgmoat version` prints and the environment settings
+// the process was given; withPath adds the binary's path, which tells two
+// builds of the same commit apart.
+func (p *pgmoatProc) describe(withPath bool) string {
+	v := "unknown"
+	out, err := exec.Command(p.bin, "version").Output()
 	if err != nil {
-		return "unknown (" + err.Error() + ")"
+		v += " (" + err.Error() + ")"
+	} else {
+		v = strings.TrimSpace(string(out))
 	}
-	return strings.TrimSpace(string(out))
+	if withPath {
+		v += " (" + p.bin + ")"
+	}
+	if len(p.env) > 0 {
+		v += " with " + strings.Join(p.env, " ")
+	}
+	return v
 }
 
 // targets lists the addresses pgbench runs against, in names' order.
@@ -299,10 +349,13 @@ func (s *stack) targets(names []string) []target {
 			ts = append(ts, target{Name: n, Host: s.cluster.Host, Port: s.cluster.Port})
 		case targetPgBouncer:
 			ts = append(ts, target{Name: n, Host: "127.0.0.1", Port: s.bouncerPort, Gone: s.bouncer.gone, PID: s.bouncer.pid})
-		case targetPgmoat:
-			// Not s.pgmoat.gone or .pid: the memory steps replace the process.
-			ts = append(ts, target{Name: n, Host: "127.0.0.1", Port: s.pgmoatPort,
-				Gone: func() error { return s.pgmoat.gone() }, PID: func() int { return s.pgmoat.pid() }})
+		case targetPgmoat, targetPgmoatB:
+			p := s.pgmoat
+			if n == targetPgmoatB {
+				p = s.pgmoatB
+			}
+			// Methods of p, not of p.proc: the memory steps replace the process.
+			ts = append(ts, target{Name: n, Host: "127.0.0.1", Port: p.port, Gone: p.gone, PID: p.pid})
 		}
 	}
 	return ts
@@ -311,8 +364,10 @@ func (s *stack) targets(names []string) []target {
 // stop stops everything that was started, pgmoat and PgBouncer before
 // the server they talk to.
 func (s *stack) stop() {
-	if s.pgmoat != nil {
-		s.pgmoat.stop(10 * time.Second)
+	for _, p := range s.pgmoats() {
+		if p.proc != nil {
+			p.proc.stop(10 * time.Second)
+		}
 	}
 	if s.bouncer != nil {
 		s.bouncer.stop(10 * time.Second)
