@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // procCPU is the CPU time a process has used so far, user plus system, in
@@ -88,4 +90,29 @@ func checkProcName(pid int, want string) error {
 		return fmt.Errorf("process %d is %q, not %s: its CPU time would not be the relay's", pid, got, want)
 	}
 	return nil
+}
+
+// waitQuiet waits until pid uses less than busy cores over a window of
+// every, or until timeout: a relay that just accepted (or dropped) a
+// thousand sessions is still collecting garbage and growing or shrinking
+// its heap for a while, which a run started at once would measure.
+func waitQuiet(ctx context.Context, pid int, busy float64, every, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	last, err := procCPU(pid)
+	if err != nil {
+		return err
+	}
+	for {
+		if err := sleepCtx(ctx, every); err != nil {
+			return err
+		}
+		now, err := procCPU(pid)
+		if err != nil {
+			return err
+		}
+		if (now-last)/every.Seconds() < busy || time.Now().After(deadline) {
+			return nil
+		}
+		last = now
+	}
 }

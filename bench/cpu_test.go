@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -73,5 +74,25 @@ func TestCheckProcName(t *testing.T) {
 	}
 	if err := checkProcName(os.Getpid(), "pgbouncer"); err == nil {
 		t.Error("this test binary passed for pgbouncer")
+	}
+}
+
+// TestWaitQuiet: an idle process is quiet at once; one that is gone is
+// an error, not a wait.
+func TestWaitQuiet(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	// This test process is idle while it sleeps: well under 10 cores.
+	if err := waitQuiet(context.Background(), os.Getpid(), 10, 50*time.Millisecond, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitQuiet(context.Background(), 1<<30, 10, 50*time.Millisecond, time.Minute); err == nil {
+		t.Error("no error for a process that does not exist")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := waitQuiet(ctx, os.Getpid(), 0, 50*time.Millisecond, time.Minute); err == nil {
+		t.Error("no error when the context is done")
 	}
 }

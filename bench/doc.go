@@ -11,8 +11,12 @@
 //	matrix: rounds × cells (script, protocol, clients) × targets
 //	        (direct, pgbouncer, pgmoat[, pgmoat-b], in a rotating order);
 //	        around each run, the relay's CPU time from /proc/PID/stat
-//	memory: 1,000 idle sessions; a large COPY OUT and a large result
-//	        set, each through a freshly started pgmoat, sampling its RSS
+//	memory: 1,000 idle sessions through a freshly started pgmoat
+//	holds:  -S -M prepared at 8 clients with none and with 1,000 held
+//	        statements pending (verified through the admin API, then
+//	        withdrawn by disconnecting; none may run)
+//	memory: a large COPY OUT and a large result set, each through a
+//	        freshly started pgmoat, sampling its RSS
 //	report: results/latest.csv (every run of the matrix), latest.md
 //	        (medians, ratios, relay CPU per transaction, targets,
 //	        machine), tps.png (gnuplot)

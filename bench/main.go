@@ -30,6 +30,7 @@ type options struct {
 	Clients      []int
 	Targets      []string
 	IdleSessions int   // 0 skips the idle-sessions step
+	PendingHolds int   // 0 skips the pending-holds step
 	StreamBytes  int64 // 0 skips the streaming step
 	Out          string
 	PgmoatBin    string
@@ -55,6 +56,7 @@ func defaults(quick bool) options {
 		Clients:      []int{1, 8, 32},
 		Targets:      []string{targetDirect, targetPgBouncer, targetPgmoat},
 		IdleSessions: 1000,
+		PendingHolds: 1000,
 		StreamBytes:  1 << 30,
 		Out:          "bench/results",
 		PgmoatBin:    "bin/pgmoat",
@@ -123,6 +125,7 @@ func parseOptions(args []string, o options, stderr io.Writer) (options, error) {
 		return checkList("target", o.Targets, targetDirect, targetPgBouncer, targetPgmoat, targetPgmoatB)
 	})
 	fs.IntVar(&o.IdleSessions, "idle-sessions", o.IdleSessions, "idle sessions held open through pgmoat for the memory step (0 skips)")
+	fs.IntVar(&o.PendingHolds, "pending-holds", o.PendingHolds, "held statements pending in pgmoat while the pending-holds step measures other sessions' latency (0 skips)")
 	fs.Int64Var(&o.StreamBytes, "stream-bytes", o.StreamBytes, "bytes of the COPY OUT and of the result set streamed through pgmoat (0 skips)")
 	fs.StringVar(&o.Out, "out", o.Out, "directory for latest.md, latest.csv and tps.png")
 	fs.StringVar(&o.PgmoatBin, "pgmoat", o.PgmoatBin, "pgmoat binary")
@@ -283,7 +286,7 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 	}
 	maxConns := 300
 	if withPgmoat {
-		maxConns = max(maxConns, o.IdleSessions+200)
+		maxConns = max(maxConns, o.IdleSessions+200, o.PendingHolds+200)
 	}
 	logf("starting PostgreSQL (max_connections %d) and loading pgbench scale %d", maxConns, o.Scale)
 	if err := s.startCluster(ctx, maxConns, o.Scale, pgbenchBin); err != nil {
@@ -295,7 +298,7 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 			return err
 		}
 	}
-	pgmoatConns := max(1000, o.IdleSessions+100)
+	pgmoatConns := max(1000, o.IdleSessions+100, o.PendingHolds+100)
 	if withPgmoat {
 		if s.pgmoat, err = s.newPgmoat(targetPgmoat, pgmoatBin, o.PgmoatEnv, pgmoatConns); err != nil {
 			return err
@@ -388,6 +391,18 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 			rep.Problems = append(rep.Problems, "idle sessions step failed: "+err.Error())
 		} else {
 			rep.Idle = &idle
+		}
+	}
+	if withPgmoat && o.PendingHolds > 0 {
+		logf("pending holds: -S -M prepared -c 8 through pgmoat with none and with %d holds pending, %d round(s)", o.PendingHolds, o.Rounds)
+		h, err := s.holdsStep(ctx, m, o.PendingHolds, o.Rounds)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			rep.Problems = append(rep.Problems, "pending holds step failed: "+err.Error())
+		} else {
+			rep.Holds = &h
 		}
 	}
 	if withPgmoat && o.StreamBytes > 0 {

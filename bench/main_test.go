@@ -17,6 +17,9 @@ func TestParseOptionsPgmoatB(t *testing.T) {
 	if want := []string{targetDirect, targetPgBouncer, targetPgmoat}; !slices.Equal(o.Targets, want) {
 		t.Errorf("default targets %v, want %v (no pgmoat-b unless asked for)", o.Targets, want)
 	}
+	if o.PendingHolds != 1000 {
+		t.Errorf("default -pending-holds %d, want 1000", o.PendingHolds)
+	}
 
 	o, err = parse("-pgmoat-b", "/tmp/pgmoat-old", "-pgmoat-b-env", "GOMAXPROCS=1", "-pgmoat-b-env", "GOGC=off",
 		"-pgmoat-env", "GODEBUG=x=1")

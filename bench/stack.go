@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -52,6 +54,11 @@ type stack struct {
 
 	pgmoat  *pgmoatProc // nil when pgmoat is not a target
 	pgmoatB *pgmoatProc // nil without -pgmoat-b
+
+	// adminToken is the viewer token both pgmoats accept (in
+	// adminTokenFile), for GET /api/v1/holds.
+	adminToken     string
+	adminTokenFile string
 }
 
 // startCluster starts the throwaway PostgreSQL with room for the idle
@@ -222,6 +229,10 @@ func (s *stack) pgmoats() []*pgmoatProc {
 	return ps
 }
 
+// holdApp is the application_name of the pending-holds step's sessions:
+// the bench policy holds their destructive statements on protected tables.
+const holdApp = "pgmoat-bench-hold"
+
 // newPgmoat picks ports for a pgmoat and writes its config (see
 // writePgmoatConfig); it does not start it.
 func (s *stack) newPgmoat(name, bin string, env []string, maxConns int) (*pgmoatProc, error) {
@@ -242,10 +253,24 @@ func (s *stack) newPgmoat(name, bin string, env []string, maxConns int) (*pgmoat
 
 // writePgmoatConfig writes the bench policy: the pgbench tables are
 // protected, so every statement is analysed and judged, with the example
-// policy's rules; the audit log goes to the work directory and the admin
-// listener (metrics) to a free port. No admin tokens: nothing is approved.
+// policy's rules; destructive statements of the pending-holds step's
+// sessions (holdApp) are held. The audit log goes to the work directory
+// and the admin listener (metrics, holds) to a free port, with one viewer
+// token so that the bench can list holds; there is no approver, so
+// nothing held is ever approved.
 func (s *stack) writePgmoatConfig(p *pgmoatProc, maxConns int) error {
-	conf := fmt.Sprintf(`# Written by bench/ for one run (%[6]s).
+	if s.adminToken == "" {
+		b := make([]byte, 16)
+		if _, err := rand.Read(b); err != nil {
+			return err
+		}
+		s.adminToken = hex.EncodeToString(b)
+		s.adminTokenFile = filepath.Join(s.dir, "admin-token")
+		if err := os.WriteFile(s.adminTokenFile, []byte(s.adminToken+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	conf := fmt.Sprintf(`# Written by bench/ for one run (%[8]s).
 listen: 127.0.0.1:%[1]d
 upstream: %[2]s
 limits:
@@ -256,6 +281,10 @@ log:
   format: text
 admin:
   listen: 127.0.0.1:%[4]d
+  tokens:
+    - name: bench
+      role: viewer
+      token_file: %[6]s
 policy:
   protect:
     - public.pgbench_accounts
@@ -263,6 +292,11 @@ policy:
     - public.pgbench_tellers
     - public.pgbench_history
   rules:
+    - name: bench-pending-holds
+      match:
+        applications: [%[7]s]
+      operations: [destructive]
+      action: hold
     - name: migrations-need-approval
       match:
         applications: [goose, migrate, flyway]
@@ -274,10 +308,15 @@ policy:
         clients: [10.20.0.0/16]
       operations: [truncate]
       action: log
+holds:
+  # Longer than any run: the pending-holds step withdraws its holds by
+  # disconnecting.
+  timeout: 2h
 audit:
   path: %[5]s
   statements: decisions
-`, p.port, s.upstreamURL(), maxConns, p.adminPort, filepath.Join(s.dir, p.name+"-audit.jsonl"), p.name)
+`, p.port, s.upstreamURL(), maxConns, p.adminPort, filepath.Join(s.dir, p.name+"-audit.jsonl"),
+		s.adminTokenFile, holdApp, p.name)
 	return os.WriteFile(p.config, []byte(conf), 0o644)
 }
 
