@@ -39,7 +39,7 @@ type holdsResult struct {
 	Holds       int         // held sessions per round
 	Runs        []runRecord // in the order they ran; Target is holdsNone or holdsPending
 	BaseRSS     int64       // pgmoat before the first held session opened
-	HeldRSS     int64       // the highest RSS seen with every hold pending
+	HeldRSS     int64       // with every hold of the first round pending
 	OpenSeconds float64     // the longest time from the first connect to every hold pending
 	Notices     int         // hold NOTICEs the held sessions received, fewest in a round
 	HistoryRows int64       // pgbench_history's rows, the same before and after
@@ -143,8 +143,13 @@ func (s *stack) holdsStep(ctx context.Context, m *matrix, n, rounds int) (holdsR
 		if err := settle(ctx, p.pid()); err != nil {
 			return err
 		}
-		if mem, err := readProcMem(p.pid()); err == nil {
-			res.HeldRSS = max(res.HeldRSS, mem.RSS)
+		if res.HeldRSS == 0 {
+			// The first round only: later rounds start from a heap the
+			// earlier ones grew, and the Go runtime returns memory to the
+			// kernel slowly.
+			if mem, err := readProcMem(p.pid()); err == nil {
+				res.HeldRSS = mem.RSS
+			}
 		}
 		if err := runOnce(round, holdsPending); err != nil {
 			return err

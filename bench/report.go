@@ -499,10 +499,14 @@ func (r *report) writeHolds(w io.Writer) {
 	row(n+" holds pending", pending)
 	p("| pending / none | %s | | %s | %s |\n\n", fmtRatio(ratio(pending, none)), fmtRatio(h.latencyRatio()),
 		fmtRatio(cpuRatio(pending, none)))
-	p("pgmoat's RSS: %s before the first held session, %s with %s holds pending (%+.1f KiB per held session, "+
-		"its upstream connection included; compare the idle sessions above). Opening the sessions until every hold was listed took at most %.1f s; "+
+	idle := ""
+	if r.Idle != nil {
+		idle = "; compare the idle sessions above"
+	}
+	p("pgmoat's RSS: %s before the first held session, %s with the first round's %s holds pending (%+.1f KiB per held session, "+
+		"its upstream connection included%s). Opening the sessions until every hold was listed took at most %.1f s; "+
 		"each round's sessions received at least %s hold notices.\n\n",
-		fmtMiB(h.BaseRSS), fmtMiB(h.HeldRSS), n, float64(h.HeldRSS-h.BaseRSS)/float64(h.Holds)/1024,
+		fmtMiB(h.BaseRSS), fmtMiB(h.HeldRSS), n, float64(h.HeldRSS-h.BaseRSS)/float64(h.Holds)/1024, idle,
 		h.OpenSeconds, fmtThousands(float64(h.Notices)))
 }
 
