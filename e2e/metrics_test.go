@@ -63,6 +63,11 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	conn := connect(t, m.SuperConnString(db, "default_query_exec_mode=simple_protocol", "application_name=metrics"))
 	other := connect(t, m.SuperConnString(db, "application_name=metrics-2"))
 	waitMetric(t, m, "pgmoat_client_connections_open", nil, 2)
+	// Plain TCP sessions run in the event loop (unless it is turned off).
+	loopOn := os.Getenv("PGMOAT_EVENT_LOOPS") != "0"
+	if loopOn {
+		waitMetric(t, m, "pgmoat_relay_sessions", labels("mode", "event_loop"), 2)
+	}
 
 	mustExec(t, conn, "SELECT 'metrics-literal-7f3'")
 	first := scrapeMetrics(t, m)
@@ -133,6 +138,20 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		{"pgmoat_config_reloads_total", labels("result", "failure"), 1, 1},
 		{"pgmoat_audit_write_errors_total", nil, 0, 0},
 		{"pgmoat_upstream_connect_errors_total", nil, 0, 0},
+	}
+	if loopOn {
+		// The blocked DROP and the held one each take their session
+		// out of the loop; the rest stays in it.
+		checks = append(checks, []struct {
+			name     string
+			labels   map[string]string
+			min, max float64
+		}{
+			{"pgmoat_event_loop_handoffs_total", labels("reason", "interceptor"), 2, 2},
+			{"pgmoat_event_loop_handoffs_total", labels("reason", "large_message"), 0, 0},
+			{"pgmoat_relay_sessions", labels("mode", "event_loop"), 0, 0},
+			{"pgmoat_relay_sessions", labels("mode", "goroutines"), 0, 0},
+		}...)
 	}
 	for _, ck := range checks {
 		v := metricValue(t, fams, ck.name, ck.labels)

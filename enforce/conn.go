@@ -156,6 +156,14 @@ func (c *conn) judgeText(ctx context.Context, typ byte, sql, stmt string) (proxy
 // search_path is unknown (the strictest assumption) that knows the
 // relations the session made and those the unconfirmed messages make.
 func (c *conn) judge(f func(*rules.Session) *rules.Result) *rules.Result {
+	res, d := c.analyse(f)
+	c.judged(res, d)
+	return res
+}
+
+// analyse is judge without the metrics: TryIntercept may give a message
+// up to Intercept, which then counts it.
+func (c *conn) analyse(f func(*rules.Session) *rules.Result) (*rules.Result, time.Duration) {
 	t0 := time.Now()
 	c.mu.Lock()
 	rs := c.rs
@@ -164,14 +172,78 @@ func (c *conn) judge(f func(*rules.Session) *rules.Result) *rules.Result {
 	}
 	res := f(rs)
 	c.mu.Unlock()
-	c.e.met.AnalysisDuration.Observe(time.Since(t0).Seconds())
+	return res, time.Since(t0)
+}
+
+// judged counts a judged message in the metrics.
+func (c *conn) judged(res *rules.Result, d time.Duration) {
+	c.e.met.AnalysisDuration.Observe(d.Seconds())
 	if res.Path == rules.PathFull {
 		c.e.cacheMis.Inc()
 	} else {
 		c.e.cacheHit.Inc()
 	}
 	c.count(res)
-	return res
+}
+
+// tryIntercept is intercept for the proxy's event loop: it decides the
+// messages that need nothing but the analysis (allowed statements, Bind of
+// a statement judged under the current policy, Execute, Close, Sync, ...)
+// and gives up, having changed nothing, on everything that may block or
+// write durably: a statement to block, hold or log, a FunctionCall, a
+// malformed message.
+func (c *conn) tryIntercept(m *proxy.ClientMessage) (proxy.Verdict, bool) {
+	body := m.Body()
+	switch m.Type {
+	case 'Q', 'P':
+		var name []byte
+		if m.Type == 'P' {
+			var ok bool
+			if name, body, ok = cstringRest(body); !ok {
+				return proxy.Verdict{}, false
+			}
+		}
+		sql, ok := cstring(body)
+		if !ok {
+			return proxy.Verdict{}, false
+		}
+		text := string(sql)
+		res, d := c.analyse(func(rs *rules.Session) *rules.Result { return c.e.engine.Judge(rs, text) })
+		if res.Action != rules.Allow {
+			return proxy.Verdict{}, false
+		}
+		c.judged(res, d)
+		c.allowed(res, "")
+		return c.forward(m.Type, res, string(name)), true
+	case 'B':
+		portal, rest, ok := cstringRest(body)
+		if !ok {
+			return proxy.Verdict{}, false
+		}
+		stmt, ok := cstring(rest)
+		if !ok {
+			return proxy.Verdict{}, false
+		}
+		c.mu.Lock()
+		sqlPrep := c.sqlPrepared[string(stmt)]
+		ps := c.stmts[string(stmt)]
+		c.mu.Unlock()
+		if sqlPrep || ps != nil && ps.policy != c.e.engine.Policy().Version() {
+			return proxy.Verdict{}, false // judged again: it may block
+		}
+		var r *rules.Result
+		if ps != nil {
+			r = ps.res
+		}
+		c.setPortal(string(portal), r)
+		return proxy.Verdict{}, true
+	case 'F':
+		return proxy.Verdict{}, false
+	}
+	// The rest (Execute, Close, Describe, Sync, Flush, CopyDone, ...)
+	// never blocks in intercept.
+	v, err := c.intercept(context.Background(), m)
+	return v, err == nil
 }
 
 // count adds the message's statements to pgmoat_statements_total, under

@@ -166,6 +166,17 @@ func (e *Enforcer) Intercept(ctx context.Context, s *proxy.Session, m *proxy.Cli
 	return c.intercept(ctx, m)
 }
 
+// TryIntercept implements proxy.TryInterceptor: the statements it allows,
+// and the messages that need no decision, are settled in the proxy's event
+// loop; the rest go to Intercept.
+func (e *Enforcer) TryIntercept(s *proxy.Session, m *proxy.ClientMessage) (proxy.Verdict, bool) {
+	c := e.conn(s)
+	if c == nil {
+		return proxy.Verdict{}, false
+	}
+	return c.tryIntercept(m)
+}
+
 // ServerMessage implements proxy.ReplyObserver.
 func (e *Enforcer) ServerMessage(s *proxy.Session, tag any, typ byte, body []byte) error {
 	c := e.conn(s)

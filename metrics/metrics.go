@@ -11,6 +11,8 @@ type Metrics struct {
 	ClientConnectionsRejected *prometheus.CounterVec // reason: max_connections, startup_timeout, protocol_error, tls, lexer_state, draining
 	UpstreamConnectErrors     prometheus.Counter
 	BytesRelayed              *prometheus.CounterVec // direction: client_to_server, server_to_client
+	RelaySessions             *prometheus.GaugeVec   // mode: event_loop, goroutines
+	EventLoopHandoffs         *prometheus.CounterVec // reason: large_message, interceptor, backpressure, epoll
 
 	Statements       *prometheus.CounterVec // decision: allow, log, block, hold; operation: none, drop, truncate, ...
 	AnalysisDuration prometheus.Histogram
@@ -54,6 +56,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "pgmoat_relayed_bytes_total",
 			Help: "Protocol bytes relayed, by direction.",
 		}, []string{"direction"}),
+		RelaySessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pgmoat_relay_sessions",
+			Help: "Sessions in their steady state, by how they are relayed: event_loop (shared epoll threads) or goroutines (TLS sessions, and sessions the loop handed over).",
+		}, []string{"mode"}),
+		EventLoopHandoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgmoat_event_loop_handoffs_total",
+			Help: "Sessions the event loop handed to the goroutine relay, by reason: large_message (larger than the 16 KiB buffer), interceptor (a statement to block, hold or log), backpressure (a peer not reading), epoll (registration failed).",
+		}, []string{"reason"}),
 		Statements: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgmoat_statements_total",
 			Help: "Statements judged, by decision and by the most severe operation found.",
@@ -112,7 +122,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(
 			m.ClientConnectionsOpen, m.ClientConnectionsTotal, m.ClientConnectionsRejected,
-			m.UpstreamConnectErrors, m.BytesRelayed, m.Statements, m.AnalysisDuration,
+			m.UpstreamConnectErrors, m.BytesRelayed, m.RelaySessions, m.EventLoopHandoffs, m.Statements, m.AnalysisDuration,
 			m.AnalysisCache, m.HoldsPending, m.HoldsResolved, m.HoldWaitDuration,
 			m.PreapprovalsUsed, m.WebhookFailures, m.AuditWriteErrors, m.AuditQueueDepth,
 			m.AuditEvents, m.AuditEventsDropped, m.ConfigReloads,

@@ -132,6 +132,30 @@ func (m *msgReader) next() (typ byte, bodyLen int, err error) {
 	return h[0], int(n) - 4, nil
 }
 
+// header parses the header of the next message, which must be buffered
+// (buffered() >= 5), without consuming anything. The event loop uses it
+// where next would read.
+func (m *msgReader) header() (typ byte, bodyLen int, err error) {
+	h := m.buf[m.r : m.r+5]
+	n := int32(binary.BigEndian.Uint32(h[1:]))
+	if n < 4 {
+		return h[0], 0, fmt.Errorf("%w %d for message type %q", errShortMessage, n, h[0])
+	}
+	return h[0], int(n) - 4, nil
+}
+
+// compact moves buffered input to the start of the buffer, so that a read
+// can complete any message that fits in it.
+func (m *msgReader) compact() {
+	switch {
+	case m.r == m.w:
+		m.r, m.w = 0, 0
+	case m.r > 0:
+		m.w = copy(m.buf, m.buf[m.r:m.w])
+		m.r = 0
+	}
+}
+
 // message consumes the message announced by next and returns it whole,
 // header included. The slice is valid until the next call on m.
 func (m *msgReader) message(bodyLen int) ([]byte, error) {

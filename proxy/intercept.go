@@ -26,6 +26,21 @@ type Interceptor interface {
 	Intercept(ctx context.Context, s *Session, m *ClientMessage) (Verdict, error)
 }
 
+// TryInterceptor is an Interceptor that can often decide without
+// blocking. Sessions whose Interceptor implements it run in pgmoat's event
+// loop (plain TCP or Unix sockets on both sides), where one thread relays
+// many sessions and a blocking call would stall them all: TryIntercept is
+// asked first, on the loop, and must not block (no I/O, no waiting on
+// other sessions, no durable writes). It returns ok=false, having changed
+// nothing that calling Intercept for the same message would change again
+// (metrics included), when the message needs Intercept; the session then
+// leaves the loop for good and Intercept is called on its own goroutine as
+// described above.
+type TryInterceptor interface {
+	Interceptor
+	TryIntercept(s *Session, m *ClientMessage) (v Verdict, ok bool)
+}
+
 // ClientMessage is one frontend message. Its bytes point into the
 // session's read buffer: they are valid only until Intercept returns, so
 // copy whatever must outlive the call (a held statement, Bind parameters).

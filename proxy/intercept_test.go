@@ -95,12 +95,27 @@ func block(typ byte, do string) Verdict {
 // TestInterceptorSeams drives the Interceptor seams with a real server:
 // Replace with hidden replies, DiscardUntilSync, SendToClient, and the
 // cancel hook, in the simple and extended protocols and in a pipeline.
+//
+// It runs twice: with an Interceptor the sessions run in the goroutine
+// relay with, and with one that also implements TryInterceptor, whose
+// sessions run in the event loop and leave it for the held and blocked
+// statements.
 func TestInterceptorSeams(t *testing.T) {
+	t.Run("goroutine relay", func(t *testing.T) {
+		ti := &testInterceptor{release: make(chan struct{})}
+		testInterceptorSeams(t, ti, ti)
+	})
+	t.Run("event loop", func(t *testing.T) {
+		ti := &testInterceptor{release: make(chan struct{})}
+		testInterceptorSeams(t, ti, tryInterceptorFor(ti))
+	})
+}
+
+func testInterceptorSeams(t *testing.T, ti *testInterceptor, icpt Interceptor) {
 	c := pgtest.Get(t)
 	db := c.NewDatabase(t)
 	c.Exec(t, db, "CREATE TABLE precious (v int); INSERT INTO precious VALUES (1); CREATE TABLE journal (v int)")
-	ti := &testInterceptor{release: make(chan struct{})}
-	p := startProxy(t, Options{Interceptor: ti})
+	p := startProxy(t, Options{Interceptor: icpt})
 	ctx := ctxTimeout(t, time.Minute)
 	direct := directConn(t, db)
 	count := func(table string) int {

@@ -15,6 +15,10 @@ import (
 // client's Terminate.
 var errClientTerminated = errors.New("client sent Terminate")
 
+// errHandoff is a step's way of saying that the message needs the
+// blocking path; nothing of it was consumed.
+var errHandoff = errors.New("proxy: message needs the goroutine relay")
+
 // interceptorError is an Interceptor failure other than a malformed
 // message; the session ends with FATAL XX000.
 type interceptorError struct{ err error }
@@ -41,11 +45,22 @@ func (s *Session) relay() *ending {
 	c2s := &clientToServer{s: s}
 	s2c := &serverToClient{s: s}
 	s2c.obs, _ = s.icpt.(ReplyObserver)
-	go c2s.run(errc)
-	go s2c.run(errc)
-	first := (<-errc).(*copyEnd)
-	s.stopIO()
-	<-errc
+	var first *copyEnd
+	if lc := s.enterLoop(c2s, s2c); lc != nil {
+		first = s.leaveLoop(lc)
+	}
+	if first == nil {
+		g := s.srv.met.RelaySessions.WithLabelValues("goroutines")
+		g.Inc()
+		defer g.Dec()
+		go c2s.run(errc)
+		go s2c.run(errc)
+		first = (<-errc).(*copyEnd)
+		s.stopIO()
+		<-errc
+	} else {
+		s.stopIO()
+	}
 
 	if s2c.midMessage {
 		s.clientDirty.Store(true)
@@ -148,6 +163,7 @@ func clientCause(err error) error {
 // the interceptor.
 type clientToServer struct {
 	s          *Session
+	pending    []byte // bytes for the server the event loop could not write; sent first
 	discarding bool // dropping messages until Sync (Verdict.DiscardUntilSync)
 	midMessage bool // a message to the server was cut short
 	scratch    []byte
@@ -156,9 +172,13 @@ type clientToServer struct {
 func (c *clientToServer) run(errc chan<- error) { errc <- &copyEnd{fromClient: true, err: c.copy()} }
 
 func (c *clientToServer) copy() error {
-	s := c.s
-	r := s.cliR
-	limit := int(s.srv.cfg.Limits.MaxMessageSize)
+	r := c.s.cliR
+	if p := c.pending; len(p) > 0 {
+		c.pending = nil
+		if _, err := c.s.srvC.w.Write(p); err != nil {
+			return &writeError{err}
+		}
+	}
 	for {
 		typ, n, err := r.next()
 		if err != nil {
@@ -167,46 +187,73 @@ func (c *clientToServer) copy() error {
 			}
 			return err
 		}
-		if !steadyStateTypes[typ] {
-			return &protocolError{msg: fmt.Sprintf("invalid frontend message type %q", typ)}
-		}
-		if n > limit {
-			return &protocolError{msg: fmt.Sprintf("message of %d bytes exceeds pgmoat's limit of %d bytes (limits.max_message_size)", n+4, limit)}
-		}
-		switch {
-		case typ == 'X':
-			s.clientTerminated.Store(true)
-			if err := r.relay(s.srvW, n); err != nil {
-				return err
-			}
-			if err := s.flushServer(); err != nil {
-				return err
-			}
-			return errClientTerminated
-		case c.discarding && typ != 'S':
-			if err := r.discard(n); err != nil {
-				return err
-			}
-			continue
-		case s.icpt == nil || typ == 'd' || c.discarding:
-			c.discarding = false
-			if typ == 'Q' || typ == 'S' || typ == 'F' {
-				s.inFlight.Add(1)
-			}
-			if s.replies != nil {
-				s.replies.push(pendingReply{kind: replyKindOf(typ)})
-			}
-			c.midMessage = true
-			if err := r.relay(s.srvW, n); err != nil {
-				return err
-			}
-			c.midMessage = false
-			continue
-		}
-		if err := c.intercept(typ, n); err != nil {
+		if err := c.step(typ, n, false); err != nil {
 			return err
 		}
 	}
+}
+
+// step handles one message whose header next (or the event loop) has
+// read. In the event loop (inLoop) the whole message is in the buffer and
+// nothing may block: the Interceptor is asked through TryIntercept, and
+// errHandoff, with the message not consumed, says it needs the blocking
+// path.
+func (c *clientToServer) step(typ byte, n int, inLoop bool) error {
+	s := c.s
+	r := s.cliR
+	if !steadyStateTypes[typ] {
+		return &protocolError{msg: fmt.Sprintf("invalid frontend message type %q", typ)}
+	}
+	if limit := int(s.srv.cfg.Limits.MaxMessageSize); n > limit {
+		return &protocolError{msg: fmt.Sprintf("message of %d bytes exceeds pgmoat's limit of %d bytes (limits.max_message_size)", n+4, limit)}
+	}
+	switch {
+	case typ == 'X':
+		s.clientTerminated.Store(true)
+		if err := r.relay(s.srvW, n); err != nil {
+			return err
+		}
+		if err := s.flushServer(); err != nil {
+			return err
+		}
+		return errClientTerminated
+	case c.discarding && typ != 'S':
+		return r.discard(n)
+	case s.icpt == nil || typ == 'd' || c.discarding:
+		c.discarding = false
+		if typ == 'Q' || typ == 'S' || typ == 'F' {
+			s.inFlight.Add(1)
+		}
+		if s.replies != nil {
+			s.replies.push(pendingReply{kind: replyKindOf(typ)})
+		}
+		c.midMessage = true
+		if err := r.relay(s.srvW, n); err != nil {
+			return err
+		}
+		c.midMessage = false
+		return nil
+	}
+	if inLoop {
+		return c.tryIntercept(typ, n)
+	}
+	return c.intercept(typ, n)
+}
+
+// tryIntercept is intercept in the event loop: the message is whole in the
+// buffer, and it is consumed only when the Interceptor decided without
+// blocking.
+func (c *clientToServer) tryIntercept(typ byte, n int) error {
+	s := c.s
+	r := s.cliR
+	raw := r.buf[r.r : r.r+5+n : r.r+5+n]
+	m := ClientMessage{Type: typ, Raw: raw, dec: &s.dec}
+	v, ok := s.fast.TryIntercept(s, &m)
+	if !ok {
+		return errHandoff
+	}
+	r.r += 5 + n
+	return c.carryOut(typ, raw, v)
 }
 
 // intercept passes one whole message through the interceptor and carries
@@ -232,6 +279,12 @@ func (c *clientToServer) intercept(typ byte, n int) error {
 		}
 		return &interceptorError{err}
 	}
+	return c.carryOut(typ, raw, v)
+}
+
+// carryOut does what the Interceptor's verdict on a message says.
+func (c *clientToServer) carryOut(typ byte, raw []byte, v Verdict) error {
+	s := c.s
 	switch v.Action {
 	case Forward:
 		s.pushReplyTag(typ, false, v.Tag)
@@ -241,6 +294,7 @@ func (c *clientToServer) intercept(typ byte, n int) error {
 	case Drop:
 	case Replace:
 		for _, inj := range v.Replacement {
+			var err error
 			c.scratch, err = inj.Msg.Encode(c.scratch[:0])
 			if err != nil {
 				return &interceptorError{err}
@@ -284,6 +338,7 @@ func (s *Session) pushReplyTag(typ byte, hide bool, tag any) {
 // SendToClient never lands inside a relayed message.
 type serverToClient struct {
 	s          *Session
+	pending    []byte // bytes for the client the event loop could not write; sent first
 	obs        ReplyObserver // the Interceptor, when it observes replies
 	err        error         // an observer error raised while routing
 	held       bool          // holds s.cliMu
@@ -322,6 +377,15 @@ func (c *serverToClient) copy() error {
 	s := c.s
 	r := s.srvR
 	r.onBlock = c.onBlock
+	if p := c.pending; len(p) > 0 {
+		c.pending = nil
+		s.cliMu.Lock()
+		_, err := s.cliC.w.Write(p)
+		s.cliMu.Unlock()
+		if err != nil {
+			return &writeError{err}
+		}
+	}
 	for {
 		c.inMessage = false
 		typ, n, err := r.next()
@@ -333,87 +397,95 @@ func (c *serverToClient) copy() error {
 			s.cliMu.Lock()
 			c.held = true
 		}
-		hide := false
-		var tag any
-		if s.replies != nil {
-			hide, tag = s.replies.route(typ, c.skipped)
-			if c.err != nil {
-				return c.err
-			}
-		}
-		kind := typ
-		if typ == 'C' && tag == nil {
-			kind = 0 // an untagged CommandComplete streams like any other message
-		}
-		switch kind {
-		case 'Z':
-			msg, err := r.message(n)
-			if err != nil {
-				return err
-			}
-			if n != 1 {
-				return &protocolError{msg: "malformed ReadyForQuery from server"}
-			}
-			s.tx.Store(uint32(msg[5]))
-			s.inFlight.Add(-1)
-			if err := c.observe(tag, typ, msg[5:]); err != nil {
-				return err
-			}
-			if !hide {
-				if _, err := s.cliW.Write(msg); err != nil {
-					return &writeError{err}
-				}
-			}
-		case 'E', 'S':
-			msg, err := r.message(n)
-			if err != nil {
-				return err
-			}
-			if typ == 'S' {
-				s.recordParameterStatus(msg[5:])
-				tag = nil
-			} else {
-				c.noteError(msg[5:])
-			}
-			if typ == 'S' || tag != nil {
-				if err := c.observe(tag, typ, msg[5:]); err != nil {
-					return err
-				}
-			}
-			if !hide {
-				if _, err := s.cliW.Write(msg); err != nil {
-					return &writeError{err}
-				}
-			}
-		case 'C':
-			// Only a tagged request's CommandComplete is assembled for
-			// the observer; the rest stream as below.
-			msg, err := r.message(n)
-			if err != nil {
-				return err
-			}
-			if err := c.observe(tag, typ, msg[5:]); err != nil {
-				return err
-			}
-			if !hide {
-				if _, err := s.cliW.Write(msg); err != nil {
-					return &writeError{err}
-				}
-			}
-		default:
-			if hide {
-				if err := r.discard(n); err != nil {
-					return err
-				}
-				continue
-			}
-			c.midMessage = 5+n > bufSize
-			if err := r.relay(s.cliW, n); err != nil {
-				return err
-			}
-			c.midMessage = false
+		if err := c.step(typ, n); err != nil {
+			return err
 		}
 	}
+}
+
+// step relays one server message whose header next (or the event loop)
+// has read, tracking what the session follows. The caller holds s.cliMu.
+func (c *serverToClient) step(typ byte, n int) error {
+	s := c.s
+	r := s.srvR
+	hide := false
+	var tag any
+	if s.replies != nil {
+		hide, tag = s.replies.route(typ, c.skipped)
+		if c.err != nil {
+			return c.err
+		}
+	}
+	kind := typ
+	if typ == 'C' && tag == nil {
+		kind = 0 // an untagged CommandComplete streams like any other message
+	}
+	switch kind {
+	case 'Z':
+		msg, err := r.message(n)
+		if err != nil {
+			return err
+		}
+		if n != 1 {
+			return &protocolError{msg: "malformed ReadyForQuery from server"}
+		}
+		s.tx.Store(uint32(msg[5]))
+		s.inFlight.Add(-1)
+		if err := c.observe(tag, typ, msg[5:]); err != nil {
+			return err
+		}
+		if !hide {
+			if _, err := s.cliW.Write(msg); err != nil {
+				return &writeError{err}
+			}
+		}
+	case 'E', 'S':
+		msg, err := r.message(n)
+		if err != nil {
+			return err
+		}
+		if typ == 'S' {
+			s.recordParameterStatus(msg[5:])
+			tag = nil
+		} else {
+			c.noteError(msg[5:])
+		}
+		if typ == 'S' || tag != nil {
+			if err := c.observe(tag, typ, msg[5:]); err != nil {
+				return err
+			}
+		}
+		if !hide {
+			if _, err := s.cliW.Write(msg); err != nil {
+				return &writeError{err}
+			}
+		}
+	case 'C':
+		// Only a tagged request's CommandComplete is assembled for
+		// the observer; the rest stream as below.
+		msg, err := r.message(n)
+		if err != nil {
+			return err
+		}
+		if err := c.observe(tag, typ, msg[5:]); err != nil {
+			return err
+		}
+		if !hide {
+			if _, err := s.cliW.Write(msg); err != nil {
+				return &writeError{err}
+			}
+		}
+	default:
+		if hide {
+			return r.discard(n)
+		}
+		c.midMessage = 5+n > bufSize
+		if err := r.relay(s.cliW, n); err != nil {
+			return err
+		}
+		c.midMessage = false
+	}
+	return nil
 }
 
 // observe passes a server message to the ReplyObserver.

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -41,6 +42,7 @@ type Session struct {
 	server   net.Conn
 	stopped  bool
 	deadline time.Time // end of the startup phase
+	loop     *loopConn // the session's place in the event loop while it runs there
 
 	cliR  *msgReader
 	cliW  *bufio.Writer
@@ -71,6 +73,7 @@ type Session struct {
 	cancelHook       atomic.Pointer[func() bool]
 
 	icpt    Interceptor
+	fast    TryInterceptor // icpt, when it can decide without blocking; nil otherwise
 	hooked  bool // SessionHooks.SessionStarted accepted the session
 	dec     frontendDecoder
 	replies *replyQueue // nil without an interceptor
@@ -86,6 +89,7 @@ func newSession(srv *Server, c net.Conn) *Session {
 		status: make(map[string]string),
 		icpt:   srv.icpt,
 	}
+	s.fast, _ = srv.icpt.(TryInterceptor)
 	s.log = srv.log.With("session", s.id, "client", s.from)
 	s.ctx, s.cancel = context.WithCancelCause(context.Background())
 	s.stopWatch = context.AfterFunc(s.ctx, s.stopIO)
@@ -330,6 +334,12 @@ func (s *Session) stopIO() {
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	s.stopped = true
+	if s.loop != nil {
+		// The event loop owns the sockets: it hands the session back,
+		// and leaveLoop sets these deadlines on the restored connections.
+		s.loop.kick()
+		return
+	}
 	for _, c := range []net.Conn{s.client, s.server} {
 		if c != nil {
 			c.SetReadDeadline(time.Unix(1, 0))
@@ -505,7 +515,7 @@ func (s *Session) closeConns() {
 // counter: it sits under a bufio.Writer, so the counter is updated once per
 // flushed batch, not once per message.
 type countingWriter struct {
-	w net.Conn
+	w io.Writer // the connection, or its fdWriter while the session is in the event loop
 	c prometheus.Counter
 	n int64
 }

@@ -1,0 +1,195 @@
+//go:build linux
+
+package proxy
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgmoat/pgmoat/internal/pgtest"
+)
+
+// tryTestInterceptor is testInterceptor with a TryIntercept that settles,
+// without blocking, every message the test interceptor would let through
+// unchanged, so its sessions run in the event loop and leave it for the
+// statements it blocks or holds.
+type tryTestInterceptor struct{ *testInterceptor }
+
+func (ti *tryTestInterceptor) TryIntercept(s *Session, m *ClientMessage) (Verdict, bool) {
+	var sql string
+	switch m.Type {
+	case 'Q', 'P':
+		sql = string(m.Body())
+	}
+	if strings.Contains(sql, "precious") || strings.Contains(sql, "hold me") {
+		return Verdict{}, false
+	}
+	return Verdict{}, true
+}
+
+func tryInterceptorFor(ti *testInterceptor) Interceptor { return &tryTestInterceptor{ti} }
+
+func (p *testProxy) loopSessions() float64 {
+	return p.counter(p.met.RelaySessions.WithLabelValues("event_loop"))
+}
+
+func (p *testProxy) handoffs(reason string) float64 {
+	return p.counter(p.met.EventLoopHandoffs.WithLabelValues(reason))
+}
+
+func requireLoop(t *testing.T) {
+	t.Helper()
+	if pickLoop() == nil {
+		t.Skipf("the event loop is off (%s=0): this test is about it", eventLoopsEnv)
+	}
+}
+
+// TestEventLoopRelays checks that plain sessions run in the event loop, and
+// that every reason to leave it hands the session to the goroutine relay
+// without losing or reordering a byte: a message larger than the buffer,
+// a statement the interceptor must decide on its goroutine, a client that
+// stops reading.
+func TestEventLoopRelays(t *testing.T) {
+	requireLoop(t)
+	c := pgtest.Get(t)
+	db := c.NewDatabase(t)
+	p := startProxy(t, Options{Interceptor: tryInterceptorFor(&testInterceptor{})})
+	ctx := ctxTimeout(t, time.Minute)
+	direct := directConn(t, db)
+	if _, err := direct.Exec(ctx, "CREATE TABLE precious (id int)"); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("small turns stay in the loop", func(t *testing.T) {
+		before := p.handoffs("large_message") + p.handoffs("interceptor") + p.handoffs("backpressure")
+		conn := p.superConn(t, db)
+		if got := p.loopSessions(); got < 1 {
+			t.Fatalf("event loop sessions = %v, want the new session counted", got)
+		}
+		// Simple, extended and prepared, a pipeline, an error in it,
+		// a transaction.
+		for i := 0; i < 200; i++ {
+			var n int
+			if err := conn.QueryRow(ctx, "SELECT $1::int + 1", i).Scan(&n); err != nil || n != i+1 {
+				t.Fatalf("query %d: %v, %d", i, err, n)
+			}
+		}
+		b := &pgx.Batch{}
+		b.Queue("SELECT 1")
+		b.Queue("SELECT 1/0")
+		b.Queue("SELECT 3")
+		err := conn.SendBatch(ctx, b).Close()
+		if pgCode(err) != "22012" {
+			t.Fatalf("batch with an error: %v, want 22012", err)
+		}
+		if _, err := conn.Exec(ctx, "BEGIN; SELECT 1; COMMIT", pgx.QueryExecModeSimpleProtocol); err != nil {
+			t.Fatal(err)
+		}
+		after := p.handoffs("large_message") + p.handoffs("interceptor") + p.handoffs("backpressure")
+		if after != before {
+			t.Fatalf("handoffs went from %v to %v for small turns", before, after)
+		}
+	})
+
+	t.Run("a message larger than the buffer", func(t *testing.T) {
+		conn := p.superConn(t, db)
+		before := p.handoffs("large_message")
+		var s string
+		if err := conn.QueryRow(ctx, "SELECT repeat('x', 100000)").Scan(&s); err != nil || len(s) != 100000 {
+			t.Fatalf("large row: %v (%d bytes)", err, len(s))
+		}
+		if err := conn.QueryRow(ctx, "SELECT $1::text", strings.Repeat("y", 50000)).Scan(&s); err != nil || len(s) != 50000 {
+			t.Fatalf("large parameter: %v (%d bytes)", err, len(s))
+		}
+		if got := p.handoffs("large_message"); got != before+1 {
+			t.Fatalf("large_message handoffs = %v, want %v", got, before+1)
+		}
+	})
+
+	t.Run("a statement the interceptor decides on its goroutine", func(t *testing.T) {
+		conn := p.superConn(t, db)
+		before := p.handoffs("interceptor")
+		if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		_, err := conn.Exec(ctx, "DROP TABLE precious")
+		if pgCode(err) != "42501" {
+			t.Fatalf("DROP TABLE precious: %v, want 42501", err)
+		}
+		if _, err := conn.Exec(ctx, "SELECT 2"); err != nil {
+			t.Fatalf("after the block: %v", err)
+		}
+		if got := p.handoffs("interceptor"); got != before+1 {
+			t.Fatalf("interceptor handoffs = %v, want %v", got, before+1)
+		}
+	})
+
+	t.Run("a client that stops reading", func(t *testing.T) {
+		conn := p.superConn(t, db)
+		before := p.handoffs("backpressure")
+		// Small rows, many of them: the client's socket buffer fills
+		// while it sleeps, and what pgmoat could not write must reach
+		// it in order once it reads again.
+		const rows = 400000
+		r, err := conn.Query(ctx, "SELECT g FROM generate_series(1, $1::int) g", rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sum, want int64
+		i := 0
+		for r.Next() {
+			var g int64
+			if err := r.Scan(&g); err != nil {
+				t.Fatal(err)
+			}
+			i++
+			if g != int64(i) {
+				t.Fatalf("row %d is %d: out of order", i, g)
+			}
+			sum += g
+			if i == 10 {
+				time.Sleep(500 * time.Millisecond)
+			}
+		}
+		if err := r.Err(); err != nil {
+			t.Fatal(err)
+		}
+		want = int64(rows) * (rows + 1) / 2
+		if i != rows || sum != want {
+			t.Fatalf("got %d rows summing to %d, want %d and %d", i, sum, rows, want)
+		}
+		if got := p.handoffs("backpressure"); got != before+1 {
+			t.Fatalf("backpressure handoffs = %v, want %v", got, before+1)
+		}
+	})
+}
+
+// TestEventLoopShutdown checks that a session idle in the event loop is
+// handed back and told why when the drain timeout expires.
+func TestEventLoopShutdown(t *testing.T) {
+	requireLoop(t)
+	c := pgtest.Get(t)
+	db := c.NewDatabase(t)
+	p := startProxy(t, Options{Interceptor: tryInterceptorFor(&testInterceptor{})})
+	conn := p.superConn(t, db)
+	ctx := ctxTimeout(t, 30*time.Second)
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.loopSessions(); got != 1 {
+		t.Fatalf("event loop sessions = %v, want 1", got)
+	}
+	if err := p.shutdown(200 * time.Millisecond); err == nil {
+		t.Fatal("Shutdown returned nil with a session left open")
+	}
+	_, err := conn.Exec(ctx, "SELECT 1")
+	if pgCode(err) != "57P01" || !strings.Contains(err.Error(), "pgmoat is shutting down") {
+		t.Fatalf("after shutdown: %v, want 57P01 from pgmoat", err)
+	}
+	if got := p.loopSessions(); got != 0 {
+		t.Fatalf("event loop sessions = %v after shutdown, want 0", got)
+	}
+}
