@@ -313,7 +313,9 @@ func (lc *loopConn) kick() {
 // session is in the event loop, which never lets a reader read.
 type inLoop struct{}
 
-func (inLoop) Read([]byte) (int, error) { return 0, errors.New("proxy: read from a session in the event loop") }
+func (inLoop) Read([]byte) (int, error) {
+	return 0, errors.New("proxy: read from a session in the event loop")
+}
 
 func loopable(c net.Conn) bool {
 	switch c.(type) {

@@ -164,8 +164,8 @@ func clientCause(err error) error {
 type clientToServer struct {
 	s          *Session
 	pending    []byte // bytes for the server the event loop could not write; sent first
-	discarding bool // dropping messages until Sync (Verdict.DiscardUntilSync)
-	midMessage bool // a message to the server was cut short
+	discarding bool   // dropping messages until Sync (Verdict.DiscardUntilSync)
+	midMessage bool   // a message to the server was cut short
 	scratch    []byte
 }
 
@@ -338,7 +338,7 @@ func (s *Session) pushReplyTag(typ byte, hide bool, tag any) {
 // SendToClient never lands inside a relayed message.
 type serverToClient struct {
 	s          *Session
-	pending    []byte // bytes for the client the event loop could not write; sent first
+	pending    []byte        // bytes for the client the event loop could not write; sent first
 	obs        ReplyObserver // the Interceptor, when it observes replies
 	err        error         // an observer error raised while routing
 	held       bool          // holds s.cliMu

@@ -74,7 +74,7 @@ type Session struct {
 
 	icpt    Interceptor
 	fast    TryInterceptor // icpt, when it can decide without blocking; nil otherwise
-	hooked  bool // SessionHooks.SessionStarted accepted the session
+	hooked  bool           // SessionHooks.SessionStarted accepted the session
 	dec     frontendDecoder
 	replies *replyQueue // nil without an interceptor
 }
