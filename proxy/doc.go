@@ -27,8 +27,20 @@
 // BackendKeyData, passed through unchanged) and forwards it to that
 // session's upstream; the secret is never logged.
 //
-// In the steady state each direction has its own goroutine (clientToServer,
-// serverToClient). Both write into buffered writers and flush only when
+// In the steady state a session with plain sockets on both sides runs in
+// an event loop (loop.go): a level-triggered epoll shared by many
+// sessions, one thread per two processors, that reads once when a socket
+// is readable, relays every whole message with the same per-message code
+// as the goroutines below (clientToServer.step, serverToClient.step) and
+// writes once per turn. It asks the Interceptor through TryIntercept,
+// which must not block. A message larger than the buffer, a message
+// TryIntercept gives up on, a peer that stops reading, or the end of the
+// session takes the session out of the loop for good: its net.Conns are
+// restored and the goroutines carry on from the same buffers.
+//
+// Otherwise (TLS, the loop turned off with PGMOAT_EVENT_LOOPS=0, or after
+// the loop handed the session over) each direction has its own goroutine
+// (clientToServer, serverToClient). Both write into buffered writers and flush only when
 // their reader has no more buffered input, so a pipelined batch leaves in
 // one write. Messages larger than the read buffer are streamed through, not
 // assembled, unless the interceptor must see them whole (bounded by
