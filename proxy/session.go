@@ -411,6 +411,9 @@ func (s *Session) serve() {
 	}
 	if e.final != nil && !s.clientDirty.Load() {
 		s.writeFinal(e.final)
+		if e.reason == EndProtocolViolation {
+			s.lingerClient()
+		}
 	}
 	s.closeConns()
 	s.srv.forget(s, admitted)
@@ -496,6 +499,39 @@ func (s *Session) writeFinal(msg *pgproto3.ErrorResponse) {
 	}
 	if _, err := s.cliW.Write(buf); err == nil {
 		s.cliW.Flush()
+	}
+}
+
+// lingerTime and lingerBytes bound how long and how much of a refused
+// client's unread input lingerClient drains.
+const (
+	lingerTime  = 500 * time.Millisecond
+	lingerBytes = 1 << 20
+)
+
+// lingerClient ends the client's side of a session refused for a protocol
+// violation the way a lingering close does: pgmoat stops writing (FIN),
+// then reads and drops what the client still sends, for a short while.
+// The client has usually sent more than pgmoat read (the rest of an
+// oversized message); closing a socket with unread input makes the kernel
+// reset the connection, and a client still writing would then lose the
+// FATAL error that says why.
+func (s *Session) lingerClient() {
+	s.connMu.Lock()
+	c := s.client
+	s.connMu.Unlock()
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(lingerTime))
+	buf := make([]byte, 32<<10)
+	for n := 0; n < lingerBytes; {
+		k, err := c.Read(buf)
+		n += k
+		if err != nil {
+			return
+		}
 	}
 }
 
