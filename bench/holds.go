@@ -327,52 +327,28 @@ func openHeld(ctx context.Context, n int, connStr string, parallel int) (*heldSe
 	stopOnCtx := context.AfterFunc(ctx, cancel)
 	defer stopOnCtx()
 
-	cctx, ccancel := context.WithCancel(ctx) // ends the other connects on the first failure
-	defer ccancel()
-	sem := make(chan struct{}, parallel)
-	var (
-		cwg      sync.WaitGroup
-		errOnce  sync.Once
-		firstErr error
-	)
-	for i := 0; i < n; i++ {
-		select {
-		case sem <- struct{}{}:
-		case <-cctx.Done():
+	firstErr := parallelDo(ctx, n, parallel, func(cctx context.Context, i int) error {
+		c, err := pgconn.ConnectConfig(cctx, cfg)
+		if err != nil {
+			return fmt.Errorf("held session %d: %w", i+1, err)
 		}
-		if cctx.Err() != nil {
-			break
-		}
-		cwg.Add(1)
+		hs.wg.Add(1)
 		go func() {
-			defer cwg.Done()
-			defer func() { <-sem }()
-			c, err := pgconn.ConnectConfig(cctx, cfg)
-			if err != nil {
-				errOnce.Do(func() { firstErr = fmt.Errorf("held session %d: %w", i+1, err); ccancel() })
-				return
+			defer hs.wg.Done()
+			defer c.Close(context.Background())
+			_, err := c.Exec(hctx, heldStatement).ReadAll()
+			if hctx.Err() != nil {
+				return // released: the statement was cancelled, as it should be
 			}
-			hs.wg.Add(1)
-			go func() {
-				defer hs.wg.Done()
-				defer c.Close(context.Background())
-				_, err := c.Exec(hctx, heldStatement).ReadAll()
-				if hctx.Err() != nil {
-					return // released: the statement was cancelled, as it should be
-				}
-				if err == nil {
-					err = errors.New("it completed")
-				}
-				hs.mu.Lock()
-				hs.early = append(hs.early, err)
-				hs.mu.Unlock()
-			}()
+			if err == nil {
+				err = errors.New("it completed")
+			}
+			hs.mu.Lock()
+			hs.early = append(hs.early, err)
+			hs.mu.Unlock()
 		}()
-	}
-	cwg.Wait()
-	if firstErr == nil {
-		firstErr = ctx.Err()
-	}
+		return nil
+	})
 	if firstErr != nil {
 		hs.release()
 		return nil, firstErr

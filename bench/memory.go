@@ -180,6 +180,24 @@ func measureIdle(ctx context.Context, n int, connStr string, pid int, countBacke
 // openAll fills conns with sessions that each ran one query, opening at
 // most parallel at a time; it stops at the first failure.
 func openAll(ctx context.Context, conns []*pgconn.PgConn, connStr string, parallel int) error {
+	return parallelDo(ctx, len(conns), parallel, func(ctx context.Context, i int) error {
+		c, err := pgconn.Connect(ctx, connStr)
+		if err != nil {
+			return fmt.Errorf("session %d: %w", i+1, err)
+		}
+		conns[i] = c
+		if _, err := c.Exec(ctx, "SELECT abalance FROM pgbench_accounts WHERE aid = 1").ReadAll(); err != nil {
+			return fmt.Errorf("session %d: %w", i+1, err)
+		}
+		return nil
+	})
+}
+
+// parallelDo runs f(ctx, i) for i in [0, n), at most parallel at a time.
+// The first error cancels the ctx the others run with, stops starting new
+// ones and is returned once every started call has returned; so is ctx's
+// own error.
+func parallelDo(ctx context.Context, n, parallel int, f func(ctx context.Context, i int) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -188,7 +206,7 @@ func openAll(ctx context.Context, conns []*pgconn.PgConn, connStr string, parall
 		firstErr error
 	)
 	sem := make(chan struct{}, parallel)
-	for i := range conns {
+	for i := 0; i < n; i++ {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -200,13 +218,8 @@ func openAll(ctx context.Context, conns []*pgconn.PgConn, connStr string, parall
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, err := pgconn.Connect(ctx, connStr)
-			if err == nil {
-				conns[i] = c
-				_, err = c.Exec(ctx, "SELECT abalance FROM pgbench_accounts WHERE aid = 1").ReadAll()
-			}
-			if err != nil {
-				once.Do(func() { firstErr = fmt.Errorf("session %d: %w", i+1, err); cancel() })
+			if err := f(ctx, i); err != nil {
+				once.Do(func() { firstErr = err; cancel() })
 			}
 		}()
 	}

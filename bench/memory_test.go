@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestParseProcStatus(t *testing.T) {
@@ -40,5 +44,39 @@ func TestStreamSQL(t *testing.T) {
 	}
 	if got := streamSQL(streamSelect, 1e6); strings.HasPrefix(got, "COPY") || !strings.Contains(got, "generate_series(1, 1000)") {
 		t.Errorf("got %q", got)
+	}
+}
+
+func TestParallelDo(t *testing.T) {
+	var running, peak, ran atomic.Int64
+	err := parallelDo(context.Background(), 50, 4, func(ctx context.Context, i int) error {
+		n := running.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(time.Millisecond)
+		running.Add(-1)
+		ran.Add(1)
+		return nil
+	})
+	if err != nil || ran.Load() != 50 || peak.Load() > 4 {
+		t.Fatalf("err %v, ran %d, peak concurrency %d; want nil, 50, at most 4", err, ran.Load(), peak.Load())
+	}
+
+	boom := errors.New("boom")
+	ran.Store(0)
+	err = parallelDo(context.Background(), 1000, 2, func(ctx context.Context, i int) error {
+		ran.Add(1)
+		if i == 1 {
+			return boom
+		}
+		<-ctx.Done() // the others wait until the failure cancels them
+		return nil
+	})
+	if !errors.Is(err, boom) || ran.Load() >= 1000 {
+		t.Fatalf("err %v after %d calls; want boom, and no new calls after it", err, ran.Load())
 	}
 }
