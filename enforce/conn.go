@@ -73,27 +73,19 @@ func (c *conn) intercept(ctx context.Context, m *proxy.ClientMessage) (proxy.Ver
 	body := m.Body()
 	switch m.Type {
 	case 'Q':
-		sql, ok := cstring(body)
+		_, sql, ok := statementText(m.Type, body)
 		if !ok {
 			return proxy.Verdict{}, proxy.Malformed("malformed Query message")
 		}
 		return c.judgeText(ctx, m.Type, string(sql), "")
 	case 'P':
-		name, rest, ok := cstringRest(body)
-		if !ok {
-			return proxy.Verdict{}, proxy.Malformed("malformed Parse message")
-		}
-		sql, ok := cstring(rest)
+		name, sql, ok := statementText(m.Type, body)
 		if !ok {
 			return proxy.Verdict{}, proxy.Malformed("malformed Parse message")
 		}
 		return c.judgeText(ctx, m.Type, string(sql), string(name))
 	case 'B':
-		portal, rest, ok := cstringRest(body)
-		if !ok {
-			return proxy.Verdict{}, proxy.Malformed("malformed Bind message")
-		}
-		stmt, ok := cstring(rest)
+		portal, stmt, ok := bindNames(body)
 		if !ok {
 			return proxy.Verdict{}, proxy.Malformed("malformed Bind message")
 		}
@@ -196,14 +188,7 @@ func (c *conn) tryIntercept(m *proxy.ClientMessage) (proxy.Verdict, bool) {
 	body := m.Body()
 	switch m.Type {
 	case 'Q', 'P':
-		var name []byte
-		if m.Type == 'P' {
-			var ok bool
-			if name, body, ok = cstringRest(body); !ok {
-				return proxy.Verdict{}, false
-			}
-		}
-		sql, ok := cstring(body)
+		name, sql, ok := statementText(m.Type, body)
 		if !ok {
 			return proxy.Verdict{}, false
 		}
@@ -216,26 +201,10 @@ func (c *conn) tryIntercept(m *proxy.ClientMessage) (proxy.Verdict, bool) {
 		c.allowed(res, "")
 		return c.forward(m.Type, res, string(name)), true
 	case 'B':
-		portal, rest, ok := cstringRest(body)
-		if !ok {
-			return proxy.Verdict{}, false
+		portal, stmt, ok := bindNames(body)
+		if !ok || !c.bindSettled(portal, stmt) {
+			return proxy.Verdict{}, false // judged again (it may block), or malformed
 		}
-		stmt, ok := cstring(rest)
-		if !ok {
-			return proxy.Verdict{}, false
-		}
-		c.mu.Lock()
-		sqlPrep := c.sqlPrepared[string(stmt)]
-		ps := c.stmts[string(stmt)]
-		c.mu.Unlock()
-		if sqlPrep || ps != nil && ps.policy != c.e.engine.Policy().Version() {
-			return proxy.Verdict{}, false // judged again: it may block
-		}
-		var r *rules.Result
-		if ps != nil {
-			r = ps.res
-		}
-		c.setPortal(string(portal), r)
 		return proxy.Verdict{}, true
 	case 'F':
 		return proxy.Verdict{}, false
@@ -303,6 +272,11 @@ func (c *conn) txStatusLocked() (byte, bool) {
 // in force now; a statement prepared with Parse is judged again when the
 // policy changed since its Parse.
 func (c *conn) bind(ctx context.Context, portal, stmt []byte) (proxy.Verdict, error) {
+	if c.bindSettled(portal, stmt) {
+		return proxy.Verdict{}, nil
+	}
+	// The rest is judged, and may block. The state is read again: the
+	// server→client side may have changed it (DISCARD ALL, PREPARE).
 	c.mu.Lock()
 	sqlPrep := c.sqlPrepared[string(stmt)]
 	ps := c.stmts[string(stmt)]
@@ -342,6 +316,27 @@ func (c *conn) bind(ctx context.Context, portal, stmt []byte) (proxy.Verdict, er
 		return proxy.Verdict{}, nil
 	}
 	return c.enforce(ctx, 'B', res, "")
+}
+
+// bindSettled settles, without judging, a Bind of a statement pgmoat did
+// not see prepared or saw Parse'd and judged under the policy in force:
+// the portal takes the statement's judgement. It reports false, having
+// changed nothing, when the Bind must be judged (a statement prepared with
+// SQL PREPARE, or judged under an older policy).
+func (c *conn) bindSettled(portal, stmt []byte) bool {
+	c.mu.Lock()
+	sqlPrep := c.sqlPrepared[string(stmt)]
+	ps := c.stmts[string(stmt)]
+	c.mu.Unlock()
+	if sqlPrep || ps != nil && ps.policy != c.e.engine.Policy().Version() {
+		return false
+	}
+	var r *rules.Result
+	if ps != nil {
+		r = ps.res
+	}
+	c.setPortal(string(portal), r)
+	return true
 }
 
 func (c *conn) setPortal(portal string, r *rules.Result) {
@@ -564,6 +559,28 @@ func allChanges(res *rules.Result) []rules.StateChange {
 }
 
 func formatUint(u uint64) string { return strconv.FormatUint(u, 10) }
+
+// statementText returns the SQL of a Query ('Q') or Parse ('P') body,
+// and for Parse the statement name.
+func statementText(typ byte, body []byte) (name, sql []byte, ok bool) {
+	if typ == 'P' {
+		if name, body, ok = cstringRest(body); !ok {
+			return nil, nil, false
+		}
+	}
+	sql, ok = cstring(body)
+	return name, sql, ok
+}
+
+// bindNames returns the portal and statement names of a Bind body.
+func bindNames(body []byte) (portal, stmt []byte, ok bool) {
+	portal, rest, ok := cstringRest(body)
+	if !ok {
+		return nil, nil, false
+	}
+	stmt, ok = cstring(rest)
+	return portal, stmt, ok
+}
 
 // cstring returns the NUL-terminated string at the start of b.
 func cstring(b []byte) ([]byte, bool) {

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -53,8 +54,7 @@ import (
 var loops struct {
 	once sync.Once
 	all  []*eventLoop
-	next uint64
-	mu   sync.Mutex
+	next atomic.Uint64
 }
 
 // eventLoopsEnv names the environment variable that sets the number of
@@ -81,11 +81,7 @@ func pickLoop() *eventLoop {
 	if len(loops.all) == 0 {
 		return nil
 	}
-	loops.mu.Lock()
-	l := loops.all[loops.next%uint64(len(loops.all))]
-	loops.next++
-	loops.mu.Unlock()
-	return l
+	return loops.all[(loops.next.Add(1)-1)%uint64(len(loops.all))]
 }
 
 // eventLoop is one epoll instance and the goroutine that waits on it.
@@ -363,7 +359,7 @@ func (lc *loopConn) fromClient(read bool) {
 	var rerr error
 	if read {
 		var again bool
-		if again, rerr = lc.read(lc.cfd, r); again {
+		if again, rerr = readInto(lc.cfd, r); again {
 			return
 		}
 	}
@@ -412,7 +408,7 @@ func (lc *loopConn) fromServer(read bool) {
 	var rerr error
 	if read {
 		var again bool
-		if again, rerr = lc.read(lc.sfd, r); again {
+		if again, rerr = readInto(lc.sfd, r); again {
 			return
 		}
 	}
@@ -456,9 +452,9 @@ func (lc *loopConn) fromServer(read bool) {
 	}
 }
 
-// read reads once from fd into r. again reports a spurious wake-up
+// readInto reads once from fd into r. again reports a spurious wake-up
 // (nothing to read); err is io.EOF or the read's error.
-func (lc *loopConn) read(fd int, r *msgReader) (again bool, err error) {
+func readInto(fd int, r *msgReader) (again bool, err error) {
 	r.compact()
 	for {
 		k, err := rawRead(fd, r.buf[r.w:])
