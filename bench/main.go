@@ -102,16 +102,16 @@ func parseOptions(args []string, o options, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.Duration, "duration", o.Duration, "length of one pgbench run (whole seconds)")
 	fs.IntVar(&o.Scale, "scale", o.Scale, "pgbench -i scale")
 	fs.Func("scripts", "pgbench scripts, comma-separated: select (-S), tpcb (default "+strings.Join(o.Scripts, ",")+")", func(s string) error {
-		o.Scripts = splitList(s)
+		o.Scripts = flagList(s)
 		return checkList("script", o.Scripts, "select", "tpcb")
 	})
 	fs.Func("modes", "pgbench -M protocols, comma-separated (default "+strings.Join(o.Modes, ",")+")", func(s string) error {
-		o.Modes = splitList(s)
+		o.Modes = flagList(s)
 		return checkList("mode", o.Modes, "simple", "extended", "prepared")
 	})
 	fs.Func("clients", "pgbench client counts, comma-separated (default "+joinInts(o.Clients)+")", func(s string) error {
 		o.Clients = nil
-		for _, f := range splitList(s) {
+		for _, f := range flagList(s) {
 			n, err := strconv.Atoi(f)
 			if err != nil || n < 1 {
 				return fmt.Errorf("bad client count %q", f)
@@ -121,7 +121,7 @@ func parseOptions(args []string, o options, stderr io.Writer) (options, error) {
 		return nil
 	})
 	fs.Func("targets", "targets, comma-separated (default "+strings.Join(o.Targets, ",")+")", func(s string) error {
-		o.Targets = splitList(s)
+		o.Targets = flagList(s)
 		return checkList("target", o.Targets, targetDirect, targetPgBouncer, targetPgmoat, targetPgmoatB)
 	})
 	fs.IntVar(&o.IdleSessions, "idle-sessions", o.IdleSessions, "idle sessions held open through pgmoat for the memory step (0 skips)")
@@ -189,7 +189,8 @@ func orderTargets(ts []string) []string {
 	return out
 }
 
-func splitList(s string) []string {
+// flagList splits a list flag's value at commas and spaces.
+func flagList(s string) []string {
 	var out []string
 	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
 		out = append(out, strings.TrimSpace(f))

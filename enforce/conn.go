@@ -303,7 +303,7 @@ func (c *conn) bind(ctx context.Context, portal, stmt []byte) (proxy.Verdict, er
 		c.setPortal(string(portal), ps.res)
 		return proxy.Verdict{}, nil
 	}
-	text := "EXECUTE " + quoteIdent(string(stmt))
+	text := "EXECUTE " + rules.QuoteIdent(string(stmt))
 	res := c.judge(func(rs *rules.Session) *rules.Result { return c.e.engine.Judge(rs, text) })
 	if res.Action == rules.Allow || res.Action == rules.Log {
 		if res.Action == rules.Log {

@@ -201,7 +201,7 @@ func blockRefusal(res *rules.Result, extra string) refusal {
 	if i := strings.LastIndex(what, "; rule "); i >= 0 {
 		what = what[:i]
 	}
-	detail := fmt.Sprintf("Statement: %s\nRule: %s", shorten(v.Text, 200), rule)
+	detail := fmt.Sprintf("Statement: %s\nRule: %s", rules.Shorten(v.Text, 200), rule)
 	if len(res.Statements) > 1 {
 		detail += fmt.Sprintf("\nThe whole message (%d statements) was refused; none of it ran.", len(res.Statements))
 	}
@@ -260,39 +260,19 @@ func (r refusal) doBlock() string {
 	b.WriteString(" BEGIN RAISE EXCEPTION USING ERRCODE = '")
 	b.WriteString(r.code)
 	b.WriteString("', MESSAGE = ")
-	b.WriteString(dollarQuote(r.message))
+	b.WriteString(rules.DollarQuote(r.message))
 	if r.detail != "" {
 		b.WriteString(", DETAIL = ")
-		b.WriteString(dollarQuote(r.detail))
+		b.WriteString(rules.DollarQuote(r.detail))
 	}
 	if r.hint != "" {
 		b.WriteString(", HINT = ")
-		b.WriteString(dollarQuote(r.hint))
+		b.WriteString(rules.DollarQuote(r.hint))
 	}
 	b.WriteString("; END ")
-	body := b.String()
-	tag := dollarTag(body)
-	return "DO " + tag + body + tag
-}
-
-// dollarTag returns a dollar-quote tag for the DO body that the body
-// (which holds user text in the refusal's strings) does not contain.
-func dollarTag(inner string) string {
-	for i := 0; ; i++ {
-		if t := fmt.Sprintf("$pgmoat%d$", i); !strings.Contains(inner, t) {
-			return t
-		}
-	}
-}
-
-// dollarQuote quotes s as a string literal with a dollar-quote tag that s
-// does not contain; dollar quoting has no escapes to get wrong.
-func dollarQuote(s string) string {
-	for i := 0; ; i++ {
-		if t := fmt.Sprintf("$q%d$", i); !strings.Contains(s, t) {
-			return t + s + t
-		}
-	}
+	// The body holds user text in the refusal's strings: its quote tag
+	// is chosen, like theirs, so that no text can close it.
+	return "DO " + rules.DollarQuote(b.String())
 }
 
 func joinTexts(res *rules.Result) string {
@@ -325,18 +305,4 @@ func effectsOf(res *rules.Result) (ops, objs []string) {
 		}
 	}
 	return ops, objs
-}
-
-// shorten collapses white space and cuts s to at most n runes.
-func shorten(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if r := []rune(s); len(r) > n {
-		return string(r[:n-1]) + "…"
-	}
-	return s
-}
-
-// quoteIdent quotes a name as a PostgreSQL identifier.
-func quoteIdent(s string) string {
-	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 }

@@ -606,7 +606,7 @@ func (s *Session) stateKey(pol *Policy, ce *catalogEntry) string {
 	b.WriteString(strconv.FormatUint(s.mask, 36))
 	b.WriteByte('|')
 	// $user expands to the current role, else the session user.
-	b.WriteString(quoteIdent(s.id.User))
+	b.WriteString(QuoteIdent(s.id.User))
 	b.WriteByte('|')
 	// Statements later in a message can end the transaction or roll back
 	// to a savepoint, so everything the transaction state holds matters.
@@ -616,7 +616,7 @@ func (s *Session) stateKey(pol *Policy, ce *catalogEntry) string {
 		writeSettings(&b, s.tx.sess)
 		writeSettings(&b, s.tx.start)
 		for _, sp := range s.tx.saves {
-			b.WriteString(quoteIdent(sp.name))
+			b.WriteString(QuoteIdent(sp.name))
 			writeSettings(&b, sp.cur)
 			writeSettings(&b, sp.sess)
 		}
@@ -637,11 +637,11 @@ func (s *Session) stateKey(pol *Policy, ce *catalogEntry) string {
 }
 
 func writeSettings(b *strings.Builder, st settings) {
-	b.WriteString(quoteIdent(st.role))
+	b.WriteString(QuoteIdent(st.role))
 	b.WriteByte(':')
 	if st.path.known {
 		for _, p := range st.path.entries {
-			b.WriteString(quoteIdent(p))
+			b.WriteString(QuoteIdent(p))
 			b.WriteByte(',')
 		}
 	} else {
