@@ -30,7 +30,7 @@ type catalogs struct {
 // search_path (roles and databases can set their own) and, when the
 // database's catalog is missing or old, the catalog. Failures leave the
 // session with an unknown search_path, the strictest assumption.
-func (c *conn) learn(s *proxy.Session, searchPathKnown bool) {
+func (c *conn) learn(s *proxy.ClientSession, searchPathKnown bool) {
 	if !searchPathKnown {
 		rows, err := s.StartupQuery("SELECT pg_catalog.current_setting('search_path')")
 		if err == nil && len(rows) == 1 && len(rows[0]) == 1 {

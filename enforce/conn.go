@@ -20,7 +20,7 @@ var errNoSession = errors.New("enforce: session not registered")
 // mu guards everything below it.
 type conn struct {
 	e         *Enforcer
-	ps        *proxy.Session
+	ps        *proxy.ClientSession
 	started   time.Time
 	auditBase audit.Event
 
@@ -69,42 +69,42 @@ func (c *conn) event(kind audit.Kind) audit.Event {
 	return ev
 }
 
-func (c *conn) intercept(ctx context.Context, m *proxy.ClientMessage) (proxy.Verdict, error) {
+func (c *conn) intercept(ctx context.Context, m *proxy.ClientMessage) (proxy.MessageVerdict, error) {
 	body := m.Body()
 	switch m.Type {
 	case 'Q':
 		_, sql, ok := statementText(m.Type, body)
 		if !ok {
-			return proxy.Verdict{}, proxy.Malformed("malformed Query message")
+			return proxy.MessageVerdict{}, proxy.Malformed("malformed Query message")
 		}
 		return c.judgeText(ctx, m.Type, string(sql), "")
 	case 'P':
 		name, sql, ok := statementText(m.Type, body)
 		if !ok {
-			return proxy.Verdict{}, proxy.Malformed("malformed Parse message")
+			return proxy.MessageVerdict{}, proxy.Malformed("malformed Parse message")
 		}
 		return c.judgeText(ctx, m.Type, string(sql), string(name))
 	case 'B':
 		portal, stmt, ok := bindNames(body)
 		if !ok {
-			return proxy.Verdict{}, proxy.Malformed("malformed Bind message")
+			return proxy.MessageVerdict{}, proxy.Malformed("malformed Bind message")
 		}
 		return c.bind(ctx, portal, stmt)
 	case 'E':
 		portal, ok := cstring(body)
 		if !ok {
-			return proxy.Verdict{}, proxy.Malformed("malformed Execute message")
+			return proxy.MessageVerdict{}, proxy.Malformed("malformed Execute message")
 		}
 		c.mu.Lock()
 		r := c.portals[string(portal)]
 		if r == nil {
 			c.mu.Unlock()
-			return proxy.Verdict{}, nil
+			return proxy.MessageVerdict{}, nil
 		}
 		tag := &executeTag{changes: allChanges(r)}
 		c.unconfirmed = append(c.unconfirmed, tag)
 		c.mu.Unlock()
-		return proxy.Verdict{Tag: tag}, nil
+		return proxy.MessageVerdict{Tag: tag}, nil
 	case 'C':
 		if len(body) >= 2 {
 			if name, ok := cstring(body[1:]); ok {
@@ -120,16 +120,16 @@ func (c *conn) intercept(ctx context.Context, m *proxy.ClientMessage) (proxy.Ver
 				c.mu.Unlock()
 			}
 		}
-		return proxy.Verdict{}, nil
+		return proxy.MessageVerdict{}, nil
 	case 'F':
 		return c.functionCall(ctx)
 	}
-	return proxy.Verdict{}, nil
+	return proxy.MessageVerdict{}, nil
 }
 
 // judgeText judges the SQL of a Query ('Q') or Parse ('P', statement name
 // stmt) and carries out the decision.
-func (c *conn) judgeText(ctx context.Context, typ byte, sql, stmt string) (proxy.Verdict, error) {
+func (c *conn) judgeText(ctx context.Context, typ byte, sql, stmt string) (proxy.MessageVerdict, error) {
 	res := c.judge(func(rs *rules.Session) *rules.Result { return c.e.engine.Judge(rs, sql) })
 	if res.Action == rules.Allow || res.Action == rules.Log {
 		if res.Action == rules.Log {
@@ -184,18 +184,18 @@ func (c *conn) judged(res *rules.Result, d time.Duration) {
 // and gives up, having changed nothing, on everything that may block or
 // write durably: a statement to block, hold or log, a FunctionCall, a
 // malformed message.
-func (c *conn) tryIntercept(m *proxy.ClientMessage) (proxy.Verdict, bool) {
+func (c *conn) tryIntercept(m *proxy.ClientMessage) (proxy.MessageVerdict, bool) {
 	body := m.Body()
 	switch m.Type {
 	case 'Q', 'P':
 		name, sql, ok := statementText(m.Type, body)
 		if !ok {
-			return proxy.Verdict{}, false
+			return proxy.MessageVerdict{}, false
 		}
 		text := string(sql)
 		res, d := c.analyse(func(rs *rules.Session) *rules.Result { return c.e.engine.Judge(rs, text) })
 		if res.Action != rules.Allow {
-			return proxy.Verdict{}, false
+			return proxy.MessageVerdict{}, false
 		}
 		c.judged(res, d)
 		c.allowed(res, "")
@@ -203,11 +203,11 @@ func (c *conn) tryIntercept(m *proxy.ClientMessage) (proxy.Verdict, bool) {
 	case 'B':
 		portal, stmt, ok := bindNames(body)
 		if !ok || !c.bindSettled(portal, stmt) {
-			return proxy.Verdict{}, false // judged again (it may block), or malformed
+			return proxy.MessageVerdict{}, false // judged again (it may block), or malformed
 		}
-		return proxy.Verdict{}, true
+		return proxy.MessageVerdict{}, true
 	case 'F':
-		return proxy.Verdict{}, false
+		return proxy.MessageVerdict{}, false
 	}
 	// The rest (Execute, Close, Describe, Sync, Flush, CopyDone, ...)
 	// never blocks in intercept.
@@ -231,19 +231,19 @@ func (c *conn) count(res *rules.Result) {
 
 // forward lets a judged message through, tagging it when its statements
 // change session state so the change is applied once confirmed.
-func (c *conn) forward(typ byte, res *rules.Result, stmt string) proxy.Verdict {
+func (c *conn) forward(typ byte, res *rules.Result, stmt string) proxy.MessageVerdict {
 	changes := hasChanges(res)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch typ {
 	case 'Q':
 		if !changes {
-			return proxy.Verdict{}
+			return proxy.MessageVerdict{}
 		}
 		_, inTx := c.txStatusLocked()
 		tag := &queryTag{res: res, wasInTx: inTx}
 		c.unconfirmed = append(c.unconfirmed, tag)
-		return proxy.Verdict{Tag: tag}
+		return proxy.MessageVerdict{Tag: tag}
 	case 'P':
 		text := joinTexts(res)
 		if stmt != "" {
@@ -259,7 +259,7 @@ func (c *conn) forward(typ byte, res *rules.Result, stmt string) proxy.Verdict {
 		}
 		c.stmts[stmt] = ps
 	}
-	return proxy.Verdict{}
+	return proxy.MessageVerdict{}
 }
 
 func (c *conn) txStatusLocked() (byte, bool) {
@@ -271,9 +271,9 @@ func (c *conn) txStatusLocked() (byte, bool) {
 // without new text, so it is judged (as EXECUTE of it) under the policy
 // in force now; a statement prepared with Parse is judged again when the
 // policy changed since its Parse.
-func (c *conn) bind(ctx context.Context, portal, stmt []byte) (proxy.Verdict, error) {
+func (c *conn) bind(ctx context.Context, portal, stmt []byte) (proxy.MessageVerdict, error) {
 	if c.bindSettled(portal, stmt) {
-		return proxy.Verdict{}, nil
+		return proxy.MessageVerdict{}, nil
 	}
 	// The rest is judged, and may block. The state is read again: the
 	// server→client side may have changed it (DISCARD ALL, PREPARE).
@@ -284,7 +284,7 @@ func (c *conn) bind(ctx context.Context, portal, stmt []byte) (proxy.Verdict, er
 	if !sqlPrep {
 		if ps == nil {
 			c.setPortal(string(portal), nil)
-			return proxy.Verdict{}, nil
+			return proxy.MessageVerdict{}, nil
 		}
 		if pv := c.e.engine.Policy().Version(); ps.policy != pv {
 			res := c.judge(func(rs *rules.Session) *rules.Result { return c.e.engine.Judge(rs, ps.text) })
@@ -301,7 +301,7 @@ func (c *conn) bind(ctx context.Context, portal, stmt []byte) (proxy.Verdict, er
 			c.mu.Unlock()
 		}
 		c.setPortal(string(portal), ps.res)
-		return proxy.Verdict{}, nil
+		return proxy.MessageVerdict{}, nil
 	}
 	text := "EXECUTE " + rules.QuoteIdent(string(stmt))
 	res := c.judge(func(rs *rules.Session) *rules.Result { return c.e.engine.Judge(rs, text) })
@@ -313,7 +313,7 @@ func (c *conn) bind(ctx context.Context, portal, stmt []byte) (proxy.Verdict, er
 		}
 		c.allowed(res, "")
 		c.setPortal(string(portal), nil)
-		return proxy.Verdict{}, nil
+		return proxy.MessageVerdict{}, nil
 	}
 	return c.enforce(ctx, 'B', res, "")
 }
@@ -356,7 +356,7 @@ func (c *conn) setPortal(portal string, r *rules.Result) {
 
 // functionCall judges a FunctionCall message: pgmoat cannot see what the
 // function does, so it is opaque.
-func (c *conn) functionCall(ctx context.Context) (proxy.Verdict, error) {
+func (c *conn) functionCall(ctx context.Context) (proxy.MessageVerdict, error) {
 	res := c.judge(func(rs *rules.Session) *rules.Result {
 		return c.e.engine.JudgeOpaque(rs, "FunctionCall message (fast-path function call)")
 	})
@@ -366,7 +366,7 @@ func (c *conn) functionCall(ctx context.Context) (proxy.Verdict, error) {
 				return c.refuseAuditDown('F', res, err), nil
 			}
 		}
-		return proxy.Verdict{}, nil
+		return proxy.MessageVerdict{}, nil
 	}
 	return c.enforce(ctx, 'F', res, "")
 }

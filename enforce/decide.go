@@ -27,7 +27,7 @@ type refusal struct {
 
 // enforce carries out a block or hold decision on message typ ('Q', 'P',
 // 'B' or 'F').
-func (c *conn) enforce(ctx context.Context, typ byte, res *rules.Result, stmt string) (proxy.Verdict, error) {
+func (c *conn) enforce(ctx context.Context, typ byte, res *rules.Result, stmt string) (proxy.MessageVerdict, error) {
 	if ok, err := c.preApproved(res); ok {
 		c.allowed(res, "pre-approved")
 		return c.forward(typ, res, stmt), nil
@@ -84,7 +84,7 @@ func (c *conn) preApproved(res *rules.Result) (bool, error) {
 }
 
 // hold holds the message for approval.
-func (c *conn) hold(ctx context.Context, typ byte, res *rules.Result, stmt string) (proxy.Verdict, error) {
+func (c *conn) hold(ctx context.Context, typ byte, res *rules.Result, stmt string) (proxy.MessageVerdict, error) {
 	hc := c.e.hcfg.Load()
 	_, inTx := c.txStatus()
 	if inTx && hc.InTransaction == "block" {
@@ -182,7 +182,7 @@ func (c *conn) hold(ctx context.Context, typ byte, res *rules.Result, stmt strin
 	// The client is gone (or said Terminate), or pgmoat is shutting
 	// down: end the session here, so that nothing the client pipelined
 	// behind the held statement runs either.
-	return proxy.Verdict{}, proxy.Refuse("08006", fmt.Sprintf("pgmoat withdrew hold %s: %s", h.ID(), context.Cause(hctx)), "")
+	return proxy.MessageVerdict{}, proxy.Refuse("08006", fmt.Sprintf("pgmoat withdrew hold %s: %s", h.ID(), context.Cause(hctx)), "")
 }
 
 func (c *conn) txStatus() (byte, bool) {
@@ -222,7 +222,7 @@ func blockRefusal(res *rules.Result, extra string) refusal {
 
 // refuseAuditDown refuses a statement whose decision could not be
 // written to the audit log: fail closed.
-func (c *conn) refuseAuditDown(typ byte, res *rules.Result, err error) proxy.Verdict {
+func (c *conn) refuseAuditDown(typ byte, res *rules.Result, err error) proxy.MessageVerdict {
 	c.e.log.Error("audit log write failed; refusing the statement", "session", c.auditBase.SessionID, "err", err)
 	r := blockRefusal(res, "")
 	r.message = "pgmoat refused " + strings.TrimPrefix(r.message, "pgmoat blocked ") + " because its audit log cannot be written"
@@ -233,17 +233,17 @@ func (c *conn) refuseAuditDown(typ byte, res *rules.Result, err error) proxy.Ver
 // refuse returns the verdict that makes the server raise r in place of
 // message typ: a DO block that raises it, so that the transaction state
 // and the skipping of pipelined messages are PostgreSQL's own.
-func refuse(typ byte, r refusal) proxy.Verdict {
+func refuse(typ byte, r refusal) proxy.MessageVerdict {
 	do := r.doBlock()
 	switch typ {
 	case 'Q', 'F':
-		return proxy.Verdict{Action: proxy.Replace, Replacement: []proxy.Injected{{Msg: &pgproto3.Query{String: do}}}}
+		return proxy.MessageVerdict{Action: proxy.Replace, Replacement: []proxy.Injected{{Msg: &pgproto3.Query{String: do}}}}
 	}
 	// Parse or Bind: run the DO on the unnamed statement and portal,
 	// keep its ParseComplete and BindComplete from the client, and drop
 	// the client's messages up to its Sync, as the server would after an
 	// error.
-	return proxy.Verdict{
+	return proxy.MessageVerdict{
 		Action: proxy.Replace,
 		Replacement: []proxy.Injected{
 			{Msg: &pgproto3.Parse{Query: do}, HideReply: true},

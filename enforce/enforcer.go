@@ -46,7 +46,7 @@ type Enforcer struct {
 	cacheHit prometheus.Counter
 	cacheMis prometheus.Counter
 
-	conns sync.Map // *proxy.Session → *conn
+	conns sync.Map // *proxy.ClientSession → *conn
 	cats  catalogs
 }
 
@@ -82,7 +82,7 @@ func (e *Enforcer) SetConfig(cfg *config.Config) {
 	e.hcfg.Store(&h)
 }
 
-func (e *Enforcer) conn(s *proxy.Session) *conn {
+func (e *Enforcer) conn(s *proxy.ClientSession) *conn {
 	if c, ok := e.conns.Load(s); ok {
 		return c.(*conn)
 	}
@@ -92,7 +92,7 @@ func (e *Enforcer) conn(s *proxy.Session) *conn {
 // SessionStarted implements proxy.SessionHooks: it refuses sessions whose
 // startup parameters would make PostgreSQL lex differently from pgmoat, and
 // starts tracking the session.
-func (e *Enforcer) SessionStarted(s *proxy.Session) error {
+func (e *Enforcer) SessionStarted(s *proxy.ClientSession) error {
 	id := rules.Identity{User: s.User(), Database: s.Database(), Application: s.ApplicationName()}
 	if host, _, err := net.SplitHostPort(s.ClientAddr()); err == nil {
 		if a, err := netip.ParseAddr(host); err == nil {
@@ -140,7 +140,7 @@ func (e *Enforcer) SessionStarted(s *proxy.Session) error {
 }
 
 // SessionEnded implements proxy.SessionHooks.
-func (e *Enforcer) SessionEnded(s *proxy.Session, reason string, err error) {
+func (e *Enforcer) SessionEnded(s *proxy.ClientSession, reason string, err error) {
 	c := e.conn(s)
 	if c == nil {
 		return
@@ -156,12 +156,12 @@ func (e *Enforcer) SessionEnded(s *proxy.Session, reason string, err error) {
 }
 
 // Intercept implements proxy.Interceptor.
-func (e *Enforcer) Intercept(ctx context.Context, s *proxy.Session, m *proxy.ClientMessage) (proxy.Verdict, error) {
+func (e *Enforcer) Intercept(ctx context.Context, s *proxy.ClientSession, m *proxy.ClientMessage) (proxy.MessageVerdict, error) {
 	c := e.conn(s)
 	if c == nil {
 		// A session the hooks never saw start: nothing is known about
 		// it, so nothing of it is trusted.
-		return proxy.Verdict{}, errNoSession
+		return proxy.MessageVerdict{}, errNoSession
 	}
 	return c.intercept(ctx, m)
 }
@@ -169,16 +169,16 @@ func (e *Enforcer) Intercept(ctx context.Context, s *proxy.Session, m *proxy.Cli
 // TryIntercept implements proxy.TryInterceptor: the statements it allows,
 // and the messages that need no decision, are settled in the proxy's event
 // loop; the rest go to Intercept.
-func (e *Enforcer) TryIntercept(s *proxy.Session, m *proxy.ClientMessage) (proxy.Verdict, bool) {
+func (e *Enforcer) TryIntercept(s *proxy.ClientSession, m *proxy.ClientMessage) (proxy.MessageVerdict, bool) {
 	c := e.conn(s)
 	if c == nil {
-		return proxy.Verdict{}, false
+		return proxy.MessageVerdict{}, false
 	}
 	return c.tryIntercept(m)
 }
 
 // ServerMessage implements proxy.ReplyObserver.
-func (e *Enforcer) ServerMessage(s *proxy.Session, tag any, typ byte, body []byte) error {
+func (e *Enforcer) ServerMessage(s *proxy.ClientSession, tag any, typ byte, body []byte) error {
 	c := e.conn(s)
 	if c == nil {
 		return nil
@@ -186,6 +186,6 @@ func (e *Enforcer) ServerMessage(s *proxy.Session, tag any, typ byte, body []byt
 	return c.serverMessage(tag, typ, body)
 }
 
-func sessionID(s *proxy.Session) string {
+func sessionID(s *proxy.ClientSession) string {
 	return formatUint(s.ID())
 }

@@ -1,7 +1,7 @@
-// Package proxy owns pgmoat's wire: the listener, one Session per client,
-// the startup, TLS and authentication relay, cancel routing, and the seam
-// (Interceptor) where enforcement inspects client messages before they
-// reach PostgreSQL.
+// Package proxy owns pgmoat's wire: the listener, one ClientSession per
+// client, the startup, TLS and authentication relay, cancel routing,
+// message framing and decoding, and the seam (Interceptor) where
+// enforcement inspects client messages before they reach PostgreSQL.
 //
 // A session, from accept to close:
 //
@@ -85,16 +85,18 @@
 //     hint.
 //   - cancel_request: the connection carried a CancelRequest.
 //
-// Enforcement (issue 4) plugs in through Options.Interceptor: every
-// client message except CopyData passes through Interceptor.Intercept on
-// the client→server goroutine, which may forward, drop or replace it and
-// discard the client's messages up to its next Sync. Messages pgmoat
+// Enforcement plugs in through Options.Interceptor, so that the wire knows
+// nothing of policy: every client message except CopyData passes through
+// Interceptor.Intercept on the client→server goroutine, which may forward,
+// drop or replace it (a MessageVerdict) and discard the client's messages
+// up to its next Sync. ClientMessage decodes what enforcement reads (a
+// statement's text, a Bind's names) without copying. Messages pgmoat
 // injects have their replies kept from the client by replyQueue, a FIFO of
 // outstanding replies that the client→server side pushes and the
 // server→client side pops; without an interceptor neither costs anything.
 // An Interceptor may also observe the replies to the messages it tagged
 // (ReplyObserver), hook session start and end (SessionHooks, with
-// Session.StartupQuery before the client's first ReadyForQuery), hold a
-// message while Session.WatchClient notices a disconnect, and take over a
-// CancelRequest with Session.SetCancelHook.
+// ClientSession.StartupQuery before the client's first ReadyForQuery),
+// hold a message while ClientSession.WatchClient notices a disconnect,
+// and take over a CancelRequest with ClientSession.SetCancelHook.
 package proxy

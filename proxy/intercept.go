@@ -8,22 +8,22 @@ import (
 )
 
 // Interceptor sees client messages before they are forwarded: it is where
-// enforcement (issue 4) plugs into the wire.
+// enforcement plugs into the wire, which itself knows nothing of policy.
 //
 // Intercept is called on the session's client→server goroutine, once per
 // message, in order, for every message of the steady state except CopyData
 // (which is streamed, never assembled). While it runs, nothing else is read
 // from the client or sent to the server, so a hold is simply an Intercept
 // that waits; ctx is cancelled when the session ends (client gone,
-// shutdown). It may talk to the client with Session.SendToClient (a
+// shutdown). It may talk to the client with ClientSession.SendToClient (a
 // NoticeResponse announcing a hold, say) and may install a cancel hook with
-// Session.SetCancelHook.
+// ClientSession.SetCancelHook.
 //
 // An error ends the session: a Decode failure gives the client FATAL 08P01,
 // any other error FATAL XX000 (the message is not forwarded either way). To
-// refuse one statement and keep the session, return a Verdict instead.
+// refuse one statement and keep the session, return a MessageVerdict instead.
 type Interceptor interface {
-	Intercept(ctx context.Context, s *Session, m *ClientMessage) (Verdict, error)
+	Intercept(ctx context.Context, s *ClientSession, m *ClientMessage) (MessageVerdict, error)
 }
 
 // TryInterceptor is an Interceptor that can often decide without
@@ -38,7 +38,7 @@ type Interceptor interface {
 // described above.
 type TryInterceptor interface {
 	Interceptor
-	TryIntercept(s *Session, m *ClientMessage) (v Verdict, ok bool)
+	TryIntercept(s *ClientSession, m *ClientMessage) (v MessageVerdict, ok bool)
 }
 
 // ClientMessage is one frontend message. Its bytes point into the
@@ -63,21 +63,21 @@ func (m *ClientMessage) Decode() (pgproto3.FrontendMessage, error) {
 	return m.dec.decode(m.Type, m.Raw[5:])
 }
 
-// Action is what the session does with an intercepted message.
-type Action int
+// MessageAction is what the session does with an intercepted message.
+type MessageAction int
 
 const (
-	// Forward sends the message on unchanged (the zero Verdict).
-	Forward Action = iota
+	// Forward sends the message on unchanged (the zero MessageVerdict).
+	Forward MessageAction = iota
 	// Drop discards the message: the server never sees it.
 	Drop
-	// Replace sends Verdict.Replacement instead of the message.
+	// Replace sends MessageVerdict.Replacement instead of the message.
 	Replace
 )
 
-// Verdict is an Interceptor's decision about one message.
-type Verdict struct {
-	Action Action
+// MessageVerdict is an Interceptor's decision about one message.
+type MessageVerdict struct {
+	Action MessageAction
 	// Replacement is sent instead of the message when Action is Replace.
 	Replacement []Injected
 	// DiscardUntilSync makes the session drop the client's following
@@ -105,7 +105,7 @@ type Verdict struct {
 // during the call. An error ends the session; use Refuse to choose the
 // FATAL error the client gets.
 type ReplyObserver interface {
-	ServerMessage(s *Session, tag any, typ byte, body []byte) error
+	ServerMessage(s *ClientSession, tag any, typ byte, body []byte) error
 }
 
 // SessionHooks is implemented by an Interceptor that keeps per-session
@@ -114,8 +114,8 @@ type ReplyObserver interface {
 // (use Refuse to choose the FATAL error). SessionEnded is called once for
 // every session SessionStarted accepted, after it has ended.
 type SessionHooks interface {
-	SessionStarted(s *Session) error
-	SessionEnded(s *Session, reason string, err error)
+	SessionStarted(s *ClientSession) error
+	SessionEnded(s *ClientSession, reason string, err error)
 }
 
 // refusedError ends a session with a FATAL error chosen by the Interceptor.

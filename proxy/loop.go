@@ -245,7 +245,7 @@ func (l *eventLoop) remove(lc *loopConn) {
 // loopConn is a session while it runs in an event loop.
 type loopConn struct {
 	l        *eventLoop
-	s        *Session
+	s        *ClientSession
 	c2s      *clientToServer
 	s2c      *serverToClient
 	cfd, sfd int      // the duplicated client and server sockets
@@ -258,7 +258,7 @@ type loopConn struct {
 // enterLoop moves a session whose sockets are plain TCP or Unix sockets
 // into an event loop, or returns nil when it stays with the goroutine
 // relay (TLS, no loop available, the session already stopping).
-func (s *Session) enterLoop(c2s *clientToServer, s2c *serverToClient) *loopConn {
+func (s *ClientSession) enterLoop(c2s *clientToServer, s2c *serverToClient) *loopConn {
 	if s.icpt != nil && s.fast == nil || len(s.cliR.pre) > 0 {
 		return nil
 	}
@@ -504,7 +504,7 @@ func (lc *loopConn) exit(first *copyEnd) {
 // leaveLoop waits until the loop hands the session back, then restores
 // its net.Conns, writes what the loop could not and returns how the relay
 // ended (nil: it goes on in goroutines).
-func (s *Session) leaveLoop(lc *loopConn) *copyEnd {
+func (s *ClientSession) leaveLoop(lc *loopConn) *copyEnd {
 	first := <-lc.done
 	s.srv.met.RelaySessions.WithLabelValues("event_loop").Dec()
 	cc, cerr := fdConn(lc.cfd)

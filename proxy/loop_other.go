@@ -9,6 +9,6 @@ type loopConn struct{}
 
 func (*loopConn) kick() {}
 
-func (s *Session) enterLoop(*clientToServer, *serverToClient) *loopConn { return nil }
+func (s *ClientSession) enterLoop(*clientToServer, *serverToClient) *loopConn { return nil }
 
-func (s *Session) leaveLoop(*loopConn) *copyEnd { return nil }
+func (s *ClientSession) leaveLoop(*loopConn) *copyEnd { return nil }

@@ -18,16 +18,16 @@ import (
 // statements it blocks or holds.
 type tryTestInterceptor struct{ *testInterceptor }
 
-func (ti *tryTestInterceptor) TryIntercept(s *Session, m *ClientMessage) (Verdict, bool) {
+func (ti *tryTestInterceptor) TryIntercept(s *ClientSession, m *ClientMessage) (MessageVerdict, bool) {
 	var sql string
 	switch m.Type {
 	case 'Q', 'P':
 		sql = string(m.Body())
 	}
 	if strings.Contains(sql, "precious") || strings.Contains(sql, "hold me") {
-		return Verdict{}, false
+		return MessageVerdict{}, false
 	}
-	return Verdict{}, true
+	return MessageVerdict{}, true
 }
 
 func tryInterceptorFor(ti *testInterceptor) Interceptor { return &tryTestInterceptor{ti} }

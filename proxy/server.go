@@ -51,10 +51,10 @@ type Server struct {
 	ln       net.Listener
 	addr     net.Addr
 	draining bool
-	conns    map[*Session]struct{}
-	admitted int                    // sessions counted against limits.max_connections
-	keys     map[cancelKey]*Session // sessions by their server's BackendKeyData
-	idle     chan struct{}          // closed when draining and conns is empty
+	conns    map[*ClientSession]struct{}
+	admitted int                          // sessions counted against limits.max_connections
+	keys     map[cancelKey]*ClientSession // sessions by their server's BackendKeyData
+	idle     chan struct{}                // closed when draining and conns is empty
 }
 
 // New validates cfg's proxy settings and loads the client-facing
@@ -75,8 +75,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		log:   opts.Logger,
 		met:   opts.Metrics,
 		icpt:  opts.Interceptor,
-		conns: make(map[*Session]struct{}),
-		keys:  make(map[cancelKey]*Session),
+		conns: make(map[*ClientSession]struct{}),
+		keys:  make(map[cancelKey]*ClientSession),
 		idle:  make(chan struct{}),
 	}
 	if s.log == nil {
@@ -188,7 +188,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.mu.Lock()
-	left := make([]*Session, 0, len(s.conns))
+	left := make([]*ClientSession, 0, len(s.conns))
 	for sess := range s.conns {
 		left = append(left, sess)
 	}
@@ -219,7 +219,7 @@ func (s *Server) isDraining() bool {
 
 // newSession registers a freshly accepted connection, or closes it and
 // returns nil when the server is draining.
-func (s *Server) newSession(c net.Conn) *Session {
+func (s *Server) newSession(c net.Conn) *ClientSession {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining {
@@ -249,7 +249,7 @@ func (s *Server) admit() (ok bool, reason EndReason) {
 }
 
 // forget removes a finished connection from the server's books.
-func (s *Server) forget(sess *Session, admitted bool) {
+func (s *Server) forget(sess *ClientSession, admitted bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, sess)
