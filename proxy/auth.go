@@ -285,12 +285,12 @@ func (s *ClientSession) toClient(msg []byte, flush bool) *ending {
 }
 
 func (s *ClientSession) recordParameterStatus(body []byte) {
-	var ps pgproto3.ParameterStatus
-	if ps.Decode(body) != nil {
+	name, value, err := DecodeParameterStatus(body)
+	if err != nil {
 		return // relayed anyway; the client will judge it
 	}
 	s.psMu.Lock()
-	s.status[ps.Name] = ps.Value
+	s.status[name] = value
 	s.psMu.Unlock()
 }
 

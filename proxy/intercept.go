@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -39,28 +38,6 @@ type Interceptor interface {
 type TryInterceptor interface {
 	Interceptor
 	TryIntercept(s *ClientSession, m *ClientMessage) (v MessageVerdict, ok bool)
-}
-
-// ClientMessage is one frontend message. Its bytes point into the
-// session's read buffer: they are valid only until Intercept returns, so
-// copy whatever must outlive the call (a held statement, Bind parameters).
-type ClientMessage struct {
-	// Type is the message type byte ('Q', 'P', 'B', 'E', 'F', 'S', ...).
-	Type byte
-	// Raw is the whole message, type byte and length included.
-	Raw []byte
-
-	dec *frontendDecoder
-}
-
-// Body returns the message body (Raw without its 5-byte header).
-func (m *ClientMessage) Body() []byte { return m.Raw[5:] }
-
-// Decode decodes the message into a pgproto3 value owned by the session
-// and reused for the next message of the same type. A malformed message is
-// a *protocolError, which closes the session with FATAL 08P01.
-func (m *ClientMessage) Decode() (pgproto3.FrontendMessage, error) {
-	return m.dec.decode(m.Type, m.Raw[5:])
 }
 
 // MessageAction is what the session does with an intercepted message.
@@ -100,7 +77,9 @@ type MessageVerdict struct {
 // the message is relayed: for every ReadyForQuery ('Z') and ParameterStatus
 // ('S'), and for CommandComplete ('C') and ErrorResponse ('E') when the
 // message answers a tagged request. typ 0 (with a nil body) reports a
-// tagged request the server skipped after an earlier error. tag is the tag
+// tagged request the server skipped after an earlier error. The body of a
+// ReadyForQuery is its one transaction status byte ('I', 'T' or 'E');
+// DecodeParameterStatus decodes a ParameterStatus. tag is the tag
 // of the request the message answers (nil if none). body is valid only
 // during the call. An error ends the session; use Refuse to choose the
 // FATAL error the client gets.
@@ -141,67 +120,4 @@ type Injected struct {
 	// Execute, ...) from the client, which never sent Msg. Errors are
 	// always passed on: they are the point of injecting.
 	HideReply bool
-}
-
-// frontendDecoder holds one pgproto3 value per message type, as
-// pgproto3.Backend does, so decoding allocates only what the values
-// themselves copy.
-type frontendDecoder struct {
-	bind         pgproto3.Bind
-	close        pgproto3.Close
-	describe     pgproto3.Describe
-	execute      pgproto3.Execute
-	functionCall pgproto3.FunctionCall
-	copyFail     pgproto3.CopyFail
-	copyData     pgproto3.CopyData
-	copyDone     pgproto3.CopyDone
-	flush        pgproto3.Flush
-	parse        pgproto3.Parse
-	query        pgproto3.Query
-	sync         pgproto3.Sync
-	terminate    pgproto3.Terminate
-}
-
-func (d *frontendDecoder) decode(typ byte, body []byte) (pgproto3.FrontendMessage, error) {
-	var msg pgproto3.FrontendMessage
-	switch typ {
-	case 'B':
-		msg = &d.bind
-	case 'C':
-		msg = &d.close
-	case 'D':
-		msg = &d.describe
-	case 'E':
-		msg = &d.execute
-	case 'F':
-		msg = &d.functionCall
-	case 'f':
-		msg = &d.copyFail
-	case 'd':
-		msg = &d.copyData
-	case 'c':
-		msg = &d.copyDone
-	case 'H':
-		msg = &d.flush
-	case 'P':
-		msg = &d.parse
-	case 'Q':
-		msg = &d.query
-	case 'S':
-		msg = &d.sync
-	case 'X':
-		msg = &d.terminate
-	default:
-		return nil, &protocolError{msg: fmt.Sprintf("invalid frontend message type %q", typ)}
-	}
-	if err := msg.Decode(body); err != nil {
-		return nil, &protocolError{msg: fmt.Sprintf("malformed %c message", typ), err: err}
-	}
-	return msg, nil
-}
-
-// steadyStateTypes are the frontend message types valid after startup.
-var steadyStateTypes = [256]bool{
-	'B': true, 'C': true, 'D': true, 'E': true, 'F': true, 'H': true,
-	'P': true, 'Q': true, 'S': true, 'X': true, 'c': true, 'd': true, 'f': true,
 }
