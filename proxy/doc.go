@@ -28,8 +28,10 @@
 // session's upstream; the secret is never logged.
 //
 // In the steady state a session with plain sockets on both sides runs in
-// an event loop (loop.go): a level-triggered epoll shared by many
-// sessions, one thread per two processors, that reads once when a socket
+// one of the Server's event loops (loop_linux.go): a level-triggered epoll
+// shared by many sessions, limits.event_loops threads (by default one per
+// two processors), started with the first session and stopped by
+// Shutdown, that reads once when a socket
 // is readable, relays every whole message with the same per-message code
 // as the goroutines below (clientToServer.step, serverToClient.step) and
 // writes once per turn. It asks the Interceptor through TryIntercept,
@@ -38,11 +40,11 @@
 // session takes the session out of the loop for good: its net.Conns are
 // restored and the goroutines carry on from the same buffers.
 //
-// Otherwise (TLS, the loop turned off with PGMOAT_EVENT_LOOPS=0, or after
-// the loop handed the session over) each direction has its own goroutine
-// (clientToServer, serverToClient). Both write into buffered writers and flush only when
-// their reader has no more buffered input, so a pipelined batch leaves in
-// one write. Messages larger than the read buffer are streamed through, not
+// Otherwise (TLS, not Linux, the loop turned off with limits.event_loops:
+// 0, or after the loop handed the session over) each direction has its own
+// goroutine (clientToServer, serverToClient). Both write into buffered
+// writers and flush only when their reader has no more buffered input, so
+// a pipelined batch leaves in one write. Messages larger than the read buffer are streamed through, not
 // assembled, unless the interceptor must see them whole (bounded by
 // limits.max_message_size). Only ReadyForQuery, ParameterStatus and
 // ErrorResponse are decoded on the way back.

@@ -2,8 +2,16 @@
 
 package proxy
 
-// The event loop (loop.go) uses epoll; elsewhere every session uses the
-// goroutine relay.
+import "github.com/pgmoat/pgmoat/config"
+
+// The event loop (loop_linux.go) uses epoll; elsewhere every session uses
+// the goroutine relay, whatever limits.event_loops says.
+
+type eventLoops struct{}
+
+func newEventLoops(config.EventLoops) *eventLoops { return &eventLoops{} }
+
+func (*eventLoops) stop() {}
 
 type loopConn struct{}
 

@@ -43,6 +43,7 @@ type Server struct {
 	ownCert   []byte      // DER of the leaf certificate clients see
 	upstream  *upstreamDialer
 	icpt      Interceptor
+	loops     *eventLoops // limits.event_loops
 
 	nextID atomic.Uint64
 	wg     sync.WaitGroup // one per accepted connection
@@ -67,7 +68,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, errors.New("proxy: config not validated: upstream has no host")
 	}
 	if cfg.Limits.MaxConnections < 1 || cfg.Limits.StartupTimeout <= 0 ||
-		cfg.Limits.ConnectTimeout <= 0 || cfg.Limits.MaxMessageSize < 1024 || cfg.Limits.DrainTimeout <= 0 {
+		cfg.Limits.ConnectTimeout <= 0 || cfg.Limits.MaxMessageSize < 1024 || cfg.Limits.DrainTimeout <= 0 ||
+		cfg.Limits.EventLoops < config.EventLoopsAuto {
 		return nil, errors.New("proxy: config not validated: limits out of range")
 	}
 	s := &Server{
@@ -75,6 +77,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		log:   opts.Logger,
 		met:   opts.Metrics,
 		icpt:  opts.Interceptor,
+		loops: newEventLoops(cfg.Limits.EventLoops),
 		conns: make(map[*ClientSession]struct{}),
 		keys:  make(map[cancelKey]*ClientSession),
 		idle:  make(chan struct{}),
@@ -184,6 +187,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-s.idle:
 		s.wg.Wait()
+		s.loops.stop()
 		return nil
 	case <-ctx.Done():
 	}
@@ -197,6 +201,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		sess.kill(errShutdown)
 	}
 	s.wg.Wait()
+	s.loops.stop()
 	return fmt.Errorf("proxy: drain timeout expired, closed %d connections: %w", len(left), ctx.Err())
 }
 
