@@ -41,9 +41,9 @@ type options struct {
 	Profile      string // directory for pgmoat's CPU and allocation profiles of the matrix; "" for none
 }
 
-// defaults: the full matrix of issue 6 in under 20 minutes on 2 cores
-// (18 cells × 3 targets × 5 rounds × 3 s ≈ 14 min of pgbench, 15 min in
-// all), and a quick run of about 2 minutes. Many short alternating runs
+// defaults: the full matrix the targets are checked on, in under 20
+// minutes on 2 cores (18 cells × 3 targets × 5 rounds × 3 s ≈ 14 min of
+// pgbench, 15 min in all), and a quick run of about 2 minutes. Many short alternating runs
 // make better medians on a shared machine than a few long ones.
 func defaults(quick bool) options {
 	o := options{
