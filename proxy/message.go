@@ -51,33 +51,29 @@ func (m *ClientMessage) QueryText() ([]byte, error) {
 // ParseStatement returns the name ("" for the unnamed statement) and the
 // SQL text of the statement a Parse message prepares.
 func (m *ClientMessage) ParseStatement() (name, sql []byte, err error) {
-	if err := m.want('P'); err != nil {
-		return nil, nil, err
-	}
-	name, rest, ok := cstring(m.Body())
-	if ok {
-		sql, _, ok = cstring(rest)
-	}
-	if !ok {
-		return nil, nil, m.malformed()
-	}
-	return name, sql, nil
+	return m.twoStrings('P')
 }
 
 // BindNames returns the portal a Bind message creates and the prepared
 // statement it binds ("" for the unnamed ones).
 func (m *ClientMessage) BindNames() (portal, stmt []byte, err error) {
-	if err := m.want('B'); err != nil {
+	return m.twoStrings('B')
+}
+
+// twoStrings returns the two NUL-terminated strings a message of type typ
+// starts with.
+func (m *ClientMessage) twoStrings(typ byte) (a, b []byte, err error) {
+	if err := m.want(typ); err != nil {
 		return nil, nil, err
 	}
-	portal, rest, ok := cstring(m.Body())
+	a, rest, ok := cstring(m.Body())
 	if ok {
-		stmt, _, ok = cstring(rest)
+		b, _, ok = cstring(rest)
 	}
 	if !ok {
 		return nil, nil, m.malformed()
 	}
-	return portal, stmt, nil
+	return a, b, nil
 }
 
 // ExecutePortal returns the portal an Execute message runs.
