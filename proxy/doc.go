@@ -31,14 +31,14 @@
 // one of the Server's event loops (loop_linux.go): a level-triggered epoll
 // shared by many sessions, limits.event_loops threads (by default one per
 // two processors), started with the first session and stopped by
-// Shutdown, that reads once when a socket
-// is readable, relays every whole message with the same per-message code
-// as the goroutines below (clientToServer.step, serverToClient.step) and
-// writes once per turn. It asks the Interceptor through TryIntercept,
-// which must not block. A message larger than the buffer, a message
-// TryIntercept gives up on, a peer that stops reading, or the end of the
-// session takes the session out of the loop for good: its net.Conns are
-// restored and the goroutines carry on from the same buffers.
+// Shutdown, that reads once when a socket is readable, relays every whole
+// message with the same per-message code as the goroutines below
+// (clientToServer.step, serverToClient.step) and writes once per turn. It
+// asks the Interceptor through TryIntercept, which must not block. A
+// message larger than the buffer, a message TryIntercept gives up on, a
+// peer that stops reading, or the end of the session takes the session
+// out of the loop for good: its net.Conns are restored and the goroutines
+// carry on from the same buffers.
 //
 // Otherwise (TLS, not Linux, the loop turned off with limits.event_loops:
 // 0, or after the loop handed the session over) each direction has its own

@@ -44,8 +44,8 @@ import (
 
 // eventLoops are a Server's event loops: limits.event_loops of them (auto:
 // one per two processors, see config.EventLoopsAuto), started with the
-// first session that can use one and stopped when the Server has shut
-// down.
+// first session that can use one, so that a Server that relays nothing
+// runs no thread for it, and stopped when the Server has shut down.
 type eventLoops struct {
 	n        int // threads to start; 0: the loop is off
 	once     sync.Once
@@ -82,7 +82,7 @@ func (ls *eventLoops) pick() *eventLoop {
 // ended), and none enters one after.
 func (ls *eventLoops) stop() {
 	ls.stopOnce.Do(func() {
-		ls.once.Do(func() {}) // a loop not started yet never starts
+		ls.once.Do(func() {}) // loops not started yet never start
 		for _, l := range ls.all {
 			l.stop()
 		}
