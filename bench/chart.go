@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,10 +12,43 @@ import (
 	"time"
 )
 
+// chartSpec is one chart: a figure of each cell's stats, by client count,
+// a line per target.
+type chartSpec struct {
+	File    string // PNG file name, next to the report
+	Title   string // what is plotted, for the chart's title
+	YLabel  string
+	Format  string // gnuplot's y-axis format
+	Targets []string
+	Value   func(stat) float64 // NaN where there is none
+}
+
+// tpsChart is TPS by clients, every target.
+func tpsChart(r *report) chartSpec {
+	return chartSpec{File: "tps.png", Title: "pgbench TPS by clients", YLabel: "TPS", Format: "%.0f", Targets: r.Targets,
+		Value: func(s stat) float64 {
+			if !s.ok() {
+				return math.NaN()
+			}
+			return s.TPS
+		}}
+}
+
+// cpuChart is the relays' CPU per transaction by clients.
+func cpuChart(r *report) chartSpec {
+	return chartSpec{File: "cpu.png", Title: "relay CPU µs per transaction by clients", YLabel: "µs per transaction", Format: "%.0f",
+		Targets: r.relays(), Value: func(s stat) float64 {
+			if !s.hasCPU() {
+				return math.NaN()
+			}
+			return s.CPUPerTx
+		}}
+}
+
 // chartData is gnuplot's input: one block per (script, protocol) panel,
 // a line per client count, a column per target ("NaN" where there is no
 // median), blocks separated by two blank lines so `index` selects them.
-func chartData(r *report) (data string, panels [][2]string) {
+func chartData(r *report, spec chartSpec) (data string, panels [][2]string) {
 	var b strings.Builder
 	seen := map[[2]string]bool{}
 	for _, c := range r.Cells {
@@ -34,9 +68,9 @@ func chartData(r *report) (data string, panels [][2]string) {
 				continue
 			}
 			fmt.Fprintf(&b, "%d", c.Clients)
-			for _, t := range r.Targets {
-				if s := r.stat(c, t); s.ok() {
-					fmt.Fprintf(&b, " %.1f", s.TPS)
+			for _, t := range spec.Targets {
+				if v := spec.Value(r.stat(c, t)); !math.IsNaN(v) {
+					fmt.Fprintf(&b, " %.1f", v)
 				} else {
 					b.WriteString(" NaN")
 				}
@@ -55,9 +89,9 @@ var targetStyle = map[string]string{
 	targetPgmoatB:   `lc rgb "#ff7f0e" dt 4 pt 9`,
 }
 
-// gnuplotScript draws one panel per (script, protocol): TPS by client
-// count, a line per target.
-func gnuplotScript(r *report, dataFile, pngFile string, panels [][2]string) string {
+// gnuplotScript draws one panel per (script, protocol): the spec's figure
+// by client count, a line per target.
+func gnuplotScript(r *report, spec chartSpec, dataFile, pngFile string, panels [][2]string) string {
 	cols := 0
 	scripts := map[string]bool{}
 	for _, pn := range panels {
@@ -69,8 +103,9 @@ func gnuplotScript(r *report, dataFile, pngFile string, panels [][2]string) stri
 	fmt.Fprintf(&b, "set terminal pngcairo size %d,%d font 'sans,10'\n", 380*cols+40, 320*rows+60)
 	fmt.Fprintf(&b, "set output %s\n", gpQuote(pngFile))
 	fmt.Fprintf(&b, "set multiplot layout %d,%d title %s font 'sans,12'\n", rows, cols,
-		gpQuote(fmt.Sprintf("pgbench TPS by clients (median of %d × %s; %d × %s)", r.Opts.Rounds, r.Opts.Duration, r.Machine.CPUs, r.Machine.CPUModel)))
-	b.WriteString("set logscale x 2\nset grid\nset key bottom right opaque box samplen 2\nset yrange [0:*]\nset offsets 0, 0, graph 0.08, 0\nset format y '%.0f'\nset xlabel 'clients'\nset ylabel 'TPS'\nset datafile missing 'NaN'\n")
+		gpQuote(fmt.Sprintf("%s (median of %d × %s; %d × %s)", spec.Title, r.Opts.Rounds, r.Opts.Duration, r.Machine.CPUs, r.Machine.CPUModel)))
+	fmt.Fprintf(&b, "set logscale x 2\nset grid\nset key bottom right opaque box samplen 2\nset yrange [0:*]\nset offsets 0, 0, graph 0.08, 0\nset format y %s\nset xlabel 'clients'\nset ylabel %s\nset datafile missing 'NaN'\n",
+		gpQuote(spec.Format), gpQuote(spec.YLabel))
 	var clients []string
 	seen := map[int]bool{}
 	for _, c := range r.Cells {
@@ -83,7 +118,7 @@ func gnuplotScript(r *report, dataFile, pngFile string, panels [][2]string) stri
 	for i, pn := range panels {
 		fmt.Fprintf(&b, "set title %s\n", gpQuote(fmt.Sprintf("%s  -M %s", scriptTitle(pn[0]), pn[1])))
 		var plots []string
-		for j, t := range r.Targets {
+		for j, t := range spec.Targets {
 			plots = append(plots, fmt.Sprintf("%s index %d using 1:%d with linespoints lw 2 %s title %s",
 				gpQuote(dataFile), i, j+2, targetStyle[t], gpQuote(targetTitle(t))))
 		}
@@ -103,19 +138,24 @@ func maxClients(cs []cell) int {
 
 func gpQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
-// drawChart writes pngFile with gnuplot, keeping its input files in dir.
-func drawChart(ctx context.Context, r *report, dir, pngFile string) error {
+// drawChart writes spec's chart to dir with gnuplot, keeping its input
+// files there.
+func drawChart(ctx context.Context, r *report, spec chartSpec, dir string) error {
 	gp, err := exec.LookPath("gnuplot")
 	if err != nil {
 		return fmt.Errorf("gnuplot not found (bench/run.sh installs gnuplot-nox): %w", err)
 	}
-	data, panels := chartData(r)
-	dataFile := filepath.Join(dir, "tps.dat")
+	if len(spec.Targets) == 0 {
+		return fmt.Errorf("%s: nothing to plot", spec.File)
+	}
+	data, panels := chartData(r, spec)
+	base := strings.TrimSuffix(spec.File, ".png")
+	dataFile := filepath.Join(dir, base+".dat")
 	if err := os.WriteFile(dataFile, []byte(data), 0o644); err != nil {
 		return err
 	}
-	script := filepath.Join(dir, "tps.gp")
-	if err := os.WriteFile(script, []byte(gnuplotScript(r, dataFile, pngFile, panels)), 0o644); err != nil {
+	script := filepath.Join(dir, base+".gp")
+	if err := os.WriteFile(script, []byte(gnuplotScript(r, spec, dataFile, filepath.Join(dir, spec.File), panels)), 0o644); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)

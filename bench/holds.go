@@ -99,7 +99,7 @@ func (s *stack) holdsStep(ctx context.Context, m *matrix, n, rounds int) (holdsR
 		return res, err
 	}
 	tgt := s.targets([]string{targetPgmoat})[0]
-	if err := m.warmUp(ctx, []target{tgt}); err != nil {
+	if err := m.warmUp(ctx, []target{tgt}, 8); err != nil {
 		return res, err
 	}
 	if err := settle(ctx, p.pid()); err != nil {

@@ -24,10 +24,7 @@ func TestCountHolds(t *testing.T) {
 
 func TestHoldsResultStats(t *testing.T) {
 	c := cell{Script: "select", Mode: "prepared", Clients: 8}
-	run := func(target string, tps, lat float64) runRecord {
-		return runRecord{Cell: c, Target: target, Result: pgbenchResult{TPS: tps, LatencyMS: lat, Transactions: int64(tps) * 3},
-			RelayCPU: tps * 3 * 20e-6, RelayCPUOK: true}
-	}
+	run := func(target string, tps, lat float64) runRecord { return steadyRun(c, target, tps, lat, 20, 0.5) }
 	h := holdsResult{Holds: 1000, Runs: []runRecord{
 		run(holdsNone, 30000, 0.260), run(holdsPending, 29000, 0.270),
 		run(holdsPending, 28000, 0.280), run(holdsNone, 31000, 0.250),

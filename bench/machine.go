@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -30,6 +31,19 @@ type machine struct {
 	// bench began and ended: anything well above 0 at the start is another
 	// process competing for the cores.
 	LoadStart, LoadEnd string
+	// Busy is how many cores other processes kept busy, measured over a
+	// second with the bench's stack idle before each round.
+	Busy []float64
+}
+
+// busyText sums up Busy for the report ("" when it was not measured).
+func (m machine) busyText() string {
+	if len(m.Busy) == 0 {
+		return ""
+	}
+	lo, hi := minMax(m.Busy)
+	return fmt.Sprintf("%.2f of %d cores busy with the bench's own stack idle (median of %d one-second samples, one before each round; lowest %.2f, highest %.2f)",
+		median(m.Busy), m.CPUs, len(m.Busy), lo, hi)
 }
 
 // loadAverage is the 1-minute load average, "" if unknown.
@@ -111,4 +125,60 @@ func cmdOutput(name string, args ...string) string {
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
 	return l
+}
+
+// busyCores is how many of the machine's cores were busy, on average, over
+// d (from /proc/stat): measured while the bench's own stack is idle, it is
+// what other processes took from the run.
+func busyCores(ctx context.Context, d time.Duration) (float64, error) {
+	a, err := readCPUTimes()
+	if err != nil {
+		return 0, err
+	}
+	if err := sleepCtx(ctx, d); err != nil {
+		return 0, err
+	}
+	b, err := readCPUTimes()
+	if err != nil {
+		return 0, err
+	}
+	total, idle := b.total-a.total, b.idle-a.idle
+	if total <= 0 {
+		return 0, fmt.Errorf("/proc/stat did not move over %s", d)
+	}
+	return float64(total-idle) / float64(total) * float64(runtime.NumCPU()), nil
+}
+
+type cpuTimes struct{ total, idle int64 }
+
+// readCPUTimes reads the machine's "cpu" line of /proc/stat: the jiffies
+// spent in each state since boot (idle and iowait count as idle).
+func readCPUTimes() (cpuTimes, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}, err
+	}
+	return parseCPUTimes(string(b))
+}
+
+func parseCPUTimes(stat string) (cpuTimes, error) {
+	line, _, _ := strings.Cut(stat, "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return cpuTimes{}, fmt.Errorf("unexpected /proc/stat line %q", line)
+	}
+	var t cpuTimes
+	for i, v := range f[1:] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return cpuTimes{}, fmt.Errorf("unexpected /proc/stat line %q", line)
+		}
+		if i < 8 { // guest time is already in user time
+			t.total += n
+		}
+		if i == 3 || i == 4 {
+			t.idle += n
+		}
+	}
+	return t, nil
 }

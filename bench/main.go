@@ -20,50 +20,58 @@ import (
 // options are the run's settings; defaults differ between the full run and
 // the quick (smoke) run.
 type options struct {
-	Quick        bool
-	Rounds       int
-	Duration     time.Duration
-	Scale        int
-	Scripts      []string
-	Modes        []string
-	Clients      []int
-	Targets      []string
-	IdleSessions int   // 0 skips the idle-sessions step
-	PendingHolds int   // 0 skips the pending-holds step
-	StreamBytes  int64 // 0 skips the streaming step
-	Out          string
-	PgmoatBin    string
-	PgmoatEnv    []string // K=V added to pgmoat's environment
-	PgmoatB      string   // a second pgmoat binary, run as target pgmoat-b; "" for none
-	PgmoatBEnv   []string // K=V added to pgmoat-b's environment
-	Keep         bool
-	Profile      string // directory for pgmoat's CPU and allocation profiles of the matrix; "" for none
+	Quick         bool
+	Rounds        int
+	Duration      time.Duration
+	Scale         int
+	Scripts       []string
+	Modes         []string
+	Clients       []int
+	Targets       []string
+	ConnSessions  int   // sessions per round of the connections step; 0 skips it
+	CountSyscalls bool  // run the system-call counting pass (perf)
+	IdleSessions  int   // 0 skips the idle-sessions step
+	PendingHolds  int   // 0 skips the pending-holds step
+	StreamBytes   int64 // 0 skips the streaming step
+	Out           string
+	PgmoatBin     string
+	PgmoatEnv     []string // K=V added to pgmoat's environment
+	PgmoatB       string   // a second pgmoat binary, run as target pgmoat-b; "" for none
+	PgmoatBEnv    []string // K=V added to pgmoat-b's environment
+	Keep          bool
+	Profile       string // directory for pgmoat's CPU and allocation profiles of the matrix; "" for none
 }
 
-// defaults: the full matrix the targets are checked on, in under 20
-// minutes on 2 cores (18 cells × 3 targets × 5 rounds × 3 s ≈ 14 min of
-// pgbench, 15 min in all), and a quick run of about 2 minutes. Many short alternating runs
-// make better medians on a shared machine than a few long ones.
+// defaults: the full matrix the targets are checked on, a concurrency
+// sweep from 1 to 256 clients, in about 45 minutes on 2 cores (30 cells ×
+// 3 targets × 5 rounds × 3 s of steady state, plus the time to connect;
+// then a counting pass of every cell on each relay), and a quick run of
+// about 3 minutes. Many short alternating runs make better medians on a
+// shared machine than a few long ones.
 func defaults(quick bool) options {
 	o := options{
-		Quick:        quick,
-		Rounds:       5,
-		Duration:     3 * time.Second,
-		Scale:        10,
-		Scripts:      []string{"select", "tpcb"},
-		Modes:        []string{"simple", "extended", "prepared"},
-		Clients:      []int{1, 8, 32},
-		Targets:      []string{targetDirect, targetPgBouncer, targetPgmoat},
-		IdleSessions: 1000,
-		PendingHolds: 1000,
-		StreamBytes:  1 << 30,
-		Out:          "bench/results",
-		PgmoatBin:    "bin/pgmoat",
+		Quick:         quick,
+		Rounds:        5,
+		Duration:      3 * time.Second,
+		Scale:         10,
+		Scripts:       []string{"select", "tpcb"},
+		Modes:         []string{"simple", "extended", "prepared"},
+		Clients:       []int{1, 8, 32, 64, 256},
+		Targets:       []string{targetDirect, targetPgBouncer, targetPgmoat},
+		ConnSessions:  200,
+		CountSyscalls: true,
+		IdleSessions:  1000,
+		PendingHolds:  1000,
+		StreamBytes:   1 << 30,
+		Out:           "bench/results",
+		PgmoatBin:     "bin/pgmoat",
 	}
 	if quick {
 		o.Rounds = 1
 		o.Scale = 2
 		o.Modes = []string{"simple", "prepared"}
+		o.Clients = []int{1, 8, 64}
+		o.ConnSessions = 50
 		o.StreamBytes = 100 << 20
 	}
 	return o
@@ -98,7 +106,7 @@ func parseOptions(args []string, o options, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.BoolVar(&o.Quick, "quick", o.Quick, "smoke run: 1 round, fewer protocols, smaller data (also QUICK=1)")
 	fs.IntVar(&o.Rounds, "rounds", o.Rounds, "rounds of the matrix; each cell's number is the median over them")
-	fs.DurationVar(&o.Duration, "duration", o.Duration, "length of one pgbench run (whole seconds)")
+	fs.DurationVar(&o.Duration, "duration", o.Duration, "steady state of one pgbench run, once its clients are connected (whole seconds)")
 	fs.IntVar(&o.Scale, "scale", o.Scale, "pgbench -i scale")
 	fs.Func("scripts", "pgbench scripts, comma-separated: select (-S), tpcb (default "+strings.Join(o.Scripts, ",")+")", func(s string) error {
 		o.Scripts = flagList(s)
@@ -123,6 +131,8 @@ func parseOptions(args []string, o options, stderr io.Writer) (options, error) {
 		o.Targets = flagList(s)
 		return checkList("target", o.Targets, targetDirect, targetPgBouncer, targetPgmoat, targetPgmoatB)
 	})
+	fs.IntVar(&o.ConnSessions, "connections", o.ConnSessions, "sessions each relay opens and closes per round of the connections step (0 skips)")
+	fs.BoolVar(&o.CountSyscalls, "count-syscalls", o.CountSyscalls, "after the rounds, run every cell once more on each relay counting its system calls with perf")
 	fs.IntVar(&o.IdleSessions, "idle-sessions", o.IdleSessions, "idle sessions held open through pgmoat for the memory step (0 skips)")
 	fs.IntVar(&o.PendingHolds, "pending-holds", o.PendingHolds, "held statements pending in pgmoat while the pending-holds step measures other sessions' latency (0 skips)")
 	fs.Int64Var(&o.StreamBytes, "stream-bytes", o.StreamBytes, "bytes of the COPY OUT and of the result set streamed through pgmoat (0 skips)")

@@ -51,13 +51,11 @@ func TestPlanAlternates(t *testing.T) {
 // in the CSV for relays, and empty for direct.
 func TestCSVRelayCPU(t *testing.T) {
 	c := cell{Script: "select", Mode: "prepared", Clients: 8}
-	relay := runRecord{Seq: 1, Round: 1, Cell: c, Target: targetPgmoat, Jobs: 2, Seconds: 3,
-		Result: pgbenchResult{TPS: 30000, LatencyMS: 0.25, Transactions: 90000}, RelayCPU: 2.7, RelayCPUOK: true}
+	relay := steadyRun(c, targetPgmoat, 30000, 0.25, 30, 0.5)
 	if got := relay.CPUPerTx(); math.Abs(got-30) > 1e-9 {
 		t.Errorf("CPUPerTx = %v µs, want 30", got)
 	}
-	direct := relay
-	direct.Target, direct.RelayCPU, direct.RelayCPUOK = targetDirect, 0, false
+	direct := steadyRun(c, targetDirect, 30000, 0.25, math.NaN(), 0)
 	if !math.IsNaN(direct.CPUPerTx()) {
 		t.Errorf("direct has a relay CPU time per transaction: %v", direct.CPUPerTx())
 	}
@@ -70,12 +68,15 @@ func TestCSVRelayCPU(t *testing.T) {
 		t.Fatalf("no column %q", name)
 		return ""
 	}
+	counted := relay
+	counted.Counting, counted.SyscallsPerTx = true, 4.25
 	for _, tc := range []struct {
-		r          runRecord
-		cpu, perTx string
+		r                              runRecord
+		cpu, perTx, cs, tps, sys, pass string
 	}{
-		{relay, "2.700", "30.000"},
-		{direct, "", ""},
+		{relay, "2.700", "30.000", "0.500", "30000.000", "", "measure"},
+		{direct, "", "", "", "30000.000", "", "measure"},
+		{counted, "2.700", "30.000", "0.500", "30000.000", "4.250", "count"},
 	} {
 		row := tc.r.csvRow()
 		if len(row) != len(csvHeader) {
@@ -86,6 +87,11 @@ func TestCSVRelayCPU(t *testing.T) {
 		}
 		if got := col(row, "relay_cpu_us_per_tx"); got != tc.perTx {
 			t.Errorf("%s: relay_cpu_us_per_tx = %q, want %q", tc.r.Target, got, tc.perTx)
+		}
+		for _, c := range [][2]string{{"relay_cs_per_tx", tc.cs}, {"tps", tc.tps}, {"syscalls_per_tx", tc.sys}, {"pass", tc.pass}, {"window_s", "3.000"}} {
+			if got := col(row, c[0]); got != c[1] {
+				t.Errorf("%s: %s = %q, want %q", tc.r.Target, c[0], got, c[1])
+			}
 		}
 	}
 }

@@ -31,11 +31,36 @@ type pgbenchRun struct {
 	Password string
 	DB       string
 
-	Script   string // "select" (-S) or "tpcb" (the default script)
-	Mode     string // -M: simple, extended, prepared
-	Clients  int
-	Jobs     int
+	Script  string // "select" (-S) or "tpcb" (the default script)
+	Mode    string // -M: simple, extended, prepared
+	Clients int
+	Jobs    int
+	// Duration is how long the clients run once connected (whole
+	// seconds); pgbench's -T adds connectSlack for them to connect.
 	Duration time.Duration
+	// Slack, when longer than connectSlack's estimate, is the time given
+	// to connect: what the target's clients took last time, with margin.
+	Slack time.Duration
+	// LogPrefix, when set, makes pgbench log every transaction (-l) to
+	// LogPrefix.PID and LogPrefix.PID.N (readTxLogs).
+	LogPrefix string
+}
+
+// connectSlack is the time a run gives its clients to connect on top of
+// its duration: pgbench's -T counts from before the first connection, and
+// each of a job's clients connects in turn (a new backend, through pgmoat
+// a new upstream connection too), some 5 to 20 ms each on 2 busy cores.
+func connectSlack(clients, jobs int) time.Duration {
+	perJob := (clients + jobs - 1) / max(jobs, 1)
+	return (300*time.Millisecond + time.Duration(perJob)*15*time.Millisecond).Round(time.Second)
+}
+
+// seconds is pgbench's -T for r: its duration and the time to connect,
+// in whole seconds, at least one more than the duration.
+func (r pgbenchRun) seconds() int {
+	d := int(r.Duration.Round(time.Second) / time.Second)
+	slack := max(connectSlack(r.Clients, r.Jobs), r.Slack.Round(time.Second))
+	return d + max(1, int(slack/time.Second))
 }
 
 // args are pgbench's arguments for r. -n: the caller vacuums (directly,
@@ -43,10 +68,13 @@ type pgbenchRun struct {
 func (r pgbenchRun) args() []string {
 	a := []string{"-n", "-h", r.Host, "-p", strconv.Itoa(r.Port), "-U", r.User,
 		"-c", strconv.Itoa(r.Clients), "-j", strconv.Itoa(r.Jobs),
-		"-T", strconv.Itoa(int(r.Duration.Round(time.Second) / time.Second)),
+		"-T", strconv.Itoa(r.seconds()),
 		"-M", r.Mode}
 	if r.Script == "select" {
 		a = append(a, "-S")
+	}
+	if r.LogPrefix != "" {
+		a = append(a, "-l", "--log-prefix="+r.LogPrefix)
 	}
 	return append(a, r.DB)
 }
@@ -55,7 +83,7 @@ func (r pgbenchRun) args() []string {
 // calls failed (an aborted client, an error) is an error carrying the tail
 // of its output, so a blocked statement shows up as such.
 func (r pgbenchRun) run(ctx context.Context) (pgbenchResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.Duration+2*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(r.seconds())*time.Second+2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, r.Bin, r.args()...)
 	// Plain TCP everywhere: the throwaway server offers TLS, PgBouncer and

@@ -77,7 +77,7 @@ func TestParsePgbenchFailures(t *testing.T) {
 func TestPgbenchArgs(t *testing.T) {
 	r := pgbenchRun{Host: "127.0.0.1", Port: 5432, User: "postgres", DB: "bench",
 		Script: "select", Mode: "prepared", Clients: 8, Jobs: 2, Duration: 3 * time.Second}
-	want := []string{"-n", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-c", "8", "-j", "2", "-T", "3",
+	want := []string{"-n", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-c", "8", "-j", "2", "-T", "4",
 		"-M", "prepared", "-S", "bench"}
 	if got := r.args(); !slices.Equal(got, want) {
 		t.Errorf("args = %q, want %q", got, want)
@@ -85,5 +85,24 @@ func TestPgbenchArgs(t *testing.T) {
 	r.Script = "tpcb"
 	if got := r.args(); slices.Contains(got, "-S") {
 		t.Errorf("TPC-B args contain -S: %q", got)
+	}
+	r.LogPrefix = "/tmp/x/run7"
+	if got := r.args(); !slices.Contains(got, "-l") || !slices.Contains(got, "--log-prefix=/tmp/x/run7") {
+		t.Errorf("args with a log prefix = %q", got)
+	}
+}
+
+// TestPgbenchSeconds: -T leaves the clients time to connect on top of the
+// duration they run for, more with more clients per job.
+func TestPgbenchSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		clients, jobs, want int
+	}{
+		{1, 1, 4}, {8, 2, 4}, {32, 2, 4}, {64, 2, 4}, {256, 2, 5},
+	} {
+		r := pgbenchRun{Clients: tc.clients, Jobs: tc.jobs, Duration: 3 * time.Second}
+		if got := r.seconds(); got != tc.want {
+			t.Errorf("%d clients, %d jobs: -T %d, want %d", tc.clients, tc.jobs, got, tc.want)
+		}
 	}
 }

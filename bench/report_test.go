@@ -17,12 +17,15 @@ import (
 // TPC-B at 32 clients, and adds less latency than PgBouncer.
 func sampleReport() *report {
 	o := defaults(true)
-	o.Scripts, o.Modes, o.Clients = []string{"select", "tpcb"}, []string{"prepared"}, []int{1, 8, 32}
+	o.Scripts, o.Modes, o.Clients = []string{"select", "tpcb"}, []string{"prepared"}, []int{1, 8, 32, 64}
 	r := &report{Opts: o, Targets: o.Targets, Cells: cells(o.Scripts, o.Modes, o.Clients),
 		Stats: map[statKey]stat{}, Elapsed: time.Minute, Machine: machine{CPUs: 2, CPUModel: "Test CPU"}}
 	cpu := map[string]float64{targetDirect: math.NaN(), targetPgBouncer: 20, targetPgmoat: 30, targetPgmoatB: 24}
+	cs := map[string]float64{targetDirect: math.NaN(), targetPgBouncer: 0.5, targetPgmoat: 0.75, targetPgmoatB: 0.7}
+	sys := map[string]float64{targetDirect: math.NaN(), targetPgBouncer: 4.25, targetPgmoat: 5.5, targetPgmoatB: 5}
 	set := func(c cell, t string, tps, lat float64) {
-		r.Stats[statKey{c, t}] = stat{N: 1, TPS: tps, MinTPS: tps, MaxTPS: tps, LatencyMS: lat, CPUPerTx: cpu[t]}
+		r.Stats[statKey{c, t}] = stat{N: 1, TPS: tps, MinTPS: tps, MaxTPS: tps, LatencyMS: lat,
+			CPUPerTx: cpu[t], CSPerTx: cs[t], SyscallsPerTx: sys[t]}
 	}
 	for _, c := range r.Cells {
 		base := 40000.0
@@ -48,8 +51,9 @@ func TestReportVerdicts(t *testing.T) {
 	sampleReport().write(&b)
 	md := b.String()
 	for _, want := range []string{
-		"pgmoat ≥ 1.00× PgBouncer in every cell at 8 and 32 clients: **not met** (3 of 4 cells; lowest 0.83× at TPC-B -M prepared, 32 clients)",
-		"pgmoat ≥ 0.80× direct for `-S -M prepared` at 8 and 32 clients: met (lowest 0.85×",
+		"pgmoat's relay CPU per transaction ≤ 1.00× PgBouncer's in every cell: **not met** (0 of 8 cells; highest 1.50× at -S -M prepared, 1 clients)",
+		"pgmoat ≥ 1.00× PgBouncer's TPS in every cell at 8 clients or more: **not met** (5 of 6 cells; lowest 0.83× at TPC-B -M prepared, 32 clients)",
+		"pgmoat ≥ 0.80× direct for `-S -M prepared` at 64 clients (on a machine with 16 cores; this one has 2, shared by pgbench, PostgreSQL and the relay, so this is what it shows rather than the target's verdict): met (0.85× at -S -M prepared, 64 clients)",
 		"pgmoat's added latency ≤ PgBouncer's at 1 client, `-S -M prepared`: met (pgmoat +30.0 µs, PgBouncer +70.0 µs over direct)",
 		"1,000 idle sessions add ≤ 100 MiB to pgmoat's RSS: met (50.0 MiB",
 		"COPY TO STDOUT of 1.00 GiB streams with pgmoat's memory flat (peak rise under 32 MiB): met (+2.0 MiB)",
@@ -82,13 +86,19 @@ func TestReportWithoutPgmoat(t *testing.T) {
 func TestChartData(t *testing.T) {
 	r := sampleReport()
 	delete(r.Stats, statKey{cell{"select", "prepared", 8}, targetPgBouncer})
-	data, panels := chartData(r)
+	data, panels := chartData(r, tpsChart(r))
 	if len(panels) != 2 {
 		t.Fatalf("panels = %v", panels)
 	}
-	want := "# -S -M prepared\n1 40000.0 24000.0 34000.0\n8 40000.0 NaN 34000.0\n32 40000.0 24000.0 34000.0\n\n\n# TPC-B -M prepared\n"
+	want := "# -S -M prepared\n1 40000.0 24000.0 34000.0\n8 40000.0 NaN 34000.0\n32 40000.0 24000.0 34000.0\n64 40000.0 24000.0 34000.0\n\n\n# TPC-B -M prepared\n"
 	if !strings.HasPrefix(data, want) {
 		t.Errorf("data:\n%s\nwant it to start with:\n%s", data, want)
+	}
+	// The CPU chart has the relays only.
+	data, _ = chartData(r, cpuChart(r))
+	want = "# -S -M prepared\n1 20.0 30.0\n8 NaN 30.0\n32 20.0 30.0\n64 20.0 30.0\n\n\n# TPC-B -M prepared\n"
+	if !strings.HasPrefix(data, want) {
+		t.Errorf("CPU data:\n%s\nwant it to start with:\n%s", data, want)
 	}
 }
 
@@ -98,20 +108,22 @@ func TestDrawChart(t *testing.T) {
 		t.Skip("no gnuplot (bench/run.sh installs it)")
 	}
 	dir := t.TempDir()
-	out := filepath.Join(dir, "tps.png")
-	if err := drawChart(context.Background(), sampleReport(), dir, out); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := png.Decode(bytes.NewReader(b))
-	if err != nil {
-		t.Fatalf("not a PNG: %v", err)
-	}
-	if w := img.Bounds().Dx(); w < 400 {
-		t.Errorf("chart is %d px wide", w)
+	r := sampleReport()
+	for _, spec := range []chartSpec{tpsChart(r), cpuChart(r)} {
+		if err := drawChart(context.Background(), r, spec, dir); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, spec.File))
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("%s: not a PNG: %v", spec.File, err)
+		}
+		if w := img.Bounds().Dx(); w < 400 {
+			t.Errorf("%s is %d px wide", spec.File, w)
+		}
 	}
 }
 
@@ -133,7 +145,7 @@ func TestReportFailedCell(t *testing.T) {
 	r.write(&b)
 	md := b.String()
 	for _, want := range []string{
-		"PgBouncer in every cell at 8 and 32 clients: **not met** (2 of 4 cells; lowest none at -S -M prepared, 8 clients, which has no median)",
+		"PgBouncer's TPS in every cell at 8 clients or more: **not met** (4 of 6 cells; lowest none at -S -M prepared, 8 clients, which has no median)",
 		"| -S | prepared | 8 | 40,000 | 24,000 | failed | – | – | – |",
 		"-S -M prepared, 8 clients on pgmoat: 1 run(s) failed: pgbench: ERROR: blocked by pgmoat",
 	} {
@@ -151,9 +163,9 @@ func TestReportCPU(t *testing.T) {
 	md := b.String()
 	for _, want := range []string{
 		"## Relay CPU per transaction",
-		"**This is the number that does not depend on machine noise**",
-		"| script | -M | clients | PgBouncer µs/tx | pgmoat µs/tx | pgmoat / PgBouncer |\n|---|---|---:|---:|---:|---:|\n",
-		"| -S | prepared | 8 | 20.0 | 30.0 | 1.50× |",
+		"**This is the number to compare first**",
+		"| script | -M | clients | PgBouncer µs/tx | pgmoat µs/tx | pgmoat / PgBouncer | PgBouncer cs/tx | pgmoat cs/tx | PgBouncer syscalls/tx | pgmoat syscalls/tx |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+		"| -S | prepared | 8 | 20.0 | 30.0 | 1.50× | 0.50 | 0.75 | 4.25 | 5.50 |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
@@ -186,7 +198,7 @@ func TestReportAB(t *testing.T) {
 		"| -S | prepared | 8 | 40,000 | 24,000 | 34,000 | 37,400 | 1.42× | 0.85× | 1.10× | 34,000–34,000 |",
 		"| PgBouncer µs/tx | pgmoat µs/tx | pgmoat-b µs/tx | pgmoat / PgBouncer | pgmoat-b / pgmoat |",
 		"| -S | prepared | 8 | 20.0 | 30.0 | 24.0 | 1.50× | 0.80× |",
-		"- pgmoat-b ≥ 1.00× PgBouncer in every cell at 8 and 32 clients: **not met** (3 of 4 cells; lowest 0.92× at TPC-B -M prepared, 32 clients)",
+		"- pgmoat-b ≥ 1.00× PgBouncer's TPS in every cell at 8 clients or more: **not met** (5 of 6 cells; lowest 0.92× at TPC-B -M prepared, 32 clients)",
 		"- pgmoat-b's added latency ≤ PgBouncer's at 1 client, `-S -M prepared`: met (pgmoat-b +30.0 µs",
 		"| prepared | 50.0 | 120.0 | 80.0 | 80.0 | +70.0 | +30.0 | +30.0 | 0.43 |",
 	} {
@@ -214,10 +226,7 @@ func TestReportAB(t *testing.T) {
 func TestReportHolds(t *testing.T) {
 	r := sampleReport()
 	c := cell{Script: "select", Mode: "prepared", Clients: 8}
-	run := func(target string, tps, lat float64) runRecord {
-		return runRecord{Cell: c, Target: target, Result: pgbenchResult{TPS: tps, LatencyMS: lat, Transactions: int64(tps) * 3},
-			RelayCPU: tps * 3 * 25e-6, RelayCPUOK: true}
-	}
+	run := func(target string, tps, lat float64) runRecord { return steadyRun(c, target, tps, lat, 25, 0.5) }
 	r.Holds = &holdsResult{Holds: 1000, BaseRSS: 20 << 20, HeldRSS: 80 << 20, OpenSeconds: 3.2, Notices: 1000, HistoryRows: 1,
 		Runs: []runRecord{run(holdsNone, 30000, 0.250), run(holdsPending, 29000, 0.260)}}
 	var b strings.Builder
@@ -241,7 +250,50 @@ func TestReportHolds(t *testing.T) {
 	r.Holds.Runs[1].Result.LatencyMS = 0.300
 	b.Reset()
 	r.write(&b)
-	if want := "- 200 pending holds leave other sessions' latency within 10% of none pending: **not met** (`-S -M prepared`, 8 clients: 0.300 ms with them, 0.250 ms without, 1.20×; TPS 0.97×; issue 6 asks for 1,000)."; !strings.Contains(b.String(), want) {
+	if want := "- 200 pending holds leave other sessions' latency within 10% of none pending: **not met** (`-S -M prepared`, 8 clients: 0.300 ms with them, 0.250 ms without, 1.20×; TPS 0.97×; the target is for 1,000)."; !strings.Contains(b.String(), want) {
 		t.Errorf("report lacks %q:\n%s", want, b.String())
+	}
+}
+
+// TestReportConnections: the connections step's section, per relay.
+func TestReportConnections(t *testing.T) {
+	r := sampleReport()
+	r.Conns = &connResult{Sessions: 200, Runs: []connRun{
+		{Target: targetPgBouncer, Sessions: 200, CPU: 0.05, Elapsed: time.Second},
+		{Target: targetPgmoat, Sessions: 200, CPU: 0.5, Elapsed: 2 * time.Second},
+		{Target: targetPgmoat, Sessions: 200, CPU: 0.6, Elapsed: 3 * time.Second},
+		{Target: targetPgBouncer, Sessions: 200, CPU: 0.07, Elapsed: time.Second},
+	}}
+	r.Machine.Busy = []float64{0.1, 0.5, 0.2}
+	var b strings.Builder
+	r.write(&b)
+	md := b.String()
+	for _, want := range []string{
+		"## Relay CPU per connection",
+		"After the matrix, 2 round(s) of 200 sessions through each relay",
+		"| PgBouncer | 300 | 250–350 | 1.00 |",
+		"| pgmoat | 2,750 | 2,500–3,000 | 2.50 |",
+		"| other processes | 0.20 of 2 cores busy with the bench's own stack idle (median of 3 one-second samples, one before each round; lowest 0.10, highest 0.50) |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	if got := r.Conns.median(targetPgmoat); got != 2750 {
+		t.Errorf("median = %v µs, want 2750", got)
+	}
+}
+
+// TestReportUnmeasured: runs without a steady state are counted in a note.
+func TestReportUnmeasured(t *testing.T) {
+	r := sampleReport()
+	c := cell{Script: "select", Mode: "prepared", Clients: 64}
+	s := r.stat(c, targetPgmoat)
+	s.Unmeasured = 2
+	r.Stats[statKey{c, targetPgmoat}] = s
+	var b strings.Builder
+	r.write(&b)
+	if want := "2 run(s) passed without a steady state of at least 1s to measure"; !strings.Contains(b.String(), want) {
+		t.Errorf("report lacks %q", want)
 	}
 }

@@ -126,7 +126,9 @@ func (r *benchRun) startStack(ctx context.Context) error {
 	if r.pgbench, err = findPgbench(); err != nil {
 		return err
 	}
-	maxConns := 300
+	// PgBouncer keeps its pool's server connections after a run, while
+	// the next target opens as many again.
+	maxConns := max(300, 2*maxClients(cells(o.Scripts, o.Modes, o.Clients))+60)
 	if withPgmoat {
 		maxConns = max(maxConns, o.IdleSessions+200, o.PendingHolds+200)
 	}
@@ -172,8 +174,9 @@ func (r *benchRun) runMatrix(ctx context.Context, csvW *csv.Writer) (*matrix, []
 	o, s, rep := r.o, r.s, r.rep
 	pgmoats := s.pgmoats()
 	m := &matrix{pgbench: r.pgbench, user: s.cluster.Superuser, password: s.cluster.SuperPassword,
-		duration: o.Duration, maxJobs: runtime.NumCPU(), resetTPCB: resetTPCB(s.superConn), log: r.stderr}
-	if err := m.warmUp(ctx, s.targets(o.Targets)); err != nil {
+		duration: o.Duration, maxJobs: runtime.NumCPU(), resetTPCB: resetTPCB(s.superConn), log: r.stderr,
+		dir: r.dir, perClient: map[string]time.Duration{}}
+	if err := m.warmUp(ctx, s.targets(o.Targets), maxClients(rep.Cells)); err != nil {
 		return nil, nil, err
 	}
 	before := map[string]counters{}
@@ -185,8 +188,30 @@ func (r *benchRun) runMatrix(ctx context.Context, csvW *csv.Writer) (*matrix, []
 		}
 		before[pm.name] = c
 	}
-	p := plan(o.Rounds, rep.Cells, s.targets(o.Targets))
-	r.logf("matrix: %d runs of %s (about %s)", len(p), o.Duration, (time.Duration(len(p)) * (o.Duration + 200*time.Millisecond)).Round(time.Second))
+	ts := s.targets(o.Targets)
+	p := plan(o.Rounds, rep.Cells, ts)
+	counting := o.CountSyscalls && hasRelay(ts)
+	if counting {
+		if err := perfUsable(ctx); err != nil {
+			rep.Notes = append(rep.Notes, "system calls were not counted: "+err.Error())
+			counting = false
+		} else {
+			p = append(p, countingPlan(o.Rounds, rep.Cells, ts)...)
+		}
+	}
+	r.logf("matrix: %d runs of %s each once connected (about %s)", len(p), o.Duration, planTime(p, o.Duration, runtime.NumCPU()).Round(time.Minute))
+	// What other processes take from the run, measured while the stack is
+	// idle: before the matrix and before each round.
+	m.beforeRound = func(ctx context.Context, round int) error {
+		busy, err := busyCores(ctx, time.Second)
+		if err != nil {
+			r.logf("machine load: %v", err)
+			return nil
+		}
+		rep.Machine.Busy = append(rep.Machine.Busy, busy)
+		r.logf("before round %d, with the stack idle, %.2f of %d cores were busy", round, busy, runtime.NumCPU())
+		return nil
+	}
 	recs, err := m.run(ctx, p, csvW)
 	if err != nil {
 		return nil, nil, err
@@ -206,6 +231,18 @@ func (r *benchRun) runMatrix(ctx context.Context, csvW *csv.Writer) (*matrix, []
 		}
 		rep.Counters[pm.name] = after.minus(before[pm.name])
 	}
+	if o.ConnSessions > 0 && hasRelay(ts) {
+		r.logf("connections: %d sessions opened and closed through each relay, %d round(s)", o.ConnSessions, o.Rounds)
+		cr, err := s.connectionsStep(ctx, ts, o.ConnSessions, o.Rounds)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, ctx.Err()
+			}
+			rep.Problems = append(rep.Problems, "connections step failed: "+err.Error())
+		} else {
+			rep.Conns = &cr
+		}
+	}
 	for _, pm := range pgmoats {
 		if pm.profileDir != "" {
 			// pgmoat writes its profiles when it stops.
@@ -218,6 +255,27 @@ func (r *benchRun) runMatrix(ctx context.Context, csvW *csv.Writer) (*matrix, []
 		s.pgmoatB.proc.stop(30 * time.Second)
 	}
 	return m, recs, nil
+}
+
+// hasRelay reports whether ts has a relay (a target whose CPU the bench
+// reads).
+func hasRelay(ts []target) bool {
+	for _, t := range ts {
+		if t.PID != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// planTime estimates how long p takes: each run's -T and a little more.
+func planTime(p []plannedRun, d time.Duration, cpus int) time.Duration {
+	var total time.Duration
+	for _, pr := range p {
+		r := pgbenchRun{Clients: pr.Cell.Clients, Jobs: min(pr.Cell.Clients, cpus), Duration: d}
+		total += time.Duration(r.seconds())*time.Second + 300*time.Millisecond
+	}
+	return total
 }
 
 // pgmoatSteps runs the steps that measure pgmoat alone, each on a fresh
@@ -274,12 +332,16 @@ func (r *benchRun) pgmoatSteps(ctx context.Context, m *matrix) error {
 // come from one run, and prints the report.
 func (r *benchRun) writeResults(ctx context.Context, stdout io.Writer, began time.Time) error {
 	o, dir, rep := r.o, r.dir, r.rep
-	pngPath := filepath.Join(dir, "tps.png")
-	if err := drawChart(ctx, rep, dir, pngPath); err != nil {
-		rep.Problems = append(rep.Problems, "no chart: "+err.Error())
-		r.logf("no chart: %v", err)
-	} else {
-		rep.Chart = "tps.png"
+	for _, spec := range []chartSpec{tpsChart(rep), cpuChart(rep)} {
+		if spec.File == "cpu.png" && len(spec.Targets) == 0 {
+			continue // no relay ran
+		}
+		if err := drawChart(ctx, rep, spec, dir); err != nil {
+			rep.Problems = append(rep.Problems, "no chart: "+err.Error())
+			r.logf("no chart: %v", err)
+			continue
+		}
+		rep.Charts = append(rep.Charts, spec.File)
 	}
 	var md strings.Builder
 	rep.write(&md)
@@ -289,10 +351,7 @@ func (r *benchRun) writeResults(ctx context.Context, stdout io.Writer, began tim
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return err
 	}
-	files := []string{"latest.md", "latest.csv"}
-	if rep.Chart != "" {
-		files = append(files, "tps.png")
-	}
+	files := append([]string{"latest.md", "latest.csv"}, rep.Charts...)
 	for _, f := range files {
 		if err := copyFile(filepath.Join(dir, f), filepath.Join(o.Out, f)); err != nil {
 			return err

@@ -7,16 +7,23 @@ import (
 
 // stat is the median of one cell on one target over the rounds.
 type stat struct {
-	N         int     // successful runs
-	Failed    int     // runs that failed
-	TPS       float64 // median
-	MinTPS    float64
-	MaxTPS    float64
-	LatencyMS float64 // median of the runs' average latencies
-	// CPUPerTx is the median of the runs' relay CPU time per transaction,
-	// in µs; NaN for direct, or when no run has one.
+	N          int     // runs measured
+	Failed     int     // runs that failed
+	Unmeasured int     // runs that passed without a steady state to measure
+	TPS        float64 // median
+	MinTPS     float64
+	MaxTPS     float64
+	LatencyMS  float64 // median of the runs' average latencies
+	// CPUPerTx and CSPerTx are the medians of the runs' relay CPU time
+	// (µs) and context switches per transaction; NaN for direct, or when
+	// no run has one.
 	CPUPerTx float64
-	Err      string // the first failure, if any
+	CSPerTx  float64
+	// SyscallsPerTx is the relay's system calls per transaction, from the
+	// counting pass (the median, should it have several runs); NaN when
+	// not counted.
+	SyscallsPerTx float64
+	Err           string // the first failure, if any
 }
 
 // ok reports whether the cell has a number to show.
@@ -30,14 +37,14 @@ type statKey struct {
 	Target string
 }
 
-// summarize takes the medians of the successful runs of each cell on each
+// summarize takes the medians of the measured runs of each cell on each
 // target. A cell with any failed run keeps its medians but carries the
 // first error: a firewall that blocks one run of pgbench is broken.
 func summarize(recs []runRecord) map[statKey]stat {
 	type acc struct {
-		tps, lat, cpu []float64
-		failed        int
-		err           string
+		tps, lat, cpu, cs, sys []float64
+		failed, unmeasured     int
+		err                    string
 	}
 	accs := map[statKey]*acc{}
 	for _, r := range recs {
@@ -47,22 +54,31 @@ func summarize(recs []runRecord) map[statKey]stat {
 			a = &acc{}
 			accs[k] = a
 		}
-		if r.Err != "" {
+		switch {
+		case r.Err != "":
 			a.failed++
 			if a.err == "" {
 				a.err = r.Err
 			}
-			continue
-		}
-		a.tps = append(a.tps, r.Result.TPS)
-		a.lat = append(a.lat, r.Result.LatencyMS)
-		if x := r.CPUPerTx(); !math.IsNaN(x) {
-			a.cpu = append(a.cpu, x)
+		case r.Counting:
+			if !math.IsNaN(r.SyscallsPerTx) {
+				a.sys = append(a.sys, r.SyscallsPerTx)
+			}
+		case !r.measured():
+			a.unmeasured++
+		default:
+			a.tps = append(a.tps, r.TPS())
+			a.lat = append(a.lat, r.Result.LatencyMS)
+			if x := r.CPUPerTx(); !math.IsNaN(x) {
+				a.cpu = append(a.cpu, x)
+				a.cs = append(a.cs, r.CSPerTx())
+			}
 		}
 	}
 	out := make(map[statKey]stat, len(accs))
 	for k, a := range accs {
-		s := stat{N: len(a.tps), Failed: a.failed, Err: a.err, CPUPerTx: median(a.cpu)}
+		s := stat{N: len(a.tps), Failed: a.failed, Unmeasured: a.unmeasured, Err: a.err,
+			CPUPerTx: median(a.cpu), CSPerTx: median(a.cs), SyscallsPerTx: median(a.sys)}
 		if s.N > 0 {
 			s.TPS = median(a.tps)
 			s.LatencyMS = median(a.lat)

@@ -27,7 +27,9 @@ func TestMedian(t *testing.T) {
 func TestSummarize(t *testing.T) {
 	c := cell{Script: "select", Mode: "simple", Clients: 8}
 	rec := func(target string, tps, lat float64, err string) runRecord {
-		return runRecord{Cell: c, Target: target, Result: pgbenchResult{TPS: tps, LatencyMS: lat}, Err: err}
+		r := steadyRun(c, target, tps, lat, math.NaN(), 0)
+		r.Err = err
+		return r
 	}
 	st := summarize([]runRecord{
 		rec("direct", 100, 1, ""), rec("direct", 300, 3, ""), rec("direct", 200, 2, ""),
@@ -52,8 +54,13 @@ func TestSummarize(t *testing.T) {
 func TestSummarizeCPU(t *testing.T) {
 	c := cell{Script: "select", Mode: "prepared", Clients: 8}
 	rec := func(target string, tx int64, cpu float64, ok bool, err string) runRecord {
-		return runRecord{Cell: c, Target: target, Result: pgbenchResult{TPS: float64(tx) / 3, LatencyMS: 1, Transactions: tx},
-			RelayCPU: cpu, RelayCPUOK: ok, Err: err}
+		perTx := math.NaN()
+		if ok {
+			perTx = cpu / float64(tx) * 1e6
+		}
+		r := steadyRun(c, target, float64(tx)/3, 1, perTx, 1)
+		r.Err = err
+		return r
 	}
 	st := summarize([]runRecord{
 		rec(targetDirect, 100000, 0, false, ""),

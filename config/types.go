@@ -78,8 +78,11 @@ func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 type EventLoops int
 
 // EventLoopsAuto is the default number of event loops: one thread per two
-// processors (GOMAXPROCS), at least one. A loop thread relays tens of
-// thousands of turns a second, and the processors it leaves free run the
+// CPUs pgmoat may use, at least one. The CPUs it may use are those its
+// scheduler affinity allows (taskset, cpusets), capped by its cgroup's CPU
+// quota (a container's CPU limit) rounded up; not GOMAXPROCS, which an
+// operator may set for other reasons. A loop thread relays tens of
+// thousands of turns a second, and the CPUs it leaves free run the
 // analysis of new statements, holds, the audit log and PostgreSQL itself
 // when it shares the machine; on pgbench -S through pgmoat on 2 cores, one
 // loop spent 10% less CPU per transaction than two (bench/README.md).
@@ -131,10 +134,11 @@ func (e EventLoops) String() string {
 	return strconv.Itoa(int(e))
 }
 
-// Threads returns the number of loop threads to run on procs processors.
-func (e EventLoops) Threads(procs int) int {
+// Threads returns the number of loop threads to run when pgmoat may use
+// cpus CPUs.
+func (e EventLoops) Threads(cpus int) int {
 	if e == EventLoopsAuto {
-		return max(1, procs/2)
+		return max(1, cpus/2)
 	}
 	return int(e)
 }

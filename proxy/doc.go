@@ -30,11 +30,14 @@
 // In the steady state a session with plain sockets on both sides runs in
 // one of the Server's event loops (loop_linux.go): a level-triggered epoll
 // shared by many sessions, limits.event_loops threads (by default one per
-// two processors), started with the first session and stopped by
-// Shutdown, that reads once when a socket is readable, relays every whole
-// message with the same per-message code as the goroutines below
-// (clientToServer.step, serverToClient.step) and writes once per turn. It
-// asks the Interceptor through TryIntercept, which must not block. A
+// two CPUs pgmoat may use: internal/cpulimit), started with the first
+// session and stopped by Shutdown, that reads once when a socket is
+// readable, relays every whole message with the same per-message code as
+// the goroutines below (clientToServer.step, serverToClient.step) and
+// writes once per turn. While its sessions are busy a loop waits for them
+// in epoll_wait on a thread of its own; after 50 ms with nothing to do it
+// parks in the Go runtime's poller. It asks the Interceptor through
+// TryIntercept, which must not block. A
 // message larger than the buffer, a message TryIntercept gives up on, a
 // peer that stops reading, or the end of the session takes the session
 // out of the loop for good: its net.Conns are restored and the goroutines

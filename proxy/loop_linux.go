@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pgmoat/pgmoat/config"
+	"github.com/pgmoat/pgmoat/internal/cpulimit"
 )
 
 // The event loop relays sessions the way PgBouncer does: a few threads,
@@ -43,19 +45,28 @@ import (
 // the loop makes net.Conns of them again.
 
 // eventLoops are a Server's event loops: limits.event_loops of them (auto:
-// one per two processors, see config.EventLoopsAuto), started with the
-// first session that can use one, so that a Server that relays nothing
-// runs no thread for it, and stopped when the Server has shut down.
+// one per two CPUs pgmoat may use, see config.EventLoopsAuto), started
+// with the first session that can use one, so that a Server that relays
+// nothing runs no thread for it, and stopped when the Server has shut
+// down.
 type eventLoops struct {
-	n        int // threads to start; 0: the loop is off
+	n        int  // threads to start; 0: the loop is off
+	linger   bool // the loops wait in the kernel while busy (see eventLoop.wait)
+	log      *slog.Logger
+	cpus     cpulimit.Limits
 	once     sync.Once
 	all      []*eventLoop
 	next     atomic.Uint64
 	stopOnce sync.Once
 }
 
-func newEventLoops(n config.EventLoops) *eventLoops {
-	return &eventLoops{n: n.Threads(runtime.GOMAXPROCS(0))}
+func newEventLoops(n config.EventLoops, log *slog.Logger) *eventLoops {
+	cpus := cpulimit.Read()
+	threads := n.Threads(cpus.CPUs())
+	// A loop that waits in the kernel keeps its Go processor meanwhile:
+	// only while the loops leave the rest of pgmoat one at least.
+	linger := threads < runtime.GOMAXPROCS(0)
+	return &eventLoops{n: threads, linger: linger, log: log, cpus: cpus}
 }
 
 // pick returns an event loop for a new session, round robin, or nil when
@@ -63,12 +74,18 @@ func newEventLoops(n config.EventLoops) *eventLoops {
 func (ls *eventLoops) pick() *eventLoop {
 	ls.once.Do(func() {
 		for i := 0; i < ls.n; i++ {
-			l, err := newEventLoop()
+			l, err := newEventLoop(ls.linger)
 			if err != nil {
+				ls.log.Warn("event loop unavailable; sessions use goroutines", "err", err)
 				break // the goroutine relay serves the sessions the loops cannot
 			}
 			ls.all = append(ls.all, l)
 			go l.run()
+		}
+		if len(ls.all) > 0 {
+			ls.log.Info("event loops started", "threads", len(ls.all), "cpus", ls.cpus.CPUs(),
+				"cpu_affinity", ls.cpus.Affinity, "cpu_quota", ls.cpus.Quota, "gomaxprocs", runtime.GOMAXPROCS(0),
+				"wait_in_kernel", ls.linger)
 		}
 	})
 	if len(ls.all) == 0 {
@@ -92,16 +109,14 @@ func (ls *eventLoops) stop() {
 // eventLoop is one epoll instance and the goroutine that waits on it.
 type eventLoop struct {
 	epfd   int
-	wakefd int // eventfd: sessions to add or kick are waiting
+	wakefd int  // eventfd: sessions to add or kick are waiting
+	linger bool // wait in the kernel while busy (wait)
 
 	mu       sync.Mutex
 	adds     []*loopConn
 	kicks    []*loopConn
 	woken    bool
 	stopping bool
-
-	ep *os.File        // epfd, registered with the Go runtime's poller
-	rc syscall.RawConn // ep's
 
 	// Only the loop's goroutine touches these.
 	conns  map[int32]*loopConn // by socket descriptor, both of each session's
@@ -110,7 +125,7 @@ type eventLoop struct {
 	done chan struct{} // closed when run has returned, after stop
 }
 
-func newEventLoop() (*eventLoop, error) {
+func newEventLoop(linger bool) (*eventLoop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -125,19 +140,13 @@ func newEventLoop() (*eventLoop, error) {
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("epoll_ctl: %w", err)
 	}
+	// Non-blocking, so that the Go runtime's poller can wait on it (park).
 	if err := unix.SetNonblock(epfd, true); err != nil {
 		unix.Close(epfd)
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
-	ep := os.NewFile(uintptr(epfd), "epoll")
-	rc, err := ep.SyscallConn()
-	if err != nil {
-		ep.Close()
-		unix.Close(wakefd)
-		return nil, fmt.Errorf("epoll: %w", err)
-	}
-	return &eventLoop{epfd: epfd, wakefd: wakefd, ep: ep, rc: rc,
+	return &eventLoop{epfd: epfd, wakefd: wakefd, linger: linger,
 		conns: make(map[int32]*loopConn), events: make([]unix.EpollEvent, 256), done: make(chan struct{})}, nil
 }
 
@@ -164,39 +173,23 @@ func (l *eventLoop) wakeLocked() {
 	}
 }
 
-// run is the loop's goroutine. It never blocks in epoll_wait: the epoll
-// descriptor is itself registered with the Go runtime's poller, and the
-// goroutine parks there when its epoll has nothing ready, so the loop's
-// thread is free for other goroutines meanwhile (a thread blocked in a
-// system call would have its processor taken away and handed back at
-// every wake-up, which costs more than the wait).
+// run is the loop's goroutine: wait for sockets with something to read,
+// relay what arrived, and again.
 func (l *eventLoop) run() {
-	var n int
-	poll := func(uintptr) bool {
-		for {
-			var err error
-			n, err = epollPoll(l.epfd, l.events)
-			if err == unix.EINTR {
-				continue
-			}
-			return n > 0
-		}
+	if l.linger {
+		// One thread for the loop, so that waking it is waking that
+		// thread, not handing the goroutine to whichever thread the
+		// runtime has free.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
 	}
 	for {
-		if err := l.rc.Read(poll); err != nil {
-			// The runtime cannot poll the descriptor (it always can
-			// on Linux): wait in the kernel instead.
-			var werr error
-			n, werr = unix.EpollWait(l.epfd, l.events, 100)
-			if werr != nil {
-				n = 0
-			}
-		}
+		n := l.wait()
 		for i := 0; i < n; i++ {
 			fd := l.events[i].Fd
 			if fd == int32(l.wakefd) {
 				if l.takeRequests() {
-					l.ep.Close() // the epoll descriptor
+					unix.Close(l.epfd)
 					unix.Close(l.wakefd)
 					close(l.done)
 					return
@@ -214,6 +207,101 @@ func (l *eventLoop) run() {
 			}
 		}
 	}
+}
+
+// lingerMillis is how long a loop waits for its next events in the
+// kernel before it parks in the Go runtime's poller. It is long on
+// purpose: epoll_wait arms a timer for its timeout, and one that expires
+// before the kernel's next timer makes the kernel reprogram the timer
+// device at every wait and again when the wait ends early, which in a
+// virtual machine costs more than the wait (bench/README.md, "The loop's
+// idle/wake cycle": 1 ms cost some 10 µs of CPU per transaction at one
+// client, 50 ms nothing measurable).
+const lingerMillis = 50
+
+// wait returns the number of events in l.events, waiting for at least
+// one.
+//
+// While its sessions keep it busy, the loop waits for them in the kernel,
+// the way PgBouncer does: one epoll_wait per wake-up, its own thread woken
+// directly by the socket that became readable. It does so without telling
+// the Go scheduler (a raw system call), because a thread the scheduler
+// sees blocked in a system call has its processor taken away by the
+// runtime's monitor and must get one back at every wake-up. The loop
+// therefore holds its processor while it waits, which is why it does so
+// only when the loops leave the rest of pgmoat a processor (linger), and
+// why a signal interrupts the wait: the runtime preempts a goroutine that
+// has run for 10 ms, or stops the world for the garbage collector, and the
+// loop lets it at the next function call.
+//
+// After lingerMillis with nothing to do, the loop parks in the Go
+// runtime's poller instead, where an idle loop costs nothing: it waits on
+// a duplicate of the epoll descriptor registered with the runtime only for
+// as long as it is parked. A descriptor registered for good would wake the
+// runtime's own poller thread whenever a socket of a busy loop became
+// readable, for nothing.
+func (l *eventLoop) wait() int {
+	if l.linger {
+		var since time.Time // first interruption of this wait
+		for {
+			n, err := epollWait(l.epfd, l.events, lingerMillis)
+			if n > 0 {
+				return n
+			}
+			if err != unix.EINTR {
+				break // idle for lingerMillis
+			}
+			// Interrupted, by the runtime's preemption or a profiling
+			// signal: an idle loop is interrupted every 10 ms or so, so
+			// count the time rather than the timeouts.
+			if since.IsZero() {
+				since = time.Now()
+			} else if time.Since(since) >= lingerMillis*time.Millisecond {
+				break
+			}
+		}
+	}
+	for {
+		n, err := l.park()
+		if err == nil {
+			return n
+		}
+		// The runtime cannot poll the descriptor (it always can on
+		// Linux): wait in the kernel, telling the scheduler.
+		n, err = unix.EpollWait(l.epfd, l.events, 100)
+		if err == nil && n > 0 {
+			return n
+		}
+	}
+}
+
+// park waits in the Go runtime's poller until the loop's epoll has events,
+// and returns them.
+func (l *eventLoop) park() (int, error) {
+	fd, err := unix.FcntlInt(uintptr(l.epfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	f := os.NewFile(uintptr(fd), "epoll")
+	defer f.Close() // takes the duplicate out of the runtime's poller
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	// Read calls the function first, then each time the runtime's poller
+	// says the descriptor is readable, until it returns true: what
+	// arrived before the descriptor was registered is not missed.
+	err = rc.Read(func(uintptr) bool {
+		for {
+			var perr error
+			n, perr = epollWait(l.epfd, l.events, 0)
+			if perr != unix.EINTR {
+				return n > 0
+			}
+		}
+	})
+	return n, err
 }
 
 // takeRequests adds the sessions that entered the loop and hands back the
@@ -618,9 +706,9 @@ func (w *fdWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// The loop's system calls never block (its sockets are non-blocking, and
-// it polls epoll with a zero timeout), so it makes them without telling the
-// Go scheduler (RawSyscall). The scheduler would otherwise hand the loop's
+// The loop's system calls never block for long (its sockets are
+// non-blocking, and it waits in epoll for at most lingerMillis), so it makes
+// them without telling the Go scheduler (RawSyscall). The scheduler would otherwise hand the loop's
 // processor to another thread whenever a call took longer than 20 µs of
 // wall time, which is what happens to every write on a busy machine, where
 // the reader it wakes preempts the writer: a thread wake-up and a
@@ -652,8 +740,9 @@ func rawWrite(fd int, p []byte) (int, error) {
 	return int(n), nil
 }
 
-func epollPoll(epfd int, events []unix.EpollEvent) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+// epollWait waits up to msec for events of epfd (0: returns at once).
+func epollWait(epfd int, events []unix.EpollEvent, msec int) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(msec), 0, 0)
 	if e != 0 {
 		return 0, e
 	}

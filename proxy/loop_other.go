@@ -2,14 +2,18 @@
 
 package proxy
 
-import "github.com/pgmoat/pgmoat/config"
+import (
+	"log/slog"
+
+	"github.com/pgmoat/pgmoat/config"
+)
 
 // The event loop (loop_linux.go) uses epoll; elsewhere every session uses
 // the goroutine relay, whatever limits.event_loops says.
 
 type eventLoops struct{}
 
-func newEventLoops(config.EventLoops) *eventLoops { return &eventLoops{} }
+func newEventLoops(config.EventLoops, *slog.Logger) *eventLoops { return &eventLoops{} }
 
 func (*eventLoops) stop() {}
 

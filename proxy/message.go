@@ -8,7 +8,8 @@ import (
 )
 
 // ClientMessage is one frontend message. Its bytes point into the
-// session's read buffer: they are valid only until Intercept returns, so
+// session's read buffer, and the session reuses the ClientMessage itself
+// for the next message: both are valid only until Intercept returns, so
 // copy whatever must outlive the call (a held statement, Bind parameters).
 type ClientMessage struct {
 	// Type is the message type byte ('Q', 'P', 'B', 'E', 'F', 'S', ...).

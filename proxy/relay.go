@@ -167,6 +167,10 @@ type clientToServer struct {
 	discarding bool   // dropping messages until Sync (MessageVerdict.DiscardUntilSync)
 	midMessage bool   // a message to the server was cut short
 	scratch    []byte
+	// msg is the message the Interceptor is asked about: a field rather
+	// than a local, which would escape through the interface call and
+	// cost an allocation per message.
+	msg ClientMessage
 }
 
 func (c *clientToServer) run(errc chan<- error) { errc <- &copyEnd{fromClient: true, err: c.copy()} }
@@ -247,8 +251,8 @@ func (c *clientToServer) tryIntercept(typ byte, n int) error {
 	s := c.s
 	r := s.cliR
 	raw := r.buf[r.r : r.r+5+n : r.r+5+n]
-	m := ClientMessage{Type: typ, Raw: raw, dec: &s.dec}
-	v, ok := s.fast.TryIntercept(s, &m)
+	c.msg = ClientMessage{Type: typ, Raw: raw, dec: &s.dec}
+	v, ok := s.fast.TryIntercept(s, &c.msg)
 	if !ok {
 		return errHandoff
 	}
@@ -264,8 +268,8 @@ func (c *clientToServer) intercept(typ byte, n int) error {
 	if err != nil {
 		return err
 	}
-	m := ClientMessage{Type: typ, Raw: raw, dec: &s.dec}
-	v, err := s.icpt.Intercept(s.ctx, s, &m)
+	c.msg = ClientMessage{Type: typ, Raw: raw, dec: &s.dec}
+	v, err := s.icpt.Intercept(s.ctx, s, &c.msg)
 	if err != nil {
 		var (
 			pe *protocolError

@@ -77,7 +77,6 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		log:   opts.Logger,
 		met:   opts.Metrics,
 		icpt:  opts.Interceptor,
-		loops: newEventLoops(cfg.Limits.EventLoops),
 		conns: make(map[*ClientSession]struct{}),
 		keys:  make(map[cancelKey]*ClientSession),
 		idle:  make(chan struct{}),
@@ -85,6 +84,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	s.loops = newEventLoops(cfg.Limits.EventLoops, s.log)
 	if s.met == nil {
 		s.met = metrics.New(nil)
 	}
