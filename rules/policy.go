@@ -16,6 +16,11 @@ type Action uint8
 const (
 	Allow Action = iota
 	Log
+	// Verify runs the statement under guard and decides from what it
+	// really did: the policy would hold or block an effect the statement
+	// may have (Effect.Possible), and only running it tells. It is never
+	// written in a policy.
+	Verify
 	Hold
 	Block
 )
@@ -26,6 +31,8 @@ func (a Action) String() string {
 		return "allow"
 	case Log:
 		return "log"
+	case Verify:
+		return "verify"
 	case Hold:
 		return "hold"
 	case Block:
@@ -51,8 +58,9 @@ func ParseAction(s string) (Action, error) {
 
 // Names of the rules that decide when no policy rule matches.
 const (
-	RuleDefaultDestructive = "default-destructive"
-	RuleDefaultOpaque      = "default-opaque"
+	RuleDefaultDestructive  = "default-destructive"
+	RuleDefaultOpaque       = "default-opaque"
+	RuleDefaultClusterAdmin = "default-cluster-admin"
 )
 
 // PolicyError is a policy validation error; Key is the dotted path of the
@@ -281,7 +289,10 @@ func (p *Policy) anySchemaProtectedBy(name string) string {
 	return ""
 }
 
-// decide applies the policy to a verdict's effects.
+// decide applies the policy to a verdict's effects. An effect the
+// statement only may have (Effect.Possible) that the policy would hold or
+// block makes the statement Verify: run under guard, and judged again from
+// what it really did.
 func decide(pol *Policy, mask uint64, v *Verdict) {
 	v.Action, v.Rule, v.Sentence = Allow, "", ""
 	for _, ef := range v.Effects {
@@ -290,6 +301,10 @@ func decide(pol *Policy, mask uint64, v *Verdict) {
 			continue
 		}
 		action, rule := pol.ruleFor(mask, ef.Op)
+		if ef.Possible() && action > Verify {
+			action = Verify
+			reason += "; pgmoat verifies what it really does before it can commit (" + rule + ")"
+		}
 		if v.Rule == "" || action > v.Action {
 			v.Action, v.Rule = action, rule
 			what := ef.What
@@ -348,6 +363,8 @@ func (p *Policy) ruleFor(mask uint64, op Operation) (Action, string) {
 	switch op {
 	case OpOpaque, OpLexerState, OpUnparseable:
 		return Block, RuleDefaultOpaque
+	case OpClusterAdmin:
+		return Block, RuleDefaultClusterAdmin
 	}
 	return Block, RuleDefaultDestructive
 }
