@@ -347,6 +347,7 @@ type serverToClient struct {
 }
 
 func (c *serverToClient) run(errc chan<- error) {
+	defer c.s.endRelay()
 	err := c.copy()
 	if c.held {
 		c.s.cliMu.Unlock()
@@ -411,10 +412,14 @@ func (c *serverToClient) step(typ byte, n int) error {
 	hide := false
 	var tag any
 	if s.replies != nil {
-		hide, tag = s.replies.route(typ, c.skipped)
+		rt := s.replies.routeReply(typ, c.skippedReply)
 		if c.err != nil {
 			return c.err
 		}
+		if rt.ex != nil {
+			return c.exchangeStep(rt, typ, n)
+		}
+		hide, tag = rt.hide, rt.tag
 	}
 	kind := typ
 	if typ == 'C' && tag == nil {
@@ -501,6 +506,14 @@ func (c *serverToClient) observe(tag any, typ byte, body []byte) error {
 		return &interceptorError{err}
 	}
 	return nil
+}
+
+// skippedReply handles a request the server skipped after an error.
+func (c *serverToClient) skippedReply(e pendingReply) {
+	skippedExchange(e)
+	if e.tag != nil {
+		c.skipped(e.tag)
+	}
 }
 
 // skipped reports a tagged request the server skipped after an error.
