@@ -102,24 +102,13 @@ func Parse(rows [][][]byte) (*Snapshot, error) {
 	return s, nil
 }
 
-// Limits bound the rows one guarded statement may delete or update in a
-// protected table: more than MaxRows, or more than MaxFraction of the
-// table's rows, is a violation (delete_all, update_all).
-type Limits struct {
-	MaxRows     int64
-	MaxFraction float64
-}
-
-// DefaultLimits apply to protect patterns without limits of their own.
-var DefaultLimits = Limits{MaxRows: 10000, MaxFraction: 0.2}
-
 // Violation is something a verified statement did that the policy must
 // judge: an operation on a protected relation, measured.
 type Violation struct {
 	Op           rules.Operation
 	Schema, Name string
-	// What says what the statement did, for people: "deletes 50 of 50
-	// rows of public.users".
+	// What says what the statement did, for people: "would delete 50 of
+	// 50 rows of public.users" (it was rolled back).
 	What string
 }
 
@@ -130,11 +119,11 @@ func (v Violation) Effect() rules.Effect {
 
 // Compare says what changed between before and after, two snapshots taken
 // around a statement in the same transaction. limits gives the row limits
-// of a protect pattern (by index).
-func Compare(before, after *Snapshot, limits func(pattern int) Limits) []Violation {
+// of a protect pattern (by index; rules.Policy.Limits).
+func Compare(before, after *Snapshot, limits func(pattern int) rules.RowLimits) []Violation {
 	var out []Violation
 	add := func(op rules.Operation, r *Rel, what string) {
-		out = append(out, Violation{Op: op, Schema: r.Schema, Name: r.Name, What: what + " " + qualified(r.Schema, r.Name)})
+		out = append(out, Violation{Op: op, Schema: r.Schema, Name: r.Name, What: "would " + what + " " + qualified(r.Schema, r.Name)})
 	}
 	type rootRows struct {
 		rel            *Rel
@@ -147,20 +136,20 @@ func Compare(before, after *Snapshot, limits func(pattern int) Limits) []Violati
 		b := before.Rels[oid]
 		a, ok := after.Rels[oid]
 		if !ok {
-			add(rules.OpDrop, b, "drops, renames or detaches")
+			add(rules.OpDrop, b, "drop, rename or detach")
 			continue
 		}
 		if a.Schema != b.Schema || a.Name != b.Name {
-			add(rules.OpAlterDestructive, b, "renames or moves (to "+qualified(a.Schema, a.Name)+")")
+			add(rules.OpAlterDestructive, b, "rename or move (to "+qualified(a.Schema, a.Name)+")")
 		}
 		if a.Parent != b.Parent {
-			add(rules.OpAlterDestructive, b, "detaches or re-parents")
+			add(rules.OpAlterDestructive, b, "detach or re-parent")
 		}
 		if a.Filenode != b.Filenode && b.Relkind != 'p' && b.Relkind != 'v' {
-			add(rules.OpTruncate, b, "truncates or rewrites (new storage for)")
+			add(rules.OpTruncate, b, "truncate or rewrite (new storage for)")
 		}
 		if a.Owner != b.Owner {
-			add(rules.OpContract, b, "changes the owner of")
+			add(rules.OpContract, b, "change the owner of")
 		}
 		for i, c := range components {
 			if a.Components[i] == b.Components[i] {
@@ -180,13 +169,13 @@ func Compare(before, after *Snapshot, limits func(pattern int) Limits) []Violati
 			case "columns":
 				add(rules.OpAlterDestructive, b, "changes the columns of")
 			case "types":
-				add(rules.OpAlterDestructive, b, "changes the composite or enum types used by the columns of")
+				add(rules.OpAlterDestructive, b, "change the composite or enum types used by the columns of")
 			default:
-				add(rules.OpContract, b, "changes the "+strings.ReplaceAll(c.name, "_", " ")+" of")
+				add(rules.OpContract, b, "change the "+strings.ReplaceAll(c.name, "_", " ")+" of")
 			}
 		}
 		if !aclCovers(a.ACL, b.ACL) || !aclCovers(a.SchemaACL, b.SchemaACL) || !columnACLCovers(a.ColumnACL, b.ColumnACL) {
-			add(rules.OpContract, b, "revokes privileges on")
+			add(rules.OpContract, b, "revoke privileges on")
 		}
 		if what := sequenceChange(b.Sequences, a.Sequences); what != "" {
 			add(rules.OpContract, b, what+" feeding")
@@ -213,7 +202,7 @@ func Compare(before, after *Snapshot, limits func(pattern int) Limits) []Violati
 		}
 	}
 	if before.Settings.SessionReplicationRole != "replica" && after.Settings.SessionReplicationRole == "replica" {
-		out = append(out, Violation{Op: rules.OpClusterAdmin, What: "sets session_replication_role to replica, which switches off triggers and foreign keys"})
+		out = append(out, Violation{Op: rules.OpClusterAdmin, What: "would set session_replication_role to replica, which switches off triggers and foreign keys"})
 	}
 	for _, k := range rootOrder {
 		rr := roots[k]
@@ -222,7 +211,7 @@ func Compare(before, after *Snapshot, limits func(pattern int) Limits) []Violati
 			op   rules.Operation
 			n    int64
 			verb string
-		}{{rules.OpDeleteAll, rr.del, "deletes"}, {rules.OpUpdateAll, rr.upd, "updates"}} {
+		}{{rules.OpDeleteAll, rr.del, "delete"}, {rules.OpUpdateAll, rr.upd, "update"}} {
 			if m.n <= 0 {
 				continue
 			}
@@ -249,29 +238,14 @@ func Compare(before, after *Snapshot, limits func(pattern int) Limits) []Violati
 	return out
 }
 
-// BlastRadius is the violations as one sentence for people, with "would":
-// the statement was rolled back before anyone saw it.
+// BlastRadius is the violations as one sentence for people: what the
+// statement would have done, had pgmoat not rolled it back.
 func BlastRadius(vs []Violation) string {
-	var parts []string
-	for _, v := range vs {
-		w := v.What
-		if i := strings.IndexByte(w, ' '); i > 0 {
-			w = wouldForm(w[:i]) + w[i:]
-		}
-		parts = append(parts, "would "+w)
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = v.What
 	}
 	return strings.Join(parts, "; ")
-}
-
-// wouldForm turns "deletes" into "delete", "changes" into "change".
-func wouldForm(verb string) string {
-	switch {
-	case strings.HasSuffix(verb, "ches"), strings.HasSuffix(verb, "shes"), strings.HasSuffix(verb, "xes"):
-		return strings.TrimSuffix(verb, "es")
-	case strings.HasSuffix(verb, "s"):
-		return strings.TrimSuffix(verb, "s")
-	}
-	return verb
 }
 
 // aclCovers reports whether every privilege of acl before (an aclitem[]
@@ -386,7 +360,7 @@ func sequenceChange(before, after string) string {
 	for oid, b := range read(before) {
 		x, ok := a[oid]
 		if !ok {
-			return "removes a sequence"
+			return "remove a sequence"
 		}
 		bl, e1 := strconv.ParseInt(b.last, 10, 64)
 		al, e2 := strconv.ParseInt(x.last, 10, 64)
@@ -398,11 +372,11 @@ func sequenceChange(before, after string) string {
 		}
 		switch {
 		case b.last != "" && x.last == "":
-			return "resets a sequence"
+			return "reset a sequence"
 		case e1 == nil && e2 == nil && e3 == nil && (inc > 0 && al < bl || inc < 0 && al > bl):
-			return "moves back a sequence"
+			return "move back a sequence"
 		case e2 == nil && e3 == nil && e4 == nil && e5 == nil && (inc > 0 && mx-al < inc || inc < 0 && al-mn < -inc):
-			return "exhausts a sequence"
+			return "exhaust a sequence"
 		}
 	}
 	return ""
@@ -450,15 +424,15 @@ func columnChange(name, before, after, defaultsAfter string) string {
 		if a[num] != b {
 			switch name {
 			case "columns":
-				return "drops, renames or retypes a column of"
+				return "drop, rename or retype a column of"
 			case "types":
-				return "changes a composite or enum type used by a column of"
+				return "change a composite or enum type used by a column of"
 			case "defaults":
-				return "drops or changes a column default of"
+				return "drop or change a column default of"
 			case "domains":
-				return "changes a domain used by a column of"
+				return "change a domain used by a column of"
 			}
-			return "changes NOT NULL, identity, generation or collation of a column of"
+			return "change NOT NULL, identity, generation or collation of a column of"
 		}
 	}
 	if name == "column_rules" {
@@ -471,7 +445,7 @@ func columnChange(name, before, after, defaultsAfter string) string {
 			f := strings.Split(it, ":")
 			if len(f) == 6 && f[1] == "t" && f[2] == "" && f[3] == "" {
 				if _, ok := defs[num]; !ok {
-					return "adds a NOT NULL column without a default to"
+					return "add a NOT NULL column without a default to"
 				}
 			}
 		}

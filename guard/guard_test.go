@@ -66,7 +66,7 @@ func TestCompareLive(t *testing.T) {
 	c.Exec(t, db, schema)
 	conn := c.Connect(t, db)
 	ctx := context.Background()
-	lim := func(int) Limits { return DefaultLimits }
+	lim := func(int) rules.RowLimits { return rules.DefaultRowLimits }
 	for _, tc := range []struct {
 		name string
 		sql  string
@@ -78,14 +78,14 @@ func TestCompareLive(t *testing.T) {
 		{"insert", "INSERT INTO users (email) VALUES ('n@x')", nil, ""},
 		{"unprotected", "DELETE FROM scratch; DROP TABLE scratch", nil, ""},
 		{"additive", "ALTER TABLE users ADD COLUMN extra text; CREATE INDEX ON users (note); GRANT SELECT ON users TO PUBLIC; COMMENT ON TABLE users IS 'x'", nil, ""},
-		{"delete every row", "DELETE FROM users WHERE id > 0", []rules.Operation{rules.OpDeleteAll}, "deletes 50 of 50 rows of public.users"},
-		{"update most rows", "UPDATE users SET note = 'gone' WHERE id % 10 <> 0", []rules.Operation{rules.OpUpdateAll}, "updates 45 of 50 rows"},
-		{"loop", "DO $$DECLARE r record; BEGIN FOR r IN SELECT id FROM users LOOP DELETE FROM users WHERE id = r.id; END LOOP; END$$", []rules.Operation{rules.OpDeleteAll}, "deletes 50 of 50"},
-		{"partition", "DELETE FROM billing.events_2024", []rules.Operation{rules.OpDeleteAll}, "deletes 40 of 40 rows of billing.events"},
-		{"truncate", "TRUNCATE users CASCADE", []rules.Operation{rules.OpTruncate}, "truncates"},
-		{"drop", "DROP TABLE users", []rules.Operation{rules.OpDrop}, "drops"},
+		{"delete every row", "DELETE FROM users WHERE id > 0", []rules.Operation{rules.OpDeleteAll}, "would delete 50 of 50 rows of public.users"},
+		{"update most rows", "UPDATE users SET note = 'gone' WHERE id % 10 <> 0", []rules.Operation{rules.OpUpdateAll}, "update 45 of 50 rows"},
+		{"loop", "DO $$DECLARE r record; BEGIN FOR r IN SELECT id FROM users LOOP DELETE FROM users WHERE id = r.id; END LOOP; END$$", []rules.Operation{rules.OpDeleteAll}, "delete 50 of 50"},
+		{"partition", "DELETE FROM billing.events_2024", []rules.Operation{rules.OpDeleteAll}, "delete 40 of 40 rows of billing.events"},
+		{"truncate", "TRUNCATE users CASCADE", []rules.Operation{rules.OpTruncate}, "truncate"},
+		{"drop", "DROP TABLE users", []rules.Operation{rules.OpDrop}, "drop"},
 		{"drop partition", "DROP TABLE billing.events_2025", []rules.Operation{rules.OpDrop}, ""},
-		{"detach", "ALTER TABLE billing.events DETACH PARTITION billing.events_2024", []rules.Operation{rules.OpAlterDestructive}, "detaches"},
+		{"detach", "ALTER TABLE billing.events DETACH PARTITION billing.events_2024", []rules.Operation{rules.OpAlterDestructive}, "detach"},
 		{"additive default", "ALTER TABLE users ADD COLUMN flag bool NOT NULL DEFAULT false", nil, ""},
 		{"not null without default", "ALTER TABLE users ADD COLUMN must int NOT NULL DEFAULT 1; ALTER TABLE users ALTER COLUMN must DROP DEFAULT", []rules.Operation{rules.OpContract}, ""},
 		{"rename", "ALTER TABLE users RENAME TO users_old", []rules.Operation{rules.OpDrop}, ""},
@@ -93,14 +93,14 @@ func TestCompareLive(t *testing.T) {
 		{"domain cascade", "DROP DOMAIN email CASCADE", []rules.Operation{rules.OpAlterDestructive}, "column"},
 		{"enum rename", "ALTER TYPE status RENAME VALUE 'active' TO 'gone'", []rules.Operation{rules.OpAlterDestructive}, "type"},
 		{"composite attribute", "ALTER TYPE addr DROP ATTRIBUTE city CASCADE", []rules.Operation{rules.OpAlterDestructive}, "type"},
-		{"revoke", "REVOKE UPDATE ON users FROM guard_app", []rules.Operation{rules.OpContract}, "revokes"},
+		{"revoke", "REVOKE UPDATE ON users FROM guard_app", []rules.Operation{rules.OpContract}, "revoke"},
 		{"trigger", "CREATE TRIGGER t BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION noop()", []rules.Operation{rules.OpContract}, "triggers"},
 		{"rls", "ALTER TABLE users ENABLE ROW LEVEL SECURITY", []rules.Operation{rules.OpContract}, "row security"},
 		{"not null", "ALTER TABLE users ALTER COLUMN note SET NOT NULL", []rules.Operation{rules.OpContract}, "NOT NULL"},
 		{"check not valid", "ALTER TABLE users ADD CONSTRAINT c CHECK (note <> 'x') NOT VALID", []rules.Operation{rules.OpContract}, "constraints"},
 		{"unique index", "CREATE UNIQUE INDEX ON users (note, id)", []rules.Operation{rules.OpContract}, "unique indexes"},
 		{"default", "ALTER TABLE users ALTER COLUMN status DROP DEFAULT", []rules.Operation{rules.OpContract}, ""},
-		{"setval back", "SELECT setval('users_id_seq', 1)", []rules.Operation{rules.OpContract}, "moves back"},
+		{"setval back", "SELECT setval('users_id_seq', 1)", []rules.Operation{rules.OpContract}, "move back"},
 		{"sequence bound", "ALTER SEQUENCE users_id_seq MAXVALUE 60", []rules.Operation{rules.OpContract}, "sequences"},
 		{"replica identity", "ALTER TABLE users REPLICA IDENTITY FULL", []rules.Operation{rules.OpContract}, ""},
 		{"publication", "CREATE PUBLICATION p FOR TABLE users", []rules.Operation{rules.OpContract}, "publications"},

@@ -55,6 +55,9 @@ type ExchangeReply struct {
 	Err *pgproto3.ErrorResponse
 	// Tags are the CommandComplete tags, one per statement that completed.
 	Tags []string
+	// Notices are the SQLSTATEs of the reply's NoticeResponses (the
+	// warning 25001 of a BEGIN inside a transaction block, say).
+	Notices []string
 	// Rows are the DataRows' values (ReplyCollect), copied; NULL is nil.
 	Rows [][][]byte
 	// TxStatus is the status byte of the reply's ReadyForQuery (Query,
@@ -70,7 +73,16 @@ type ExchangeReply struct {
 	buf      []byte
 	limit    int
 	done     chan struct{}
+	finished bool // done is closed (only the server→client goroutine closes it)
 	released bool
+}
+
+// finish marks the reply complete.
+func (r *ExchangeReply) finish() {
+	if !r.finished {
+		r.finished = true
+		close(r.done)
+	}
 }
 
 // exchangeBufferLimit bounds what a ReplyBuffer request holds back.
@@ -116,7 +128,7 @@ func (x *Exchange) Run(ctx context.Context) error {
 			}
 			s.replies.push(pendingReply{kind: k, hide: true, ex: x.reqs[i]})
 		} else {
-			close(x.reqs[i].done)
+			x.reqs[i].finish()
 		}
 	}
 	x.msgs = nil
@@ -197,6 +209,11 @@ func (c *serverToClient) exchangeStep(rt routed, typ byte, n int) error {
 			if err := cc.Decode(body); err == nil {
 				r.Tags = append(r.Tags, string(cc.CommandTag))
 			}
+		case 'N':
+			var nr pgproto3.NoticeResponse
+			if err := nr.Decode(body); err == nil {
+				r.Notices = append(r.Notices, nr.Code)
+			}
 		case 'D':
 			if r.Mode == ReplyCollect {
 				var dr pgproto3.DataRow
@@ -246,7 +263,7 @@ func (c *serverToClient) exchangeStep(rt routed, typ byte, n int) error {
 		}
 	}
 	if rt.ends {
-		close(r.done)
+		r.finish()
 	}
 	return nil
 }
@@ -289,9 +306,9 @@ func (c *serverToClient) spill(r *ExchangeReply) error {
 
 // skippedExchange completes an exchanged request the server skipped.
 func skippedExchange(e pendingReply) {
-	if e.ex != nil {
+	if e.ex != nil && !e.ex.finished {
 		e.ex.Skipped = true
-		close(e.ex.done)
+		e.ex.finish()
 	}
 }
 

@@ -219,8 +219,7 @@ func (c *clientToServer) step(typ byte, n int, inLoop bool) error {
 		return errClientTerminated
 	case c.discarding && typ != 'S':
 		return r.discard(n)
-	case s.icpt == nil || typ == 'd' || c.discarding:
-		c.discarding = false
+	case s.icpt == nil || typ == 'd':
 		if typ == 'Q' || typ == 'S' || typ == 'F' {
 			s.inFlight.Add(1)
 		}
@@ -234,6 +233,9 @@ func (c *clientToServer) step(typ byte, n int, inLoop bool) error {
 		c.midMessage = false
 		return nil
 	}
+	// The Sync that ends a discarded run goes to the Interceptor too: it
+	// may have a transaction of its own to end there.
+	c.discarding = false
 	if inLoop {
 		return c.tryIntercept(typ, n)
 	}

@@ -160,6 +160,7 @@ func (q *replyQueue) routeReply(typ byte, skipped func(pendingReply)) routed {
 		switch e.kind {
 		case replyParse, replyBind, replyClose, replyDescribe, replyExecute:
 			q.hasCur = false
+			q.skipExchanged()
 			return routed{pendingReply: pendingReply{kind: e.kind, tag: e.tag, ex: e.ex}, ends: true}
 		}
 		return routed{pendingReply: pendingReply{kind: e.kind, tag: e.tag, ex: e.ex}}
@@ -178,4 +179,20 @@ func (q *replyQueue) routeReply(typ byte, skipped func(pendingReply)) routed {
 		}
 	}
 	return routed{pendingReply: e}
+}
+
+// skipExchanged marks the exchanged requests the server will skip after
+// an error in the extended protocol (those up to the next Sync) as
+// skipped at once: an Exchange waiting for them must not wait for a Sync
+// that only the client will send. They stay queued, so that the Sync's
+// ReadyForQuery still finds them.
+func (q *replyQueue) skipExchanged() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, e := range q.q[q.head:] {
+		if e.kind == replySync || e.kind == replyQuery || e.kind == replyFunctionCall {
+			return
+		}
+		skippedExchange(e)
+	}
 }

@@ -243,3 +243,30 @@ func (e *Engine) JudgeOpaque(s *Session, what string) *Result {
 	r.finish()
 	return r
 }
+
+// JudgeMeasured decides on what a statement, run under guard, was
+// measured to do: effects are the violations pgmoat found (operations on
+// protected tables, certain now), text is the statement. The policy then
+// holds or blocks it as it would a statement that said so.
+func (e *Engine) JudgeMeasured(s *Session, text string, effects []Effect) *Result {
+	pol := e.pol.Load()
+	s.stateKey(pol, e.catalog(s.id.Database))
+	v := &Verdict{Text: text, Line: 1, Col: 1, Effects: effects}
+	decide(pol, s.mask, v)
+	r := &Result{Statements: []*Verdict{v}}
+	r.finish()
+	return r
+}
+
+// ParseSearchPath reads a search_path value as the server reports it
+// (current_setting('search_path')) into its entries.
+func ParseSearchPath(value string) ([]string, bool) {
+	entries, ok := splitIdentList(value)
+	if !ok {
+		return nil, false
+	}
+	for i := range entries {
+		entries[i] = truncateIdent(entries[i])
+	}
+	return entries, true
+}
