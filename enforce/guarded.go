@@ -202,7 +202,9 @@ func (g *guardedQuery) openImplicit() error {
 	if r[0].Err != nil {
 		return g.unverifiable(r[0].Err.Message)
 	}
-	g.implicit = true
+	// A warning says the client's transaction was open after all (the
+	// status pgmoat had was older than a message the client pipelined).
+	g.implicit = !hasNotice(r[0], "25001")
 	return nil
 }
 
