@@ -30,6 +30,10 @@ type Metrics struct {
 	AuditEventsDropped *prometheus.CounterVec // reason: queue_full, write_error, closed
 
 	ConfigReloads *prometheus.CounterVec // result: success, failure
+
+	// StateUp and StateErrors watch the control database (state.dsn).
+	StateUp     prometheus.Gauge
+	StateErrors *prometheus.CounterVec // op: create_hold, update_hold, read, preapproval, lease, listen, migrate
 }
 
 // New creates the collectors and registers them on reg. A nil reg leaves
@@ -118,14 +122,23 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "pgmoat_config_reloads_total",
 			Help: "Configuration reloads, by result (success, failure).",
 		}, []string{"result"}),
+		StateUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pgmoat_state_up",
+			Help: "1 while the control database (state.dsn) answers and this instance holds its lease, 0 otherwise; always 1 without state.dsn.",
+		}),
+		StateErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgmoat_state_errors_total",
+			Help: "Failed operations on the control database, by operation (create_hold, update_hold, read, preapproval, lease, listen); each failure to create a hold or approve one is a refusal.",
+		}, []string{"op"}),
 	}
+	m.StateUp.Set(1)
 	if reg != nil {
 		reg.MustRegister(
 			m.ClientConnectionsOpen, m.ClientConnectionsTotal, m.ClientConnectionsRejected,
 			m.UpstreamConnectErrors, m.BytesRelayed, m.RelaySessions, m.EventLoopHandoffs, m.Statements, m.AnalysisDuration,
 			m.AnalysisCache, m.HoldsPending, m.HoldsResolved, m.HoldWaitDuration,
 			m.PreapprovalsUsed, m.WebhookFailures, m.AuditWriteErrors, m.AuditQueueDepth,
-			m.AuditEvents, m.AuditEventsDropped, m.ConfigReloads,
+			m.AuditEvents, m.AuditEventsDropped, m.ConfigReloads, m.StateUp, m.StateErrors,
 		)
 	}
 	return m
