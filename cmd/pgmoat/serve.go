@@ -206,10 +206,10 @@ func newDaemon(cfg *config.Config, f serveFlags, stderr io.Writer) (*daemon, err
 	}
 	if cfg.Admin.Listen != "" {
 		d.admin, err = admin.New(admin.Options{
-			Config:   cfg.Admin,
-			Store:    d.holds,
-			Gatherer: d.reg,
-			Ready:    d.ready,
+			Config:     cfg.Admin,
+			Store:      d.holds,
+			Gatherer:   d.reg,
+			Ready:      d.ready,
 			Reload:     d.reload,
 			Logger:     d.log,
 			SessionKey: sessionKey,
