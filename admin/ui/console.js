@@ -153,7 +153,7 @@
   function holdCard(h) {
     const n = h.approvals.length;
     const card = el("article", { class: "card hold", "data-id": h.id, "aria-label": "Hold " + h.id });
-    card.append(
+    card.append(...[
       el("h3", {}, el("span", {}, badge(h.status), " ", h.rule || "hold"), el("span", { class: "id", text: h.id })),
       el("p", { class: "sentence", text: h.reason }),
       statementView(h.statement),
@@ -165,7 +165,7 @@
         metaItem("Arrived", el("time", { datetime: h.created_at, title: fmtTime(h.created_at), "data-ago": h.created_at, text: ago(h.created_at) })),
         metaItem("Expires", el("time", { datetime: h.expires_at, title: fmtTime(h.expires_at), "data-expires": h.expires_at, text: "" })),
         metaItem("Approvals", `${n} of ${h.approvals_required}` + (n ? " (" + h.approvals.map((a) => a.approver).join(", ") + ")" : ""))),
-    );
+    ].filter(Boolean));
     if (n) {
       const ul = el("ul", { class: "approvals" });
       for (const a of h.approvals) ul.append(el("li", { text: `${a.approver} at ${fmtTime(a.at)}: ${a.reason}` }));
@@ -279,7 +279,7 @@
       el("td", {}, badge(h.status)),
       el("td", { class: "stmt", text: h.statement.length > 200 ? h.statement.slice(0, 199) + "…" : h.statement }),
       el("td", { text: session(h) + (h.instance ? " on " + h.instance : "") }),
-      el("td", { text: (h.resolved_by ? h.resolved_by + ": " : "") + (h.resolution || "") })))));
+      el("td", { text: (h.resolved_by ? h.resolved_by + ": " : "") + (h.resolution || "") }))));
   }
 
   // tick refreshes the clocks once a second; cheap with hundreds of cards.
