@@ -16,6 +16,11 @@ type Action uint8
 const (
 	Allow Action = iota
 	Log
+	// Verify runs the statement under guard and decides from what it
+	// really did: the policy would hold or block an effect the statement
+	// may have (Effect.Possible), and only running it tells. It is never
+	// written in a policy.
+	Verify
 	Hold
 	Block
 )
@@ -26,6 +31,8 @@ func (a Action) String() string {
 		return "allow"
 	case Log:
 		return "log"
+	case Verify:
+		return "verify"
 	case Hold:
 		return "hold"
 	case Block:
@@ -51,8 +58,9 @@ func ParseAction(s string) (Action, error) {
 
 // Names of the rules that decide when no policy rule matches.
 const (
-	RuleDefaultDestructive = "default-destructive"
-	RuleDefaultOpaque      = "default-opaque"
+	RuleDefaultDestructive  = "default-destructive"
+	RuleDefaultOpaque       = "default-opaque"
+	RuleDefaultClusterAdmin = "default-cluster-admin"
 )
 
 // PolicyError is a policy validation error; Key is the dotted path of the
@@ -279,4 +287,84 @@ func (p *Policy) anySchemaProtectedBy(name string) string {
 		}
 	}
 	return ""
+}
+
+// decide applies the policy to a verdict's effects. An effect the
+// statement only may have (Effect.Possible) that the policy would hold or
+// block makes the statement Verify: run under guard, and judged again from
+// what it really did.
+func decide(pol *Policy, mask uint64, v *Verdict) {
+	v.Action, v.Rule, v.Sentence = Allow, "", ""
+	for _, ef := range v.Effects {
+		reason, ok := pol.protects(ef)
+		if !ok {
+			continue
+		}
+		action, rule := pol.ruleFor(mask, ef.Op)
+		if ef.Possible() && action > Verify {
+			action = Verify
+			reason += "; pgmoat verifies what it really does before it can commit (" + rule + ")"
+		}
+		if v.Rule == "" || action > v.Action {
+			v.Action, v.Rule = action, rule
+			what := ef.What
+			if ef.Where != "" {
+				what += " (" + ef.Where + ")"
+			}
+			v.Sentence = what + ": " + reason + "; rule " + rule
+		}
+	}
+}
+
+// protects says whether an effect touches something protected, and why.
+func (p *Policy) protects(ef Effect) (string, bool) {
+	o := ef.Object
+	if !p.ProtectsAnything() || ef.Op == OpNone {
+		return "", false
+	}
+	switch o.Kind {
+	case KindEverything:
+		return "may touch every protected table (" + strings.Join(p.Patterns(), ", ") + ")", true
+	case KindDatabase:
+		return "the database may hold protected tables (" + strings.Join(p.Patterns(), ", ") + ")", true
+	case KindSchema:
+		if pat := p.schemaProtectedBy(o.Name); pat != "" {
+			return "schema holds tables protected by " + pat, true
+		}
+		return "", false
+	}
+	if o.Schema != "" {
+		if pat := p.protectedBy(o.Schema, o.Name); pat != "" {
+			return "table is protected by " + pat, true
+		}
+		return "", false
+	}
+	for _, s := range o.Candidates {
+		if pat := p.protectedBy(s, o.Name); pat != "" {
+			return "may resolve to " + qualified(s, o.Name) + " through search_path, protected by " + pat, true
+		}
+	}
+	if o.AnySchema {
+		if pat := p.anySchemaProtectedBy(o.Name); pat != "" {
+			return "search_path is unknown, so it may be a table protected by " + pat, true
+		}
+	}
+	return "", false
+}
+
+// ruleFor returns the action and rule name for an effect on a protected
+// object: the first matching rule that covers op, else the default.
+func (p *Policy) ruleFor(mask uint64, op Operation) (Action, string) {
+	for i := range p.rules {
+		if mask&(1<<i) != 0 && p.rules[i].ops.has(op) {
+			return p.rules[i].action, p.rules[i].name
+		}
+	}
+	switch op {
+	case OpOpaque, OpLexerState, OpUnparseable:
+		return Block, RuleDefaultOpaque
+	case OpClusterAdmin:
+		return Block, RuleDefaultClusterAdmin
+	}
+	return Block, RuleDefaultDestructive
 }

@@ -369,6 +369,8 @@ func (d *daemon) reload() error {
 		"admin.tls":    cfg.Admin.TLS != old.Admin.TLS,
 		"tls":          cfg.TLS != old.TLS,
 		"state":        cfg.State != old.State,
+		// The event loops are started with the proxy.
+		"limits.event_loops": cfg.Limits.EventLoops != old.Limits.EventLoops,
 	} {
 		if changed {
 			d.log.Warn("configuration key changed but takes effect only after a restart", "key", key)
