@@ -43,6 +43,9 @@ type PreApprovalBody struct {
 	Reason   string `json:"reason"`
 	Database string `json:"database,omitempty"`
 	User     string `json:"user,omitempty"`
+	// MaxUses limits how many statements it lets through in all (0: no
+	// limit).
+	MaxUses int `json:"max_uses,omitempty"`
 }
 
 // ErrorBody is the body of every error response.
@@ -51,7 +54,11 @@ type ErrorBody struct {
 }
 
 func (s *Server) listHolds(w http.ResponseWriter, r *http.Request, _ identity) {
-	holds := s.store.List()
+	holds, err := s.store.List()
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
 	if q := r.URL.Query().Get("status"); q != "" {
 		want := strings.Split(q, ",")
 		for _, st := range want {
@@ -107,7 +114,12 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, who identity, ve
 }
 
 func (s *Server) listPreApprovals(w http.ResponseWriter, _ *http.Request, _ identity) {
-	writeJSON(w, http.StatusOK, PreApprovalList{PreApprovals: s.store.ListPreApprovals()})
+	ps, err := s.store.ListPreApprovals()
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, PreApprovalList{PreApprovals: ps})
 }
 
 func (s *Server) getPreApproval(w http.ResponseWriter, r *http.Request, _ identity) {
@@ -140,6 +152,7 @@ func (s *Server) preApprove(w http.ResponseWriter, r *http.Request, who identity
 		Approver: who.name,
 		Database: body.Database,
 		User:     body.User,
+		MaxUses:  body.MaxUses,
 	})
 	if err != nil {
 		writeStoreError(w, err)
@@ -208,7 +221,7 @@ func writeStoreError(w http.ResponseWriter, err error) {
 		status = http.StatusConflict
 	case errors.Is(err, approvals.ErrInvalid):
 		status = http.StatusBadRequest
-	case errors.Is(err, approvals.ErrNotRecorded), errors.Is(err, approvals.ErrClosed):
+	case errors.Is(err, approvals.ErrNotRecorded), errors.Is(err, approvals.ErrClosed), errors.Is(err, approvals.ErrUnavailable):
 		status = http.StatusServiceUnavailable
 	}
 	writeError(w, status, err.Error())

@@ -48,6 +48,7 @@ type PreApproveRequest struct {
 	Reason   string
 	Database string
 	User     string
+	MaxUses  int
 }
 
 var defaultHTTP = &http.Client{Timeout: 30 * time.Second}
@@ -98,7 +99,7 @@ func (c *Client) Deny(ctx context.Context, id, reason string) (*approvals.HoldIn
 
 // PreApprove registers reviewed SQL for req.TTL.
 func (c *Client) PreApprove(ctx context.Context, req PreApproveRequest) (*approvals.PreApproval, error) {
-	body := PreApprovalBody{SQL: req.SQL, Reason: req.Reason, Database: req.Database, User: req.User}
+	body := PreApprovalBody{SQL: req.SQL, Reason: req.Reason, Database: req.Database, User: req.User, MaxUses: req.MaxUses}
 	if req.TTL != 0 {
 		body.TTL = req.TTL.String()
 	}

@@ -107,11 +107,11 @@ func TestPreApprovalExpiresExactly(t *testing.T) {
 	if err := h.s.MarkUsed(p.ID, Usage{Fingerprint: fp}); !errors.Is(err, ErrNotPending) {
 		t.Errorf("MarkUsed after expiry: %v", err)
 	}
-	if l := h.s.ListPreApprovals(); len(l) != 1 || l[0].Status != PreApprovalExpired {
+	if l := h.listPre(t); len(l) != 1 || l[0].Status != PreApprovalExpired {
 		t.Errorf("list after expiry: %+v", l)
 	}
 	h.clock.Jump(DefaultKeepEndedFor)
-	if l := h.s.ListPreApprovals(); len(l) != 0 {
+	if l := h.listPre(t); len(l) != 0 {
 		t.Errorf("list a day after expiry: %+v", l)
 	}
 	if _, ok := h.s.Match(fp, "u", "d"); ok {
@@ -195,7 +195,7 @@ func TestPreApprovalInvalid(t *testing.T) {
 	if _, err := h.s.PreApprove(ok); !errors.Is(err, ErrNotRecorded) {
 		t.Errorf("unrecorded: %v", err)
 	}
-	if l := h.s.ListPreApprovals(); len(l) != 0 {
+	if l := h.listPre(t); len(l) != 0 {
 		t.Errorf("registered despite errors: %+v", l)
 	}
 	if _, err := h.s.PreApprove(PreApprovalRequest{SQL: "DROP TABLE t", TTL: MaxPreApprovalTTL, Reason: "r", Approver: "a"}); err == nil {

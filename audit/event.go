@@ -71,6 +71,9 @@ func (k Kind) valid() bool {
 type Event struct {
 	Time time.Time // written as RFC 3339 in UTC with microseconds
 	Kind Kind      // "event"
+	// Instance names the pgmoat instance that wrote the event; the
+	// Logger fills it from Options.Instance (set with state.dsn).
+	Instance string
 
 	// The session the event concerns (empty for config and pre-approval
 	// management events).
@@ -90,12 +93,11 @@ type Event struct {
 	Decision    string   // allow, log, block, hold
 	Rule        string   // the policy rule that decided
 	Reason      string   // human sentence: why the rule matched, why a hold was withdrawn, ...
-	// BlastRadius is what a statement run under guard was measured to do
-	// before it was rolled back ("would delete 50 of 50 rows of
-	// public.users").
-	BlastRadius string
 
-	HoldID         string
+	HoldID string
+	// BlastRadius is what a held statement would do, measured
+	// ("would delete 1,204,331 of 1,204,331 rows of public.users").
+	BlastRadius    string
 	PreapprovalID  string
 	Fingerprints   []string  // the fingerprints a pre-approval covers
 	ExpiresAt      time.Time // when a hold or pre-approval expires
@@ -123,6 +125,7 @@ const TimeFormat = "2006-01-02T15:04:05.000000Z07:00"
 type wireEvent struct {
 	Time           string   `json:"time"`
 	Event          Kind     `json:"event"`
+	Instance       string   `json:"instance,omitempty"`
 	SessionID      string   `json:"session_id,omitempty"`
 	User           string   `json:"user,omitempty"`
 	Database       string   `json:"database,omitempty"`
@@ -136,12 +139,12 @@ type wireEvent struct {
 	Rule           string   `json:"rule,omitempty"`
 	Reason         string   `json:"reason,omitempty"`
 	HoldID         string   `json:"hold_id,omitempty"`
+	BlastRadius    string   `json:"blast_radius,omitempty"`
 	PreapprovalID  string   `json:"preapproval_id,omitempty"`
 	Fingerprints   []string `json:"fingerprints,omitempty"`
 	ExpiresAt      string   `json:"expires_at,omitempty"`
 	Approvers      []string `json:"approvers,omitempty"`
 	ApprovalReason string   `json:"approval_reason,omitempty"`
-	BlastRadius    string   `json:"blast_radius,omitempty"`
 	DurationMS     float64  `json:"duration_ms,omitempty"`
 	EndReason      string   `json:"end_reason,omitempty"`
 	Error          string   `json:"error,omitempty"`
@@ -172,6 +175,7 @@ func encode(ev *Event) ([]byte, error) {
 	w := wireEvent{
 		Time:           ev.Time.UTC().Format(TimeFormat),
 		Event:          ev.Kind,
+		Instance:       ev.Instance,
 		SessionID:      ev.SessionID,
 		User:           ev.User,
 		Database:       ev.Database,
@@ -185,11 +189,11 @@ func encode(ev *Event) ([]byte, error) {
 		Rule:           ev.Rule,
 		Reason:         ev.Reason,
 		HoldID:         ev.HoldID,
+		BlastRadius:    ev.BlastRadius,
 		PreapprovalID:  ev.PreapprovalID,
 		Fingerprints:   ev.Fingerprints,
 		Approvers:      ev.Approvers,
 		ApprovalReason: ev.ApprovalReason,
-		BlastRadius:    ev.BlastRadius,
 		DurationMS:     float64(ev.Duration.Microseconds()) / 1000,
 		EndReason:      ev.EndReason,
 		Error:          ev.Error,
@@ -216,6 +220,7 @@ func decode(line []byte) (Event, error) {
 	}
 	ev := Event{
 		Kind:           w.Event,
+		Instance:       w.Instance,
 		SessionID:      w.SessionID,
 		User:           w.User,
 		Database:       w.Database,
@@ -229,11 +234,11 @@ func decode(line []byte) (Event, error) {
 		Rule:           w.Rule,
 		Reason:         w.Reason,
 		HoldID:         w.HoldID,
+		BlastRadius:    w.BlastRadius,
 		PreapprovalID:  w.PreapprovalID,
 		Fingerprints:   w.Fingerprints,
 		Approvers:      w.Approvers,
 		ApprovalReason: w.ApprovalReason,
-		BlastRadius:    w.BlastRadius,
 		Duration:       time.Duration(math.Round(w.DurationMS*1000)) * time.Microsecond,
 		EndReason:      w.EndReason,
 		Error:          w.Error,

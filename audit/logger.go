@@ -40,6 +40,10 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// Clock stamps events whose Time is zero. Nil means time.Now.
 	Clock func() time.Time
+	// Instance, when set, is written as the instance field of every
+	// event, so that the logs of several pgmoat instances sharing one
+	// control database (state.dsn) say which wrote what.
+	Instance string
 
 	// openSink replaces how the log is opened and reopened; tests use it
 	// to inject write failures.
@@ -60,6 +64,7 @@ type Logger struct {
 	log      *slog.Logger
 	m        *metrics.Metrics
 	clock    func() time.Time
+	instance string
 
 	queue  chan entry
 	quit   chan struct{} // closed by Close
@@ -97,6 +102,7 @@ func Open(cfg config.Audit, opts Options) (*Logger, error) {
 		log:       opts.Logger,
 		m:         opts.Metrics,
 		clock:     opts.Clock,
+		instance:  opts.Instance,
 		quit:      make(chan struct{}),
 		exited:    make(chan struct{}),
 		dropWarn:  limiter{every: warnEvery},
@@ -288,6 +294,7 @@ func (l *Logger) prepare(ev *Event) ([]byte, error) {
 	if ev.Time.IsZero() {
 		ev.Time = l.clock()
 	}
+	ev.Instance = l.instance
 	if l.redact.Load() && ev.Statement != "" {
 		ev.Statement = redact(ev.Statement)
 	}

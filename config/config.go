@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pgmoat/pgmoat/rules"
@@ -33,6 +34,7 @@ type Config struct {
 	Policy   rules.PolicyConfig `yaml:"policy"`
 	Holds    Holds              `yaml:"holds"`
 	Audit    Audit              `yaml:"audit"`
+	State    State              `yaml:"state"`
 
 	// UpstreamURL is Upstream, parsed and validated by Load.
 	UpstreamURL Upstream `yaml:"-"`
@@ -82,7 +84,37 @@ type Admin struct {
 	// Listen is host:port; empty disables the admin listener.
 	Listen string  `yaml:"listen"`
 	Tokens []Token `yaml:"tokens"`
+	// TLS serves the admin listener (API and console) over HTTPS; both
+	// or neither are set.
+	TLS TLS `yaml:"tls"`
+	// SessionTTL is how long a console sign-in lasts.
+	SessionTTL Duration `yaml:"session_ttl"`
 }
+
+// State configures where holds and pre-approvals live. Without DSN they
+// live in this process's memory; with it, in a control database that
+// several pgmoat instances share.
+type State struct {
+	// DSN is the control database, a libpq URL or key=value string (a
+	// password may come from PGPASSWORD or a passfile instead).
+	DSN string `yaml:"dsn"`
+	// Schema holds pgmoat's tables in it.
+	Schema string `yaml:"schema"`
+	// InstanceID names this instance in holds and audit events; empty
+	// means the host name.
+	InstanceID string `yaml:"instance_id"`
+	// Lease: an instance that has not renewed its lease for this long is
+	// taken for dead, and its holds are withdrawn.
+	Lease Duration `yaml:"lease"`
+	// PollInterval: how often holds are read again while notifications
+	// from the control database are lost.
+	PollInterval Duration `yaml:"poll_interval"`
+	// Timeout bounds each operation on the control database.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Shared reports whether a control database is configured.
+func (s State) Shared() bool { return s.DSN != "" }
 
 // Token is one bearer token accepted by the admin API. The secret itself is
 // never in the file: it is read from an environment variable or a file.
@@ -159,12 +191,18 @@ func Default() Config {
 			EventLoops:     EventLoopsAuto,
 		},
 		Log:   Log{Level: "info", Format: "text"},
-		Admin: Admin{Listen: "127.0.0.1:6433"},
+		Admin: Admin{Listen: "127.0.0.1:6433", SessionTTL: Duration(8 * time.Hour)},
 		Holds: Holds{
 			Timeout:              Duration(15 * time.Minute),
 			ApprovalsRequired:    1,
 			InTransaction:        "block",
 			InTransactionTimeout: Duration(30 * time.Second),
+		},
+		State: State{
+			Schema:       "pgmoat",
+			Lease:        Duration(15 * time.Second),
+			PollInterval: Duration(time.Second),
+			Timeout:      Duration(5 * time.Second),
 		},
 		Audit: Audit{
 			Path:          "-",
@@ -293,6 +331,22 @@ func (c *Config) Validate() error {
 			return &Error{Key: "admin.listen", Err: err}
 		}
 	}
+	if (c.Admin.TLS.Cert == "") != (c.Admin.TLS.Key == "") {
+		return &Error{Key: "admin.tls", Err: errors.New("cert and key must be set together")}
+	}
+	if c.Admin.TLS.Enabled() {
+		for key, p := range map[string]string{"admin.tls.cert": c.Admin.TLS.Cert, "admin.tls.key": c.Admin.TLS.Key} {
+			if _, err := os.Stat(p); err != nil {
+				return &Error{Key: key, Err: err}
+			}
+		}
+	}
+	if c.Admin.SessionTTL < Duration(time.Minute) {
+		return &Error{Key: "admin.session_ttl", Err: fmt.Errorf("must be at least 1m, got %s", c.Admin.SessionTTL)}
+	}
+	if err := c.State.validate(); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for i, t := range c.Admin.Tokens {
 		key := fmt.Sprintf("admin.tokens[%d]", i)
@@ -323,7 +377,11 @@ func (c *Config) Validate() error {
 		return &Error{Key: "holds.in_transaction_timeout", Err: fmt.Errorf("must be positive, got %s", c.Holds.InTransactionTimeout)}
 	}
 	if c.Holds.PublicURL == "" && c.Admin.Listen != "" {
-		c.Holds.PublicURL = "http://" + c.Admin.Listen
+		scheme := "http://"
+		if c.Admin.TLS.Enabled() {
+			scheme = "https://"
+		}
+		c.Holds.PublicURL = scheme + c.Admin.Listen
 	}
 	if c.Holds.PublicURL != "" {
 		if u, err := url.Parse(c.Holds.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -354,6 +412,30 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.FlushInterval <= 0 {
 		return &Error{Key: "audit.flush_interval", Err: fmt.Errorf("must be positive, got %s", c.Audit.FlushInterval)}
+	}
+	return nil
+}
+
+func (s *State) validate() error {
+	if s.DSN != "" {
+		if _, err := pgconn.ParseConfig(s.DSN); err != nil {
+			return &Error{Key: "state.dsn", Err: err}
+		}
+	}
+	if s.Schema == "" || len(s.Schema) > 48 || strings.Trim(strings.ToLower(s.Schema), "abcdefghijklmnopqrstuvwxyz0123456789_") != "" ||
+		(s.Schema[0] >= '0' && s.Schema[0] <= '9') {
+		return &Error{Key: "state.schema", Err: fmt.Errorf("want a name of letters, digits and _ (at most 48), got %q", s.Schema)}
+	}
+	if s.Lease < Duration(time.Second) {
+		return &Error{Key: "state.lease", Err: fmt.Errorf("must be at least 1s, got %s", s.Lease)}
+	}
+	for key, d := range map[string]Duration{"state.poll_interval": s.PollInterval, "state.timeout": s.Timeout} {
+		if d <= 0 {
+			return &Error{Key: key, Err: fmt.Errorf("must be positive, got %s", d)}
+		}
+	}
+	if len(s.InstanceID) > 100 {
+		return &Error{Key: "state.instance_id", Err: errors.New("at most 100 characters")}
 	}
 	return nil
 }

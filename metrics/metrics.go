@@ -33,6 +33,9 @@ type Metrics struct {
 
 	Guarded       *prometheus.CounterVec // outcome: passed, refused, held, failed, unverified
 	GuardDuration prometheus.Histogram   // what verifying a guarded statement added to it
+	// StateUp and StateErrors watch the control database (state.dsn).
+	StateUp     prometheus.Gauge
+	StateErrors *prometheus.CounterVec // op: create_hold, update_hold, read, preapproval, lease, listen, migrate
 }
 
 // New creates the collectors and registers them on reg. A nil reg leaves
@@ -130,14 +133,23 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from sending a guarded statement with its snapshots to deciding its outcome, commit or rollback included.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
+		StateUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pgmoat_state_up",
+			Help: "1 while the control database (state.dsn) answers and this instance holds its lease, 0 otherwise; always 1 without state.dsn.",
+		}),
+		StateErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgmoat_state_errors_total",
+			Help: "Failed operations on the control database, by operation (create_hold, update_hold, read, preapproval, lease, listen); each failure to create a hold or approve one is a refusal.",
+		}, []string{"op"}),
 	}
+	m.StateUp.Set(1)
 	if reg != nil {
 		reg.MustRegister(
 			m.ClientConnectionsOpen, m.ClientConnectionsTotal, m.ClientConnectionsRejected,
 			m.UpstreamConnectErrors, m.BytesRelayed, m.RelaySessions, m.EventLoopHandoffs, m.Statements, m.AnalysisDuration,
 			m.AnalysisCache, m.HoldsPending, m.HoldsResolved, m.HoldWaitDuration,
 			m.PreapprovalsUsed, m.WebhookFailures, m.AuditWriteErrors, m.AuditQueueDepth,
-			m.AuditEvents, m.AuditEventsDropped, m.ConfigReloads, m.Guarded, m.GuardDuration,
+			m.AuditEvents, m.AuditEventsDropped, m.ConfigReloads, m.Guarded, m.GuardDuration, m.StateUp, m.StateErrors,
 		)
 	}
 	return m

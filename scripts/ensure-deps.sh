@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ensure-deps.sh installs what pgmoat's tests need, and only what is
 # missing: the PostgreSQL server with contrib (dblink), psql and pgbench,
-# node and npm, and the node-postgres test client's packages. It is
+# node and npm, the node-postgres test client's packages, and Chromium. It is
 # idempotent and says what it did; on a machine that has everything it only
 # checks. Installing needs root (or sudo); checking does not.
 set -euo pipefail
@@ -92,6 +92,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt_install "${missing[@]}"
 else
 	log "node $(node --version) and npm $(npm --version 2>/dev/null) present"
+fi
+
+# Headless Chromium for the console's browser test (e2e), Debian's
+# package, driven over the DevTools protocol by chromedp.
+if ! command -v chromium >/dev/null 2>&1; then
+	apt_install chromium fonts-dejavu-core
+else
+	log "chromium present"
 fi
 
 # The node client's packages, pinned by its lock file. Skip when the stamp

@@ -148,6 +148,12 @@ func printHold(w io.Writer, h *approvals.HoldInfo) {
 	fmt.Fprintf(w, "  statement:   %s\n", h.Statement)
 	fmt.Fprintf(w, "  session:     %s@%s from %s (application %q)\n", h.User, h.Database, h.Client, h.Application)
 	fmt.Fprintf(w, "  rule:        %s: %s\n", h.Rule, h.Reason)
+	if h.BlastRadius != "" {
+		fmt.Fprintf(w, "  measured:    %s\n", h.BlastRadius)
+	}
+	if h.Instance != "" {
+		fmt.Fprintf(w, "  held by:     instance %s\n", h.Instance)
+	}
 	fmt.Fprintf(w, "  created:     %s, expires %s\n", h.CreatedAt.Format(time.RFC3339), h.ExpiresAt.Format(time.RFC3339))
 	for _, a := range h.Approvals {
 		fmt.Fprintf(w, "  approved by: %s at %s: %s\n", a.Approver, a.At.Format(time.RFC3339), a.Reason)
@@ -166,8 +172,9 @@ func runApprove(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	reason := fs.String("reason", "", "why (required; recorded with every use)")
 	database := fs.String("database", "", "only for sessions on this database")
 	user := fs.String("user", "", "only for sessions of this user")
+	uses := fs.Int("uses", 0, "let at most `N` statements through in all, counted across every instance (0: no limit)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: pgmoat approve --file migration.sql --ttl 2h --reason \"…\" [--database D] [--user U]\n\nRegisters the fingerprints of the file's statements, so that the same statements\n(literals may differ) pass pgmoat without a hold until the TTL ends.\nList with `pgmoat preapproval list`, revoke with `pgmoat preapproval revoke ID`.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: pgmoat approve --file migration.sql --ttl 2h --reason \"…\" [--database D] [--user U] [--uses N]\n\nRegisters the fingerprints of the file's statements, so that the same statements\n(literals may differ) pass pgmoat without a hold until the TTL ends.\nList with `pgmoat preapproval list`, revoke with `pgmoat preapproval revoke ID`.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if _, err := parseFlags(fs, args); err != nil {
@@ -183,13 +190,16 @@ func runApprove(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	case strings.TrimSpace(*reason) == "":
 		fmt.Fprintln(stderr, "pgmoat approve: --reason is required")
 		return exitUsage
+	case *uses < 0:
+		fmt.Fprintln(stderr, "pgmoat approve: --uses must be 0 (no limit) or more")
+		return exitUsage
 	}
 	sql, err := readInput(*file)
 	if err != nil {
 		fmt.Fprintf(stderr, "pgmoat approve: %v\n", err)
 		return exitUsage
 	}
-	p, err := af.client().PreApprove(ctx, admin.PreApproveRequest{SQL: sql, TTL: *ttl, Reason: *reason, Database: *database, User: *user})
+	p, err := af.client().PreApprove(ctx, admin.PreApproveRequest{SQL: sql, TTL: *ttl, Reason: *reason, Database: *database, User: *user, MaxUses: *uses})
 	if err != nil {
 		return apiFailed(stderr, "approve", err)
 	}
@@ -225,7 +235,11 @@ func runPreapproval(ctx context.Context, args []string, stdout, stderr io.Writer
 		printList(stdout, af.format, list, "no pre-approvals",
 			"ID\tSTATUS\tSTATEMENTS\tUSES\tBY\tEXPIRES\tREASON",
 			func(p approvals.PreApproval) string {
-				return fmt.Sprintf("%s\t%s\t%d\t%d\t%s\t%s\t%s", p.ID, p.Status, len(p.Fingerprints), p.Uses, p.Approver,
+				used := fmt.Sprint(p.Uses)
+				if p.MaxUses > 0 {
+					used = fmt.Sprintf("%d/%d", p.Uses, p.MaxUses)
+				}
+				return fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%s\t%s", p.ID, p.Status, len(p.Fingerprints), used, p.Approver,
 					p.ExpiresAt.Format(time.RFC3339), rules.Shorten(p.Reason, 40))
 			})
 		return exitOK

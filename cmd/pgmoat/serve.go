@@ -116,7 +116,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 	d, err := newDaemon(cfg, f, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "pgmoat: %v\n", err)
-		return exitUsage
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			return exitUsage
+		}
+		return 1
 	}
 	if err := d.run(ctx); err != nil {
 		d.log.Error("pgmoat stopped", "err", err)
@@ -138,6 +142,8 @@ type daemon struct {
 	// enforcer judges every statement; reloads swap its policy.
 	enforcer *enforce.Enforcer
 	admin    *admin.Server
+	// instance names this pgmoat with state.dsn ("" without).
+	instance string
 
 	listening atomic.Bool
 
@@ -162,14 +168,29 @@ func newDaemon(cfg *config.Config, f serveFlags, stderr io.Writer) (*daemon, err
 	d.met = metrics.New(d.reg)
 
 	var err error
-	d.audit, err = audit.Open(cfg.Audit, audit.Options{Logger: d.log, Metrics: d.met})
+	d.instance = instanceID(cfg.State)
+	d.audit, err = audit.Open(cfg.Audit, audit.Options{Logger: d.log, Metrics: d.met, Instance: d.instance})
 	if err != nil {
 		return nil, err
 	}
+	var (
+		backend    approvals.Backend
+		sessionKey []byte
+	)
+	if cfg.State.Shared() {
+		sb, key, err := openState(cfg, d.instance, d.log, d.met)
+		if err != nil {
+			d.audit.Close()
+			return nil, err
+		}
+		backend, sessionKey = sb, key
+	}
 	d.holds = approvals.New(cfg.Holds, approvals.Options{
-		Logger:  d.log,
-		Metrics: d.met,
-		OnEvent: d.recordApprovalEvent,
+		Logger:   d.log,
+		Metrics:  d.met,
+		OnEvent:  d.recordApprovalEvent,
+		Backend:  backend,
+		Instance: d.instance,
 	})
 	d.enforcer = enforce.New(enforce.Options{
 		Engine: rules.NewEngine(cfg.CompiledPolicy, rules.EngineOptions{Verify: true}),
@@ -185,12 +206,14 @@ func newDaemon(cfg *config.Config, f serveFlags, stderr io.Writer) (*daemon, err
 	}
 	if cfg.Admin.Listen != "" {
 		d.admin, err = admin.New(admin.Options{
-			Config:   cfg.Admin,
-			Store:    d.holds,
-			Gatherer: d.reg,
-			Ready:    d.ready,
-			Reload:   d.reload,
-			Logger:   d.log,
+			Config:     cfg.Admin,
+			Store:      d.holds,
+			Gatherer:   d.reg,
+			Ready:      d.ready,
+			Reload:     d.reload,
+			Logger:     d.log,
+			SessionKey: sessionKey,
+			AuditPath:  cfg.Audit.Path,
 		})
 		if err != nil {
 			return nil, &config.Error{File: cfg.File, Err: err}
@@ -226,7 +249,13 @@ func (d *daemon) run(ctx context.Context) error {
 			return fmt.Errorf("admin listen: %w", err)
 		}
 		go func() {
-			if err := d.admin.Serve(adminLn); err != nil {
+			var err error
+			if t := d.cfg.Admin.TLS; t.Enabled() {
+				err = d.admin.ServeTLS(adminLn, t.Cert, t.Key)
+			} else {
+				err = d.admin.Serve(adminLn)
+			}
+			if err != nil {
 				d.log.Error("admin listener stopped", "err", err)
 			}
 		}()
@@ -306,6 +335,7 @@ func (d *daemon) logStart() {
 		"client_tls", cfg.TLS.Enabled(),
 		"policy", policySummary(cfg),
 		"audit", cfg.Audit.Path,
+		"state", stateSummary(cfg, d.instance),
 	)
 }
 
@@ -336,7 +366,9 @@ func (d *daemon) reload() error {
 	for key, changed := range map[string]bool{
 		"listen":       cfg.Listen != old.Listen,
 		"admin.listen": cfg.Admin.Listen != old.Admin.Listen,
+		"admin.tls":    cfg.Admin.TLS != old.Admin.TLS,
 		"tls":          cfg.TLS != old.TLS,
+		"state":        cfg.State != old.State,
 		// The event loops are started with the proxy.
 		"limits.event_loops": cfg.Limits.EventLoops != old.Limits.EventLoops,
 	} {
