@@ -32,7 +32,10 @@ type Options struct {
 	// Reload reloads the configuration file, as SIGHUP does; nil makes
 	// POST /api/v1/reload answer 501.
 	Reload func() error
-	Logger *slog.Logger
+	// InForce returns the configuration in force, for GET
+	// /api/v1/policy; nil makes that endpoint answer 501.
+	InForce func() *config.Config
+	Logger  *slog.Logger
 }
 
 // Server is the admin HTTP server.
@@ -41,6 +44,7 @@ type Server struct {
 	ready        func(context.Context) error
 	readyTimeout time.Duration
 	reload       func() error
+	inForce      func() *config.Config
 	log          *slog.Logger
 	tokens       atomic.Pointer[[]token]
 	mux          *http.ServeMux
@@ -58,6 +62,7 @@ func New(opts Options) (*Server, error) {
 		ready:        opts.Ready,
 		readyTimeout: opts.ReadyTimeout,
 		reload:       opts.Reload,
+		inForce:      opts.InForce,
 		log:          opts.Logger,
 		mux:          http.NewServeMux(),
 	}
@@ -89,6 +94,7 @@ func New(opts Options) (*Server, error) {
 	s.mux.Handle("DELETE /api/v1/preapprovals/{id}", s.auth(approver, s.revoke))
 	s.mux.Handle("POST /api/v1/preapprovals/{id}/revoke", s.auth(approver, s.revoke))
 	s.mux.Handle("POST /api/v1/reload", s.auth(approver, s.reloadConfig))
+	s.mux.Handle("GET /api/v1/policy", s.auth(viewer, s.policy))
 
 	s.http = &http.Server{
 		Handler:           s,

@@ -23,8 +23,10 @@
 // hold_approval_added (one approval of several required), hold_approved,
 // hold_denied, hold_timed_out, hold_withdrawn,
 // preapproval_created, preapproval_used, preapproval_revoked,
-// config_loaded and config_reload_failed. The other fields are those of
-// Event. No field can carry a password, a password hash or a cancel key:
+// config_loaded, config_changed (how a reload changes protection, in
+// changes, written before it takes effect) and config_reload_failed. The
+// other fields are those of Event. No field can carry a password, a
+// password hash or a cancel key:
 // Event has none, and the proxy never puts protocol secrets in the others.
 // With audit.redact, statement holds pg_query's normalized text (literals
 // replaced by $1, $2, …); a statement that does not parse is recorded as

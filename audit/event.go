@@ -38,7 +38,10 @@ const (
 	PreapprovalUsed    Kind = "preapproval_used"
 	PreapprovalRevoked Kind = "preapproval_revoked"
 
-	ConfigLoaded       Kind = "config_loaded"
+	ConfigLoaded Kind = "config_loaded"
+	// ConfigChanged records how a reload changes protection (Changes),
+	// written before the new configuration takes effect.
+	ConfigChanged      Kind = "config_changed"
 	ConfigReloadFailed Kind = "config_reload_failed"
 )
 
@@ -47,7 +50,7 @@ var kinds = [...]Kind{
 	SessionStart, SessionEnd, Decision, Statement,
 	HoldCreated, HoldApprovalAdded, HoldApproved, HoldDenied, HoldTimedOut, HoldWithdrawn,
 	PreapprovalCreated, PreapprovalUsed, PreapprovalRevoked,
-	ConfigLoaded, ConfigReloadFailed,
+	ConfigLoaded, ConfigChanged, ConfigReloadFailed,
 }
 
 func (k Kind) valid() bool {
@@ -104,6 +107,13 @@ type Event struct {
 	EndReason string // why a session ended (session_end)
 	Error     string // the error that ended a session, or that a reload failed with
 
+	// PolicyHash fingerprints the protection in force after a
+	// config_loaded or config_changed event (pgmoat_policy_info's hash).
+	PolicyHash string
+	// Changes lists how a reload changes protection (config_changed), one
+	// sentence each; those that lower it end with "(lowers protection)".
+	Changes []string
+
 	// PrevHash and Hash are set by ReadEvents from the line's chain fields;
 	// the Logger computes them and ignores what the caller puts here.
 	PrevHash string
@@ -140,6 +150,8 @@ type wireEvent struct {
 	DurationMS     float64  `json:"duration_ms,omitempty"`
 	EndReason      string   `json:"end_reason,omitempty"`
 	Error          string   `json:"error,omitempty"`
+	PolicyHash     string   `json:"policy_hash,omitempty"`
+	Changes        []string `json:"changes,omitempty"`
 	// The chain fields are appended by seal, never marshalled: they stay
 	// empty (and so omitted) when encoding and are filled when decoding.
 	PrevHash string `json:"prev_hash,omitempty"`
@@ -187,6 +199,8 @@ func encode(ev *Event) ([]byte, error) {
 		DurationMS:     float64(ev.Duration.Microseconds()) / 1000,
 		EndReason:      ev.EndReason,
 		Error:          ev.Error,
+		PolicyHash:     ev.PolicyHash,
+		Changes:        ev.Changes,
 	}
 	if !ev.ExpiresAt.IsZero() {
 		w.ExpiresAt = ev.ExpiresAt.UTC().Format(TimeFormat)
@@ -230,6 +244,8 @@ func decode(line []byte) (Event, error) {
 		Duration:       time.Duration(math.Round(w.DurationMS*1000)) * time.Microsecond,
 		EndReason:      w.EndReason,
 		Error:          w.Error,
+		PolicyHash:     w.PolicyHash,
+		Changes:        w.Changes,
 		PrevHash:       w.PrevHash,
 		Hash:           w.Hash,
 	}

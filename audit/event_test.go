@@ -124,6 +124,8 @@ func fullEvent(kind Kind) Event {
 		Duration:       1234567 * time.Microsecond,
 		EndReason:      "client_terminated",
 		Error:          "connection reset by peer",
+		PolicyHash:     "3f2a9c0d1e4b5a67",
+		Changes:        []string{"protection removed: billing.* (lowers protection)"},
 	}
 }
 
@@ -187,7 +189,7 @@ func TestLineFormat(t *testing.T) {
 	wantOrder := []string{"time", "event", "session_id", "user", "database", "application", "client",
 		"statement", "fingerprint", "operations", "objects", "decision", "rule", "reason", "hold_id",
 		"preapproval_id", "fingerprints", "expires_at", "approvers", "approval_reason", "duration_ms",
-		"end_reason", "error", "prev_hash", "hash"}
+		"end_reason", "error", "policy_hash", "changes", "prev_hash", "hash"}
 	last := -1
 	for _, k := range wantOrder {
 		i := strings.Index(lines[0], `"`+k+`":`)

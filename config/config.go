@@ -40,6 +40,10 @@ type Config struct {
 	CompiledPolicy *rules.Policy `yaml:"-"`
 	// File is the file the configuration was read from ("" for defaults).
 	File string `yaml:"-"`
+	// stated holds the dotted keys (two levels deep: "policy",
+	// "policy.protect") to which the file gives a value other than null.
+	// The reload rule (CheckReload) compares them.
+	stated map[string]bool
 }
 
 // TLS configures client-facing TLS termination. Both or neither are set.
@@ -204,7 +208,14 @@ func LoadFile(path string) (*Config, error) {
 	return Load(path, data)
 }
 
+// ErrEmpty is the error for a configuration file with nothing in it. Such
+// a file is far more often one cut short (an editor or a tool writing it in
+// place, a full disk) than one meant to set every default, and a file of
+// defaults protects nothing; `{}` says so explicitly.
+var ErrEmpty = errors.New("the file is empty (probably truncated or still being written); write {} to run with every default")
+
 // Load decodes and validates configuration bytes; name is used in errors.
+// Bytes holding no YAML value (nothing, comments, null) are ErrEmpty.
 func Load(name string, data []byte) (*Config, error) {
 	cfg := Default()
 	cfg.File = name
@@ -212,17 +223,19 @@ func Load(name string, data []byte) (*Config, error) {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, &Error{File: name, Err: err}
 	}
-	if doc.Kind != 0 {
-		if err := checkKeys(&doc, reflect.TypeOf(cfg), ""); err != nil {
-			err.(*Error).File = name
-			return nil, err
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return nil, &Error{File: name, Key: yamlErrorKey(err), Err: cleanYAMLError(err)}
-		}
+	if isEmptyDocument(&doc) {
+		return nil, &Error{File: name, Err: ErrEmpty}
 	}
+	if err := checkKeys(&doc, reflect.TypeOf(cfg), ""); err != nil {
+		err.(*Error).File = name
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, &Error{File: name, Key: yamlErrorKey(err), Err: cleanYAMLError(err)}
+	}
+	cfg.stated = statedKeys(&doc)
 	if err := cfg.Validate(); err != nil {
 		var ce *Error
 		if errors.As(err, &ce) {

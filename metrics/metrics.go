@@ -29,7 +29,16 @@ type Metrics struct {
 	AuditEvents        *prometheus.CounterVec // event
 	AuditEventsDropped *prometheus.CounterVec // reason: queue_full, write_error, closed
 
-	ConfigReloads *prometheus.CounterVec // result: success, failure
+	AuditChainHead *Current // hash label; value: the head's sequence number
+
+	ConfigReloads     *prometheus.CounterVec // result: success, failure
+	ProtectionLowered prometheus.Counter
+
+	// What the configuration in force protects.
+	PolicyInfo     *Current             // hash label; value 1
+	PolicyPatterns prometheus.Gauge     // protect patterns
+	PolicyRules    *prometheus.GaugeVec // action: allow, log, hold, block
+	AdminTokens    *prometheus.GaugeVec // role: approver, viewer
 }
 
 // New creates the collectors and registers them on reg. A nil reg leaves
@@ -114,10 +123,32 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "pgmoat_audit_events_dropped_total",
 			Help: "Asynchronous audit events (allowed statements, sessions) lost, by reason (queue_full, write_error, closed).",
 		}, []string{"reason"}),
+		AuditChainHead: NewCurrent("pgmoat_audit_chain_head_sequence",
+			"Sequence number of the last line written to the audit log; the hash label is that line's hash. Recording both elsewhere anchors the chain: lines later cut from the end, or the log rewritten, no longer match.",
+			"hash"),
 		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgmoat_config_reloads_total",
 			Help: "Configuration reloads, by result (success, failure).",
 		}, []string{"result"}),
+		ProtectionLowered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgmoat_config_protection_lowered_total",
+			Help: "Reloads accepted although they lower protection (a protect pattern removed, a rule weakened, an approver added, ...); the audit log's config_changed events say how.",
+		}),
+		PolicyInfo: NewCurrent("pgmoat_policy_info",
+			"Always 1; the hash label fingerprints the protection in force (policy, holds, admin token roles), as GET /api/v1/policy and pgmoat config check show it.",
+			"hash"),
+		PolicyPatterns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pgmoat_policy_protect_patterns",
+			Help: "Protect patterns in the policy in force; 0 means every statement is allowed.",
+		}),
+		PolicyRules: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pgmoat_policy_rules",
+			Help: "Rules in the policy in force, by action (allow, log, hold, block).",
+		}, []string{"action"}),
+		AdminTokens: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pgmoat_admin_tokens",
+			Help: "Admin API tokens configured, by role (approver, viewer).",
+		}, []string{"role"}),
 	}
 	if reg != nil {
 		reg.MustRegister(
@@ -125,7 +156,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			m.UpstreamConnectErrors, m.BytesRelayed, m.RelaySessions, m.EventLoopHandoffs, m.Statements, m.AnalysisDuration,
 			m.AnalysisCache, m.HoldsPending, m.HoldsResolved, m.HoldWaitDuration,
 			m.PreapprovalsUsed, m.WebhookFailures, m.AuditWriteErrors, m.AuditQueueDepth,
-			m.AuditEvents, m.AuditEventsDropped, m.ConfigReloads,
+			m.AuditEvents, m.AuditEventsDropped, m.AuditChainHead, m.ConfigReloads,
+			m.ProtectionLowered, m.PolicyInfo, m.PolicyPatterns, m.PolicyRules, m.AdminTokens,
 		)
 	}
 	return m
