@@ -127,6 +127,10 @@ type Audit struct {
 	Statements string `yaml:"statements"`
 	// Redact replaces literals in recorded statements with placeholders.
 	Redact bool `yaml:"redact"`
+	// MaxStatementBytes bounds the statement text of one event; longer
+	// text is cut and its length and SHA-256 recorded, so that a client
+	// cannot fill the audit disk with huge statements.
+	MaxStatementBytes ByteSize `yaml:"max_statement_bytes"`
 	// QueueSize bounds the events waiting for the writer.
 	QueueSize int `yaml:"queue_size"`
 	// FlushInterval is the longest an allowed-statement event waits in the
@@ -166,10 +170,11 @@ func Default() Config {
 			InTransactionTimeout: Duration(30 * time.Second),
 		},
 		Audit: Audit{
-			Path:          "-",
-			Statements:    "decisions",
-			QueueSize:     4096,
-			FlushInterval: Duration(200 * time.Millisecond),
+			Path:              "-",
+			Statements:        "decisions",
+			MaxStatementBytes: 16 << 10,
+			QueueSize:         4096,
+			FlushInterval:     Duration(200 * time.Millisecond),
 		},
 	}
 }
@@ -353,6 +358,9 @@ func (c *Config) Validate() error {
 	case "decisions", "all":
 	default:
 		return &Error{Key: "audit.statements", Err: fmt.Errorf("unknown value %q (want decisions or all)", c.Audit.Statements)}
+	}
+	if c.Audit.MaxStatementBytes < 256 {
+		return &Error{Key: "audit.max_statement_bytes", Err: fmt.Errorf("must be at least 256B, got %d bytes", c.Audit.MaxStatementBytes)}
 	}
 	if c.Audit.QueueSize < 1 {
 		return &Error{Key: "audit.queue_size", Err: fmt.Errorf("must be at least 1, got %d", c.Audit.QueueSize)}

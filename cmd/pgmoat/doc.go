@@ -9,7 +9,7 @@
 //	pgmoat holds list|show|approve|deny                          held statements (holds.go)
 //	pgmoat approve --file F --ttl D --reason R                   pre-approve a migration (holds.go)
 //	pgmoat preapproval list|revoke                               pre-approvals (holds.go)
-//	pgmoat audit verify FILE...                                  check the audit log's hash chain (audit.go)
+//	pgmoat audit verify [--from-genesis] FILE...                 check the audit log's hash chain, print its head (audit.go)
 //	pgmoat version
 //
 // Exit status: 0 success; 1 findings (check: something would be blocked or
