@@ -69,6 +69,16 @@ type Limits struct {
 	MaxMessageSize ByteSize `yaml:"max_message_size"`
 	// DrainTimeout is how long SIGTERM waits for sessions to finish.
 	DrainTimeout Duration `yaml:"drain_timeout"`
+	// AnalysisStatements and AnalysisTime bound the analysis of one client
+	// message: past either, the message is refused unanalysed (as
+	// unparseable), so that no message costs more than that much CPU.
+	AnalysisStatements int      `yaml:"analysis_statements"`
+	AnalysisTime       Duration `yaml:"analysis_time"`
+}
+
+// Rules returns the analysis limits for rules.Engine.
+func (l Limits) Rules() rules.Limits {
+	return rules.Limits{MaxStatements: l.AnalysisStatements, MaxTime: l.AnalysisTime.Std()}
 }
 
 // Log configures pgmoat's operational log (not the audit log).
@@ -160,6 +170,9 @@ func Default() Config {
 			ConnectTimeout: Duration(5 * time.Second),
 			MaxMessageSize: 64 << 20,
 			DrainTimeout:   Duration(30 * time.Second),
+			// rules.DefaultLimits: about two seconds of CPU.
+			AnalysisStatements: rules.DefaultLimits.MaxStatements,
+			AnalysisTime:       Duration(rules.DefaultLimits.MaxTime),
 		},
 		Log:   Log{Level: "info", Format: "text"},
 		Admin: Admin{Listen: "127.0.0.1:6433"},
@@ -276,10 +289,14 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxConnections < 1 {
 		return &Error{Key: "limits.max_connections", Err: fmt.Errorf("must be at least 1, got %d", c.Limits.MaxConnections)}
 	}
+	if c.Limits.AnalysisStatements < 1 {
+		return &Error{Key: "limits.analysis_statements", Err: fmt.Errorf("must be at least 1, got %d", c.Limits.AnalysisStatements)}
+	}
 	for key, d := range map[string]Duration{
 		"limits.startup_timeout": c.Limits.StartupTimeout,
 		"limits.connect_timeout": c.Limits.ConnectTimeout,
 		"limits.drain_timeout":   c.Limits.DrainTimeout,
+		"limits.analysis_time":   c.Limits.AnalysisTime,
 	} {
 		if d <= 0 {
 			return &Error{Key: key, Err: fmt.Errorf("must be positive, got %s", d)}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgmoat/pgmoat/approvals"
 	"github.com/pgmoat/pgmoat/audit"
 	"github.com/pgmoat/pgmoat/proxy"
 	"github.com/pgmoat/pgmoat/rules"
@@ -127,10 +128,29 @@ func (c *conn) intercept(ctx context.Context, m *proxy.ClientMessage) (proxy.Ver
 	return proxy.Verdict{}, nil
 }
 
+// watchBytes is the length from which a message may take long enough to
+// analyse (a millisecond and more) that pgmoat watches the client
+// meanwhile, and stops the analysis when the client goes.
+const watchBytes = 64 << 10
+
 // judgeText judges the SQL of a Query ('Q') or Parse ('P', statement name
 // stmt) and carries out the decision.
 func (c *conn) judgeText(ctx context.Context, typ byte, sql, stmt string) (proxy.Verdict, error) {
-	res := c.judge(func(rs *rules.Session) *rules.Result { return c.e.engine.Judge(rs, sql) })
+	actx, stop := ctx, func() {} // actx ends with the session
+	if len(sql) >= watchBytes {
+		var cancel context.CancelCauseFunc
+		actx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		stop = c.ps.WatchClient(func() { cancel(approvals.ErrClientDisconnect) })
+	}
+	res := c.judge(func(rs *rules.Session) *rules.Result { return c.e.engine.JudgeContext(actx, rs, sql) })
+	stop() // before a hold watches the client in its turn
+	if actx.Err() != nil {
+		// The analysis may have stopped short: nothing of the message is
+		// forwarded, and the session ends (the client is gone, or pgmoat
+		// is shutting down).
+		return proxy.Verdict{}, proxy.Refuse("08006", "pgmoat stopped analysing the message: "+context.Cause(actx).Error(), "")
+	}
 	if res.Action == rules.Allow || res.Action == rules.Log {
 		if res.Action == rules.Log {
 			if err := c.recordDecision(res, "log"); err != nil {

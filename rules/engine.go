@@ -1,11 +1,14 @@
 package rules
 
 import (
+	"context"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
@@ -77,7 +80,7 @@ type Engine struct {
 	catMu  sync.Mutex
 	cache  *cache
 	fast   *cache
-	limits Limits
+	limits atomic.Pointer[Limits]
 }
 
 // catalogEntry is what pgmoat knows of one database's relations: the
@@ -103,13 +106,8 @@ type EngineOptions struct {
 
 // NewEngine returns an engine judging with policy p.
 func NewEngine(p *Policy, opts EngineOptions) *Engine {
-	e := &Engine{limits: opts.Limits}
-	if e.limits.MaxBytes <= 0 {
-		e.limits.MaxBytes = DefaultLimits.MaxBytes
-	}
-	if e.limits.MaxDepth <= 0 {
-		e.limits.MaxDepth = DefaultLimits.MaxDepth
-	}
+	e := &Engine{}
+	e.SetLimits(opts.Limits)
 	if opts.CacheBytes >= 0 {
 		size := opts.CacheBytes
 		if size == 0 {
@@ -131,6 +129,16 @@ func (e *Engine) SetPolicy(p *Policy) { e.pol.Store(p) }
 
 // Policy returns the policy in force.
 func (e *Engine) Policy() *Policy { return e.pol.Load() }
+
+// SetLimits replaces the limits (config reload); zero fields take
+// DefaultLimits. They apply from the next message on.
+func (e *Engine) SetLimits(l Limits) {
+	l = l.withDefaults()
+	e.limits.Store(&l)
+}
+
+// Limits returns the limits in force.
+func (e *Engine) Limits() Limits { return *e.limits.Load() }
 
 // SetCatalog installs what pgmoat knows of database's schema (nil removes
 // it, and what Learn learnt). See Catalog. What Learn learnt and c does not
@@ -204,6 +212,15 @@ func (e *Engine) catalog(db string) *catalogEntry { return (*e.cats.Load())[db] 
 // change s: apply each statement's Changes with s.Apply once the server
 // has run the statement.
 func (e *Engine) Judge(s *Session, sql string) *Result {
+	return e.JudgeContext(context.Background(), s, sql)
+}
+
+// JudgeContext is Judge for a message whose analysis should stop when ctx
+// ends (the session is gone): the result is then an unparseable verdict
+// saying so (a *StoppedError), which blocks while anything is protected.
+// A message past the analysis budget (Limits.MaxStatements, MaxTime) is
+// refused the same way, with a *BudgetError naming the limit.
+func (e *Engine) JudgeContext(ctx context.Context, s *Session, sql string) *Result {
 	pol := e.pol.Load()
 	ce := e.catalog(s.id.Database)
 	key := s.stateKey(pol, ce)
@@ -215,7 +232,7 @@ func (e *Engine) Judge(s *Session, sql string) *Result {
 			return r
 		}
 	}
-	r, sens := e.full(pol, ce, s, sql, true)
+	r, sens := e.full(ctx, pol, ce, s, sql, true)
 	if e.cache != nil && !sens.state {
 		hit := *r
 		hit.Path = PathCache
@@ -236,7 +253,7 @@ type sensitivity struct{ literal, state bool }
 // protected table, when there is a catalog: the relation may have been
 // made after the snapshot to reach one. Without a catalog every name is
 // unknown, and names are judged by the search path alone.
-func (e *Engine) full(pol *Policy, ce *catalogEntry, s *Session, sql string, strict bool) (*Result, sensitivity) {
+func (e *Engine) full(ctx context.Context, pol *Policy, ce *catalogEntry, s *Session, sql string, strict bool) (*Result, sensitivity) {
 	var cat *Catalog
 	env := newEnv(pol, nil, s.id.User, s.tx.clone())
 	if ce != nil {
@@ -247,19 +264,26 @@ func (e *Engine) full(pol *Policy, ce *catalogEntry, s *Session, sql string, str
 	env.ov = s.ov
 	env.strict = strict && cat != nil
 	r := &Result{Decider: -1}
-	if err := checkBounds(sql, e.limits); err != nil {
-		r.Statements = []*Verdict{unparseable(sql, err)}
-		env.literalSensitive = true
-	} else if tree, err := pg_query.Parse(sql); err != nil {
-		r.Statements = []*Verdict{unparseable(sql, err)}
-		env.literalSensitive = true
-	} else {
-		r.Statements = make([]*Verdict, 0, len(tree.Stmts))
-		for _, raw := range tree.Stmts {
+	lim := e.Limits()
+	cuts, err := scanBounds(sql, lim, chunkBytes)
+	if err == nil {
+		r.Statements = make([]*Verdict, 0, len(cuts)+1)
+		pl := newPlacer(sql)
+		deadline := time.Now().Add(lim.MaxTime)
+		err = parseChunks(ctx, sql, cuts, func(raw *pg_query.RawStmt) error {
+			if lim.MaxStatements >= 0 && len(r.Statements) >= lim.MaxStatements {
+				return &BudgetError{Key: "limits.analysis_statements", Limit: strconv.Itoa(lim.MaxStatements)}
+			}
+			if lim.MaxTime >= 0 && time.Now().After(deadline) {
+				return &BudgetError{Key: "limits.analysis_time", Limit: lim.MaxTime.String()}
+			}
+			if err := ctx.Err(); err != nil {
+				return &StoppedError{Cause: context.Cause(ctx)}
+			}
 			text := stmtSlice(sql, raw)
 			env.changes = nil
 			effects := env.analyzeStmt(stmtText{raw.Stmt, text}, "")
-			v := newVerdict(sql, int(raw.StmtLocation), text)
+			v := newVerdict(&pl, int(raw.StmtLocation), text)
 			v.Effects = effects
 			v.Changes = env.changes
 			for i := range v.Changes {
@@ -268,6 +292,17 @@ func (e *Engine) full(pol *Policy, ce *catalogEntry, s *Session, sql string, str
 				}
 			}
 			r.Statements = append(r.Statements, v)
+			return nil
+		})
+	}
+	if err != nil {
+		r.Statements = []*Verdict{unparseable(sql, err)}
+		env.literalSensitive = true
+		var be *BudgetError
+		var se *StoppedError
+		if errors.As(err, &be) || errors.As(err, &se) {
+			// Not a property of the text alone: never cached.
+			env.stateSensitive = true
 		}
 	}
 	for _, v := range r.Statements {
@@ -278,26 +313,33 @@ func (e *Engine) full(pol *Policy, ce *catalogEntry, s *Session, sql string, str
 }
 
 func unparseable(sql string, err error) *Verdict {
-	v := newVerdict(sql, 0, sql)
-	v.Effects = []Effect{{Op: OpUnparseable, Object: everything(), What: "statement pgmoat cannot parse (" + err.Error() + ")"}}
+	pl := newPlacer(sql)
+	v := newVerdict(&pl, 0, sql)
+	what := "statement pgmoat cannot parse (" + err.Error() + ")"
+	var be *BudgetError
+	var se *StoppedError
+	if errors.As(err, &be) || errors.As(err, &se) {
+		what = "message pgmoat did not analyse to its end: " + err.Error()
+	}
+	v.Effects = []Effect{{Op: OpUnparseable, Object: everything(), What: what}}
 	return v
 }
 
 // newVerdict places the statement text (trimmed) within the message.
-func newVerdict(msg string, start int, text string) *Verdict {
+func newVerdict(pl *placer, start int, text string) *Verdict {
 	v := new(Verdict)
-	placeVerdict(v, msg, start, text)
+	placeVerdict(v, pl, start, text)
 	return v
 }
 
-func placeVerdict(v *Verdict, msg string, start int, text string) {
+func placeVerdict(v *Verdict, pl *placer, start int, text string) {
 	lead, end := skipLeadingComments(text), len(text)
 	for end > lead && isSpace(text[end-1]) {
 		end--
 	}
 	off := start + lead
 	v.Text, v.Offset = text[lead:end], off
-	v.Line, v.Col = position(msg, off)
+	v.Line, v.Col = pl.position(off)
 }
 
 // skipLeadingComments returns the offset of text's first token: a
@@ -344,15 +386,32 @@ func skipLeadingComments(text string) int {
 	return i
 }
 
-func position(s string, off int) (line, col int) {
-	line, lineStart := 1, 0
-	for i := 0; i < off && i < len(s); i++ {
-		if s[i] == '\n' {
-			line++
-			lineStart = i + 1
-		}
+// placer finds the line and column of the statements of one message, in
+// the order they come: each call scans on from where the last one stopped.
+// Scanning from the start of the message for every statement made a
+// message of n statements cost n² (100k statements: minutes).
+type placer struct {
+	msg       string
+	off       int // bytes before off are counted
+	line      int // line of off, 1-based
+	lineStart int // offset of that line's first byte
+}
+
+func newPlacer(msg string) placer { return placer{msg: msg, line: 1} }
+
+// position returns the 1-based line and column (in bytes) of offset off.
+func (p *placer) position(off int) (line, col int) {
+	off = min(max(off, 0), len(p.msg))
+	if off < p.off {
+		*p = newPlacer(p.msg) // not in order: start again
 	}
-	return line, off - lineStart + 1
+	seg := p.msg[p.off:off]
+	if n := strings.Count(seg, "\n"); n > 0 {
+		p.line += n
+		p.lineStart = p.off + strings.LastIndexByte(seg, '\n') + 1
+	}
+	p.off = off
+	return p.line, off - p.lineStart + 1
 }
 
 func (r *Result) finish() {
