@@ -69,6 +69,10 @@ type Limits struct {
 	MaxMessageSize ByteSize `yaml:"max_message_size"`
 	// DrainTimeout is how long SIGTERM waits for sessions to finish.
 	DrainTimeout Duration `yaml:"drain_timeout"`
+	// EventLoops is how many threads relay plain-socket sessions in epoll
+	// event loops (Linux): EventLoopsAuto, or a number; 0 turns the event
+	// loop off, and every session has goroutines of its own.
+	EventLoops EventLoops `yaml:"event_loops"`
 	// AnalysisStatements and AnalysisTime bound the analysis of one client
 	// message: past either, the message is refused unanalysed (as
 	// unparseable), so that no message costs more than that much CPU.
@@ -170,6 +174,7 @@ func Default() Config {
 			ConnectTimeout: Duration(5 * time.Second),
 			MaxMessageSize: 64 << 20,
 			DrainTimeout:   Duration(30 * time.Second),
+			EventLoops:     EventLoopsAuto,
 			// rules.DefaultLimits: about two seconds of CPU.
 			AnalysisStatements: rules.DefaultLimits.MaxStatements,
 			AnalysisTime:       Duration(rules.DefaultLimits.MaxTime),
@@ -304,6 +309,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxMessageSize < 1024 {
 		return &Error{Key: "limits.max_message_size", Err: fmt.Errorf("must be at least 1KiB, got %d bytes", c.Limits.MaxMessageSize)}
+	}
+	if n := c.Limits.EventLoops; n < EventLoopsAuto || n > maxEventLoops {
+		return &Error{Key: "limits.event_loops", Err: fmt.Errorf("must be auto or 0 to %d, got %d", maxEventLoops, n)}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -30,7 +30,7 @@ func TestAnalysisBudget(t *testing.T) {
 	c := pgtest.Get(t)
 	db := c.NewDatabase(t)
 	c.Exec(t, db, "CREATE TABLE users(id int); CREATE TABLE events(id int)")
-	m := moattest.Start(t, c, moattest.Options{Config: "limits:\n  analysis_statements: 1000\npolicy:\n  protect: [public.users]\n"})
+	m := moattest.Start(t, c, moattest.Options{Limits: []string{"analysis_statements: 1000"}, Config: "policy:\n  protect: [public.users]\n"})
 	conn := connect(t, m.SuperConnString(db), simpleProtocol)
 	mustExec(t, conn, manyInserts(1000))
 	_, err := conn.Exec(context.Background(), manyInserts(1001))
