@@ -67,6 +67,12 @@ type Limits struct {
 	ConnectTimeout Duration `yaml:"connect_timeout"`
 	// MaxMessageSize is the largest protocol message accepted from a client.
 	MaxMessageSize ByteSize `yaml:"max_message_size"`
+	// MessageMemory bounds the memory all sessions together spend on
+	// client messages larger than a session's 16 KiB read buffer while
+	// pgmoat holds them (reads, judges, forwards or holds them). A session
+	// whose message would pass it waits; after 30 seconds it ends with
+	// 53200. At least MaxMessageSize.
+	MessageMemory ByteSize `yaml:"message_memory"`
 	// DrainTimeout is how long SIGTERM waits for sessions to finish.
 	DrainTimeout Duration `yaml:"drain_timeout"`
 	// EventLoops is how many threads relay plain-socket sessions in epoll
@@ -173,6 +179,7 @@ func Default() Config {
 			StartupTimeout: Duration(10 * time.Second),
 			ConnectTimeout: Duration(5 * time.Second),
 			MaxMessageSize: 64 << 20,
+			MessageMemory:  256 << 20,
 			DrainTimeout:   Duration(30 * time.Second),
 			EventLoops:     EventLoopsAuto,
 			// rules.DefaultLimits: about two seconds of CPU.
@@ -309,6 +316,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxMessageSize < 1024 {
 		return &Error{Key: "limits.max_message_size", Err: fmt.Errorf("must be at least 1KiB, got %d bytes", c.Limits.MaxMessageSize)}
+	}
+	if c.Limits.MessageMemory < c.Limits.MaxMessageSize {
+		return &Error{Key: "limits.message_memory", Err: fmt.Errorf("must be at least limits.max_message_size (%d bytes), got %d bytes: a message of the largest size must fit", c.Limits.MaxMessageSize, c.Limits.MessageMemory)}
 	}
 	if n := c.Limits.EventLoops; n < EventLoopsAuto || n > maxEventLoops {
 		return &Error{Key: "limits.event_loops", Err: fmt.Errorf("must be auto or 0 to %d, got %d", maxEventLoops, n)}

@@ -31,13 +31,13 @@ func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayB
 		if err != nil {
 			return proxy.MessageVerdict{}, err
 		}
-		return st.statement(ctx, m.Type, sql, nil, mayBlock)
+		return st.statement(ctx, m.Type, m.Text(sql), nil, mayBlock)
 	case 'P':
 		name, sql, err := m.ParseStatement()
 		if err != nil {
 			return proxy.MessageVerdict{}, err
 		}
-		return st.statement(ctx, m.Type, sql, name, mayBlock)
+		return st.statement(ctx, m.Type, m.Text(sql), name, mayBlock)
 	case 'B':
 		portal, stmt, err := m.BindNames()
 		if err != nil {
@@ -84,8 +84,7 @@ const watchBytes = 64 << 10
 
 // statement judges the SQL of a Query ('Q'), or of a Parse ('P') that
 // prepares statement name, and carries out the decision.
-func (st *sessionState) statement(ctx context.Context, typ byte, sql, name []byte, mayBlock bool) (proxy.MessageVerdict, error) {
-	text := string(sql)
+func (st *sessionState) statement(ctx context.Context, typ byte, text string, name []byte, mayBlock bool) (proxy.MessageVerdict, error) {
 	actx, stop := ctx, func() {} // actx ends with the session
 	if mayBlock && len(text) >= watchBytes {
 		var cancel context.CancelCauseFunc

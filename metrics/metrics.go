@@ -13,6 +13,8 @@ type Metrics struct {
 	BytesRelayed              *prometheus.CounterVec // direction: client_to_server, server_to_client
 	RelaySessions             *prometheus.GaugeVec   // mode: event_loop, goroutines
 	EventLoopHandoffs         *prometheus.CounterVec // reason: large_message, interceptor, backpressure, epoll
+	MessageMemory             prometheus.Gauge       // bytes of large client messages held (limits.message_memory)
+	MessageMemoryWaits        *prometheus.CounterVec // outcome: granted, refused
 
 	Statements       *prometheus.CounterVec // decision: allow, log, block, hold; operation: none, drop, truncate, ...
 	AnalysisDuration prometheus.Histogram
@@ -73,6 +75,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "pgmoat_event_loop_handoffs_total",
 			Help: "Sessions the event loop handed to the goroutine relay, by reason: large_message (larger than the 16 KiB buffer), interceptor (a statement to block, hold or log), backpressure (a peer not reading), epoll (registration failed).",
 		}, []string{"reason"}),
+		MessageMemory: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pgmoat_message_memory_bytes",
+			Help: "Bytes of client messages larger than a session's read buffer that pgmoat holds now, against limits.message_memory.",
+		}),
+		MessageMemoryWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgmoat_message_memory_waits_total",
+			Help: "Large client messages that had to wait for limits.message_memory, by outcome: granted (after a wait), refused (the session ended with 53200).",
+		}, []string{"outcome"}),
 		Statements: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgmoat_statements_total",
 			Help: "Statements judged, by decision and by the most severe operation found.",
@@ -153,7 +163,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(
 			m.ClientConnectionsOpen, m.ClientConnectionsTotal, m.ClientConnectionsRejected,
-			m.UpstreamConnectErrors, m.BytesRelayed, m.RelaySessions, m.EventLoopHandoffs, m.Statements, m.AnalysisDuration,
+			m.UpstreamConnectErrors, m.BytesRelayed, m.RelaySessions, m.EventLoopHandoffs, m.MessageMemory, m.MessageMemoryWaits, m.Statements, m.AnalysisDuration,
 			m.AnalysisCache, m.HoldsPending, m.HoldsResolved, m.HoldWaitDuration,
 			m.PreapprovalsUsed, m.WebhookFailures, m.AuditWriteErrors, m.AuditQueueDepth,
 			m.AuditEvents, m.AuditEventsDropped, m.AuditChainHead, m.ConfigReloads,

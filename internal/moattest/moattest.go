@@ -249,6 +249,9 @@ func (m *Moat) Stop() error {
 	return m.exitErr
 }
 
+// PID is the pgmoat process's id, to read its /proc entries.
+func (m *Moat) PID() int { return m.cmd.Process.Pid }
+
 // Done is closed when pgmoat has exited.
 func (m *Moat) Done() <-chan struct{} { return m.done }
 
