@@ -337,3 +337,45 @@ func policyHash(t *testing.T, fams map[string]*dto.MetricFamily) string {
 	t.Fatal("pgmoat_policy_info has no hash label")
 	return ""
 }
+
+// TestReloadLoweringProtectionNeedsTheAuditLog: with the audit log failing
+// (its path leads to /dev/full), a reload that lowers protection is
+// refused, since it could not be recorded, and DROP stays blocked; one that
+// only adds protection takes effect.
+func TestReloadLoweringProtectionNeedsTheAuditLog(t *testing.T) {
+	c := pgtest.Get(t)
+	db := c.NewDatabase(t)
+	c.Exec(t, db, "CREATE TABLE users(id int); CREATE TABLE orders(id int)")
+	m := moattest.Start(t, c, moattest.Options{Config: protectUsers})
+	conn := connect(t, m.SuperConnString(db))
+	full, err := os.ReadFile(m.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := strings.TrimSuffix(string(full), protectUsers)
+	if err := os.Rename(m.AuditPath, m.AuditPath+".before"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/full", m.AuditPath); err != nil {
+		t.Fatal(err)
+	}
+	reopenAudit(t, m)
+	approver := &admin.Client{BaseURL: m.AdminURL, Token: moattest.ApproverToken}
+
+	writeFile(t, m.ConfigPath, base+"policy: {protect: []}\n")
+	var apiErr *admin.APIError
+	if err := approver.Reload(context.Background()); !errors.As(err, &apiErr) || !strings.Contains(apiErr.Message, "audit log cannot record it") {
+		t.Errorf("reload lowering protection with the audit log down: %v, want it refused", err)
+	}
+	if _, err := conn.Exec(context.Background(), "DROP TABLE users"); stateOf(err) != "42501" {
+		t.Errorf("DROP TABLE users after the refused reload: err = %v, want 42501", err)
+	}
+
+	writeFile(t, m.ConfigPath, base+"policy: {protect: [public.users, public.orders]}\n")
+	if err := approver.Reload(context.Background()); err != nil {
+		t.Errorf("reload adding protection with the audit log down: %v", err)
+	}
+	if _, err := conn.Exec(context.Background(), "DROP TABLE orders"); stateOf(err) != "42501" {
+		t.Errorf("DROP TABLE orders after protecting it: err = %v, want 42501", err)
+	}
+}
