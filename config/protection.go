@@ -48,14 +48,16 @@ type TokenRole struct {
 // GuardedSections are the sections a reload may not drop: when the running
 // configuration's file states one and the new file does not, the new file
 // is taken for a truncated one and refused. Removing one takes an explicit
-// empty value (EmptyForm).
-var GuardedSections = []string{"policy", "policy.protect", "policy.rules", "admin.tokens", "holds"}
+// empty value (EmptyForm). policy.rules is not among them: without rules
+// the defaults block every destructive statement on a protected table, so
+// losing them never lowers protection (and removing them is how a policy
+// is tightened).
+var GuardedSections = []string{"policy", "policy.protect", "admin.tokens", "holds"}
 
 // EmptyForm is how the file states a guarded section empty on purpose.
 var EmptyForm = map[string]string{
 	"policy":         "policy: {protect: []}",
 	"policy.protect": "protect: [] under policy",
-	"policy.rules":   "rules: [] under policy",
 	"admin.tokens":   "tokens: [] under admin",
 	"holds":          "holds: {}",
 }
