@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgmoat/pgmoat/approvals"
+	"github.com/pgmoat/pgmoat/config"
 )
 
 // Request body limits: a reason is short; a pre-approval may carry a whole
@@ -46,6 +47,17 @@ type PreApprovalBody struct {
 	// MaxUses limits how many statements it lets through in all (0: no
 	// limit).
 	MaxUses int `json:"max_uses,omitempty"`
+}
+
+// PolicyBody is the body of GET /api/v1/policy: the protection in force
+// (policy, holds, admin token names and roles; never a secret), its hash
+// as pgmoat_policy_info shows it, and the file it was loaded from.
+// `pgmoat config check --against` compares a file with it.
+type PolicyBody struct {
+	Hash    string `json:"hash"`
+	File    string `json:"file,omitempty"`
+	Summary string `json:"summary"`
+	config.Protection
 }
 
 // ErrorBody is the body of every error response.
@@ -184,6 +196,16 @@ func (s *Server) reloadConfig(w http.ResponseWriter, r *http.Request, who identi
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
+}
+
+func (s *Server) policy(w http.ResponseWriter, _ *http.Request, _ identity) {
+	if s.inForce == nil {
+		writeError(w, http.StatusNotImplemented, "the policy is not available")
+		return
+	}
+	cfg := s.inForce()
+	p := cfg.Protection()
+	writeJSON(w, http.StatusOK, PolicyBody{Hash: p.Hash(), File: cfg.File, Summary: p.Summary(), Protection: p})
 }
 
 // decodeBody decodes a JSON object into v, strictly: unknown fields (an

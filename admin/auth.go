@@ -66,6 +66,13 @@ func loadTokens(cfg config.Admin) ([]token, error) {
 	return toks, nil
 }
 
+// CheckTokens reads every token's secret as New and SetConfig do, and
+// returns the error they would; `pgmoat config check --secrets` uses it.
+func CheckTokens(cfg config.Admin) error {
+	_, err := loadTokens(cfg)
+	return err
+}
+
 // lookup finds the token whose secret is presented. It compares against
 // every token in constant time, so neither the match nor its position
 // shows in the response time.

@@ -131,6 +131,15 @@ func (c *Client) Reload(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, "/api/v1/reload", nil, nil)
 }
 
+// Policy returns the protection in force on the instance.
+func (c *Client) Policy(ctx context.Context) (*PolicyBody, error) {
+	var out PolicyBody
+	if err := c.do(ctx, http.MethodGet, "/api/v1/policy", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	base := strings.TrimRight(c.BaseURL, "/")
 	if base == "" {

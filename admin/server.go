@@ -39,7 +39,10 @@ type Options struct {
 	SessionKey []byte
 	// AuditPath is audit.path, which the console's audit trail reads.
 	AuditPath string
-	Logger    *slog.Logger
+	// InForce returns the configuration in force, for GET
+	// /api/v1/policy; nil makes that endpoint answer 501.
+	InForce func() *config.Config
+	Logger  *slog.Logger
 }
 
 // Server is the admin HTTP server.
@@ -48,6 +51,7 @@ type Server struct {
 	ready        func(context.Context) error
 	readyTimeout time.Duration
 	reload       func() error
+	inForce      func() *config.Config
 	log          *slog.Logger
 	tokens       atomic.Pointer[[]token]
 	mux          *http.ServeMux
@@ -70,6 +74,7 @@ func New(opts Options) (*Server, error) {
 		ready:        opts.Ready,
 		readyTimeout: opts.ReadyTimeout,
 		reload:       opts.Reload,
+		inForce:      opts.InForce,
 		log:          opts.Logger,
 		mux:          http.NewServeMux(),
 		sessionKey:   opts.SessionKey,
@@ -119,6 +124,7 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /ui/", s.console)
 	s.mux.HandleFunc("POST /ui/login", s.login)
 	s.mux.Handle("POST /ui/logout", s.auth(viewer, s.logout))
+	s.mux.Handle("GET /api/v1/policy", s.auth(viewer, s.policy))
 
 	s.http = &http.Server{
 		Handler:           s,

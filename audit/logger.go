@@ -61,10 +61,12 @@ type Logger struct {
 	all      atomic.Bool // audit.statements: all
 	redact   atomic.Bool
 	interval atomic.Int64 // audit.flush_interval, in nanoseconds
-	log      *slog.Logger
-	m        *metrics.Metrics
-	clock    func() time.Time
-	instance string
+	// maxStatement is audit.max_statement_bytes.
+	maxStatement atomic.Int64
+	log          *slog.Logger
+	m            *metrics.Metrics
+	clock        func() time.Time
+	instance     string
 
 	queue  chan entry
 	quit   chan struct{} // closed by Close
@@ -121,6 +123,10 @@ func Open(cfg config.Audit, opts Options) (*Logger, error) {
 	l.all.Store(cfg.Statements == "all")
 	l.redact.Store(cfg.Redact)
 	l.interval.Store(int64(cfg.FlushInterval))
+	l.maxStatement.Store(int64(cfg.MaxStatementBytes))
+	if cfg.MaxStatementBytes <= 0 {
+		l.maxStatement.Store(int64(config.Default().Audit.MaxStatementBytes))
+	}
 	if l.disabled {
 		close(l.exited)
 		return l, nil
@@ -245,7 +251,8 @@ func (l *Logger) Reopen() error {
 }
 
 // Apply takes the audit section of a reloaded configuration: statements,
-// redact and flush_interval apply from the next event on. path and
+// redact, max_statement_bytes and flush_interval apply from the next event
+// on. path and
 // queue_size cannot change while pgmoat runs; when they differ, Apply
 // keeps the current ones and returns an error naming them, so that the
 // reload can say a restart is needed.
@@ -262,6 +269,9 @@ func (l *Logger) Apply(cfg config.Audit) error {
 	}
 	l.all.Store(cfg.Statements == "all")
 	l.redact.Store(cfg.Redact)
+	if cfg.MaxStatementBytes > 0 {
+		l.maxStatement.Store(int64(cfg.MaxStatementBytes))
+	}
 	if cfg.FlushInterval > 0 {
 		l.interval.Store(int64(cfg.FlushInterval))
 	}
@@ -296,8 +306,9 @@ func (l *Logger) prepare(ev *Event) ([]byte, error) {
 	}
 	ev.Instance = l.instance
 	if l.redact.Load() && ev.Statement != "" {
-		ev.Statement = redact(ev.Statement)
+		ev.Statement = redactBounded(ev.Statement)
 	}
+	bound(ev, int(l.maxStatement.Load()))
 	return encode(ev)
 }
 

@@ -42,6 +42,10 @@ type Config struct {
 	CompiledPolicy *rules.Policy `yaml:"-"`
 	// File is the file the configuration was read from ("" for defaults).
 	File string `yaml:"-"`
+	// stated holds the dotted keys (two levels deep: "policy",
+	// "policy.protect") to which the file gives a value other than null.
+	// The reload rule (CheckReload) compares them.
+	stated map[string]bool
 }
 
 // TLS configures client-facing TLS termination. Both or neither are set.
@@ -65,12 +69,28 @@ type Limits struct {
 	ConnectTimeout Duration `yaml:"connect_timeout"`
 	// MaxMessageSize is the largest protocol message accepted from a client.
 	MaxMessageSize ByteSize `yaml:"max_message_size"`
+	// MessageMemory bounds the memory all sessions together spend on
+	// client messages larger than a session's 16 KiB read buffer while
+	// pgmoat holds them (reads, judges, forwards or holds them). A session
+	// whose message would pass it waits; after 30 seconds it ends with
+	// 53200. At least MaxMessageSize.
+	MessageMemory ByteSize `yaml:"message_memory"`
 	// DrainTimeout is how long SIGTERM waits for sessions to finish.
 	DrainTimeout Duration `yaml:"drain_timeout"`
 	// EventLoops is how many threads relay plain-socket sessions in epoll
 	// event loops (Linux): EventLoopsAuto, or a number; 0 turns the event
 	// loop off, and every session has goroutines of its own.
 	EventLoops EventLoops `yaml:"event_loops"`
+	// AnalysisStatements and AnalysisTime bound the analysis of one client
+	// message: past either, the message is refused unanalysed (as
+	// unparseable), so that no message costs more than that much CPU.
+	AnalysisStatements int      `yaml:"analysis_statements"`
+	AnalysisTime       Duration `yaml:"analysis_time"`
+}
+
+// Rules returns the analysis limits for rules.Engine.
+func (l Limits) Rules() rules.Limits {
+	return rules.Limits{MaxStatements: l.AnalysisStatements, MaxTime: l.AnalysisTime.Std()}
 }
 
 // Log configures pgmoat's operational log (not the audit log).
@@ -159,6 +179,10 @@ type Audit struct {
 	Statements string `yaml:"statements"`
 	// Redact replaces literals in recorded statements with placeholders.
 	Redact bool `yaml:"redact"`
+	// MaxStatementBytes bounds the statement text of one event; longer
+	// text is cut and its length and SHA-256 recorded, so that a client
+	// cannot fill the audit disk with huge statements.
+	MaxStatementBytes ByteSize `yaml:"max_statement_bytes"`
 	// QueueSize bounds the events waiting for the writer.
 	QueueSize int `yaml:"queue_size"`
 	// FlushInterval is the longest an allowed-statement event waits in the
@@ -187,8 +211,12 @@ func Default() Config {
 			StartupTimeout: Duration(10 * time.Second),
 			ConnectTimeout: Duration(5 * time.Second),
 			MaxMessageSize: 64 << 20,
+			MessageMemory:  256 << 20,
 			DrainTimeout:   Duration(30 * time.Second),
 			EventLoops:     EventLoopsAuto,
+			// rules.DefaultLimits: about two seconds of CPU.
+			AnalysisStatements: rules.DefaultLimits.MaxStatements,
+			AnalysisTime:       Duration(rules.DefaultLimits.MaxTime),
 		},
 		Log:   Log{Level: "info", Format: "text"},
 		Admin: Admin{Listen: "127.0.0.1:6433", SessionTTL: Duration(8 * time.Hour)},
@@ -205,10 +233,11 @@ func Default() Config {
 			Timeout:      Duration(5 * time.Second),
 		},
 		Audit: Audit{
-			Path:          "-",
-			Statements:    "decisions",
-			QueueSize:     4096,
-			FlushInterval: Duration(200 * time.Millisecond),
+			Path:              "-",
+			Statements:        "decisions",
+			MaxStatementBytes: 16 << 10,
+			QueueSize:         4096,
+			FlushInterval:     Duration(200 * time.Millisecond),
 		},
 	}
 }
@@ -247,7 +276,14 @@ func LoadFile(path string) (*Config, error) {
 	return Load(path, data)
 }
 
+// ErrEmpty is the error for a configuration file with nothing in it. Such
+// a file is far more often one cut short (an editor or a tool writing it in
+// place, a full disk) than one meant to set every default, and a file of
+// defaults protects nothing; `{}` says so explicitly.
+var ErrEmpty = errors.New("the file is empty (probably truncated or still being written); write {} to run with every default")
+
 // Load decodes and validates configuration bytes; name is used in errors.
+// Bytes holding no YAML value (nothing, comments, null) are ErrEmpty.
 func Load(name string, data []byte) (*Config, error) {
 	cfg := Default()
 	cfg.File = name
@@ -255,17 +291,19 @@ func Load(name string, data []byte) (*Config, error) {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, &Error{File: name, Err: err}
 	}
-	if doc.Kind != 0 {
-		if err := checkKeys(&doc, reflect.TypeOf(cfg), ""); err != nil {
-			err.(*Error).File = name
-			return nil, err
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return nil, &Error{File: name, Key: yamlErrorKey(err), Err: cleanYAMLError(err)}
-		}
+	if isEmptyDocument(&doc) {
+		return nil, &Error{File: name, Err: ErrEmpty}
 	}
+	if err := checkKeys(&doc, reflect.TypeOf(cfg), ""); err != nil {
+		err.(*Error).File = name
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, &Error{File: name, Key: yamlErrorKey(err), Err: cleanYAMLError(err)}
+	}
+	cfg.stated = statedKeys(&doc)
 	if err := cfg.Validate(); err != nil {
 		var ce *Error
 		if errors.As(err, &ce) {
@@ -301,10 +339,14 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxConnections < 1 {
 		return &Error{Key: "limits.max_connections", Err: fmt.Errorf("must be at least 1, got %d", c.Limits.MaxConnections)}
 	}
+	if c.Limits.AnalysisStatements < 1 {
+		return &Error{Key: "limits.analysis_statements", Err: fmt.Errorf("must be at least 1, got %d", c.Limits.AnalysisStatements)}
+	}
 	for key, d := range map[string]Duration{
 		"limits.startup_timeout": c.Limits.StartupTimeout,
 		"limits.connect_timeout": c.Limits.ConnectTimeout,
 		"limits.drain_timeout":   c.Limits.DrainTimeout,
+		"limits.analysis_time":   c.Limits.AnalysisTime,
 	} {
 		if d <= 0 {
 			return &Error{Key: key, Err: fmt.Errorf("must be positive, got %s", d)}
@@ -312,6 +354,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxMessageSize < 1024 {
 		return &Error{Key: "limits.max_message_size", Err: fmt.Errorf("must be at least 1KiB, got %d bytes", c.Limits.MaxMessageSize)}
+	}
+	if c.Limits.MessageMemory < c.Limits.MaxMessageSize {
+		return &Error{Key: "limits.message_memory", Err: fmt.Errorf("must be at least limits.max_message_size (%d bytes), got %d bytes: a message of the largest size must fit", c.Limits.MaxMessageSize, c.Limits.MessageMemory)}
 	}
 	if n := c.Limits.EventLoops; n < EventLoopsAuto || n > maxEventLoops {
 		return &Error{Key: "limits.event_loops", Err: fmt.Errorf("must be auto or 0 to %d, got %d", maxEventLoops, n)}
@@ -406,6 +451,9 @@ func (c *Config) Validate() error {
 	case "decisions", "all":
 	default:
 		return &Error{Key: "audit.statements", Err: fmt.Errorf("unknown value %q (want decisions or all)", c.Audit.Statements)}
+	}
+	if c.Audit.MaxStatementBytes < 256 {
+		return &Error{Key: "audit.max_statement_bytes", Err: fmt.Errorf("must be at least 256B, got %d bytes", c.Audit.MaxStatementBytes)}
 	}
 	if c.Audit.QueueSize < 1 {
 		return &Error{Key: "audit.queue_size", Err: fmt.Errorf("must be at least 1, got %d", c.Audit.QueueSize)}

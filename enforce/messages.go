@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgmoat/pgmoat/approvals"
 	"github.com/pgmoat/pgmoat/proxy"
 	"github.com/pgmoat/pgmoat/rules"
 )
@@ -40,13 +41,13 @@ func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayB
 				return proxy.MessageVerdict{}, err
 			}
 		}
-		return st.statement(ctx, m.Type, sql, nil, mayBlock)
+		return st.statement(ctx, m.Type, m.Text(sql), nil, mayBlock)
 	case 'P':
 		name, sql, err := m.ParseStatement()
 		if err != nil {
 			return proxy.MessageVerdict{}, err
 		}
-		return st.statement(ctx, m.Type, sql, name, mayBlock)
+		return st.statement(ctx, m.Type, m.Text(sql), name, mayBlock)
 	case 'B':
 		portal, stmt, err := m.BindNames()
 		if err != nil {
@@ -102,9 +103,16 @@ func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayB
 // passes reports whether a decision lets the message through.
 func passes(res *rules.Result) bool { return res.Action == rules.Allow || res.Action == rules.Log }
 
+// watchBytes is the length from which a message may take long enough to
+// analyse (a millisecond and more) that pgmoat watches the client
+// meanwhile, and stops the analysis when the client goes. (Such a message
+// is always on the blocking path: the event loop hands over messages
+// larger than its 16 KiB buffer.)
+const watchBytes = 64 << 10
+
 // statement judges the SQL of a Query ('Q'), or of a Parse ('P') that
 // prepares statement name, and carries out the decision.
-func (st *sessionState) statement(ctx context.Context, typ byte, sql, name []byte, mayBlock bool) (proxy.MessageVerdict, error) {
+func (st *sessionState) statement(ctx context.Context, typ byte, text string, name []byte, mayBlock bool) (proxy.MessageVerdict, error) {
 	if st.needsReread() {
 		if !mayBlock {
 			return proxy.MessageVerdict{}, errWouldBlock
@@ -113,8 +121,22 @@ func (st *sessionState) statement(ctx context.Context, typ byte, sql, name []byt
 			return proxy.MessageVerdict{}, err
 		}
 	}
-	text := string(sql)
-	res, d := st.analyse(func(rs *rules.Session) *rules.Result { return st.e.engine.Judge(rs, text) })
+	actx, stop := ctx, func() {} // actx ends with the session
+	if mayBlock && len(text) >= watchBytes {
+		var cancel context.CancelCauseFunc
+		actx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		stop = st.client.WatchClient(func() { cancel(approvals.ErrClientDisconnect) })
+	}
+	res, d := st.analyse(func(rs *rules.Session) *rules.Result { return st.e.engine.JudgeContext(actx, rs, text) })
+	stop() // before a hold watches the client in its turn
+	if actx.Err() != nil {
+		// The analysis may have stopped short: nothing of the message is
+		// forwarded, and the session ends (the client is gone, or pgmoat
+		// is shutting down).
+		st.judged(res, d)
+		return proxy.MessageVerdict{}, proxy.Refuse("08006", "pgmoat stopped analysing the message: "+context.Cause(actx).Error(), "")
+	}
 	if res.Action != rules.Allow && !mayBlock {
 		return proxy.MessageVerdict{}, errWouldBlock
 	}

@@ -262,11 +262,19 @@ func (c *clientToServer) tryIntercept(typ byte, n int) error {
 // out its verdict.
 func (c *clientToServer) intercept(typ byte, n int) error {
 	s := c.s
-	raw, err := s.cliR.message(n)
+	if size := int64(5 + n); size > int64(len(s.cliR.small)) {
+		// A buffer of its own, counted against limits.message_memory
+		// until the verdict is carried out (a hold keeps it meanwhile).
+		if err := s.srv.budget.acquire(s.ctx, size); err != nil {
+			return err
+		}
+		defer s.srv.budget.release(size)
+	}
+	raw, owned, err := s.cliR.messageOwned(n)
 	if err != nil {
 		return err
 	}
-	m := ClientMessage{Type: typ, Raw: raw, dec: &s.dec}
+	m := ClientMessage{Type: typ, Raw: raw, dec: &s.dec, owned: owned}
 	v, err := s.icpt.Intercept(s.ctx, s, &m)
 	if err != nil {
 		var (

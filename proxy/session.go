@@ -196,9 +196,10 @@ func (s *ClientSession) WatchClient(onGone func()) (stop func()) {
 		quit  = make(chan struct{})
 	)
 	// The messages the client pipelined behind the held one: what the
-	// reader had buffered, then what arrives. The copier that owns the
-	// reader is blocked in Intercept, so reading its buffer is safe.
-	pending := append([]byte(nil), s.cliR.buf[s.cliR.r:s.cliR.w]...)
+	// reader had buffered (and what an earlier watch during the same
+	// Intercept read), then what arrives. The copier that owns the reader
+	// is blocked in Intercept, so reading its buffer is safe.
+	pending := append(append([]byte(nil), s.cliR.buf[s.cliR.r:s.cliR.w]...), s.cliR.pre...)
 	scanned := 0
 	terminated := func(b []byte) bool {
 		for len(b)-scanned >= 5 {

@@ -1,5 +1,7 @@
 package rules
 
+import "context"
+
 // JudgeScript analyses a whole file of SQL (a migration) as `pgmoat check`
 // does: statement by statement, with search_path, role and transactions
 // tracked through the file, without the cache. s supplies the identity
@@ -9,6 +11,6 @@ func (e *Engine) JudgeScript(s *Session, sql string) *Result {
 	pol := e.pol.Load()
 	ce := e.catalog(s.id.Database)
 	s.stateKey(pol, ce) // computes the session's rule mask
-	r, _ := e.full(pol, ce, s, sql, false)
+	r, _ := e.full(context.Background(), pol, ce, s, sql, false)
 	return r
 }

@@ -25,9 +25,18 @@ type Verdict struct {
 }
 
 // Fingerprint returns the statement's pg_query fingerprint, computed on
-// first use (the same value rules.Fingerprints returns for it).
+// first use (the same value rules.Fingerprints returns for it). A text
+// longer than DefaultLimits.MaxBytes has none: libpg_query would parse it
+// whole, at many times its size (it is unparseable anyway, and nothing can
+// be pre-approved for it).
 func (v *Verdict) Fingerprint() (string, error) {
-	v.fpOnce.Do(func() { v.fp, v.fpErr = pg_query.Fingerprint(v.Text) })
+	v.fpOnce.Do(func() {
+		if len(v.Text) > DefaultLimits.MaxBytes {
+			v.fpErr = &BoundsError{Bytes: len(v.Text), Limits: DefaultLimits}
+			return
+		}
+		v.fp, v.fpErr = pg_query.Fingerprint(v.Text)
+	})
 	return v.fp, v.fpErr
 }
 

@@ -10,10 +10,13 @@ import (
 
 func runAudit(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] != "verify" {
-		fmt.Fprintln(stderr, "usage: pgmoat audit verify FILE...\n\nChecks the hash chain of audit log files, given oldest first (rotated files\ncontinue the chain of the file before them). Files of several instances\nsharing a control database are verified as one chain per instance. Exit 0\nwhen intact, 1 at the first broken line, which is named.")
+		fmt.Fprintln(stderr, auditUsage)
 		return exitUsage
 	}
 	fs := newFlagSet("audit verify", stderr)
+	var opts audit.VerifyOptions
+	fs.BoolVar(&opts.FromGenesis, "from-genesis", false, "require the first file to start the log (its first line is the chain's genesis), so that lines cut from the start are a break")
+	fs.Usage = func() { fmt.Fprintln(stderr, auditUsage+"\n\nflags:"); fs.PrintDefaults() }
 	files, err := parseFlags(fs, args[1:])
 	if err != nil {
 		return exitUsage
@@ -24,7 +27,7 @@ func runAudit(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	chains, order := byInstance(files)
 	if len(order) < 2 {
-		return audit.VerifyCommand(stdout, files)
+		return audit.VerifyCommand(stdout, opts, files)
 	}
 	code := exitOK
 	for _, inst := range order {
@@ -33,7 +36,7 @@ func runAudit(_ context.Context, args []string, stdout, stderr io.Writer) int {
 			name = "files without an instance"
 		}
 		fmt.Fprintf(stdout, "%s (%d file(s)):\n", name, len(chains[inst]))
-		if c := audit.VerifyCommand(stdout, chains[inst]); c != exitOK {
+		if c := audit.VerifyCommand(stdout, opts, chains[inst]); c != exitOK {
 			code = c
 		}
 	}
@@ -60,3 +63,11 @@ func byInstance(files []string) (map[string][]string, []string) {
 	}
 	return chains, order
 }
+
+const auditUsage = `usage: pgmoat audit verify [--from-genesis] FILE...
+
+Checks the hash chain of audit log files, given oldest first (rotated files
+continue the chain of the file before them), and prints the chain's head
+(sequence number and hash) to compare with one recorded elsewhere, such as
+pgmoat_audit_chain_head_sequence on /metrics. Exit 0 when intact, 1 at the
+first broken line, which is named.`

@@ -75,7 +75,9 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 	}
-	engine := rules.NewEngine(cfg.CompiledPolicy, rules.EngineOptions{})
+	// No analysis budget: a migration file is not one message (psql sends
+	// it statement by statement), and CI bounds its own time.
+	engine := rules.NewEngine(cfg.CompiledPolicy, rules.EngineOptions{Limits: rules.Limits{MaxStatements: -1, MaxTime: -1}})
 
 	var (
 		findings []finding
