@@ -31,6 +31,7 @@ test: deps
 	$(GO) test $(TESTFLAGS) ./...
 	# Once more with the event loop off, so the goroutine relay stays
 	# tested for every kind of session, not only for TLS and hand-offs.
+	# The test harnesses (not pgmoat) read it into limits.event_loops.
 	PGMOAT_EVENT_LOOPS=0 $(GO) test $(TESTFLAGS) ./proxy/ ./e2e/
 
 lint:

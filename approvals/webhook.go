@@ -11,9 +11,9 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/pgmoat/pgmoat/config"
+	"github.com/pgmoat/pgmoat/rules"
 )
 
 // WebhookOptions tune delivery of hold notifications to holds.webhook.
@@ -264,7 +264,7 @@ func NewWebhookPayload(h HoldInfo, publicURL string) WebhookPayload {
 	}
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "pgmoat is holding %s from %s@%s", shorten(h.Statement, 200), h.User, h.Database)
+	fmt.Fprintf(&b, "pgmoat is holding %s from %s@%s", rules.Shorten(h.Statement, 200), h.User, h.Database)
 	var from []string
 	for _, s := range []string{h.Application, h.Client} {
 		if s != "" {
@@ -300,14 +300,4 @@ func howToApprove(id, publicURL string) string {
 		s += fmt.Sprintf(" (or POST {\"reason\": \"…\"} to %s/api/v1/holds/%s/approve)", publicURL, id)
 	}
 	return s
-}
-
-// shorten puts s on one line and cuts it to at most n runes, for display.
-func shorten(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	r := []rune(s)
-	return string(r[:n-1]) + "…"
 }

@@ -203,9 +203,10 @@ func TestWebhookPayloadWithoutPublicURL(t *testing.T) {
 	if !strings.HasPrefix(p.Text, "pgmoat is holding TRUNCATE t from u@d.") || !strings.Contains(p.Text, "2 approvals") {
 		t.Errorf("text %q", p.Text)
 	}
-	long := strings.Repeat("x", 500)
-	if s := shorten(long, 200); len([]rune(s)) != 200 || !strings.HasSuffix(s, "…") {
-		t.Errorf("shorten: %d runes", len([]rune(s)))
+	info.Statement = strings.Repeat("é", 500)
+	p = NewWebhookPayload(info, "")
+	if want := "holding " + strings.Repeat("é", 199) + "… from"; !strings.Contains(p.Text, want) {
+		t.Errorf("long statement not cut to 200 runes: %q", p.Text)
 	}
 }
 

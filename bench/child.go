@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -121,16 +120,4 @@ func (c *child) waitReady(timeout time.Duration, probe func() error) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// freePort asks the kernel for a free TCP port on 127.0.0.1. Another
-// process may take it before we listen on it; the ready check then fails
-// with the child's own "address in use".
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

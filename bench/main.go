@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,9 +40,9 @@ type options struct {
 	Profile      string // directory for pgmoat's CPU and allocation profiles of the matrix; "" for none
 }
 
-// defaults: the full matrix of issue 6 in under 20 minutes on 2 cores
-// (18 cells × 3 targets × 5 rounds × 3 s ≈ 14 min of pgbench, 15 min in
-// all), and a quick run of about 2 minutes. Many short alternating runs
+// defaults: the full matrix the targets are checked on, in under 20
+// minutes on 2 cores (18 cells × 3 targets × 5 rounds × 3 s ≈ 14 min of
+// pgbench, 15 min in all), and a quick run of about 2 minutes. Many short alternating runs
 // make better medians on a shared machine than a few long ones.
 func defaults(quick bool) options {
 	o := options{
@@ -102,16 +101,16 @@ func parseOptions(args []string, o options, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.Duration, "duration", o.Duration, "length of one pgbench run (whole seconds)")
 	fs.IntVar(&o.Scale, "scale", o.Scale, "pgbench -i scale")
 	fs.Func("scripts", "pgbench scripts, comma-separated: select (-S), tpcb (default "+strings.Join(o.Scripts, ",")+")", func(s string) error {
-		o.Scripts = splitList(s)
+		o.Scripts = flagList(s)
 		return checkList("script", o.Scripts, "select", "tpcb")
 	})
 	fs.Func("modes", "pgbench -M protocols, comma-separated (default "+strings.Join(o.Modes, ",")+")", func(s string) error {
-		o.Modes = splitList(s)
+		o.Modes = flagList(s)
 		return checkList("mode", o.Modes, "simple", "extended", "prepared")
 	})
 	fs.Func("clients", "pgbench client counts, comma-separated (default "+joinInts(o.Clients)+")", func(s string) error {
 		o.Clients = nil
-		for _, f := range splitList(s) {
+		for _, f := range flagList(s) {
 			n, err := strconv.Atoi(f)
 			if err != nil || n < 1 {
 				return fmt.Errorf("bad client count %q", f)
@@ -121,7 +120,7 @@ func parseOptions(args []string, o options, stderr io.Writer) (options, error) {
 		return nil
 	})
 	fs.Func("targets", "targets, comma-separated (default "+strings.Join(o.Targets, ",")+")", func(s string) error {
-		o.Targets = splitList(s)
+		o.Targets = flagList(s)
 		return checkList("target", o.Targets, targetDirect, targetPgBouncer, targetPgmoat, targetPgmoatB)
 	})
 	fs.IntVar(&o.IdleSessions, "idle-sessions", o.IdleSessions, "idle sessions held open through pgmoat for the memory step (0 skips)")
@@ -189,7 +188,8 @@ func orderTargets(ts []string) []string {
 	return out
 }
 
-func splitList(s string) []string {
+// flagList splits a list flag's value at commas and spaces.
+func flagList(s string) []string {
 	var out []string
 	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
 		out = append(out, strings.TrimSpace(f))
@@ -227,244 +227,6 @@ func hasTarget(o options, t string) bool {
 	return false
 }
 
-// bench runs the whole sequence (see doc.go) and writes the results.
-func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
-	began := time.Now()
-	loadStart := loadAverage()
-	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", a...) }
-
-	removeStaleWorkDirs()
-	dir, err := os.MkdirTemp("", workDirPrefix)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		return err
-	}
-	// PgBouncer runs as the postgres OS user when we are root: it must be
-	// able to read its configuration.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return err
-	}
-	defer func() {
-		// Keep what explains a failure; an interrupted run needs nothing.
-		if o.Keep || (err != nil && ctx.Err() == nil) {
-			os.Remove(filepath.Join(dir, ownerFile))
-			logf("work directory (configs, logs, raw CSV) kept: %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	}()
-
-	s := &stack{dir: dir}
-	defer s.stop()
-	profileDir := ""
-	if o.Profile != "" {
-		if profileDir, err = filepath.Abs(o.Profile); err != nil {
-			return err
-		}
-		if err := os.MkdirAll(profileDir, 0o755); err != nil {
-			return err
-		}
-	}
-	withPgmoat, withB := hasTarget(o, targetPgmoat), hasTarget(o, targetPgmoatB)
-	var pgmoatBin, pgmoatBBin string
-	if withPgmoat {
-		if pgmoatBin, err = findBinary(o.PgmoatBin, "pgmoat binary", "make build makes it; -targets direct,pgbouncer leaves pgmoat out"); err != nil {
-			return err
-		}
-	}
-	if withB {
-		if pgmoatBBin, err = findBinary(o.PgmoatB, "-pgmoat-b binary", "build the other version with go build -o PATH ./cmd/pgmoat"); err != nil {
-			return err
-		}
-	}
-
-	pgbenchBin, err := findPgbench()
-	if err != nil {
-		return err
-	}
-	maxConns := 300
-	if withPgmoat {
-		maxConns = max(maxConns, o.IdleSessions+200, o.PendingHolds+200)
-	}
-	logf("starting PostgreSQL (max_connections %d) and loading pgbench scale %d", maxConns, o.Scale)
-	if err := s.startCluster(ctx, maxConns, o.Scale, pgbenchBin); err != nil {
-		return err
-	}
-	if hasTarget(o, targetPgBouncer) {
-		logf("starting PgBouncer (session mode)")
-		if err := s.startPgBouncer(maxClients(cells(o.Scripts, o.Modes, o.Clients))); err != nil {
-			return err
-		}
-	}
-	pgmoatConns := max(1000, o.IdleSessions+100, o.PendingHolds+100)
-	if withPgmoat {
-		if s.pgmoat, err = s.newPgmoat(targetPgmoat, pgmoatBin, o.PgmoatEnv, pgmoatConns); err != nil {
-			return err
-		}
-		s.pgmoat.profileDir = profileDir
-		logf("starting pgmoat (%s%s)", pgmoatBin, envSuffix(o.PgmoatEnv))
-		if err := s.startPgmoat(s.pgmoat); err != nil {
-			return err
-		}
-	}
-	if withB {
-		if s.pgmoatB, err = s.newPgmoat(targetPgmoatB, pgmoatBBin, o.PgmoatBEnv, pgmoatConns); err != nil {
-			return err
-		}
-		s.pgmoatB.profileDir = profileDir
-		logf("starting pgmoat-b (%s%s)", pgmoatBBin, envSuffix(o.PgmoatBEnv))
-		if err := s.startPgmoat(s.pgmoatB); err != nil {
-			return err
-		}
-	}
-	pgmoats := s.pgmoats()
-
-	rep := &report{Opts: o, Machine: describeMachine(ctx, s, pgbenchBin), Targets: o.Targets,
-		Cells: cells(o.Scripts, o.Modes, o.Clients)}
-	rep.Machine.LoadStart = loadStart
-
-	// The matrix.
-	csvPath := filepath.Join(dir, "latest.csv")
-	csvFile, csvW, err := openCSV(csvPath)
-	if err != nil {
-		return err
-	}
-	defer csvFile.Close()
-	m := &matrix{pgbench: pgbenchBin, user: s.cluster.Superuser, password: s.cluster.SuperPassword,
-		duration: o.Duration, maxJobs: runtime.NumCPU(), resetTPCB: resetTPCB(s.superConn), log: stderr}
-	if err := m.warmUp(ctx, s.targets(o.Targets)); err != nil {
-		return err
-	}
-	before := map[string]counters{}
-	for _, pm := range pgmoats {
-		c, err := scrapeCounters(ctx, pm.adminPort)
-		if err != nil {
-			rep.Notes = append(rep.Notes, pm.name+"'s /metrics could not be read, so nothing here shows that the analysis ran: "+err.Error())
-			continue
-		}
-		before[pm.name] = c
-	}
-	p := plan(o.Rounds, rep.Cells, s.targets(o.Targets))
-	logf("matrix: %d runs of %s (about %s)", len(p), o.Duration, (time.Duration(len(p)) * (o.Duration + 200*time.Millisecond)).Round(time.Second))
-	recs, err := m.run(ctx, p, csvW)
-	if err != nil {
-		return err
-	}
-	rep.Stats = summarize(recs)
-	for _, pm := range pgmoats {
-		if before[pm.name] == nil {
-			continue
-		}
-		after, err := scrapeCounters(ctx, pm.adminPort)
-		if err != nil {
-			rep.Notes = append(rep.Notes, pm.name+"'s /metrics could not be read, so nothing here shows that the analysis ran: "+err.Error())
-			continue
-		}
-		if rep.Counters == nil {
-			rep.Counters = map[string]counters{}
-		}
-		rep.Counters[pm.name] = after.minus(before[pm.name])
-	}
-	for _, pm := range pgmoats {
-		if pm.profileDir != "" {
-			// pgmoat writes its profiles when it stops.
-			pm.proc.stop(30 * time.Second)
-			logf("%s's profiles of the matrix: %s/%s.{cpu,mem}.pprof (go tool pprof %s %s/%s.cpu.pprof)",
-				pm.name, pm.profileDir, pm.name, pm.bin, pm.profileDir, pm.name)
-		}
-	}
-	if s.pgmoatB != nil {
-		// The steps below measure pgmoat alone.
-		s.pgmoatB.proc.stop(30 * time.Second)
-	}
-
-	// Memory steps, each on a fresh pgmoat.
-	if withPgmoat && o.IdleSessions > 0 {
-		logf("memory: %d idle sessions through pgmoat", o.IdleSessions)
-		idle, err := s.idleStep(ctx, o.IdleSessions)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			rep.Problems = append(rep.Problems, "idle sessions step failed: "+err.Error())
-		} else {
-			rep.Idle = &idle
-		}
-	}
-	if withPgmoat && o.PendingHolds > 0 {
-		logf("pending holds: -S -M prepared -c 8 through pgmoat with none and with %d holds pending, %d round(s)", o.PendingHolds, o.Rounds)
-		h, err := s.holdsStep(ctx, m, o.PendingHolds, o.Rounds)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			rep.Problems = append(rep.Problems, "pending holds step failed: "+err.Error())
-		} else {
-			rep.Holds = &h
-		}
-	}
-	if withPgmoat && o.StreamBytes > 0 {
-		for _, kind := range []streamKind{streamCopy, streamSelect} {
-			logf("memory: %s of %s through pgmoat", kind, fmtBytes(o.StreamBytes))
-			pair, err := s.streamStep(ctx, kind, o.StreamBytes)
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				rep.Problems = append(rep.Problems, fmt.Sprintf("streaming step (%s) failed: %v", kind, err))
-				continue
-			}
-			rep.Streams = append(rep.Streams, pair)
-		}
-	}
-	for _, r := range recs {
-		if r.Err != "" {
-			rep.Problems = append(rep.Problems, "some pgbench runs failed (see Throughput)")
-			break
-		}
-	}
-
-	// Results: written to the work directory, then moved into place
-	// together so that latest.* always come from one run.
-	rep.Elapsed = time.Since(began)
-	rep.Machine.LoadEnd = loadAverage()
-	pngPath := filepath.Join(dir, "tps.png")
-	if err := drawChart(ctx, rep, dir, pngPath); err != nil {
-		rep.Problems = append(rep.Problems, "no chart: "+err.Error())
-		logf("no chart: %v", err)
-	} else {
-		rep.Chart = "tps.png"
-	}
-	var md strings.Builder
-	rep.write(&md)
-	if err := os.WriteFile(filepath.Join(dir, "latest.md"), []byte(md.String()), 0o644); err != nil {
-		return err
-	}
-	if err := csvFile.Close(); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(o.Out, 0o755); err != nil {
-		return err
-	}
-	files := []string{"latest.md", "latest.csv"}
-	if rep.Chart != "" {
-		files = append(files, "tps.png")
-	}
-	for _, f := range files {
-		if err := copyFile(filepath.Join(dir, f), filepath.Join(o.Out, f)); err != nil {
-			return err
-		}
-	}
-	fmt.Fprint(stdout, md.String())
-	logf("wrote %s in %s", strings.Join(prefixAll(o.Out+"/", files), ", "), time.Since(began).Round(time.Second))
-	if len(rep.Problems) > 0 {
-		return fmt.Errorf("%d problem(s) in this run; see %s", len(rep.Problems), filepath.Join(o.Out, "latest.md"))
-	}
-	return nil
-}
-
 // Work directories are named workDirPrefix*; ownerFile in one holds the
 // pid of the bench using it, and is removed when the directory is kept on
 // purpose.
@@ -490,48 +252,6 @@ func removeStaleWorkDirs() {
 			os.RemoveAll(d)
 		}
 	}
-}
-
-// idleStep measures idle sessions on a fresh pgmoat.
-func (s *stack) idleStep(ctx context.Context, n int) (idleResult, error) {
-	if err := s.restartPgmoat(s.pgmoat); err != nil {
-		return idleResult{}, err
-	}
-	const app = "pgmoat-bench-idle"
-	count := func(ctx context.Context) (int, error) {
-		conn, err := s.superConn(ctx)
-		if err != nil {
-			return 0, err
-		}
-		defer conn.Close(ctx)
-		rs, err := conn.Exec(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = '"+app+"'").ReadAll()
-		if err != nil {
-			return 0, err
-		}
-		return strconv.Atoi(string(rs[0].Rows[0][0]))
-	}
-	res, err := measureIdle(ctx, n, s.connString(s.pgmoat.port, app), s.pgmoat.pid(), count)
-	if err == nil && res.Upstream < n {
-		err = fmt.Errorf("the server had %d backends for %d sessions through pgmoat", res.Upstream, n)
-	}
-	return res, err
-}
-
-// streamStep pulls one transfer directly (for the throughput reference)
-// and then through a fresh pgmoat, sampling its RSS.
-func (s *stack) streamStep(ctx context.Context, kind streamKind, size int64) (streamPair, error) {
-	var pair streamPair
-	var err error
-	if pair.Direct, err = measureStream(ctx, kind, size, s.connString(s.cluster.Port, "pgmoat-bench-stream"), 0); err != nil {
-		return pair, fmt.Errorf("direct: %w", err)
-	}
-	if err := s.restartPgmoat(s.pgmoat); err != nil {
-		return pair, err
-	}
-	if pair.Pgmoat, err = measureStream(ctx, kind, size, s.connString(s.pgmoat.port, "pgmoat-bench-stream"), s.pgmoat.pid()); err != nil {
-		return pair, fmt.Errorf("through pgmoat: %w", err)
-	}
-	return pair, nil
 }
 
 // findBinary is the absolute path of bin, which must exist.

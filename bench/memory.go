@@ -342,3 +342,45 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 	*w += countingWriter(len(p))
 	return len(p), nil
 }
+
+// idleStep measures idle sessions on a fresh pgmoat.
+func (s *stack) idleStep(ctx context.Context, n int) (idleResult, error) {
+	if err := s.restartPgmoat(s.pgmoat); err != nil {
+		return idleResult{}, err
+	}
+	const app = "pgmoat-bench-idle"
+	count := func(ctx context.Context) (int, error) {
+		conn, err := s.superConn(ctx)
+		if err != nil {
+			return 0, err
+		}
+		defer conn.Close(ctx)
+		rs, err := conn.Exec(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = '"+app+"'").ReadAll()
+		if err != nil {
+			return 0, err
+		}
+		return strconv.Atoi(string(rs[0].Rows[0][0]))
+	}
+	res, err := measureIdle(ctx, n, s.connString(s.pgmoat.port, app), s.pgmoat.pid(), count)
+	if err == nil && res.Upstream < n {
+		err = fmt.Errorf("the server had %d backends for %d sessions through pgmoat", res.Upstream, n)
+	}
+	return res, err
+}
+
+// streamStep pulls one transfer directly (for the throughput reference)
+// and then through a fresh pgmoat, sampling its RSS.
+func (s *stack) streamStep(ctx context.Context, kind streamKind, size int64) (streamPair, error) {
+	var pair streamPair
+	var err error
+	if pair.Direct, err = measureStream(ctx, kind, size, s.connString(s.cluster.Port, "pgmoat-bench-stream"), 0); err != nil {
+		return pair, fmt.Errorf("direct: %w", err)
+	}
+	if err := s.restartPgmoat(s.pgmoat); err != nil {
+		return pair, err
+	}
+	if pair.Pgmoat, err = measureStream(ctx, kind, size, s.connString(s.pgmoat.port, "pgmoat-bench-stream"), s.pgmoat.pid()); err != nil {
+		return pair, fmt.Errorf("through pgmoat: %w", err)
+	}
+	return pair, nil
+}

@@ -115,7 +115,7 @@ func (s *stack) probe(port int) error {
 // startPgBouncer starts Debian's PgBouncer in session mode in front of the
 // cluster, with a pool large enough for every pgbench client.
 func (s *stack) startPgBouncer(maxClients int) error {
-	port, err := freePort()
+	port, err := pgtest.FreePort()
 	if err != nil {
 		return err
 	}
@@ -238,10 +238,10 @@ const holdApp = "pgmoat-bench-hold"
 func (s *stack) newPgmoat(name, bin string, env []string, maxConns int) (*pgmoatProc, error) {
 	p := &pgmoatProc{name: name, bin: bin, env: env}
 	var err error
-	if p.port, err = freePort(); err != nil {
+	if p.port, err = pgtest.FreePort(); err != nil {
 		return nil, err
 	}
-	if p.adminPort, err = freePort(); err != nil {
+	if p.adminPort, err = pgtest.FreePort(); err != nil {
 		return nil, err
 	}
 	p.config = filepath.Join(s.dir, name+".yaml")

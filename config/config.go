@@ -65,6 +65,10 @@ type Limits struct {
 	MaxMessageSize ByteSize `yaml:"max_message_size"`
 	// DrainTimeout is how long SIGTERM waits for sessions to finish.
 	DrainTimeout Duration `yaml:"drain_timeout"`
+	// EventLoops is how many threads relay plain-socket sessions in epoll
+	// event loops (Linux): EventLoopsAuto, or a number; 0 turns the event
+	// loop off, and every session has goroutines of its own.
+	EventLoops EventLoops `yaml:"event_loops"`
 }
 
 // Log configures pgmoat's operational log (not the audit log).
@@ -152,6 +156,7 @@ func Default() Config {
 			ConnectTimeout: Duration(5 * time.Second),
 			MaxMessageSize: 64 << 20,
 			DrainTimeout:   Duration(30 * time.Second),
+			EventLoops:     EventLoopsAuto,
 		},
 		Log:   Log{Level: "info", Format: "text"},
 		Admin: Admin{Listen: "127.0.0.1:6433"},
@@ -269,6 +274,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxMessageSize < 1024 {
 		return &Error{Key: "limits.max_message_size", Err: fmt.Errorf("must be at least 1KiB, got %d bytes", c.Limits.MaxMessageSize)}
+	}
+	if n := c.Limits.EventLoops; n < EventLoopsAuto || n > maxEventLoops {
+		return &Error{Key: "limits.event_loops", Err: fmt.Errorf("must be auto or 0 to %d, got %d", maxEventLoops, n)}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

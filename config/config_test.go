@@ -21,7 +21,7 @@ func TestLoadGood(t *testing.T) {
 	if cfg.UpstreamURL != want {
 		t.Errorf("upstream = %+v, want %+v", cfg.UpstreamURL, want)
 	}
-	if cfg.Limits.MaxConnections != 200 || cfg.Limits.StartupTimeout.Std() != 5*time.Second || cfg.Limits.MaxMessageSize != 16<<20 {
+	if cfg.Limits.MaxConnections != 200 || cfg.Limits.StartupTimeout.Std() != 5*time.Second || cfg.Limits.MaxMessageSize != 16<<20 || cfg.Limits.EventLoops != 3 {
 		t.Errorf("limits = %+v", cfg.Limits)
 	}
 	// Keys the file leaves out keep their defaults, even inside a section it sets.
@@ -52,7 +52,8 @@ func TestLoadEmptyIsDefault(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", data, err)
 		}
-		if cfg.Listen != "127.0.0.1:6432" || cfg.Admin.Listen != "127.0.0.1:6433" || cfg.UpstreamURL.Port != 5432 || cfg.UpstreamURL.SSLMode != "prefer" {
+		if cfg.Listen != "127.0.0.1:6432" || cfg.Admin.Listen != "127.0.0.1:6433" || cfg.UpstreamURL.Port != 5432 || cfg.UpstreamURL.SSLMode != "prefer" ||
+			cfg.Limits.EventLoops != EventLoopsAuto {
 			t.Errorf("%q: defaults not applied: %+v", data, cfg)
 		}
 	}
@@ -126,5 +127,27 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 	if cfg.CompiledPolicy == nil || !cfg.CompiledPolicy.ProtectsAnything() {
 		t.Fatal("example policy protects nothing")
+	}
+}
+
+func TestEventLoops(t *testing.T) {
+	for _, c := range []struct {
+		yaml  string
+		want  EventLoops
+		procs int
+		n     int
+	}{
+		{"auto", EventLoopsAuto, 8, 4},
+		{"auto", EventLoopsAuto, 1, 1},
+		{"0", 0, 8, 0},
+		{"2", 2, 8, 2},
+	} {
+		cfg, err := Load("loops.yaml", []byte("limits:\n  event_loops: "+c.yaml+"\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", c.yaml, err)
+		}
+		if got := cfg.Limits.EventLoops; got != c.want || got.Threads(c.procs) != c.n || got.String() != c.yaml {
+			t.Errorf("event_loops: %s = %v, %d threads on %d CPUs; want %v, %d", c.yaml, got, got.Threads(c.procs), c.procs, c.want, c.n)
+		}
 	}
 }

@@ -73,6 +73,72 @@ func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// EventLoops is a number of event loop threads, written in YAML as a
+// number or as "auto".
+type EventLoops int
+
+// EventLoopsAuto is the default number of event loops: one thread per two
+// processors (GOMAXPROCS), at least one. A loop thread relays tens of
+// thousands of turns a second, and the processors it leaves free run the
+// analysis of new statements, holds, the audit log and PostgreSQL itself
+// when it shares the machine; on pgbench -S through pgmoat on 2 cores, one
+// loop spent 10% less CPU per transaction than two (bench/README.md).
+const EventLoopsAuto EventLoops = -1
+
+// maxEventLoops bounds limits.event_loops: far more threads than any
+// machine has processors only cost descriptors and wake-ups.
+const maxEventLoops = 1024
+
+// ParseEventLoops parses "auto" or a number of threads (0: the loop off).
+func ParseEventLoops(s string) (EventLoops, error) {
+	if s == "auto" {
+		return EventLoopsAuto, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > maxEventLoops {
+		return 0, fmt.Errorf("invalid event loop count %q (want auto, or 0 to %d threads; 0 turns the event loop off)", s, maxEventLoops)
+	}
+	return EventLoops(n), nil
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (e *EventLoops) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := ParseEventLoops(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*e = v
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (e EventLoops) MarshalYAML() (any, error) {
+	if e == EventLoopsAuto {
+		return "auto", nil
+	}
+	return int(e), nil
+}
+
+// String returns "auto" or the number.
+func (e EventLoops) String() string {
+	if e == EventLoopsAuto {
+		return "auto"
+	}
+	return strconv.Itoa(int(e))
+}
+
+// Threads returns the number of loop threads to run on procs processors.
+func (e EventLoops) Threads(procs int) int {
+	if e == EventLoopsAuto {
+		return max(1, procs/2)
+	}
+	return int(e)
+}
+
 // yamlFieldRE extracts the key from yaml.v3's "field X not found in type Y".
 var yamlFieldRE = regexp.MustCompile(`field (\S+) not found in type`)
 

@@ -64,7 +64,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	other := connect(t, m.SuperConnString(db, "application_name=metrics-2"))
 	waitMetric(t, m, "pgmoat_client_connections_open", nil, 2)
 	// Plain TCP sessions run in the event loop (unless it is turned off).
-	loopOn := os.Getenv("PGMOAT_EVENT_LOOPS") != "0"
+	loopOn := moattest.EventLoops() != "0"
 	if loopOn {
 		waitMetric(t, m, "pgmoat_relay_sessions", labels("mode", "event_loop"), 2)
 	}

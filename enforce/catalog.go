@@ -4,7 +4,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pgmoat/pgmoat/proxy"
 	"github.com/pgmoat/pgmoat/rules"
 )
 
@@ -30,25 +29,25 @@ type catalogs struct {
 // search_path (roles and databases can set their own) and, when the
 // database's catalog is missing or old, the catalog. Failures leave the
 // session with an unknown search_path, the strictest assumption.
-func (c *conn) learn(s *proxy.Session, searchPathKnown bool) {
+func (st *sessionState) learn(searchPathKnown bool) {
 	if !searchPathKnown {
-		rows, err := s.StartupQuery("SELECT pg_catalog.current_setting('search_path')")
+		rows, err := st.client.StartupQuery("SELECT pg_catalog.current_setting('search_path')")
 		if err == nil && len(rows) == 1 && len(rows[0]) == 1 {
 			if path, ok, err := rules.CheckStartup(map[string]string{"search_path": rows[0][0]}); err == nil && ok {
-				c.rs.SetSearchPath(path)
+				st.analysis.SetSearchPath(path)
 			}
 		} else if err != nil {
-			c.e.log.Warn("could not read the session's search_path; unqualified names count as possibly protected", "session", c.auditBase.SessionID, "err", err)
+			st.e.log.Warn("could not read the session's search_path; unqualified names count as possibly protected", "session", st.auditBase.SessionID, "err", err)
 		}
 	}
-	db := c.auditBase.Database
-	if !c.e.cats.claim(db, c.e.now()) {
+	db := st.auditBase.Database
+	if !st.e.cats.claim(db, st.e.now()) {
 		return
 	}
-	rows, err := s.StartupQuery(rules.CatalogQuery)
+	rows, err := st.client.StartupQuery(rules.CatalogQuery)
 	if err != nil {
-		c.e.log.Warn("could not load the database catalog", "database", db, "err", err)
-		c.e.cats.release(db)
+		st.e.log.Warn("could not load the database catalog", "database", db, "err", err)
+		st.e.cats.release(db)
 		return
 	}
 	cat := rules.NewCatalog()
@@ -57,7 +56,7 @@ func (c *conn) learn(s *proxy.Session, searchPathKnown bool) {
 			cat.AddRow(r[0], r[1], r[2], r[3], r[4])
 		}
 	}
-	c.e.engine.SetCatalog(db, cat)
+	st.e.engine.SetCatalog(db, cat)
 }
 
 // claim reports whether the caller should (re)load db's catalog, and if so

@@ -27,18 +27,18 @@ type refusal struct {
 
 // enforce carries out a block or hold decision on message typ ('Q', 'P',
 // 'B' or 'F').
-func (c *conn) enforce(ctx context.Context, typ byte, res *rules.Result, stmt string) (proxy.Verdict, error) {
-	if ok, err := c.preApproved(res); ok {
-		c.allowed(res, "pre-approved")
-		return c.forward(typ, res, stmt), nil
+func (st *sessionState) enforce(ctx context.Context, typ byte, res *rules.Result, stmt string) (proxy.MessageVerdict, error) {
+	if ok, err := st.preApproved(res); ok {
+		st.allowed(res, "pre-approved")
+		return st.forward(typ, res, stmt), nil
 	} else if err != nil {
-		c.e.log.Warn("pre-approval could not be used", "session", c.auditBase.SessionID, "err", err)
+		st.e.log.Warn("pre-approval could not be used", "session", st.auditBase.SessionID, "err", err)
 	}
 	if res.Action == rules.Hold {
-		return c.hold(ctx, typ, res, stmt)
+		return st.hold(ctx, typ, res, stmt)
 	}
-	if err := c.recordDecision(res, "block"); err != nil {
-		c.e.log.Error("audit log write failed; the statement is blocked anyway", "session", c.auditBase.SessionID, "err", err)
+	if err := st.recordDecision(res, "block"); err != nil {
+		st.e.log.Error("audit log write failed; the statement is blocked anyway", "session", st.auditBase.SessionID, "err", err)
 	}
 	return refuse(typ, blockRefusal(res, "")), nil
 }
@@ -46,8 +46,8 @@ func (c *conn) enforce(ctx context.Context, typ byte, res *rules.Result, stmt st
 // preApproved reports whether every statement of res that is not allowed
 // matches an active pre-approval, and if so records their use (before the
 // message is forwarded; a use that cannot be recorded does not pass).
-func (c *conn) preApproved(res *rules.Result) (bool, error) {
-	id := c.rs.Identity()
+func (st *sessionState) preApproved(res *rules.Result) (bool, error) {
+	id := st.analysis.Identity()
 	type use struct {
 		p  *approvals.PreApproval
 		v  *rules.Verdict
@@ -62,7 +62,7 @@ func (c *conn) preApproved(res *rules.Result) (bool, error) {
 		if err != nil {
 			return false, nil
 		}
-		p, ok := c.e.holds.Match(fp, id.User, id.Database)
+		p, ok := st.e.holds.Match(fp, id.User, id.Database)
 		if !ok {
 			return false, nil
 		}
@@ -72,9 +72,9 @@ func (c *conn) preApproved(res *rules.Result) (bool, error) {
 		return false, nil
 	}
 	for _, u := range uses {
-		err := c.e.holds.MarkUsed(u.p.ID, approvals.Usage{
+		err := st.e.holds.MarkUsed(u.p.ID, approvals.Usage{
 			Fingerprint: u.fp, Statement: u.v.Text, User: id.User, Database: id.Database,
-			Application: id.Application, Client: c.auditBase.Client, SessionID: c.auditBase.SessionID, Rule: u.v.Rule,
+			Application: id.Application, Client: st.auditBase.Client, SessionID: st.auditBase.SessionID, Rule: u.v.Rule,
 		})
 		if err != nil {
 			return false, err
@@ -84,19 +84,19 @@ func (c *conn) preApproved(res *rules.Result) (bool, error) {
 }
 
 // hold holds the message for approval.
-func (c *conn) hold(ctx context.Context, typ byte, res *rules.Result, stmt string) (proxy.Verdict, error) {
-	hc := c.e.hcfg.Load()
-	_, inTx := c.txStatus()
+func (st *sessionState) hold(ctx context.Context, typ byte, res *rules.Result, stmt string) (proxy.MessageVerdict, error) {
+	hc := st.e.hcfg.Load()
+	inTx := st.inTransaction()
 	if inTx && hc.InTransaction == "block" {
-		if err := c.recordDecision(res, "block"); err != nil {
-			c.e.log.Error("audit log write failed; the statement is blocked anyway", "session", c.auditBase.SessionID, "err", err)
+		if err := st.recordDecision(res, "block"); err != nil {
+			st.e.log.Error("audit log write failed; the statement is blocked anyway", "session", st.auditBase.SessionID, "err", err)
 		}
 		return refuse(typ, blockRefusal(res, "It would be held for approval, but the session is inside a transaction block, "+
 			"where waiting could hold locks for as long as the hold lasts. Run it outside a transaction, or pre-approve it first: "+
 			"pgmoat approve --file migration.sql --ttl 1h --reason '…'")), nil
 	}
-	if err := c.recordDecision(res, "hold"); err != nil {
-		return c.refuseAuditDown(typ, res, err), nil
+	if err := st.recordDecision(res, "hold"); err != nil {
+		return st.refuseAuditDown(typ, res, err), nil
 	}
 	v := res.Decision()
 	var fps []string
@@ -108,11 +108,11 @@ func (c *conn) hold(ctx context.Context, typ byte, res *rules.Result, stmt strin
 	req := approvals.Request{
 		Statement:    joinTexts(res),
 		Fingerprints: fps,
-		User:         c.auditBase.User,
-		Database:     c.auditBase.Database,
-		Application:  c.auditBase.Application,
-		Client:       c.auditBase.Client,
-		SessionID:    c.auditBase.SessionID,
+		User:         st.auditBase.User,
+		Database:     st.auditBase.Database,
+		Application:  st.auditBase.Application,
+		Client:       st.auditBase.Client,
+		SessionID:    st.auditBase.SessionID,
 		Rule:         v.Rule,
 		Reason:       v.Sentence,
 	}
@@ -127,15 +127,15 @@ func (c *conn) hold(ctx context.Context, typ byte, res *rules.Result, stmt strin
 	// before Create withdraws the hold as soon as Wait starts.
 	hctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	c.ps.SetCancelHook(func() bool {
+	st.client.SetCancelHook(func() bool {
 		cancel(approvals.ErrClientCancel)
 		return true
 	})
-	stop := c.ps.WatchClient(func() { cancel(approvals.ErrClientDisconnect) })
-	h, err := c.e.holds.Create(req)
+	stop := st.client.WatchClient(func() { cancel(approvals.ErrClientDisconnect) })
+	h, err := st.e.holds.Create(req)
 	if err != nil {
 		stop()
-		c.ps.SetCancelHook(nil)
+		st.client.SetCancelHook(nil)
 		return refuse(typ, blockRefusal(res, "pgmoat could not hold it for approval: "+err.Error())), nil
 	}
 	notice := &pgproto3.NoticeResponse{
@@ -146,19 +146,19 @@ func (c *conn) hold(ctx context.Context, typ byte, res *rules.Result, stmt strin
 		Detail:              v.Sentence,
 		Hint:                h.HowToApprove(),
 	}
-	if err := c.ps.SendToClient(notice); err != nil {
+	if err := st.client.SendToClient(notice); err != nil {
 		// The client is gone: Wait below withdraws the hold at once.
-		c.e.log.Debug("hold notice not delivered", "err", err)
+		st.e.log.Debug("hold notice not delivered", "err", err)
 	}
-	out := c.e.holds.Wait(hctx, h)
+	out := st.e.holds.Wait(hctx, h)
 	stop()
-	c.ps.SetCancelHook(nil)
+	st.client.SetCancelHook(nil)
 
 	switch out.Status {
 	case approvals.StatusApproved:
 		// The store recorded the approval before releasing us.
-		c.allowed(res, "approved")
-		return c.forward(typ, res, stmt), nil
+		st.allowed(res, "approved")
+		return st.forward(typ, res, stmt), nil
 	case approvals.StatusDenied:
 		return refuse(typ, refusal{
 			code:    codeInsufficientPrivilege,
@@ -182,12 +182,7 @@ func (c *conn) hold(ctx context.Context, typ byte, res *rules.Result, stmt strin
 	// The client is gone (or said Terminate), or pgmoat is shutting
 	// down: end the session here, so that nothing the client pipelined
 	// behind the held statement runs either.
-	return proxy.Verdict{}, proxy.Refuse("08006", fmt.Sprintf("pgmoat withdrew hold %s: %s", h.ID(), context.Cause(hctx)), "")
-}
-
-func (c *conn) txStatus() (byte, bool) {
-	st := c.ps.TxStatus()
-	return st, st == 'T' || st == 'E'
+	return proxy.MessageVerdict{}, proxy.Refuse("08006", fmt.Sprintf("pgmoat withdrew hold %s: %s", h.ID(), context.Cause(hctx)), "")
 }
 
 const preapproveHint = "A reviewed migration can be pre-approved: pgmoat approve --file migration.sql --ttl 1h --reason '…'"
@@ -201,7 +196,7 @@ func blockRefusal(res *rules.Result, extra string) refusal {
 	if i := strings.LastIndex(what, "; rule "); i >= 0 {
 		what = what[:i]
 	}
-	detail := fmt.Sprintf("Statement: %s\nRule: %s", shorten(v.Text, 200), rule)
+	detail := fmt.Sprintf("Statement: %s\nRule: %s", rules.Shorten(v.Text, 200), rule)
 	if len(res.Statements) > 1 {
 		detail += fmt.Sprintf("\nThe whole message (%d statements) was refused; none of it ran.", len(res.Statements))
 	}
@@ -222,8 +217,8 @@ func blockRefusal(res *rules.Result, extra string) refusal {
 
 // refuseAuditDown refuses a statement whose decision could not be
 // written to the audit log: fail closed.
-func (c *conn) refuseAuditDown(typ byte, res *rules.Result, err error) proxy.Verdict {
-	c.e.log.Error("audit log write failed; refusing the statement", "session", c.auditBase.SessionID, "err", err)
+func (st *sessionState) refuseAuditDown(typ byte, res *rules.Result, err error) proxy.MessageVerdict {
+	st.e.log.Error("audit log write failed; refusing the statement", "session", st.auditBase.SessionID, "err", err)
 	r := blockRefusal(res, "")
 	r.message = "pgmoat refused " + strings.TrimPrefix(r.message, "pgmoat blocked ") + " because its audit log cannot be written"
 	r.hint = "pgmoat refuses destructive statements while it cannot record them. Ask an operator to check pgmoat's audit log."
@@ -233,17 +228,17 @@ func (c *conn) refuseAuditDown(typ byte, res *rules.Result, err error) proxy.Ver
 // refuse returns the verdict that makes the server raise r in place of
 // message typ: a DO block that raises it, so that the transaction state
 // and the skipping of pipelined messages are PostgreSQL's own.
-func refuse(typ byte, r refusal) proxy.Verdict {
+func refuse(typ byte, r refusal) proxy.MessageVerdict {
 	do := r.doBlock()
 	switch typ {
 	case 'Q', 'F':
-		return proxy.Verdict{Action: proxy.Replace, Replacement: []proxy.Injected{{Msg: &pgproto3.Query{String: do}}}}
+		return proxy.MessageVerdict{Action: proxy.Replace, Replacement: []proxy.Injected{{Msg: &pgproto3.Query{String: do}}}}
 	}
 	// Parse or Bind: run the DO on the unnamed statement and portal,
 	// keep its ParseComplete and BindComplete from the client, and drop
 	// the client's messages up to its Sync, as the server would after an
 	// error.
-	return proxy.Verdict{
+	return proxy.MessageVerdict{
 		Action: proxy.Replace,
 		Replacement: []proxy.Injected{
 			{Msg: &pgproto3.Parse{Query: do}, HideReply: true},
@@ -260,39 +255,19 @@ func (r refusal) doBlock() string {
 	b.WriteString(" BEGIN RAISE EXCEPTION USING ERRCODE = '")
 	b.WriteString(r.code)
 	b.WriteString("', MESSAGE = ")
-	b.WriteString(dollarQuote(r.message))
+	b.WriteString(rules.DollarQuote(r.message))
 	if r.detail != "" {
 		b.WriteString(", DETAIL = ")
-		b.WriteString(dollarQuote(r.detail))
+		b.WriteString(rules.DollarQuote(r.detail))
 	}
 	if r.hint != "" {
 		b.WriteString(", HINT = ")
-		b.WriteString(dollarQuote(r.hint))
+		b.WriteString(rules.DollarQuote(r.hint))
 	}
 	b.WriteString("; END ")
-	body := b.String()
-	tag := dollarTag(body)
-	return "DO " + tag + body + tag
-}
-
-// dollarTag returns a dollar-quote tag for the DO body that the body
-// (which holds user text in the refusal's strings) does not contain.
-func dollarTag(inner string) string {
-	for i := 0; ; i++ {
-		if t := fmt.Sprintf("$pgmoat%d$", i); !strings.Contains(inner, t) {
-			return t
-		}
-	}
-}
-
-// dollarQuote quotes s as a string literal with a dollar-quote tag that s
-// does not contain; dollar quoting has no escapes to get wrong.
-func dollarQuote(s string) string {
-	for i := 0; ; i++ {
-		if t := fmt.Sprintf("$q%d$", i); !strings.Contains(s, t) {
-			return t + s + t
-		}
-	}
+	// The body holds user text in the refusal's strings: its quote tag
+	// is chosen, like theirs, so that no text can close it.
+	return "DO " + rules.DollarQuote(b.String())
 }
 
 func joinTexts(res *rules.Result) string {
@@ -325,18 +300,4 @@ func effectsOf(res *rules.Result) (ops, objs []string) {
 		}
 	}
 	return ops, objs
-}
-
-// shorten collapses white space and cuts s to at most n runes.
-func shorten(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if r := []rune(s); len(r) > n {
-		return string(r[:n-1]) + "…"
-	}
-	return s
-}
-
-// quoteIdent quotes a name as a PostgreSQL identifier.
-func quoteIdent(s string) string {
-	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 }

@@ -12,6 +12,15 @@
 //     under the policy in force now.
 //   - FunctionCall: opaque.
 //
+// Messages reach enforcement decoded by proxy (ClientMessage's
+// accessors), and each message type is handled in one place
+// (sessionState.handle) for both of the proxy's paths: on its event loop
+// (TryIntercept), where nothing may block, the statements the policy
+// allows and the messages that need no decision are settled, and
+// everything else (a statement to block, hold or log, a FunctionCall, a
+// Bind to judge again) is given up, with nothing changed, to Intercept on
+// the session's own goroutine.
+//
 // Session state that changes what later text means (search_path, role,
 // prepared statements, transactions) is applied when the server confirms
 // the statement ran: the CommandComplete of each statement of a Query,

@@ -2,9 +2,11 @@ package enforce
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +20,8 @@ import (
 	"github.com/pgmoat/pgmoat/proxy"
 	"github.com/pgmoat/pgmoat/rules"
 )
+
+var errNoSession = errors.New("enforce: session not registered")
 
 // Options are an Enforcer's dependencies.
 type Options struct {
@@ -46,8 +50,8 @@ type Enforcer struct {
 	cacheHit prometheus.Counter
 	cacheMis prometheus.Counter
 
-	conns sync.Map // *proxy.Session → *conn
-	cats  catalogs
+	sessions sync.Map // *proxy.ClientSession → *sessionState
+	cats     catalogs
 }
 
 // New returns an Enforcer; install it as proxy.Options.Interceptor.
@@ -82,9 +86,9 @@ func (e *Enforcer) SetConfig(cfg *config.Config) {
 	e.hcfg.Store(&h)
 }
 
-func (e *Enforcer) conn(s *proxy.Session) *conn {
-	if c, ok := e.conns.Load(s); ok {
-		return c.(*conn)
+func (e *Enforcer) session(s *proxy.ClientSession) *sessionState {
+	if st, ok := e.sessions.Load(s); ok {
+		return st.(*sessionState)
 	}
 	return nil
 }
@@ -92,16 +96,16 @@ func (e *Enforcer) conn(s *proxy.Session) *conn {
 // SessionStarted implements proxy.SessionHooks: it refuses sessions whose
 // startup parameters would make PostgreSQL lex differently from pgmoat, and
 // starts tracking the session.
-func (e *Enforcer) SessionStarted(s *proxy.Session) error {
+func (e *Enforcer) SessionStarted(s *proxy.ClientSession) error {
 	id := rules.Identity{User: s.User(), Database: s.Database(), Application: s.ApplicationName()}
 	if host, _, err := net.SplitHostPort(s.ClientAddr()); err == nil {
 		if a, err := netip.ParseAddr(host); err == nil {
 			id.Client = a.Unmap()
 		}
 	}
-	c := &conn{e: e, ps: s, rs: rules.NewSession(id), started: e.now()}
-	c.auditBase = audit.Event{
-		SessionID:   sessionID(s),
+	st := &sessionState{e: e, client: s, analysis: rules.NewSession(id), started: e.now()}
+	st.auditBase = audit.Event{
+		SessionID:   strconv.FormatUint(s.ID(), 10),
 		User:        id.User,
 		Database:    id.Database,
 		Application: id.Application,
@@ -121,7 +125,7 @@ func (e *Enforcer) SessionStarted(s *proxy.Session) error {
 	path, ok, err := rules.CheckStartup(params)
 	if err != nil && e.engine.Policy().ProtectsAnything() {
 		e.met.ClientConnectionsRejected.WithLabelValues("lexer_state").Inc()
-		ev := c.event(audit.SessionEnd)
+		ev := st.event(audit.SessionEnd)
 		ev.EndReason = "lexer_state"
 		ev.Error = err.Error()
 		e.audit.RecordAsync(ev)
@@ -129,63 +133,60 @@ func (e *Enforcer) SessionStarted(s *proxy.Session) error {
 			"After it, PostgreSQL would split statements differently from pgmoat's parser, so pgmoat could not check them.")
 	}
 	if ok {
-		c.rs.SetSearchPath(path)
+		st.analysis.SetSearchPath(path)
 	}
 	if e.engine.Policy().ProtectsAnything() {
-		c.learn(s, ok)
+		st.learn(ok)
 	}
-	e.conns.Store(s, c)
-	e.audit.RecordAsync(c.event(audit.SessionStart))
+	e.sessions.Store(s, st)
+	e.audit.RecordAsync(st.event(audit.SessionStart))
 	return nil
 }
 
 // SessionEnded implements proxy.SessionHooks.
-func (e *Enforcer) SessionEnded(s *proxy.Session, reason string, err error) {
-	c := e.conn(s)
-	if c == nil {
+func (e *Enforcer) SessionEnded(s *proxy.ClientSession, reason string, err error) {
+	st := e.session(s)
+	if st == nil {
 		return
 	}
-	e.conns.Delete(s)
-	ev := c.event(audit.SessionEnd)
+	e.sessions.Delete(s)
+	ev := st.event(audit.SessionEnd)
 	ev.EndReason = reason
 	if err != nil {
 		ev.Error = err.Error()
 	}
-	ev.Duration = e.now().Sub(c.started)
+	ev.Duration = e.now().Sub(st.started)
 	e.audit.RecordAsync(ev)
 }
 
 // Intercept implements proxy.Interceptor.
-func (e *Enforcer) Intercept(ctx context.Context, s *proxy.Session, m *proxy.ClientMessage) (proxy.Verdict, error) {
-	c := e.conn(s)
-	if c == nil {
+func (e *Enforcer) Intercept(ctx context.Context, s *proxy.ClientSession, m *proxy.ClientMessage) (proxy.MessageVerdict, error) {
+	st := e.session(s)
+	if st == nil {
 		// A session the hooks never saw start: nothing is known about
 		// it, so nothing of it is trusted.
-		return proxy.Verdict{}, errNoSession
+		return proxy.MessageVerdict{}, errNoSession
 	}
-	return c.intercept(ctx, m)
+	return st.handle(ctx, m, true)
 }
 
 // TryIntercept implements proxy.TryInterceptor: the statements it allows,
 // and the messages that need no decision, are settled in the proxy's event
 // loop; the rest go to Intercept.
-func (e *Enforcer) TryIntercept(s *proxy.Session, m *proxy.ClientMessage) (proxy.Verdict, bool) {
-	c := e.conn(s)
-	if c == nil {
-		return proxy.Verdict{}, false
+func (e *Enforcer) TryIntercept(s *proxy.ClientSession, m *proxy.ClientMessage) (proxy.MessageVerdict, bool) {
+	st := e.session(s)
+	if st == nil {
+		return proxy.MessageVerdict{}, false
 	}
-	return c.tryIntercept(m)
+	v, err := st.handle(context.Background(), m, false)
+	return v, err == nil
 }
 
 // ServerMessage implements proxy.ReplyObserver.
-func (e *Enforcer) ServerMessage(s *proxy.Session, tag any, typ byte, body []byte) error {
-	c := e.conn(s)
-	if c == nil {
+func (e *Enforcer) ServerMessage(s *proxy.ClientSession, tag any, typ byte, body []byte) error {
+	st := e.session(s)
+	if st == nil {
 		return nil
 	}
-	return c.serverMessage(tag, typ, body)
-}
-
-func sessionID(s *proxy.Session) string {
-	return formatUint(s.ID())
+	return st.serverMessage(tag, typ, body)
 }

@@ -33,6 +33,8 @@ func TestRefusalRaisesExactlyItsText(t *testing.T) {
 		"$pgmoat0$ $pgmoat1$ $q0$ $q1$ $$ $ $",
 		"it's \"quoted\" \\ back\\slash; -- comment\n/* block */ E'\\x' U&\"\\0041\"",
 		"trailing dollar $",
+		"ends like a quote tag $pgmoat",
+		"ends like a quote tag $pgmoat0",
 		"unicode: é ✓ 🚫",
 	} {
 		r := refusal{code: codeInsufficientPrivilege, message: "pgmoat blocked " + text, detail: "Statement: " + text, hint: "hint " + text}

@@ -15,7 +15,7 @@ import (
 
 // connectUpstream dials the upstream and sends it the client's
 // StartupMessage with every parameter the client gave.
-func (s *Session) connectUpstream(startup *pgproto3.StartupMessage) *ending {
+func (s *ClientSession) connectUpstream(startup *pgproto3.StartupMessage) *ending {
 	pkt, err := startup.Encode(nil)
 	if err != nil {
 		return protocolEnding("invalid startup packet: " + err.Error())
@@ -52,7 +52,7 @@ func (s *Session) connectUpstream(startup *pgproto3.StartupMessage) *ending {
 }
 
 // attachUpstream makes up the session's server connection.
-func (s *Session) attachUpstream(up *upstreamConn) {
+func (s *ClientSession) attachUpstream(up *upstreamConn) {
 	s.setServer(up.Conn)
 	s.upstreamTLS = up.tls
 	s.upstreamCert = up.cert
@@ -62,7 +62,7 @@ func (s *Session) attachUpstream(up *upstreamConn) {
 	s.cliR.onBlock = s.flushServer
 }
 
-func (s *Session) flushServer() error {
+func (s *ClientSession) flushServer() error {
 	if s.srvW.Buffered() == 0 {
 		return nil
 	}
@@ -76,7 +76,7 @@ func (s *Session) flushServer() error {
 // start (ParameterStatus, BackendKeyData) up to the first ReadyForQuery.
 // pgmoat never sees a password in the clear unless the server asks the
 // client for one in the clear, and never logs what it relays.
-func (s *Session) authenticate() *ending {
+func (s *ClientSession) authenticate() *ending {
 	for {
 		typ, n, err := s.srvR.next()
 		if err != nil {
@@ -211,7 +211,7 @@ const channelBindingHint = "Connect with channel_binding=disable, or give pgmoat
 // Otherwise the -PLUS mechanisms are removed: a client that prefers
 // channel binding falls back, one that requires it fails with its own
 // error.
-func (s *Session) relayableMechanisms(mechs []string) (out []string, stripped bool) {
+func (s *ClientSession) relayableMechanisms(mechs []string) (out []string, stripped bool) {
 	if s.clientTLS && s.upstreamTLS && bytes.Equal(s.srv.ownCert, s.upstreamCert) {
 		return mechs, false
 	}
@@ -231,7 +231,7 @@ func (s *Session) relayableMechanisms(mechs []string) (out []string, stripped bo
 // GS2 header), and the server, which does support it, must then refuse it
 // as a downgrade attack; pgmoat refuses it first, with an error that says
 // what to do.
-func (s *Session) relayAuthResponse(checkGS2 bool) *ending {
+func (s *ClientSession) relayAuthResponse(checkGS2 bool) *ending {
 	typ, n, err := s.cliR.next()
 	if err != nil {
 		return s.authClientEnding(err)
@@ -273,7 +273,7 @@ func (s *Session) relayAuthResponse(checkGS2 bool) *ending {
 
 // toClient writes a message to the client during authentication, flushing
 // when the client is expected to act on it.
-func (s *Session) toClient(msg []byte, flush bool) *ending {
+func (s *ClientSession) toClient(msg []byte, flush bool) *ending {
 	_, err := s.cliW.Write(msg)
 	if err == nil && flush {
 		err = s.cliW.Flush()
@@ -284,17 +284,17 @@ func (s *Session) toClient(msg []byte, flush bool) *ending {
 	return nil
 }
 
-func (s *Session) recordParameterStatus(body []byte) {
-	var ps pgproto3.ParameterStatus
-	if ps.Decode(body) != nil {
+func (s *ClientSession) recordParameterStatus(body []byte) {
+	name, value, err := DecodeParameterStatus(body)
+	if err != nil {
 		return // relayed anyway; the client will judge it
 	}
 	s.psMu.Lock()
-	s.status[ps.Name] = ps.Value
+	s.status[name] = value
 	s.psMu.Unlock()
 }
 
-func (s *Session) authRelayEnding(err error) *ending {
+func (s *ClientSession) authRelayEnding(err error) *ending {
 	var we *writeError
 	if errors.As(err, &we) {
 		return s.authClientEnding(err)
@@ -304,7 +304,7 @@ func (s *Session) authRelayEnding(err error) *ending {
 
 // authClientEnding classifies a failed read from or write to the client
 // during authentication.
-func (s *Session) authClientEnding(err error) *ending {
+func (s *ClientSession) authClientEnding(err error) *ending {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return &ending{reason: EndStartupTimeout, rejected: "startup_timeout", err: fmt.Errorf("client: %w", err)}
 	}
@@ -313,7 +313,7 @@ func (s *Session) authClientEnding(err error) *ending {
 
 // authServerEnding classifies a failed read from or write to the server
 // during authentication.
-func (s *Session) authServerEnding(err error) *ending {
+func (s *ClientSession) authServerEnding(err error) *ending {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return &ending{reason: EndStartupTimeout, rejected: "startup_timeout", err: fmt.Errorf("upstream: %w", err),
 			final: fatal(codeConnectionFailure, "pgmoat: timed out waiting for the upstream server during authentication")}

@@ -23,7 +23,7 @@ func makeCancelKey(pid uint32, secret []byte) cancelKey {
 
 // register records sess under its server's cancel key. A key already in
 // use (which the server never hands out twice at once) keeps its session.
-func (s *Server) register(sess *Session, key cancelKey) {
+func (s *Server) register(sess *ClientSession, key cancelKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, taken := s.keys[key]; taken {
@@ -33,7 +33,7 @@ func (s *Server) register(sess *Session, key cancelKey) {
 	sess.key, sess.keyed = key, true
 }
 
-func (s *Server) lookup(key cancelKey) *Session {
+func (s *Server) lookup(key cancelKey) *ClientSession {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.keys[key]

@@ -1,7 +1,7 @@
-// Package proxy owns pgmoat's wire: the listener, one Session per client,
-// the startup, TLS and authentication relay, cancel routing, and the seam
-// (Interceptor) where enforcement inspects client messages before they
-// reach PostgreSQL.
+// Package proxy owns pgmoat's wire: the listener, one ClientSession per
+// client, the startup, TLS and authentication relay, cancel routing,
+// message framing and decoding, and the seam (Interceptor) where
+// enforcement inspects client messages before they reach PostgreSQL.
 //
 // A session, from accept to close:
 //
@@ -28,21 +28,23 @@
 // session's upstream; the secret is never logged.
 //
 // In the steady state a session with plain sockets on both sides runs in
-// an event loop (loop.go): a level-triggered epoll shared by many
-// sessions, one thread per two processors, that reads once when a socket
-// is readable, relays every whole message with the same per-message code
-// as the goroutines below (clientToServer.step, serverToClient.step) and
-// writes once per turn. It asks the Interceptor through TryIntercept,
-// which must not block. A message larger than the buffer, a message
-// TryIntercept gives up on, a peer that stops reading, or the end of the
-// session takes the session out of the loop for good: its net.Conns are
-// restored and the goroutines carry on from the same buffers.
+// one of the Server's event loops (loop_linux.go): a level-triggered epoll
+// shared by many sessions, limits.event_loops threads (by default one per
+// two processors), started with the first session and stopped by
+// Shutdown, that reads once when a socket is readable, relays every whole
+// message with the same per-message code as the goroutines below
+// (clientToServer.step, serverToClient.step) and writes once per turn. It
+// asks the Interceptor through TryIntercept, which must not block. A
+// message larger than the buffer, a message TryIntercept gives up on, a
+// peer that stops reading, or the end of the session takes the session
+// out of the loop for good: its net.Conns are restored and the goroutines
+// carry on from the same buffers.
 //
-// Otherwise (TLS, the loop turned off with PGMOAT_EVENT_LOOPS=0, or after
-// the loop handed the session over) each direction has its own goroutine
-// (clientToServer, serverToClient). Both write into buffered writers and flush only when
-// their reader has no more buffered input, so a pipelined batch leaves in
-// one write. Messages larger than the read buffer are streamed through, not
+// Otherwise (TLS, not Linux, the loop turned off with limits.event_loops:
+// 0, or after the loop handed the session over) each direction has its own
+// goroutine (clientToServer, serverToClient). Both write into buffered
+// writers and flush only when their reader has no more buffered input, so
+// a pipelined batch leaves in one write. Messages larger than the read buffer are streamed through, not
 // assembled, unless the interceptor must see them whole (bounded by
 // limits.max_message_size). Only ReadyForQuery, ParameterStatus and
 // ErrorResponse are decoded on the way back.
@@ -89,16 +91,18 @@
 //     cannot judge; the client gets FATAL 0A000 at once, before pgmoat
 //     dials the upstream.
 //
-// Enforcement (issue 4) plugs in through Options.Interceptor: every
-// client message except CopyData passes through Interceptor.Intercept on
-// the client→server goroutine, which may forward, drop or replace it and
-// discard the client's messages up to its next Sync. Messages pgmoat
+// Enforcement plugs in through Options.Interceptor, so that the wire knows
+// nothing of policy: every client message except CopyData passes through
+// Interceptor.Intercept on the client→server goroutine, which may forward,
+// drop or replace it (a MessageVerdict) and discard the client's messages
+// up to its next Sync. ClientMessage decodes what enforcement reads (a
+// statement's text, a Bind's names) without copying. Messages pgmoat
 // injects have their replies kept from the client by replyQueue, a FIFO of
 // outstanding replies that the client→server side pushes and the
 // server→client side pops; without an interceptor neither costs anything.
 // An Interceptor may also observe the replies to the messages it tagged
 // (ReplyObserver), hook session start and end (SessionHooks, with
-// Session.StartupQuery before the client's first ReadyForQuery), hold a
-// message while Session.WatchClient notices a disconnect, and take over a
-// CancelRequest with Session.SetCancelHook.
+// ClientSession.StartupQuery before the client's first ReadyForQuery),
+// hold a message while ClientSession.WatchClient notices a disconnect,
+// and take over a CancelRequest with ClientSession.SetCancelHook.
 package proxy

@@ -29,7 +29,7 @@ type msgReader struct {
 	small   []byte // the default-sized buffer, kept while buf is temporarily larger
 	r, w    int
 	onBlock func() error
-	// pre holds bytes read from rd by someone else (Session.WatchClient)
+	// pre holds bytes read from rd by someone else (ClientSession.WatchClient)
 	// that come before anything rd still has.
 	pre []byte
 }

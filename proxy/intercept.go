@@ -2,28 +2,27 @@ package proxy
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // Interceptor sees client messages before they are forwarded: it is where
-// enforcement (issue 4) plugs into the wire.
+// enforcement plugs into the wire, which itself knows nothing of policy.
 //
 // Intercept is called on the session's client→server goroutine, once per
 // message, in order, for every message of the steady state except CopyData
 // (which is streamed, never assembled). While it runs, nothing else is read
 // from the client or sent to the server, so a hold is simply an Intercept
 // that waits; ctx is cancelled when the session ends (client gone,
-// shutdown). It may talk to the client with Session.SendToClient (a
+// shutdown). It may talk to the client with ClientSession.SendToClient (a
 // NoticeResponse announcing a hold, say) and may install a cancel hook with
-// Session.SetCancelHook.
+// ClientSession.SetCancelHook.
 //
 // An error ends the session: a Decode failure gives the client FATAL 08P01,
 // any other error FATAL XX000 (the message is not forwarded either way). To
-// refuse one statement and keep the session, return a Verdict instead.
+// refuse one statement and keep the session, return a MessageVerdict instead.
 type Interceptor interface {
-	Intercept(ctx context.Context, s *Session, m *ClientMessage) (Verdict, error)
+	Intercept(ctx context.Context, s *ClientSession, m *ClientMessage) (MessageVerdict, error)
 }
 
 // TryInterceptor is an Interceptor that can often decide without
@@ -38,46 +37,24 @@ type Interceptor interface {
 // described above.
 type TryInterceptor interface {
 	Interceptor
-	TryIntercept(s *Session, m *ClientMessage) (v Verdict, ok bool)
+	TryIntercept(s *ClientSession, m *ClientMessage) (v MessageVerdict, ok bool)
 }
 
-// ClientMessage is one frontend message. Its bytes point into the
-// session's read buffer: they are valid only until Intercept returns, so
-// copy whatever must outlive the call (a held statement, Bind parameters).
-type ClientMessage struct {
-	// Type is the message type byte ('Q', 'P', 'B', 'E', 'F', 'S', ...).
-	Type byte
-	// Raw is the whole message, type byte and length included.
-	Raw []byte
-
-	dec *frontendDecoder
-}
-
-// Body returns the message body (Raw without its 5-byte header).
-func (m *ClientMessage) Body() []byte { return m.Raw[5:] }
-
-// Decode decodes the message into a pgproto3 value owned by the session
-// and reused for the next message of the same type. A malformed message is
-// a *protocolError, which closes the session with FATAL 08P01.
-func (m *ClientMessage) Decode() (pgproto3.FrontendMessage, error) {
-	return m.dec.decode(m.Type, m.Raw[5:])
-}
-
-// Action is what the session does with an intercepted message.
-type Action int
+// MessageAction is what the session does with an intercepted message.
+type MessageAction int
 
 const (
-	// Forward sends the message on unchanged (the zero Verdict).
-	Forward Action = iota
+	// Forward sends the message on unchanged (the zero MessageVerdict).
+	Forward MessageAction = iota
 	// Drop discards the message: the server never sees it.
 	Drop
-	// Replace sends Verdict.Replacement instead of the message.
+	// Replace sends MessageVerdict.Replacement instead of the message.
 	Replace
 )
 
-// Verdict is an Interceptor's decision about one message.
-type Verdict struct {
-	Action Action
+// MessageVerdict is an Interceptor's decision about one message.
+type MessageVerdict struct {
+	Action MessageAction
 	// Replacement is sent instead of the message when Action is Replace.
 	Replacement []Injected
 	// DiscardUntilSync makes the session drop the client's following
@@ -100,12 +77,14 @@ type Verdict struct {
 // the message is relayed: for every ReadyForQuery ('Z') and ParameterStatus
 // ('S'), and for CommandComplete ('C') and ErrorResponse ('E') when the
 // message answers a tagged request. typ 0 (with a nil body) reports a
-// tagged request the server skipped after an earlier error. tag is the tag
+// tagged request the server skipped after an earlier error. The body of a
+// ReadyForQuery is its one transaction status byte ('I', 'T' or 'E');
+// DecodeParameterStatus decodes a ParameterStatus. tag is the tag
 // of the request the message answers (nil if none). body is valid only
 // during the call. An error ends the session; use Refuse to choose the
 // FATAL error the client gets.
 type ReplyObserver interface {
-	ServerMessage(s *Session, tag any, typ byte, body []byte) error
+	ServerMessage(s *ClientSession, tag any, typ byte, body []byte) error
 }
 
 // SessionHooks is implemented by an Interceptor that keeps per-session
@@ -114,8 +93,8 @@ type ReplyObserver interface {
 // (use Refuse to choose the FATAL error). SessionEnded is called once for
 // every session SessionStarted accepted, after it has ended.
 type SessionHooks interface {
-	SessionStarted(s *Session) error
-	SessionEnded(s *Session, reason string, err error)
+	SessionStarted(s *ClientSession) error
+	SessionEnded(s *ClientSession, reason string, err error)
 }
 
 // refusedError ends a session with a FATAL error chosen by the Interceptor.
@@ -141,67 +120,4 @@ type Injected struct {
 	// Execute, ...) from the client, which never sent Msg. Errors are
 	// always passed on: they are the point of injecting.
 	HideReply bool
-}
-
-// frontendDecoder holds one pgproto3 value per message type, as
-// pgproto3.Backend does, so decoding allocates only what the values
-// themselves copy.
-type frontendDecoder struct {
-	bind         pgproto3.Bind
-	close        pgproto3.Close
-	describe     pgproto3.Describe
-	execute      pgproto3.Execute
-	functionCall pgproto3.FunctionCall
-	copyFail     pgproto3.CopyFail
-	copyData     pgproto3.CopyData
-	copyDone     pgproto3.CopyDone
-	flush        pgproto3.Flush
-	parse        pgproto3.Parse
-	query        pgproto3.Query
-	sync         pgproto3.Sync
-	terminate    pgproto3.Terminate
-}
-
-func (d *frontendDecoder) decode(typ byte, body []byte) (pgproto3.FrontendMessage, error) {
-	var msg pgproto3.FrontendMessage
-	switch typ {
-	case 'B':
-		msg = &d.bind
-	case 'C':
-		msg = &d.close
-	case 'D':
-		msg = &d.describe
-	case 'E':
-		msg = &d.execute
-	case 'F':
-		msg = &d.functionCall
-	case 'f':
-		msg = &d.copyFail
-	case 'd':
-		msg = &d.copyData
-	case 'c':
-		msg = &d.copyDone
-	case 'H':
-		msg = &d.flush
-	case 'P':
-		msg = &d.parse
-	case 'Q':
-		msg = &d.query
-	case 'S':
-		msg = &d.sync
-	case 'X':
-		msg = &d.terminate
-	default:
-		return nil, &protocolError{msg: fmt.Sprintf("invalid frontend message type %q", typ)}
-	}
-	if err := msg.Decode(body); err != nil {
-		return nil, &protocolError{msg: fmt.Sprintf("malformed %c message", typ), err: err}
-	}
-	return msg, nil
-}
-
-// steadyStateTypes are the frontend message types valid after startup.
-var steadyStateTypes = [256]bool{
-	'B': true, 'C': true, 'D': true, 'E': true, 'F': true, 'H': true,
-	'P': true, 'Q': true, 'S': true, 'X': true, 'c': true, 'd': true, 'f': true,
 }

@@ -32,13 +32,13 @@ type testInterceptor struct {
 	users     []string
 }
 
-func (ti *testInterceptor) Intercept(ctx context.Context, s *Session, m *ClientMessage) (Verdict, error) {
+func (ti *testInterceptor) Intercept(ctx context.Context, s *ClientSession, m *ClientMessage) (MessageVerdict, error) {
 	ti.mu.Lock()
 	ti.seen = append(ti.seen, m.Type)
 	ti.mu.Unlock()
 	msg, err := m.Decode()
 	if err != nil {
-		return Verdict{}, err
+		return MessageVerdict{}, err
 	}
 	var sql string
 	switch q := msg.(type) {
@@ -47,7 +47,7 @@ func (ti *testInterceptor) Intercept(ctx context.Context, s *Session, m *ClientM
 	case *pgproto3.Parse:
 		sql = q.Query
 	default:
-		return Verdict{}, nil
+		return MessageVerdict{}, nil
 	}
 	ti.mu.Lock()
 	ti.txAtQuery = append(ti.txAtQuery, s.TxStatus())
@@ -59,7 +59,7 @@ func (ti *testInterceptor) Intercept(ctx context.Context, s *Session, m *ClientM
 		return block(m.Type, raiseDO("42501", "blocked by the test interceptor")), nil
 	case strings.Contains(sql, "hold me"):
 		if err := s.SendToClient(&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "01000", Message: "held"}); err != nil {
-			return Verdict{}, err
+			return MessageVerdict{}, err
 		}
 		cancelled := make(chan struct{})
 		var once sync.Once
@@ -67,21 +67,21 @@ func (ti *testInterceptor) Intercept(ctx context.Context, s *Session, m *ClientM
 		defer s.SetCancelHook(nil)
 		select {
 		case <-ti.release:
-			return Verdict{}, nil
+			return MessageVerdict{}, nil
 		case <-cancelled:
 			return block(m.Type, raiseDO("57014", "canceling statement due to user request")), nil
 		case <-ctx.Done():
-			return Verdict{}, ctx.Err()
+			return MessageVerdict{}, ctx.Err()
 		}
 	}
-	return Verdict{}, nil
+	return MessageVerdict{}, nil
 }
 
-func block(typ byte, do string) Verdict {
+func block(typ byte, do string) MessageVerdict {
 	if typ == 'Q' {
-		return Verdict{Action: Replace, Replacement: []Injected{{Msg: &pgproto3.Query{String: do}}}}
+		return MessageVerdict{Action: Replace, Replacement: []Injected{{Msg: &pgproto3.Query{String: do}}}}
 	}
-	return Verdict{
+	return MessageVerdict{
 		Action: Replace,
 		Replacement: []Injected{
 			{Msg: &pgproto3.Parse{Query: do}, HideReply: true},

@@ -21,11 +21,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pgmoat/pgmoat/config"
+	"github.com/pgmoat/pgmoat/internal/moattest"
 	"github.com/pgmoat/pgmoat/internal/pgtest"
 	"github.com/pgmoat/pgmoat/metrics"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// harnessEventLoops is the limits.event_loops the tests run with: auto,
+// or what `make test` sets to run them again with the event loop off.
+func harnessEventLoops(t testing.TB) config.EventLoops {
+	t.Helper()
+	n, err := config.ParseEventLoops(moattest.EventLoops())
+	if err != nil {
+		t.Fatalf("%s: %v", moattest.EventLoopsEnv, err)
+	}
+	return n
+}
 
 // testProxy is a pgmoat Server running in-process on 127.0.0.1:0 in front
 // of the harness's cluster.
@@ -71,6 +83,7 @@ func startProxy(t testing.TB, opts Options, mods ...proxyOption) *testProxy {
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Admin.Listen = ""
+	cfg.Limits.EventLoops = harnessEventLoops(t)
 	withUpstream(c, "disable")(&cfg)
 	for _, m := range mods {
 		m(&cfg)

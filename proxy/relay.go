@@ -40,7 +40,7 @@ func (e *copyEnd) Unwrap() error { return e.err }
 // client can still be told why), and once both have stopped, the client
 // gets its final error and the server its Terminate as the reason calls
 // for.
-func (s *Session) relay() *ending {
+func (s *ClientSession) relay() *ending {
 	errc := make(chan error, 2)
 	c2s := &clientToServer{s: s}
 	s2c := &serverToClient{s: s}
@@ -94,7 +94,7 @@ func (s *Session) relay() *ending {
 
 // relayEnding classifies the end of the steady state from the first
 // copier to stop.
-func (s *Session) relayEnding(first *copyEnd) *ending {
+func (s *ClientSession) relayEnding(first *copyEnd) *ending {
 	err := first.err
 	if s.shutdownKilled() {
 		return shutdownEnding()
@@ -162,9 +162,9 @@ func clientCause(err error) error {
 // bytes as they are (no interceptor, or CopyData) or hands each message to
 // the interceptor.
 type clientToServer struct {
-	s          *Session
+	s          *ClientSession
 	pending    []byte // bytes for the server the event loop could not write; sent first
-	discarding bool   // dropping messages until Sync (Verdict.DiscardUntilSync)
+	discarding bool   // dropping messages until Sync (MessageVerdict.DiscardUntilSync)
 	midMessage bool   // a message to the server was cut short
 	scratch    []byte
 }
@@ -283,7 +283,7 @@ func (c *clientToServer) intercept(typ byte, n int) error {
 }
 
 // carryOut does what the Interceptor's verdict on a message says.
-func (c *clientToServer) carryOut(typ byte, raw []byte, v Verdict) error {
+func (c *clientToServer) carryOut(typ byte, raw []byte, v MessageVerdict) error {
 	s := c.s
 	switch v.Action {
 	case Forward:
@@ -318,9 +318,9 @@ func (c *clientToServer) carryOut(typ byte, raw []byte, v Verdict) error {
 
 // pushReply records a message sent to the server whose reply the
 // server→client copier will attribute.
-func (s *Session) pushReply(typ byte, hide bool) { s.pushReplyTag(typ, hide, nil) }
+func (s *ClientSession) pushReply(typ byte, hide bool) { s.pushReplyTag(typ, hide, nil) }
 
-func (s *Session) pushReplyTag(typ byte, hide bool, tag any) {
+func (s *ClientSession) pushReplyTag(typ byte, hide bool, tag any) {
 	if typ == 'Q' || typ == 'S' || typ == 'F' {
 		s.inFlight.Add(1)
 	}
@@ -337,7 +337,7 @@ func (s *Session) pushReplyTag(typ byte, hide bool, tag any) {
 // it is about to wait for the server between two messages, so
 // SendToClient never lands inside a relayed message.
 type serverToClient struct {
-	s          *Session
+	s          *ClientSession
 	pending    []byte        // bytes for the client the event loop could not write; sent first
 	obs        ReplyObserver // the Interceptor, when it observes replies
 	err        error         // an observer error raised while routing

@@ -46,12 +46,12 @@ func replyKindOf(typ byte) replyKind {
 type pendingReply struct {
 	kind replyKind
 	hide bool // the client did not send it: keep its reply (errors aside) from the client
-	tag  any  // Verdict.Tag of the message, for the ReplyObserver
+	tag  any  // MessageVerdict.Tag of the message, for the ReplyObserver
 }
 
 // replyQueue is the FIFO of outstanding replies that lets pgmoat send the
-// server messages of its own (issue 4's injected DO blocks) and keep their
-// replies from the client. The client→server side pushes one entry per
+// server messages of its own (the DO blocks that raise a refusal in place
+// of a refused statement) and keep their replies from the client. The client→server side pushes one entry per
 // message it forwards or injects; the server→client side attributes each
 // server message to the oldest entry with route. It is only used when the
 // session has an Interceptor: a plain relay never pays for it.

@@ -43,6 +43,7 @@ type Server struct {
 	ownCert   []byte      // DER of the leaf certificate clients see
 	upstream  *upstreamDialer
 	icpt      Interceptor
+	loops     *eventLoops // limits.event_loops
 
 	nextID atomic.Uint64
 	wg     sync.WaitGroup // one per accepted connection
@@ -51,10 +52,10 @@ type Server struct {
 	ln       net.Listener
 	addr     net.Addr
 	draining bool
-	conns    map[*Session]struct{}
-	admitted int                    // sessions counted against limits.max_connections
-	keys     map[cancelKey]*Session // sessions by their server's BackendKeyData
-	idle     chan struct{}          // closed when draining and conns is empty
+	conns    map[*ClientSession]struct{}
+	admitted int                          // sessions counted against limits.max_connections
+	keys     map[cancelKey]*ClientSession // sessions by their server's BackendKeyData
+	idle     chan struct{}                // closed when draining and conns is empty
 }
 
 // New validates cfg's proxy settings and loads the client-facing
@@ -67,7 +68,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, errors.New("proxy: config not validated: upstream has no host")
 	}
 	if cfg.Limits.MaxConnections < 1 || cfg.Limits.StartupTimeout <= 0 ||
-		cfg.Limits.ConnectTimeout <= 0 || cfg.Limits.MaxMessageSize < 1024 || cfg.Limits.DrainTimeout <= 0 {
+		cfg.Limits.ConnectTimeout <= 0 || cfg.Limits.MaxMessageSize < 1024 || cfg.Limits.DrainTimeout <= 0 ||
+		cfg.Limits.EventLoops < config.EventLoopsAuto {
 		return nil, errors.New("proxy: config not validated: limits out of range")
 	}
 	s := &Server{
@@ -75,8 +77,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		log:   opts.Logger,
 		met:   opts.Metrics,
 		icpt:  opts.Interceptor,
-		conns: make(map[*Session]struct{}),
-		keys:  make(map[cancelKey]*Session),
+		loops: newEventLoops(cfg.Limits.EventLoops),
+		conns: make(map[*ClientSession]struct{}),
+		keys:  make(map[cancelKey]*ClientSession),
 		idle:  make(chan struct{}),
 	}
 	if s.log == nil {
@@ -184,11 +187,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-s.idle:
 		s.wg.Wait()
+		s.loops.stop()
 		return nil
 	case <-ctx.Done():
 	}
 	s.mu.Lock()
-	left := make([]*Session, 0, len(s.conns))
+	left := make([]*ClientSession, 0, len(s.conns))
 	for sess := range s.conns {
 		left = append(left, sess)
 	}
@@ -197,6 +201,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		sess.kill(errShutdown)
 	}
 	s.wg.Wait()
+	s.loops.stop()
 	return fmt.Errorf("proxy: drain timeout expired, closed %d connections: %w", len(left), ctx.Err())
 }
 
@@ -219,7 +224,7 @@ func (s *Server) isDraining() bool {
 
 // newSession registers a freshly accepted connection, or closes it and
 // returns nil when the server is draining.
-func (s *Server) newSession(c net.Conn) *Session {
+func (s *Server) newSession(c net.Conn) *ClientSession {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining {
@@ -249,7 +254,7 @@ func (s *Server) admit() (ok bool, reason EndReason) {
 }
 
 // forget removes a finished connection from the server's books.
-func (s *Server) forget(sess *Session, admitted bool) {
+func (s *Server) forget(sess *ClientSession, admitted bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, sess)

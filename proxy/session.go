@@ -23,10 +23,11 @@ import (
 // peer that stopped reading.
 const finalWriteGrace = time.Second
 
-// Session is one client connection and, once the client has sent its
-// StartupMessage, its upstream connection. Interceptors read its state
-// through the exported methods.
-type Session struct {
+// ClientSession is one client connection and, once the client has sent its
+// StartupMessage, its upstream connection: the session as the wire sees it
+// (rules.Session is the same session as the analysis sees it).
+// Interceptors read its state through the exported methods.
+type ClientSession struct {
 	srv   *Server
 	id    uint64
 	log   *slog.Logger
@@ -79,8 +80,8 @@ type Session struct {
 	replies *replyQueue // nil without an interceptor
 }
 
-func newSession(srv *Server, c net.Conn) *Session {
-	s := &Session{
+func newSession(srv *Server, c net.Conn) *ClientSession {
+	s := &ClientSession{
 		srv:    srv,
 		id:     srv.nextID.Add(1),
 		start:  time.Now(),
@@ -104,24 +105,24 @@ func newSession(srv *Server, c net.Conn) *Session {
 }
 
 // ID is the session's number, unique in this process.
-func (s *Session) ID() uint64 { return s.id }
+func (s *ClientSession) ID() uint64 { return s.id }
 
 // ClientAddr is the client's address.
-func (s *Session) ClientAddr() string { return s.from }
+func (s *ClientSession) ClientAddr() string { return s.from }
 
 // Context is cancelled when the session ends.
-func (s *Session) Context() context.Context { return s.ctx }
+func (s *ClientSession) Context() context.Context { return s.ctx }
 
 // StartupParameter returns a parameter of the client's StartupMessage
 // ("user", "database", "application_name", "options", ...).
-func (s *Session) StartupParameter(name string) string { return s.params[name] }
+func (s *ClientSession) StartupParameter(name string) string { return s.params[name] }
 
 // User is the role the client logs in as.
-func (s *Session) User() string { return s.params["user"] }
+func (s *ClientSession) User() string { return s.params["user"] }
 
 // Database is the database the client connects to (the user name when the
 // client names none, as PostgreSQL does).
-func (s *Session) Database() string {
+func (s *ClientSession) Database() string {
 	if db := s.params["database"]; db != "" {
 		return db
 	}
@@ -129,26 +130,26 @@ func (s *Session) Database() string {
 }
 
 // ApplicationName is the application_name the client sent at startup.
-func (s *Session) ApplicationName() string { return s.params["application_name"] }
+func (s *ClientSession) ApplicationName() string { return s.params["application_name"] }
 
 // BackendPID is the server process serving the session (0 before
 // BackendKeyData).
-func (s *Session) BackendPID() uint32 { return s.pid }
+func (s *ClientSession) BackendPID() uint32 { return s.pid }
 
 // TxStatus is the transaction status of the last ReadyForQuery: 'I' idle,
 // 'T' in a transaction block, 'E' in a failed transaction block.
-func (s *Session) TxStatus() byte { return byte(s.tx.Load()) }
+func (s *ClientSession) TxStatus() byte { return byte(s.tx.Load()) }
 
 // ParameterStatus returns the last value the server reported for a
 // run-time parameter (server_version, client_encoding, ...).
-func (s *Session) ParameterStatus(name string) string {
+func (s *ClientSession) ParameterStatus(name string) string {
 	s.psMu.Lock()
 	defer s.psMu.Unlock()
 	return s.status[name]
 }
 
 // ParameterStatuses returns a copy of all reported run-time parameters.
-func (s *Session) ParameterStatuses() map[string]string {
+func (s *ClientSession) ParameterStatuses() map[string]string {
 	s.psMu.Lock()
 	defer s.psMu.Unlock()
 	return maps.Clone(s.status)
@@ -158,7 +159,7 @@ func (s *Session) ParameterStatuses() map[string]string {
 // arrives; if f returns true the request is considered handled and is not
 // forwarded to the server (a held statement is withdrawn instead of
 // cancelling whatever the server runs). nil removes the hook.
-func (s *Session) SetCancelHook(f func() bool) {
+func (s *ClientSession) SetCancelHook(f func() bool) {
 	if f == nil {
 		s.cancelHook.Store(nil)
 		return
@@ -175,7 +176,7 @@ func (s *Session) SetCancelHook(f func() bool) {
 // when the hold ends. It first sends the server what earlier messages left
 // buffered. Call it only from Intercept, and call stop before Intercept
 // returns.
-func (s *Session) WatchClient(onGone func()) (stop func()) {
+func (s *ClientSession) WatchClient(onGone func()) (stop func()) {
 	s.flushServer()
 	s.connMu.Lock()
 	c := s.client
@@ -255,7 +256,7 @@ func (s *Session) WatchClient(onGone func()) (stop func()) {
 // client never sees it. It may only be called from
 // SessionHooks.SessionStarted, while the client waits for its first
 // ReadyForQuery.
-func (s *Session) StartupQuery(sql string) ([][]string, error) {
+func (s *ClientSession) StartupQuery(sql string) ([][]string, error) {
 	buf, err := (&pgproto3.Query{String: sql}).Encode(nil)
 	if err != nil {
 		return nil, err
@@ -307,7 +308,7 @@ func (s *Session) StartupQuery(sql string) ([][]string, error) {
 
 // SendToClient writes messages to the client at once, between two relayed
 // server messages.
-func (s *Session) SendToClient(msgs ...pgproto3.BackendMessage) error {
+func (s *ClientSession) SendToClient(msgs ...pgproto3.BackendMessage) error {
 	var buf []byte
 	for _, m := range msgs {
 		var err error
@@ -325,12 +326,12 @@ func (s *Session) SendToClient(msgs ...pgproto3.BackendMessage) error {
 
 // kill ends the session from outside (Shutdown): both copiers unblock and
 // the client is told why.
-func (s *Session) kill(cause error) { s.cancel(cause) }
+func (s *ClientSession) kill(cause error) { s.cancel(cause) }
 
 // stopIO unblocks every read on both connections, and any write after
 // finalWriteGrace, without closing them, so that the goroutine that owns
 // the session can still tell the client why it ends.
-func (s *Session) stopIO() {
+func (s *ClientSession) stopIO() {
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	s.stopped = true
@@ -349,7 +350,7 @@ func (s *Session) stopIO() {
 }
 
 // setClient replaces the client connection (by its TLS wrapper).
-func (s *Session) setClient(c net.Conn) {
+func (s *ClientSession) setClient(c net.Conn) {
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	s.client = c
@@ -359,7 +360,7 @@ func (s *Session) setClient(c net.Conn) {
 
 // setServer attaches the upstream connection, honouring a kill that came
 // first.
-func (s *Session) setServer(c net.Conn) {
+func (s *ClientSession) setServer(c net.Conn) {
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	s.server = c
@@ -370,7 +371,7 @@ func (s *Session) setServer(c net.Conn) {
 }
 
 // endStartup lifts the startup deadline from both connections.
-func (s *Session) endStartup() {
+func (s *ClientSession) endStartup() {
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	if s.stopped {
@@ -390,7 +391,7 @@ type ending struct {
 }
 
 // serve runs the connection from accept to close.
-func (s *Session) serve() {
+func (s *ClientSession) serve() {
 	defer s.srv.wg.Done()
 	var admitted bool
 	e := s.run(&admitted)
@@ -445,7 +446,7 @@ func (s *Session) serve() {
 }
 
 // shutdownKilled reports whether Shutdown closed the session.
-func (s *Session) shutdownKilled() bool { return errors.Is(context.Cause(s.ctx), errShutdown) }
+func (s *ClientSession) shutdownKilled() bool { return errors.Is(context.Cause(s.ctx), errShutdown) }
 
 func shutdownEnding() *ending {
 	return &ending{reason: EndShutdown, err: errShutdown,
@@ -454,7 +455,7 @@ func shutdownEnding() *ending {
 
 // run goes through startup, authentication and the relay, and returns how
 // the connection ended.
-func (s *Session) run(admitted *bool) *ending {
+func (s *ClientSession) run(admitted *bool) *ending {
 	s.deadline = s.start.Add(s.srv.cfg.Limits.StartupTimeout.Std())
 	s.client.SetDeadline(s.deadline)
 
@@ -489,7 +490,7 @@ func (s *Session) run(admitted *bool) *ending {
 }
 
 // writeFinal sends the last message of a session to the client.
-func (s *Session) writeFinal(msg *pgproto3.ErrorResponse) {
+func (s *ClientSession) writeFinal(msg *pgproto3.ErrorResponse) {
 	s.cliMu.Lock()
 	defer s.cliMu.Unlock()
 	s.connMu.Lock()
@@ -519,7 +520,7 @@ const (
 // oversized message); closing a socket with unread input makes the kernel
 // reset the connection, and a client still writing would then lose the
 // FATAL error that says why.
-func (s *Session) lingerClient() {
+func (s *ClientSession) lingerClient() {
 	s.connMu.Lock()
 	c := s.client
 	s.connMu.Unlock()
@@ -538,7 +539,7 @@ func (s *Session) lingerClient() {
 	}
 }
 
-func (s *Session) closeConns() {
+func (s *ClientSession) closeConns() {
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	s.stopped = true

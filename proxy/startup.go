@@ -24,7 +24,7 @@ const (
 // GSSENCRequest negotiation (in either order, each at most once, as
 // PostgreSQL allows), then either a CancelRequest (handled here; the
 // connection ends) or the StartupMessage, which it returns.
-func (s *Session) handshake() (*pgproto3.StartupMessage, *ending) {
+func (s *ClientSession) handshake() (*pgproto3.StartupMessage, *ending) {
 	var sslDone, gssDone bool
 	if e := s.directTLS(); e != nil {
 		return nil, e
@@ -99,7 +99,7 @@ const tlsRecordHandshake = 0x16
 // directTLS accepts a client that starts TLS at once instead of sending an
 // SSLRequest (libpq's sslnegotiation=direct, PostgreSQL 17). No startup
 // packet can begin with 0x16: its length would exceed the maximum.
-func (s *Session) directTLS() *ending {
+func (s *ClientSession) directTLS() *ending {
 	if s.srv.clientTLS == nil {
 		return nil
 	}
@@ -116,7 +116,7 @@ func (s *Session) directTLS() *ending {
 }
 
 // startTLS runs the server side of the client's TLS handshake on c.
-func (s *Session) startTLS(c net.Conn, direct bool) *ending {
+func (s *ClientSession) startTLS(c net.Conn, direct bool) *ending {
 	tc := tls.Server(c, s.srv.clientTLS)
 	if err := tc.HandshakeContext(s.ctx); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -167,7 +167,7 @@ func protocolEnding(msg string) *ending {
 
 // startupReadEnding classifies a failed read from the client before the
 // StartupMessage.
-func (s *Session) startupReadEnding(err error) *ending {
+func (s *ClientSession) startupReadEnding(err error) *ending {
 	var pe *protocolError
 	switch {
 	case errors.As(err, &pe):

@@ -122,7 +122,7 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 		a := s.AlterObjectSchemaStmt
 		if a.Relation != nil {
 			obj := e.resolveRel(a.Relation)
-			e.add(out, OpAlterDestructive, obj, fmt.Sprintf("ALTER %s %s SET SCHEMA %s", objTypeWord(a.ObjectType), obj, quoteIdent(a.Newschema)), where)
+			e.add(out, OpAlterDestructive, obj, fmt.Sprintf("ALTER %s %s SET SCHEMA %s", objTypeWord(a.ObjectType), obj, QuoteIdent(a.Newschema)), where)
 			if isRelationType(a.ObjectType) {
 				e.moved(obj, a.Newschema, obj.Name)
 			}
@@ -130,7 +130,7 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 	case *pg_query.Node_DropOwnedStmt:
 		e.add(out, OpDrop, everything(), "DROP OWNED BY "+roleList(s.DropOwnedStmt.Roles)+" (may own protected tables)", where)
 	case *pg_query.Node_DropdbStmt:
-		e.add(out, OpDrop, Object{Kind: KindDatabase, Name: s.DropdbStmt.Dbname}, "DROP DATABASE "+quoteIdent(s.DropdbStmt.Dbname), where)
+		e.add(out, OpDrop, Object{Kind: KindDatabase, Name: s.DropdbStmt.Dbname}, "DROP DATABASE "+QuoteIdent(s.DropdbStmt.Dbname), where)
 	case *pg_query.Node_VariableSetStmt:
 		e.setStmt(s.VariableSetStmt, st.text, where, out, true)
 	case *pg_query.Node_AlterRoleSetStmt:
@@ -146,7 +146,7 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 	case *pg_query.Node_PrepareStmt:
 		p := s.PrepareStmt
 		e.deferred(func() {
-			e.stmt(stmtText{p.Query, st.text}, joinWhere(where, "PREPARE "+quoteIdent(p.Name)), out)
+			e.stmt(stmtText{p.Query, st.text}, joinWhere(where, "PREPARE "+QuoteIdent(p.Name)), out)
 		})
 		if e.depth == 0 {
 			if e.prepared == nil {
@@ -203,7 +203,7 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 		e.createView(s.ViewStmt.View, s.ViewStmt.Query)
 	case *pg_query.Node_RuleStmt:
 		r := s.RuleStmt
-		w := joinWhere(where, "rule "+quoteIdent(r.Rulename)+" on "+e.resolveRel(r.Relation).String())
+		w := joinWhere(where, "rule "+QuoteIdent(r.Rulename)+" on "+e.resolveRel(r.Relation).String())
 		e.deferred(func() {
 			for _, a := range r.Actions {
 				e.stmt(stmtText{a, st.text}, w, out)
@@ -211,9 +211,9 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 		})
 		e.createRule(r)
 	case *pg_query.Node_CreateTrigStmt:
-		e.triggerFunc(s.CreateTrigStmt.Funcname, "trigger "+quoteIdent(s.CreateTrigStmt.Trigname), where, out)
+		e.triggerFunc(s.CreateTrigStmt.Funcname, "trigger "+QuoteIdent(s.CreateTrigStmt.Trigname), where, out)
 	case *pg_query.Node_CreateEventTrigStmt:
-		e.triggerFunc(s.CreateEventTrigStmt.Funcname, "event trigger "+quoteIdent(s.CreateEventTrigStmt.Trigname), where, out)
+		e.triggerFunc(s.CreateEventTrigStmt.Funcname, "event trigger "+QuoteIdent(s.CreateEventTrigStmt.Trigname), where, out)
 	case *pg_query.Node_CreateFunctionStmt:
 		e.createFunction(s.CreateFunctionStmt, st.text, where, out)
 	case *pg_query.Node_DoStmt:
@@ -287,7 +287,7 @@ func roleList(ns []*pg_query.Node) string {
 		if r := n.GetRoleSpec(); r != nil {
 			switch r.Roletype {
 			case pg_query.RoleSpecType_ROLESPEC_CSTRING:
-				names = append(names, quoteIdent(r.Rolename))
+				names = append(names, QuoteIdent(r.Rolename))
 			case pg_query.RoleSpecType_ROLESPEC_CURRENT_USER:
 				names = append(names, "CURRENT_USER")
 			case pg_query.RoleSpecType_ROLESPEC_SESSION_USER:
@@ -342,7 +342,7 @@ func (e *env) with(w *pg_query.WithClause, text, where string, out *[]Effect) {
 		if cte == nil {
 			continue
 		}
-		e.stmt(stmtText{cte.Ctequery, text}, joinWhere(where, "WITH "+quoteIdent(cte.Ctename)), out)
+		e.stmt(stmtText{cte.Ctequery, text}, joinWhere(where, "WITH "+QuoteIdent(cte.Ctename)), out)
 	}
 }
 
@@ -492,7 +492,7 @@ func (e *env) dropStmt(d *pg_query.DropStmt, where string, out *[]Effect) {
 			if cascade {
 				obj = everything()
 			}
-			e.add(out, OpDrop, obj, "DROP SCHEMA "+quoteIdent(name)+suffix, where)
+			e.add(out, OpDrop, obj, "DROP SCHEMA "+QuoteIdent(name)+suffix, where)
 			e.change(StateChange{Kind: ChangeDropSchema, Name: name})
 		}
 	case pg_query.ObjectType_OBJECT_TRIGGER, pg_query.ObjectType_OBJECT_RULE, pg_query.ObjectType_OBJECT_POLICY,
@@ -600,7 +600,7 @@ func (e *env) alterTableStmt(a *pg_query.AlterTableStmt, where string, out *[]Ef
 			continue
 		}
 		if cmd.Name != "" {
-			what += " " + quoteIdent(cmd.Name)
+			what += " " + QuoteIdent(cmd.Name)
 		}
 		what = "ALTER " + objTypeWord(a.Objtype) + " " + table().String() + " " + what
 		if recurses[cmd.Subtype] && !index {
@@ -636,17 +636,17 @@ func (e *env) renameStmt(r *pg_query.RenameStmt, where string, out *[]Effect) {
 	case pg_query.ObjectType_OBJECT_TABLE, pg_query.ObjectType_OBJECT_VIEW, pg_query.ObjectType_OBJECT_MATVIEW,
 		pg_query.ObjectType_OBJECT_INDEX, pg_query.ObjectType_OBJECT_FOREIGN_TABLE, pg_query.ObjectType_OBJECT_SEQUENCE:
 		obj := e.resolveRel(r.Relation)
-		e.add(out, OpAlterDestructive, obj, "ALTER "+objTypeWord(r.RenameType)+" "+obj.String()+" RENAME TO "+quoteIdent(r.Newname), where)
+		e.add(out, OpAlterDestructive, obj, "ALTER "+objTypeWord(r.RenameType)+" "+obj.String()+" RENAME TO "+QuoteIdent(r.Newname), where)
 		if isRelationType(r.RenameType) {
 			e.moved(obj, "", r.Newname)
 		}
 	case pg_query.ObjectType_OBJECT_COLUMN:
 		obj := e.resolveRel(r.Relation)
-		e.add(out, OpAlterDestructive, obj, "ALTER "+objTypeWord(r.RelationType)+" "+obj.String()+" RENAME COLUMN "+quoteIdent(r.Subname)+" TO "+quoteIdent(r.Newname), where)
+		e.add(out, OpAlterDestructive, obj, "ALTER "+objTypeWord(r.RelationType)+" "+obj.String()+" RENAME COLUMN "+QuoteIdent(r.Subname)+" TO "+QuoteIdent(r.Newname), where)
 	case pg_query.ObjectType_OBJECT_SCHEMA:
-		e.add(out, OpAlterDestructive, Object{Kind: KindSchema, Name: r.Subname}, "ALTER SCHEMA "+quoteIdent(r.Subname)+" RENAME TO "+quoteIdent(r.Newname), where)
+		e.add(out, OpAlterDestructive, Object{Kind: KindSchema, Name: r.Subname}, "ALTER SCHEMA "+QuoteIdent(r.Subname)+" RENAME TO "+QuoteIdent(r.Newname), where)
 	case pg_query.ObjectType_OBJECT_DATABASE:
-		e.add(out, OpAlterDestructive, Object{Kind: KindDatabase, Name: r.Subname}, "ALTER DATABASE "+quoteIdent(r.Subname)+" RENAME TO "+quoteIdent(r.Newname), where)
+		e.add(out, OpAlterDestructive, Object{Kind: KindDatabase, Name: r.Subname}, "ALTER DATABASE "+QuoteIdent(r.Subname)+" RENAME TO "+QuoteIdent(r.Newname), where)
 	}
 }
 
@@ -709,10 +709,10 @@ func (e *env) executeStmt(name, where string, out *[]Effect) {
 		e.stateSensitive = true
 	}
 	if !ok {
-		e.add(out, OpOpaque, everything(), "EXECUTE "+quoteIdent(name)+": prepared statement unknown to pgmoat", where)
+		e.add(out, OpOpaque, everything(), "EXECUTE "+QuoteIdent(name)+": prepared statement unknown to pgmoat", where)
 		return
 	}
-	e.analyzeBody(text, joinWhere(where, "EXECUTE "+quoteIdent(name)), out, func(n *pg_query.Node) *pg_query.Node {
+	e.analyzeBody(text, joinWhere(where, "EXECUTE "+QuoteIdent(name)), out, func(n *pg_query.Node) *pg_query.Node {
 		if p := n.GetPrepareStmt(); p != nil {
 			return p.Query
 		}

@@ -2,7 +2,6 @@ package rules
 
 import (
 	"encoding/json"
-	"strconv"
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
@@ -139,17 +138,8 @@ func (e *env) doStmt(d *pg_query.DoStmt, where string, out *[]Effect) {
 	}
 	e.literalSensitive = true
 	e.inBody(nil, nil, func() {
-		e.plpgsql("CREATE FUNCTION pgmoat_do() RETURNS void LANGUAGE plpgsql AS "+dollarQuote(body), w, out)
+		e.plpgsql("CREATE FUNCTION pgmoat_do() RETURNS void LANGUAGE plpgsql AS "+DollarQuote(body), w, out)
 	})
-}
-
-// dollarQuote quotes s with a dollar-quote tag that does not occur in it.
-func dollarQuote(s string) string {
-	tag := "$pgmoat$"
-	for i := 0; strings.Contains(s, tag); i++ {
-		tag = "$pgmoat" + strconv.Itoa(i) + "$"
-	}
-	return tag + s + tag
 }
 
 // plpgsql compiles a CREATE FUNCTION ... LANGUAGE plpgsql statement with
@@ -289,17 +279,5 @@ func (e *env) dynamicSQL(expr, where string, out *[]Effect) {
 			}
 		}
 	}
-	e.add(out, OpOpaque, everything(), "EXECUTE of a computed string ("+shorten(strings.TrimSpace(expr), 60)+")", where)
-}
-
-func shorten(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && s[cut]&0xC0 == 0x80 {
-		cut--
-	}
-	return s[:cut] + "…"
+	e.add(out, OpOpaque, everything(), "EXECUTE of a computed string ("+Shorten(strings.TrimSpace(expr), 60)+")", where)
 }

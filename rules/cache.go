@@ -4,6 +4,7 @@ import (
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // cache maps (session state key, text) to a Result. It is sharded to keep
@@ -63,6 +64,13 @@ func (c *cache) get(state, text string) *Result {
 	}
 	c.hits.Add(1)
 	return e.r
+}
+
+// getBytes is get for a text the caller holds as bytes (the fast path's
+// normalized key). get keeps nothing of the text, so the bytes need not be
+// copied into a string.
+func (c *cache) getBytes(state string, text []byte) *Result {
+	return c.get(state, unsafe.String(unsafe.SliceData(text), len(text)))
 }
 
 // resultSize estimates the memory a cached result holds.
@@ -135,5 +143,3 @@ func (e *Engine) CacheStats() CacheStats {
 	}
 	return CacheStats{Hits: e.cache.hits.Load(), Misses: e.cache.misses.Load(), FastHits: e.fast.hits.Load(), FastMisses: e.fast.misses.Load()}
 }
-
-func hashBytes(c *cache, b []byte) uint64 { return maphash.Bytes(c.seed, b) }

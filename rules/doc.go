@@ -1,6 +1,9 @@
 // Package rules owns statement analysis, the policy and the decision
 // cache: given a session and SQL text, it says what each statement would
-// destroy and what pgmoat does about it.
+// destroy and what pgmoat does about it. It also owns SQL text as pgmoat
+// writes it: identifiers and string constants quoted for generated SQL
+// (QuoteIdent, DollarQuote) and statements shortened for display
+// (Shorten).
 //
 // # Analysis
 //

@@ -93,13 +93,13 @@ func (o Object) String() string {
 	case o.Kind == KindEverything:
 		return "every protected table"
 	case o.Kind == KindSchema || o.Kind == KindDatabase:
-		return quoteIdent(o.Name)
+		return QuoteIdent(o.Name)
 	case o.Schema != "":
 		return qualified(o.Schema, o.Name)
 	case len(o.Candidates) > 0:
-		return quoteIdent(o.Name) + " (search_path: " + strings.Join(o.Candidates, ", ") + ")"
+		return QuoteIdent(o.Name) + " (search_path: " + strings.Join(o.Candidates, ", ") + ")"
 	default:
-		return quoteIdent(o.Name) + " (search_path unknown)"
+		return QuoteIdent(o.Name) + " (search_path unknown)"
 	}
 }
 

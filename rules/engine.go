@@ -2,71 +2,11 @@ package rules
 
 import (
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
-
-// Verdict is the decision on one statement of a message. Verdicts handed
-// out by an Engine may be shared with other sessions through the cache:
-// treat them as read-only.
-type Verdict struct {
-	Text      string // the statement as written, trimmed of surrounding space
-	Offset    int    // byte offset of Text in the message
-	Line, Col int    // 1-based line and column (in bytes) of Text in the message
-	Effects   []Effect
-	Action    Action
-	Rule      string // the policy rule, or a default-* rule; "" when nothing protected is touched
-	Sentence  string // for people: what, why, which rule
-	Changes   []StateChange
-
-	fpOnce sync.Once
-	fp     string
-	fpErr  error
-}
-
-// Fingerprint returns the statement's pg_query fingerprint, computed on
-// first use (the same value rules.Fingerprints returns for it).
-func (v *Verdict) Fingerprint() (string, error) {
-	v.fpOnce.Do(func() { v.fp, v.fpErr = pg_query.Fingerprint(v.Text) })
-	return v.fp, v.fpErr
-}
-
-// Path says how a Result was reached, for metrics.
-type Path uint8
-
-// Decision paths.
-const (
-	PathFull  Path = iota // parsed and analysed
-	PathCache             // exact text seen before in the same state
-	PathFast              // same statement with other literals seen before
-)
-
-func (p Path) String() string {
-	return [...]string{"full", "cache", "fast"}[p]
-}
-
-// Result is the decision on a whole message (a simple Query, a Parse, a
-// script). Action is the strongest of the statements' actions and Decider
-// the index of the first statement with that action (-1 when there are no
-// statements). Results may be shared: treat them as read-only.
-type Result struct {
-	Statements []*Verdict
-	Action     Action
-	Decider    int
-	Path       Path
-}
-
-// Decision returns the deciding verdict, or nil.
-func (r *Result) Decision() *Verdict {
-	if r.Decider < 0 {
-		return nil
-	}
-	return r.Statements[r.Decider]
-}
 
 // Engine judges SQL for sessions. It is safe for concurrent use by any
 // number of sessions; its policy and catalogs can be swapped at any time
@@ -78,6 +18,10 @@ type Engine struct {
 	cache  *cache
 	fast   *cache
 	limits Limits
+	// catVersions numbers the catalog entries this engine installs: a
+	// version names one state of one database's relations in the cache
+	// keys of this engine's caches, so it needs to be unique only here.
+	catVersions atomic.Uint64
 }
 
 // catalogEntry is what pgmoat knows of one database's relations: the
@@ -89,8 +33,6 @@ type catalogEntry struct {
 	shared  *overlay
 	version uint64
 }
-
-var catalogVersion atomic.Uint64
 
 // EngineOptions tune an Engine; the zero value uses the defaults.
 type EngineOptions struct {
@@ -147,7 +89,7 @@ func (e *Engine) SetCatalog(database string, c *Catalog) {
 	if old := e.catalog(database); old != nil {
 		shared = old.shared.pruned(c)
 	}
-	e.storeEntry(database, &catalogEntry{cat: c, shared: shared, version: catalogVersion.Add(1)})
+	e.storeEntry(database, &catalogEntry{cat: c, shared: shared, version: e.catVersions.Add(1)})
 }
 
 // Learn records the relation changes among changes, which a session of
@@ -178,7 +120,7 @@ func (e *Engine) Learn(database string, changes ...StateChange) {
 	if next.shared == shared {
 		return
 	}
-	next.version = catalogVersion.Add(1)
+	next.version = e.catVersions.Add(1)
 	e.storeEntry(database, &next)
 }
 
@@ -281,373 +223,6 @@ func unparseable(sql string, err error) *Verdict {
 	v := newVerdict(sql, 0, sql)
 	v.Effects = []Effect{{Op: OpUnparseable, Object: everything(), What: "statement pgmoat cannot parse (" + err.Error() + ")"}}
 	return v
-}
-
-// newVerdict places the statement text (trimmed) within the message.
-func newVerdict(msg string, start int, text string) *Verdict {
-	v := new(Verdict)
-	placeVerdict(v, msg, start, text)
-	return v
-}
-
-func placeVerdict(v *Verdict, msg string, start int, text string) {
-	lead, end := skipLeadingComments(text), len(text)
-	for end > lead && isSpace(text[end-1]) {
-		end--
-	}
-	off := start + lead
-	v.Text, v.Offset = text[lead:end], off
-	v.Line, v.Col = position(msg, off)
-}
-
-// skipLeadingComments returns the offset of text's first token: a
-// statement slice starts right after the previous statement's semicolon,
-// so it may begin with white space and with comments (PostgreSQL's: -- to
-// the end of the line, and nesting /* */) that belong with the previous
-// line. Positions and texts shown to people start at the statement itself.
-func skipLeadingComments(text string) int {
-	i := 0
-	for i < len(text) {
-		switch {
-		case isSpace(text[i]):
-			i++
-		case strings.HasPrefix(text[i:], "--"):
-			nl := strings.IndexByte(text[i:], '\n')
-			if nl < 0 {
-				return len(text)
-			}
-			i += nl + 1
-		case strings.HasPrefix(text[i:], "/*"):
-			depth, j := 0, i
-			for j < len(text) {
-				if strings.HasPrefix(text[j:], "/*") {
-					depth++
-					j += 2
-				} else if strings.HasPrefix(text[j:], "*/") {
-					depth--
-					j += 2
-					if depth == 0 {
-						break
-					}
-				} else {
-					j++
-				}
-			}
-			if depth != 0 {
-				return i // unterminated: not ours to judge, keep the text
-			}
-			i = j
-		default:
-			return i
-		}
-	}
-	return i
-}
-
-func position(s string, off int) (line, col int) {
-	line, lineStart := 1, 0
-	for i := 0; i < off && i < len(s); i++ {
-		if s[i] == '\n' {
-			line++
-			lineStart = i + 1
-		}
-	}
-	return line, off - lineStart + 1
-}
-
-func (r *Result) finish() {
-	r.Action, r.Decider = Allow, -1
-	for i, v := range r.Statements {
-		if r.Decider < 0 || v.Action > r.Action {
-			r.Action, r.Decider = v.Action, i
-		}
-	}
-}
-
-// decide applies the policy to a verdict's effects.
-func decide(pol *Policy, mask uint64, v *Verdict) {
-	v.Action, v.Rule, v.Sentence = Allow, "", ""
-	for _, ef := range v.Effects {
-		reason, ok := pol.protects(ef)
-		if !ok {
-			continue
-		}
-		action, rule := pol.ruleFor(mask, ef.Op)
-		if v.Rule == "" || action > v.Action {
-			v.Action, v.Rule = action, rule
-			what := ef.What
-			if ef.Where != "" {
-				what += " (" + ef.Where + ")"
-			}
-			v.Sentence = what + ": " + reason + "; rule " + rule
-		}
-	}
-}
-
-// protects says whether an effect touches something protected, and why.
-func (p *Policy) protects(ef Effect) (string, bool) {
-	o := ef.Object
-	if !p.ProtectsAnything() || ef.Op == OpNone {
-		return "", false
-	}
-	switch o.Kind {
-	case KindEverything:
-		return "may touch every protected table (" + strings.Join(p.Patterns(), ", ") + ")", true
-	case KindDatabase:
-		return "the database may hold protected tables (" + strings.Join(p.Patterns(), ", ") + ")", true
-	case KindSchema:
-		if pat := p.schemaProtectedBy(o.Name); pat != "" {
-			return "schema holds tables protected by " + pat, true
-		}
-		return "", false
-	}
-	if o.Schema != "" {
-		if pat := p.protectedBy(o.Schema, o.Name); pat != "" {
-			return "table is protected by " + pat, true
-		}
-		return "", false
-	}
-	for _, s := range o.Candidates {
-		if pat := p.protectedBy(s, o.Name); pat != "" {
-			return "may resolve to " + qualified(s, o.Name) + " through search_path, protected by " + pat, true
-		}
-	}
-	if o.AnySchema {
-		if pat := p.anySchemaProtectedBy(o.Name); pat != "" {
-			return "search_path is unknown, so it may be a table protected by " + pat, true
-		}
-	}
-	return "", false
-}
-
-// ruleFor returns the action and rule name for an effect on a protected
-// object: the first matching rule that covers op, else the default.
-func (p *Policy) ruleFor(mask uint64, op Operation) (Action, string) {
-	for i := range p.rules {
-		if mask&(1<<i) != 0 && p.rules[i].ops.has(op) {
-			return p.rules[i].action, p.rules[i].name
-		}
-	}
-	switch op {
-	case OpOpaque, OpLexerState, OpUnparseable:
-		return Block, RuleDefaultOpaque
-	}
-	return Block, RuleDefaultDestructive
-}
-
-// Session is one client session's state as the analysis needs it. It is
-// not safe for concurrent use: one goroutine (the session's) owns it.
-//
-// Besides settings and prepared statements, a session keeps an overlay
-// on the shared catalog snapshot: the relations it created (temporary
-// ones under pg_temp), dropped or renamed, and how operations on them
-// reach others (a view's bases, a child or partition, a foreign key, a
-// rule), learnt from the Changes of its confirmed statements. A DELETE
-// through a view the session made in an earlier message therefore counts
-// against the view's protected base, although the catalog snapshot,
-// loaded before, does not have the view.
-type Session struct {
-	id       Identity
-	tx       txState
-	prepared map[string]string
-	ov       *overlay // sealed; nil when the session changed no relation
-
-	// cache key, recomputed when the policy, catalog or state changes
-	key       string
-	keyPolicy *Policy
-	keyCat    *catalogEntry
-	keyDirty  bool
-	mask      uint64
-	// recent keys by state: sessions alternate between a few states
-	// (idle, in a transaction), so most recomputations find theirs here.
-	recent [4]recentKey
-	next   int
-}
-
-type recentKey struct {
-	tx  txState
-	key string
-}
-
-// NewSession starts tracking a session. Its search_path is unknown until
-// SetSearchPath (from the startup packet's options, or a ParameterStatus)
-// or a SET tells.
-func NewSession(id Identity) *Session {
-	return &Session{id: id, keyDirty: true}
-}
-
-// Identity returns who the session is.
-func (s *Session) Identity() Identity { return s.id }
-
-// SetSearchPath sets the session's search_path as of session start (what
-// RESET returns to), with entries as the server stores them.
-func (s *Session) SetSearchPath(entries []string) {
-	v := pathVal{known: true, entries: append([]string(nil), entries...)}
-	s.tx.initial.path, s.tx.cur.path, s.tx.sess.path = v, v, v
-	s.keyDirty = true
-}
-
-// SearchPath returns the search_path pgmoat believes is in force; ok is
-// false when it is unknown.
-func (s *Session) SearchPath() (entries []string, ok bool) {
-	return s.tx.cur.path.entries, s.tx.cur.path.known
-}
-
-// Apply applies state changes reported in a Verdict, in order, once the
-// statement has completed on the server.
-func (s *Session) Apply(changes ...StateChange) {
-	ov := s.ov
-	for _, c := range changes {
-		ov = ov.with(c)
-		switch c.Kind {
-		case ChangeCreateRelation, ChangeEdge, ChangeDropRelation, ChangeRenameRelation, ChangeDropSchema, ChangeDiscardTemp:
-		case ChangePrepare:
-			s.RegisterPrepared(c.Name, c.Text)
-		case ChangeDeallocate:
-			if c.Name == "" {
-				s.prepared = nil
-			} else {
-				delete(s.prepared, c.Name)
-			}
-		case ChangeDiscardAll:
-			s.prepared = nil
-			s.tx.apply(c)
-			s.keyDirty = true
-		default:
-			s.tx.apply(c)
-			s.keyDirty = true
-		}
-	}
-	if ov != s.ov {
-		s.ov = ov.seal()
-		// The overlay is part of every key: keys computed for the old
-		// one must not come back from the recent list.
-		s.keyDirty = true
-		s.recent = [4]recentKey{}
-	}
-}
-
-// Unsettled returns a session for judging a message that the client sent
-// before the server confirmed earlier ones (pipelining), whose changes,
-// pending, may or may not happen. It knows s's relations with pending's
-// changes to relations applied (their edges and drops err towards
-// reaching more), but not s's settings: its search_path is unknown, as
-// after a SET that may or may not have run, and it has no prepared
-// statements.
-func (s *Session) Unsettled(pending ...StateChange) *Session {
-	u := NewSession(s.id)
-	ov := s.ov
-	for _, c := range pending {
-		ov = ov.with(c)
-	}
-	if ov != s.ov {
-		ov = ov.seal()
-	}
-	u.ov = ov
-	return u
-}
-
-// Sync reconciles the transaction state with the status byte of the
-// server's ReadyForQuery ('I', 'T' or 'E').
-func (s *Session) Sync(txStatus byte) {
-	if s.tx.sync(txStatus) {
-		s.keyDirty = true
-	}
-}
-
-// RegisterPrepared records a named prepared statement: a protocol-level
-// Parse with a name (text is the statement), or SQL PREPARE (Apply does it).
-// SQL EXECUTE and Bind can run either, so both are tracked in one
-// namespace, as the server does.
-func (s *Session) RegisterPrepared(name, text string) {
-	if s.prepared == nil {
-		s.prepared = map[string]string{}
-	}
-	s.prepared[name] = text
-}
-
-// ClosePrepared forgets a named prepared statement (Close message).
-func (s *Session) ClosePrepared(name string) { delete(s.prepared, name) }
-
-// Prepared returns a prepared statement's text.
-func (s *Session) Prepared(name string) (string, bool) {
-	t, ok := s.prepared[name]
-	return t, ok
-}
-
-func (s *Session) lookupPrepared(name string) (string, bool) { return s.Prepared(name) }
-
-// stateKey returns the part of the cache key that depends on the session:
-// everything a decision can depend on besides the text.
-func (s *Session) stateKey(pol *Policy, ce *catalogEntry) string {
-	if !s.keyDirty && s.keyPolicy == pol && s.keyCat == ce {
-		return s.key
-	}
-	if s.keyPolicy != pol || s.keyCat != ce {
-		if s.keyPolicy != pol {
-			s.mask = pol.matchRules(&s.id)
-		}
-		s.recent = [4]recentKey{}
-	} else {
-		for i := range s.recent {
-			if rk := &s.recent[i]; rk.key != "" && rk.tx.equal(&s.tx) {
-				s.key, s.keyDirty = rk.key, false
-				return s.key
-			}
-		}
-	}
-	var b strings.Builder
-	b.WriteString(strconv.FormatUint(pol.version, 36))
-	b.WriteByte('|')
-	if ce != nil {
-		b.WriteString(strconv.FormatUint(ce.version, 36))
-	}
-	b.WriteByte('|')
-	b.WriteString(strconv.FormatUint(s.mask, 36))
-	b.WriteByte('|')
-	// $user expands to the current role, else the session user.
-	b.WriteString(quoteIdent(s.id.User))
-	b.WriteByte('|')
-	// Statements later in a message can end the transaction or roll back
-	// to a savepoint, so everything the transaction state holds matters.
-	writeSettings(&b, s.tx.cur)
-	if s.tx.inTx {
-		b.WriteString("|tx|")
-		writeSettings(&b, s.tx.sess)
-		writeSettings(&b, s.tx.start)
-		for _, sp := range s.tx.saves {
-			b.WriteString(quoteIdent(sp.name))
-			writeSettings(&b, sp.cur)
-			writeSettings(&b, sp.sess)
-		}
-	} else if !s.tx.sess.path.equal(s.tx.cur.path) || s.tx.sess.role != s.tx.cur.role {
-		b.WriteString("|sess|")
-		writeSettings(&b, s.tx.sess)
-	}
-	b.WriteString("|init|")
-	writeSettings(&b, s.tx.initial)
-	if k := s.ov.fingerprint(); k != "" {
-		b.WriteString("|rel|")
-		b.WriteString(k)
-	}
-	s.key, s.keyPolicy, s.keyCat, s.keyDirty = b.String(), pol, ce, false
-	s.recent[s.next] = recentKey{tx: s.tx.clone(), key: s.key}
-	s.next = (s.next + 1) % len(s.recent)
-	return s.key
-}
-
-func writeSettings(b *strings.Builder, st settings) {
-	b.WriteString(quoteIdent(st.role))
-	b.WriteByte(':')
-	if st.path.known {
-		for _, p := range st.path.entries {
-			b.WriteString(quoteIdent(p))
-			b.WriteByte(',')
-		}
-	} else {
-		b.WriteByte('?')
-	}
-	b.WriteByte(';')
 }
 
 // JudgeOpaque decides on something that runs code pgmoat cannot see, such

@@ -1,9 +1,6 @@
 package rules
 
-import (
-	"strings"
-	"unsafe"
-)
+import "strings"
 
 // Placeholders that stand for literals in a fast-path key. They are
 // control bytes, which normalize refuses in input, so a key can never be
@@ -203,22 +200,4 @@ func (e *Engine) storeFast(state, sql string, r *Result) {
 		return
 	}
 	e.fast.put(state, string(key), r)
-}
-
-func (c *cache) getBytes(state string, text []byte) *Result {
-	sh := &c.shards[hashBytes(c, text)%cacheShards]
-	// The lookup does not keep the key, so the bytes need not be copied.
-	k := ckey{state, unsafe.String(unsafe.SliceData(text), len(text))}
-	sh.mu.RLock()
-	e := sh.m[k]
-	sh.mu.RUnlock()
-	if e == nil {
-		c.misses.Add(1)
-		return nil
-	}
-	if !e.ref.Load() {
-		e.ref.Store(true)
-	}
-	c.hits.Add(1)
-	return e.r
 }

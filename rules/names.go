@@ -109,26 +109,12 @@ func isSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
 }
 
-// quoteIdent renders a name so that a reader sees exactly which name it is:
-// bare when it is a plain lower-case identifier, double-quoted otherwise.
-func quoteIdent(s string) string {
-	plain := s != ""
-	for i := 0; i < len(s) && plain; i++ {
-		c := s[i]
-		plain = c == '_' || (c >= 'a' && c <= 'z') || (i > 0 && (c >= '0' && c <= '9' || c == '$'))
-	}
-	if plain {
-		return s
-	}
-	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
-}
-
 // qualified renders schema.name for messages.
 func qualified(schema, name string) string {
 	if schema == "" {
-		return quoteIdent(name)
+		return QuoteIdent(name)
 	}
-	return quoteIdent(schema) + "." + quoteIdent(name)
+	return QuoteIdent(schema) + "." + QuoteIdent(name)
 }
 
 // glob matches name against a pattern in which * stands for any run of

@@ -350,7 +350,7 @@ func (o *overlay) seal() *overlay {
 		lines = append(lines, "g "+qkey(q))
 	}
 	for s := range o.goneNS {
-		lines = append(lines, "s "+quoteIdent(s))
+		lines = append(lines, "s "+QuoteIdent(s))
 	}
 	for q, es := range o.edges {
 		for _, ed := range es {
@@ -376,19 +376,19 @@ func (o *overlay) fingerprint() string {
 	return o.key
 }
 
-func qkey(q qname) string { return quoteIdent(q.schema) + "." + quoteIdent(q.name) }
+func qkey(q qname) string { return QuoteIdent(q.schema) + "." + QuoteIdent(q.name) }
 
 // objectKey renders an object unambiguously (names are quoted whenever
 // they are not plain identifiers, so separators cannot be forged).
 func objectKey(o Object) string {
 	var b strings.Builder
 	b.WriteByte('0' + byte(o.Kind))
-	b.WriteString(quoteIdent(o.Schema))
+	b.WriteString(QuoteIdent(o.Schema))
 	b.WriteByte('.')
-	b.WriteString(quoteIdent(o.Name))
+	b.WriteString(QuoteIdent(o.Name))
 	b.WriteByte('[')
 	for _, c := range o.Candidates {
-		b.WriteString(quoteIdent(c))
+		b.WriteString(QuoteIdent(c))
 		b.WriteByte(',')
 	}
 	b.WriteByte(']')

@@ -280,3 +280,74 @@ func (p *Policy) anySchemaProtectedBy(name string) string {
 	}
 	return ""
 }
+
+// decide applies the policy to a verdict's effects.
+func decide(pol *Policy, mask uint64, v *Verdict) {
+	v.Action, v.Rule, v.Sentence = Allow, "", ""
+	for _, ef := range v.Effects {
+		reason, ok := pol.protects(ef)
+		if !ok {
+			continue
+		}
+		action, rule := pol.ruleFor(mask, ef.Op)
+		if v.Rule == "" || action > v.Action {
+			v.Action, v.Rule = action, rule
+			what := ef.What
+			if ef.Where != "" {
+				what += " (" + ef.Where + ")"
+			}
+			v.Sentence = what + ": " + reason + "; rule " + rule
+		}
+	}
+}
+
+// protects says whether an effect touches something protected, and why.
+func (p *Policy) protects(ef Effect) (string, bool) {
+	o := ef.Object
+	if !p.ProtectsAnything() || ef.Op == OpNone {
+		return "", false
+	}
+	switch o.Kind {
+	case KindEverything:
+		return "may touch every protected table (" + strings.Join(p.Patterns(), ", ") + ")", true
+	case KindDatabase:
+		return "the database may hold protected tables (" + strings.Join(p.Patterns(), ", ") + ")", true
+	case KindSchema:
+		if pat := p.schemaProtectedBy(o.Name); pat != "" {
+			return "schema holds tables protected by " + pat, true
+		}
+		return "", false
+	}
+	if o.Schema != "" {
+		if pat := p.protectedBy(o.Schema, o.Name); pat != "" {
+			return "table is protected by " + pat, true
+		}
+		return "", false
+	}
+	for _, s := range o.Candidates {
+		if pat := p.protectedBy(s, o.Name); pat != "" {
+			return "may resolve to " + qualified(s, o.Name) + " through search_path, protected by " + pat, true
+		}
+	}
+	if o.AnySchema {
+		if pat := p.anySchemaProtectedBy(o.Name); pat != "" {
+			return "search_path is unknown, so it may be a table protected by " + pat, true
+		}
+	}
+	return "", false
+}
+
+// ruleFor returns the action and rule name for an effect on a protected
+// object: the first matching rule that covers op, else the default.
+func (p *Policy) ruleFor(mask uint64, op Operation) (Action, string) {
+	for i := range p.rules {
+		if mask&(1<<i) != 0 && p.rules[i].ops.has(op) {
+			return p.rules[i].action, p.rules[i].name
+		}
+	}
+	switch op {
+	case OpOpaque, OpLexerState, OpUnparseable:
+		return Block, RuleDefaultOpaque
+	}
+	return Block, RuleDefaultDestructive
+}

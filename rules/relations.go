@@ -340,7 +340,7 @@ func edgeHow(k EdgeKind, from Object) string {
 func notInSnapshot(target, unknown Object) string {
 	const why = " is not in pgmoat's catalog snapshot nor made by this session, so it may be a view, parent or partitioned table over protected tables; reconnect to refresh the snapshot"
 	if objectKey(target) == objectKey(unknown) {
-		return quoteIdent(unknown.Name) + why
+		return QuoteIdent(unknown.Name) + why
 	}
 	return "it reaches " + unknown.String() + ", which" + why
 }

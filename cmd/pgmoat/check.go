@@ -146,7 +146,7 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) int {
 func newFinding(file string, v *rules.Verdict) finding {
 	f := finding{
 		File: file, Line: v.Line, Col: v.Col,
-		Statement: shorten(v.Text, 120),
+		Statement: rules.Shorten(v.Text, 120),
 		Decision:  v.Action.String(),
 		Rule:      v.Rule,
 		Reason:    v.Sentence,
@@ -191,15 +191,6 @@ func displayName(name string) string {
 		return "<stdin>"
 	}
 	return name
-}
-
-// shorten collapses white space and cuts s to at most n runes.
-func shorten(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if r := []rune(s); len(r) > n {
-		return string(r[:n-1]) + "…"
-	}
-	return s
 }
 
 func splitList(s string) []string {

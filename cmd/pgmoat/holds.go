@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgmoat/pgmoat/admin"
 	"github.com/pgmoat/pgmoat/approvals"
+	"github.com/pgmoat/pgmoat/rules"
 )
 
 // adminFlags are the flags every admin API client command takes.
@@ -107,7 +108,7 @@ func runHolds(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			"ID\tSTATUS\tAPPROVALS\tWAITING\tUSER@DATABASE\tAPPLICATION\tSTATEMENT",
 			func(h approvals.HoldInfo) string {
 				return fmt.Sprintf("%s\t%s\t%d/%d\t%s\t%s@%s\t%s\t%s", h.ID, h.Status, len(h.Approvals), h.ApprovalsRequired,
-					time.Since(h.CreatedAt).Round(time.Second), h.User, h.Database, h.Application, shorten(h.Statement, 60))
+					time.Since(h.CreatedAt).Round(time.Second), h.User, h.Database, h.Application, rules.Shorten(h.Statement, 60))
 			})
 		return exitOK
 	case "show", "approve", "deny":
@@ -225,7 +226,7 @@ func runPreapproval(ctx context.Context, args []string, stdout, stderr io.Writer
 			"ID\tSTATUS\tSTATEMENTS\tUSES\tBY\tEXPIRES\tREASON",
 			func(p approvals.PreApproval) string {
 				return fmt.Sprintf("%s\t%s\t%d\t%d\t%s\t%s\t%s", p.ID, p.Status, len(p.Fingerprints), p.Uses, p.Approver,
-					p.ExpiresAt.Format(time.RFC3339), shorten(p.Reason, 40))
+					p.ExpiresAt.Format(time.RFC3339), rules.Shorten(p.Reason, 40))
 			})
 		return exitOK
 	case "revoke":

@@ -337,6 +337,8 @@ func (d *daemon) reload() error {
 		"listen":       cfg.Listen != old.Listen,
 		"admin.listen": cfg.Admin.Listen != old.Admin.Listen,
 		"tls":          cfg.TLS != old.TLS,
+		// The event loops are started with the proxy.
+		"limits.event_loops": cfg.Limits.EventLoops != old.Limits.EventLoops,
 	} {
 		if changed {
 			d.log.Warn("configuration key changed but takes effect only after a restart", "key", key)

@@ -56,11 +56,28 @@ func Binary(t testing.TB) string {
 	return binPath
 }
 
+// EventLoopsEnv names the environment variable with which `make test`
+// runs the proxy and end-to-end tests a second time with the event loop
+// off, so that the goroutine relay stays tested for every kind of
+// session. The harnesses (Start, and the proxy package's own) put its
+// value in limits.event_loops; pgmoat itself never reads it.
+const EventLoopsEnv = "PGMOAT_EVENT_LOOPS"
+
+// EventLoops returns the limits.event_loops the harnesses configure: the
+// value of EventLoopsEnv, or auto when it is not set.
+func EventLoops() string {
+	if v := os.Getenv(EventLoopsEnv); v != "" {
+		return v
+	}
+	return "auto"
+}
+
 // Options configure a started pgmoat.
 type Options struct {
 	// Config is YAML appended to the generated configuration (listen,
-	// upstream, admin.listen/tokens and audit.path are set for you; keys
-	// given here must not repeat them). Typically policy and holds.
+	// upstream, limits.event_loops, admin.listen/tokens, audit and log are
+	// set for you; keys given here must not repeat them). Typically policy
+	// and holds.
 	Config string
 	// Upstream overrides the upstream URL (default: the harness cluster,
 	// sslmode=disable).
@@ -105,6 +122,8 @@ func Start(t testing.TB, c *pgtest.Cluster, o Options) *Moat {
 	}
 	cfg := fmt.Sprintf(`listen: %s
 upstream: %s
+limits:
+  event_loops: %s
 admin:
   listen: %s
   tokens:
@@ -117,7 +136,7 @@ audit:
   flush_interval: 20ms
 log:
   level: debug
-%s`, m.Addr, up, adminAddr, m.AuditPath, stmts, o.Config)
+%s`, m.Addr, up, EventLoops(), adminAddr, m.AuditPath, stmts, o.Config)
 	m.ConfigPath = filepath.Join(dir, "pgmoat.yaml")
 	if err := os.WriteFile(m.ConfigPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

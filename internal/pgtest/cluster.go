@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -300,7 +301,7 @@ func (c *Cluster) launchFreePort(port int) error {
 	}
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		p, perr := freePort()
+		p, perr := FreePort()
 		if perr != nil {
 			return perr
 		}
@@ -314,7 +315,10 @@ func (c *Cluster) launchFreePort(port int) error {
 
 var errPortInUse = errors.New("port in use")
 
-func freePort() (int, error) {
+// FreePort asks the kernel for a free TCP port on 127.0.0.1. Another
+// process may take it before the caller listens on it; the caller's own
+// "address in use" then says so.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("finding a free port: %w", err)
@@ -388,7 +392,7 @@ SET password_encryption = 'md5';
 CREATE ROLE %[8]s LOGIN PASSWORD '%[9]s';
 RESET password_encryption;
 GRANT ALL ON SCHEMA public TO PUBLIC;
-`, quoteIdent(c.Superuser), c.SuperPassword, UserTrust, UserClear, PasswordClear,
+`, pgx.Identifier{c.Superuser}.Sanitize(), c.SuperPassword, UserTrust, UserClear, PasswordClear,
 		UserSCRAM, PasswordSCRAM, UserMD5, PasswordMD5))
 	if err != nil {
 		return err
@@ -493,6 +497,3 @@ func (c *Cluster) logSince(offset int64) string {
 	}
 	return strings.TrimSpace(string(b[offset:]))
 }
-
-// quoteIdent quotes a SQL identifier.
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

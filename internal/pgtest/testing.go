@@ -125,7 +125,7 @@ func (c *Cluster) NewDatabase(t testing.TB) string {
 	// Separate statements: CREATE DATABASE cannot run in the implicit
 	// transaction of a multi-statement query.
 	for _, sql := range []string{"CREATE DATABASE %s", "GRANT ALL ON DATABASE %s TO PUBLIC"} {
-		if err := c.ExecSQL(ctx, "postgres", fmt.Sprintf(sql, quoteIdent(name))); err != nil {
+		if err := c.ExecSQL(ctx, "postgres", fmt.Sprintf(sql, pgx.Identifier{name}.Sanitize())); err != nil {
 			t.Fatalf("pgtest: creating database %s: %v%s", name, err, c.logTailSuffix())
 		}
 	}
@@ -139,7 +139,7 @@ func (c *Cluster) NewDatabase(t testing.TB) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := c.ExecSQL(ctx, "postgres", fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quoteIdent(name))); err != nil {
+		if err := c.ExecSQL(ctx, "postgres", fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", pgx.Identifier{name}.Sanitize())); err != nil {
 			t.Errorf("pgtest: dropping database %s: %v", name, err)
 		}
 	})

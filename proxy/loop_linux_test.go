@@ -1,5 +1,3 @@
-//go:build linux
-
 package proxy
 
 import (
@@ -9,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgmoat/pgmoat/config"
+	"github.com/pgmoat/pgmoat/internal/moattest"
 	"github.com/pgmoat/pgmoat/internal/pgtest"
 )
 
@@ -18,16 +18,16 @@ import (
 // statements it blocks or holds.
 type tryTestInterceptor struct{ *testInterceptor }
 
-func (ti *tryTestInterceptor) TryIntercept(s *Session, m *ClientMessage) (Verdict, bool) {
+func (ti *tryTestInterceptor) TryIntercept(s *ClientSession, m *ClientMessage) (MessageVerdict, bool) {
 	var sql string
 	switch m.Type {
 	case 'Q', 'P':
 		sql = string(m.Body())
 	}
 	if strings.Contains(sql, "precious") || strings.Contains(sql, "hold me") {
-		return Verdict{}, false
+		return MessageVerdict{}, false
 	}
-	return Verdict{}, true
+	return MessageVerdict{}, true
 }
 
 func tryInterceptorFor(ti *testInterceptor) Interceptor { return &tryTestInterceptor{ti} }
@@ -42,8 +42,8 @@ func (p *testProxy) handoffs(reason string) float64 {
 
 func requireLoop(t *testing.T) {
 	t.Helper()
-	if pickLoop() == nil {
-		t.Skipf("the event loop is off (%s=0): this test is about it", eventLoopsEnv)
+	if harnessEventLoops(t) == 0 {
+		t.Skipf("the event loop is off (%s=0): this test is about it", moattest.EventLoopsEnv)
 	}
 }
 
@@ -66,9 +66,9 @@ func TestEventLoopRelays(t *testing.T) {
 	t.Run("small turns stay in the loop", func(t *testing.T) {
 		before := p.handoffs("large_message") + p.handoffs("interceptor") + p.handoffs("backpressure")
 		conn := p.superConn(t, db)
-		if got := p.loopSessions(); got < 1 {
-			t.Fatalf("event loop sessions = %v, want the new session counted", got)
-		}
+		// The session enters the loop once its startup is over, which
+		// the client may learn first.
+		eventually(t, 10*time.Second, "the new session counted in the event loop", func() bool { return p.loopSessions() >= 1 })
 		// Simple, extended and prepared, a pipeline, an error in it,
 		// a transaction.
 		for i := 0; i < 200; i++ {
@@ -191,5 +191,52 @@ func TestEventLoopShutdown(t *testing.T) {
 	}
 	if got := p.loopSessions(); got != 0 {
 		t.Fatalf("event loop sessions = %v after shutdown, want 0", got)
+	}
+}
+
+// TestEventLoopsBelongToTheServer checks that limits.event_loops decides
+// whether a Server relays sessions in event loops and how many it runs,
+// and that Shutdown stops them.
+func TestEventLoopsBelongToTheServer(t *testing.T) {
+	c := pgtest.Get(t)
+	db := c.NewDatabase(t)
+	ctx := ctxTimeout(t, time.Minute)
+	loops := func(n config.EventLoops) proxyOption {
+		return func(cfg *config.Config) { cfg.Limits.EventLoops = n }
+	}
+
+	off := startProxy(t, Options{Interceptor: tryInterceptorFor(&testInterceptor{})}, loops(0))
+	conn := off.superConn(t, db)
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := off.loopSessions(), 0.0; got != want {
+		t.Errorf("event_loops 0: %v sessions in an event loop, want %v", got, want)
+	}
+	if got := off.counter(off.met.RelaySessions.WithLabelValues("goroutines")); got != 1 {
+		t.Errorf("event_loops 0: %v sessions with goroutines, want 1", got)
+	}
+
+	on := startProxy(t, Options{Interceptor: tryInterceptorFor(&testInterceptor{})}, loops(2))
+	conn = on.superConn(t, db)
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := on.loopSessions(); got != 1 {
+		t.Errorf("event_loops 2: %v sessions in an event loop, want 1", got)
+	}
+	if n := len(on.srv.loops.all); n != 2 {
+		t.Fatalf("event_loops 2: the server runs %d loops", n)
+	}
+	conn.Close(ctx)
+	if err := on.shutdown(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range on.srv.loops.all {
+		select {
+		case <-l.done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("event loop %d still running after Shutdown", i)
+		}
 	}
 }

@@ -1,5 +1,3 @@
-//go:build linux
-
 package proxy
 
 import (
@@ -9,7 +7,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,6 +14,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pgmoat/pgmoat/config"
 )
 
 // The event loop relays sessions the way PgBouncer does: a few threads,
@@ -43,45 +42,51 @@ import (
 // the runtime's own epoll, so no wake-up is spent on them twice); leaving
 // the loop makes net.Conns of them again.
 
-// loops are the process's event loops, started on first use and shared by
-// every Server. There is one per two processors (GOMAXPROCS), at least
-// one: a loop thread relays tens of thousands of turns a second, and the
-// processors it leaves free run the analysis of new statements, holds,
-// the audit log and PostgreSQL itself when it shares the machine. On
-// pgbench -S through pgmoat on 2 cores, one loop spent 10% less CPU per
-// transaction than two (bench/README.md). PGMOAT_EVENT_LOOPS sets the
-// number; 0 turns the loop off (every session uses the goroutine relay).
-var loops struct {
-	once sync.Once
-	all  []*eventLoop
-	next atomic.Uint64
+// eventLoops are a Server's event loops: limits.event_loops of them (auto:
+// one per two processors, see config.EventLoopsAuto), started with the
+// first session that can use one, so that a Server that relays nothing
+// runs no thread for it, and stopped when the Server has shut down.
+type eventLoops struct {
+	n        int // threads to start; 0: the loop is off
+	once     sync.Once
+	all      []*eventLoop
+	next     atomic.Uint64
+	stopOnce sync.Once
 }
 
-// eventLoopsEnv names the environment variable that sets the number of
-// event loops.
-const eventLoopsEnv = "PGMOAT_EVENT_LOOPS"
+func newEventLoops(n config.EventLoops) *eventLoops {
+	return &eventLoops{n: n.Threads(runtime.GOMAXPROCS(0))}
+}
 
-// pickLoop returns an event loop for a new session, round robin, or nil
-// when the loop is off or could not be started.
-func pickLoop() *eventLoop {
-	loops.once.Do(func() {
-		n := max(1, runtime.GOMAXPROCS(0)/2)
-		if v, err := strconv.Atoi(os.Getenv(eventLoopsEnv)); err == nil && v >= 0 {
-			n = v
-		}
-		for i := 0; i < n; i++ {
+// pick returns an event loop for a new session, round robin, or nil when
+// the loop is off or could not be started.
+func (ls *eventLoops) pick() *eventLoop {
+	ls.once.Do(func() {
+		for i := 0; i < ls.n; i++ {
 			l, err := newEventLoop()
 			if err != nil {
 				break // the goroutine relay serves the sessions the loops cannot
 			}
-			loops.all = append(loops.all, l)
+			ls.all = append(ls.all, l)
 			go l.run()
 		}
 	})
-	if len(loops.all) == 0 {
+	if len(ls.all) == 0 {
 		return nil
 	}
-	return loops.all[(loops.next.Add(1)-1)%uint64(len(loops.all))]
+	return ls.all[(ls.next.Add(1)-1)%uint64(len(ls.all))]
+}
+
+// stop ends the loops' goroutines and closes their descriptors. No session
+// may be in a loop any more (Shutdown calls it once every session has
+// ended), and none enters one after.
+func (ls *eventLoops) stop() {
+	ls.stopOnce.Do(func() {
+		ls.once.Do(func() {}) // loops not started yet never start
+		for _, l := range ls.all {
+			l.stop()
+		}
+	})
 }
 
 // eventLoop is one epoll instance and the goroutine that waits on it.
@@ -89,10 +94,11 @@ type eventLoop struct {
 	epfd   int
 	wakefd int // eventfd: sessions to add or kick are waiting
 
-	mu    sync.Mutex
-	adds  []*loopConn
-	kicks []*loopConn
-	woken bool
+	mu       sync.Mutex
+	adds     []*loopConn
+	kicks    []*loopConn
+	woken    bool
+	stopping bool
 
 	ep *os.File        // epfd, registered with the Go runtime's poller
 	rc syscall.RawConn // ep's
@@ -100,6 +106,8 @@ type eventLoop struct {
 	// Only the loop's goroutine touches these.
 	conns  map[int32]*loopConn // by socket descriptor, both of each session's
 	events []unix.EpollEvent
+
+	done chan struct{} // closed when run has returned, after stop
 }
 
 func newEventLoop() (*eventLoop, error) {
@@ -130,10 +138,18 @@ func newEventLoop() (*eventLoop, error) {
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
 	return &eventLoop{epfd: epfd, wakefd: wakefd, ep: ep, rc: rc,
-		conns: make(map[int32]*loopConn), events: make([]unix.EpollEvent, 256)}, nil
+		conns: make(map[int32]*loopConn), events: make([]unix.EpollEvent, 256), done: make(chan struct{})}, nil
 }
 
-// wake makes the loop look at its adds and kicks.
+// stop makes the loop's goroutine close the loop and return.
+func (l *eventLoop) stop() {
+	l.mu.Lock()
+	l.stopping = true
+	l.wakeLocked()
+	l.mu.Unlock()
+}
+
+// wakeLocked makes the loop look at its adds, kicks and stop request.
 func (l *eventLoop) wakeLocked() {
 	if l.woken {
 		return
@@ -179,7 +195,12 @@ func (l *eventLoop) run() {
 		for i := 0; i < n; i++ {
 			fd := l.events[i].Fd
 			if fd == int32(l.wakefd) {
-				l.takeRequests()
+				if l.takeRequests() {
+					l.ep.Close() // the epoll descriptor
+					unix.Close(l.wakefd)
+					close(l.done)
+					return
+				}
 				continue
 			}
 			lc := l.conns[fd]
@@ -196,12 +217,13 @@ func (l *eventLoop) run() {
 }
 
 // takeRequests adds the sessions that entered the loop and hands back the
-// ones whose session is being stopped.
-func (l *eventLoop) takeRequests() {
+// ones whose session is being stopped. It reports whether the loop itself
+// is to stop.
+func (l *eventLoop) takeRequests() (stop bool) {
 	var buf [8]byte
 	unix.Read(l.wakefd, buf[:])
 	l.mu.Lock()
-	adds, kicks := l.adds, l.kicks
+	adds, kicks, stop := l.adds, l.kicks, l.stopping
 	l.adds, l.kicks = nil, nil
 	l.woken = false
 	l.mu.Unlock()
@@ -213,6 +235,7 @@ func (l *eventLoop) takeRequests() {
 			lc.exit(&copyEnd{fromClient: true, err: os.ErrDeadlineExceeded})
 		}
 	}
+	return stop
 }
 
 func (l *eventLoop) add(lc *loopConn) {
@@ -245,7 +268,7 @@ func (l *eventLoop) remove(lc *loopConn) {
 // loopConn is a session while it runs in an event loop.
 type loopConn struct {
 	l        *eventLoop
-	s        *Session
+	s        *ClientSession
 	c2s      *clientToServer
 	s2c      *serverToClient
 	cfd, sfd int      // the duplicated client and server sockets
@@ -258,7 +281,7 @@ type loopConn struct {
 // enterLoop moves a session whose sockets are plain TCP or Unix sockets
 // into an event loop, or returns nil when it stays with the goroutine
 // relay (TLS, no loop available, the session already stopping).
-func (s *Session) enterLoop(c2s *clientToServer, s2c *serverToClient) *loopConn {
+func (s *ClientSession) enterLoop(c2s *clientToServer, s2c *serverToClient) *loopConn {
 	if s.icpt != nil && s.fast == nil || len(s.cliR.pre) > 0 {
 		return nil
 	}
@@ -267,7 +290,7 @@ func (s *Session) enterLoop(c2s *clientToServer, s2c *serverToClient) *loopConn 
 	if s.stopped || !loopable(s.client) || !loopable(s.server) {
 		return nil
 	}
-	l := pickLoop()
+	l := s.srv.loops.pick()
 	if l == nil {
 		return nil
 	}
@@ -504,7 +527,7 @@ func (lc *loopConn) exit(first *copyEnd) {
 // leaveLoop waits until the loop hands the session back, then restores
 // its net.Conns, writes what the loop could not and returns how the relay
 // ended (nil: it goes on in goroutines).
-func (s *Session) leaveLoop(lc *loopConn) *copyEnd {
+func (s *ClientSession) leaveLoop(lc *loopConn) *copyEnd {
 	first := <-lc.done
 	s.srv.met.RelaySessions.WithLabelValues("event_loop").Dec()
 	cc, cerr := fdConn(lc.cfd)

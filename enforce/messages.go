@@ -1,0 +1,261 @@
+package enforce
+
+import (
+	"context"
+	"errors"
+
+	"github.com/pgmoat/pgmoat/proxy"
+	"github.com/pgmoat/pgmoat/rules"
+)
+
+// errWouldBlock is handle's answer, on the event loop, for a message that
+// needs more than the loop may do.
+var errWouldBlock = errors.New("enforce: the message needs the blocking path")
+
+// handle decides on one client message: the one place where each message
+// type is handled, for both of the proxy's paths.
+//
+// Intercept calls it with mayBlock true, on the session's own goroutine.
+// TryIntercept calls it with mayBlock false, on the proxy's event loop,
+// where it must not block: there it returns errWouldBlock, having changed
+// nothing (metrics included), as soon as the message needs more than the
+// analysis, that is a durable write or a wait (a statement to block, hold
+// or log, a Bind to judge again, a FunctionCall); a malformed message
+// returns its error there too. Intercept then handles the message from the
+// start.
+func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayBlock bool) (proxy.MessageVerdict, error) {
+	switch m.Type {
+	case 'Q':
+		sql, err := m.QueryText()
+		if err != nil {
+			return proxy.MessageVerdict{}, err
+		}
+		return st.statement(ctx, m.Type, sql, nil, mayBlock)
+	case 'P':
+		name, sql, err := m.ParseStatement()
+		if err != nil {
+			return proxy.MessageVerdict{}, err
+		}
+		return st.statement(ctx, m.Type, sql, name, mayBlock)
+	case 'B':
+		portal, stmt, err := m.BindNames()
+		if err != nil {
+			return proxy.MessageVerdict{}, err
+		}
+		if st.bindSettled(portal, stmt) {
+			return proxy.MessageVerdict{}, nil
+		}
+		if !mayBlock {
+			return proxy.MessageVerdict{}, errWouldBlock // judged again: it may block
+		}
+		return st.bind(ctx, portal, stmt)
+	case 'E':
+		portal, err := m.ExecutePortal()
+		if err != nil {
+			return proxy.MessageVerdict{}, err
+		}
+		return st.execute(portal), nil
+	case 'C':
+		// A malformed Close is forwarded for the server to refuse.
+		if kind, name, err := m.CloseTarget(); err == nil {
+			st.close(kind, name)
+		}
+		return proxy.MessageVerdict{}, nil
+	case 'F':
+		if !mayBlock {
+			return proxy.MessageVerdict{}, errWouldBlock
+		}
+		return st.functionCall(ctx)
+	}
+	// Describe, Sync, Flush, CopyDone, CopyFail: nothing to judge.
+	return proxy.MessageVerdict{}, nil
+}
+
+// passes reports whether a decision lets the message through.
+func passes(res *rules.Result) bool { return res.Action == rules.Allow || res.Action == rules.Log }
+
+// statement judges the SQL of a Query ('Q'), or of a Parse ('P') that
+// prepares statement name, and carries out the decision.
+func (st *sessionState) statement(ctx context.Context, typ byte, sql, name []byte, mayBlock bool) (proxy.MessageVerdict, error) {
+	text := string(sql)
+	res, d := st.analyse(func(rs *rules.Session) *rules.Result { return st.e.engine.Judge(rs, text) })
+	if res.Action != rules.Allow && !mayBlock {
+		return proxy.MessageVerdict{}, errWouldBlock
+	}
+	st.judged(res, d)
+	if !passes(res) {
+		return st.enforce(ctx, typ, res, string(name))
+	}
+	if v, ok := st.logged(typ, res); !ok {
+		return v, nil
+	}
+	st.allowed(res, "")
+	return st.forward(typ, res, string(name)), nil
+}
+
+// logged writes a log decision to the audit log before the message goes
+// on. When it cannot be written, ok is false and v refuses the message:
+// fail closed.
+func (st *sessionState) logged(typ byte, res *rules.Result) (v proxy.MessageVerdict, ok bool) {
+	if res.Action != rules.Log {
+		return proxy.MessageVerdict{}, true
+	}
+	if err := st.recordDecision(res, "log"); err != nil {
+		return st.refuseAuditDown(typ, res, err), false
+	}
+	return proxy.MessageVerdict{}, true
+}
+
+// forward lets a judged message through, tagging it when its statements
+// change session state so the change is applied once confirmed.
+func (st *sessionState) forward(typ byte, res *rules.Result, stmt string) proxy.MessageVerdict {
+	changes := hasChanges(res)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	switch typ {
+	case 'Q':
+		if !changes {
+			return proxy.MessageVerdict{}
+		}
+		tag := &queryTag{res: res, wasInTx: st.inTransaction()}
+		st.unconfirmed = append(st.unconfirmed, tag)
+		return proxy.MessageVerdict{Tag: tag}
+	case 'P':
+		text := joinTexts(res)
+		if stmt != "" {
+			delete(st.sqlPrepared, stmt)
+			st.analysis.RegisterPrepared(stmt, text)
+		}
+		if st.stmts == nil {
+			st.stmts = map[string]*parsedStmt{}
+		}
+		ps := &parsedStmt{text: text, policy: st.e.engine.Policy().Version()}
+		if changes {
+			ps.res = res
+		}
+		st.stmts[stmt] = ps
+	}
+	return proxy.MessageVerdict{}
+}
+
+// bindSettled settles, without judging, a Bind of a statement pgmoat did
+// not see prepared or saw Parse'd and judged under the policy in force:
+// the portal takes the statement's judgement. It reports false, having
+// changed nothing, when the Bind must be judged (a statement prepared with
+// SQL PREPARE, or judged under an older policy).
+func (st *sessionState) bindSettled(portal, stmt []byte) bool {
+	st.mu.Lock()
+	sqlPrep := st.sqlPrepared[string(stmt)]
+	ps := st.stmts[string(stmt)]
+	st.mu.Unlock()
+	if sqlPrep || ps != nil && ps.policy != st.e.engine.Policy().Version() {
+		return false
+	}
+	var r *rules.Result
+	if ps != nil {
+		r = ps.res
+	}
+	st.setPortal(string(portal), r)
+	return true
+}
+
+// bind judges a Bind that bindSettled could not settle: a statement
+// prepared with SQL PREPARE runs here without new text, so it is judged
+// (as EXECUTE of it) under the policy in force now; a statement prepared
+// with Parse is judged again when the policy changed since its Parse.
+func (st *sessionState) bind(ctx context.Context, portal, stmt []byte) (proxy.MessageVerdict, error) {
+	// The state is read again: the server→client side may have changed
+	// it (DISCARD ALL, PREPARE) since bindSettled looked.
+	st.mu.Lock()
+	sqlPrep := st.sqlPrepared[string(stmt)]
+	ps := st.stmts[string(stmt)]
+	st.mu.Unlock()
+	if !sqlPrep {
+		if ps == nil {
+			st.setPortal(string(portal), nil)
+			return proxy.MessageVerdict{}, nil
+		}
+		if pv := st.e.engine.Policy().Version(); ps.policy != pv {
+			res := st.judge(func(rs *rules.Session) *rules.Result { return st.e.engine.Judge(rs, ps.text) })
+			if !passes(res) {
+				return st.enforce(ctx, 'B', res, "")
+			}
+			if v, ok := st.logged('B', res); !ok {
+				return v, nil
+			}
+			st.mu.Lock()
+			ps.policy = pv
+			st.mu.Unlock()
+		}
+		st.setPortal(string(portal), ps.res)
+		return proxy.MessageVerdict{}, nil
+	}
+	text := "EXECUTE " + rules.QuoteIdent(string(stmt))
+	res := st.judge(func(rs *rules.Session) *rules.Result { return st.e.engine.Judge(rs, text) })
+	if !passes(res) {
+		return st.enforce(ctx, 'B', res, "")
+	}
+	if v, ok := st.logged('B', res); !ok {
+		return v, nil
+	}
+	st.allowed(res, "")
+	st.setPortal(string(portal), nil)
+	return proxy.MessageVerdict{}, nil
+}
+
+func (st *sessionState) setPortal(portal string, r *rules.Result) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if r == nil {
+		if st.portals != nil {
+			delete(st.portals, portal)
+		}
+		return
+	}
+	if st.portals == nil {
+		st.portals = map[string]*rules.Result{}
+	}
+	st.portals[portal] = r
+}
+
+// execute tags an Execute of a portal whose statement changes session
+// state, so that the change is applied when the server confirms it.
+func (st *sessionState) execute(portal []byte) proxy.MessageVerdict {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	r := st.portals[string(portal)]
+	if r == nil {
+		return proxy.MessageVerdict{}
+	}
+	tag := &executeTag{changes: allChanges(r)}
+	st.unconfirmed = append(st.unconfirmed, tag)
+	return proxy.MessageVerdict{Tag: tag}
+}
+
+// close forgets a prepared statement ('S') or portal ('P') the client
+// closes.
+func (st *sessionState) close(kind byte, name []byte) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	switch kind {
+	case 'S':
+		delete(st.stmts, string(name))
+		delete(st.sqlPrepared, string(name))
+		st.analysis.ClosePrepared(string(name))
+	case 'P':
+		delete(st.portals, string(name))
+	}
+}
+
+// functionCall judges a FunctionCall message: pgmoat cannot see what the
+// function does, so it is opaque.
+func (st *sessionState) functionCall(ctx context.Context) (proxy.MessageVerdict, error) {
+	res := st.judge(func(rs *rules.Session) *rules.Result {
+		return st.e.engine.JudgeOpaque(rs, "FunctionCall message (fast-path function call)")
+	})
+	if !passes(res) {
+		return st.enforce(ctx, 'F', res, "")
+	}
+	v, _ := st.logged('F', res) // the refusal when the log cannot be written
+	return v, nil
+}

@@ -1,0 +1,308 @@
+package enforce
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pgmoat/pgmoat/audit"
+	"github.com/pgmoat/pgmoat/proxy"
+	"github.com/pgmoat/pgmoat/rules"
+)
+
+// sessionState is what enforcement keeps of one client session. The
+// session's client→server side (Intercept, TryIntercept) and its
+// server→client side (ServerMessage) both use it, so mu guards everything
+// below it.
+type sessionState struct {
+	e         *Enforcer
+	client    *proxy.ClientSession
+	started   time.Time
+	auditBase audit.Event
+
+	mu       sync.Mutex
+	analysis *rules.Session // the session's state as confirmed by the server
+	// unconfirmed holds the tags (*queryTag, *executeTag) of forwarded
+	// messages whose state changes the server has not confirmed yet.
+	unconfirmed []any
+	// sqlPrepared names the statements prepared with SQL PREPARE, which
+	// Bind can run without new text; stmts keeps every protocol-level
+	// statement (Parse) with the policy that judged it, and portals the
+	// judgement of portals whose execution changes session state.
+	sqlPrepared map[string]bool
+	stmts       map[string]*parsedStmt
+	portals     map[string]*rules.Result
+}
+
+// parsedStmt is a statement the client prepared with Parse. A Bind after
+// a policy reload judges its text again: clients keep prepared statements
+// for the life of a connection, and a tightened policy must reach them.
+type parsedStmt struct {
+	text   string
+	policy uint64        // version of the policy that allowed it
+	res    *rules.Result // its judgement, when executing it changes session state
+}
+
+// queryTag follows a forwarded simple Query whose statements change
+// session state: the i-th CommandComplete confirms the i-th statement.
+type queryTag struct {
+	res      *rules.Result
+	next     int
+	failed   bool
+	pathMove bool // a search_path or role change was applied
+	wasInTx  bool
+}
+
+// executeTag follows a forwarded Execute of a portal whose statement
+// changes session state.
+type executeTag struct {
+	changes []rules.StateChange
+}
+
+func (st *sessionState) event(kind audit.Kind) audit.Event {
+	ev := st.auditBase
+	ev.Kind = kind
+	return ev
+}
+
+// inTransaction reports whether the session is inside a transaction
+// block (or a failed one), as of the server's last ReadyForQuery.
+func (st *sessionState) inTransaction() bool {
+	status := st.client.TxStatus()
+	return status == 'T' || status == 'E'
+}
+
+// judge runs f against the session's analysis state, or, while a state
+// change the client pipelined is unconfirmed, against a session whose
+// search_path is unknown (the strictest assumption) that knows the
+// relations the session made and those the unconfirmed messages make.
+func (st *sessionState) judge(f func(*rules.Session) *rules.Result) *rules.Result {
+	res, d := st.analyse(f)
+	st.judged(res, d)
+	return res
+}
+
+// analyse is judge without the metrics: the event loop may give a message
+// up to Intercept, which then counts it.
+func (st *sessionState) analyse(f func(*rules.Session) *rules.Result) (*rules.Result, time.Duration) {
+	t0 := time.Now()
+	st.mu.Lock()
+	rs := st.analysis
+	if len(st.unconfirmed) > 0 {
+		rs = st.analysis.Unsettled(st.pendingLocked()...)
+	}
+	res := f(rs)
+	st.mu.Unlock()
+	return res, time.Since(t0)
+}
+
+// judged counts a judged message in the metrics.
+func (st *sessionState) judged(res *rules.Result, d time.Duration) {
+	st.e.met.AnalysisDuration.Observe(d.Seconds())
+	if res.Path == rules.PathFull {
+		st.e.cacheMis.Inc()
+	} else {
+		st.e.cacheHit.Inc()
+	}
+	st.count(res)
+}
+
+// count adds the message's statements to pgmoat_statements_total, under
+// the message's decision and each statement's most severe operation.
+func (st *sessionState) count(res *rules.Result) {
+	for _, v := range res.Statements {
+		op := rules.OpNone
+		for _, ef := range v.Effects {
+			if ef.Op > op {
+				op = ef.Op
+			}
+		}
+		st.e.counters[res.Action][op].Inc()
+	}
+}
+
+// allowed records the statements of a message that is let through, when
+// audit.statements is all. why says what let a held or blocked statement
+// through ("pre-approved", "approved"); the recorded decision is what
+// happened to the statement (allow, or log), not what the policy alone
+// would have done.
+func (st *sessionState) allowed(res *rules.Result, why string) {
+	if !st.e.audit.AllStatements() {
+		return
+	}
+	for _, v := range res.Statements {
+		ev := st.event(audit.Statement)
+		ev.Statement = v.Text
+		ev.Fingerprint, _ = v.Fingerprint()
+		ev.Decision = "allow"
+		if v.Action == rules.Log && why == "" {
+			ev.Decision = "log"
+		}
+		ev.Reason = why
+		ev.Rule = v.Rule
+		st.e.audit.RecordAsync(ev)
+	}
+}
+
+// recordDecision writes a non-allow decision to the audit log, durably.
+func (st *sessionState) recordDecision(res *rules.Result, decision string) error {
+	v := res.Decision()
+	ev := st.event(audit.Decision)
+	ev.Statement = joinTexts(res)
+	if v != nil {
+		ev.Fingerprint, _ = v.Fingerprint()
+		ev.Rule = v.Rule
+		ev.Reason = v.Sentence
+	}
+	ev.Decision = decision
+	ev.Operations, ev.Objects = effectsOf(res)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return st.e.audit.Record(ctx, ev)
+}
+
+// serverMessage applies confirmed state changes and watches settings the
+// server reports.
+func (st *sessionState) serverMessage(tag any, typ byte, body []byte) error {
+	if typ == 'S' {
+		name, value, err := proxy.DecodeParameterStatus(body)
+		if err != nil {
+			return nil // relayed as it is; the client will judge it
+		}
+		if err := rules.CheckParameter(name, value); err != nil && st.e.engine.Policy().ProtectsAnything() {
+			st.e.log.Warn("session changed a setting that makes lexing unsafe; closing it", "session", st.auditBase.SessionID, "err", err)
+			ev := st.event(audit.SessionEnd)
+			ev.EndReason = "lexer_state"
+			ev.Error = err.Error()
+			st.e.audit.RecordAsync(ev)
+			return proxy.Refuse("42501", "pgmoat closed this session: "+err.Error(),
+				"After this setting, PostgreSQL would split statements differently from pgmoat's parser.")
+		}
+		return nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	switch t := tag.(type) {
+	case *queryTag:
+		switch typ {
+		case 'C':
+			if t.next < len(t.res.Statements) {
+				ch := t.res.Statements[t.next].Changes
+				st.applyLocked(ch)
+				if movesPath(ch) {
+					t.pathMove = true
+				}
+			}
+			t.next++
+		case 'E':
+			t.failed = true
+		case 'Z':
+			if t.failed && t.pathMove && !t.wasInTx && body[0] == 'I' {
+				// The implicit transaction of the message rolled back
+				// the SETs that ran before the error; pgmoat cannot tell
+				// exactly what remains, so it assumes nothing.
+				st.analysis.Apply(rules.StateChange{Kind: rules.ChangeSearchPath})
+			}
+			st.settledLocked(t)
+		case 0:
+			st.settledLocked(t)
+		}
+	case *executeTag:
+		switch typ {
+		case 'C':
+			st.applyLocked(t.changes)
+			st.settledLocked(t)
+		case 'E', 0:
+			st.settledLocked(t)
+		}
+	}
+	if typ == 'Z' {
+		st.analysis.Sync(body[0])
+	}
+	return nil
+}
+
+// settledLocked forgets the tag of a message the server has finished.
+func (st *sessionState) settledLocked(tag any) {
+	if i := slices.Index(st.unconfirmed, tag); i >= 0 {
+		st.unconfirmed = slices.Delete(st.unconfirmed, i, i+1)
+	}
+}
+
+// pendingLocked returns the state changes of forwarded messages the
+// server has not confirmed yet: they may or may not happen.
+func (st *sessionState) pendingLocked() []rules.StateChange {
+	var out []rules.StateChange
+	for _, tag := range st.unconfirmed {
+		switch t := tag.(type) {
+		case *queryTag:
+			for _, v := range t.res.Statements[min(t.next, len(t.res.Statements)):] {
+				out = append(out, v.Changes...)
+			}
+		case *executeTag:
+			out = append(out, t.changes...)
+		}
+	}
+	return out
+}
+
+func (st *sessionState) applyLocked(changes []rules.StateChange) {
+	stale := false
+	for _, ch := range changes {
+		switch ch.Kind {
+		case rules.ChangeCreateRelation, rules.ChangeEdge, rules.ChangeRenameRelation, rules.ChangeDropRelation, rules.ChangeDropSchema:
+			// The catalog snapshot no longer says what the database
+			// holds: the next session reloads it (what this one made
+			// reaches the others at once through Learn, below; the reload
+			// also brings what was made outside pgmoat).
+			stale = stale || ch.Relation.Schema != "pg_temp"
+		case rules.ChangePrepare:
+			if st.sqlPrepared == nil {
+				st.sqlPrepared = map[string]bool{}
+			}
+			st.sqlPrepared[ch.Name] = true
+		case rules.ChangeDeallocate:
+			if ch.Name == "" {
+				st.sqlPrepared = nil
+			} else {
+				delete(st.sqlPrepared, ch.Name)
+			}
+		case rules.ChangeDiscardAll:
+			st.sqlPrepared, st.stmts, st.portals = nil, nil, nil
+		}
+	}
+	if stale {
+		st.e.cats.release(st.auditBase.Database)
+	}
+	st.analysis.Apply(changes...)
+	// The database's other sessions count what this one made too.
+	st.e.engine.Learn(st.auditBase.Database, changes...)
+}
+
+func movesPath(changes []rules.StateChange) bool {
+	for _, ch := range changes {
+		switch ch.Kind {
+		case rules.ChangeSearchPath, rules.ChangeResetSearchPath, rules.ChangeRole, rules.ChangeResetAll, rules.ChangeDiscardAll:
+			return true
+		}
+	}
+	return false
+}
+
+func hasChanges(res *rules.Result) bool {
+	for _, v := range res.Statements {
+		if len(v.Changes) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func allChanges(res *rules.Result) []rules.StateChange {
+	var out []rules.StateChange
+	for _, v := range res.Statements {
+		out = append(out, v.Changes...)
+	}
+	return out
+}

@@ -1,0 +1,221 @@
+package rules
+
+import (
+	"strconv"
+	"strings"
+)
+
+// Session is one client session's state as the analysis needs it. It is
+// not safe for concurrent use: one goroutine (the session's) owns it.
+//
+// Besides settings and prepared statements, a session keeps an overlay
+// on the shared catalog snapshot: the relations it created (temporary
+// ones under pg_temp), dropped or renamed, and how operations on them
+// reach others (a view's bases, a child or partition, a foreign key, a
+// rule), learnt from the Changes of its confirmed statements. A DELETE
+// through a view the session made in an earlier message therefore counts
+// against the view's protected base, although the catalog snapshot,
+// loaded before, does not have the view.
+type Session struct {
+	id       Identity
+	tx       txState
+	prepared map[string]string
+	ov       *overlay // sealed; nil when the session changed no relation
+
+	// cache key, recomputed when the policy, catalog or state changes
+	key       string
+	keyPolicy *Policy
+	keyCat    *catalogEntry
+	keyDirty  bool
+	mask      uint64
+	// recent keys by state: sessions alternate between a few states
+	// (idle, in a transaction), so most recomputations find theirs here.
+	recent [4]recentKey
+	next   int
+}
+
+type recentKey struct {
+	tx  txState
+	key string
+}
+
+// NewSession starts tracking a session. Its search_path is unknown until
+// SetSearchPath (from the startup packet's options, or a ParameterStatus)
+// or a SET tells.
+func NewSession(id Identity) *Session {
+	return &Session{id: id, keyDirty: true}
+}
+
+// Identity returns who the session is.
+func (s *Session) Identity() Identity { return s.id }
+
+// SetSearchPath sets the session's search_path as of session start (what
+// RESET returns to), with entries as the server stores them.
+func (s *Session) SetSearchPath(entries []string) {
+	v := pathVal{known: true, entries: append([]string(nil), entries...)}
+	s.tx.initial.path, s.tx.cur.path, s.tx.sess.path = v, v, v
+	s.keyDirty = true
+}
+
+// SearchPath returns the search_path pgmoat believes is in force; ok is
+// false when it is unknown.
+func (s *Session) SearchPath() (entries []string, ok bool) {
+	return s.tx.cur.path.entries, s.tx.cur.path.known
+}
+
+// Apply applies state changes reported in a Verdict, in order, once the
+// statement has completed on the server.
+func (s *Session) Apply(changes ...StateChange) {
+	ov := s.ov
+	for _, c := range changes {
+		ov = ov.with(c)
+		switch c.Kind {
+		case ChangeCreateRelation, ChangeEdge, ChangeDropRelation, ChangeRenameRelation, ChangeDropSchema, ChangeDiscardTemp:
+		case ChangePrepare:
+			s.RegisterPrepared(c.Name, c.Text)
+		case ChangeDeallocate:
+			if c.Name == "" {
+				s.prepared = nil
+			} else {
+				delete(s.prepared, c.Name)
+			}
+		case ChangeDiscardAll:
+			s.prepared = nil
+			s.tx.apply(c)
+			s.keyDirty = true
+		default:
+			s.tx.apply(c)
+			s.keyDirty = true
+		}
+	}
+	if ov != s.ov {
+		s.ov = ov.seal()
+		// The overlay is part of every key: keys computed for the old
+		// one must not come back from the recent list.
+		s.keyDirty = true
+		s.recent = [4]recentKey{}
+	}
+}
+
+// Unsettled returns a session for judging a message that the client sent
+// before the server confirmed earlier ones (pipelining), whose changes,
+// pending, may or may not happen. It knows s's relations with pending's
+// changes to relations applied (their edges and drops err towards
+// reaching more), but not s's settings: its search_path is unknown, as
+// after a SET that may or may not have run, and it has no prepared
+// statements.
+func (s *Session) Unsettled(pending ...StateChange) *Session {
+	u := NewSession(s.id)
+	ov := s.ov
+	for _, c := range pending {
+		ov = ov.with(c)
+	}
+	if ov != s.ov {
+		ov = ov.seal()
+	}
+	u.ov = ov
+	return u
+}
+
+// Sync reconciles the transaction state with the status byte of the
+// server's ReadyForQuery ('I', 'T' or 'E').
+func (s *Session) Sync(txStatus byte) {
+	if s.tx.sync(txStatus) {
+		s.keyDirty = true
+	}
+}
+
+// RegisterPrepared records a named prepared statement: a protocol-level
+// Parse with a name (text is the statement), or SQL PREPARE (Apply does it).
+// SQL EXECUTE and Bind can run either, so both are tracked in one
+// namespace, as the server does.
+func (s *Session) RegisterPrepared(name, text string) {
+	if s.prepared == nil {
+		s.prepared = map[string]string{}
+	}
+	s.prepared[name] = text
+}
+
+// ClosePrepared forgets a named prepared statement (Close message).
+func (s *Session) ClosePrepared(name string) { delete(s.prepared, name) }
+
+// Prepared returns a prepared statement's text.
+func (s *Session) Prepared(name string) (string, bool) {
+	t, ok := s.prepared[name]
+	return t, ok
+}
+
+func (s *Session) lookupPrepared(name string) (string, bool) { return s.Prepared(name) }
+
+// stateKey returns the part of the cache key that depends on the session:
+// everything a decision can depend on besides the text.
+func (s *Session) stateKey(pol *Policy, ce *catalogEntry) string {
+	if !s.keyDirty && s.keyPolicy == pol && s.keyCat == ce {
+		return s.key
+	}
+	if s.keyPolicy != pol || s.keyCat != ce {
+		if s.keyPolicy != pol {
+			s.mask = pol.matchRules(&s.id)
+		}
+		s.recent = [4]recentKey{}
+	} else {
+		for i := range s.recent {
+			if rk := &s.recent[i]; rk.key != "" && rk.tx.equal(&s.tx) {
+				s.key, s.keyDirty = rk.key, false
+				return s.key
+			}
+		}
+	}
+	var b strings.Builder
+	b.WriteString(strconv.FormatUint(pol.version, 36))
+	b.WriteByte('|')
+	if ce != nil {
+		b.WriteString(strconv.FormatUint(ce.version, 36))
+	}
+	b.WriteByte('|')
+	b.WriteString(strconv.FormatUint(s.mask, 36))
+	b.WriteByte('|')
+	// $user expands to the current role, else the session user.
+	b.WriteString(QuoteIdent(s.id.User))
+	b.WriteByte('|')
+	// Statements later in a message can end the transaction or roll back
+	// to a savepoint, so everything the transaction state holds matters.
+	writeSettings(&b, s.tx.cur)
+	if s.tx.inTx {
+		b.WriteString("|tx|")
+		writeSettings(&b, s.tx.sess)
+		writeSettings(&b, s.tx.start)
+		for _, sp := range s.tx.saves {
+			b.WriteString(QuoteIdent(sp.name))
+			writeSettings(&b, sp.cur)
+			writeSettings(&b, sp.sess)
+		}
+	} else if !s.tx.sess.path.equal(s.tx.cur.path) || s.tx.sess.role != s.tx.cur.role {
+		b.WriteString("|sess|")
+		writeSettings(&b, s.tx.sess)
+	}
+	b.WriteString("|init|")
+	writeSettings(&b, s.tx.initial)
+	if k := s.ov.fingerprint(); k != "" {
+		b.WriteString("|rel|")
+		b.WriteString(k)
+	}
+	s.key, s.keyPolicy, s.keyCat, s.keyDirty = b.String(), pol, ce, false
+	s.recent[s.next] = recentKey{tx: s.tx.clone(), key: s.key}
+	s.next = (s.next + 1) % len(s.recent)
+	return s.key
+}
+
+func writeSettings(b *strings.Builder, st settings) {
+	b.WriteString(QuoteIdent(st.role))
+	b.WriteByte(':')
+	if st.path.known {
+		for _, p := range st.path.entries {
+			b.WriteString(QuoteIdent(p))
+			b.WriteByte(',')
+		}
+	} else {
+		b.WriteByte('?')
+	}
+	b.WriteByte(';')
+}

@@ -1,0 +1,74 @@
+package rules
+
+import (
+	"sync"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+)
+
+// Verdict is the decision on one statement of a message. Verdicts handed
+// out by an Engine may be shared with other sessions through the cache:
+// treat them as read-only.
+type Verdict struct {
+	Text      string // the statement as written, trimmed of surrounding space
+	Offset    int    // byte offset of Text in the message
+	Line, Col int    // 1-based line and column (in bytes) of Text in the message
+	Effects   []Effect
+	Action    Action
+	Rule      string // the policy rule, or a default-* rule; "" when nothing protected is touched
+	Sentence  string // for people: what, why, which rule
+	Changes   []StateChange
+
+	fpOnce sync.Once
+	fp     string
+	fpErr  error
+}
+
+// Fingerprint returns the statement's pg_query fingerprint, computed on
+// first use (the same value rules.Fingerprints returns for it).
+func (v *Verdict) Fingerprint() (string, error) {
+	v.fpOnce.Do(func() { v.fp, v.fpErr = pg_query.Fingerprint(v.Text) })
+	return v.fp, v.fpErr
+}
+
+// Path says how a Result was reached, for metrics.
+type Path uint8
+
+// Decision paths.
+const (
+	PathFull  Path = iota // parsed and analysed
+	PathCache             // exact text seen before in the same state
+	PathFast              // same statement with other literals seen before
+)
+
+func (p Path) String() string {
+	return [...]string{"full", "cache", "fast"}[p]
+}
+
+// Result is the decision on a whole message (a simple Query, a Parse, a
+// script). Action is the strongest of the statements' actions and Decider
+// the index of the first statement with that action (-1 when there are no
+// statements). Results may be shared: treat them as read-only.
+type Result struct {
+	Statements []*Verdict
+	Action     Action
+	Decider    int
+	Path       Path
+}
+
+// Decision returns the deciding verdict, or nil.
+func (r *Result) Decision() *Verdict {
+	if r.Decider < 0 {
+		return nil
+	}
+	return r.Statements[r.Decider]
+}
+
+func (r *Result) finish() {
+	r.Action, r.Decider = Allow, -1
+	for i, v := range r.Statements {
+		if r.Decider < 0 || v.Action > r.Action {
+			r.Action, r.Decider = v.Action, i
+		}
+	}
+}
