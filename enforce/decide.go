@@ -232,7 +232,7 @@ func refuse(typ byte, r refusal) proxy.MessageVerdict {
 	do := r.doBlock()
 	switch typ {
 	case 'Q', 'F':
-		return proxy.MessageVerdict{Action: proxy.Replace, Replacement: []proxy.Injected{{Msg: &pgproto3.Query{String: do}}}}
+		return proxy.MessageVerdict{Action: proxy.Replace, Replacement: []proxy.Injected{{Msg: &pgproto3.Query{String: do}, OwnError: true}}}
 	}
 	// Parse or Bind: run the DO on the unnamed statement and portal,
 	// keep its ParseComplete and BindComplete from the client, and drop
@@ -241,9 +241,9 @@ func refuse(typ byte, r refusal) proxy.MessageVerdict {
 	return proxy.MessageVerdict{
 		Action: proxy.Replace,
 		Replacement: []proxy.Injected{
-			{Msg: &pgproto3.Parse{Query: do}, HideReply: true},
-			{Msg: &pgproto3.Bind{}, HideReply: true},
-			{Msg: &pgproto3.Execute{}, HideReply: true},
+			{Msg: &pgproto3.Parse{Query: do}, HideReply: true, OwnError: true},
+			{Msg: &pgproto3.Bind{}, HideReply: true, OwnError: true},
+			{Msg: &pgproto3.Execute{}, HideReply: true, OwnError: true},
 		},
 		DiscardUntilSync: true,
 	}

@@ -299,7 +299,7 @@ func (c *clientToServer) carryOut(typ byte, raw []byte, v MessageVerdict) error 
 			if err != nil {
 				return &interceptorError{err}
 			}
-			s.pushReply(c.scratch[0], inj.HideReply)
+			s.pushReply(pendingReply{kind: replyKindOf(c.scratch[0]), hide: inj.HideReply, own: inj.OwnError}, c.scratch[0])
 			if _, err := s.srvW.Write(c.scratch); err != nil {
 				return &writeError{err}
 			}
@@ -318,15 +318,17 @@ func (c *clientToServer) carryOut(typ byte, raw []byte, v MessageVerdict) error 
 
 // pushReply records a message sent to the server whose reply the
 // server→client copier will attribute.
-func (s *ClientSession) pushReply(typ byte, hide bool) { s.pushReplyTag(typ, hide, nil) }
-
-func (s *ClientSession) pushReplyTag(typ byte, hide bool, tag any) {
+func (s *ClientSession) pushReply(e pendingReply, typ byte) {
 	if typ == 'Q' || typ == 'S' || typ == 'F' {
 		s.inFlight.Add(1)
 	}
-	if k := replyKindOf(typ); k != replyNone {
-		s.replies.push(pendingReply{kind: k, hide: hide, tag: tag})
+	if e.kind != replyNone {
+		s.replies.push(e)
 	}
+}
+
+func (s *ClientSession) pushReplyTag(typ byte, hide bool, tag any) {
+	s.pushReply(pendingReply{kind: replyKindOf(typ), hide: hide, tag: tag}, typ)
 }
 
 // serverToClient is the copier from the server to the client. It relays
@@ -449,6 +451,9 @@ func (c *serverToClient) step(typ byte, n int) error {
 			tag = nil
 		} else {
 			c.noteError(msg[5:])
+			if s.replies != nil && s.replies.ownError() {
+				msg = ownErrorResponse(msg)
+			}
 		}
 		if typ == 'S' || tag != nil {
 			if err := c.observe(tag, typ, msg[5:]); err != nil {

@@ -1,6 +1,10 @@
 package proxy
 
-import "sync"
+import (
+	"bytes"
+	"encoding/binary"
+	"sync"
+)
 
 // replyKind is a frontend message that the server answers.
 type replyKind uint8
@@ -46,6 +50,7 @@ func replyKindOf(typ byte) replyKind {
 type pendingReply struct {
 	kind replyKind
 	hide bool // the client did not send it: keep its reply (errors aside) from the client
+	own  bool // its errors are pgmoat's own (Injected.OwnError)
 	tag  any  // MessageVerdict.Tag of the message, for the ReplyObserver
 }
 
@@ -74,6 +79,10 @@ type replyQueue struct {
 	cur    pendingReply
 	hasCur bool
 }
+
+// ownError reports whether the ErrorResponse route has just attributed
+// answers a message injected with OwnError.
+func (q *replyQueue) ownError() bool { return q.cur.own }
 
 func (q *replyQueue) push(e pendingReply) {
 	q.mu.Lock()
@@ -145,4 +154,36 @@ func (q *replyQueue) route(typ byte, skipped func(tag any)) (hide bool, tag any)
 		}
 	}
 	return e.hide, e.tag
+}
+
+// serverOnlyFields are the ErrorResponse fields that describe where in the
+// server an error was raised rather than the error: for a refusal pgmoat
+// raises through a DO block, PL/pgSQL's context line, pl_exec.c and its
+// line and routine, and an internal query and position.
+var serverOnlyFields = [256]bool{'W': true, 'F': true, 'L': true, 'R': true, 'q': true, 'p': true}
+
+// ownErrorResponse returns the ErrorResponse message msg (type byte and
+// length included) without serverOnlyFields. A message it cannot read is
+// returned unchanged.
+func ownErrorResponse(msg []byte) []byte {
+	if len(msg) < 6 || msg[0] != 'E' {
+		return msg
+	}
+	out := make([]byte, 5, len(msg))
+	out[0] = 'E'
+	body := msg[5:]
+	for len(body) > 0 && body[0] != 0 {
+		end := bytes.IndexByte(body[1:], 0)
+		if end < 0 {
+			return msg
+		}
+		field := body[:end+2]
+		if !serverOnlyFields[field[0]] {
+			out = append(out, field...)
+		}
+		body = body[end+2:]
+	}
+	out = append(out, 0)
+	binary.BigEndian.PutUint32(out[1:5], uint32(len(out)-1))
+	return out
 }

@@ -29,9 +29,11 @@ type NodeConfig struct {
 	Database string `json:"database"`
 	// SSL nil means no TLS (node-postgres never asks for it then).
 	SSL *NodeSSL `json:"ssl,omitempty"`
-	// Scenario is "full" (default: every step) or "connect" (log in,
-	// report the session, leave).
+	// Scenario is "full" (default: every step), "connect" (log in,
+	// report the session, leave) or "error" (run Query, which must fail,
+	// and report the error's fields under "error").
 	Scenario string `json:"scenario,omitempty"`
+	Query    string `json:"query,omitempty"`
 }
 
 // NodeSSL is node-postgres's ssl option. CA is a PEM file's path.
