@@ -29,6 +29,9 @@ type refusal struct {
 // 'B' or 'F').
 func (st *sessionState) enforce(ctx context.Context, typ byte, res *rules.Result, stmt string) (proxy.MessageVerdict, error) {
 	if ok, err := st.preApproved(res); ok {
+		if res.Action == rules.Hold {
+			st.count(res, rules.Hold)
+		}
 		st.allowed(res, "pre-approved")
 		return st.forward(typ, res, stmt), nil
 	} else if err != nil {
@@ -40,7 +43,7 @@ func (st *sessionState) enforce(ctx context.Context, typ byte, res *rules.Result
 	if err := st.recordDecision(res, "block"); err != nil {
 		st.e.log.Error("audit log write failed; the statement is blocked anyway", "session", st.auditBase.SessionID, "err", err)
 	}
-	return refuse(typ, blockRefusal(res, "")), nil
+	return refuse(typ, st.blockRefusal(res, "")), nil
 }
 
 // preApproved reports whether every statement of res that is not allowed
@@ -88,13 +91,15 @@ func (st *sessionState) hold(ctx context.Context, typ byte, res *rules.Result, s
 	hc := st.e.hcfg.Load()
 	inTx := st.inTransaction()
 	if inTx && hc.InTransaction == "block" {
+		st.count(res, rules.Block)
 		if err := st.recordDecision(res, "block"); err != nil {
 			st.e.log.Error("audit log write failed; the statement is blocked anyway", "session", st.auditBase.SessionID, "err", err)
 		}
-		return refuse(typ, blockRefusal(res, "It would be held for approval, but the session is inside a transaction block, "+
+		return refuse(typ, st.blockRefusal(res, "It would be held for approval, but the session is inside a transaction block, "+
 			"where waiting could hold locks for as long as the hold lasts. Run it outside a transaction, or pre-approve it first: "+
 			"pgmoat approve --file migration.sql --ttl 1h --reason '…'")), nil
 	}
+	st.count(res, rules.Hold)
 	if err := st.recordDecision(res, "hold"); err != nil {
 		return st.refuseAuditDown(typ, res, err), nil
 	}
@@ -186,6 +191,18 @@ func (st *sessionState) hold(ctx context.Context, typ byte, res *rules.Result, s
 }
 
 const preapproveHint = "A reviewed migration can be pre-approved: pgmoat approve --file migration.sql --ttl 1h --reason '…'"
+
+// blockRefusal is blockRefusal for this session: a pg_restore (its
+// application_name) also learns how to pre-approve the restore script.
+func (st *sessionState) blockRefusal(res *rules.Result, extra string) refusal {
+	r := blockRefusal(res, extra)
+	if st.auditBase.Application == "pg_restore" {
+		r.hint += " To restore over protected objects, pre-approve what pg_restore runs: " +
+			"pg_restore --clean -f - DUMPFILE | pgmoat approve --file - --ttl 1h --reason '…' (the same options as the restore), " +
+			"and restore with --exit-on-error or --single-transaction so that nothing half-applies."
+	}
+	return r
+}
 
 // blockRefusal is the error for a blocked message: it names the statement
 // and the protected object, the rule, and how to get it approved.
