@@ -488,11 +488,15 @@ func (e *env) dropStmt(d *pg_query.DropStmt, where string, out *[]Effect) {
 	case pg_query.ObjectType_OBJECT_SCHEMA:
 		for _, o := range d.Objects {
 			name := o.GetString_().GetSval()
-			obj := Object{Kind: KindSchema, Name: name}
-			if cascade {
-				obj = everything()
+			what := "DROP SCHEMA " + QuoteIdent(name) + suffix
+			switch {
+			case !cascade:
+				e.add(out, OpDrop, Object{Kind: KindSchema, Name: name}, what, where)
+			case e.cat != nil:
+				e.dropSchemaCascade(name, what, where, out)
+			default:
+				e.add(out, OpDrop, everything(), what, where)
 			}
-			e.add(out, OpDrop, obj, "DROP SCHEMA "+QuoteIdent(name)+suffix, where)
 			e.change(StateChange{Kind: ChangeDropSchema, Name: name})
 		}
 	case pg_query.ObjectType_OBJECT_TRIGGER, pg_query.ObjectType_OBJECT_RULE, pg_query.ObjectType_OBJECT_POLICY,
