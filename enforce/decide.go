@@ -95,9 +95,13 @@ func (st *sessionState) hold(ctx context.Context, typ byte, res *rules.Result, s
 		if err := st.recordDecision(res, "block"); err != nil {
 			st.e.log.Error("audit log write failed; the statement is blocked anyway", "session", st.auditBase.SessionID, "err", err)
 		}
-		return refuse(typ, st.blockRefusal(res, "It would be held for approval, but the session is inside a transaction block, "+
+		r := st.blockRefusal(res, "It would be held for approval, but the session is inside a transaction block, "+
 			"where waiting could hold locks for as long as the hold lasts. Run it outside a transaction, or pre-approve it first: "+
-			"pgmoat approve --file migration.sql --ttl 1h --reason '…'")), nil
+			"pgmoat approve --file migration.sql --ttl 1h --reason '…'")
+		// Migration tools print the message alone (goose, golang-migrate):
+		// it says what to do too.
+		r.message += " (held statements cannot wait inside a transaction: pre-approve it with pgmoat approve --file)"
+		return refuse(typ, r), nil
 	}
 	st.count(res, rules.Hold)
 	if err := st.recordDecision(res, "hold"); err != nil {
