@@ -587,3 +587,25 @@ func TestClientConnectionError(t *testing.T) {
 		t.Errorf("error %v", err)
 	}
 }
+
+// TestREADMEListsAdminErrors keeps README's list of admin API error
+// statuses complete: every status the API answers errors with.
+func TestREADMEListsAdminErrors(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.Index(string(readme), "**Admin API**")
+	if i < 0 {
+		t.Fatal("README has no **Admin API** paragraph")
+	}
+	para := string(readme[i:])
+	if j := strings.Index(para, "\n\n"); j >= 0 {
+		para = para[:j]
+	}
+	for _, code := range []string{"400", "401", "403", "404", "409", "500", "503"} {
+		if !strings.Contains(para, code) {
+			t.Errorf("README's admin API paragraph does not list %s:\n%s", code, para)
+		}
+	}
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ensure-deps.sh installs what pgmoat's tests need, and only what is
-# missing: the PostgreSQL server with contrib (dblink), psql and pgbench,
-# node and npm, and the node-postgres test client's packages. It is
+# missing: the PostgreSQL server with contrib (dblink), psql, pgbench,
+# pg_dump and pg_restore, promtool (to validate examples/alerts.yml), node
+# and npm, and the node-postgres test client's packages. It is
 # idempotent and says what it did; on a machine that has everything it only
 # checks. Installing needs root (or sudo); checking does not.
 set -euo pipefail
@@ -82,6 +83,16 @@ if [ ! -x "$bindir/pgbench" ] && ! command -v pgbench >/dev/null 2>&1; then
 	{ [ -x "$bindir/pgbench" ] || command -v pgbench >/dev/null 2>&1; } || die "pgbench still missing"
 else
 	log "pgbench present"
+fi
+
+# promtool, prebuilt: Debian's prometheus package ships it (building it
+# from source costs minutes and hundreds of modules). The package does not
+# start a server here: the tests only run promtool.
+if ! command -v promtool >/dev/null 2>&1; then
+	apt_install prometheus
+	command -v promtool >/dev/null 2>&1 || die "promtool still missing after installing prometheus"
+else
+	log "promtool present"
 fi
 
 # node and npm for the node-postgres client.

@@ -93,7 +93,7 @@ func TestCheckJSON(t *testing.T) {
 		t.Fatalf("findings/summary: %+v", doc)
 	}
 	f := doc.Findings[1]
-	if f.Line != 3 || f.Col != 1 || f.Decision != "hold" || f.Rule != "migrations-need-approval" ||
+	if f.Line != 3 || f.Col != 1 || f.Decision != "hold" || f.Rule != "migration-tools-need-approval" || f.Direction != "up" ||
 		len(f.Operations) != 1 || f.Operations[0] != "drop" || !strings.Contains(strings.Join(f.Objects, ","), "public.users") {
 		t.Errorf("finding: %+v", f)
 	}
