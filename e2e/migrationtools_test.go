@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgmoat/pgmoat/internal/clients"
 	"github.com/pgmoat/pgmoat/internal/moattest"
 	"github.com/pgmoat/pgmoat/internal/pgtest"
 )
@@ -160,4 +161,60 @@ func TestGolangMigrateHeld(t *testing.T) {
 		t.Error("orders survived the approved migration")
 	}
 	wantVersion(t, pg, 1, false)
+}
+
+// TestDbmateAsItConnects runs dbmate (from npm) through pgmoat as it
+// really connects (lib/pq, no application_name): a transaction:false
+// migration is held until approved; one in a transaction passes once
+// `pgmoat approve --file` pre-approved its up section, and its down
+// section stays refused.
+func TestDbmateAsItConnects(t *testing.T) {
+	dbmate, err := clients.DbmatePath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := pgtest.Get(t)
+	db := newDB(t, c)
+	m := moattest.Start(t, c, moattest.Options{Config: toolPolicy})
+	pg := direct(t, c, db)
+	dir := t.TempDir()
+	args := func(cmd ...string) []string {
+		return append([]string{"--url", m.SuperConnString(db), "--migrations-dir", dir, "--no-dump-schema"}, cmd...)
+	}
+	writeMigration(t, dir, "20240101000000_drop_flag.sql", "-- migrate:up transaction:false\nALTER TABLE users DROP COLUMN legacy_flag;\n\n-- migrate:down\nALTER TABLE users ADD COLUMN legacy_flag bool;\n")
+	done := startTool(t, dbmate, args("up")...)
+	holds := waitHolds(t, m, 1)
+	if !strings.Contains(holds[0].Statement, "DROP COLUMN legacy_flag") || holds[0].Application != "" {
+		t.Errorf("hold: %+v", holds[0])
+	}
+	if _, err := approver(m, false).Approve(context.Background(), holds[0].ID, "reviewed"); err != nil {
+		t.Fatal(err)
+	}
+	if r := await(t, done, time.Minute, "dbmate up after the approval"); r.err != nil {
+		t.Fatalf("dbmate up: %v", r.err)
+	}
+	if hasColumn(t, pg, "users", "legacy_flag") {
+		t.Fatal("legacy_flag survived the approved migration")
+	}
+
+	drop := writeMigration(t, dir, "20240102000000_drop_orders.sql", "-- migrate:up\nDROP TABLE orders;\n\n-- migrate:down\nDROP TABLE users;\n")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, code := runTool(ctx, t, dbmate, args("up")...); code == 0 || !strings.Contains(out, "pgmoat blocked DROP TABLE public.orders") {
+		t.Fatalf("unapproved dbmate up: exit %d\n%s", code, out)
+	}
+	out, errOut, code := pgmoatCLI(t, m, moattest.ApproverToken, "approve", "--file", drop, "--ttl", "1h", "--reason", "PR 9", "--database", db)
+	if code != 0 || !strings.Contains(out, ": 1 statement(s) from") {
+		t.Fatalf("pgmoat approve: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, code := runTool(ctx, t, dbmate, args("up")...); code != 0 {
+		t.Fatalf("pre-approved dbmate up: exit %d\n%s", code, out)
+	}
+	if tableExists(t, pg, "public.orders") {
+		t.Fatal("orders survived its pre-approved migration")
+	}
+	if out, code := runTool(ctx, t, dbmate, args("rollback")...); code == 0 || !strings.Contains(out, "pgmoat blocked DROP TABLE public.users") {
+		t.Fatalf("dbmate rollback: exit %d\n%s", code, out)
+	}
+	wantTable(t, pg, "public.users", 3)
 }

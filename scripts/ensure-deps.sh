@@ -105,7 +105,8 @@ else
 	log "node $(node --version) and npm $(npm --version 2>/dev/null) present"
 fi
 
-# The node client's packages, pinned by its lock file. Skip when the stamp
+# The node client's packages (node-postgres, and dbmate for the e2e tests),
+# pinned by its lock file. Skip when the stamp
 # the Go helper writes (sha256 of package-lock.json) says they are in place.
 nodedir=internal/clients/node
 stamp="$nodedir/node_modules/.pgmoat-lock-sha256"

@@ -192,3 +192,18 @@ func lastLine(b []byte) []byte {
 	}
 	return b
 }
+
+// DbmatePath returns the dbmate CLI, which the node client's packages
+// install from npm (@dbmate/linux-x64, the package of dbmate's prebuilt
+// binary, an optional dependency so that npm skips it elsewhere),
+// installing them first if needed.
+func DbmatePath() (string, error) {
+	if err := EnsureNode(); err != nil {
+		return "", err
+	}
+	p := filepath.Join(NodeDir(), "node_modules", "@dbmate", runtime.GOOS+"-"+map[string]string{"amd64": "x64", "arm64": "arm64"}[runtime.GOARCH], "bin", "dbmate")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("dbmate is not installed for %s/%s in %s (package.json pins @dbmate/linux-x64): %w", runtime.GOOS, runtime.GOARCH, NodeDir(), err)
+	}
+	return p, nil
+}
