@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -99,19 +97,7 @@ func runMigrate(t *testing.T, url, dir string) (string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, migrateTool(t), "-database", url, "-path", dir, "up")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-		return out.String(), 0
-	case errors.As(err, &exit):
-		return out.String(), exit.ExitCode()
-	}
-	t.Fatalf("running migrate: %v\n%s", err, out.String())
-	return "", -1
+	return runTool(ctx, t, migrateTool(t), "-database", url, "-path", dir, "up")
 }
 
 // TestPreapprovedMigration runs golang-migrate through pgmoat: a
