@@ -6,7 +6,7 @@
 //	pgmoat serve --config FILE [--listen ADDR] [--upstream URL]   run the proxy (serve.go)
 //	pgmoat check --config FILE [...] FILE...                     judge migration files in CI (check.go)
 //	pgmoat holds list|show|approve|deny                          held statements (holds.go)
-//	pgmoat approve --file F --ttl D --reason R                   pre-approve a migration (holds.go)
+//	pgmoat approve --file F --ttl D --reason R                   pre-approve what a migration runs going up (holds.go)
 //	pgmoat preapproval list|revoke                               pre-approvals (holds.go)
 //	pgmoat audit verify FILE...                                  check the audit log's hash chain (audit.go)
 //	pgmoat version
