@@ -90,6 +90,10 @@ type Event struct {
 	Decision    string   // allow, log, block, hold
 	Rule        string   // the policy rule that decided
 	Reason      string   // human sentence: why the rule matched, why a hold was withdrawn, ...
+	// BlastRadius is what a statement run under guard was measured to do
+	// before it was rolled back ("would delete 50 of 50 rows of
+	// public.users").
+	BlastRadius string
 
 	HoldID         string
 	PreapprovalID  string
@@ -137,6 +141,7 @@ type wireEvent struct {
 	ExpiresAt      string   `json:"expires_at,omitempty"`
 	Approvers      []string `json:"approvers,omitempty"`
 	ApprovalReason string   `json:"approval_reason,omitempty"`
+	BlastRadius    string   `json:"blast_radius,omitempty"`
 	DurationMS     float64  `json:"duration_ms,omitempty"`
 	EndReason      string   `json:"end_reason,omitempty"`
 	Error          string   `json:"error,omitempty"`
@@ -184,6 +189,7 @@ func encode(ev *Event) ([]byte, error) {
 		Fingerprints:   ev.Fingerprints,
 		Approvers:      ev.Approvers,
 		ApprovalReason: ev.ApprovalReason,
+		BlastRadius:    ev.BlastRadius,
 		DurationMS:     float64(ev.Duration.Microseconds()) / 1000,
 		EndReason:      ev.EndReason,
 		Error:          ev.Error,
@@ -227,6 +233,7 @@ func decode(line []byte) (Event, error) {
 		Fingerprints:   w.Fingerprints,
 		Approvers:      w.Approvers,
 		ApprovalReason: w.ApprovalReason,
+		BlastRadius:    w.BlastRadius,
 		Duration:       time.Duration(math.Round(w.DurationMS*1000)) * time.Microsecond,
 		EndReason:      w.EndReason,
 		Error:          w.Error,

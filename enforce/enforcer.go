@@ -46,7 +46,7 @@ type Enforcer struct {
 
 	// counters[action][operation], resolved once: WithLabelValues on every
 	// statement would cost a map look-up and a lock.
-	counters [4][16]prometheus.Counter
+	counters [rules.Block + 1][16]prometheus.Counter
 	cacheHit prometheus.Counter
 	cacheMis prometheus.Counter
 
@@ -69,7 +69,7 @@ func New(o Options) *Enforcer {
 	h := o.Holds0
 	e.hcfg.Store(&h)
 	for a := rules.Allow; a <= rules.Block; a++ {
-		for op := rules.OpNone; op <= rules.OpUnparseable; op++ {
+		for op := rules.OpNone; op < rules.NumOperations; op++ {
 			e.counters[a][op] = e.met.Statements.WithLabelValues(a.String(), op.String())
 		}
 	}

@@ -30,6 +30,9 @@ type Metrics struct {
 	AuditEventsDropped *prometheus.CounterVec // reason: queue_full, write_error, closed
 
 	ConfigReloads *prometheus.CounterVec // result: success, failure
+
+	Guarded       *prometheus.CounterVec // outcome: passed, refused, held, failed, unverified
+	GuardDuration prometheus.Histogram   // what verifying a guarded statement added to it
 }
 
 // New creates the collectors and registers them on reg. A nil reg leaves
@@ -118,6 +121,15 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "pgmoat_config_reloads_total",
 			Help: "Configuration reloads, by result (success, failure).",
 		}, []string{"result"}),
+		Guarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgmoat_guarded_statements_total",
+			Help: "Statements run under guard (their effect verified before commit), by outcome: passed, refused (rolled back and blocked), held, failed (the statement's own error), unverified (pgmoat could not verify and refused it).",
+		}, []string{"outcome"}),
+		GuardDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pgmoat_guard_duration_seconds",
+			Help:    "Time from sending a guarded statement with its snapshots to deciding its outcome, commit or rollback included.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(
@@ -125,7 +137,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			m.UpstreamConnectErrors, m.BytesRelayed, m.RelaySessions, m.EventLoopHandoffs, m.Statements, m.AnalysisDuration,
 			m.AnalysisCache, m.HoldsPending, m.HoldsResolved, m.HoldWaitDuration,
 			m.PreapprovalsUsed, m.WebhookFailures, m.AuditWriteErrors, m.AuditQueueDepth,
-			m.AuditEvents, m.AuditEventsDropped, m.ConfigReloads,
+			m.AuditEvents, m.AuditEventsDropped, m.ConfigReloads, m.Guarded, m.GuardDuration,
 		)
 	}
 	return m

@@ -219,8 +219,7 @@ func (c *clientToServer) step(typ byte, n int, inLoop bool) error {
 		return errClientTerminated
 	case c.discarding && typ != 'S':
 		return r.discard(n)
-	case s.icpt == nil || typ == 'd' || c.discarding:
-		c.discarding = false
+	case s.icpt == nil || typ == 'd':
 		if typ == 'Q' || typ == 'S' || typ == 'F' {
 			s.inFlight.Add(1)
 		}
@@ -234,6 +233,9 @@ func (c *clientToServer) step(typ byte, n int, inLoop bool) error {
 		c.midMessage = false
 		return nil
 	}
+	// The Sync that ends a discarded run goes to the Interceptor too: it
+	// may have a transaction of its own to end there.
+	c.discarding = false
 	if inLoop {
 		return c.tryIntercept(typ, n)
 	}
@@ -349,6 +351,7 @@ type serverToClient struct {
 }
 
 func (c *serverToClient) run(errc chan<- error) {
+	defer c.s.endRelay()
 	err := c.copy()
 	if c.held {
 		c.s.cliMu.Unlock()
@@ -410,13 +413,17 @@ func (c *serverToClient) copy() error {
 func (c *serverToClient) step(typ byte, n int) error {
 	s := c.s
 	r := s.srvR
-	hide := false
+	hide, own := false, false
 	var tag any
 	if s.replies != nil {
-		hide, tag = s.replies.route(typ, c.skipped)
+		rt := s.replies.routeReply(typ, c.skippedReply)
 		if c.err != nil {
 			return c.err
 		}
+		if rt.ex != nil {
+			return c.exchangeStep(rt, typ, n)
+		}
+		hide, tag, own = rt.hide, rt.tag, rt.own
 	}
 	kind := typ
 	if typ == 'C' && tag == nil {
@@ -451,7 +458,7 @@ func (c *serverToClient) step(typ byte, n int) error {
 			tag = nil
 		} else {
 			c.noteError(msg[5:])
-			if s.replies != nil && s.replies.ownError() {
+			if own {
 				msg = ownErrorResponse(msg)
 			}
 		}
@@ -506,6 +513,14 @@ func (c *serverToClient) observe(tag any, typ byte, body []byte) error {
 		return &interceptorError{err}
 	}
 	return nil
+}
+
+// skippedReply handles a request the server skipped after an error.
+func (c *serverToClient) skippedReply(e pendingReply) {
+	skippedExchange(e)
+	if e.tag != nil {
+		c.skipped(e.tag)
+	}
 }
 
 // skipped reports a tagged request the server skipped after an error.

@@ -78,7 +78,15 @@ type ClientSession struct {
 	hooked  bool           // SessionHooks.SessionStarted accepted the session
 	dec     frontendDecoder
 	replies *replyQueue // nil without an interceptor
+
+	// relayDone is closed when the server→client copier stops: an
+	// Exchange waiting for replies gives up then.
+	relayDone     chan struct{}
+	relayDoneOnce sync.Once
 }
+
+// endRelay marks the server→client side stopped.
+func (s *ClientSession) endRelay() { s.relayDoneOnce.Do(func() { close(s.relayDone) }) }
 
 func newSession(srv *Server, c net.Conn) *ClientSession {
 	s := &ClientSession{
@@ -100,6 +108,7 @@ func newSession(srv *Server, c net.Conn) *ClientSession {
 	if s.icpt != nil {
 		s.replies = &replyQueue{}
 	}
+	s.relayDone = make(chan struct{})
 	s.tx.Store('I')
 	return s
 }

@@ -57,6 +57,15 @@ type env struct {
 	settingNames map[*pg_query.FuncCall][]string
 
 	changes []StateChange
+
+	// doubt marks the effects added now as only possible (see possibly).
+	doubt Doubt
+	// code counts the code bodies (functions, DO blocks) being analysed:
+	// there a statement may run any number of times.
+	code int
+	// calling holds the functions whose bodies are being analysed for a
+	// call, against recursion.
+	calling map[*Function]bool
 }
 
 type funcSummary struct {
@@ -79,14 +88,20 @@ type stmtText struct {
 func (e *env) analyzeStmt(st stmtText, where string) []Effect {
 	var out []Effect
 	e.stmt(st, where, &out)
-	if interesting(st.text) {
+	if interesting(st.text) || e.cat.hasFunctions() && strings.IndexByte(st.text, '(') >= 0 {
 		e.genericWalk(st, where, &out)
+	}
+	e.readsRunCode(st.node, where, &out)
+	if len(e.cat.eventTriggersOrNil()) > 0 && isDDL(st.node) {
+		e.possibly(func() {
+			e.add(&out, OpOpaque, everything(), "event triggers run code pgmoat does not follow on DDL ("+strings.Join(e.cat.eventTriggers, ", ")+")", where)
+		})
 	}
 	return out
 }
 
 func (e *env) add(out *[]Effect, op Operation, obj Object, what, where string) {
-	*out = append(*out, Effect{Op: op, Object: obj, What: what, Where: where})
+	*out = append(*out, Effect{Op: op, Object: obj, What: what, Where: where, Doubt: e.doubt})
 }
 
 func everything() Object { return Object{Kind: KindEverything} }
@@ -100,10 +115,7 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 	case *pg_query.Node_SelectStmt:
 		e.selectStmt(s.SelectStmt, st.text, where, out)
 	case *pg_query.Node_InsertStmt:
-		e.with(s.InsertStmt.WithClause, st.text, where, out)
-		if s.InsertStmt.SelectStmt != nil {
-			e.stmt(stmtText{s.InsertStmt.SelectStmt, st.text}, where, out)
-		}
+		e.insertStmt(s.InsertStmt, st.text, where, out)
 	case *pg_query.Node_DeleteStmt:
 		e.deleteStmt(s.DeleteStmt, st.text, where, out)
 	case *pg_query.Node_UpdateStmt:
@@ -127,6 +139,17 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 				e.moved(obj, a.Newschema, obj.Name)
 			}
 		}
+	case *pg_query.Node_AlterEnumStmt:
+		if a := s.AlterEnumStmt; a.OldVal != "" {
+			e.possibly(func() {
+				e.add(out, OpAlterDestructive, everything(), "ALTER TYPE "+strings.Join(nodeStrings(a.TypeName), ".")+" RENAME VALUE "+QuoteIdent(a.OldVal)+" changes what the rows of every table using it mean", where)
+			})
+		}
+	case *pg_query.Node_AlterDomainStmt:
+		a := s.AlterDomainStmt
+		e.possibly(func() {
+			e.add(out, OpContract, everything(), "ALTER DOMAIN "+strings.Join(nodeStrings(a.TypeName), ".")+" changes the columns of every table using it", where)
+		})
 	case *pg_query.Node_DropOwnedStmt:
 		e.add(out, OpDrop, everything(), "DROP OWNED BY "+roleList(s.DropOwnedStmt.Roles)+" (may own protected tables)", where)
 	case *pg_query.Node_DropdbStmt:
@@ -372,10 +395,13 @@ func (e *env) deleteStmt(d *pg_query.DeleteStmt, text, where string, out *[]Effe
 	if e.catalogDML(obj, "DELETE FROM", where, out) {
 		return
 	}
-	if e.filter(d.WhereClause, targetOf(d.Relation)) != rowsAll {
-		return
+	e.runsCodeOnWrite(obj, followDelete, !d.Relation.Inh, "DELETE FROM", where, out)
+	switch e.filter(d.WhereClause, targetOf(d.Relation)) {
+	case rowsSome:
+		e.targetedDML(OpDeleteAll, obj, d.Relation, d.WhereClause, followDelete, "DELETE FROM "+obj.String()+" with a WHERE", where, out)
+	case rowsAll:
+		e.reachEffects(OpDeleteAll, obj, followDelete, !d.Relation.Inh, e.strict, "DELETE FROM "+obj.String()+" "+e.whereWord(d.WhereClause), where, out)
 	}
-	e.reachEffects(OpDeleteAll, obj, followDelete, !d.Relation.Inh, e.strict, "DELETE FROM "+obj.String()+" "+e.whereWord(d.WhereClause), where, out)
 }
 
 func (e *env) updateStmt(u *pg_query.UpdateStmt, text, where string, out *[]Effect) {
@@ -385,10 +411,13 @@ func (e *env) updateStmt(u *pg_query.UpdateStmt, text, where string, out *[]Effe
 	if e.catalogDML(obj, "UPDATE", where, out) {
 		return
 	}
-	if e.filter(u.WhereClause, targetOf(u.Relation)) != rowsAll {
-		return
+	e.runsCodeOnWrite(obj, followUpdate, !u.Relation.Inh, "UPDATE", where, out)
+	switch e.filter(u.WhereClause, targetOf(u.Relation)) {
+	case rowsSome:
+		e.targetedDML(OpUpdateAll, obj, u.Relation, u.WhereClause, followUpdate, "UPDATE "+obj.String()+" with a WHERE", where, out)
+	case rowsAll:
+		e.reachEffects(OpUpdateAll, obj, followUpdate, !u.Relation.Inh, e.strict, "UPDATE "+obj.String()+" "+e.whereWord(u.WhereClause), where, out)
 	}
-	e.reachEffects(OpUpdateAll, obj, followUpdate, !u.Relation.Inh, e.strict, "UPDATE "+obj.String()+" "+e.whereWord(u.WhereClause), where, out)
 }
 
 func (e *env) whereWord(w *pg_query.Node) string {
@@ -432,9 +461,6 @@ func (e *env) mergeStmt(m *pg_query.MergeStmt, text, where string, out *[]Effect
 		default:
 			continue
 		}
-		if !all {
-			continue
-		}
 		verb := "DELETE"
 		if op == OpUpdateAll {
 			verb = "UPDATE"
@@ -443,8 +469,15 @@ func (e *env) mergeStmt(m *pg_query.MergeStmt, text, where string, out *[]Effect
 		if op == OpUpdateAll {
 			f = followUpdate
 		}
+		if !all {
+			e.rowsDoubt(func() {
+				e.reachEffects(op, obj, f, !m.Relation.Inh, e.strict, "MERGE INTO "+obj.String()+" ... THEN "+verb+" (which rows it matches, only running it tells)", where, out)
+			})
+			continue
+		}
 		e.reachEffects(op, obj, f, !m.Relation.Inh, e.strict, "MERGE INTO "+obj.String()+" ... THEN "+verb+" matching every row", where, out)
 	}
+	e.runsCodeOnWrite(obj, followUpdate, !m.Relation.Inh, "MERGE INTO", where, out)
 }
 
 // catalogDML reports (and records) DML on a system catalog: it edits
@@ -505,7 +538,9 @@ func (e *env) dropStmt(d *pg_query.DropStmt, where string, out *[]Effect) {
 		if cascade {
 			// Columns and tables that depend on a type, domain, extension,
 			// function, collation ... go with it.
-			e.add(out, OpDrop, everything(), "DROP "+word+" ... CASCADE (dependent columns and tables go too)", where)
+			e.possibly(func() {
+				e.add(out, OpDrop, everything(), "DROP "+word+" ... CASCADE (dependent columns and tables go too)", where)
+			})
 		}
 	}
 }
@@ -522,6 +557,7 @@ func (e *env) truncateStmt(t *pg_query.TruncateStmt, where string, out *[]Effect
 			continue
 		}
 		obj := e.resolveRel(rv)
+		e.runsCodeOnWrite(obj, f, !rv.Inh, "TRUNCATE", where, out)
 		rs, unknown, _ := e.reach(obj, f, !rv.Inh)
 		for i, rr := range rs {
 			what := "TRUNCATE " + obj.String()
@@ -573,6 +609,10 @@ func (e *env) alterTableStmt(a *pg_query.AlterTableStmt, where string, out *[]Ef
 		return obj
 	}
 	index := a.Objtype == pg_query.ObjectType_OBJECT_INDEX
+	if a.Objtype == pg_query.ObjectType_OBJECT_TYPE {
+		e.alterCompositeType(a, where, out)
+		return
+	}
 	for _, c := range a.Cmds {
 		cmd := c.GetAlterTableCmd()
 		if cmd == nil {
@@ -644,6 +684,10 @@ func (e *env) renameStmt(r *pg_query.RenameStmt, where string, out *[]Effect) {
 		if isRelationType(r.RenameType) {
 			e.moved(obj, "", r.Newname)
 		}
+	case pg_query.ObjectType_OBJECT_ATTRIBUTE:
+		e.possibly(func() {
+			e.add(out, OpAlterDestructive, everything(), "ALTER TYPE "+r.Relation.GetRelname()+" RENAME ATTRIBUTE "+QuoteIdent(r.Subname)+" changes typed tables and composite columns using it", where)
+		})
 	case pg_query.ObjectType_OBJECT_COLUMN:
 		obj := e.resolveRel(r.Relation)
 		e.add(out, OpAlterDestructive, obj, "ALTER "+objTypeWord(r.RelationType)+" "+obj.String()+" RENAME COLUMN "+QuoteIdent(r.Subname)+" TO "+QuoteIdent(r.Newname), where)
@@ -665,6 +709,9 @@ func (e *env) copyStmt(c *pg_query.CopyStmt, text, where string, out *[]Effect) 
 	}
 	if c.Query != nil {
 		e.stmt(stmtText{c.Query, text}, joinWhere(where, "COPY"), out)
+	}
+	if c.IsFrom && c.Relation != nil {
+		e.runsCodeOnWrite(e.resolveRel(c.Relation), followUpdate, false, "COPY INTO", where, out)
 	}
 }
 
@@ -713,7 +760,9 @@ func (e *env) executeStmt(name, where string, out *[]Effect) {
 		e.stateSensitive = true
 	}
 	if !ok {
-		e.add(out, OpOpaque, everything(), "EXECUTE "+QuoteIdent(name)+": prepared statement unknown to pgmoat", where)
+		e.possibly(func() {
+			e.add(out, OpOpaque, everything(), "EXECUTE "+QuoteIdent(name)+": prepared statement unknown to pgmoat", where)
+		})
 		return
 	}
 	e.analyzeBody(text, joinWhere(where, "EXECUTE "+QuoteIdent(name)), out, func(n *pg_query.Node) *pg_query.Node {
@@ -755,16 +804,22 @@ func (e *env) transactionStmt(t *pg_query.TransactionStmt) {
 // chooses the node to analyse from each parsed statement.
 func (e *env) analyzeBody(text, where string, out *[]Effect, pick func(*pg_query.Node) *pg_query.Node) {
 	if e.depth >= maxBodyDepth {
-		e.add(out, OpOpaque, everything(), "code nested too deeply for pgmoat to follow", where)
+		e.possibly(func() {
+			e.add(out, OpOpaque, everything(), "code nested too deeply for pgmoat to follow", where)
+		})
 		return
 	}
 	if err := checkBounds(text, DefaultLimits); err != nil {
-		e.add(out, OpOpaque, everything(), "code pgmoat cannot parse: "+err.Error(), where)
+		e.possibly(func() {
+			e.add(out, OpOpaque, everything(), "code pgmoat cannot parse: "+err.Error(), where)
+		})
 		return
 	}
 	tree, err := pg_query.Parse(text)
 	if err != nil {
-		e.add(out, OpOpaque, everything(), "code pgmoat cannot parse: "+err.Error(), where)
+		e.possibly(func() {
+			e.add(out, OpOpaque, everything(), "code pgmoat cannot parse: "+err.Error(), where)
+		})
 		return
 	}
 	e.depth++
@@ -921,9 +976,17 @@ func (e *env) funcCall(f *pg_query.FuncCall, text, where string, out *[]Effect) 
 	case "dblink", "dblink_exec", "dblink_send_query", "dblink_open":
 		e.add(out, OpOpaque, everything(), name+"() runs SQL pgmoat cannot see", where)
 	case "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "ts_stat":
-		e.add(out, OpOpaque, everything(), name+"() runs a query given as a string", where)
+		e.possibly(func() {
+			e.add(out, OpOpaque, everything(), name+"() runs a query given as a string", where)
+		})
+	case "lo_export", "lo_import":
+		e.add(out, OpOpaque, everything(), name+"() reads or writes a file on the database server", where)
 	case "set_config":
 		e.setConfig(f, text, where, out)
+	default:
+		if e.cat.hasFunctions() {
+			e.userFunction(names, where, out)
+		}
 	}
 }
 

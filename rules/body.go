@@ -61,13 +61,15 @@ func (e *env) createFunction(f *pg_query.CreateFunctionStmt, text, where string,
 				// on one without a body: only hand it a single statement
 				// known to have one.
 				if len(as) == 0 {
-					e.add(&body, OpOpaque, everything(), kind+" "+fname+" has no body pgmoat can read", where)
+					e.possibly(func() {
+						e.add(&body, OpOpaque, everything(), kind+" "+fname+" has no body pgmoat can read", where)
+					})
 					break
 				}
 				e.plpgsql(text, w, &body)
 			case "c", "internal":
 			default:
-				e.add(&body, OpOpaque, everything(), kind+" "+fname+" is written in "+lang+", which pgmoat cannot read", where)
+				e.unreadableLanguage(&body, lang, kind+" "+fname+" is written in "+lang+", which pgmoat cannot read", where)
 			}
 		})
 	})
@@ -84,6 +86,8 @@ func (e *env) createFunction(f *pg_query.CreateFunctionStmt, text, where string,
 // search_path in force.
 func (e *env) inBody(params map[string]bool, setPath *pg_query.VariableSetStmt, fn func()) {
 	oldParams, oldPath := e.params, e.tx.cur.path
+	e.code++
+	defer func() { e.code-- }()
 	merged := map[string]bool{}
 	for k := range oldParams {
 		merged[k] = true
@@ -133,7 +137,7 @@ func (e *env) doStmt(d *pg_query.DoStmt, where string, out *[]Effect) {
 	}
 	w := joinWhere(where, "DO block")
 	if lang != "plpgsql" {
-		e.add(out, OpOpaque, everything(), "DO block in "+lang+", which pgmoat cannot read", where)
+		e.unreadableLanguage(out, lang, "DO block in "+lang+", which pgmoat cannot read", where)
 		return
 	}
 	e.literalSensitive = true
@@ -149,17 +153,23 @@ func (e *env) doStmt(d *pg_query.DoStmt, where string, out *[]Effect) {
 func (e *env) plpgsql(createText, where string, out *[]Effect) {
 	e.literalSensitive = true
 	if e.depth >= maxBodyDepth {
-		e.add(out, OpOpaque, everything(), "code nested too deeply for pgmoat to follow", where)
+		e.possibly(func() {
+			e.add(out, OpOpaque, everything(), "code nested too deeply for pgmoat to follow", where)
+		})
 		return
 	}
 	js, err := pg_query.ParsePlPgSqlToJSON(createText)
 	if err != nil {
-		e.add(out, OpOpaque, everything(), "PL/pgSQL body pgmoat cannot compile: "+err.Error(), where)
+		e.possibly(func() {
+			e.add(out, OpOpaque, everything(), "PL/pgSQL body pgmoat cannot compile: "+err.Error(), where)
+		})
 		return
 	}
 	var tree any
 	if err := json.Unmarshal([]byte(js), &tree); err != nil {
-		e.add(out, OpOpaque, everything(), "PL/pgSQL body pgmoat cannot read", where)
+		e.possibly(func() {
+			e.add(out, OpOpaque, everything(), "PL/pgSQL body pgmoat cannot read", where)
+		})
 		return
 	}
 	params := map[string]bool{}
@@ -279,5 +289,20 @@ func (e *env) dynamicSQL(expr, where string, out *[]Effect) {
 			}
 		}
 	}
-	e.add(out, OpOpaque, everything(), "EXECUTE of a computed string ("+Shorten(strings.TrimSpace(expr), 60)+")", where)
+	e.possibly(func() {
+		e.add(out, OpOpaque, everything(), "EXECUTE of a computed string ("+Shorten(strings.TrimSpace(expr), 60)+")", where)
+	})
+}
+
+// unreadableLanguage adds the effect of code in a language pgmoat cannot
+// read: an untrusted language (by convention its name ends in u:
+// plperlu, plpython3u) can reach outside the transaction, files and
+// connections included; a trusted one runs inside it, where guarded
+// execution sees what it did.
+func (e *env) unreadableLanguage(out *[]Effect, lang, what, where string) {
+	if strings.HasSuffix(lang, "u") {
+		e.add(out, OpOpaque, everything(), what+" (an untrusted language reaches outside the transaction)", where)
+		return
+	}
+	e.possibly(func() { e.add(out, OpOpaque, everything(), what, where) })
 }

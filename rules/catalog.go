@@ -24,6 +24,13 @@ type Catalog struct {
 	fkActs     map[qname][]fkAct   // referenced table → foreign keys to it with an ON DELETE or ON UPDATE action
 	schemas    map[string]bool     // schemas that exist
 	typeUsers  map[string][]qname  // schema → tables with a column whose type is in it
+	relkinds   map[qname]byte      // pg_class.relkind, when the rows said
+
+	funcs         map[string][]*Function // the database's own functions, by name
+	uniq          map[qname][][]string   // unique keys: column lists
+	code          map[qname]codeInfo     // relations that run code of the database's own
+	eventTriggers []string               // enabled event triggers: code that runs on DDL
+	builtins      map[string]bool        // names of built-in functions, when the rows said
 }
 
 type qname struct{ schema, name string }
@@ -69,6 +76,21 @@ func (c *Catalog) AddSchema(schema string) { c.schemas[schema] = true }
 // AddRelation records that schema holds a relation (table, view, ...) name.
 func (c *Catalog) AddRelation(schema, name string) {
 	c.schemas[schema] = true
+	c.addRelation(schema, name)
+}
+
+// AddRelationKind records, like AddRelation, that schema holds a relation
+// name, and its kind as pg_class.relkind stores it ('r' table, 'p'
+// partitioned table, 'v' view, ...).
+func (c *Catalog) AddRelationKind(schema, name string, relkind byte) {
+	c.AddRelation(schema, name)
+	if c.relkinds == nil {
+		c.relkinds = map[qname]byte{}
+	}
+	c.relkinds[qname{schema, name}] = relkind
+}
+
+func (c *Catalog) addRelation(schema, name string) {
 	for _, s := range c.schemasOf[name] {
 		if s == schema {
 			return
@@ -172,12 +194,12 @@ func (c *Catalog) has(schema, name string) bool {
 // one of its partitions) or 'type' (table name has a column whose type is
 // in schema other_schema). The actions ride in the kind so that every row
 // keeps its five columns. Feed the rows to Catalog.AddRow.
-const CatalogQuery = `
+var CatalogQuery = `
 SELECT 'ns', n.nspname, ''::name, NULL, NULL
   FROM pg_namespace n
  WHERE n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast%'
 UNION ALL
-SELECT 'rel', n.nspname, c.relname, NULL, NULL
+SELECT 'rel', n.nspname, c.relname, '', c.relkind::text
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r','p','v','m','f','S','i','I')
    AND n.nspname NOT IN ('pg_toast') AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%'
@@ -205,7 +227,7 @@ SELECT DISTINCT 'type', n.nspname, c.relname, tn.nspname, NULL
   JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace
  WHERE c.relkind IN ('r','p','f') AND a.attnum > 0 AND NOT a.attisdropped
-   AND tn.nspname NOT IN ('pg_catalog', 'information_schema') AND tn.oid <> n.oid`
+   AND tn.nspname NOT IN ('pg_catalog', 'information_schema') AND tn.oid <> n.oid` + codeQuery
 
 // AddRow adds one row of CatalogQuery's result.
 func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) error {
@@ -213,7 +235,19 @@ func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) erro
 	case "ns":
 		c.AddSchema(schema)
 	case "rel":
-		c.AddRelation(schema, name)
+		if len(otherName) == 1 {
+			c.AddRelationKind(schema, name, otherName[0])
+		} else {
+			c.AddRelation(schema, name)
+		}
+	case "uniq":
+		if otherName != "" {
+			c.AddUniqueKey(schema, name, strings.Split(otherName, "\x1f"))
+		}
+	case "evt":
+		c.eventTriggers = append(c.eventTriggers, name)
+	case "bi":
+		c.AddBuiltin(name)
 	case "fk":
 		c.AddForeignKey(schema, name, otherSchema, otherName)
 	case "view":
@@ -225,6 +259,12 @@ func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) erro
 	default:
 		if a, ok := strings.CutPrefix(kind, "fk:"); ok && len(a) == 2 {
 			c.AddForeignKeyActions(schema, name, otherSchema, otherName, a[:1], a[1:])
+			return nil
+		}
+		if scope, ok := strings.CutPrefix(kind, "code:"); ok && c.addCodeRow(scope, schema, name, otherName) {
+			return nil
+		}
+		if spec, ok := strings.CutPrefix(kind, "fn:"); ok && c.addFunctionRow(spec, schema, name, otherSchema, otherName) {
 			return nil
 		}
 		return fmt.Errorf("catalog row: unknown kind %q", kind)

@@ -18,6 +18,7 @@ type Engine struct {
 	cache  *cache
 	fast   *cache
 	limits Limits
+	verify bool
 	// catVersions numbers the catalog entries this engine installs: a
 	// version names one state of one database's relations in the cache
 	// keys of this engine's caches, so it needs to be unique only here.
@@ -41,11 +42,16 @@ type EngineOptions struct {
 	CacheBytes int
 	// Limits bound what is parsed; zero fields take DefaultLimits.
 	Limits Limits
+	// Verify says the proxy runs statements under guard: a statement
+	// whose harm analysis cannot settle (Effect.Possible) is judged Verify
+	// instead of statically. Off (pgmoat check), such statements are
+	// judged statically, as settle describes.
+	Verify bool
 }
 
 // NewEngine returns an engine judging with policy p.
 func NewEngine(p *Policy, opts EngineOptions) *Engine {
-	e := &Engine{limits: opts.Limits}
+	e := &Engine{limits: opts.Limits, verify: opts.Verify}
 	if e.limits.MaxBytes <= 0 {
 		e.limits.MaxBytes = DefaultLimits.MaxBytes
 	}
@@ -202,7 +208,7 @@ func (e *Engine) full(pol *Policy, ce *catalogEntry, s *Session, sql string, str
 			env.changes = nil
 			effects := env.analyzeStmt(stmtText{raw.Stmt, text}, "")
 			v := newVerdict(sql, int(raw.StmtLocation), text)
-			v.Effects = effects
+			v.Effects = settle(effects, e.verify, !unguardable(raw.Stmt))
 			v.Changes = env.changes
 			for i := range v.Changes {
 				if v.Changes[i].Kind == ChangePrepare {
@@ -236,4 +242,31 @@ func (e *Engine) JudgeOpaque(s *Session, what string) *Result {
 	r := &Result{Statements: []*Verdict{v}}
 	r.finish()
 	return r
+}
+
+// JudgeMeasured decides on what a statement, run under guard, was
+// measured to do: effects are the violations pgmoat found (operations on
+// protected tables, certain now), text is the statement. The policy then
+// holds or blocks it as it would a statement that said so.
+func (e *Engine) JudgeMeasured(s *Session, text string, effects []Effect) *Result {
+	pol := e.pol.Load()
+	s.stateKey(pol, e.catalog(s.id.Database))
+	v := &Verdict{Text: text, Line: 1, Col: 1, Effects: effects}
+	decide(pol, s.mask, v)
+	r := &Result{Statements: []*Verdict{v}}
+	r.finish()
+	return r
+}
+
+// ParseSearchPath reads a search_path value as the server reports it
+// (current_setting('search_path')) into its entries.
+func ParseSearchPath(value string) ([]string, bool) {
+	entries, ok := splitIdentList(value)
+	if !ok {
+		return nil, false
+	}
+	for i := range entries {
+		entries[i] = truncateIdent(entries[i])
+	}
+	return entries, true
 }

@@ -7,6 +7,17 @@ type PolicyConfig struct {
 	Protect []string `yaml:"protect"`
 	// Rules is the ordered rule list; the first rule that matches wins.
 	Rules []RuleConfig `yaml:"rules"`
+	// Limits bound the rows one statement run under guard may delete or
+	// update in a protected table, by protect pattern ("default" for the
+	// rest).
+	Limits map[string]LimitsConfig `yaml:"limits"`
+}
+
+// LimitsConfig is one entry of policy.limits. Unset fields take the
+// default entry's value, or the built-in default.
+type LimitsConfig struct {
+	MaxRows     *int64   `yaml:"max_rows"`
+	MaxFraction *float64 `yaml:"max_fraction"`
 }
 
 // RuleConfig is one entry of policy.rules.

@@ -172,7 +172,7 @@ func newDaemon(cfg *config.Config, f serveFlags, stderr io.Writer) (*daemon, err
 		OnEvent: d.recordApprovalEvent,
 	})
 	d.enforcer = enforce.New(enforce.Options{
-		Engine: rules.NewEngine(cfg.CompiledPolicy, rules.EngineOptions{}),
+		Engine: rules.NewEngine(cfg.CompiledPolicy, rules.EngineOptions{Verify: true}),
 		Holds:  d.holds,
 		Audit:  d.audit,
 		Logger: d.log,
