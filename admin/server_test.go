@@ -458,7 +458,7 @@ func TestPreApprovals(t *testing.T) {
 		wantAPIError(t, err, 400, tc.want)
 	}
 	if st, _, body := e.raw("POST", "/api/v1/preapprovals", bobSecret, `{"sql":"DROP TABLE t","ttl":"soon","reason":"r"}`); st != 400 ||
-		!strings.Contains(body, `invalid ttl`) {
+		!strings.Contains(body, `invalid TTL`) {
 		t.Errorf("bad ttl: %d %s", st, body)
 	}
 
