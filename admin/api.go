@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/pgmoat/pgmoat/approvals"
 	"github.com/pgmoat/pgmoat/config"
@@ -37,7 +36,8 @@ type DecisionBody struct {
 }
 
 // PreApprovalBody is the body of POST /api/v1/preapprovals. TTL is a Go
-// duration ("2h", "90m"), at most approvals.MaxPreApprovalTTL.
+// duration or days ("2h", "90m", "7d"; approvals.ParseTTL), at most
+// approvals.MaxPreApprovalTTL.
 type PreApprovalBody struct {
 	SQL      string `json:"sql"`
 	TTL      string `json:"ttl"`
@@ -152,9 +152,9 @@ func (s *Server) preApprove(w http.ResponseWriter, r *http.Request, who identity
 		writeError(w, http.StatusBadRequest, `ttl is required, e.g. "2h"`)
 		return
 	}
-	ttl, err := time.ParseDuration(body.TTL)
+	ttl, err := approvals.ParseTTL(body.TTL)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid ttl %q (want a duration such as 2h or 90m)", body.TTL))
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	p, err := s.store.PreApprove(approvals.PreApprovalRequest{

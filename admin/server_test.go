@@ -460,7 +460,7 @@ func TestPreApprovals(t *testing.T) {
 		wantAPIError(t, err, 400, tc.want)
 	}
 	if st, _, body := e.raw("POST", "/api/v1/preapprovals", bobSecret, `{"sql":"DROP TABLE t","ttl":"soon","reason":"r"}`); st != 400 ||
-		!strings.Contains(body, `invalid ttl`) {
+		!strings.Contains(body, `invalid TTL`) {
 		t.Errorf("bad ttl: %d %s", st, body)
 	}
 
@@ -617,5 +617,27 @@ func TestClientConnectionError(t *testing.T) {
 	_, err = c.ListHolds(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "admin API at http://"+addr) {
 		t.Errorf("error %v", err)
+	}
+}
+
+// TestREADMEListsAdminErrors keeps README's list of admin API error
+// statuses complete: every status the API answers errors with.
+func TestREADMEListsAdminErrors(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.Index(string(readme), "**Admin API**")
+	if i < 0 {
+		t.Fatal("README has no **Admin API** paragraph")
+	}
+	para := string(readme[i:])
+	if j := strings.Index(para, "\n\n"); j >= 0 {
+		para = para[:j]
+	}
+	for _, code := range []string{"400", "401", "403", "404", "409", "500", "503"} {
+		if !strings.Contains(para, code) {
+			t.Errorf("README's admin API paragraph does not list %s:\n%s", code, para)
+		}
 	}
 }

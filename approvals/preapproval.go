@@ -3,6 +3,7 @@ package approvals
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,6 +13,31 @@ import (
 // MaxPreApprovalTTL bounds how long a pre-approval lasts: it is meant for
 // one deploy, not as a standing exception to the policy.
 const MaxPreApprovalTTL = 7 * 24 * time.Hour
+
+// ParseTTL reads a pre-approval's lifetime: a Go duration ("2h", "90m")
+// or whole or fractional days, alone or before one ("7d", "1.5d",
+// "1d12h"), as people write TTLs.
+func ParseTTL(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	orig := s
+	var days time.Duration
+	if i := strings.IndexByte(s, 'd'); i > 0 {
+		n, err := strconv.ParseFloat(s[:i], 64)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("invalid TTL %q: want a duration such as 2h, 90m or 7d", orig)
+		}
+		days = time.Duration(n * float64(24*time.Hour))
+		s = s[i+1:]
+		if s == "" {
+			return days, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid TTL %q: want a duration such as 2h, 90m or 7d", orig)
+	}
+	return days + d, nil
+}
 
 // Pre-approval statuses.
 const (

@@ -202,3 +202,19 @@ func TestPreApprovalInvalid(t *testing.T) {
 		t.Error("recording refused, yet PreApprove succeeded")
 	}
 }
+
+func TestParseTTL(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"2h": 2 * time.Hour, "90m": 90 * time.Minute, "7d": 7 * 24 * time.Hour, "1.5d": 36 * time.Hour,
+		"1d12h": 36 * time.Hour, " 30d ": 30 * 24 * time.Hour,
+	} {
+		if got, err := ParseTTL(in); err != nil || got != want {
+			t.Errorf("ParseTTL(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "soon", "d", "xd", "-1d", "1d1x"} {
+		if _, err := ParseTTL(in); err == nil {
+			t.Errorf("ParseTTL(%q) accepted", in)
+		}
+	}
+}

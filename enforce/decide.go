@@ -29,6 +29,9 @@ type refusal struct {
 // 'B' or 'F').
 func (st *sessionState) enforce(ctx context.Context, typ byte, res *rules.Result, stmt string) (proxy.MessageVerdict, error) {
 	if ok, err := st.preApproved(res); ok {
+		if res.Action == rules.Hold {
+			st.count(res, rules.Hold)
+		}
 		st.allowed(res, "pre-approved")
 		return st.forward(typ, res, stmt), nil
 	} else if err != nil {
@@ -40,7 +43,7 @@ func (st *sessionState) enforce(ctx context.Context, typ byte, res *rules.Result
 	if err := st.recordDecision(res, "block"); err != nil {
 		st.e.log.Error("audit log write failed; the statement is blocked anyway", "session", st.auditBase.SessionID, "err", err)
 	}
-	return refuse(typ, blockRefusal(res, "")), nil
+	return refuse(typ, st.blockRefusal(res, "")), nil
 }
 
 // preApproved reports whether every statement of res that is not allowed
@@ -88,13 +91,19 @@ func (st *sessionState) hold(ctx context.Context, typ byte, res *rules.Result, s
 	hc := st.e.hcfg.Load()
 	inTx := st.inTransaction()
 	if inTx && hc.InTransaction == "block" {
+		st.count(res, rules.Block)
 		if err := st.recordDecision(res, "block"); err != nil {
 			st.e.log.Error("audit log write failed; the statement is blocked anyway", "session", st.auditBase.SessionID, "err", err)
 		}
-		return refuse(typ, blockRefusal(res, "It would be held for approval, but the session is inside a transaction block, "+
+		r := st.blockRefusal(res, "It would be held for approval, but the session is inside a transaction block, "+
 			"where waiting could hold locks for as long as the hold lasts. Run it outside a transaction, or pre-approve it first: "+
-			"pgmoat approve --file migration.sql --ttl 1h --reason '…'")), nil
+			"pgmoat approve --file migration.sql --ttl 1h --reason '…'")
+		// Migration tools print the message alone (goose, golang-migrate):
+		// it says what to do too.
+		r.message += " (held statements cannot wait inside a transaction: pre-approve it with pgmoat approve --file)"
+		return refuse(typ, r), nil
 	}
+	st.count(res, rules.Hold)
 	if err := st.recordDecision(res, "hold"); err != nil {
 		return st.refuseAuditDown(typ, res, err), nil
 	}
@@ -222,6 +231,18 @@ func (w *holdWait) refusal(out approvals.Outcome, sentence string) refusal {
 
 const preapproveHint = "A reviewed migration can be pre-approved: pgmoat approve --file migration.sql --ttl 1h --reason '…'"
 
+// blockRefusal is blockRefusal for this session: a pg_restore (its
+// application_name) also learns how to pre-approve the restore script.
+func (st *sessionState) blockRefusal(res *rules.Result, extra string) refusal {
+	r := blockRefusal(res, extra)
+	if st.auditBase.Application == "pg_restore" {
+		r.hint += " To restore over protected objects, pre-approve what pg_restore runs: " +
+			"pg_restore --clean -f - DUMPFILE | pgmoat approve --file - --ttl 1h --reason '…' (the same options as the restore), " +
+			"and restore with --exit-on-error or --single-transaction so that nothing half-applies."
+	}
+	return r
+}
+
 // blockRefusal is the error for a blocked message: it names the statement
 // and the protected object, the rule, and how to get it approved.
 func blockRefusal(res *rules.Result, extra string) refusal {
@@ -264,7 +285,7 @@ func refuse(typ byte, r refusal) proxy.MessageVerdict {
 	do := r.doBlock()
 	switch typ {
 	case 'Q', 'F':
-		return proxy.MessageVerdict{Action: proxy.Replace, Replacement: []proxy.Injected{{Msg: &pgproto3.Query{String: do}}}}
+		return proxy.MessageVerdict{Action: proxy.Replace, Replacement: []proxy.Injected{{Msg: &pgproto3.Query{String: do}, OwnError: true}}}
 	}
 	// Parse or Bind: run the DO on the unnamed statement and portal,
 	// keep its ParseComplete and BindComplete from the client, and drop
@@ -273,9 +294,9 @@ func refuse(typ byte, r refusal) proxy.MessageVerdict {
 	return proxy.MessageVerdict{
 		Action: proxy.Replace,
 		Replacement: []proxy.Injected{
-			{Msg: &pgproto3.Parse{Query: do}, HideReply: true},
-			{Msg: &pgproto3.Bind{}, HideReply: true},
-			{Msg: &pgproto3.Execute{}, HideReply: true},
+			{Msg: &pgproto3.Parse{Query: do}, HideReply: true, OwnError: true},
+			{Msg: &pgproto3.Bind{}, HideReply: true, OwnError: true},
+			{Msg: &pgproto3.Execute{}, HideReply: true, OwnError: true},
 		},
 		DiscardUntilSync: true,
 	}

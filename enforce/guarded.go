@@ -427,8 +427,13 @@ func (g *guardedQuery) refuseMeasured(p part, res *rules.Result, blast, extra st
 // raise makes the server raise r, as a refusal does.
 func (g *guardedQuery) raise(r refusal) error {
 	x := g.st.client.NewExchange()
-	if _, err := g.runOn(x, passed(r.doBlock())); err != nil {
-		return err
+	rr := x.Add(&pgproto3.Query{String: r.doBlock()}, proxy.ReplyPass)
+	rr.OwnError = true
+	if err := x.Run(g.ctx); err != nil {
+		return proxy.Refuse("08006", "pgmoat lost track of the server while refusing a statement: "+err.Error(), "")
+	}
+	if rr.TxStatus != 0 {
+		g.status = rr.TxStatus
 	}
 	g.failed = true
 	return nil

@@ -198,7 +198,7 @@ func (st *sessionState) extRunOwn(ctx context.Context, sqls ...string) error {
 // client's messages up to its Sync, which the session discards too.
 func (st *sessionState) extRaise(ctx context.Context, r refusal) (proxy.MessageVerdict, error) {
 	x := st.client.NewExchange()
-	addExtRun(x, 20, r.doBlock(), proxy.ReplyPass)
+	addExtRun(x, 20, r.doBlock(), proxy.ReplyPass).exec.OwnError = true
 	x.Add(&pgproto3.Flush{}, proxy.ReplyHide)
 	if err := x.Run(ctx); err != nil {
 		return proxy.MessageVerdict{}, proxy.Refuse("08006", "pgmoat lost track of the server while refusing a statement: "+err.Error(), "")

@@ -118,12 +118,17 @@ func (st *sessionState) judged(res *rules.Result, d time.Duration) {
 	} else {
 		st.e.cacheHit.Inc()
 	}
-	st.count(res)
+	if res.Action != rules.Hold {
+		st.count(res, res.Action)
+	}
 }
 
 // count adds the message's statements to pgmoat_statements_total, under
-// the message's decision and each statement's most severe operation.
-func (st *sessionState) count(res *rules.Result) {
+// decision and each statement's most severe operation. A message the
+// policy would hold is counted once it is clear what happened to it
+// (hold, or block inside a transaction block), as the audit log records
+// it.
+func (st *sessionState) count(res *rules.Result, decision rules.Action) {
 	for _, v := range res.Statements {
 		op := rules.OpNone
 		for _, ef := range v.Effects {
@@ -131,7 +136,7 @@ func (st *sessionState) count(res *rules.Result) {
 				op = ef.Op
 			}
 		}
-		st.e.counters[res.Action][op].Inc()
+		st.e.counters[decision][op].Inc()
 	}
 }
 

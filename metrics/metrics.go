@@ -8,7 +8,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	ClientConnectionsOpen     prometheus.Gauge
 	ClientConnectionsTotal    prometheus.Counter
-	ClientConnectionsRejected *prometheus.CounterVec // reason: max_connections, startup_timeout, protocol_error, tls, lexer_state, draining
+	ClientConnectionsRejected *prometheus.CounterVec // reason: max_connections, startup_timeout, protocol_error, tls, lexer_state, draining, replication
 	UpstreamConnectErrors     prometheus.Counter
 	BytesRelayed              *prometheus.CounterVec // direction: client_to_server, server_to_client
 	RelaySessions             *prometheus.GaugeVec   // mode: event_loop, goroutines

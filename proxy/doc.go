@@ -90,6 +90,10 @@
 //     cross pgmoat's TLS termination; the client gets FATAL 28000 with a
 //     hint.
 //   - cancel_request: the connection carried a CancelRequest.
+//   - replication: the startup packet asked for a replication connection
+//     (replication=true or database), whose commands and streams pgmoat
+//     cannot judge; the client gets FATAL 0A000 at once, before pgmoat
+//     dials the upstream.
 //
 // Enforcement plugs in through Options.Interceptor, so that the wire knows
 // nothing of policy: every client message except CopyData passes through

@@ -69,6 +69,10 @@ type ExchangeReply struct {
 	// Streamed says a ReplyBuffer reply outgrew the buffer and went to the
 	// client as it came.
 	Streamed bool
+	// OwnError, set before Run, says the reply's errors are pgmoat's own
+	// (a refusal it makes the server raise): the client gets them without
+	// the fields that describe where in the server they were raised.
+	OwnError bool
 
 	buf      []byte
 	limit    int
@@ -197,6 +201,9 @@ func (c *serverToClient) exchangeStep(rt routed, typ byte, n int) error {
 			msg = nil // never the client's
 		case 'E':
 			c.noteError(body)
+			if r.OwnError {
+				msg = ownErrorResponse(msg)
+			}
 			if r.Err == nil {
 				var er pgproto3.ErrorResponse
 				if err := er.Decode(body); err != nil {

@@ -309,7 +309,7 @@ func (c *clientToServer) carryOut(typ byte, raw []byte, v MessageVerdict) error 
 			if err != nil {
 				return &interceptorError{err}
 			}
-			s.pushReply(c.scratch[0], inj.HideReply)
+			s.pushReply(pendingReply{kind: replyKindOf(c.scratch[0]), hide: inj.HideReply, own: inj.OwnError}, c.scratch[0])
 			if _, err := s.srvW.Write(c.scratch); err != nil {
 				return &writeError{err}
 			}
@@ -328,15 +328,17 @@ func (c *clientToServer) carryOut(typ byte, raw []byte, v MessageVerdict) error 
 
 // pushReply records a message sent to the server whose reply the
 // server→client copier will attribute.
-func (s *ClientSession) pushReply(typ byte, hide bool) { s.pushReplyTag(typ, hide, nil) }
-
-func (s *ClientSession) pushReplyTag(typ byte, hide bool, tag any) {
+func (s *ClientSession) pushReply(e pendingReply, typ byte) {
 	if typ == 'Q' || typ == 'S' || typ == 'F' {
 		s.inFlight.Add(1)
 	}
-	if k := replyKindOf(typ); k != replyNone {
-		s.replies.push(pendingReply{kind: k, hide: hide, tag: tag})
+	if e.kind != replyNone {
+		s.replies.push(e)
 	}
+}
+
+func (s *ClientSession) pushReplyTag(typ byte, hide bool, tag any) {
+	s.pushReply(pendingReply{kind: replyKindOf(typ), hide: hide, tag: tag}, typ)
 }
 
 // serverToClient is the copier from the server to the client. It relays
@@ -419,7 +421,7 @@ func (c *serverToClient) copy() error {
 func (c *serverToClient) step(typ byte, n int) error {
 	s := c.s
 	r := s.srvR
-	hide := false
+	hide, own := false, false
 	var tag any
 	if s.replies != nil {
 		rt := s.replies.routeReply(typ, c.skippedReply)
@@ -429,7 +431,7 @@ func (c *serverToClient) step(typ byte, n int) error {
 		if rt.ex != nil {
 			return c.exchangeStep(rt, typ, n)
 		}
-		hide, tag = rt.hide, rt.tag
+		hide, tag, own = rt.hide, rt.tag, rt.own
 	}
 	kind := typ
 	if typ == 'C' && tag == nil {
@@ -464,6 +466,9 @@ func (c *serverToClient) step(typ byte, n int) error {
 			tag = nil
 		} else {
 			c.noteError(msg[5:])
+			if own {
+				msg = ownErrorResponse(msg)
+			}
 		}
 		if typ == 'S' || tag != nil {
 			if err := c.observe(tag, typ, msg[5:]); err != nil {

@@ -1,6 +1,10 @@
 package proxy
 
-import "sync"
+import (
+	"bytes"
+	"encoding/binary"
+	"sync"
+)
 
 // replyKind is a frontend message that the server answers.
 type replyKind uint8
@@ -46,6 +50,7 @@ func replyKindOf(typ byte) replyKind {
 type pendingReply struct {
 	kind replyKind
 	hide bool           // the client did not send it: keep its reply (errors aside) from the client
+	own  bool           // its errors are pgmoat's own (Injected.OwnError)
 	tag  any            // MessageVerdict.Tag of the message, for the ReplyObserver
 	ex   *ExchangeReply // sent by an Exchange, which decides where its reply goes
 }
@@ -161,9 +166,9 @@ func (q *replyQueue) routeReply(typ byte, skipped func(pendingReply)) routed {
 		case replyParse, replyBind, replyClose, replyDescribe, replyExecute:
 			q.hasCur = false
 			q.skipExchanged()
-			return routed{pendingReply: pendingReply{kind: e.kind, tag: e.tag, ex: e.ex}, ends: true}
+			return routed{pendingReply: pendingReply{kind: e.kind, own: e.own, tag: e.tag, ex: e.ex}, ends: true}
 		}
-		return routed{pendingReply: pendingReply{kind: e.kind, tag: e.tag, ex: e.ex}}
+		return routed{pendingReply: pendingReply{kind: e.kind, own: e.own, tag: e.tag, ex: e.ex}}
 	case '1', '2', '3', 'n':
 		q.hasCur = false
 		return routed{pendingReply: e, ends: true}
@@ -195,4 +200,36 @@ func (q *replyQueue) skipExchanged() {
 		}
 		skippedExchange(e)
 	}
+}
+
+// serverOnlyFields are the ErrorResponse fields that describe where in the
+// server an error was raised rather than the error: for a refusal pgmoat
+// raises through a DO block, PL/pgSQL's context line, pl_exec.c and its
+// line and routine, and an internal query and position.
+var serverOnlyFields = [256]bool{'W': true, 'F': true, 'L': true, 'R': true, 'q': true, 'p': true}
+
+// ownErrorResponse returns the ErrorResponse message msg (type byte and
+// length included) without serverOnlyFields. A message it cannot read is
+// returned unchanged.
+func ownErrorResponse(msg []byte) []byte {
+	if len(msg) < 6 || msg[0] != 'E' {
+		return msg
+	}
+	out := make([]byte, 5, len(msg))
+	out[0] = 'E'
+	body := msg[5:]
+	for len(body) > 0 && body[0] != 0 {
+		end := bytes.IndexByte(body[1:], 0)
+		if end < 0 {
+			return msg
+		}
+		field := body[:end+2]
+		if !serverOnlyFields[field[0]] {
+			out = append(out, field...)
+		}
+		body = body[end+2:]
+	}
+	out = append(out, 0)
+	binary.BigEndian.PutUint32(out[1:5], uint32(len(out)-1))
+	return out
 }

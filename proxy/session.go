@@ -477,6 +477,9 @@ func (s *ClientSession) run(admitted *bool) *ending {
 	s.params = maps.Clone(startup.Parameters)
 	s.log = s.log.With("user", s.User(), "database", s.Database())
 
+	if e := refuseReplication(startup.Parameters); e != nil {
+		return e
+	}
 	ok, reason := s.srv.admit()
 	if !ok {
 		if reason == EndDraining {

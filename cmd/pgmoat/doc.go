@@ -7,7 +7,7 @@
 //	pgmoat check --config FILE [...] FILE...                     judge migration files in CI (check.go)
 //	pgmoat config check FILE [--against URL]                     validate a config, diff it with a running one (configcheck.go)
 //	pgmoat holds list|show|approve|deny                          held statements (holds.go)
-//	pgmoat approve --file F --ttl D --reason R                   pre-approve a migration (holds.go)
+//	pgmoat approve --file F --ttl D --reason R                   pre-approve what a migration runs going up (holds.go)
 //	pgmoat preapproval list|revoke                               pre-approvals (holds.go)
 //	pgmoat audit verify [--from-genesis] FILE...                 check the audit log's hash chain, print its head (audit.go)
 //	pgmoat version
