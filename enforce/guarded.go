@@ -113,6 +113,18 @@ type guardedQuery struct {
 func (st *sessionState) guardQuery(ctx context.Context, res *rules.Result, sql string) (proxy.MessageVerdict, error) {
 	parts := splitParts(sql, res)
 	g := &guardedQuery{st: st, ctx: ctx, res: res, status: st.client.TxStatus(), multi: len(parts) > 1}
+	for _, v := range res.Statements {
+		if v.CopyIn {
+			// COPY FROM STDIN waits for the client's data, which cannot
+			// flow while pgmoat runs the message itself: refuse it whole,
+			// before anything runs.
+			p := part{text: sql, stmts: res.Statements}
+			if err := g.refuseUnverified(p, false, "the message also copies data from the client (COPY ... FROM STDIN); send the COPY in a message of its own"); err != nil {
+				return proxy.MessageVerdict{}, err
+			}
+			return g.finish()
+		}
+	}
 	for i, p := range parts {
 		if g.failed {
 			break
@@ -130,6 +142,14 @@ func (st *sessionState) guardQuery(ctx context.Context, res *rules.Result, sql s
 			return proxy.MessageVerdict{}, err
 		}
 	}
+	return g.finish()
+}
+
+// finish ends the message: pgmoat's stand-in for its implicit transaction
+// commits (or rolls back after an error), and the client gets its
+// ReadyForQuery.
+func (g *guardedQuery) finish() (proxy.MessageVerdict, error) {
+	st := g.st
 	if g.implicit {
 		end := "COMMIT"
 		if g.failed {

@@ -234,6 +234,7 @@ func (e *Engine) full(ctx context.Context, pol *Policy, ce *catalogEntry, s *Ses
 			effects := env.analyzeStmt(stmtText{raw.Stmt, text}, "")
 			v := newVerdict(&pl, int(raw.StmtLocation), text)
 			v.Effects = settle(effects, e.verify, !unguardable(raw.Stmt))
+			v.CopyIn = copyFromClient(raw.Stmt)
 			v.Changes = env.changes
 			for i := range v.Changes {
 				if v.Changes[i].Kind == ChangePrepare {

@@ -360,6 +360,10 @@ func unguardable(n *pg_query.Node) bool {
 			x.ReindexStmt.Kind == pg_query.ReindexObjectType_REINDEX_OBJECT_SCHEMA
 	case *pg_query.Node_ClusterStmt:
 		return x.ClusterStmt.Relation == nil
+	case *pg_query.Node_CopyStmt:
+		// The proxy cannot hold the statement's reply back while the
+		// client sends it the data.
+		return copyFromClient(n)
 	case *pg_query.Node_AlterTableStmt:
 		for _, c := range x.AlterTableStmt.Cmds {
 			if cmd := c.GetAlterTableCmd(); cmd != nil && cmd.Subtype == pg_query.AlterTableType_AT_DetachPartition {
@@ -481,4 +485,10 @@ func (e *env) alterCompositeType(a *pg_query.AlterTableStmt, where string, out *
 			e.add(out, OpAlterDestructive, everything(), "ALTER TYPE "+name+" "+what+" "+QuoteIdent(cmd.Name)+" changes typed tables and composite columns using it", where)
 		})
 	}
+}
+
+// copyFromClient reports whether a statement is COPY ... FROM STDIN.
+func copyFromClient(n *pg_query.Node) bool {
+	c := n.GetCopyStmt()
+	return c != nil && c.IsFrom && c.Filename == "" && !c.IsProgram
 }

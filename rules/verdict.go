@@ -18,6 +18,9 @@ type Verdict struct {
 	Rule      string // the policy rule, or a default-* rule; "" when nothing protected is touched
 	Sentence  string // for people: what, why, which rule
 	Changes   []StateChange
+	// CopyIn says the statement is COPY ... FROM STDIN: it reads data
+	// from the client while it runs.
+	CopyIn bool
 
 	fpOnce sync.Once
 	fp     string
