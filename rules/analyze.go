@@ -92,6 +92,11 @@ func (e *env) analyzeStmt(st stmtText, where string) []Effect {
 		e.genericWalk(st, where, &out)
 	}
 	e.readsRunCode(st.node, where, &out)
+	if e.depth == 0 && e.cat != nil && isDDL(st.node) && !additiveDDL(st.node) {
+		e.doubting(DoubtDDL, func() {
+			e.add(&out, OpContract, everything(), "DDL whose reach through dependencies only the database knows", where)
+		})
+	}
 	if len(e.cat.eventTriggersOrNil()) > 0 && isDDL(st.node) {
 		e.possibly(func() {
 			e.add(&out, OpOpaque, everything(), "event triggers run code pgmoat does not follow on DDL ("+strings.Join(e.cat.eventTriggers, ", ")+")", where)

@@ -390,7 +390,7 @@ func settle(effects []Effect, verify, guardable bool) []Effect {
 	out := effects[:0:0]
 	for _, ef := range effects {
 		switch ef.Doubt {
-		case DoubtRows:
+		case DoubtRows, DoubtDDL:
 			continue
 		case DoubtCode:
 			ef.Doubt = DoubtNone
@@ -491,4 +491,24 @@ func (e *env) alterCompositeType(a *pg_query.AlterTableStmt, where string, out *
 func copyFromClient(n *pg_query.Node) bool {
 	c := n.GetCopyStmt()
 	return c != nil && c.IsFrom && c.Filename == "" && !c.IsProgram
+}
+
+// additiveDDL reports DDL that only makes something new and cannot change
+// a relation that exists: it needs no verifying. (CREATE TABLE ... OF,
+// PARTITION OF and INHERITS attach to what exists, and CREATE OR REPLACE
+// replaces; those are verified.)
+func additiveDDL(n *pg_query.Node) bool {
+	switch x := n.Node.(type) {
+	case *pg_query.Node_CreateSchemaStmt, *pg_query.Node_CreateSeqStmt, *pg_query.Node_CreateEnumStmt,
+		*pg_query.Node_CompositeTypeStmt, *pg_query.Node_CreateDomainStmt, *pg_query.Node_CommentStmt:
+		return true
+	case *pg_query.Node_CreateStmt:
+		c := x.CreateStmt
+		return len(c.InhRelations) == 0 && c.Partbound == nil && c.OfTypename == nil
+	case *pg_query.Node_ViewStmt:
+		return !x.ViewStmt.Replace
+	case *pg_query.Node_CreateFunctionStmt:
+		return !x.CreateFunctionStmt.Replace
+	}
+	return false
 }
