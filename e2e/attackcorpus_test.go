@@ -35,6 +35,9 @@ import (
 //	-- reconnect               the attacker opens a new session
 //	-- extended                the next statement goes through Parse/Bind/Execute
 //	-- param: VALUE            ... with this text parameter (repeatable)
+//	-- param-type: TYPE        ... whose type Parse declares (one per param,
+//	                           in order; a parameter the text never uses
+//	                           still goes through the type's input at Bind)
 //	-- copy: LINE              a line of COPY data for the next statement
 //	                           (COPY ... FROM STDIN)
 //	-- error: SQLSTATE         the next statement fails on the server with
@@ -85,13 +88,14 @@ const (
 
 // attackStep is one thing the case does after the baseline.
 type attackStep struct {
-	kind     stepKind
-	line     int
-	sql      string
-	extended bool
-	params   []string
-	copyData string
-	wantErr  string // SQLSTATE the statement fails with by design, "" if it must succeed
+	kind       stepKind
+	line       int
+	sql        string
+	extended   bool
+	params     []string
+	paramTypes []string // type names for Parse, resolved when the case runs
+	copyData   string
+	wantErr    string // SQLSTATE the statement fails with by design, "" if it must succeed
 }
 
 func (s attackStep) String() string {
@@ -143,15 +147,16 @@ const (
 
 // pendingStep holds what the directives before a statement asked of it.
 type pendingStep struct {
-	extended bool
-	params   []string
-	copy     []string
-	wantErr  string
-	line     int
+	extended   bool
+	params     []string
+	paramTypes []string
+	copy       []string
+	wantErr    string
+	line       int
 }
 
 func (p pendingStep) empty() bool {
-	return !p.extended && p.params == nil && p.copy == nil && p.wantErr == ""
+	return !p.extended && p.params == nil && p.paramTypes == nil && p.copy == nil && p.wantErr == ""
 }
 
 // attackParser reads one file.
@@ -195,7 +200,7 @@ func directive(line string) (key, value string, ok bool) {
 	key, value, _ = strings.Cut(rest, ":")
 	switch key {
 	case "case", "expect", "as", "why", "flags", "startup", "database", "setup", "pgmoat", "direct",
-		"reconnect", "extended", "param", "copy", "error":
+		"reconnect", "extended", "param", "param-type", "copy", "error":
 		if (key == "reconnect" || key == "extended" || key == "setup" || key == "pgmoat" || key == "direct") &&
 			strings.TrimSpace(value) != "" {
 			return "", "", false
@@ -315,7 +320,7 @@ func (p *attackParser) line(n int, line string) error {
 		} else {
 			p.sec = inDirect
 		}
-	case "reconnect", "extended", "param", "copy", "error":
+	case "reconnect", "extended", "param", "param-type", "copy", "error":
 		if p.sec != inAttacker {
 			return fmt.Errorf("%q belongs in a pgmoat section", key)
 		}
@@ -330,6 +335,9 @@ func (p *attackParser) line(n int, line string) error {
 		case "param":
 			p.pending.extended = true
 			p.pending.params = append(p.pending.params, value)
+		case "param-type":
+			p.pending.extended = true
+			p.pending.paramTypes = append(p.pending.paramTypes, strings.TrimSpace(value))
 		case "copy":
 			p.pending.copy = append(p.pending.copy, value)
 		case "error":
@@ -349,8 +357,11 @@ func (p *attackParser) line(n int, line string) error {
 // flush turns the SQL lines gathered so far into statements of the current
 // section.
 func (p *attackParser) flush() error {
-	text := strings.TrimSpace(strings.Join(p.buf, "\n"))
 	line := p.bufLine
+	for len(p.buf) > 0 && strings.TrimSpace(p.buf[0]) == "" {
+		p.buf, line = p.buf[1:], line+1
+	}
+	text := strings.TrimSpace(strings.Join(p.buf, "\n"))
 	p.buf = nil
 	if strings.TrimSpace(stripComments(text)) == "" {
 		return nil
@@ -368,6 +379,9 @@ func (p *attackParser) flush() error {
 		c.steps = append(c.steps, attackStep{kind: stepDirect, line: line, sql: text})
 		return nil
 	}
+	if p.pending.paramTypes != nil && len(p.pending.paramTypes) != len(p.pending.params) {
+		return fmt.Errorf("line %d: %d param-type lines for %d params", p.pending.line, len(p.pending.paramTypes), len(p.pending.params))
+	}
 	if c.oneMessage {
 		c.steps = append(c.steps, attackStep{kind: stepAttacker, line: line, sql: text, wantErr: p.pending.wantErr})
 		p.pending.wantErr = ""
@@ -380,10 +394,17 @@ func (p *attackParser) flush() error {
 	if err != nil {
 		return fmt.Errorf("statements at line %d: %w", line, err)
 	}
+	off := 0
 	for i, s := range stmts {
-		st := attackStep{kind: stepAttacker, line: line, sql: s}
+		// The statement's own line, for the report.
+		at := line
+		if j := strings.Index(text[off:], s); j >= 0 {
+			at += strings.Count(text[:off+j], "\n")
+			off += j + len(s)
+		}
+		st := attackStep{kind: stepAttacker, line: at, sql: s}
 		if i == 0 && !p.pending.empty() {
-			st.extended, st.params, st.wantErr = p.pending.extended, p.pending.params, p.pending.wantErr
+			st.extended, st.params, st.paramTypes, st.wantErr = p.pending.extended, p.pending.params, p.pending.paramTypes, p.pending.wantErr
 			if p.pending.copy != nil {
 				st.copyData = strings.Join(p.pending.copy, "\n") + "\n"
 			}
@@ -510,7 +531,7 @@ func placeholders(s string) []string {
 }
 
 func TestParseAttackFile(t *testing.T) {
-	cases, err := parseAttackFile("x", `-- a class
+	const text = `-- a class
 -- case: one
 -- expect: refused
 -- as: superuser
@@ -525,6 +546,9 @@ CREATE TABLE b (id int);
 SELECT 1; SELECT 'a\' , ' ; DROP TABLE a; -- ';
 -- param: {1,2}
 DELETE FROM a WHERE id = ANY($1);
+-- param: 7
+-- param-type: public.d
+SELECT 1;
 -- copy: 1	x
 COPY a FROM STDIN;
 -- error: 22012
@@ -540,9 +564,18 @@ SELECT 2;
 -- flags: one-message
 -- pgmoat:
 SET x.y = 1; SELECT 1/0;
-`)
+`
+	cases, err := parseAttackFile("x", text)
 	if err != nil {
 		t.Fatal(err)
+	}
+	lineOf := func(prefix string) int {
+		for i, l := range strings.Split(text, "\n") {
+			if strings.HasPrefix(l, prefix) {
+				return i + 1
+			}
+		}
+		return -1
 	}
 	if len(cases) != 2 {
 		t.Fatalf("%d cases", len(cases))
@@ -555,20 +588,29 @@ SET x.y = 1; SELECT 1/0;
 	}
 	var got []string
 	for _, s := range one.steps {
-		got = append(got, fmt.Sprintf("%d|%s|%v|%q|%q|%s", s.kind, s.sql, s.extended, s.params, s.copyData, s.wantErr))
+		got = append(got, fmt.Sprintf("%d|%s|%v|%q%q|%q|%s", s.kind, s.sql, s.extended, s.params, s.paramTypes, s.copyData, s.wantErr))
 	}
 	want := []string{
-		`0|SELECT 1|false|[]|""|`,
-		`0|SELECT 'a\' , ' ; DROP TABLE a; -- '|false|[]|""|`,
-		`0|DELETE FROM a WHERE id = ANY($1)|true|["{1,2}"]|""|`,
-		`0|COPY a FROM STDIN|false|[]|"1\tx\n"|`,
-		`0|SELECT 1/0|false|[]|""|22012`,
-		`2||false|[]|""|`,
-		`1|DROP TABLE b;|false|[]|""|`,
-		`0|SELECT 2|false|[]|""|`,
+		`0|SELECT 1|false|[][]|""|`,
+		`0|SELECT 'a\' , ' ; DROP TABLE a; -- '|false|[][]|""|`,
+		`0|DELETE FROM a WHERE id = ANY($1)|true|["{1,2}"][]|""|`,
+		`0|SELECT 1|true|["7"]["public.d"]|""|`,
+		`0|COPY a FROM STDIN|false|[][]|"1\tx\n"|`,
+		`0|SELECT 1/0|false|[][]|""|22012`,
+		`2||false|[][]|""|`,
+		`1|DROP TABLE b;|false|[][]|""|`,
+		`0|SELECT 2|false|[][]|""|`,
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("steps:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, i := range []int{0, 2, 4} {
+		if want := lineOf(strings.SplitN(one.steps[i].sql, " ", 2)[0]); one.steps[i].line != want {
+			t.Errorf("step %d (%s) at line %d, want %d", i, one.steps[i].sql, one.steps[i].line, want)
+		}
+	}
+	if one.steps[1].line != one.steps[0].line {
+		t.Errorf("the second statement of a line is at line %d, want %d", one.steps[1].line, one.steps[0].line)
 	}
 	two := cases[1]
 	if !two.oneMessage || len(two.steps) != 1 || two.steps[0].sql != "SET x.y = 1; SELECT 1/0;" {

@@ -655,7 +655,16 @@ func (r *attackRun) step(ctx context.Context, st attackStep) stepOutcome {
 		for i, p := range st.params {
 			params[i] = []byte(r.vars.expand(p))
 		}
-		res := r.attacker.ExecParams(sctx, sql, params, nil, nil, nil).Read()
+		var oids []uint32
+		for _, name := range st.paramTypes {
+			var oid uint32
+			if err := r.checker.QueryRow(sctx, "SELECT $1::regtype::oid", name).Scan(&oid); err != nil {
+				o.err = fmt.Errorf("type %s of a parameter: %w", name, err)
+				return o
+			}
+			oids = append(oids, oid)
+		}
+		res := r.attacker.ExecParams(sctx, sql, params, oids, nil, nil).Read()
 		o.tag, o.err = res.CommandTag.String(), res.Err
 	default:
 		results, err := r.attacker.Exec(sctx, sql).ReadAll()

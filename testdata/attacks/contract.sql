@@ -245,3 +245,17 @@ BEGIN
     ON CONFLICT (account_id) DO UPDATE SET balance = b.balance + EXCLUDED.balance;
     RETURN NEW;
 END $$;
+
+-- case: drop-owned-by-application-group
+-- expect: refused
+-- as: superuser
+-- why: DROP OWNED BY the application's group owns nothing here, and revokes every privilege granted to it in this database.
+-- pgmoat:
+DROP OWNED BY attack_rw;
+
+-- case: publish-all-tables
+-- expect: refused
+-- as: superuser
+-- why: A publication FOR ALL TABLES names no table and takes UPDATE and DELETE away from every table without a key.
+-- pgmoat:
+CREATE PUBLICATION everything FOR ALL TABLES;

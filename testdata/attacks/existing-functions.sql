@@ -231,3 +231,83 @@ CREATE PROCEDURE public.log_note(n text) LANGUAGE sql AS $$ INSERT INTO scratch 
 -- pgmoat:
 SELECT entry_count();
 CALL log_note('deployed');
+
+-- case: deferred-trigger-fires-at-commit
+-- expect: refused
+-- why: An existing constraint trigger on scratch, DEFERRABLE INITIALLY DEFERRED, deletes the ledger when the transaction commits, after the INSERT has been judged.
+-- setup:
+SET ROLE {{mig}};
+CREATE FUNCTION public.scratch_settle() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM ledger.entries WHERE account_id > 0;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER scratch_settle AFTER INSERT ON scratch DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION scratch_settle();
+-- pgmoat:
+BEGIN;
+INSERT INTO scratch (note) VALUES ('hello');
+COMMIT;
+
+-- case: set-constraints-fires-trigger
+-- expect: refused
+-- why: SET CONSTRAINTS ALL IMMEDIATE runs the pending deferred trigger: the deletes happen inside a SET statement.
+-- setup:
+SET ROLE {{mig}};
+CREATE FUNCTION public.scratch_settle() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM ledger.entries WHERE account_id > 0;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER scratch_settle AFTER INSERT ON scratch DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION scratch_settle();
+-- pgmoat:
+BEGIN;
+INSERT INTO scratch (note) VALUES ('hello');
+SET CONSTRAINTS ALL IMMEDIATE;
+COMMIT;
+
+-- case: deferred-trigger-harmless
+-- expect: allowed
+-- why: Twin: a deferred constraint trigger that writes to scratch.
+-- setup:
+SET ROLE {{mig}};
+CREATE TABLE public.scratch_log (msg text);
+CREATE FUNCTION public.scratch_settle() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.scratch_log VALUES ('settled ' || NEW.id);
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER scratch_settle AFTER INSERT ON scratch DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION scratch_settle();
+-- pgmoat:
+BEGIN;
+INSERT INTO scratch (note) VALUES ('hello');
+COMMIT;
+
+-- case: bind-parameter-runs-domain-check
+-- expect: refused
+-- why: The statement is SELECT 1; Parse declares a parameter it never uses, of a domain whose CHECK deletes the ledger. Bind checks it.
+-- setup:
+SET ROLE {{mig}};
+CREATE FUNCTION public.stamp_ok(t text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM ledger.entries WHERE account_id > 0;
+    RETURN true;
+END $$;
+CREATE DOMAIN public.stamp AS text CHECK (public.stamp_ok(VALUE));
+-- pgmoat:
+-- param: 2024-01-01
+-- param-type: public.stamp
+SELECT 1;
+
+-- case: bind-parameter-plain-domain
+-- expect: allowed
+-- why: Twin: the same unused parameter, of a domain with a built-in check.
+-- setup:
+SET ROLE {{mig}};
+CREATE DOMAIN public.stamp AS text CHECK (length(VALUE) < 20);
+-- pgmoat:
+-- param: 2024-01-01
+-- param-type: public.stamp
+SELECT 1;

@@ -246,3 +246,14 @@ CREATE VIEW public.health AS SELECT count(*) AS n FROM accounts;
 -- pgmoat:
 SELECT * FROM health;
 INSERT INTO scratch (note) VALUES ('hello');
+
+-- case: bind-parameter-relays
+-- expect: refused
+-- why: SELECT 1 with an unused parameter of a domain whose CHECK is dblink_exec of the value: Bind runs it.
+-- setup:
+CREATE EXTENSION dblink;
+CREATE DOMAIN public.checked_sql AS text CHECK (dblink_exec('{{conn}}', VALUE) IS NOT NULL);
+-- pgmoat:
+-- param: DELETE FROM ledger.entries
+-- param-type: public.checked_sql
+SELECT 1;

@@ -308,3 +308,62 @@ SELECT 'a\' , ' ; DROP TABLE ledger.balances; -- ';
 -- pgmoat:
 DO $$BEGIN PERFORM set_config('standard_conforming' || '_strings', 'on', false); END$$;
 SELECT 'a\' , ' ; DELETE FROM ledger.entries; -- ';
+
+-- case: shadowed-current-setting
+-- expect: refused
+-- why: With public before pg_catalog in search_path, a public.current_setting answers whoever reads the path back with
+-- why: a harmless one, while the server's path reaches ledger.
+-- setup:
+SET ROLE {{mig}};
+CREATE TABLE public.entries (id int);
+CREATE FUNCTION public.current_setting(text) RETURNS text LANGUAGE sql AS $$ SELECT '"$user", public'::text $$;
+CREATE FUNCTION public.current_setting(text, boolean) RETURNS text LANGUAGE sql AS $$ SELECT '"$user", public'::text $$;
+-- pgmoat:
+DO $$BEGIN PERFORM pg_catalog.set_config('search' || '_path', 'ledger, public, pg_catalog', false); END$$;
+DROP TABLE entries;
+
+-- case: shadowed-statistics-view
+-- expect: refused
+-- why: A public view named like the statistics view of the rows a transaction changed, with no rows, ahead of pg_catalog
+-- why: in search_path: whoever counts the rows a statement deleted by its unqualified name counts none.
+-- setup:
+SET ROLE {{mig}};
+CREATE VIEW public.pg_stat_xact_user_tables AS SELECT * FROM pg_catalog.pg_stat_xact_user_tables WHERE false;
+CREATE VIEW public.pg_stat_xact_all_tables AS SELECT * FROM pg_catalog.pg_stat_xact_all_tables WHERE false;
+-- pgmoat:
+SET search_path = public, pg_catalog;
+DELETE FROM ledger.entries WHERE id > 0;
+
+-- case: track-counts-off
+-- expect: refused
+-- as: superuser
+-- why: With track_counts off the server counts no row a statement deletes, for this session.
+-- pgmoat:
+SET track_counts = off;
+DELETE FROM ledger.entries WHERE id > 0;
+
+-- case: track-counts-off-for-the-role
+-- expect: refused
+-- why: The migration role's sessions start with track_counts off (set for it before): the same blindness, no SET in sight.
+-- setup:
+ALTER ROLE {{mig}} SET track_counts = off;
+-- pgmoat:
+DELETE FROM ledger.entries WHERE id > 0;
+
+-- case: track-counts-on
+-- expect: allowed
+-- as: superuser
+-- why: Twin: track_counts set on, then a targeted delete.
+-- pgmoat:
+SET track_counts = on;
+DELETE FROM ledger.entries WHERE id = 7;
+
+-- case: statistics-snapshot
+-- expect: refused
+-- why: stats_fetch_consistency = snapshot freezes the cumulative statistics a transaction read first.
+-- pgmoat:
+SET stats_fetch_consistency = snapshot;
+BEGIN;
+SELECT count(*) FROM pg_stat_user_tables;
+DELETE FROM ledger.entries WHERE id > 0;
+COMMIT;
