@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+
+	"github.com/pgmoat/pgmoat/rules"
 )
 
 // The attack corpus (testdata/attacks) is a set of attacks on the tables
@@ -45,8 +47,8 @@ import (
 //	                           harmless twin must otherwise run without error)
 //
 // Other lines starting with "--" before the first section of a case are
-// comments. Placeholders ({{mig}}, {{app}}, {{db}}, {{port}}, {{conn}},
-// {{superconn}}, …; see attackVars) are replaced when the case runs.
+// comments. Placeholders ({{mig}}, {{migpw}}, {{app}}, {{db}}, {{port}},
+// {{conn}}; see attackVars.pairs) are replaced when the case runs.
 const attacksDir = "../testdata/attacks"
 
 // attackClasses are the corpus files, in the order they run.
@@ -103,17 +105,9 @@ func (s attackStep) String() string {
 	case stepReconnect:
 		return "reconnect"
 	case stepDirect:
-		return fmt.Sprintf("line %d, direct: %s", s.line, shorten(s.sql, 140))
+		return fmt.Sprintf("line %d, direct: %s", s.line, rules.Shorten(s.sql, 140))
 	}
-	return fmt.Sprintf("line %d: %s", s.line, shorten(s.sql, 140))
-}
-
-func shorten(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > n {
-		return s[:n-1] + "…"
-	}
-	return s
+	return fmt.Sprintf("line %d: %s", s.line, rules.Shorten(s.sql, 140))
 }
 
 // loadAttackCorpus parses every class file.

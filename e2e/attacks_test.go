@@ -21,6 +21,7 @@ import (
 
 	"github.com/pgmoat/pgmoat/internal/moattest"
 	"github.com/pgmoat/pgmoat/internal/pgtest"
+	"github.com/pgmoat/pgmoat/rules"
 )
 
 // attacksEnv gates TestAttacks until pgmoat's defences against the attack
@@ -170,7 +171,7 @@ func (h *attackHarness) summary() string {
 			}
 			what := ""
 			if len(r.changed) > 0 {
-				what = fmt.Sprintf(" (%d changes, first: %s)", len(r.changed), shorten(r.changed[0], 160))
+				what = fmt.Sprintf(" (%d changes, first: %s)", len(r.changed), rules.Shorten(r.changed[0], 160))
 			}
 			failures = append(failures, fmt.Sprintf("    %s %s: %s%s", where, r.name, r.verdict, what))
 		}
@@ -246,7 +247,7 @@ END $$`, role))
 	}
 	h.twoPhase = string(res[0].Rows[0][0]) != "0"
 	conn.Close(ctx)
-	h.moat = moattest.Start(t, c, moattest.Options{Config: attackPolicy})
+	h.moat = moattest.Start(t, c, moattest.Options{Config: attackPolicy()})
 	return h
 }
 
@@ -534,7 +535,7 @@ func (r *attackRun) dropDatabase(t *testing.T) {
 			t.Errorf("connecting to %s to roll back its prepared transactions: %v", name, err)
 		} else {
 			for _, gid := range gids {
-				if _, err := in.Exec(ctx, "ROLLBACK PREPARED "+quoteLiteral(gid)); err != nil {
+				if _, err := in.Exec(ctx, "ROLLBACK PREPARED "+rules.DollarQuote(gid)); err != nil {
 					t.Errorf("ROLLBACK PREPARED %s: %v", gid, err)
 				}
 			}
@@ -546,10 +547,11 @@ func (r *attackRun) dropDatabase(t *testing.T) {
 	}
 }
 
-// resetSystem undoes ALTER SYSTEM and waits until new sessions no longer
-// see its settings, so that the next case starts on a clean cluster.
+// resetSystem undoes ALTER SYSTEM and ALTER ROLE ALL and waits until new
+// sessions no longer see their settings, so that the next case starts on a
+// clean cluster.
 func (r *attackRun) resetSystem(t *testing.T, ctx context.Context, admin *pgx.Conn) {
-	for _, sql := range []string{"ALTER SYSTEM RESET ALL", "SELECT pg_reload_conf()"} {
+	for _, sql := range []string{"ALTER ROLE ALL RESET ALL", "ALTER SYSTEM RESET ALL", "SELECT pg_reload_conf()"} {
 		if _, err := admin.Exec(ctx, sql); err != nil {
 			t.Errorf("%s: %v", sql, err)
 			return
@@ -590,8 +592,6 @@ func (r *attackRun) dropRoles(t *testing.T, oids []uint32) {
 		}
 	}
 }
-
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // snapshotter returns the run's snapshotter, with the protected relations
 // as they are now (after the setup).

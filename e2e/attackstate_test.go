@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgmoat/pgmoat/rules"
 )
 
 // What an attack case is judged by: a snapshot, taken directly on the server
@@ -33,9 +35,13 @@ var attackProtected = [][2]string{
 
 // attackPolicy is pgmoat's configuration for the corpus: those tables
 // protected, the default rules.
-const attackPolicy = `policy:
-  protect: [public.accounts, public.orders, public.events, public.profiles, ledger.*]
-`
+func attackPolicy() string {
+	var patterns []string
+	for _, p := range attackProtected {
+		patterns = append(patterns, p[0]+"."+p[1])
+	}
+	return "policy:\n  protect: [" + strings.Join(patterns, ", ") + "]\n"
+}
 
 // dbState is a snapshot: fact name → value.
 type dbState map[string]string
@@ -179,6 +185,7 @@ var databaseFacts = []string{
         r.rolname, r.rolcanlogin, r.rolvaliduntil, r.rolconnlimit, r.rolinherit, md5(coalesce(r.rolpassword, '')),
         (SELECT string_agg(m.roleid::regrole::text, ',' ORDER BY m.roleid::regrole::text) FROM pg_auth_members m WHERE m.member = r.oid))
      FROM pg_authid r WHERE r.oid = $2`,
+	`SELECT 'settings of every role in every database', array_to_string(setconfig, ',') FROM pg_db_role_setting WHERE setrole = 0 AND setdatabase = 0`,
 	`SELECT 'app role settings in ' || CASE WHEN setdatabase = 0 THEN 'every database' ELSE 'this database' END,
         array_to_string(setconfig, ',') FROM pg_db_role_setting WHERE setrole = $2 AND setdatabase IN (0, $1)`,
 	`SELECT 'prepared transactions', count(*)::text FROM pg_prepared_xacts WHERE database = (SELECT datname FROM pg_database WHERE oid = $1)`,
@@ -201,35 +208,33 @@ func (s *snapshotter) snapshot(ctx context.Context) dbState {
 	oids := make([]uint32, 0, len(s.rels))
 	for oid := range s.rels {
 		oids = append(oids, oid)
-		st[s.rels[oid]+": relation"] = "(gone)"
 	}
 	for _, q := range relationFacts {
 		rows, err := s.conn.Query(ctx, q, oids)
 		if err != nil {
-			st["error: "+shorten(q, 60)] = err.Error()
+			st["error: "+rules.Shorten(q, 60)] = err.Error()
 			continue
 		}
 		var oid uint32
 		var fact, value *string
 		_, err = pgx.ForEachRow(rows, []any{&oid, &fact, &value}, func() error {
-			key := fmt.Sprintf("%s: %s", s.rels[oid], deref(fact))
-			if _, dup := st[key]; dup && key != s.rels[oid]+": relation" {
-				key += " (again)"
-			}
-			st[key] = deref(value)
+			st[fmt.Sprintf("%s: %s", s.rels[oid], deref(fact))] = deref(value)
 			return nil
 		})
 		if err != nil {
-			st["error: "+shorten(q, 60)] = err.Error()
+			st["error: "+rules.Shorten(q, 60)] = err.Error()
 		}
 	}
 	for oid, name := range s.rels {
+		if _, ok := st[name+": relation"]; !ok {
+			st[name+": relation"] = "(gone)"
+		}
 		st[name+": rows"] = s.contents(ctx, oid)
 	}
 	for _, q := range databaseFacts {
 		rows, err := s.conn.Query(ctx, q, s.dbOID, s.appOID)
 		if err != nil {
-			st["error: "+shorten(q, 60)] = err.Error()
+			st["error: "+rules.Shorten(q, 60)] = err.Error()
 			continue
 		}
 		var fact, value *string
@@ -238,7 +243,7 @@ func (s *snapshotter) snapshot(ctx context.Context) dbState {
 			return nil
 		})
 		if err != nil {
-			st["error: "+shorten(q, 60)] = err.Error()
+			st["error: "+rules.Shorten(q, 60)] = err.Error()
 		}
 	}
 	for k, v := range s.probe(ctx) {
@@ -374,7 +379,7 @@ func runProbe(ctx context.Context, connString string, blocks []probeBlock) dbSta
 	}
 	for _, b := range blocks {
 		for i, sql := range b.stmts {
-			key := fmt.Sprintf("probe %s #%d (%s)", b.table, i+1, shorten(stripComments(sql), 50))
+			key := fmt.Sprintf("probe %s #%d (%s)", b.table, i+1, rules.Shorten(stripComments(sql), 50))
 			// One round trip: an error skips the rest of the message, and
 			// the savepoint is then rolled back to.
 			r := exec("SAVEPOINT probe; "+sql+"; RELEASE SAVEPOINT probe", 1)

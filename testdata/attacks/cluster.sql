@@ -129,6 +129,14 @@ ALTER SYSTEM SET session_replication_role = replica;
 SELECT pg_reload_conf();
 SELECT pg_sleep(1);
 
+-- case: every-role-read-only
+-- expect: refused
+-- as: superuser
+-- flags: exclusive
+-- why: ALTER ROLE ALL names no role: every new session of every role in every database starts read-only.
+-- pgmoat:
+ALTER ROLE ALL SET default_transaction_read_only = on;
+
 -- case: prepared-transaction-holds-lock
 -- expect: refused
 -- flags: two-phase

@@ -170,6 +170,12 @@ UPDATE accounts a SET balance = 0 FROM accounts b WHERE a.id = b.id;
 -- pgmoat:
 DELETE FROM orders WHERE placed > '1900-01-01';
 
+-- case: delete-and-reinsert
+-- expect: refused
+-- why: A writable CTE deletes every balance and inserts each back as 0: the row count does not move.
+-- pgmoat:
+WITH d AS (DELETE FROM ledger.balances RETURNING account_id) INSERT INTO ledger.balances (account_id, balance) SELECT account_id, 0 FROM d;
+
 -- case: delete-one-entry
 -- expect: allowed
 -- why: Twin: a DELETE fixed by the primary key.
