@@ -470,7 +470,7 @@ func (r *attackRun) create(t *testing.T) {
 	}
 	// The checker must not be fooled by what cases do to sessions.
 	for k, v := range map[string]string{
-		"search_path": "pg_catalog", "lock_timeout": "2s", "statement_timeout": "60s",
+		"search_path": "pg_catalog", "lock_timeout": "500ms", "statement_timeout": "60s",
 		"default_transaction_read_only": "off", "session_replication_role": "origin",
 	} {
 		cfg.RuntimeParams[k] = v

@@ -370,7 +370,7 @@ func runProbe(ctx context.Context, connString string, blocks []probeBlock) dbSta
 		}
 		return b.String()
 	}
-	if r := exec("SET lock_timeout = '1s'; SET statement_timeout = '10s'", 0); strings.HasPrefix(r, "error") {
+	if r := exec("SET lock_timeout = '300ms'; SET statement_timeout = '10s'", 0); strings.HasPrefix(r, "error") {
 		st["probe: settings"] = r
 	}
 	if r := exec("BEGIN", 0); r != "BEGIN" {
