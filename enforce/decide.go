@@ -56,7 +56,11 @@ func (st *sessionState) preApproved(res *rules.Result) (bool, error) {
 		v  *rules.Verdict
 		fp string
 	}
-	var uses []use
+	// Every statement that would be held, blocked or verified must be
+	// pre-approved; a use is counted for each held or blocked one, or,
+	// when the message has none, for each verified one (it passes
+	// unverified thanks to the pre-approval).
+	var uses, verified []use
 	for _, v := range res.Statements {
 		if v.Action == rules.Allow || v.Action == rules.Log {
 			continue
@@ -69,7 +73,14 @@ func (st *sessionState) preApproved(res *rules.Result) (bool, error) {
 		if !ok {
 			return false, nil
 		}
-		uses = append(uses, use{p, v, fp})
+		if v.Action == rules.Verify {
+			verified = append(verified, use{p, v, fp})
+		} else {
+			uses = append(uses, use{p, v, fp})
+		}
+	}
+	if len(uses) == 0 {
+		uses = verified
 	}
 	if len(uses) == 0 {
 		return false, nil
@@ -341,7 +352,7 @@ func effectsOf(res *rules.Result) (ops, objs []string) {
 		if v.Action == rules.Allow {
 			continue
 		}
-		for _, ef := range v.Effects {
+		for _, ef := range v.Decisive() {
 			if op := ef.Op.String(); !seenOp[op] {
 				seenOp[op] = true
 				ops = append(ops, op)

@@ -341,14 +341,17 @@ func (g *guardedQuery) guarded(p part, more bool) error {
 		x.Discard(stmt)
 		return g.refuseUnverified(p, own, fmt.Sprint(firstNonNil(err1, err2)))
 	}
-	violations := guard.Compare(bs, as, pol.Limits)
-	var res *rules.Result
-	if len(violations) > 0 {
-		effects := make([]rules.Effect, len(violations))
-		for i, v := range violations {
-			effects[i] = v.Effect()
+	res, blast := st.measured(strings.TrimSpace(p.text), bs, as)
+	if res != nil && res.Action == rules.Log {
+		// Allowed with log: recorded before it can commit, or not at all.
+		if err := st.recordMeasured(res, "log", blast); err != nil {
+			st.e.log.Error("audit log write failed; refusing the statement", "session", st.auditBase.SessionID, "err", err)
+			x.Discard(stmt)
+			if err := g.undo(own); err != nil {
+				return err
+			}
+			return g.raise(auditDownRefusal(res))
 		}
-		res = st.judgeMeasured(strings.TrimSpace(p.text), effects)
 	}
 	if res == nil || passes(res) {
 		// Nothing it did is refused: let it commit.
@@ -369,11 +372,8 @@ func (g *guardedQuery) guarded(p part, more bool) error {
 			if err := st.client.SendToClient(rr[0].Err); err != nil {
 				return err
 			}
-		}
-		if res != nil {
-			if v, ok := st.logged('Q', res); !ok {
-				_ = v // the measured effect is allowed with log; the write failing is logged by logged
-			}
+		} else {
+			st.made(guard.New(bs, as))
 		}
 		st.e.met.Guarded.WithLabelValues("passed").Inc()
 		g.settle(p, stmt, true)
@@ -383,19 +383,65 @@ func (g *guardedQuery) guarded(p part, more bool) error {
 	}
 	// Violated: undo it before anything else.
 	x.Discard(stmt)
-	undo := []request{hidden("ROLLBACK TO SAVEPOINT " + savepoint), hidden("RELEASE SAVEPOINT " + savepoint)}
-	if own {
-		undo = []request{hidden("ROLLBACK")}
-	}
-	if _, err := g.run(undo...); err != nil {
+	if err := g.undo(own); err != nil {
 		return err
 	}
 	st.e.met.GuardDuration.Observe(time.Since(t0).Seconds())
-	blast := guard.BlastRadius(violations)
 	if res.Action == rules.Hold && !stmt.Streamed {
 		return g.hold(p, res, blast, inBlock)
 	}
 	return g.refuseMeasured(p, res, blast, "")
+}
+
+// undo rolls a guarded part back: pgmoat's transaction, or to its
+// savepoint in the client's.
+func (g *guardedQuery) undo(own bool) error {
+	undo := []request{hidden("ROLLBACK TO SAVEPOINT " + savepoint), hidden("RELEASE SAVEPOINT " + savepoint)}
+	if own {
+		undo = []request{hidden("ROLLBACK")}
+	}
+	_, err := g.run(undo...)
+	return err
+}
+
+// measured compares two snapshots around a guarded statement (text) and
+// judges what it did: nil when it did nothing to judge. Relations the
+// session created itself under guard (a restore making a protected table,
+// then adding its keys) are its own to shape: what it does to them is not
+// judged.
+func (st *sessionState) measured(text string, before, after *guard.Snapshot) (*rules.Result, string) {
+	violations := guard.Compare(before, after, st.e.engine.Policy().Limits)
+	st.mu.Lock()
+	kept := violations[:0]
+	for _, v := range violations {
+		if v.OID == "" || !st.madeOIDs[v.OID] {
+			kept = append(kept, v)
+		}
+	}
+	st.mu.Unlock()
+	if len(kept) == 0 {
+		return nil, ""
+	}
+	effects := make([]rules.Effect, len(kept))
+	for i, v := range kept {
+		effects[i] = v.Effect()
+	}
+	return st.judgeMeasured(text, effects), guard.BlastRadius(kept)
+}
+
+// made records protected relations the session created under guard.
+func (st *sessionState) made(oids []string) {
+	if len(oids) == 0 {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.madeOIDs == nil {
+		st.madeOIDs = map[string]bool{}
+	}
+	for _, o := range oids {
+		st.madeOIDs[o] = true
+	}
 }
 
 // readBack takes the session settings the server reported after a

@@ -133,15 +133,16 @@ func (st *sessionState) guardExecute(ctx context.Context, portal string, maxRows
 		x.Discard(stmt)
 		return st.extUnverified(ctx, gp.res, fmt.Sprint(firstNonNil(err1, err2)), true)
 	}
-	text := joinTexts(gp.res)
-	violations := guard.Compare(bs, as, pol.Limits)
-	var res *rules.Result
-	if len(violations) > 0 {
-		effects := make([]rules.Effect, len(violations))
-		for i, v := range violations {
-			effects[i] = v.Effect()
+	res, blast := st.measured(joinTexts(gp.res), bs, as)
+	if res != nil && res.Action == rules.Log {
+		if err := st.recordMeasured(res, "log", blast); err != nil {
+			st.e.log.Error("audit log write failed; refusing the statement", "session", st.auditBase.SessionID, "err", err)
+			x.Discard(stmt)
+			if err := st.extRunOwn(ctx, "ROLLBACK TO SAVEPOINT "+savepoint, "RELEASE SAVEPOINT "+savepoint); err != nil {
+				return proxy.MessageVerdict{}, err
+			}
+			return st.extRaise(ctx, auditDownRefusal(res))
 		}
-		res = st.judgeMeasured(text, effects)
 	}
 	if res == nil || passes(res) {
 		if err := st.extRunOwn(ctx, "RELEASE SAVEPOINT "+savepoint); err != nil {
@@ -149,12 +150,7 @@ func (st *sessionState) guardExecute(ctx context.Context, portal string, maxRows
 		}
 		st.e.met.GuardDuration.Observe(time.Since(t0).Seconds())
 		st.e.met.Guarded.WithLabelValues("passed").Inc()
-		if res != nil {
-			if v, ok := st.logged('E', res); !ok {
-				x.Discard(stmt)
-				return v, nil
-			}
-		}
+		st.made(guard.New(bs, as))
 		st.allowed(gp.res, "verified")
 		return drop, x.Release(stmt)
 	}
@@ -163,7 +159,6 @@ func (st *sessionState) guardExecute(ctx context.Context, portal string, maxRows
 		return proxy.MessageVerdict{}, err
 	}
 	st.e.met.GuardDuration.Observe(time.Since(t0).Seconds())
-	blast := guard.BlastRadius(violations)
 	if res.Action == rules.Hold && !stmt.Streamed {
 		st.mu.Lock()
 		own := st.ownBlock

@@ -45,6 +45,9 @@ type sessionState struct {
 	// transaction that the client's Sync must end (closeOwnBlock).
 	guarded  map[string]*guardedPortal
 	ownBlock bool
+	// madeOIDs are the protected relations the session created under
+	// guard (see measured).
+	madeOIDs map[string]bool
 }
 
 // parsedStmt is a statement the client prepared with Parse. A Bind after
@@ -131,7 +134,7 @@ func (st *sessionState) judged(res *rules.Result, d time.Duration) {
 func (st *sessionState) count(res *rules.Result, decision rules.Action) {
 	for _, v := range res.Statements {
 		op := rules.OpNone
-		for _, ef := range v.Effects {
+		for _, ef := range v.Decisive() {
 			if ef.Op > op {
 				op = ef.Op
 			}

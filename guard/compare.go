@@ -106,6 +106,7 @@ func Parse(rows [][][]byte) (*Snapshot, error) {
 // judge: an operation on a protected relation, measured.
 type Violation struct {
 	Op           rules.Operation
+	OID          string // the relation's OID ("" for the session's settings)
 	Schema, Name string
 	// What says what the statement did, for people: "would delete 50 of
 	// 50 rows of public.users" (it was rolled back).
@@ -123,7 +124,7 @@ func (v Violation) Effect() rules.Effect {
 func Compare(before, after *Snapshot, limits func(pattern int) rules.RowLimits) []Violation {
 	var out []Violation
 	add := func(op rules.Operation, r *Rel, what string) {
-		out = append(out, Violation{Op: op, Schema: r.Schema, Name: r.Name, What: "would " + what + " " + qualified(r.Schema, r.Name)})
+		out = append(out, Violation{Op: op, OID: r.OID, Schema: r.Schema, Name: r.Name, What: "would " + what + " " + qualified(r.Schema, r.Name)})
 	}
 	type rootRows struct {
 		rel            *Rel
@@ -464,4 +465,16 @@ func items(list string) map[string]string {
 		m[num] = it
 	}
 	return m
+}
+
+// New returns the OIDs of the relations after covers that before did not:
+// protected relations the statement created.
+func New(before, after *Snapshot) []string {
+	var out []string
+	for _, oid := range after.order {
+		if _, ok := before.Rels[oid]; !ok {
+			out = append(out, oid)
+		}
+	}
+	return out
 }

@@ -92,7 +92,7 @@ func (e *env) analyzeStmt(st stmtText, where string) []Effect {
 		e.genericWalk(st, where, &out)
 	}
 	e.readsRunCode(st.node, where, &out)
-	if e.depth == 0 && e.cat != nil && isDDL(st.node) && !additiveDDL(st.node) {
+	if e.depth == 0 && e.cat != nil && isDDL(st.node) && !e.additiveDDL(st.node) {
 		e.doubting(DoubtDDL, func() {
 			e.add(&out, OpContract, everything(), "DDL whose reach through dependencies only the database knows", where)
 		})

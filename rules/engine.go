@@ -103,6 +103,7 @@ func (e *Engine) SetCatalog(database string, c *Catalog) {
 	var shared *overlay
 	if old := e.catalog(database); old != nil {
 		shared = old.shared.pruned(c)
+		c.reuseParsed(old.cat)
 	}
 	e.storeEntry(database, &catalogEntry{cat: c, shared: shared, version: e.catVersions.Add(1)})
 }

@@ -497,14 +497,25 @@ func copyFromClient(n *pg_query.Node) bool {
 // a relation that exists: it needs no verifying. (CREATE TABLE ... OF,
 // PARTITION OF and INHERITS attach to what exists, and CREATE OR REPLACE
 // replaces; those are verified.)
-func additiveDDL(n *pg_query.Node) bool {
+func (e *env) additiveDDL(n *pg_query.Node) bool {
 	switch x := n.Node.(type) {
 	case *pg_query.Node_CreateSchemaStmt, *pg_query.Node_CreateSeqStmt, *pg_query.Node_CreateEnumStmt,
 		*pg_query.Node_CompositeTypeStmt, *pg_query.Node_CreateDomainStmt, *pg_query.Node_CommentStmt:
 		return true
 	case *pg_query.Node_CreateStmt:
 		c := x.CreateStmt
-		return len(c.InhRelations) == 0 && c.Partbound == nil && c.OfTypename == nil
+		if len(c.InhRelations) > 0 || c.Partbound != nil || c.OfTypename != nil {
+			return false
+		}
+		// A new table a protect pattern names is verified too: what the
+		// guard sees it create, the session may then shape as it likes
+		// (a restore adds its keys and triggers afterwards).
+		if c.Relation != nil {
+			if q, ok := exactRel(e.createdObject(c.Relation)); !ok || e.pol.protectedBy(q.schema, q.name) != "" {
+				return false
+			}
+		}
+		return true
 	case *pg_query.Node_ViewStmt:
 		return !x.ViewStmt.Replace
 	case *pg_query.Node_CreateFunctionStmt:

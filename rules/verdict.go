@@ -84,3 +84,19 @@ func (r *Result) finish() {
 		}
 	}
 }
+
+// Decisive returns the effects that decided the verdict: all of them when
+// it is Verify, else the certain ones (a statement blocked for what it
+// says is not also "possibly" anything).
+func (v *Verdict) Decisive() []Effect {
+	if v.Action == Verify {
+		return v.Effects
+	}
+	var out []Effect
+	for _, ef := range v.Effects {
+		if !ef.Possible() {
+			out = append(out, ef)
+		}
+	}
+	return out
+}
