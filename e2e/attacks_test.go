@@ -420,7 +420,6 @@ func (h *attackHarness) run(t *testing.T, kc *attackCase, viaPgmoat bool) {
 // registers their removal.
 func (r *attackRun) create(t *testing.T) {
 	t.Helper()
-	c := r.h.c
 	n := r.h.seq.Add(1)
 	where := "direct"
 	if r.viaPgmoat {
@@ -428,7 +427,7 @@ func (r *attackRun) create(t *testing.T) {
 	}
 	r.vars = attackVars{
 		mig: fmt.Sprintf("atk%d_mig", n), app: fmt.Sprintf("atk%d_app", n), db: fmt.Sprintf("atk%d_%s", n, where),
-		host: c.Host, port: c.Port,
+		host: r.h.c.Host, port: r.h.c.Port,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -464,32 +463,27 @@ func (r *attackRun) create(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.dropDatabase(t) })
-	cfg, err := pgx.ParseConfig(c.SuperConnString(r.vars.db, "sslmode=disable"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The checker must not be fooled by what cases do to sessions.
-	for k, v := range map[string]string{
-		"search_path": "pg_catalog", "lock_timeout": "500ms", "statement_timeout": "60s",
-		"default_transaction_read_only": "off", "session_replication_role": "origin",
-	} {
-		cfg.RuntimeParams[k] = v
-	}
-	r.checker, err = pgx.ConnectConfig(ctx, cfg)
+	// The checker opens before the case can lock anyone out, and gives up on
+	// a locked table soon: that a table is locked is itself the finding.
+	r.checker, err = r.superuserConn(ctx, r.vars.db, "500ms")
 	if err != nil {
 		t.Fatal(err)
 	}
 }
 
-// adminConn is a superuser session straight to db, immune to the settings
-// cases give the cluster or the database.
+// adminConn is a superuser session straight to db for the harness's own
+// work, immune to the settings cases give the cluster or the database.
 func (r *attackRun) adminConn(ctx context.Context, db string) (*pgx.Conn, error) {
+	return r.superuserConn(ctx, db, "10s")
+}
+
+func (r *attackRun) superuserConn(ctx context.Context, db, lockTimeout string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(r.h.c.SuperConnString(db, "sslmode=disable"))
 	if err != nil {
 		return nil, err
 	}
 	for k, v := range map[string]string{
-		"search_path": "pg_catalog", "statement_timeout": "60s", "lock_timeout": "10s",
+		"search_path": "pg_catalog", "statement_timeout": "60s", "lock_timeout": lockTimeout,
 		"default_transaction_read_only": "off", "session_replication_role": "origin",
 	} {
 		cfg.RuntimeParams[k] = v
