@@ -182,10 +182,8 @@ type request struct {
 	mode proxy.ReplyMode
 }
 
-func hidden(sql string) request    { return request{sql, proxy.ReplyHide} }
-func collected(sql string) request { return request{sql, proxy.ReplyCollect} }
-func buffered(sql string) request  { return request{sql, proxy.ReplyBuffer} }
-func passed(sql string) request    { return request{sql, proxy.ReplyPass} }
+func hidden(sql string) request { return request{sql, proxy.ReplyHide} }
+func passed(sql string) request { return request{sql, proxy.ReplyPass} }
 
 // run sends requests in one exchange and waits for their replies. An
 // error means the session is out of step with its server and must end.
@@ -289,21 +287,21 @@ func (g *guardedQuery) guarded(p part, more bool) error {
 	if err := g.openImplicit(); err != nil {
 		return err
 	}
-	pol := st.e.engine.Policy()
-	snap := guard.Query(pol.Patterns())
 	t0 := time.Now()
 	x := st.client.NewExchange()
-	r, err := g.runOn(x,
-		hidden("BEGIN"),
-		hidden("SAVEPOINT "+savepoint),
-		collected(snap),
-		buffered(p.text),
-		collected(snap),
-	)
-	if err != nil {
-		return err
+	begin := x.Add(&pgproto3.Query{String: "BEGIN"}, proxy.ReplyHide)
+	sp := x.Add(&pgproto3.Query{String: "SAVEPOINT " + savepoint}, proxy.ReplyHide)
+	beforeRun := st.addSnapshot(x, true)
+	stmt := x.Add(&pgproto3.Query{String: p.text}, proxy.ReplyBuffer)
+	afterRun := st.addSnapshot(x, true)
+	if err := x.Run(g.ctx); err != nil {
+		return proxy.Refuse("08006", "pgmoat lost track of the server while verifying a statement: "+err.Error(), "")
 	}
-	begin, sp, before, stmt, after := r[0], r[1], r[2], r[3], r[4]
+	g.status = afterRun.all[len(afterRun.all)-1].TxStatus
+	if beforeRun.failed() || afterRun.failed() && stmt.Err == nil {
+		st.snapshotFailed()
+	}
+	before, after := beforeRun.exec, afterRun.exec
 	if begin.Err != nil {
 		// The client's transaction had failed already: its statements
 		// fail as they would have, with nothing to verify.
@@ -313,9 +311,12 @@ func (g *guardedQuery) guarded(p part, more bool) error {
 	own := !hasNotice(begin, "25001") // pgmoat's BEGIN opened a transaction
 	inBlock := !own                   // the client's transaction, or the message's implicit one
 	switch {
-	case sp.Err != nil || before.Err != nil:
+	case sp.Err != nil || beforeRun.failed():
 		x.Discard(stmt)
-		return g.refuseUnverified(p, own, firstErr(sp, before))
+		if sp.Err != nil {
+			return g.refuseUnverified(p, own, sp.Err.Message)
+		}
+		return g.refuseUnverified(p, own, beforeRun.why())
 	case stmt.Err != nil:
 		// The statements' own error: the client sees it; nothing
 		// committed. pgmoat's transaction goes; the client's stays
@@ -331,9 +332,9 @@ func (g *guardedQuery) guarded(p part, more bool) error {
 		}
 		g.settle(p, stmt, !own)
 		return nil
-	case after.Err != nil:
+	case afterRun.failed():
 		x.Discard(stmt)
-		return g.refuseUnverified(p, own, after.Err.Message)
+		return g.refuseUnverified(p, own, afterRun.why())
 	}
 	bs, err1 := guard.Parse(before.Rows)
 	as, err2 := guard.Parse(after.Rows)
@@ -581,15 +582,6 @@ func hasNotice(r *proxy.ExchangeReply, code string) bool {
 		}
 	}
 	return false
-}
-
-func firstErr(rs ...*proxy.ExchangeReply) string {
-	for _, r := range rs {
-		if r.Err != nil {
-			return r.Err.Message
-		}
-	}
-	return ""
 }
 
 func firstNonNil(errs ...error) error {

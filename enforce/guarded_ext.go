@@ -85,18 +85,19 @@ func (r *extRun) why() string {
 // guardExecute runs the client's Execute of portal under guard. The
 // Execute is dropped: pgmoat sent it in the exchange.
 func (st *sessionState) guardExecute(ctx context.Context, portal string, maxRows uint32, gp *guardedPortal) (proxy.MessageVerdict, error) {
-	pol := st.e.engine.Policy()
-	snap := guard.Query(pol.Patterns())
 	t0 := time.Now()
 	x := st.client.NewExchange()
 	begin := addExtRun(x, 0, "BEGIN", proxy.ReplyHide)
 	sp := addExtRun(x, 1, "SAVEPOINT "+savepoint, proxy.ReplyHide)
-	before := addExtRun(x, 2, snap, proxy.ReplyCollect)
+	before := st.addSnapshot(x, false)
 	stmt := x.Add(&pgproto3.Execute{Portal: portal, MaxRows: maxRows}, proxy.ReplyBuffer)
-	after := addExtRun(x, 3, snap, proxy.ReplyCollect)
+	after := st.addSnapshot(x, false)
 	x.Add(&pgproto3.Flush{}, proxy.ReplyHide)
 	if err := x.Run(ctx); err != nil {
 		return proxy.MessageVerdict{}, proxy.Refuse("08006", "pgmoat lost track of the server while verifying a statement: "+err.Error(), "")
+	}
+	if before.err() != nil || after.err() != nil {
+		st.snapshotFailed()
 	}
 	// pgmoat's BEGIN opened a transaction: it is closed at the Sync.
 	if !begin.failed() && !hasNotice(begin.exec, "25001") {

@@ -48,6 +48,10 @@ type sessionState struct {
 	// madeOIDs are the protected relations the session created under
 	// guard (see measured).
 	madeOIDs map[string]bool
+	// snapName is the session's prepared snapshot (see addSnapshot),
+	// prepared for the policy of version snapPolicy.
+	snapName   string
+	snapPolicy uint64
 }
 
 // parsedStmt is a statement the client prepared with Parse. A Bind after
@@ -321,6 +325,9 @@ func (st *sessionState) applyLocked(changes []rules.StateChange) {
 			}
 			st.sqlPrepared[ch.Name] = true
 		case rules.ChangeDeallocate:
+			if ch.Name == "" || ch.Name == st.snapName {
+				st.snapName = "" // DEALLOCATE ALL takes pgmoat's too
+			}
 			if ch.Name == "" {
 				st.sqlPrepared = nil
 			} else {
@@ -328,6 +335,7 @@ func (st *sessionState) applyLocked(changes []rules.StateChange) {
 			}
 		case rules.ChangeDiscardAll:
 			st.sqlPrepared, st.stmts, st.portals, st.guarded = nil, nil, nil, nil
+			st.snapName = ""
 		}
 	}
 	if stale {

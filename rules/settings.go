@@ -40,7 +40,7 @@ func cleanEncodingName(s string) string {
 type settingKind uint8
 
 const (
-	settingOther settingKind = iota
+	_ settingKind = iota // every other setting
 	// settingLexer: after some values the server lexes text differently
 	// from pgmoat's parser (lexer_state).
 	settingLexer
