@@ -317,6 +317,14 @@ func (g *guardedQuery) guarded(p part, more bool) error {
 			return g.refuseUnverified(p, own, sp.Err.Message)
 		}
 		return g.refuseUnverified(p, own, beforeRun.why())
+	case stmt.Err != nil && stmt.Err.Code == "2D000":
+		// A procedure that ends the transaction cannot run inside
+		// pgmoat's guard: refuse it as pgmoat's own decision.
+		x.Discard(stmt)
+		if err := g.undo(own); err != nil {
+			return err
+		}
+		return g.refuseUnverified(p, false, "it ends the transaction itself (a procedure that commits), which cannot happen inside pgmoat's guard; pre-approve it to run it unguarded")
 	case stmt.Err != nil:
 		// The statements' own error: the client sees it; nothing
 		// committed. pgmoat's transaction goes; the client's stays
@@ -341,6 +349,10 @@ func (g *guardedQuery) guarded(p part, more bool) error {
 	if err1 != nil || err2 != nil {
 		x.Discard(stmt)
 		return g.refuseUnverified(p, own, fmt.Sprint(firstNonNil(err1, err2)))
+	}
+	if why := guard.Blind(bs, as); why != "" {
+		x.Discard(stmt)
+		return g.refuseUnverified(p, own, why)
 	}
 	res, blast := st.measured(strings.TrimSpace(p.text), bs, as)
 	if res != nil && res.Action == rules.Log {

@@ -134,6 +134,10 @@ func (st *sessionState) guardExecute(ctx context.Context, portal string, maxRows
 		x.Discard(stmt)
 		return st.extUnverified(ctx, gp.res, fmt.Sprint(firstNonNil(err1, err2)), true)
 	}
+	if why := guard.Blind(bs, as); why != "" {
+		x.Discard(stmt)
+		return st.extUnverified(ctx, gp.res, why, true)
+	}
 	res, blast := st.measured(joinTexts(gp.res), bs, as)
 	if res != nil && res.Action == rules.Log {
 		if err := st.recordMeasured(res, "log", blast); err != nil {

@@ -37,6 +37,9 @@ type Settings struct {
 	SearchPath, CurrentUser, SessionUser      string
 	StandardConformingStrings, ClientEncoding string
 	SessionReplicationRole                    string
+	// TrackCounts is track_counts: off, the server counts no rows and
+	// the snapshot cannot say what a statement deleted or updated.
+	TrackCounts string
 }
 
 // Snapshot is what one run of the snapshot query read.
@@ -59,7 +62,7 @@ func Parse(rows [][][]byte) (*Snapshot, error) {
 		switch str(colKind) {
 		case "set":
 			s.Settings = Settings{SearchPath: str(1), CurrentUser: str(2), SessionUser: str(3),
-				StandardConformingStrings: str(4), ClientEncoding: str(5), SessionReplicationRole: str(6)}
+				StandardConformingStrings: str(4), ClientEncoding: str(5), SessionReplicationRole: str(6), TrackCounts: str(7)}
 			sawSettings = true
 		case "rel":
 			rel := &Rel{OID: str(colOID), Schema: str(colSchema), Name: str(colName), Root: str(colRoot),
@@ -115,7 +118,21 @@ type Violation struct {
 
 // Effect returns the violation as a rules.Effect, for the policy.
 func (v Violation) Effect() rules.Effect {
+	if v.OID == "" {
+		// A change to the session itself reaches every protected table.
+		return rules.Effect{Op: v.Op, Object: rules.Object{Kind: rules.KindEverything}, What: v.What}
+	}
 	return rules.Effect{Op: v.Op, Object: rules.Object{Kind: rules.KindTable, Schema: v.Schema, Name: v.Name}, What: v.What}
+}
+
+// Blind says why a pair of snapshots cannot tell what a statement did to
+// the rows of protected tables ("" when they can): with track_counts off
+// the server counts no rows.
+func Blind(before, after *Snapshot) string {
+	if before.Settings.TrackCounts != "on" || after.Settings.TrackCounts != "on" {
+		return "track_counts is off in this session, so the server does not count the rows a statement changes"
+	}
+	return ""
 }
 
 // Compare says what changed between before and after, two snapshots taken
@@ -201,6 +218,12 @@ func Compare(before, after *Snapshot, limits func(pattern int) rules.RowLimits) 
 			rr.rows += b.Estimate
 			rr.uncounted = true
 		}
+	}
+	if after.Settings.StandardConformingStrings != "on" && before.Settings.StandardConformingStrings == "on" {
+		out = append(out, Violation{Op: rules.OpLexerState, What: "would turn standard_conforming_strings off, after which the server would split statements differently from pgmoat's parser"})
+	}
+	if a, b := after.Settings.ClientEncoding, before.Settings.ClientEncoding; a != b && rules.CheckParameter("client_encoding", a) != nil {
+		out = append(out, Violation{Op: rules.OpLexerState, What: "would set client_encoding to " + a + ", after which the server would split statements differently from pgmoat's parser"})
 	}
 	if before.Settings.SessionReplicationRole != "replica" && after.Settings.SessionReplicationRole == "replica" {
 		out = append(out, Violation{Op: rules.OpClusterAdmin, What: "would set session_replication_role to replica, which switches off triggers and foreign keys"})
@@ -422,6 +445,12 @@ var compIndex = func() map[string]int {
 func columnChange(name, before, after, defaultsAfter string) string {
 	a := items(after)
 	for num, b := range items(before) {
+		if name == "referenced_by" {
+			continue // only new ones matter, below
+		}
+		if name == "types" && enumGrew(b, a[num]) {
+			continue
+		}
 		if a[num] != b {
 			switch name {
 			case "columns":
@@ -435,6 +464,20 @@ func columnChange(name, before, after, defaultsAfter string) string {
 			}
 			return "change NOT NULL, identity, generation or collation of a column of"
 		}
+	}
+	if name == "referenced_by" {
+		b := items(before)
+		for num, it := range a {
+			if _, old := b[num]; old {
+				continue
+			}
+			// oid:confdeltype:confupdtype:has rows
+			f := strings.Split(it, ":")
+			if len(f) == 4 && f[3] == "t" && (f[1] == "a" || f[1] == "r" || f[2] == "a" || f[2] == "r") {
+				return "add a foreign key from a table with rows that can refuse deletes from"
+			}
+		}
+		return ""
 	}
 	if name == "column_rules" {
 		b, defs := items(before), items(defaultsAfter)
@@ -477,4 +520,28 @@ func New(before, after *Snapshot) []string {
 		}
 	}
 	return out
+}
+
+// enumGrew reports whether a types item (attnum:oid:name:typtype:
+// composite:labels) changed only by enum labels being added.
+func enumGrew(before, after string) bool {
+	b, a := strings.Split(before, ":"), strings.Split(after, ":")
+	if len(b) != 6 || len(a) != 6 || b[3] != "e" {
+		return false
+	}
+	for i := 0; i < 5; i++ {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	have := map[string]bool{}
+	for _, l := range strings.Split(a[5], "|") {
+		have[l] = true
+	}
+	for _, l := range strings.Split(b[5], "|") {
+		if l != "" && !have[l] {
+			return false
+		}
+	}
+	return true
 }

@@ -43,7 +43,7 @@ func listAgg(expr, order, from string) string {
 }
 
 // perColumn names the components that are lists of per-column items.
-var perColumn = map[string]bool{"columns": true, "column_rules": true, "defaults": true, "types": true, "domains": true}
+var perColumn = map[string]bool{"columns": true, "column_rules": true, "defaults": true, "types": true, "domains": true, "referenced_by": true}
 
 // fields joins expressions with ':' (NULL as empty).
 func fields(exprs ...string) string {
@@ -66,16 +66,26 @@ var components = []struct {
 	{"defaults", listAgg(fields("d.adnum", "pg_catalog.md5(d.adbin::pg_catalog.text)"), "d.adnum",
 		"pg_catalog.pg_attrdef d WHERE d.adrelid "+eq+" c.oid")},
 	// Composite and enum types of the columns: what a row means.
-	{"types", listAgg(fields("a.attnum", "t.oid", "t.typtype",
+	// An item: attnum:type:md5(name and schema):typtype:md5(composite
+	// fields):enum labels, each md5(label, sort order), joined by '|' (a
+	// label may be added, none renamed or dropped).
+	{"types", listAgg(fields("a.attnum", "t.oid", "pg_catalog.md5("+fields("t.typname", "t.typnamespace")+")", "t.typtype",
 		"pg_catalog.md5(COALESCE((SELECT pg_catalog.string_agg("+fields("ta.attname", "ta.atttypid", "ta.atttypmod", "ta.attisdropped")+", ',' ORDER BY ta.attnum) FROM pg_catalog.pg_attribute ta WHERE ta.attrelid "+eq+" t.typrelid AND ta.attnum "+gt+" 0), ''))",
-		"pg_catalog.md5(COALESCE((SELECT pg_catalog.string_agg("+fields("e.enumlabel", "e.enumsortorder")+", ',' ORDER BY e.enumsortorder) FROM pg_catalog.pg_enum e WHERE e.enumtypid "+eq+" t.oid), ''))"),
+		"COALESCE((SELECT pg_catalog.string_agg(pg_catalog.md5("+fields("e.enumlabel", "e.enumsortorder")+"), '|' ORDER BY e.enumsortorder) FROM pg_catalog.pg_enum e WHERE e.enumtypid "+eq+" t.oid), '')"),
 		"a.attnum",
 		"pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid "+eq+" a.atttypid WHERE a.attrelid "+eq+" c.oid AND a.attnum "+gt+" 0 AND NOT a.attisdropped AND t.typtype "+eq+" ANY ('{c,e}'::pg_catalog.\"char\"[])")},
 	// Domains of the columns: base type, NOT NULL, default and checks.
-	{"domains", listAgg(fields("a.attnum", "t.oid", "t.typbasetype", "t.typnotnull", "pg_catalog.md5(COALESCE(t.typdefaultbin::pg_catalog.text, ''))",
+	{"domains", listAgg(fields("a.attnum", "t.oid", "pg_catalog.md5("+fields("t.typname", "t.typnamespace")+")", "t.typbasetype", "t.typnotnull", "pg_catalog.md5(COALESCE(t.typdefaultbin::pg_catalog.text, ''))",
 		"pg_catalog.md5(COALESCE((SELECT pg_catalog.string_agg("+fields("k.conname", "k.convalidated", "pg_catalog.md5(COALESCE(k.conbin::pg_catalog.text, ''))")+", ',' ORDER BY k.conname) FROM pg_catalog.pg_constraint k WHERE k.contypid "+eq+" t.oid), ''))"),
 		"a.attnum",
 		"pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid "+eq+" a.atttypid WHERE a.attrelid "+eq+" c.oid AND a.attnum "+gt+" 0 AND NOT a.attisdropped AND t.typtype "+eq+" 'd'")},
+	// Foreign keys of other tables that reference this one, and whether
+	// their table has rows: a new one that can refuse the deletes and key
+	// updates the application makes (NO ACTION, RESTRICT) from a table
+	// with rows takes away from the contract; one from a new, empty
+	// table (a migration adding orders that reference users) does not.
+	{"referenced_by", listAgg(fields("k.oid", "k.confdeltype", "k.confupdtype", "pg_catalog.pg_relation_size(k.conrelid) "+gt+" 0"), "k.oid",
+		"pg_catalog.pg_constraint k WHERE k.confrelid "+eq+" c.oid AND k.contype "+eq+" 'f' AND k.conrelid <> c.oid")},
 	{"constraints", md5Agg(fields("k.conname", "k.contype", "k.convalidated", "k.condeferrable", "k.condeferred", "k.conkey::pg_catalog.text", "k.confrelid", "k.confdeltype", "k.confupdtype", "pg_catalog.md5(COALESCE(k.conbin::pg_catalog.text, ''))"),
 		"k.conname", "pg_catalog.pg_constraint k WHERE k.conrelid "+eq+" c.oid")},
 	{"unique_indexes", md5Agg(fields("x.indexrelid", "x.indisprimary", "x.indkey::pg_catalog.text", "x.indisvalid", "x.indimmediate", "x.indnullsnotdistinct",
@@ -215,6 +225,7 @@ var settingsQuery = func() string {
 		"pg_catalog.current_setting('standard_conforming_strings')",
 		"pg_catalog.current_setting('client_encoding')",
 		"pg_catalog.current_setting('session_replication_role')",
+		"pg_catalog.current_setting('track_counts')",
 	}
 	for len(cols) < colComponents+len(components) {
 		cols = append(cols, "''")
