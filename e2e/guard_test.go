@@ -301,3 +301,48 @@ func TestGuardReadsSettingsBack(t *testing.T) {
 		t.Fatal("app.members is gone")
 	}
 }
+
+// TestGuardCoversBind: a parameter's input runs code when the statement
+// is bound (a domain's check), before it executes: the guard opens at
+// the Bind.
+func TestGuardCoversBind(t *testing.T) {
+	c := pgtest.Get(t)
+	db := guardDB(t, c)
+	c.Exec(t, db, `
+CREATE FUNCTION wipe_members(x int) RETURNS bool LANGUAGE plpgsql AS $$BEGIN DELETE FROM public.members; RETURN true; END$$;
+CREATE DOMAIN wiping AS int CHECK (wipe_members(VALUE));
+CREATE TABLE inbox (v wiping);
+CREATE DOMAIN plain_int AS int CHECK (VALUE > 0);
+CREATE TABLE outbox (v plain_int);`)
+	var wiping, plain uint32
+	pg := direct(t, c, db)
+	ctx := context.Background()
+	if err := pg.QueryRow(ctx, "SELECT 'wiping'::regtype::oid, 'plain_int'::regtype::oid").Scan(&wiping, &plain); err != nil {
+		t.Fatal(err)
+	}
+	m := moattest.Start(t, c, moattest.Options{Config: guardPolicy})
+	conn := connect(t, m.SuperConnString(db))
+
+	t.Run("inferred domain parameter", func(t *testing.T) {
+		_, err := conn.Exec(ctx, "INSERT INTO inbox VALUES ($1)", 1)
+		wantRefused(t, err, "would delete 50 of 50 rows of public.members")
+		wantTable(t, pg, "public.members", 50)
+		wantUsable(t, conn)
+	})
+	t.Run("declared parameter type, statement that uses none", func(t *testing.T) {
+		rr := conn.PgConn().ExecParams(ctx, "SELECT 1 WHERE $1::int IS NOT NULL OR true", [][]byte{[]byte("1")}, []uint32{wiping}, nil, nil).Read()
+		wantRefused(t, rr.Err, "would delete 50 of 50")
+		wantTable(t, pg, "public.members", 50)
+		wantUsable(t, conn)
+	})
+	t.Run("harmless twins", func(t *testing.T) {
+		if _, err := conn.Exec(ctx, "INSERT INTO outbox VALUES ($1)", 1); err != nil {
+			t.Fatal(err)
+		}
+		rr := conn.PgConn().ExecParams(ctx, "SELECT $1::int", [][]byte{[]byte("5")}, []uint32{plain}, nil, nil).Read()
+		if rr.Err != nil || len(rr.Rows) != 1 {
+			t.Fatalf("declared harmless domain: %v", rr.Err)
+		}
+		wantTable(t, pg, "public.outbox", 1)
+	})
+}

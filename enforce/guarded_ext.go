@@ -2,7 +2,6 @@ package enforce
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"time"
 
@@ -82,21 +81,32 @@ func (r *extRun) why() string {
 	return ""
 }
 
-// guardExecute runs the client's Execute of portal under guard. The
-// Execute is dropped: pgmoat sent it in the exchange.
-func (st *sessionState) guardExecute(ctx context.Context, portal string, maxRows uint32, gp *guardedPortal) (proxy.MessageVerdict, error) {
-	t0 := time.Now()
+// extGuard is a guard opened at a Bind and closed at the portal's Execute
+// (or at the client's next other message): the Bind's parameter input
+// (a domain's check) runs code too, so it runs inside the guard.
+type extGuard struct {
+	portal  string
+	maxRows uint32
+	gp     *guardedPortal
+	before *guard.Snapshot
+	t0     time.Time
+}
+
+// openGuard sends, in one exchange, BEGIN, SAVEPOINT and the snapshot
+// before, then then's requests (added by then, which returns the reply
+// whose failure is the client's own). It returns the snapshot, or a
+// verdict that ends the guard (the client has been told why).
+func (st *sessionState) openGuard(ctx context.Context, gp *guardedPortal, then func(*proxy.Exchange) *proxy.ExchangeReply) (*guard.Snapshot, *proxy.Exchange, *proxy.ExchangeReply, *proxy.MessageVerdict, error) {
 	x := st.client.NewExchange()
 	begin := addExtRun(x, 0, "BEGIN", proxy.ReplyHide)
 	sp := addExtRun(x, 1, "SAVEPOINT "+savepoint, proxy.ReplyHide)
 	before := st.addSnapshot(x, false)
-	stmt := x.Add(&pgproto3.Execute{Portal: portal, MaxRows: maxRows}, proxy.ReplyBuffer)
-	after := st.addSnapshot(x, false)
+	client := then(x)
 	x.Add(&pgproto3.Flush{}, proxy.ReplyHide)
 	if err := x.Run(ctx); err != nil {
-		return proxy.MessageVerdict{}, proxy.Refuse("08006", "pgmoat lost track of the server while verifying a statement: "+err.Error(), "")
+		return nil, nil, nil, nil, proxy.Refuse("08006", "pgmoat lost track of the server while verifying a statement: "+err.Error(), "")
 	}
-	if before.err() != nil || after.err() != nil {
+	if before.err() != nil {
 		st.snapshotFailed()
 	}
 	// pgmoat's BEGIN opened a transaction: it is closed at the Sync.
@@ -105,44 +115,176 @@ func (st *sessionState) guardExecute(ctx context.Context, portal string, maxRows
 		st.ownBlock = true
 		st.mu.Unlock()
 	}
-	drop := proxy.MessageVerdict{Action: proxy.Drop}
+	end := func(v proxy.MessageVerdict, err error) (*guard.Snapshot, *proxy.Exchange, *proxy.ExchangeReply, *proxy.MessageVerdict, error) {
+		return nil, x, client, &v, err
+	}
 	switch {
 	case begin.failed():
 		// The transaction had failed already (or pgmoat's own request
-		// did): the client's Execute was skipped; the client hears why.
-		x.Discard(stmt)
+		// did): the client's message was skipped; the client hears why.
+		x.Discard(client)
 		if e := begin.err(); e != nil && e.Code == "25P02" {
-			return refusedDrop(), st.client.SendToClient(e)
+			return end(refusedDrop(), st.client.SendToClient(e))
 		}
-		return st.extUnverified(ctx, gp.res, begin.why(), false)
+		return end(st.extUnverified(ctx, gp.res, begin.why(), false))
 	case sp.failed() || before.failed():
-		x.Discard(stmt)
+		x.Discard(client)
+		why := before.why()
 		if sp.failed() {
-			return st.extUnverified(ctx, gp.res, sp.why(), false)
+			why = sp.why()
 		}
-		return st.extUnverified(ctx, gp.res, before.why(), false)
-	case stmt.Err != nil || stmt.Skipped:
+		return end(st.extUnverified(ctx, gp.res, why, false))
+	case client.Err != nil || client.Skipped:
 		st.e.met.Guarded.WithLabelValues("failed").Inc()
-		return refusedDrop(), x.Release(stmt)
-	case after.failed():
-		x.Discard(stmt)
+		return end(refusedDrop(), x.Release(client))
+	}
+	bs, err := guard.Parse(before.exec.Rows)
+	if err != nil {
+		x.Discard(client)
+		return end(st.extUnverified(ctx, gp.res, err.Error(), true))
+	}
+	return bs, x, client, nil, nil
+}
+
+// guardBind opens the guard of a portal at its Bind (raw, the client's
+// message): the Bind runs inside it, its reply goes to the client, and the
+// portal's Execute closes it.
+func (st *sessionState) guardBind(ctx context.Context, portal string, raw []byte, gp *guardedPortal) (proxy.MessageVerdict, error) {
+	var b pgproto3.Bind
+	if b.Decode(raw[5:]) != nil {
+		return proxy.MessageVerdict{}, proxy.Malformed("malformed Bind message")
+	}
+	t0 := time.Now()
+	bs, x, bind, v, err := st.openGuard(ctx, gp, func(x *proxy.Exchange) *proxy.ExchangeReply {
+		return x.Add(&b, proxy.ReplyBuffer)
+	})
+	if v != nil || err != nil {
+		return derefVerdict(v), err
+	}
+	if err := x.Release(bind); err != nil {
+		return proxy.MessageVerdict{}, err
+	}
+	st.mu.Lock()
+	st.pending = &extGuard{portal: portal, gp: gp, before: bs, t0: t0}
+	st.mu.Unlock()
+	return proxy.MessageVerdict{Action: proxy.Drop}, nil
+}
+
+func derefVerdict(v *proxy.MessageVerdict) proxy.MessageVerdict {
+	if v == nil {
+		return proxy.MessageVerdict{}
+	}
+	return *v
+}
+
+// pendingGuard returns the guard a Bind opened, or nil.
+func (st *sessionState) pendingGuard() *extGuard {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.pending
+}
+
+func (st *sessionState) clearPending() {
+	st.mu.Lock()
+	st.pending = nil
+	st.mu.Unlock()
+}
+
+// guardExecute runs the client's Execute of portal under guard: it closes
+// the guard the portal's Bind opened, or opens and closes one of its own
+// (a portal bound before the guard was needed, after a reload). The
+// Execute is dropped: pgmoat sent it in the exchange.
+func (st *sessionState) guardExecute(ctx context.Context, portal string, maxRows uint32, gp *guardedPortal) (proxy.MessageVerdict, error) {
+	exec := &pgproto3.Execute{Portal: portal, MaxRows: maxRows}
+	if pg := st.pendingGuard(); pg != nil && pg.portal == portal {
+		st.clearPending()
+		x := st.client.NewExchange()
+		stmt := x.Add(exec, proxy.ReplyBuffer)
+		after := st.addSnapshot(x, false)
+		x.Add(&pgproto3.Flush{}, proxy.ReplyHide)
+		if err := x.Run(ctx); err != nil {
+			return proxy.MessageVerdict{}, proxy.Refuse("08006", "pgmoat lost track of the server while verifying a statement: "+err.Error(), "")
+		}
+		if stmt.Err != nil || stmt.Skipped {
+			st.e.met.Guarded.WithLabelValues("failed").Inc()
+			return refusedDrop(), x.Release(stmt)
+		}
+		pg.maxRows = maxRows
+		return st.closeGuard(ctx, x, stmt, after, pg)
+	}
+	t0 := time.Now()
+	bs, x, stmt, v, err := st.openGuard(ctx, gp, func(x *proxy.Exchange) *proxy.ExchangeReply {
+		return x.Add(exec, proxy.ReplyBuffer)
+	})
+	if v != nil || err != nil {
+		return derefVerdict(v), err
+	}
+	// The after snapshot in an exchange of its own: the statement's reply
+	// is still held back, and nothing can commit meanwhile.
+	y := st.client.NewExchange()
+	after := st.addSnapshot(y, false)
+	y.Add(&pgproto3.Flush{}, proxy.ReplyHide)
+	if err := y.Run(ctx); err != nil {
+		return proxy.MessageVerdict{}, proxy.Refuse("08006", "pgmoat lost track of the server while verifying a statement: "+err.Error(), "")
+	}
+	return st.closeGuard(ctx, x, stmt, after, &extGuard{portal: portal, maxRows: maxRows, gp: gp, before: bs, t0: t0})
+}
+
+// finishPending closes a guard a Bind opened whose portal the client did
+// not execute before sending something else: what the Bind did is
+// verified all the same. A verdict that is not nil refuses (the client's
+// message is then discarded, unless it is the Sync that ends the batch).
+func (st *sessionState) finishPending(ctx context.Context) (*proxy.MessageVerdict, error) {
+	pg := st.pendingGuard()
+	if pg == nil {
+		return nil, nil
+	}
+	st.clearPending()
+	x := st.client.NewExchange()
+	after := st.addSnapshot(x, false)
+	x.Add(&pgproto3.Flush{}, proxy.ReplyHide)
+	if err := x.Run(ctx); err != nil {
+		return nil, proxy.Refuse("08006", "pgmoat lost track of the server while verifying a statement: "+err.Error(), "")
+	}
+	v, err := st.closeGuard(ctx, x, nil, after, pg)
+	if err != nil || v.Action == proxy.Drop && v.DiscardUntilSync {
+		return &v, err
+	}
+	return nil, nil
+}
+
+// closeGuard decides on a guarded statement from the snapshot after it:
+// it releases the savepoint and the reply held back (stmt, nil when the
+// Bind alone ran), or rolls back and refuses or holds it.
+func (st *sessionState) closeGuard(ctx context.Context, x *proxy.Exchange, stmt *proxy.ExchangeReply, after *snapshotRun, pg *extGuard) (proxy.MessageVerdict, error) {
+	gp := pg.gp
+	discard := func() {
+		if stmt != nil {
+			x.Discard(stmt)
+		}
+	}
+	if after.err() != nil {
+		st.snapshotFailed()
+	}
+	if after.failed() {
+		discard()
 		return st.extUnverified(ctx, gp.res, after.why(), true)
 	}
-	bs, err1 := guard.Parse(before.exec.Rows)
-	as, err2 := guard.Parse(after.exec.Rows)
-	if err1 != nil || err2 != nil {
-		x.Discard(stmt)
-		return st.extUnverified(ctx, gp.res, fmt.Sprint(firstNonNil(err1, err2)), true)
+	as, err := guard.Parse(after.exec.Rows)
+	if err != nil {
+		discard()
+		return st.extUnverified(ctx, gp.res, err.Error(), true)
 	}
+	bs := pg.before
 	if why := guard.Blind(bs, as); why != "" {
-		x.Discard(stmt)
+		discard()
 		return st.extUnverified(ctx, gp.res, why, true)
 	}
 	res, blast := st.measured(joinTexts(gp.res), bs, as)
 	if res != nil && res.Action == rules.Log {
 		if err := st.recordMeasured(res, "log", blast); err != nil {
 			st.e.log.Error("audit log write failed; refusing the statement", "session", st.auditBase.SessionID, "err", err)
-			x.Discard(stmt)
+			discard()
 			if err := st.extRunOwn(ctx, "ROLLBACK TO SAVEPOINT "+savepoint, "RELEASE SAVEPOINT "+savepoint); err != nil {
 				return proxy.MessageVerdict{}, err
 			}
@@ -153,22 +295,25 @@ func (st *sessionState) guardExecute(ctx context.Context, portal string, maxRows
 		if err := st.extRunOwn(ctx, "RELEASE SAVEPOINT "+savepoint); err != nil {
 			return proxy.MessageVerdict{}, err
 		}
-		st.e.met.GuardDuration.Observe(time.Since(t0).Seconds())
+		st.e.met.GuardDuration.Observe(time.Since(pg.t0).Seconds())
 		st.e.met.Guarded.WithLabelValues("passed").Inc()
 		st.made(guard.New(bs, as))
 		st.allowed(gp.res, "verified")
-		return drop, x.Release(stmt)
+		if stmt == nil {
+			return proxy.MessageVerdict{}, nil
+		}
+		return proxy.MessageVerdict{Action: proxy.Drop}, x.Release(stmt)
 	}
-	x.Discard(stmt)
+	discard()
 	if err := st.extRunOwn(ctx, "ROLLBACK TO SAVEPOINT "+savepoint, "RELEASE SAVEPOINT "+savepoint); err != nil {
 		return proxy.MessageVerdict{}, err
 	}
-	st.e.met.GuardDuration.Observe(time.Since(t0).Seconds())
-	if res.Action == rules.Hold && !stmt.Streamed {
+	st.e.met.GuardDuration.Observe(time.Since(pg.t0).Seconds())
+	if res.Action == rules.Hold && stmt != nil && !stmt.Streamed {
 		st.mu.Lock()
 		own := st.ownBlock
 		st.mu.Unlock()
-		return st.extHold(ctx, res, blast, !own, gp, portal, maxRows)
+		return st.extHold(ctx, res, blast, !own, gp, pg.portal, pg.maxRows)
 	}
 	return st.extRefuseMeasured(ctx, res, blast, "")
 }

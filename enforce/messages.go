@@ -27,6 +27,20 @@ var errWouldBlock = errors.New("enforce: the message needs the blocking path")
 // returns its error there too. Intercept then handles the message from the
 // start.
 func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayBlock bool) (proxy.MessageVerdict, error) {
+	if pg := st.pendingGuard(); pg != nil && !continuesGuard(m, pg.portal) {
+		// A Bind opened a guard whose portal is not executed next: what
+		// the Bind did is verified before anything else happens.
+		if !mayBlock {
+			return proxy.MessageVerdict{}, errWouldBlock
+		}
+		v, err := st.finishPending(ctx)
+		if err != nil {
+			return proxy.MessageVerdict{}, err
+		}
+		if v != nil && m.Type != 'S' {
+			return *v, nil
+		}
+	}
 	switch m.Type {
 	case 'Q':
 		sql, err := m.QueryText()
@@ -47,11 +61,29 @@ func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayB
 		if err != nil {
 			return proxy.MessageVerdict{}, err
 		}
+		if own, err := m.DeclaresTypeFrom(firstNormalOID); err != nil {
+			return proxy.MessageVerdict{}, err
+		} else if own && st.e.engine.Policy().ProtectsAnything() {
+			// A parameter of a type of the database's own: its input (a
+			// domain's check) runs code at Bind, which the guard covers.
+			if !mayBlock {
+				return proxy.MessageVerdict{}, errWouldBlock
+			}
+			return st.verifyOwnTypes(ctx, m.Text(sql), name)
+		}
 		return st.statement(ctx, m.Type, m.Text(sql), name, mayBlock)
 	case 'B':
 		portal, stmt, err := m.BindNames()
 		if err != nil {
 			return proxy.MessageVerdict{}, err
+		}
+		if gp := st.bindGuard(portal, stmt, m.Raw); gp != nil {
+			if !mayBlock {
+				return proxy.MessageVerdict{}, errWouldBlock
+			}
+			st.setPortal(string(portal), gp.state)
+			st.setGuardedPortal(string(portal), gp.guarded)
+			return st.guardBind(ctx, string(portal), m.Raw, gp.guarded)
 		}
 		if st.bindSettled(portal, stmt, m.Raw) {
 			return proxy.MessageVerdict{}, nil
@@ -368,4 +400,60 @@ func (st *sessionState) verify(ctx context.Context, typ byte, res *rules.Result,
 	}
 	// A Bind judged again after a reload: its Execute is guarded.
 	return proxy.MessageVerdict{}, nil
+}
+
+// continuesGuard reports whether m belongs to the guard a Bind opened for
+// portal: its Execute, a Describe, a Flush.
+func continuesGuard(m *proxy.ClientMessage, portal string) bool {
+	switch m.Type {
+	case 'D', 'H':
+		return true
+	case 'E':
+		p, err := m.ExecutePortal()
+		return err == nil && string(p) == portal
+	}
+	return false
+}
+
+// boundGuard is what a Bind of a statement judged Verify sets up.
+type boundGuard struct {
+	state   *rules.Result // the statement's judgement, when executing it changes session state
+	guarded *guardedPortal
+}
+
+// bindGuard returns the guard a Bind opens: for a statement Parse'd and
+// judged Verify under the policy in force. Nil for every other Bind
+// (which bindSettled or bind handle); it changes nothing.
+func (st *sessionState) bindGuard(portal, stmt, raw []byte) *boundGuard {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	ps := st.stmts[string(stmt)]
+	if st.sqlPrepared[string(stmt)] || ps == nil || ps.verify == nil || ps.policy != st.e.engine.Policy().Version() {
+		return nil
+	}
+	return &boundGuard{state: ps.res, guarded: &guardedPortal{res: ps.verify, bind: append([]byte(nil), raw...)}}
+}
+
+// firstNormalOID is PostgreSQL's FirstNormalObjectId: objects with lower
+// OIDs are built in.
+const firstNormalOID = 16384
+
+// verifyOwnTypes handles a Parse that declares a parameter of a type of
+// the database's own: judged as usual, but when the analysis would let it
+// run unguarded, it is guarded anyway (the Bind runs the type's input).
+func (st *sessionState) verifyOwnTypes(ctx context.Context, text string, name []byte) (proxy.MessageVerdict, error) {
+	res := st.judge(func(rs *rules.Session) *rules.Result {
+		return st.e.engine.JudgeWithDoubt(rs, text, "a parameter of a type of the database's own, whose input runs when the statement is bound")
+	})
+	if res.Action == rules.Verify {
+		return st.verify(ctx, 'P', res, text, string(name))
+	}
+	if !passes(res) {
+		return st.enforce(ctx, 'P', res, string(name))
+	}
+	if v, ok := st.logged('P', res); !ok {
+		return v, nil
+	}
+	st.allowed(res, "")
+	return st.forward('P', res, string(name)), nil
 }

@@ -45,6 +45,7 @@ type sessionState struct {
 	// transaction that the client's Sync must end (closeOwnBlock).
 	guarded  map[string]*guardedPortal
 	ownBlock bool
+	pending  *extGuard // a guard a Bind opened, which the portal's Execute closes
 	// madeOIDs are the protected relations the session created under
 	// guard (see measured).
 	madeOIDs map[string]bool

@@ -315,3 +315,22 @@ func ParseSearchPath(value string) ([]string, bool) {
 	}
 	return entries, true
 }
+
+// JudgeWithDoubt is Judge for a statement that also runs code pgmoat
+// cannot see (why): every statement of it carries a DoubtCode effect on
+// every protected table, so that the proxy verifies it when nothing else
+// decides more.
+func (e *Engine) JudgeWithDoubt(s *Session, sql, why string) *Result {
+	r := e.Judge(s, sql)
+	out := &Result{Statements: make([]*Verdict, len(r.Statements)), Path: r.Path}
+	pol := e.pol.Load()
+	for i, v := range r.Statements {
+		nv := &Verdict{Text: v.Text, Offset: v.Offset, Line: v.Line, Col: v.Col, Changes: v.Changes, CopyIn: v.CopyIn}
+		nv.Effects = append(append([]Effect(nil), v.Effects...), Effect{Op: OpOpaque, Object: everything(), What: why, Doubt: DoubtCode})
+		nv.Effects = settle(nv.Effects, e.verify, true)
+		decide(pol, s.mask, nv)
+		out.Statements[i] = nv
+	}
+	out.finish()
+	return out
+}
