@@ -87,9 +87,9 @@ func (r *extRun) why() string {
 type extGuard struct {
 	portal  string
 	maxRows uint32
-	gp     *guardedPortal
-	before *guard.Snapshot
-	t0     time.Time
+	gp      *guardedPortal
+	before  *guard.Snapshot
+	t0      time.Time
 }
 
 // openGuard sends, in one exchange, BEGIN, SAVEPOINT and the snapshot
