@@ -391,6 +391,11 @@ func (g *guardedQuery) guarded(p part, more bool) error {
 		st.e.met.Guarded.WithLabelValues("passed").Inc()
 		g.settle(p, stmt, true)
 		g.readBack(as, inBlock || more)
+		if hasDDL(p.stmts) {
+			if err := st.reloadCatalog(g.ctx); err != nil {
+				return err
+			}
+		}
 		st.allowed(&rules.Result{Statements: p.stmts, Decider: -1}, "verified")
 		return nil
 	}

@@ -299,6 +299,11 @@ func (st *sessionState) closeGuard(ctx context.Context, x *proxy.Exchange, stmt 
 		st.e.met.Guarded.WithLabelValues("passed").Inc()
 		st.made(guard.New(bs, as))
 		st.allowed(gp.res, "verified")
+		if hasDDL(gp.res.Statements) {
+			if err := st.reloadCatalog(ctx); err != nil {
+				return proxy.MessageVerdict{}, err
+			}
+		}
 		if stmt == nil {
 			return proxy.MessageVerdict{}, nil
 		}

@@ -236,6 +236,7 @@ func (e *Engine) full(ctx context.Context, pol *Policy, ce *catalogEntry, s *Ses
 			v := newVerdict(&pl, int(raw.StmtLocation), text)
 			v.Effects = settle(effects, e.verify, !unguardable(raw.Stmt))
 			v.CopyIn = copyFromClient(raw.Stmt)
+			v.DDL = isDDL(raw.Stmt)
 			v.Changes = env.changes
 			for i := range v.Changes {
 				if v.Changes[i].Kind == ChangePrepare {
@@ -325,7 +326,7 @@ func (e *Engine) JudgeWithDoubt(s *Session, sql, why string) *Result {
 	out := &Result{Statements: make([]*Verdict, len(r.Statements)), Path: r.Path}
 	pol := e.pol.Load()
 	for i, v := range r.Statements {
-		nv := &Verdict{Text: v.Text, Offset: v.Offset, Line: v.Line, Col: v.Col, Changes: v.Changes, CopyIn: v.CopyIn}
+		nv := &Verdict{Text: v.Text, Offset: v.Offset, Line: v.Line, Col: v.Col, Changes: v.Changes, CopyIn: v.CopyIn, DDL: v.DDL}
 		nv.Effects = append(append([]Effect(nil), v.Effects...), Effect{Op: OpOpaque, Object: everything(), What: why, Doubt: DoubtCode})
 		nv.Effects = settle(nv.Effects, e.verify, true)
 		decide(pol, s.mask, nv)

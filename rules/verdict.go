@@ -21,6 +21,9 @@ type Verdict struct {
 	// CopyIn says the statement is COPY ... FROM STDIN: it reads data
 	// from the client while it runs.
 	CopyIn bool
+	// DDL says the statement defines or changes database objects (what
+	// event triggers fire on).
+	DDL bool
 
 	fpOnce sync.Once
 	fp     string
