@@ -26,6 +26,9 @@ type env struct {
 	// lookupPrepared finds a prepared statement of the session; nil when
 	// there is none to look in.
 	lookupPrepared func(name string) (text string, ok bool)
+	// lookupCursor finds a cursor the session declared.
+	lookupCursor func(name string) (text string, ok bool)
+	cursors      map[string]string // cursors this message declared
 
 	// What earlier statements of this message created.
 	prepared   map[string]string      // name → PREPARE statement text
@@ -248,6 +251,20 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 		e.doStmt(s.DoStmt, where, out)
 	case *pg_query.Node_DeclareCursorStmt:
 		e.stmt(stmtText{s.DeclareCursorStmt.Query, st.text}, where, out)
+		if e.depth == 0 {
+			if e.cursors == nil {
+				e.cursors = map[string]string{}
+			}
+			e.cursors[s.DeclareCursorStmt.Portalname] = st.text
+			e.change(StateChange{Kind: ChangeDeclareCursor, Name: s.DeclareCursorStmt.Portalname, Text: st.text})
+		}
+	case *pg_query.Node_FetchStmt:
+		e.fetchStmt(s.FetchStmt, where, out)
+	case *pg_query.Node_ClosePortalStmt:
+		if e.depth == 0 {
+			delete(e.cursors, s.ClosePortalStmt.Portalname)
+			e.change(StateChange{Kind: ChangeCloseCursor, Name: s.ClosePortalStmt.Portalname})
+		}
 	}
 }
 
@@ -965,6 +982,14 @@ func (e *env) genericWalk(st stmtText, where string, out *[]Effect) {
 			e.bindSettingNames(x)
 		case *pg_query.FuncCall:
 			e.funcCall(x, st.text, where, out)
+		case *pg_query.ColumnRef:
+			// t.f may call f(t) (attribute notation), when t has no
+			// column f: a name of the database's own functions counts.
+			if n := len(x.Fields); n >= 2 && e.cat != nil {
+				if f := x.Fields[n-1].GetString_(); f != nil && len(e.cat.functions("", f.Sval)) > 0 {
+					e.userFunction([]string{f.Sval}, where, out)
+				}
+			}
 		}
 		return true
 	})

@@ -211,6 +211,7 @@ func (e *Engine) full(ctx context.Context, pol *Policy, ce *catalogEntry, s *Ses
 		env.cat, env.shared = ce.cat, ce.shared
 	}
 	env.lookupPrepared = s.lookupPrepared
+	env.lookupCursor = s.lookupCursor
 	env.ov = s.ov
 	env.strict = strict && cat != nil
 	r := &Result{Decider: -1}

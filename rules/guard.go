@@ -360,6 +360,10 @@ func unguardable(n *pg_query.Node) bool {
 			x.ReindexStmt.Kind == pg_query.ReindexObjectType_REINDEX_OBJECT_SCHEMA
 	case *pg_query.Node_ClusterStmt:
 		return x.ClusterStmt.Relation == nil
+	case *pg_query.Node_DeclareCursorStmt:
+		// A cursor WITH HOLD runs its query at COMMIT, to keep its rows:
+		// after pgmoat could check anything.
+		return x.DeclareCursorStmt.Options&0x0020 != 0
 	case *pg_query.Node_CopyStmt:
 		// The proxy cannot hold the statement's reply back while the
 		// client sends it the data.
@@ -522,4 +526,30 @@ func (e *env) additiveDDL(n *pg_query.Node) bool {
 		return !x.CreateFunctionStmt.Replace
 	}
 	return false
+}
+
+// fetchStmt judges FETCH and MOVE: they run the cursor's query, whose
+// functions run then, not at DECLARE. A cursor pgmoat does not know (made
+// by code it did not follow) may run anything.
+func (e *env) fetchStmt(f *pg_query.FetchStmt, where string, out *[]Effect) {
+	name := f.Portalname
+	text, ok := e.cursors[name]
+	if !ok && e.lookupCursor != nil {
+		text, ok = e.lookupCursor(name)
+		e.stateSensitive = true
+	}
+	if !ok {
+		if e.cat != nil && e.cat.hasFunctions() {
+			e.possibly(func() {
+				e.add(out, OpOpaque, everything(), "FETCH from cursor "+QuoteIdent(name)+", which pgmoat did not see declared", where)
+			})
+		}
+		return
+	}
+	e.analyzeBody(text, joinWhere(where, "FETCH from cursor "+QuoteIdent(name)), out, func(n *pg_query.Node) *pg_query.Node {
+		if d := n.GetDeclareCursorStmt(); d != nil {
+			return d.Query
+		}
+		return n
+	})
 }

@@ -20,6 +20,7 @@ type Session struct {
 	id       Identity
 	tx       txState
 	prepared map[string]string
+	cursors  map[string]string // cursor name → its DECLARE statement
 	ov       *overlay // sealed; nil when the session changed no relation
 
 	// cache key, recomputed when the policy, catalog or state changes
@@ -79,8 +80,19 @@ func (s *Session) Apply(changes ...StateChange) {
 			} else {
 				delete(s.prepared, c.Name)
 			}
+		case ChangeDeclareCursor:
+			if s.cursors == nil {
+				s.cursors = map[string]string{}
+			}
+			s.cursors[c.Name] = c.Text
+		case ChangeCloseCursor:
+			if c.Name == "" {
+				s.cursors = nil
+			} else {
+				delete(s.cursors, c.Name)
+			}
 		case ChangeDiscardAll:
-			s.prepared = nil
+			s.prepared, s.cursors = nil, nil
 			s.tx.apply(c)
 			s.keyDirty = true
 		default:
@@ -146,6 +158,14 @@ func (s *Session) Prepared(name string) (string, bool) {
 }
 
 func (s *Session) lookupPrepared(name string) (string, bool) { return s.Prepared(name) }
+
+// lookupCursor returns the DECLARE statement of a cursor the session
+// declared (one whose transaction ended may still be listed: FETCH of it
+// then fails on the server).
+func (s *Session) lookupCursor(name string) (string, bool) {
+	t, ok := s.cursors[name]
+	return t, ok
+}
 
 // stateKey returns the part of the cache key that depends on the session:
 // everything a decision can depend on besides the text.

@@ -69,6 +69,12 @@ const (
 	// ChangeDiscardTemp: DISCARD TEMP dropped the temporary relations
 	// (DISCARD ALL does too).
 	ChangeDiscardTemp
+
+	// ChangeDeclareCursor: DECLARE Name CURSOR FOR ...; Text is the
+	// whole DECLARE statement: FETCH and MOVE run its query.
+	ChangeDeclareCursor
+	// ChangeCloseCursor: CLOSE Name, or every cursor when Name is "".
+	ChangeCloseCursor
 )
 
 // EdgeKind says how an operation on one relation reaches another
