@@ -91,7 +91,7 @@ type stmtText struct {
 func (e *env) analyzeStmt(st stmtText, where string) []Effect {
 	var out []Effect
 	e.stmt(st, where, &out)
-	if interesting(st.text) || e.cat.hasFunctions() && strings.IndexByte(st.text, '(') >= 0 {
+	if interesting(st.text) || e.cat.hasFunctions() {
 		e.genericWalk(st, where, &out)
 	}
 	e.readsRunCode(st.node, where, &out)
