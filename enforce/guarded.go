@@ -250,6 +250,15 @@ func (g *guardedQuery) txControl(p part) error {
 		g.st.applyChanges(p.stmts[0].Changes)
 		return g.st.client.SendToClient(&pgproto3.CommandComplete{CommandTag: []byte("BEGIN")})
 	}
+	if p.txc == rules.ChangeCommit && p.stmts[0].Action == rules.Verify && g.status == 'T' {
+		// Deferred triggers of the database's own would run at the
+		// COMMIT, after anything could be checked: run them first,
+		// under guard.
+		ok, err := g.deferredCheck(p)
+		if err != nil || !ok {
+			return err
+		}
+	}
 	x := g.st.client.NewExchange()
 	r, err := g.runOn(x, passed(p.text))
 	if err != nil {
@@ -703,4 +712,68 @@ func (st *sessionState) waitHold(ctx context.Context, res *rules.Result, blast s
 		return true, refusal{}, nil
 	}
 	return false, w.refusal(out, v.Sentence), nil
+}
+
+// deferredCheck runs, before the client's COMMIT (p), the deferred
+// constraint triggers the COMMIT would run, with SET CONSTRAINTS ALL
+// IMMEDIATE under guard. ok says the COMMIT may go on; when it may not,
+// the client has its error and the transaction is over, as after a
+// COMMIT that failed.
+func (g *guardedQuery) deferredCheck(p part) (bool, error) {
+	st := g.st
+	x := st.client.NewExchange()
+	sp := x.Add(&pgproto3.Query{String: "SAVEPOINT " + savepoint}, proxy.ReplyHide)
+	before := st.addSnapshot(x, true)
+	set := x.Add(&pgproto3.Query{String: "SET CONSTRAINTS ALL IMMEDIATE"}, proxy.ReplyHide)
+	after := st.addSnapshot(x, true)
+	if err := x.Run(g.ctx); err != nil {
+		return false, proxy.Refuse("08006", "pgmoat lost track of the server while verifying a COMMIT: "+err.Error(), "")
+	}
+	end := func(sendErr *pgproto3.ErrorResponse, r refusal) (bool, error) {
+		if sendErr != nil {
+			if err := st.client.SendToClient(sendErr); err != nil {
+				return false, err
+			}
+		} else if err := g.raise(r); err != nil {
+			return false, err
+		}
+		if _, err := g.run(hidden("ROLLBACK")); err != nil {
+			return false, err
+		}
+		g.failed = true
+		return false, nil
+	}
+	switch {
+	case set.Err != nil:
+		// A deferred constraint failed: what the COMMIT would have said.
+		return end(set.Err, refusal{})
+	case sp.Err != nil || before.failed() || after.failed():
+		why := before.why() + after.why()
+		if sp.Err != nil {
+			why = sp.Err.Message
+		}
+		return end(nil, refusal{code: codeInsufficientPrivilege,
+			message: "pgmoat refused COMMIT: it could not verify what the deferred triggers do",
+			detail:  "The check around them failed: " + why, hint: "Nothing was committed."})
+	}
+	bs, err1 := guard.Parse(before.exec.Rows)
+	as, err2 := guard.Parse(after.exec.Rows)
+	if err := firstNonNil(err1, err2); err != nil {
+		return end(nil, refusal{code: codeInsufficientPrivilege, message: "pgmoat refused COMMIT: " + err.Error(), hint: "Nothing was committed."})
+	}
+	if why := guard.Blind(bs, as); why != "" {
+		return end(nil, refusal{code: codeInsufficientPrivilege, message: "pgmoat refused COMMIT: " + why, hint: "Nothing was committed."})
+	}
+	res, blast := st.measured(strings.TrimSpace(p.text), bs, as)
+	if res != nil && !passes(res) {
+		st.e.met.Guarded.WithLabelValues("refused").Inc()
+		if err := st.recordMeasured(res, "block", blast); err != nil {
+			st.e.log.Error("audit log write failed; the COMMIT is refused anyway", "session", st.auditBase.SessionID, "err", err)
+		}
+		return end(nil, measuredRefusal(res, blast, 1, ""))
+	}
+	if _, err := g.run(hidden("RELEASE SAVEPOINT " + savepoint)); err != nil {
+		return false, err
+	}
+	return true, nil
 }

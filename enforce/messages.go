@@ -391,6 +391,12 @@ func (st *sessionState) verify(ctx context.Context, typ byte, res *rules.Result,
 		return st.guardQuery(ctx, res, text)
 	case 'P':
 		v := st.forward(typ, res, name)
+		if len(res.Statements) == 1 && txControl(res.Statements[0]) != 0 {
+			// Transaction control cannot run inside the guard's
+			// savepoint (a COMMIT whose deferred triggers made it Verify):
+			// in the extended protocol it runs as it is.
+			return v, nil
+		}
 		st.mu.Lock()
 		if ps := st.stmts[name]; ps != nil {
 			ps.verify = res

@@ -213,6 +213,12 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 		if e.depth == 0 {
 			e.transactionStmt(s.TransactionStmt)
 		}
+		switch s.TransactionStmt.Kind {
+		case pg_query.TransactionStmtKind_TRANS_STMT_COMMIT, pg_query.TransactionStmtKind_TRANS_STMT_PREPARE:
+			e.deferredTriggers("COMMIT", where, out)
+		}
+	case *pg_query.Node_ConstraintsSetStmt:
+		e.deferredTriggers("SET CONSTRAINTS", where, out)
 	case *pg_query.Node_CopyStmt:
 		e.copyStmt(s.CopyStmt, st.text, where, out)
 	case *pg_query.Node_CreateTableAsStmt:

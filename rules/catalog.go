@@ -31,6 +31,7 @@ type Catalog struct {
 	code          map[qname]codeInfo     // relations that run code of the database's own
 	eventTriggers []string               // enabled event triggers: code that runs on DDL
 	builtins      map[string]bool        // names of built-in functions, when the rows said
+	deferred      []string               // deferrable constraint triggers of the database's own: table (trigger)
 }
 
 type qname struct{ schema, name string }
@@ -248,6 +249,8 @@ func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) erro
 		c.eventTriggers = append(c.eventTriggers, name)
 	case "bi":
 		c.AddBuiltin(name)
+	case "dtrig":
+		c.deferred = append(c.deferred, qualified(schema, name)+" ("+otherName+")")
 	case "fk":
 		c.AddForeignKey(schema, name, otherSchema, otherName)
 	case "view":

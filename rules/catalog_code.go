@@ -320,4 +320,8 @@ SELECT DISTINCT 'code:r', n.nspname, c.relname, '', 'its query calls a function'
 UNION ALL
 SELECT 'evt', '', e.evtname, '', '' FROM pg_event_trigger e WHERE e.evtenabled <> 'D'
 UNION ALL
+SELECT DISTINCT 'dtrig', n.nspname, c.relname, '', t.tgname
+  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE t.tgdeferrable AND NOT t.tgisinternal AND t.tgenabled <> 'D'
+UNION ALL
 SELECT DISTINCT 'bi', '', p.proname, '', '' FROM pg_proc p WHERE p.oid < 16384`

@@ -143,10 +143,12 @@ const (
 	// DoubtCode: the statement runs code pgmoat cannot follow, inside the
 	// statement's transaction (EXECUTE of a computed string, a trigger).
 	DoubtCode
-	// DoubtDDL: DDL whose static analysis found nothing destructive, but
-	// whose reach through dependencies (CASCADE, a shared type or
-	// sequence, a function a protected table calls) only the database
-	// knows: verified when it runs, not reported by pgmoat check.
+	// DoubtDDL: what the database alone knows, and pgmoat check, which
+	// has none, does not report: DDL whose static analysis found nothing
+	// destructive but whose reach through dependencies (CASCADE, a shared
+	// type or sequence, a function a protected table calls) the database
+	// decides, and COMMIT when deferred triggers of the database's own may
+	// run. Verified when it runs.
 	DoubtDDL
 )
 

@@ -553,3 +553,16 @@ func (e *env) fetchStmt(f *pg_query.FetchStmt, where string, out *[]Effect) {
 		return n
 	})
 }
+
+// deferredTriggers adds the effect of a statement that runs the deferred
+// constraint triggers of the database's own (COMMIT, SET CONSTRAINTS):
+// code pgmoat does not follow, which the proxy runs under guard before
+// the COMMIT (SET CONSTRAINTS ALL IMMEDIATE).
+func (e *env) deferredTriggers(what, where string, out *[]Effect) {
+	if e.cat == nil || len(e.cat.deferred) == 0 {
+		return
+	}
+	e.doubting(DoubtDDL, func() {
+		e.add(out, OpOpaque, everything(), what+" runs deferred constraint triggers pgmoat does not follow ("+strings.Join(e.cat.deferred, ", ")+")", where)
+	})
+}
