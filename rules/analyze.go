@@ -62,10 +62,14 @@ type env struct {
 	// calling holds the functions whose bodies are being analysed for a
 	// call, against recursion.
 	calling map[*Function]bool
+	// stale says the statement being analysed may change settings where
+	// pgmoat cannot see (see stale.go).
+	stale staleness
 }
 
 type funcSummary struct {
 	effects []Effect
+	stale   staleness // calling it may change settings unseen
 }
 
 func newEnv(pol *Policy, cat *Catalog, user string, tx txState) *env {
@@ -84,7 +88,7 @@ type stmtText struct {
 func (e *env) analyzeStmt(st stmtText, where string) []Effect {
 	var out []Effect
 	e.stmt(st, where, &out)
-	if interesting(st.text) || e.cat.hasFunctions() && strings.IndexByte(st.text, '(') >= 0 {
+	if interesting(st.text) || (e.cat.hasFunctions() || len(e.localFuncs) > 0) && strings.IndexByte(st.text, '(') >= 0 {
 		e.genericWalk(st, where, &out)
 	}
 	e.readsRunCode(st.node, where, &out)
@@ -92,6 +96,9 @@ func (e *env) analyzeStmt(st stmtText, where string) []Effect {
 		e.possibly(func() {
 			e.add(&out, OpOpaque, everything(), "event triggers run code pgmoat does not follow on DDL ("+strings.Join(e.cat.eventTriggers, ", ")+")", where)
 		})
+	}
+	if e.depth == 0 {
+		e.settleStale()
 	}
 	return out
 }
@@ -796,12 +803,14 @@ func (e *env) transactionStmt(t *pg_query.TransactionStmt) {
 // chooses the node to analyse from each parsed statement.
 func (e *env) analyzeBody(text, where string, out *[]Effect, pick func(*pg_query.Node) *pg_query.Node) {
 	if e.depth >= maxBodyDepth {
+		e.ranCode(staleCode)
 		e.possibly(func() {
 			e.add(out, OpOpaque, everything(), "code nested too deeply for pgmoat to follow", where)
 		})
 		return
 	}
 	if err := checkBounds(text, DefaultLimits); err != nil {
+		e.ranCode(staleCode)
 		e.possibly(func() {
 			e.add(out, OpOpaque, everything(), "code pgmoat cannot parse: "+err.Error(), where)
 		})
@@ -809,6 +818,7 @@ func (e *env) analyzeBody(text, where string, out *[]Effect, pick func(*pg_query
 	}
 	tree, err := pg_query.Parse(text)
 	if err != nil {
+		e.ranCode(staleCode)
 		e.possibly(func() {
 			e.add(out, OpOpaque, everything(), "code pgmoat cannot parse: "+err.Error(), where)
 		})
@@ -865,7 +875,7 @@ func interesting(text string) bool {
 	if dml > 1 || (dml == 1 && !startsWithDML(text)) {
 		return true
 	}
-	for _, w := range [...]string{"dblink", "set_config", "query_to_xml", "ts_stat", "u&"} {
+	for _, w := range [...]string{"dblink", "set_config", "pg_reload_conf", "query_to_xml", "ts_stat", "u&"} {
 		if indexFold(text, w) >= 0 {
 			return true
 		}
@@ -973,7 +983,14 @@ func (e *env) funcCall(f *pg_query.FuncCall, text, where string, out *[]Effect) 
 		e.add(out, OpOpaque, everything(), name+"() reads or writes a file on the database server", where)
 	case "set_config":
 		e.setConfig(f, text, where, out)
+	case "pg_reload_conf":
+		// After ALTER SYSTEM (or an edited configuration file), settings
+		// that come from the configuration change in live sessions.
+		e.ranCode(staleReload)
 	default:
+		if f, ok := e.localFuncs[name]; ok {
+			e.ranCode(f.stale)
+		}
 		if e.cat.hasFunctions() {
 			e.userFunction(names, where, out)
 		}
@@ -992,20 +1009,30 @@ func (e *env) setConfig(f *pg_query.FuncCall, text, where string, out *[]Effect)
 		e.add(out, OpLexerState, everything(), "set_config() of a setting pgmoat cannot read", where)
 		if e.depth == 0 {
 			e.change(StateChange{Kind: ChangeSearchPath, Known: false})
+		} else {
+			e.bodySetsPath(pathVal{})
 		}
 		return
 	}
 	name = strings.ToLower(name)
 	switch name {
 	case "search_path":
+		var v pathVal
+		if valueOK {
+			v.entries, v.known = splitIdentList(value)
+		}
 		if e.depth > 0 {
+			e.bodySetsPath(v)
 			return
 		}
-		ch := StateChange{Kind: ChangeSearchPath, Merge: true, Local: localOK && local}
-		if valueOK {
-			ch.SearchPath, ch.Known = splitIdentList(value)
+		e.change(StateChange{Kind: ChangeSearchPath, Merge: true, Local: localOK && local, SearchPath: v.entries, Known: v.known})
+	case "role", "session_authorization":
+		// $user follows the current role.
+		if e.depth > 0 {
+			e.bodySetsPath(pathVal{})
+		} else {
+			e.markStale(staleCode)
 		}
-		e.change(ch)
 	default:
 		if msg := unsafeSetting(name, value, valueOK); msg != "" {
 			e.add(out, OpLexerState, everything(), "set_config("+name+"): "+msg, where)

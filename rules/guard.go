@@ -286,6 +286,7 @@ func (e *env) userFunction(names []string, where string, out *[]Effect) {
 	fs := e.cat.functions(schema, name)
 	if len(fs) == 0 {
 		if _, local := e.localFuncs[name]; !local && len(e.cat.builtins) > 0 && !e.cat.builtins[name] {
+			e.ranCode(staleCode)
 			e.possibly(func() {
 				e.add(out, OpOpaque, everything(), "calls "+strings.Join(names, ".")+"(), a function pgmoat does not know (made since its catalog snapshot)", where)
 			})
@@ -300,6 +301,7 @@ func (e *env) userFunction(names []string, where string, out *[]Effect) {
 		case f.Lang == "sql" || f.Lang == "plpgsql":
 			stmt, text := f.createStmt()
 			if stmt == nil {
+				e.ranCode(staleCode)
 				e.possibly(func() {
 					e.add(out, OpOpaque, everything(), qualified(f.Schema, f.Name)+"() has a body pgmoat cannot read", w)
 				})
@@ -315,6 +317,7 @@ func (e *env) userFunction(names []string, where string, out *[]Effect) {
 			e.callFunction(stmt, text, w, out)
 			delete(e.calling, f)
 		default:
+			e.ranCode(staleCode)
 			e.possibly(func() {
 				e.add(out, OpOpaque, everything(), qualified(f.Schema, f.Name)+"() is written in "+f.Lang+", which pgmoat cannot read", w)
 			})
@@ -328,9 +331,10 @@ func (e *env) userFunction(names []string, where string, out *[]Effect) {
 func (e *env) callFunction(f *pg_query.CreateFunctionStmt, text, where string, out *[]Effect) {
 	var body []Effect
 	saved := e.localFuncs
-	e.createFunction(f, text, where, &body)
+	sum := e.createFunction(f, text, where, &body)
 	e.localFuncs = saved
 	*out = append(*out, body...)
+	e.ranCode(sum.stale)
 }
 
 // unguardable reports whether a statement cannot run inside a transaction
