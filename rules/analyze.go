@@ -104,6 +104,9 @@ func (e *env) analyzeStmt(st stmtText, where string) []Effect {
 }
 
 func (e *env) add(out *[]Effect, op Operation, obj Object, what, where string) {
+	if obj.Kind == KindTable && obj.Under == nil {
+		obj.Under = e.protectedAncestor(obj)
+	}
 	*out = append(*out, Effect{Op: op, Object: obj, What: what, Where: where, Doubt: e.doubt})
 }
 
@@ -660,7 +663,7 @@ func (e *env) alterTableStmt(a *pg_query.AlterTableStmt, where string, out *[]Ef
 // parent is protected itself: every way to parent already counts as
 // touching a protected table.
 func (e *env) rewired(child, parent Object, what, where string, out *[]Effect) {
-	if q, ok := exactRel(parent); ok && e.pol.protectedBy(q.schema, q.name) != "" {
+	if q, ok := exactRel(parent); ok && e.protectedRel(q) {
 		return
 	}
 	e.add(out, OpAlterDestructive, child, what+" (DELETE, UPDATE and TRUNCATE of "+parent.String()+" would reach "+child.String()+")", where)
