@@ -140,7 +140,9 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 		a := s.AlterObjectSchemaStmt
 		if a.Relation != nil {
 			obj := e.resolveRel(a.Relation)
-			e.add(out, OpAlterDestructive, obj, fmt.Sprintf("ALTER %s %s SET SCHEMA %s", objTypeWord(a.ObjectType), obj, QuoteIdent(a.Newschema)), where)
+			what := fmt.Sprintf("ALTER %s %s SET SCHEMA %s", objTypeWord(a.ObjectType), obj, QuoteIdent(a.Newschema))
+			e.add(out, OpAlterDestructive, obj, what, where)
+			e.unknownTarget(OpAlterDestructive, obj, unqualifiedRel(a.Relation), isRelationType(a.ObjectType), what, where, out)
 			if isRelationType(a.ObjectType) {
 				e.moved(obj, a.Newschema, obj.Name)
 			}
@@ -511,14 +513,17 @@ func (e *env) dropStmt(d *pg_query.DropStmt, where string, out *[]Effect) {
 		for _, o := range d.Objects {
 			obj := e.nameObject(o)
 			what := "DROP " + word + " " + obj.String() + suffix
-			switch d.RemoveType {
-			case pg_query.ObjectType_OBJECT_TABLE, pg_query.ObjectType_OBJECT_FOREIGN_TABLE:
+			table := d.RemoveType == pg_query.ObjectType_OBJECT_TABLE || d.RemoveType == pg_query.ObjectType_OBJECT_FOREIGN_TABLE
+			if table {
 				// Partitions go with their table, inheritance children
 				// with CASCADE; a table pgmoat does not know may have
 				// either.
 				e.reachEffects(OpDrop, obj, followChildren, false, e.strict && cascade, what, where, out)
-			default:
+			} else {
 				e.add(out, OpDrop, obj, what, where)
+			}
+			if !cascade {
+				e.unknownTarget(OpDrop, obj, len(stringList(o)) == 1, table, what, where, out)
 			}
 			if isRelationType(d.RemoveType) {
 				e.change(StateChange{Kind: ChangeDropRelation, Relation: obj})
@@ -615,6 +620,7 @@ func (e *env) alterTableStmt(a *pg_query.AlterTableStmt, where string, out *[]Ef
 		e.alterCompositeType(a, where, out)
 		return
 	}
+	failsafe := false
 	for _, c := range a.Cmds {
 		cmd := c.GetAlterTableCmd()
 		if cmd == nil {
@@ -654,7 +660,17 @@ func (e *env) alterTableStmt(a *pg_query.AlterTableStmt, where string, out *[]Ef
 		} else {
 			e.add(out, OpAlterDestructive, obj, what, where)
 		}
+		if !failsafe {
+			failsafe = true
+			e.unknownTarget(OpAlterDestructive, obj, unqualifiedRel(a.Relation), !index, what, where, out)
+		}
 	}
+}
+
+// unqualifiedRel reports whether a statement names a relation without a
+// schema (a temporary one's schema is pg_temp).
+func unqualifiedRel(rv *pg_query.RangeVar) bool {
+	return rv != nil && rv.Schemaname == "" && rv.Relpersistence != "t"
 }
 
 // rewired adds the effect of making child a new child or partition of
@@ -682,7 +698,9 @@ func (e *env) renameStmt(r *pg_query.RenameStmt, where string, out *[]Effect) {
 	case pg_query.ObjectType_OBJECT_TABLE, pg_query.ObjectType_OBJECT_VIEW, pg_query.ObjectType_OBJECT_MATVIEW,
 		pg_query.ObjectType_OBJECT_INDEX, pg_query.ObjectType_OBJECT_FOREIGN_TABLE, pg_query.ObjectType_OBJECT_SEQUENCE:
 		obj := e.resolveRel(r.Relation)
-		e.add(out, OpAlterDestructive, obj, "ALTER "+objTypeWord(r.RenameType)+" "+obj.String()+" RENAME TO "+QuoteIdent(r.Newname), where)
+		what := "ALTER " + objTypeWord(r.RenameType) + " " + obj.String() + " RENAME TO " + QuoteIdent(r.Newname)
+		e.add(out, OpAlterDestructive, obj, what, where)
+		e.unknownTarget(OpAlterDestructive, obj, unqualifiedRel(r.Relation), isRelationType(r.RenameType), what, where, out)
 		if isRelationType(r.RenameType) {
 			e.moved(obj, "", r.Newname)
 		}
@@ -692,7 +710,9 @@ func (e *env) renameStmt(r *pg_query.RenameStmt, where string, out *[]Effect) {
 		})
 	case pg_query.ObjectType_OBJECT_COLUMN:
 		obj := e.resolveRel(r.Relation)
-		e.add(out, OpAlterDestructive, obj, "ALTER "+objTypeWord(r.RelationType)+" "+obj.String()+" RENAME COLUMN "+QuoteIdent(r.Subname)+" TO "+QuoteIdent(r.Newname), where)
+		what := "ALTER " + objTypeWord(r.RelationType) + " " + obj.String() + " RENAME COLUMN " + QuoteIdent(r.Subname) + " TO " + QuoteIdent(r.Newname)
+		e.add(out, OpAlterDestructive, obj, what, where)
+		e.unknownTarget(OpAlterDestructive, obj, unqualifiedRel(r.Relation), true, what, where, out)
 	case pg_query.ObjectType_OBJECT_SCHEMA:
 		e.add(out, OpAlterDestructive, Object{Kind: KindSchema, Name: r.Subname}, "ALTER SCHEMA "+QuoteIdent(r.Subname)+" RENAME TO "+QuoteIdent(r.Newname), where)
 	case pg_query.ObjectType_OBJECT_DATABASE:

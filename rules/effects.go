@@ -152,7 +152,9 @@ type Doubt uint8
 const (
 	DoubtNone Doubt = iota
 	// DoubtRows: which rows a filter matches only running it tells
-	// (DELETE ... WHERE id > 0).
+	// (DELETE ... WHERE id > 0); likewise which relation a name pgmoat
+	// does not know turns out to be (DROP TABLE of a name missing from
+	// the catalog snapshot).
 	DoubtRows
 	// DoubtCode: the statement runs code pgmoat cannot follow, inside the
 	// statement's transaction (EXECUTE of a computed string, a trigger).
