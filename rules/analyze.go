@@ -404,7 +404,7 @@ func (e *env) deleteStmt(d *pg_query.DeleteStmt, text, where string, out *[]Effe
 		return
 	}
 	e.runsCodeOnWrite(obj, followDelete, !d.Relation.Inh, "DELETE FROM", where, out)
-	switch e.filter(d.WhereClause, targetOf(d.Relation)) {
+	switch e.dmlFilter(d.WhereClause, dmlTarget(d.Relation, obj, d.WithClause), d.UsingClause) {
 	case rowsSome:
 		e.targetedDML(OpDeleteAll, obj, d.Relation, d.WhereClause, followDelete, "DELETE FROM "+obj.String()+" with a WHERE", where, out)
 	case rowsAll:
@@ -420,7 +420,7 @@ func (e *env) updateStmt(u *pg_query.UpdateStmt, text, where string, out *[]Effe
 		return
 	}
 	e.runsCodeOnWrite(obj, followUpdate, !u.Relation.Inh, "UPDATE", where, out)
-	switch e.filter(u.WhereClause, targetOf(u.Relation)) {
+	switch e.dmlFilter(u.WhereClause, dmlTarget(u.Relation, obj, u.WithClause), u.FromClause) {
 	case rowsSome:
 		e.targetedDML(OpUpdateAll, obj, u.Relation, u.WhereClause, followUpdate, "UPDATE "+obj.String()+" with a WHERE", where, out)
 	case rowsAll:
@@ -442,8 +442,8 @@ func (e *env) mergeStmt(m *pg_query.MergeStmt, text, where string, out *[]Effect
 	if e.catalogDML(obj, "MERGE INTO", where, out) {
 		return
 	}
-	t := targetOf(m.Relation)
-	join := e.filter(m.JoinCondition, t)
+	t := dmlTarget(m.Relation, obj, m.WithClause)
+	join := e.dmlFilter(m.JoinCondition, t, []*pg_query.Node{m.SourceRelation})
 	for _, wn := range m.MergeWhenClauses {
 		w := wn.GetMergeWhenClause()
 		if w == nil {

@@ -44,6 +44,11 @@ func (e *env) createFunction(f *pg_query.CreateFunctionStmt, text, where string,
 			params[fp.Name] = true
 		}
 	}
+	// PL/pgSQL's special variables of trigger functions are values, not
+	// columns: DELETE ... WHERE TG_OP = 'DELETE' keeps every row.
+	for _, v := range triggerVariables[lastName(f.GetReturnType().GetNames())] {
+		params[v] = true
+	}
 	e.literalSensitive = true // the body is a string literal
 	var body []Effect
 	var stale staleness
@@ -86,6 +91,14 @@ func (e *env) createFunction(f *pg_query.CreateFunctionStmt, text, where string,
 		e.localFuncs[names[len(names)-1]] = sum
 	}
 	return sum
+}
+
+// triggerVariables are the variables PL/pgSQL defines in trigger and
+// event trigger functions, by return type.
+var triggerVariables = map[string][]string{
+	"trigger": {"new", "old", "tg_name", "tg_when", "tg_level", "tg_op", "tg_relid", "tg_relname",
+		"tg_table_name", "tg_table_schema", "tg_nargs", "tg_argv"},
+	"event_trigger": {"tg_event", "tg_tag"},
 }
 
 // inBody runs fn with the names of a body's variables and the body's own

@@ -87,6 +87,12 @@ func (e *env) keyBounded(w *pg_query.Node, rv *pg_query.RangeVar, obj Object) bo
 	}
 	fixed := map[string]int{}
 	e.fixedColumns(w, targetOf(rv), fixed)
+	return keysFixed(keys, fixed)
+}
+
+// keysFixed reports whether fixed (columns and how many values each may
+// take) fixes one of keys to at most maxBoundedRows rows.
+func keysFixed(keys [][]string, fixed map[string]int) bool {
 	for _, key := range keys {
 		n := 1
 		for _, col := range key {
@@ -417,6 +423,12 @@ func (e *env) insertStmt(ins *pg_query.InsertStmt, text, where string, out *[]Ef
 	e.runsCodeOnWrite(obj, followUpdate, false, "INSERT INTO", where, out)
 	oc := ins.OnConflictClause
 	if oc == nil || oc.Action != pg_query.OnConflictAction_ONCONFLICT_UPDATE {
+		return
+	}
+	// Reading every row of the table itself, each row conflicts with
+	// itself: every row is rewritten.
+	if e.selfCopies(ins, dmlTarget(ins.Relation, obj, ins.WithClause)) {
+		e.reachEffects(OpUpdateAll, obj, followUpdate, false, e.strict, "INSERT INTO "+obj.String()+" ... SELECT every row of it ... ON CONFLICT DO UPDATE (every row conflicts with itself)", where, out)
 		return
 	}
 	// The rows it may update are at most the rows it inserts: a VALUES
