@@ -152,13 +152,16 @@ type Doubt uint8
 const (
 	DoubtNone Doubt = iota
 	// DoubtRows: which rows a filter matches only running it tells
-	// (DELETE ... WHERE id > 0); likewise which relation a name pgmoat
-	// does not know turns out to be (DROP TABLE of a name missing from
-	// the catalog snapshot).
+	// (DELETE ... WHERE id > 0).
 	DoubtRows
 	// DoubtCode: the statement runs code pgmoat cannot follow, inside the
 	// statement's transaction (EXECUTE of a computed string, a trigger).
 	DoubtCode
+	// DoubtDDL: DDL whose static analysis found nothing destructive, but
+	// whose reach through dependencies (CASCADE, a shared type or
+	// sequence, a function a protected table calls) only the database
+	// knows: verified when it runs, not reported by pgmoat check.
+	DoubtDDL
 )
 
 // Possible reports whether the effect is only possible (see Doubt).

@@ -8,11 +8,11 @@ import (
 // DDL on a relation pgmoat does not know. With a catalog (the proxy),
 // DELETE, UPDATE and TRUNCATE of every row of an unknown relation count as
 // reaching every protected table (reachEffects). DROP and ALTER get their
-// own fail-safe here, as Possible effects that only running the statement
-// settles (DoubtRows: like a filter's rows, which relation the name turns
-// out to be), because dropping a name that does not exist (DROP TABLE IF
-// EXISTS) is common and harmless; without the guard they are left out, as
-// before:
+// own fail-safe here, at any depth (in DO blocks and function bodies too),
+// as DoubtDDL effects: which relation the name turns out to be only the
+// database knows, so the guard settles it, and pgmoat check, which cannot
+// run it, leaves them out, because dropping a name that does not exist
+// (DROP TABLE IF EXISTS) is common and harmless:
 //   - an unqualified name that no schema of the search path pgmoat knows
 //     holds, but other schemas do, resolves to one of those if the
 //     session's real search_path is not what pgmoat believes (a change it
@@ -43,7 +43,7 @@ func (e *env) unknownTarget(op Operation, obj Object, unqualified, every bool, w
 			}
 		}
 	}
-	e.rowsDoubt(func() {
+	e.doubting(DoubtDDL, func() {
 		switch {
 		case len(others) > 0:
 			e.add(out, op, Object{Kind: KindTable, Name: obj.Name, Candidates: others},
