@@ -250,6 +250,13 @@ func (st *sessionState) serverMessage(tag any, typ byte, body []byte) error {
 			st.reread = true
 			st.analysis.Apply(rules.StateChange{Kind: rules.ChangeSearchPath})
 		}
+		// Code pgmoat cannot follow (a DO block, a function, a reload of
+		// the server's configuration) left the search_path unknown: read
+		// it back before the next statement is judged. An aborted
+		// transaction cannot answer; its end can.
+		if _, known := st.analysis.SearchPath(); !known && body[0] != 'E' {
+			st.reread = true
+		}
 	}
 	return nil
 }
@@ -267,22 +274,21 @@ func (st *sessionState) needsReread() bool {
 // the search_path is unknown: the strictest assumption.
 func (st *sessionState) rereadSettings(ctx context.Context) error {
 	x := st.client.NewExchange()
-	r := x.Add(&pgproto3.Query{String: "SELECT pg_catalog.current_setting('search_path')"}, proxy.ReplyCollect)
+	r := x.Add(&pgproto3.Query{String: "SELECT pg_catalog.current_setting('search_path'), " +
+		"CASE WHEN current_user = session_user THEN '' ELSE current_user::text END"}, proxy.ReplyCollect)
 	if err := x.Run(ctx); err != nil {
 		return proxy.Refuse("08006", "pgmoat lost track of the server while reading the session's settings: "+err.Error(), "")
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.reread = false
-	if r.Err != nil || len(r.Rows) != 1 || len(r.Rows[0]) != 1 {
+	if r.Err != nil || len(r.Rows) != 1 || len(r.Rows[0]) != 2 {
 		// An aborted transaction: it stays unknown until the next end
 		// of a transaction.
 		st.rereadAtTxEnd = true
 		return nil
 	}
-	if entries, ok := rules.ParseSearchPath(string(r.Rows[0][0])); ok {
-		st.analysis.Apply(rules.StateChange{Kind: rules.ChangeSearchPath, Known: true, SearchPath: entries})
-	}
+	st.analysis.ReadBack(string(r.Rows[0][0]), string(r.Rows[0][1]))
 	return nil
 }
 

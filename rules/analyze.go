@@ -69,10 +69,14 @@ type env struct {
 	// calling holds the functions whose bodies are being analysed for a
 	// call, against recursion.
 	calling map[*Function]bool
+	// stale says the statement being analysed may change settings where
+	// pgmoat cannot see (see stale.go).
+	stale staleness
 }
 
 type funcSummary struct {
 	effects []Effect
+	stale   staleness // calling it may change settings unseen
 }
 
 func newEnv(pol *Policy, cat *Catalog, user string, tx txState) *env {
@@ -91,7 +95,7 @@ type stmtText struct {
 func (e *env) analyzeStmt(st stmtText, where string) []Effect {
 	var out []Effect
 	e.stmt(st, where, &out)
-	if interesting(st.text) || e.cat.hasFunctions() {
+	if interesting(st.text) || e.cat.hasFunctions() || len(e.localFuncs) > 0 {
 		e.genericWalk(st, where, &out)
 	}
 	e.readsRunCode(st.node, where, &out)
@@ -105,10 +109,16 @@ func (e *env) analyzeStmt(st stmtText, where string) []Effect {
 			e.add(&out, OpOpaque, everything(), "event triggers run code pgmoat does not follow on DDL ("+strings.Join(e.cat.eventTriggers, ", ")+")", where)
 		})
 	}
+	if e.depth == 0 {
+		e.settleStale()
+	}
 	return out
 }
 
 func (e *env) add(out *[]Effect, op Operation, obj Object, what, where string) {
+	if obj.Kind == KindTable && obj.Under == nil {
+		obj.Under = e.protectedAncestor(obj)
+	}
 	*out = append(*out, Effect{Op: op, Object: obj, What: what, Where: where, Doubt: e.doubt})
 }
 
@@ -142,7 +152,9 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 		a := s.AlterObjectSchemaStmt
 		if a.Relation != nil {
 			obj := e.resolveRel(a.Relation)
-			e.add(out, OpAlterDestructive, obj, fmt.Sprintf("ALTER %s %s SET SCHEMA %s", objTypeWord(a.ObjectType), obj, QuoteIdent(a.Newschema)), where)
+			what := fmt.Sprintf("ALTER %s %s SET SCHEMA %s", objTypeWord(a.ObjectType), obj, QuoteIdent(a.Newschema))
+			e.add(out, OpAlterDestructive, obj, what, where)
+			e.unknownTarget(OpAlterDestructive, obj, unqualifiedRel(a.Relation), isRelationType(a.ObjectType), what, where, out)
 			if isRelationType(a.ObjectType) {
 				e.moved(obj, a.Newschema, obj.Name)
 			}
@@ -424,7 +436,7 @@ func (e *env) deleteStmt(d *pg_query.DeleteStmt, text, where string, out *[]Effe
 		return
 	}
 	e.runsCodeOnWrite(obj, followDelete, !d.Relation.Inh, "DELETE FROM", where, out)
-	switch e.filter(d.WhereClause, targetOf(d.Relation)) {
+	switch e.dmlFilter(d.WhereClause, dmlTarget(d.Relation, obj, d.WithClause), d.UsingClause) {
 	case rowsSome:
 		e.targetedDML(OpDeleteAll, obj, d.Relation, d.WhereClause, followDelete, "DELETE FROM "+obj.String()+" with a WHERE", where, out)
 	case rowsAll:
@@ -440,7 +452,7 @@ func (e *env) updateStmt(u *pg_query.UpdateStmt, text, where string, out *[]Effe
 		return
 	}
 	e.runsCodeOnWrite(obj, followUpdate, !u.Relation.Inh, "UPDATE", where, out)
-	switch e.filter(u.WhereClause, targetOf(u.Relation)) {
+	switch e.dmlFilter(u.WhereClause, dmlTarget(u.Relation, obj, u.WithClause), u.FromClause) {
 	case rowsSome:
 		e.targetedDML(OpUpdateAll, obj, u.Relation, u.WhereClause, followUpdate, "UPDATE "+obj.String()+" with a WHERE", where, out)
 	case rowsAll:
@@ -462,8 +474,8 @@ func (e *env) mergeStmt(m *pg_query.MergeStmt, text, where string, out *[]Effect
 	if e.catalogDML(obj, "MERGE INTO", where, out) {
 		return
 	}
-	t := targetOf(m.Relation)
-	join := e.filter(m.JoinCondition, t)
+	t := dmlTarget(m.Relation, obj, m.WithClause)
+	join := e.dmlFilter(m.JoinCondition, t, []*pg_query.Node{m.SourceRelation})
 	for _, wn := range m.MergeWhenClauses {
 		w := wn.GetMergeWhenClause()
 		if w == nil {
@@ -533,14 +545,17 @@ func (e *env) dropStmt(d *pg_query.DropStmt, where string, out *[]Effect) {
 		for _, o := range d.Objects {
 			obj := e.nameObject(o)
 			what := "DROP " + word + " " + obj.String() + suffix
-			switch d.RemoveType {
-			case pg_query.ObjectType_OBJECT_TABLE, pg_query.ObjectType_OBJECT_FOREIGN_TABLE:
+			table := d.RemoveType == pg_query.ObjectType_OBJECT_TABLE || d.RemoveType == pg_query.ObjectType_OBJECT_FOREIGN_TABLE
+			if table {
 				// Partitions go with their table, inheritance children
 				// with CASCADE; a table pgmoat does not know may have
 				// either.
 				e.reachEffects(OpDrop, obj, followChildren, false, e.strict && cascade, what, where, out)
-			default:
+			} else {
 				e.add(out, OpDrop, obj, what, where)
+			}
+			if !cascade {
+				e.unknownTarget(OpDrop, obj, len(stringList(o)) == 1, table, what, where, out)
 			}
 			if isRelationType(d.RemoveType) {
 				e.change(StateChange{Kind: ChangeDropRelation, Relation: obj})
@@ -641,6 +656,7 @@ func (e *env) alterTableStmt(a *pg_query.AlterTableStmt, where string, out *[]Ef
 		e.alterCompositeType(a, where, out)
 		return
 	}
+	failsafe := false
 	for _, c := range a.Cmds {
 		cmd := c.GetAlterTableCmd()
 		if cmd == nil {
@@ -680,7 +696,17 @@ func (e *env) alterTableStmt(a *pg_query.AlterTableStmt, where string, out *[]Ef
 		} else {
 			e.add(out, OpAlterDestructive, obj, what, where)
 		}
+		if !failsafe {
+			failsafe = true
+			e.unknownTarget(OpAlterDestructive, obj, unqualifiedRel(a.Relation), !index, what, where, out)
+		}
 	}
+}
+
+// unqualifiedRel reports whether a statement names a relation without a
+// schema (a temporary one's schema is pg_temp).
+func unqualifiedRel(rv *pg_query.RangeVar) bool {
+	return rv != nil && rv.Schemaname == "" && rv.Relpersistence != "t"
 }
 
 // rewired adds the effect of making child a new child or partition of
@@ -689,7 +715,7 @@ func (e *env) alterTableStmt(a *pg_query.AlterTableStmt, where string, out *[]Ef
 // parent is protected itself: every way to parent already counts as
 // touching a protected table.
 func (e *env) rewired(child, parent Object, what, where string, out *[]Effect) {
-	if q, ok := exactRel(parent); ok && e.pol.protectedBy(q.schema, q.name) != "" {
+	if q, ok := exactRel(parent); ok && e.protectedRel(q) {
 		return
 	}
 	e.add(out, OpAlterDestructive, child, what+" (DELETE, UPDATE and TRUNCATE of "+parent.String()+" would reach "+child.String()+")", where)
@@ -708,7 +734,9 @@ func (e *env) renameStmt(r *pg_query.RenameStmt, where string, out *[]Effect) {
 	case pg_query.ObjectType_OBJECT_TABLE, pg_query.ObjectType_OBJECT_VIEW, pg_query.ObjectType_OBJECT_MATVIEW,
 		pg_query.ObjectType_OBJECT_INDEX, pg_query.ObjectType_OBJECT_FOREIGN_TABLE, pg_query.ObjectType_OBJECT_SEQUENCE:
 		obj := e.resolveRel(r.Relation)
-		e.add(out, OpAlterDestructive, obj, "ALTER "+objTypeWord(r.RenameType)+" "+obj.String()+" RENAME TO "+QuoteIdent(r.Newname), where)
+		what := "ALTER " + objTypeWord(r.RenameType) + " " + obj.String() + " RENAME TO " + QuoteIdent(r.Newname)
+		e.add(out, OpAlterDestructive, obj, what, where)
+		e.unknownTarget(OpAlterDestructive, obj, unqualifiedRel(r.Relation), isRelationType(r.RenameType), what, where, out)
 		if isRelationType(r.RenameType) {
 			e.moved(obj, "", r.Newname)
 		}
@@ -718,7 +746,9 @@ func (e *env) renameStmt(r *pg_query.RenameStmt, where string, out *[]Effect) {
 		})
 	case pg_query.ObjectType_OBJECT_COLUMN:
 		obj := e.resolveRel(r.Relation)
-		e.add(out, OpAlterDestructive, obj, "ALTER "+objTypeWord(r.RelationType)+" "+obj.String()+" RENAME COLUMN "+QuoteIdent(r.Subname)+" TO "+QuoteIdent(r.Newname), where)
+		what := "ALTER " + objTypeWord(r.RelationType) + " " + obj.String() + " RENAME COLUMN " + QuoteIdent(r.Subname) + " TO " + QuoteIdent(r.Newname)
+		e.add(out, OpAlterDestructive, obj, what, where)
+		e.unknownTarget(OpAlterDestructive, obj, unqualifiedRel(r.Relation), true, what, where, out)
 	case pg_query.ObjectType_OBJECT_SCHEMA:
 		e.add(out, OpAlterDestructive, Object{Kind: KindSchema, Name: r.Subname}, "ALTER SCHEMA "+QuoteIdent(r.Subname)+" RENAME TO "+QuoteIdent(r.Newname), where)
 	case pg_query.ObjectType_OBJECT_DATABASE:
@@ -832,12 +862,14 @@ func (e *env) transactionStmt(t *pg_query.TransactionStmt) {
 // chooses the node to analyse from each parsed statement.
 func (e *env) analyzeBody(text, where string, out *[]Effect, pick func(*pg_query.Node) *pg_query.Node) {
 	if e.depth >= maxBodyDepth {
+		e.ranCode(staleCode)
 		e.possibly(func() {
 			e.add(out, OpOpaque, everything(), "code nested too deeply for pgmoat to follow", where)
 		})
 		return
 	}
 	if err := checkBounds(text, DefaultLimits); err != nil {
+		e.ranCode(staleCode)
 		e.possibly(func() {
 			e.add(out, OpOpaque, everything(), "code pgmoat cannot parse: "+err.Error(), where)
 		})
@@ -845,6 +877,7 @@ func (e *env) analyzeBody(text, where string, out *[]Effect, pick func(*pg_query
 	}
 	tree, err := pg_query.Parse(text)
 	if err != nil {
+		e.ranCode(staleCode)
 		e.possibly(func() {
 			e.add(out, OpOpaque, everything(), "code pgmoat cannot parse: "+err.Error(), where)
 		})
@@ -901,7 +934,7 @@ func interesting(text string) bool {
 	if dml > 1 || (dml == 1 && !startsWithDML(text)) {
 		return true
 	}
-	for _, w := range [...]string{"dblink", "set_config", "query_to_xml", "ts_stat", "u&"} {
+	for _, w := range [...]string{"dblink", "set_config", "pg_reload_conf", "query_to_xml", "ts_stat", "u&"} {
 		if indexFold(text, w) >= 0 {
 			return true
 		}
@@ -1019,7 +1052,14 @@ func (e *env) funcCall(f *pg_query.FuncCall, text, where string, out *[]Effect) 
 		e.add(out, OpOpaque, everything(), name+"() reads or writes a file on the database server", where)
 	case "set_config":
 		e.setConfig(f, text, where, out)
+	case "pg_reload_conf":
+		// After ALTER SYSTEM (or an edited configuration file), settings
+		// that come from the configuration change in live sessions.
+		e.ranCode(staleReload)
 	default:
+		if f, ok := e.localFuncs[name]; ok {
+			e.ranCode(f.stale)
+		}
 		if e.cat.hasFunctions() {
 			e.userFunction(names, where, out)
 		}
@@ -1049,6 +1089,8 @@ func (e *env) setConfig(f *pg_query.FuncCall, text, where string, out *[]Effect)
 	e.add(out, OpLexerState, everything(), "set_config() of a setting pgmoat cannot read", where)
 	if e.depth == 0 {
 		e.change(StateChange{Kind: ChangeSearchPath, Known: false})
+	} else {
+		e.bodySetsPath(pathVal{})
 	}
 }
 
@@ -1057,16 +1099,19 @@ func (e *env) setConfig(f *pg_query.FuncCall, text, where string, out *[]Effect)
 func (e *env) setConfigNamed(name, value string, valueOK, local bool, where string, out *[]Effect) {
 	switch settingKinds[name] {
 	case settingSearchPath:
+		var v pathVal
+		if valueOK {
+			v.entries, v.known = splitIdentList(value)
+		}
 		if e.depth > 0 {
+			e.bodySetsPath(v)
 			return
 		}
-		ch := StateChange{Kind: ChangeSearchPath, Merge: true, Local: local}
-		if valueOK {
-			ch.SearchPath, ch.Known = splitIdentList(value)
-		}
-		e.change(ch)
+		e.change(StateChange{Kind: ChangeSearchPath, Merge: true, Local: local, SearchPath: v.entries, Known: v.known})
 	case settingRole:
 		if e.depth > 0 {
+			// $user follows the current role.
+			e.bodySetsPath(pathVal{})
 			return
 		}
 		if !valueOK {

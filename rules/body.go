@@ -11,7 +11,7 @@ import (
 // (quoted or BEGIN ATOMIC) and PL/pgSQL bodies statement by statement, so
 // that CREATE FUNCTION of a body that wipes a protected table counts as
 // wiping it. Bodies in languages pgmoat cannot read are opaque.
-func (e *env) createFunction(f *pg_query.CreateFunctionStmt, text, where string, out *[]Effect) {
+func (e *env) createFunction(f *pg_query.CreateFunctionStmt, text, where string, out *[]Effect) funcSummary {
 	names := nodeStrings(f.Funcname)
 	fname := strings.Join(names, ".")
 	kind := "function"
@@ -44,9 +44,18 @@ func (e *env) createFunction(f *pg_query.CreateFunctionStmt, text, where string,
 			params[fp.Name] = true
 		}
 	}
+	// PL/pgSQL's special variables of trigger functions are values, not
+	// columns: DELETE ... WHERE TG_OP = 'DELETE' keeps every row.
+	for _, v := range triggerVariables[lastName(f.GetReturnType().GetNames())] {
+		params[v] = true
+	}
 	e.literalSensitive = true // the body is a string literal
 	var body []Effect
+	var stale staleness
 	e.deferred(func() {
+		outer := e.stale
+		e.stale = 0
+		defer func() { stale, e.stale = e.stale, outer }()
 		e.inBody(params, setPath, func() {
 			switch lang {
 			case "sql":
@@ -74,12 +83,22 @@ func (e *env) createFunction(f *pg_query.CreateFunctionStmt, text, where string,
 		})
 	})
 	*out = append(*out, body...)
+	sum := funcSummary{effects: body, stale: stale}
 	if len(names) > 0 {
 		if e.localFuncs == nil {
 			e.localFuncs = map[string]funcSummary{}
 		}
-		e.localFuncs[names[len(names)-1]] = funcSummary{effects: body}
+		e.localFuncs[names[len(names)-1]] = sum
 	}
+	return sum
+}
+
+// triggerVariables are the variables PL/pgSQL defines in trigger and
+// event trigger functions, by return type.
+var triggerVariables = map[string][]string{
+	"trigger": {"new", "old", "tg_name", "tg_when", "tg_level", "tg_op", "tg_relid", "tg_relname",
+		"tg_table_name", "tg_table_schema", "tg_nargs", "tg_argv"},
+	"event_trigger": {"tg_event", "tg_tag"},
 }
 
 // inBody runs fn with the names of a body's variables and the body's own
@@ -98,10 +117,7 @@ func (e *env) inBody(params map[string]bool, setPath *pg_query.VariableSetStmt, 
 	e.params = merged
 	if setPath != nil {
 		vals, known := e.setValues(setPath)
-		for i := range vals {
-			vals[i] = truncateIdent(vals[i])
-		}
-		e.tx.cur.path = pathVal{known: known, entries: vals}
+		e.tx.cur.path = pathVal{known: known, entries: truncateIdents(vals)}
 	}
 	fn()
 	e.params, e.tx.cur.path = oldParams, oldPath
@@ -141,9 +157,14 @@ func (e *env) doStmt(d *pg_query.DoStmt, where string, out *[]Effect) {
 		return
 	}
 	e.literalSensitive = true
+	outer := e.stale
+	e.stale = 0
 	e.inBody(nil, nil, func() {
 		e.plpgsql("CREATE FUNCTION pgmoat_do() RETURNS void LANGUAGE plpgsql AS "+DollarQuote(body), w, out)
 	})
+	ran := e.stale
+	e.stale = outer
+	e.ranCode(ran)
 }
 
 // plpgsql compiles a CREATE FUNCTION ... LANGUAGE plpgsql statement with
@@ -153,6 +174,7 @@ func (e *env) doStmt(d *pg_query.DoStmt, where string, out *[]Effect) {
 func (e *env) plpgsql(createText, where string, out *[]Effect) {
 	e.literalSensitive = true
 	if e.depth >= maxBodyDepth {
+		e.ranCode(staleCode)
 		e.possibly(func() {
 			e.add(out, OpOpaque, everything(), "code nested too deeply for pgmoat to follow", where)
 		})
@@ -160,6 +182,7 @@ func (e *env) plpgsql(createText, where string, out *[]Effect) {
 	}
 	js, err := pg_query.ParsePlPgSqlToJSON(createText)
 	if err != nil {
+		e.ranCode(staleCode)
 		e.possibly(func() {
 			e.add(out, OpOpaque, everything(), "PL/pgSQL body pgmoat cannot compile: "+err.Error(), where)
 		})
@@ -289,6 +312,7 @@ func (e *env) dynamicSQL(expr, where string, out *[]Effect) {
 			}
 		}
 	}
+	e.ranCode(staleCode)
 	e.possibly(func() {
 		e.add(out, OpOpaque, everything(), "EXECUTE of a computed string ("+Shorten(strings.TrimSpace(expr), 60)+")", where)
 	})
@@ -300,6 +324,7 @@ func (e *env) dynamicSQL(expr, where string, out *[]Effect) {
 // connections included; a trusted one runs inside it, where guarded
 // execution sees what it did.
 func (e *env) unreadableLanguage(out *[]Effect, lang, what, where string) {
+	e.ranCode(staleCode)
 	if strings.HasSuffix(lang, "u") {
 		e.add(out, OpOpaque, everything(), what+" (an untrusted language reaches outside the transaction)", where)
 		return

@@ -21,6 +21,7 @@ type Catalog struct {
 	fkChildren map[qname][]qname   // referenced table → tables whose foreign keys reference it
 	viewBases  map[qname][]qname   // view → relations it reads
 	children   map[qname][]qname   // parent → its inheritance children and partitions
+	parents    map[qname][]qname   // child or partition → the tables it descends from directly
 	fkActs     map[qname][]fkAct   // referenced table → foreign keys to it with an ON DELETE or ON UPDATE action
 	schemas    map[string]bool     // schemas that exist
 	typeUsers  map[string][]qname  // schema → tables with a column whose type is in it
@@ -67,7 +68,7 @@ func fkActionEdges(onDelete, onUpdate string) []EdgeKind {
 
 // NewCatalog returns an empty catalog to fill with Add* before use.
 func NewCatalog() *Catalog {
-	return &Catalog{schemasOf: map[string][]string{}, fkChildren: map[qname][]qname{}, fkActs: map[qname][]fkAct{}, viewBases: map[qname][]qname{}, children: map[qname][]qname{}, schemas: map[string]bool{}, typeUsers: map[string][]qname{}}
+	return &Catalog{schemasOf: map[string][]string{}, fkChildren: map[qname][]qname{}, fkActs: map[qname][]fkAct{}, viewBases: map[qname][]qname{}, children: map[qname][]qname{}, parents: map[qname][]qname{}, schemas: map[string]bool{}, typeUsers: map[string][]qname{}}
 }
 
 // AddSchema records that a schema exists (where an unqualified CREATE goes
@@ -130,10 +131,12 @@ func (c *Catalog) AddViewBase(viewSchema, view, baseSchema, base string) {
 }
 
 // AddChild records that table child inherits from parent or is one of its
-// partitions (so DELETE, UPDATE, TRUNCATE and DROP of parent reach child).
+// partitions (so DELETE, UPDATE, TRUNCATE and DROP of parent reach child,
+// and a protected parent protects child).
 func (c *Catalog) AddChild(childSchema, child, parentSchema, parent string) {
-	p := qname{parentSchema, parent}
-	c.children[p] = append(c.children[p], qname{childSchema, child})
+	p, ch := qname{parentSchema, parent}, qname{childSchema, child}
+	c.children[p] = append(c.children[p], ch)
+	c.parents[ch] = append(c.parents[ch], p)
 }
 
 // AddTypeUse records that table has a column whose type is in typeSchema

@@ -33,13 +33,17 @@
 // what the session's own statements did (the session's overlay; see
 // Session). Making a protected table a child or partition of an
 // unprotected one (ALTER TABLE ... INHERIT, ATTACH PARTITION) is itself
-// alter_destructive. When the Engine has a catalog, Judge is strict about
+// alter_destructive. Protection flows down the same edges: a partition or
+// inheritance child of a protected table, at any depth, is protected
+// itself (Object.Under says from which table). When the Engine has a catalog, Judge is strict about
 // relations it does not know: DELETE, UPDATE or MERGE of every row,
 // TRUNCATE or DROP ... CASCADE of a relation neither the snapshot nor the
 // session knows counts as touching every protected table, since it may be
 // a view, parent or partitioned table made after the snapshot by another
-// session or outside pgmoat. Without a catalog (pgmoat check, a failed
-// load) names are judged by the search path alone.
+// session or outside pgmoat; DROP and ALTER of such a relation, or of an
+// unqualified name only a schema off the search path holds, are Possible
+// (run under guard). Without a catalog (pgmoat check, a failed load) names
+// are judged by the search path alone.
 //
 // Destructive DML is found wherever it runs: top level, writable CTEs,
 // CREATE TABLE AS, SELECT INTO, COPY (...) TO, EXPLAIN ANALYZE (every
@@ -48,8 +52,11 @@
 // through PostgreSQL's own PL/pgSQL compiler, including EXECUTE of a
 // constant string) and DO blocks. A WHERE counts as absent when it does
 // not depend on the target's rows (true, 1=1, NOT false, $1, x OR true,
-// EXISTS over other tables) or is always true (col = col, col IS NOT
-// NULL). What pgmoat cannot see through (EXECUTE of a computed string,
+// EXISTS over other tables, PL/pgSQL variables such as TG_OP) or keeps
+// every row although it names a column (col = col + 0, col IS NOT NULL,
+// ranges over a whole type, system columns, complements joined by OR,
+// every row but a few of a unique key, subqueries and joins that give
+// each row back to itself: see tautology.go and selfref.go). What pgmoat cannot see through (EXECUTE of a computed string,
 // dblink, COPY ... PROGRAM, server files, catalog DML, other languages) is
 // opaque; settings that would make the server lex differently from
 // pgmoat (standard_conforming_strings off, client encodings such as SJIS
@@ -80,7 +87,11 @@
 // pg_temp), dropped or renamed and the edges it added (views, children,
 // partitions, foreign keys, rules). A relation the session created never
 // shadows one further on the search path, since it may be gone by means
-// pgmoat cannot see. The proxy also passes confirmed changes to
+// pgmoat cannot see. COMMIT of a transaction the server reported failed
+// is a ROLLBACK. A statement that may change search_path or the role
+// where pgmoat cannot see (SET in a DO block or function body, code it
+// cannot read, pg_reload_conf) reports ChangeStaleSettings: the path is
+// unknown until the proxy reads the settings back (Session.ReadBack). The proxy also passes confirmed changes to
 // Engine.Learn, which shares the non-temporary relations and edges with
 // the database's other sessions (drops stay the session's: one may be
 // rolled back). Engine.Judge
@@ -105,7 +116,7 @@
 //	(*Engine).JudgeScript(*Session, sql) *Result   // pgmoat check
 //	(*Engine).CacheStats() CacheStats
 //	NewSession(Identity) *Session; (*Session).SetSearchPath, Apply, Sync,
-//	    Unsettled, RegisterPrepared, ClosePrepared, Prepared, SearchPath
+//	    ReadBack, Unsettled, RegisterPrepared, ClosePrepared, Prepared, SearchPath
 //	CheckStartup(params) (searchPath, ok, error); CheckParameter(name, value) error
 //	Fingerprints(sql) ([]string, error); (*Verdict).Fingerprint()
 //

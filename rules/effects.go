@@ -94,6 +94,20 @@ type Object struct {
 	Name       string
 	Candidates []string
 	AnySchema  bool
+	// Under is set when the relation descends, as a partition or an
+	// inheritance child at any depth, from a table the policy protects:
+	// protection flows down to it.
+	Under *Ancestor
+}
+
+// Ancestor is the protected table an Object descends from (Object.Under).
+type Ancestor struct {
+	// Schema and Name name the ancestor; Schema is "" when pgmoat does not
+	// know which schema's table of that name it is.
+	Schema, Name string
+	// Lineage says how the object descends from it, for people:
+	// "public.events_2024 is a partition of public.events".
+	Lineage string
 }
 
 // String renders the object for people: billing.invoices,

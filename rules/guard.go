@@ -87,6 +87,12 @@ func (e *env) keyBounded(w *pg_query.Node, rv *pg_query.RangeVar, obj Object) bo
 	}
 	fixed := map[string]int{}
 	e.fixedColumns(w, targetOf(rv), fixed)
+	return keysFixed(keys, fixed)
+}
+
+// keysFixed reports whether fixed (columns and how many values each may
+// take) fixes one of keys to at most maxBoundedRows rows.
+func keysFixed(keys [][]string, fixed map[string]int) bool {
 	for _, key := range keys {
 		n := 1
 		for _, col := range key {
@@ -286,6 +292,7 @@ func (e *env) userFunction(names []string, where string, out *[]Effect) {
 	fs := e.cat.functions(schema, name)
 	if len(fs) == 0 {
 		if _, local := e.localFuncs[name]; !local && len(e.cat.builtins) > 0 && !e.cat.builtins[name] {
+			e.ranCode(staleCode)
 			e.possibly(func() {
 				e.add(out, OpOpaque, everything(), "calls "+strings.Join(names, ".")+"(), a function pgmoat does not know (made since its catalog snapshot)", where)
 			})
@@ -300,6 +307,7 @@ func (e *env) userFunction(names []string, where string, out *[]Effect) {
 		case f.Lang == "sql" || f.Lang == "plpgsql":
 			stmt, text := f.createStmt()
 			if stmt == nil {
+				e.ranCode(staleCode)
 				e.possibly(func() {
 					e.add(out, OpOpaque, everything(), qualified(f.Schema, f.Name)+"() has a body pgmoat cannot read", w)
 				})
@@ -315,6 +323,7 @@ func (e *env) userFunction(names []string, where string, out *[]Effect) {
 			e.callFunction(stmt, text, w, out)
 			delete(e.calling, f)
 		default:
+			e.ranCode(staleCode)
 			e.possibly(func() {
 				e.add(out, OpOpaque, everything(), qualified(f.Schema, f.Name)+"() is written in "+f.Lang+", which pgmoat cannot read", w)
 			})
@@ -328,9 +337,10 @@ func (e *env) userFunction(names []string, where string, out *[]Effect) {
 func (e *env) callFunction(f *pg_query.CreateFunctionStmt, text, where string, out *[]Effect) {
 	var body []Effect
 	saved := e.localFuncs
-	e.createFunction(f, text, where, &body)
+	sum := e.createFunction(f, text, where, &body)
 	e.localFuncs = saved
 	*out = append(*out, body...)
+	e.ranCode(sum.stale)
 }
 
 // unguardable reports whether a statement cannot run inside a transaction
@@ -421,6 +431,12 @@ func (e *env) insertStmt(ins *pg_query.InsertStmt, text, where string, out *[]Ef
 	e.runsCodeOnWrite(obj, followUpdate, false, "INSERT INTO", where, out)
 	oc := ins.OnConflictClause
 	if oc == nil || oc.Action != pg_query.OnConflictAction_ONCONFLICT_UPDATE {
+		return
+	}
+	// Reading every row of the table itself, each row conflicts with
+	// itself: every row is rewritten.
+	if e.selfCopies(ins, dmlTarget(ins.Relation, obj, ins.WithClause)) {
+		e.reachEffects(OpUpdateAll, obj, followUpdate, false, e.strict, "INSERT INTO "+obj.String()+" ... SELECT every row of it ... ON CONFLICT DO UPDATE (every row conflicts with itself)", where, out)
 		return
 	}
 	// The rows it may update are at most the rows it inserts: a VALUES

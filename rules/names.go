@@ -23,6 +23,16 @@ func truncateIdent(s string) string {
 	return s[:n]
 }
 
+// truncateIdents returns names truncated as identifiers (SET values that
+// name schemas).
+func truncateIdents(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = truncateIdent(n)
+	}
+	return out
+}
+
 // downcaseIdent folds an unquoted identifier as PostgreSQL's
 // downcase_identifier does: ASCII letters only.
 func downcaseIdent(s string) string {

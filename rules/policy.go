@@ -362,7 +362,7 @@ func (p *Policy) protects(ef Effect) (string, bool) {
 		if pat := p.protectedBy(o.Schema, o.Name); pat != "" {
 			return "table is protected by " + pat, true
 		}
-		return "", false
+		return p.protectsAncestor(o)
 	}
 	for _, s := range o.Candidates {
 		if pat := p.protectedBy(s, o.Name); pat != "" {
@@ -374,7 +374,24 @@ func (p *Policy) protects(ef Effect) (string, bool) {
 			return "search_path is unknown, so it may be a table protected by " + pat, true
 		}
 	}
-	return "", false
+	return p.protectsAncestor(o)
+}
+
+// protectsAncestor says whether the table an object descends from as a
+// partition or inheritance child is protected (see Object.Under).
+func (p *Policy) protectsAncestor(o Object) (string, bool) {
+	a := o.Under
+	if a == nil {
+		return "", false
+	}
+	pat := p.anySchemaProtectedBy(a.Name)
+	if a.Schema != "" {
+		pat = p.protectedBy(a.Schema, a.Name)
+	}
+	if pat == "" {
+		return "", false
+	}
+	return a.Lineage + ", protected by " + pat, true
 }
 
 // ruleFor returns the action and rule name for an effect on a protected

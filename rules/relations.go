@@ -559,8 +559,9 @@ func (e *env) moved(obj Object, schema, name string) {
 // it adds stay for the rest of the message and the session, the
 // strictest assumption.
 func (e *env) deferred(fn func()) {
-	saved, n := e.ov, len(e.changes)
+	saved, n, stale := e.ov, len(e.changes), e.stale
 	fn()
+	e.stale = stale
 	body := slices.Clone(e.changes[n:])
 	e.changes, e.ov = e.changes[:n], saved
 	for _, c := range body {

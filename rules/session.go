@@ -58,6 +58,23 @@ func (s *Session) SetSearchPath(entries []string) {
 	s.keyDirty = true
 }
 
+// ReadBack records the session's settings as the proxy read them from the
+// server, after a statement that may have changed them where pgmoat cannot
+// see (its Verdict's Changes hold a ChangeStaleSettings) or whenever
+// SearchPath reports it unknown: searchPath as current_setting returns it,
+// and role the current role, "" when it is the session user. Inside a
+// transaction block only the values in force are known: what survives the
+// transaction's end stays unknown if it was, to be read again then.
+func (s *Session) ReadBack(searchPath, role string) {
+	st := settings{role: role}
+	st.path.entries, st.path.known = splitIdentList(searchPath)
+	if !st.path.known {
+		st.path.entries = nil
+	}
+	s.tx.readBack(st)
+	s.keyDirty = true
+}
+
 // SearchPath returns the search_path pgmoat believes is in force; ok is
 // false when it is unknown.
 func (s *Session) SearchPath() (entries []string, ok bool) {
@@ -203,6 +220,9 @@ func (s *Session) stateKey(pol *Policy, ce *catalogEntry) string {
 	writeSettings(&b, s.tx.cur)
 	if s.tx.inTx {
 		b.WriteString("|tx|")
+		if s.tx.failed {
+			b.WriteString("failed|")
+		}
 		writeSettings(&b, s.tx.sess)
 		writeSettings(&b, s.tx.start)
 		for _, sp := range s.tx.saves {

@@ -325,18 +325,18 @@ func (e *env) setStmt(s *pg_query.VariableSetStmt, text, where string, out *[]Ef
 		}
 		return
 	}
-	if !session || e.depth > 0 {
+	if !session {
+		return
+	}
+	if e.depth > 0 {
+		e.setInBody(s, name, values, known)
 		return
 	}
 	switch name {
 	case "search_path":
 		switch s.Kind {
 		case pg_query.VariableSetKind_VAR_SET_VALUE:
-			vals := make([]string, len(values))
-			for i, v := range values {
-				vals[i] = truncateIdent(v)
-			}
-			e.change(StateChange{Kind: ChangeSearchPath, Local: s.IsLocal, Known: known, SearchPath: vals})
+			e.change(StateChange{Kind: ChangeSearchPath, Local: s.IsLocal, Known: known, SearchPath: truncateIdents(values)})
 		case pg_query.VariableSetKind_VAR_SET_DEFAULT, pg_query.VariableSetKind_VAR_RESET:
 			e.change(StateChange{Kind: ChangeResetSearchPath, Local: s.IsLocal})
 		}

@@ -143,6 +143,14 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 				sess.SetSearchPath(startPath)
 			}
 			res := engine.JudgeScript(sess, sec.SQL)
+			if sec.Direction != migration.Down {
+				// The files of a run are one migration history: what
+				// an up migration made (a partition of a protected table,
+				// a view over one) counts in the files after it.
+				for _, v := range res.Statements {
+					engine.Learn(id.Database, v.Changes...)
+				}
+			}
 			for _, v := range res.Statements {
 				if v.Text == "" {
 					continue

@@ -264,3 +264,23 @@ func TestCheckPositionSkipsCommentsBeforeAStatement(t *testing.T) {
 		t.Fatalf("exit %d, output:\n%s", code, out)
 	}
 }
+
+// TestCheckPartitionFromEarlierFile: the files of a run are one history:
+// a partition of a protected table made in one file is protected in the
+// files after it.
+func TestCheckPartitionFromEarlierFile(t *testing.T) {
+	dir := t.TempDir()
+	first := filepath.Join(dir, "0001_partition.sql")
+	second := filepath.Join(dir, "0002_drop.sql")
+	os.WriteFile(first, []byte("CREATE TABLE public.users_2024 PARTITION OF public.users FOR VALUES FROM (0) TO (100);\n"), 0o600)
+	os.WriteFile(second, []byte("DROP TABLE public.users_2024;\n"), 0o600)
+	out, _, code := runCLI(t, "", "check", "--config", exampleConfig, first, second)
+	if code != 1 || !strings.Contains(out, "0002_drop.sql:1:1: block: DROP TABLE public.users_2024") ||
+		!strings.Contains(out, "public.users_2024 is a partition or inheritance child of public.users, protected by public.users") {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	// Alone, the second file drops an unprotected table.
+	if out, _, code := runCLI(t, "", "check", "--config", exampleConfig, second); code != 0 {
+		t.Fatalf("second file alone: exit %d\n%s", code, out)
+	}
+}
