@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
@@ -62,6 +63,25 @@ type env struct {
 	// calling holds the functions whose bodies are being analysed for a
 	// call, against recursion.
 	calling map[*Function]bool
+
+	// fresh are the tables made earlier in this message or script by
+	// CREATE without IF NOT EXISTS, madeIndexes its indexes: nothing
+	// relies on their contract yet (see newlyMade).
+	fresh, madeIndexes map[qname]bool
+	// probe, when set, collects the functions a body calls instead of
+	// following them (see computeEscapes).
+	probe *escapeProbe
+	// now is the engine's clock; clockSensitive says it decided something
+	// (VALID UNTIL), so the result must not be cached.
+	now            func() time.Time
+	clockSensitive bool
+}
+
+func (e *env) clock() time.Time {
+	if e.now != nil {
+		return e.now()
+	}
+	return time.Now()
 }
 
 type funcSummary struct {
@@ -84,10 +104,11 @@ type stmtText struct {
 func (e *env) analyzeStmt(st stmtText, where string) []Effect {
 	var out []Effect
 	e.stmt(st, where, &out)
-	if interesting(st.text) || e.cat.hasFunctions() && strings.IndexByte(st.text, '(') >= 0 {
+	if interesting(st.text) || e.cat.hasFunctions() && strings.IndexByte(st.text, '(') >= 0 || e.mayFireDoors() {
 		e.genericWalk(st, where, &out)
 	}
 	e.readsRunCode(st.node, where, &out)
+	e.readsFireDoors(st.node, where, &out)
 	if len(e.cat.eventTriggersOrNil()) > 0 && isDDL(st.node) {
 		e.possibly(func() {
 			e.add(&out, OpOpaque, everything(), "event triggers run code pgmoat does not follow on DDL ("+strings.Join(e.cat.eventTriggers, ", ")+")", where)
@@ -240,6 +261,7 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 	case *pg_query.Node_DeclareCursorStmt:
 		e.stmt(stmtText{s.DeclareCursorStmt.Query, st.text}, where, out)
 	}
+	e.beyondRows(n, where, out)
 }
 
 func joinWhere(outer, inner string) string {
@@ -610,6 +632,7 @@ func (e *env) alterTableStmt(a *pg_query.AlterTableStmt, where string, out *[]Ef
 		if cmd == nil {
 			continue
 		}
+		e.alterTableContract(a, cmd, table, where, out)
 		switch cmd.Subtype {
 		case pg_query.AlterTableType_AT_AddInherit:
 			if rv := cmd.Def.GetRangeVar(); rv != nil && !index {
@@ -865,7 +888,7 @@ func interesting(text string) bool {
 	if dml > 1 || (dml == 1 && !startsWithDML(text)) {
 		return true
 	}
-	for _, w := range [...]string{"dblink", "set_config", "query_to_xml", "ts_stat", "u&"} {
+	for _, w := range [...]string{"dblink", "set_config", "query_to_xml", "ts_stat", "u&", "setval", "lo_import", "lo_export", "pg_file_", "heap_force"} {
 		if indexFold(text, w) >= 0 {
 			return true
 		}
@@ -950,6 +973,16 @@ func (e *env) genericWalk(st stmtText, where string, out *[]Effect) {
 			}
 		case *pg_query.FuncCall:
 			e.funcCall(x, st.text, where, out)
+		case *pg_query.A_Expr:
+			e.namedDoor(nodeStrings(x.Name), true, where, out)
+		case *pg_query.SubLink:
+			e.namedDoor(nodeStrings(x.OperName), true, where, out)
+		case *pg_query.SortBy:
+			e.namedDoor(nodeStrings(x.UseOp), true, where, out)
+		case *pg_query.TypeCast:
+			if x.TypeName != nil {
+				e.namedDoor(nodeStrings(x.TypeName.Names), false, where, out)
+			}
 		}
 		return true
 	})
@@ -971,6 +1004,10 @@ func (e *env) funcCall(f *pg_query.FuncCall, text, where string, out *[]Effect) 
 		})
 	case "lo_export", "lo_import":
 		e.add(out, OpOpaque, everything(), name+"() reads or writes a file on the database server", where)
+	case "pg_file_write", "pg_file_rename", "pg_file_unlink", "heap_force_kill", "heap_force_freeze":
+		e.add(out, OpOpaque, everything(), name+"() "+escapeNames[name], where)
+	case "setval":
+		e.setvalCall(f, where, out)
 	case "set_config":
 		e.setConfig(f, text, where, out)
 	default:
@@ -1010,6 +1047,7 @@ func (e *env) setConfig(f *pg_query.FuncCall, text, where string, out *[]Effect)
 		if msg := unsafeSetting(name, value, valueOK); msg != "" {
 			e.add(out, OpLexerState, everything(), "set_config("+name+"): "+msg, where)
 		}
+		e.sessionSetting(name, value, valueOK, false, "set_config("+name+")", where, out)
 	}
 }
 

@@ -30,6 +30,8 @@ type Catalog struct {
 	code          map[qname]codeInfo     // relations that run code of the database's own
 	eventTriggers []string               // enabled event triggers: code that runs on DDL
 	builtins      map[string]bool        // names of built-in functions, when the rows said
+
+	contract contractFacts // sequences, indexes, publications and the code objects run (catalog_contract.go)
 }
 
 type qname struct{ schema, name string }
@@ -197,7 +199,7 @@ SELECT 'inh', cn.nspname, cc.relname, pn.nspname, pc.relname
   FROM pg_inherits i
   JOIN pg_class cc ON cc.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
   JOIN pg_class pc ON pc.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace
- WHERE cc.relkind IN ('r','p','f')` + codeQuery
+ WHERE cc.relkind IN ('r','p','f')` + codeQuery + contractQuery
 
 // AddRow adds one row of CatalogQuery's result.
 func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) error {
@@ -235,6 +237,9 @@ func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) erro
 		if spec, ok := strings.CutPrefix(kind, "fn:"); ok && c.addFunctionRow(spec, schema, name, otherSchema, otherName) {
 			return nil
 		}
+		if c.addContractRow(kind, schema, name, otherSchema, otherName) {
+			return nil
+		}
 		return fmt.Errorf("catalog row: unknown kind %q", kind)
 	}
 	return nil
@@ -243,7 +248,11 @@ func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) erro
 // CatalogFromSQL builds a Catalog from DDL such as a schema dump or a
 // migration set: CREATE TABLE (with REFERENCES, FOREIGN KEY and their ON
 // DELETE and ON UPDATE actions, INHERITS and PARTITION OF), CREATE VIEW / MATERIALIZED VIEW, CREATE TABLE AS and
-// ALTER TABLE ... ADD FOREIGN KEY / INHERIT / ATTACH PARTITION.
+// ALTER TABLE ... ADD FOREIGN KEY / INHERIT / ATTACH PARTITION; and what
+// contract and side-door analysis need (see ddlLearner): functions,
+// sequences and what they feed, indexes, triggers, the functions
+// defaults, checks, indexes, policies and views call, operators, casts,
+// domains, aggregates and publications.
 // Unqualified names go to schema public.
 func CatalogFromSQL(ddl string) (*Catalog, error) {
 	tree, err := pg_query.Parse(ddl)
@@ -266,7 +275,9 @@ func CatalogFromSQL(ddl string) (*Catalog, error) {
 			}
 		}
 	}
+	learner := newDDLLearner(c)
 	for _, raw := range tree.Stmts {
+		learner.learn(raw.Stmt, stmtSlice(ddl, raw))
 		switch s := raw.Stmt.Node.(type) {
 		case *pg_query.Node_CreateSchemaStmt:
 			c.AddSchema(s.CreateSchemaStmt.Schemaname)

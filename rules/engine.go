@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
@@ -19,6 +20,7 @@ type Engine struct {
 	fast   *cache
 	limits Limits
 	verify bool
+	clock  func() time.Time
 	// catVersions numbers the catalog entries this engine installs: a
 	// version names one state of one database's relations in the cache
 	// keys of this engine's caches, so it needs to be unique only here.
@@ -47,11 +49,15 @@ type EngineOptions struct {
 	// instead of statically. Off (pgmoat check), such statements are
 	// judged statically, as settle describes.
 	Verify bool
+	// Clock tells the time for decisions that depend on it (ALTER ROLE
+	// ... VALID UNTIL); nil means time.Now. Such decisions are never
+	// cached.
+	Clock func() time.Time
 }
 
 // NewEngine returns an engine judging with policy p.
 func NewEngine(p *Policy, opts EngineOptions) *Engine {
-	e := &Engine{limits: opts.Limits, verify: opts.Verify}
+	e := &Engine{limits: opts.Limits, verify: opts.Verify, clock: opts.Clock}
 	if e.limits.MaxBytes <= 0 {
 		e.limits.MaxBytes = DefaultLimits.MaxBytes
 	}
@@ -164,7 +170,7 @@ func (e *Engine) Judge(s *Session, sql string) *Result {
 		}
 	}
 	r, sens := e.full(pol, ce, s, sql, true)
-	if e.cache != nil && !sens.state {
+	if e.cache != nil && !sens.state && !sens.clock {
 		hit := *r
 		hit.Path = PathCache
 		e.cache.put(key, sql, &hit)
@@ -175,7 +181,7 @@ func (e *Engine) Judge(s *Session, sql string) *Result {
 	return r
 }
 
-type sensitivity struct{ literal, state bool }
+type sensitivity struct{ literal, state, clock bool }
 
 // full parses and analyses sql.
 //
@@ -192,6 +198,7 @@ func (e *Engine) full(pol *Policy, ce *catalogEntry, s *Session, sql string, str
 		env.cat, env.shared = ce.cat, ce.shared
 	}
 	env.lookupPrepared = s.lookupPrepared
+	env.now = e.clock
 	env.ov = s.ov
 	env.strict = strict && cat != nil
 	r := &Result{Decider: -1}
@@ -222,7 +229,7 @@ func (e *Engine) full(pol *Policy, ce *catalogEntry, s *Session, sql string, str
 		decide(pol, s.mask, v)
 	}
 	r.finish()
-	return r, sensitivity{literal: env.literalSensitive, state: env.stateSensitive}
+	return r, sensitivity{literal: env.literalSensitive, state: env.stateSensitive, clock: env.clockSensitive}
 }
 
 func unparseable(sql string, err error) *Verdict {
