@@ -679,6 +679,8 @@ func (e *env) beyondRows(n *pg_query.Node, where string, out *[]Effect) {
 	case *pg_query.Node_RenameStmt:
 		r := s.RenameStmt
 		switch r.RenameType {
+		case pg_query.ObjectType_OBJECT_SEQUENCE:
+			e.moveSequenceContract(r.Relation, "RENAME TO "+QuoteIdent(r.Newname), where, out)
 		case pg_query.ObjectType_OBJECT_ROLE:
 			e.add(out, OpClusterAdmin, everything(), "ALTER ROLE "+QuoteIdent(r.Subname)+" RENAME TO "+QuoteIdent(r.Newname)+": sessions logging in as "+QuoteIdent(r.Subname)+" are refused", where)
 		case pg_query.ObjectType_OBJECT_FUNCTION, pg_query.ObjectType_OBJECT_PROCEDURE, pg_query.ObjectType_OBJECT_ROUTINE, pg_query.ObjectType_OBJECT_AGGREGATE:
@@ -687,6 +689,8 @@ func (e *env) beyondRows(n *pg_query.Node, where string, out *[]Effect) {
 	case *pg_query.Node_AlterObjectSchemaStmt:
 		a := s.AlterObjectSchemaStmt
 		switch a.ObjectType {
+		case pg_query.ObjectType_OBJECT_SEQUENCE:
+			e.moveSequenceContract(a.Relation, "SET SCHEMA "+QuoteIdent(a.Newschema), where, out)
 		case pg_query.ObjectType_OBJECT_FUNCTION, pg_query.ObjectType_OBJECT_PROCEDURE, pg_query.ObjectType_OBJECT_ROUTINE, pg_query.ObjectType_OBJECT_AGGREGATE:
 			e.movesFunction(a.Object.GetObjectWithArgs(), "ALTER "+objTypeWord(a.ObjectType)+" ... SET SCHEMA "+QuoteIdent(a.Newschema)+" moves", where, out)
 		}

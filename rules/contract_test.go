@@ -120,6 +120,12 @@ func TestContractStatic(t *testing.T) {
 		{"SELECT setval(pg_get_serial_sequence('users', 'id'), 1)", Block, OpContract},
 		{"SELECT setval(s, 1) FROM seqs", Block, OpContract},
 		{"DO $$BEGIN PERFORM setval('users_id_seq', 1); END$$", Block, OpContract},
+		{"SELECT setval(16385, 1)", Block, OpContract}, // an OID: which sequence, pgmoat cannot tell
+		{"ALTER SEQUENCE users_id_seq OWNER TO mallory", Block, OpContract},
+		{"ALTER SEQUENCE users_id_seq RENAME TO ids", Block, OpContract},
+		{"ALTER SEQUENCE users_id_seq SET SCHEMA elsewhere", Block, OpContract},
+		{"ALTER SEQUENCE scratch_id_seq OWNER TO mallory", Allow, 0},
+		{"ALTER SEQUENCE scratch_id_seq RENAME TO ids", Allow, 0},
 		{"ALTER SEQUENCE users_id_seq CACHE 10", Allow, 0},
 		{"ALTER SEQUENCE users_id_seq START WITH 100", Allow, 0},
 		{"ALTER SEQUENCE scratch_id_seq RESTART", Allow, 0},

@@ -135,6 +135,17 @@ func (e *env) alterSequenceContract(a *pg_query.AlterSeqStmt, where string, out 
 	e.sequenceContract(seq, "ALTER SEQUENCE "+seq.String()+" "+strings.Join(opts, ", "), true, where, out)
 }
 
+// moveSequenceContract judges ALTER SEQUENCE ... RENAME TO or SET
+// SCHEMA (what): defaults hold their sequence by OID, but the
+// application's own nextval('users_id_seq') calls no longer find it.
+func (e *env) moveSequenceContract(rv *pg_query.RangeVar, what, where string, out *[]Effect) {
+	if rv == nil {
+		return
+	}
+	seq := e.resolveRel(rv)
+	e.sequenceContract(seq, "ALTER SEQUENCE "+seq.String()+" "+what, false, where, out)
+}
+
 // setvalCall judges setval(sequence, value[, is_called]): the sequence is
 // the first argument, a regclass given as text ('public.users_id_seq')
 // or as pg_get_serial_sequence('table', 'column').
@@ -146,7 +157,7 @@ func (e *env) setvalCall(f *pg_query.FuncCall, where string, out *[]Effect) {
 	for arg.GetTypeCast() != nil {
 		arg = arg.GetTypeCast().Arg
 	}
-	if s, ok := e.constString(arg); ok {
+	if s, ok := e.constString(arg); ok && !isOID(s) {
 		if names, ok := splitQualifiedName(s); ok {
 			seq := e.qualifiedObject(names)
 			e.sequenceContract(seq, "setval("+strings.Join(names, ".")+")", true, where, out)
@@ -165,6 +176,21 @@ func (e *env) setvalCall(f *pg_query.FuncCall, where string, out *[]Effect) {
 		}
 	}
 	e.add(out, OpContract, everything(), "setval() of a sequence pgmoat cannot tell, which may feed a protected table", where)
+}
+
+// isOID reports whether regclass input s is an OID (digits), which
+// names a relation pgmoat cannot tell.
+func isOID(s string) bool {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isDigit(s[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // splitQualifiedName parses a relation name as regclass input and
