@@ -169,3 +169,41 @@ func TestCheckPositionSkipsCommentsBeforeAStatement(t *testing.T) {
 		t.Fatalf("exit %d, output:\n%s", code, out)
 	}
 }
+
+// TestCheckContractFindings: pgmoat check reports what takes part of a
+// protected table's contract away, cluster lockouts and side doors, as
+// the proxy would, and lets the additive twins pass.
+func TestCheckContractFindings(t *testing.T) {
+	migration := `ALTER TABLE public.users ADD COLUMN nickname text;
+CREATE INDEX users_nickname_idx ON public.users (nickname);
+GRANT SELECT ON public.users TO reporting;
+ALTER TABLE public.users ENABLE ROW LEVEL SECURITY;
+SELECT setval('public.users_id_seq', 1);
+CREATE RULE ignore_deletes AS ON DELETE TO public.users DO INSTEAD NOTHING;
+ALTER ROLE app NOLOGIN;
+ALTER FUNCTION dblink_exec(text, text) RENAME TO innocent;
+`
+	out, _, code := runCLI(t, migration, "check", "--config", exampleConfig, "--format", "json", "-")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, out)
+	}
+	var doc struct {
+		Findings []finding    `json:"findings"`
+		Summary  checkSummary `json:"summary"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	want := map[int]string{4: "contract", 5: "contract", 6: "contract", 7: "cluster_admin", 8: "opaque"}
+	if len(doc.Findings) != len(want) || doc.Summary.Blocked != len(want) {
+		t.Fatalf("findings: %+v", doc)
+	}
+	for _, f := range doc.Findings {
+		if op := want[f.Line]; op == "" || f.Decision != "block" || len(f.Operations) == 0 || f.Operations[0] != op {
+			t.Errorf("line %d: %s %v by %s (want block %s): %s", f.Line, f.Decision, f.Operations, f.Rule, op, f.Reason)
+		}
+	}
+	if f := doc.Findings[3]; f.Rule != "default-cluster-admin" {
+		t.Errorf("ALTER ROLE NOLOGIN decided by %q", f.Rule)
+	}
+}
