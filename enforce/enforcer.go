@@ -78,10 +78,11 @@ func New(o Options) *Enforcer {
 	return e
 }
 
-// SetConfig applies a reloaded configuration: the new policy takes effect
-// for the next statement of every session.
+// SetConfig applies a reloaded configuration: the new policy and analysis
+// limits take effect for the next statement of every session.
 func (e *Enforcer) SetConfig(cfg *config.Config) {
 	e.engine.SetPolicy(cfg.CompiledPolicy)
+	e.engine.SetLimits(cfg.Limits.Rules())
 	h := cfg.Holds
 	e.hcfg.Store(&h)
 }

@@ -3,13 +3,15 @@ package proxy
 import (
 	"bytes"
 	"fmt"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // ClientMessage is one frontend message. Its bytes point into the
 // session's read buffer: they are valid only until Intercept returns, so
-// copy whatever must outlive the call (a held statement, Bind parameters).
+// copy whatever must outlive the call (a held statement, Bind parameters);
+// Text copies a field only when it must.
 type ClientMessage struct {
 	// Type is the message type byte ('Q', 'P', 'B', 'E', 'F', 'S', ...).
 	Type byte
@@ -17,6 +19,22 @@ type ClientMessage struct {
 	Raw []byte
 
 	dec *frontendDecoder
+	// owned is set when Raw is a buffer of the message's own, which the
+	// proxy never reuses (see Text).
+	owned bool
+}
+
+// Text returns b, a field of the message such as QueryText's SQL, as a
+// string. A message larger than the session's read buffer has a buffer of
+// its own that the proxy never writes again: its fields come without a
+// copy, so a 60 MB statement costs 60 MB and not twice that (a string kept
+// keeps the whole message alive). A smaller message lives in the read
+// buffer, which the next message overwrites: its fields are copied.
+func (m *ClientMessage) Text(b []byte) string {
+	if m.owned && len(b) > 0 {
+		return unsafe.String(unsafe.SliceData(b), len(b))
+	}
+	return string(b)
 }
 
 // Body returns the message body (Raw without its 5-byte header).

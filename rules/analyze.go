@@ -53,6 +53,10 @@ type env struct {
 	// generic walk does not count them twice.
 	seen map[proto.Message]bool
 
+	// settingNames are the settings a set_config call whose name is a
+	// column can change, when its SELECT pins the column (bindSettingNames).
+	settingNames map[*pg_query.FuncCall][]string
+
 	changes []StateChange
 
 	// doubt marks the effects added now as only possible (see possibly).
@@ -109,6 +113,11 @@ func (e *env) analyzeStmt(st stmtText, where string) []Effect {
 	}
 	e.readsRunCode(st.node, where, &out)
 	e.readsFireDoors(st.node, where, &out)
+	if e.depth == 0 && e.cat != nil && isDDL(st.node) && !e.additiveDDL(st.node) {
+		e.doubting(DoubtDDL, func() {
+			e.add(&out, OpContract, everything(), "DDL whose reach through dependencies only the database knows", where)
+		})
+	}
 	if len(e.cat.eventTriggersOrNil()) > 0 && isDDL(st.node) {
 		e.possibly(func() {
 			e.add(&out, OpOpaque, everything(), "event triggers run code pgmoat does not follow on DDL ("+strings.Join(e.cat.eventTriggers, ", ")+")", where)
@@ -539,11 +548,15 @@ func (e *env) dropStmt(d *pg_query.DropStmt, where string, out *[]Effect) {
 	case pg_query.ObjectType_OBJECT_SCHEMA:
 		for _, o := range d.Objects {
 			name := o.GetString_().GetSval()
-			obj := Object{Kind: KindSchema, Name: name}
-			if cascade {
-				obj = everything()
+			what := "DROP SCHEMA " + QuoteIdent(name) + suffix
+			switch {
+			case !cascade:
+				e.add(out, OpDrop, Object{Kind: KindSchema, Name: name}, what, where)
+			case e.cat != nil:
+				e.dropSchemaCascade(name, what, where, out)
+			default:
+				e.add(out, OpDrop, everything(), what, where)
 			}
-			e.add(out, OpDrop, obj, "DROP SCHEMA "+QuoteIdent(name)+suffix, where)
 			e.change(StateChange{Kind: ChangeDropSchema, Name: name})
 		}
 	case pg_query.ObjectType_OBJECT_TRIGGER, pg_query.ObjectType_OBJECT_RULE, pg_query.ObjectType_OBJECT_POLICY,
@@ -971,6 +984,8 @@ func (e *env) genericWalk(st stmtText, where string, out *[]Effect) {
 			if !e.seen[x] {
 				e.mergeStmt(x, st.text, joinWhere(where, "nested statement"), out)
 			}
+		case *pg_query.SelectStmt:
+			e.bindSettingNames(x)
 		case *pg_query.FuncCall:
 			e.funcCall(x, st.text, where, out)
 		case *pg_query.A_Expr:
@@ -1022,33 +1037,61 @@ func (e *env) setConfig(f *pg_query.FuncCall, text, where string, out *[]Effect)
 	if len(f.Args) != 3 {
 		return
 	}
-	name, nameOK := e.constString(f.Args[0])
 	value, valueOK := e.constString(f.Args[1])
 	local, localOK := constBoolNode(f.Args[2])
-	if !nameOK {
-		e.add(out, OpLexerState, everything(), "set_config() of a setting pgmoat cannot read", where)
-		if e.depth == 0 {
-			e.change(StateChange{Kind: ChangeSearchPath, Known: false})
+	local = localOK && local
+	if name, ok := e.constString(f.Args[0]); ok {
+		e.setConfigNamed(strings.ToLower(name), value, valueOK, local, where, out)
+		return
+	}
+	// pg_dump's SELECT set_config(name, ...) FROM pg_settings WHERE name
+	// = '...': the WHERE says which settings the call can change.
+	if names, ok := e.settingNames[f]; ok {
+		for _, name := range names {
+			e.setConfigNamed(strings.ToLower(name), value, valueOK, local, where, out)
 		}
 		return
 	}
-	name = strings.ToLower(name)
-	switch name {
-	case "search_path":
+	e.add(out, OpLexerState, everything(), "set_config() of a setting pgmoat cannot read", where)
+	if e.depth == 0 {
+		e.change(StateChange{Kind: ChangeSearchPath, Known: false})
+	}
+}
+
+// setConfigNamed judges set_config(name, value, local) for a setting name
+// pgmoat knows (lower case); value is known when valueOK.
+func (e *env) setConfigNamed(name, value string, valueOK, local bool, where string, out *[]Effect) {
+	switch settingKinds[name] {
+	case settingSearchPath:
 		if e.depth > 0 {
 			return
 		}
-		ch := StateChange{Kind: ChangeSearchPath, Merge: true, Local: localOK && local}
+		ch := StateChange{Kind: ChangeSearchPath, Merge: true, Local: local}
 		if valueOK {
 			ch.SearchPath, ch.Known = splitIdentList(value)
 		}
 		e.change(ch)
-	default:
+	case settingRole:
+		if e.depth > 0 {
+			return
+		}
+		if !valueOK {
+			// The role decides what $user in search_path means: with a
+			// role pgmoat cannot read, the search path is unknown.
+			e.change(StateChange{Kind: ChangeSearchPath, Known: false})
+			return
+		}
+		r := value
+		if name == "role" && strings.EqualFold(r, "none") {
+			r = ""
+		}
+		e.change(StateChange{Kind: ChangeRole, Local: local, Name: r})
+	case settingLexer:
 		if msg := unsafeSetting(name, value, valueOK); msg != "" {
 			e.add(out, OpLexerState, everything(), "set_config("+name+"): "+msg, where)
 		}
-		e.sessionSetting(name, value, valueOK, false, "set_config("+name+")", where, out)
 	}
+	e.sessionSetting(name, value, valueOK, false, "set_config("+name+")", where, out)
 }
 
 // constString evaluates a string constant (possibly cast, possibly

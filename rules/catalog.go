@@ -23,6 +23,7 @@ type Catalog struct {
 	children   map[qname][]qname   // parent → its inheritance children and partitions
 	fkActs     map[qname][]fkAct   // referenced table → foreign keys to it with an ON DELETE or ON UPDATE action
 	schemas    map[string]bool     // schemas that exist
+	typeUsers  map[string][]qname  // schema → tables with a column whose type is in it
 	relkinds   map[qname]byte      // pg_class.relkind, when the rows said
 
 	funcs         map[string][]*Function // the database's own functions, by name
@@ -67,7 +68,7 @@ func fkActionEdges(onDelete, onUpdate string) []EdgeKind {
 
 // NewCatalog returns an empty catalog to fill with Add* before use.
 func NewCatalog() *Catalog {
-	return &Catalog{schemasOf: map[string][]string{}, fkChildren: map[qname][]qname{}, fkActs: map[qname][]fkAct{}, viewBases: map[qname][]qname{}, children: map[qname][]qname{}, schemas: map[string]bool{}}
+	return &Catalog{schemasOf: map[string][]string{}, fkChildren: map[qname][]qname{}, fkActs: map[qname][]fkAct{}, viewBases: map[qname][]qname{}, children: map[qname][]qname{}, schemas: map[string]bool{}, typeUsers: map[string][]qname{}}
 }
 
 // AddSchema records that a schema exists (where an unqualified CREATE goes
@@ -136,6 +137,27 @@ func (c *Catalog) AddChild(childSchema, child, parentSchema, parent string) {
 	c.children[p] = append(c.children[p], qname{childSchema, child})
 }
 
+// AddTypeUse records that table has a column whose type is in typeSchema
+// (so DROP SCHEMA typeSchema CASCADE drops that column).
+func (c *Catalog) AddTypeUse(schema, table, typeSchema string) {
+	q := qname{schema, table}
+	if !slices.Contains(c.typeUsers[typeSchema], q) {
+		c.typeUsers[typeSchema] = append(c.typeUsers[typeSchema], q)
+	}
+}
+
+// relationsIn returns the relations the catalog holds in schema.
+func (c *Catalog) relationsIn(schema string) []string {
+	var out []string
+	for name, schemas := range c.schemasOf {
+		if slices.Contains(schemas, schema) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // hasEdge reports whether the catalog holds edge ed from relation q.
 func (c *Catalog) hasEdge(q qname, ed edge) bool {
 	to, ok := exactRel(ed.to)
@@ -170,8 +192,9 @@ func (c *Catalog) has(schema, name string) bool {
 // 'ns' (a schema; name is empty), 'rel' (a relation), 'fk:DU' (name has a
 // foreign key to other, whose ON DELETE and ON UPDATE actions are D and U,
 // pg_constraint's confdeltype and confupdtype; see AddForeignKeyActions),
-// 'view' (view name reads other) or 'inh' (name inherits from other or is
-// one of its partitions). The actions ride in the kind so that every row
+// 'view' (view name reads other), 'inh' (name inherits from other or is
+// one of its partitions) or 'type' (table name has a column whose type is
+// in schema other_schema). The actions ride in the kind so that every row
 // keeps its five columns. Feed the rows to Catalog.AddRow.
 var CatalogQuery = `
 SELECT 'ns', n.nspname, ''::name, NULL, NULL
@@ -199,7 +222,14 @@ SELECT 'inh', cn.nspname, cc.relname, pn.nspname, pc.relname
   FROM pg_inherits i
   JOIN pg_class cc ON cc.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
   JOIN pg_class pc ON pc.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace
- WHERE cc.relkind IN ('r','p','f')` + codeQuery + contractQuery
+ WHERE cc.relkind IN ('r','p','f')
+UNION ALL
+SELECT DISTINCT 'type', n.nspname, c.relname, tn.nspname, NULL
+  FROM pg_attribute a
+  JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace
+ WHERE c.relkind IN ('r','p','f') AND a.attnum > 0 AND NOT a.attisdropped
+   AND tn.nspname NOT IN ('pg_catalog', 'information_schema') AND tn.oid <> n.oid` + codeQuery + contractQuery
 
 // AddRow adds one row of CatalogQuery's result.
 func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) error {
@@ -226,6 +256,8 @@ func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) erro
 		c.AddViewBase(schema, name, otherSchema, otherName)
 	case "inh":
 		c.AddChild(schema, name, otherSchema, otherName)
+	case "type":
+		c.AddTypeUse(schema, name, otherSchema)
 	default:
 		if a, ok := strings.CutPrefix(kind, "fk:"); ok && len(a) == 2 {
 			c.AddForeignKeyActions(schema, name, otherSchema, otherName, a[:1], a[1:])
@@ -287,6 +319,11 @@ func CatalogFromSQL(ddl string) (*Catalog, error) {
 			for _, el := range s.CreateStmt.TableElts {
 				if col := el.GetColumnDef(); col != nil {
 					fks(t, col.Constraints)
+					if col.TypeName != nil {
+						if n := nodeStrings(col.TypeName.Names); len(n) == 2 && n[0] != "pg_catalog" && n[0] != t.schema {
+							c.AddTypeUse(t.schema, t.name, n[0])
+						}
+					}
 				}
 			}
 			// Table constraints (FOREIGN KEY (...) REFERENCES) are elements too.
@@ -297,6 +334,14 @@ func CatalogFromSQL(ddl string) (*Catalog, error) {
 					p := rel(rv)
 					c.AddChild(t.schema, t.name, p.schema, p.name)
 				}
+			}
+		case *pg_query.Node_CreateSeqStmt:
+			q := rel(s.CreateSeqStmt.Sequence)
+			c.AddRelation(q.schema, q.name)
+		case *pg_query.Node_IndexStmt:
+			if s.IndexStmt.Idxname != "" && s.IndexStmt.Relation != nil {
+				t := rel(s.IndexStmt.Relation)
+				c.AddRelation(t.schema, s.IndexStmt.Idxname)
 			}
 		case *pg_query.Node_ViewStmt:
 			v := rel(s.ViewStmt.View)

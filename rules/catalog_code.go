@@ -32,14 +32,20 @@ type Function struct {
 	// PL/pgSQL functions; for others "library:symbol".
 	Def string
 
+	parsed *parsedFunc
+}
+
+// parsedFunc is a function's definition parsed once; catalogs loaded later
+// share it while the function's OID and xmin stay the same.
+type parsedFunc struct {
 	once sync.Once
 	stmt *pg_query.CreateFunctionStmt
-	text string
 }
 
 // createStmt parses Def once.
 func (f *Function) createStmt() (*pg_query.CreateFunctionStmt, string) {
-	f.once.Do(func() {
+	p := f.parsed
+	p.once.Do(func() {
 		if f.Lang != "sql" && f.Lang != "plpgsql" || f.Def == "" {
 			return
 		}
@@ -50,10 +56,31 @@ func (f *Function) createStmt() (*pg_query.CreateFunctionStmt, string) {
 		if err != nil || len(tree.Stmts) != 1 {
 			return
 		}
-		f.stmt = tree.Stmts[0].Stmt.GetCreateFunctionStmt()
-		f.text = f.Def
+		p.stmt = tree.Stmts[0].Stmt.GetCreateFunctionStmt()
 	})
-	return f.stmt, f.text
+	return p.stmt, f.Def
+}
+
+// reuseParsed makes c's functions share the parses of old's functions of
+// the same OID and xmin: a function is parsed once however often the
+// catalog is reloaded, and again when it is replaced.
+func (c *Catalog) reuseParsed(old *Catalog) {
+	if c == nil || old == nil {
+		return
+	}
+	byID := map[string]*parsedFunc{}
+	for _, fs := range old.funcs {
+		for _, f := range fs {
+			byID[f.ID] = f.parsed
+		}
+	}
+	for _, fs := range c.funcs {
+		for _, f := range fs {
+			if p, ok := byID[f.ID]; ok && f.ID != "" {
+				f.parsed = p
+			}
+		}
+	}
 }
 
 // codeScope says when a relation runs code of the database's own.
@@ -79,6 +106,9 @@ var scopeLetters = map[byte]codeScope{'i': codeOnInsert, 'u': codeOnUpdate, 'd':
 func (c *Catalog) AddFunction(f *Function) {
 	if c.funcs == nil {
 		c.funcs = map[string][]*Function{}
+	}
+	if f.parsed == nil {
+		f.parsed = &parsedFunc{}
 	}
 	c.funcs[f.Name] = append(c.funcs[f.Name], f)
 	c.indexFunction(f)

@@ -139,4 +139,14 @@
 // parsing, text is bounded in size and estimated nesting depth (Limits),
 // because libpg_query recurses on the C stack and deep input would crash
 // the process; text over the limits is unparseable.
+//
+// Analysis is linear in the length of a message. A long message is parsed
+// in pieces of about 4 KiB cut at semicolons outside parentheses (found by
+// the same lexer that bounds the depth; libpg_query costs several times
+// more per statement when it parses 100k statements at once), and each
+// statement's line and column are found by scanning on from the previous
+// one. Between pieces and statements the analysis checks its budget
+// (Limits.MaxStatements, MaxTime: past it the message is unparseable, with
+// a *BudgetError naming the configuration key) and the context JudgeContext
+// was given, which the proxy ends when the session does.
 package rules

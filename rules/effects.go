@@ -143,6 +143,11 @@ const (
 	// DoubtCode: the statement runs code pgmoat cannot follow, inside the
 	// statement's transaction (EXECUTE of a computed string, a trigger).
 	DoubtCode
+	// DoubtDDL: DDL whose static analysis found nothing destructive, but
+	// whose reach through dependencies (CASCADE, a shared type or
+	// sequence, a function a protected table calls) only the database
+	// knows: verified when it runs, not reported by pgmoat check.
+	DoubtDDL
 )
 
 // Possible reports whether the effect is only possible (see Doubt).

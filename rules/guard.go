@@ -387,6 +387,10 @@ func unguardable(n *pg_query.Node) bool {
 			x.ReindexStmt.Kind == pg_query.ReindexObjectType_REINDEX_OBJECT_SCHEMA
 	case *pg_query.Node_ClusterStmt:
 		return x.ClusterStmt.Relation == nil
+	case *pg_query.Node_CopyStmt:
+		// The proxy cannot hold the statement's reply back while the
+		// client sends it the data.
+		return copyFromClient(n)
 	case *pg_query.Node_AlterTableStmt:
 		for _, c := range x.AlterTableStmt.Cmds {
 			if cmd := c.GetAlterTableCmd(); cmd != nil && cmd.Subtype == pg_query.AlterTableType_AT_DetachPartition {
@@ -413,7 +417,7 @@ func settle(effects []Effect, verify, guardable bool) []Effect {
 	out := effects[:0:0]
 	for _, ef := range effects {
 		switch ef.Doubt {
-		case DoubtRows:
+		case DoubtRows, DoubtDDL:
 			continue
 		case DoubtCode:
 			ef.Doubt = DoubtNone
@@ -508,4 +512,41 @@ func (e *env) alterCompositeType(a *pg_query.AlterTableStmt, where string, out *
 			e.add(out, OpAlterDestructive, everything(), "ALTER TYPE "+name+" "+what+" "+QuoteIdent(cmd.Name)+" changes typed tables and composite columns using it", where)
 		})
 	}
+}
+
+// copyFromClient reports whether a statement is COPY ... FROM STDIN.
+func copyFromClient(n *pg_query.Node) bool {
+	c := n.GetCopyStmt()
+	return c != nil && c.IsFrom && c.Filename == "" && !c.IsProgram
+}
+
+// additiveDDL reports DDL that only makes something new and cannot change
+// a relation that exists: it needs no verifying. (CREATE TABLE ... OF,
+// PARTITION OF and INHERITS attach to what exists, and CREATE OR REPLACE
+// replaces; those are verified.)
+func (e *env) additiveDDL(n *pg_query.Node) bool {
+	switch x := n.Node.(type) {
+	case *pg_query.Node_CreateSchemaStmt, *pg_query.Node_CreateSeqStmt, *pg_query.Node_CreateEnumStmt,
+		*pg_query.Node_CompositeTypeStmt, *pg_query.Node_CreateDomainStmt, *pg_query.Node_CommentStmt:
+		return true
+	case *pg_query.Node_CreateStmt:
+		c := x.CreateStmt
+		if len(c.InhRelations) > 0 || c.Partbound != nil || c.OfTypename != nil {
+			return false
+		}
+		// A new table a protect pattern names is verified too: what the
+		// guard sees it create, the session may then shape as it likes
+		// (a restore adds its keys and triggers afterwards).
+		if c.Relation != nil {
+			if q, ok := exactRel(e.createdObject(c.Relation)); !ok || e.pol.protectedBy(q.schema, q.name) != "" {
+				return false
+			}
+		}
+		return true
+	case *pg_query.Node_ViewStmt:
+		return !x.ViewStmt.Replace
+	case *pg_query.Node_CreateFunctionStmt:
+		return !x.CreateFunctionStmt.Replace
+	}
+	return false
 }

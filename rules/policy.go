@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sort"
 	"strings"
 	"sync/atomic"
 )
@@ -78,6 +79,27 @@ type Policy struct {
 	protect []pattern
 	rules   []rule
 	version uint64
+	limits  []RowLimits // per protect pattern
+}
+
+// RowLimits bound the rows one statement run under guard may delete or
+// update in a protected table: more than MaxRows, or more than MaxFraction
+// of the table's rows, and the statement is judged as deleting or updating
+// every row.
+type RowLimits struct {
+	MaxRows     int64
+	MaxFraction float64
+}
+
+// DefaultRowLimits apply where policy.limits says nothing.
+var DefaultRowLimits = RowLimits{MaxRows: 10000, MaxFraction: 0.5}
+
+// Limits returns the row limits of protect pattern i.
+func (p *Policy) Limits(i int) RowLimits {
+	if i < 0 || i >= len(p.limits) {
+		return DefaultRowLimits
+	}
+	return p.limits[i]
 }
 
 type pattern struct {
@@ -118,6 +140,9 @@ func Compile(cfg PolicyConfig) (*Policy, error) {
 			return nil, &PolicyError{Key: fmt.Sprintf("policy.protect[%d]", i), Err: err}
 		}
 		p.protect = append(p.protect, pat)
+	}
+	if err := p.compileLimits(cfg.Limits); err != nil {
+		return nil, err
 	}
 	if len(cfg.Rules) > 64 {
 		return nil, &PolicyError{Key: "policy.rules", Err: fmt.Errorf("at most 64 rules, got %d", len(cfg.Rules))}
@@ -367,4 +392,60 @@ func (p *Policy) ruleFor(mask uint64, op Operation) (Action, string) {
 		return Block, RuleDefaultClusterAdmin
 	}
 	return Block, RuleDefaultDestructive
+}
+
+// compileLimits validates policy.limits: keys are "default" or protect
+// patterns as written; max_rows is at least 0, max_fraction in [0, 1].
+func (p *Policy) compileLimits(cfg map[string]LimitsConfig) error {
+	def := DefaultRowLimits
+	check := func(key string, lc LimitsConfig, base RowLimits) (RowLimits, error) {
+		if lc.MaxRows != nil {
+			if *lc.MaxRows < 0 {
+				return base, &PolicyError{Key: "policy.limits." + key + ".max_rows", Err: fmt.Errorf("must be 0 or more, got %d", *lc.MaxRows)}
+			}
+			base.MaxRows = *lc.MaxRows
+		}
+		if lc.MaxFraction != nil {
+			if *lc.MaxFraction < 0 || *lc.MaxFraction > 1 {
+				return base, &PolicyError{Key: "policy.limits." + key + ".max_fraction", Err: fmt.Errorf("must be between 0 and 1, got %v", *lc.MaxFraction)}
+			}
+			base.MaxFraction = *lc.MaxFraction
+		}
+		return base, nil
+	}
+	if lc, ok := cfg["default"]; ok {
+		var err error
+		if def, err = check("default", lc, def); err != nil {
+			return err
+		}
+	}
+	keys := make([]string, 0, len(cfg))
+	for k := range cfg {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if k == "default" {
+			continue
+		}
+		found := false
+		for _, pat := range p.protect {
+			found = found || pat.text == k
+		}
+		if !found {
+			return &PolicyError{Key: "policy.limits." + k, Err: fmt.Errorf("is not a protect pattern (want default or one of %s)", strings.Join(p.Patterns(), ", "))}
+		}
+	}
+	p.limits = make([]RowLimits, len(p.protect))
+	for i, pat := range p.protect {
+		p.limits[i] = def
+		if lc, ok := cfg[pat.text]; ok {
+			l, err := check(pat.text, lc, def)
+			if err != nil {
+				return err
+			}
+			p.limits[i] = l
+		}
+	}
+	return nil
 }

@@ -429,13 +429,17 @@ func TestDroppedSchemaUnshadows(t *testing.T) {
 	}
 }
 
-// TestScriptIsNotStrict: pgmoat check judges names by the search path,
-// catalog or not, as before.
-func TestScriptIsNotStrict(t *testing.T) {
+// TestScriptIsStrictWithCatalog: pgmoat check with a catalog (--schema,
+// --catalog) judges relations the catalog does not hold as the proxy
+// does; without one, names are judged by the search path alone.
+func TestScriptIsStrictWithCatalog(t *testing.T) {
 	eng := catalogEngine(t)
 	r := eng.JudgeScript(knownSession("app"), "DELETE FROM made_elsewhere;\nTRUNCATE made_elsewhere;\n")
-	if r.Action != Allow {
-		t.Errorf("script: got %s (%s)", r.Action, r.Decision().Sentence)
+	if r.Action != Block {
+		t.Errorf("script: got %s, want block as the proxy", r.Action)
+	}
+	if r := eng.JudgeScript(knownSession("app"), "CREATE TABLE made_here (id int);\nDELETE FROM made_here;\n"); r.Action != Allow {
+		t.Errorf("script that makes its table: got %s (%s)", r.Action, r.Decision().Sentence)
 	}
 	noCat := testEngine(t, defaultProtect)
 	if r := noCat.Judge(knownSession("app"), "DELETE FROM made_elsewhere"); r.Action != Allow {
@@ -517,5 +521,48 @@ func TestOverlayCacheKeys(t *testing.T) {
 	}
 	if withView.stateKey(p, nil) == fresh.stateKey(p, nil) {
 		t.Error("a session with a view shares a fresh session's key")
+	}
+}
+
+// TestDropSchemaCascadeWithCatalog: with a catalog, DROP SCHEMA ...
+// CASCADE of a schema that holds no protected table, no parent of one, no
+// table a protected one references and no type a protected one uses,
+// passes; otherwise it is refused for what it reaches. Without a catalog
+// it may reach every protected table.
+func TestDropSchemaCascadeWithCatalog(t *testing.T) {
+	p, err := Compile(PolicyConfig{Protect: []string{"public.users", "billing.*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := CatalogFromSQL(`
+CREATE SCHEMA billing; CREATE SCHEMA archive; CREATE SCHEMA parents; CREATE SCHEMA lookups; CREATE SCHEMA types; CREATE SCHEMA empty;
+CREATE TABLE archive.old_users (id int);
+CREATE TABLE parents.base (id int);
+CREATE TABLE billing.invoices (id int) INHERITS (parents.base);
+CREATE TABLE lookups.countries (code text PRIMARY KEY);
+CREATE TABLE public.users (id int, country text REFERENCES lookups.countries (code), status types.user_status);`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := NewEngine(p, EngineOptions{})
+	eng.SetCatalog("app", cat)
+	for sql, want := range map[string]Action{
+		"DROP SCHEMA archive CASCADE":                                   Allow,
+		"DROP SCHEMA empty CASCADE":                                     Allow,
+		"DROP SCHEMA billing CASCADE":                                   Block,
+		"DROP SCHEMA parents CASCADE":                                   Block, // billing.invoices inherits from parents.base
+		"DROP SCHEMA lookups CASCADE":                                   Block, // users' foreign key goes
+		"DROP SCHEMA types CASCADE":                                     Block, // users.status goes
+		"DROP SCHEMA unknown_to_catalog CASCADE":                        Block, // made since the snapshot
+		"CREATE TABLE archive.t (id int) ; DROP SCHEMA archive CASCADE": Block, // made since the snapshot
+	} {
+		s := knownSession("app")
+		if r := eng.JudgeScript(s, sql); r.Action != want {
+			t.Errorf("%s: got %s, want %s (%s)", sql, r.Action, want, r.Decision().Sentence)
+		}
+	}
+	noCat := testEngine(t, defaultProtect)
+	if r := noCat.JudgeScript(knownSession("app"), "DROP SCHEMA archive CASCADE"); r.Action != Block {
+		t.Errorf("without a catalog: got %s", r.Action)
 	}
 }
