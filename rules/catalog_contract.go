@@ -61,6 +61,9 @@ type contractFacts struct {
 
 	escOnce sync.Once
 	esc     *escapeIndex
+	// harmless remembers which relations' code is proven harmless, by
+	// harmlessKey (see codeHarmless).
+	harmless sync.Map
 }
 
 // AddSequenceFeed records that sequence seq feeds table (a column

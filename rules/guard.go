@@ -248,7 +248,7 @@ func (e *env) runsCodeOnWrite(obj Object, f follows, only bool, verb, where stri
 	}
 	for _, r := range rs {
 		for _, q := range e.relsOf(r.obj) {
-			if why := e.cat.runsCode(q, scope); why != "" {
+			if why := e.cat.runsCode(q, scope); why != "" && !e.codeHarmless(q, scope, why) {
 				e.possibly(func() {
 					e.add(out, OpOpaque, everything(), verb+" "+qualified(q.schema, q.name)+" runs code pgmoat does not follow ("+why+")", where)
 				})
@@ -267,7 +267,7 @@ func (e *env) readsRunCode(n *pg_query.Node, where string, out *[]Effect) {
 	}
 	for _, rv := range rangeVars(n) {
 		for _, q := range e.relsOf(e.resolveRel(rv)) {
-			if why := e.cat.runsCode(q, codeOnRead); why != "" {
+			if why := e.cat.runsCode(q, codeOnRead); why != "" && !e.codeHarmless(q, codeOnRead, why) {
 				e.possibly(func() {
 					e.add(out, OpOpaque, everything(), "reading "+qualified(q.schema, q.name)+" runs code pgmoat does not follow ("+why+")", where)
 				})
