@@ -68,9 +68,10 @@ type env struct {
 	// call, against recursion.
 	calling map[*Function]bool
 
-	// fresh are the tables made earlier in this message or script by
-	// CREATE without IF NOT EXISTS, madeIndexes its indexes: nothing
-	// relies on their contract yet (see newlyMade).
+	// fresh are the tables, sequences and schemas (name "") made earlier
+	// in this message or script by CREATE without IF NOT EXISTS,
+	// madeIndexes its indexes: nothing relies on their contract yet (see
+	// newlyMade).
 	fresh, madeIndexes map[qname]bool
 	// probe, when set, collects the functions a body calls instead of
 	// following them (see computeEscapes).

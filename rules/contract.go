@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"slices"
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
@@ -29,10 +30,51 @@ import (
 // contract adds an OpContract effect on obj, unless the session made obj
 // itself.
 func (e *env) contract(obj Object, what, where string, out *[]Effect) {
-	if e.newlyMade(obj) {
+	if e.newlyMade(obj) || obj.Kind == KindSchema && !e.schemaHoldsProtected(obj.Name) {
 		return
 	}
 	e.add(out, OpContract, obj, what, where)
+}
+
+// schemaHoldsProtected reports whether schema may hold a protected table
+// whose contract something relies on: one the session did not make
+// itself, that exists as far as pgmoat knows (with a catalog: in the
+// snapshot or made through pgmoat since). A restore that revokes a
+// schema's default privileges after creating its tables changes no one
+// else's contract.
+func (e *env) schemaHoldsProtected(schema string) bool {
+	relevant := func(name string) bool {
+		obj := Object{Kind: KindTable, Schema: schema, Name: name}
+		return !e.newlyMade(obj) && (e.cat == nil || e.known(obj))
+	}
+	if e.fresh[qname{schema, ""}] {
+		return false // made by this message or script: its tables are too
+	}
+	for _, pat := range e.pol.protect {
+		if !glob(pat.schema, schema) {
+			continue
+		}
+		if !strings.Contains(pat.name, "*") {
+			if relevant(pat.name) {
+				return true
+			}
+			continue
+		}
+		if e.cat == nil {
+			return true
+		}
+		for name, schemas := range e.cat.schemasOf {
+			if glob(pat.name, name) && slices.Contains(schemas, schema) && !e.ov.hides(schema, name) && relevant(name) {
+				return true
+			}
+		}
+		for _, name := range append(e.shared.relsIn(schema), e.ov.relsIn(schema)...) {
+			if glob(pat.name, name) && relevant(name) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // newlyMade reports whether relation obj is one the session made itself,
@@ -208,6 +250,16 @@ func addedColumnContract(col *pg_query.ColumnDef) string {
 		return "NOT NULL without a default (INSERTs that leave it out fail)"
 	}
 	return ""
+}
+
+// hasIdentity reports whether a column is GENERATED ... AS IDENTITY.
+func hasIdentity(col *pg_query.ColumnDef) bool {
+	for _, n := range col.Constraints {
+		if k := n.GetConstraint(); k != nil && k.Contype == pg_query.ConstrType_CONSTR_IDENTITY {
+			return true
+		}
+	}
+	return false
 }
 
 // isSerial reports whether a column type is one of the serial
@@ -627,7 +679,31 @@ func (e *env) beyondRows(n *pg_query.Node, where string, out *[]Effect) {
 		e.maintenanceFiresDoors(n, where, out)
 	case *pg_query.Node_CreateStmt:
 		if c := s.CreateStmt; c.Relation != nil && e.code == 0 {
-			e.markFresh(e.createdObject(c.Relation), c.IfNotExists)
+			t := e.createdObject(c.Relation)
+			e.markFresh(t, c.IfNotExists)
+			for _, el := range c.TableElts {
+				if col := el.GetColumnDef(); col != nil && (isSerial(col.TypeName) || hasIdentity(col)) {
+					seq := t
+					seq.Name = truncateIdent(t.Name + "_" + col.Colname + "_seq")
+					e.created(seq)
+					e.markFresh(seq, c.IfNotExists)
+				}
+			}
+		}
+	case *pg_query.Node_CreateSchemaStmt:
+		if c := s.CreateSchemaStmt; !c.IfNotExists && c.Schemaname != "" && e.code == 0 {
+			if e.fresh == nil {
+				e.fresh = map[qname]bool{}
+			}
+			e.fresh[qname{c.Schemaname, ""}] = true
+		}
+	case *pg_query.Node_CreateSeqStmt:
+		// A sequence is a relation: the session's overlay knows the ones
+		// it made, whose contract is the session's (see sequenceContract).
+		if c := s.CreateSeqStmt; c.Sequence != nil && e.code == 0 {
+			seq := e.createdObject(c.Sequence)
+			e.created(seq)
+			e.markFresh(seq, c.IfNotExists)
 		}
 	case *pg_query.Node_GrantStmt:
 		e.grantContract(s.GrantStmt, where, out)

@@ -179,6 +179,27 @@ func TestContractOfNewTables(t *testing.T) {
 		{"CREATE TABLE IF NOT EXISTS users (id int); ALTER TABLE users ENABLE ROW LEVEL SECURITY", Block, OpContract},
 		{"CREATE TABLE billing.refunds (id int); ALTER TABLE billing.invoices ADD PRIMARY KEY (id)", Block, OpContract},
 	})
+	// A plain dump restored into an empty database: the protected tables
+	// are the script's own, and so are their sequences and the schema's
+	// privileges.
+	const restore = `CREATE TABLE public.users (id integer NOT NULL, email text);
+CREATE SEQUENCE public.users_id_seq AS integer START WITH 1 INCREMENT BY 1;
+ALTER SEQUENCE public.users_id_seq OWNED BY public.users.id;
+ALTER TABLE ONLY public.users ALTER COLUMN id SET DEFAULT nextval('public.users_id_seq'::regclass);
+SELECT pg_catalog.setval('public.users_id_seq', 3, true);
+ALTER TABLE ONLY public.users ADD CONSTRAINT users_pkey PRIMARY KEY (id);
+ALTER TABLE public.users OWNER TO app_owner;
+CREATE SCHEMA billing;
+CREATE TABLE billing.invoices (id serial PRIMARY KEY);
+SELECT pg_catalog.setval('billing.invoices_id_seq', 20, true);
+REVOKE USAGE ON SCHEMA public FROM PUBLIC;
+REVOKE ALL ON SCHEMA billing FROM PUBLIC;`
+	if r := eng.JudgeScript(knownSession("app"), restore); r.Action != Allow {
+		t.Errorf("restore of a plain dump: %s (%s)", r.Action, sentenceOf(r))
+	}
+	if r := eng.JudgeScript(knownSession("app"), "CREATE TABLE public.users (id int); REVOKE USAGE ON SCHEMA billing FROM PUBLIC"); r.Action != Block {
+		t.Errorf("REVOKE on a schema whose protected tables the script did not make: %s", r.Action)
+	}
 	// Across messages, with a catalog: the snapshot does not have it.
 	cat, err := CatalogFromSQL(contractDDL)
 	if err != nil {
@@ -194,6 +215,19 @@ func TestContractOfNewTables(t *testing.T) {
 	}
 	if r := eng.Judge(knownSession("app"), "ALTER TABLE billing.refunds ADD PRIMARY KEY (id)"); r.Action != Block {
 		t.Errorf("key of another session's table: %s", r.Action)
+	}
+	// A schema whose protected tables the snapshot does not have relies
+	// on nothing; one whose protected table it has does.
+	empty := testEngine(t, PolicyConfig{Protect: []string{"public.users", "billing.invoices"}})
+	emptyCat, _ := CatalogFromSQL("CREATE SCHEMA billing; CREATE TABLE public.other (id int)")
+	empty.SetCatalog("app", emptyCat)
+	if r := empty.Judge(knownSession("app"), "REVOKE USAGE ON SCHEMA public FROM PUBLIC"); r.Action != Allow {
+		t.Errorf("REVOKE on a schema without protected tables: %s (%s)", r.Action, sentenceOf(r))
+	}
+	full := testEngine(t, PolicyConfig{Protect: []string{"public.users", "billing.invoices"}})
+	full.SetCatalog("app", cat)
+	if r := full.Judge(knownSession("app"), "REVOKE USAGE ON SCHEMA public FROM PUBLIC"); r.Action != Block {
+		t.Errorf("REVOKE on a schema with a protected table: %s", r.Action)
 	}
 }
 

@@ -70,10 +70,13 @@ func feedsWord(seq, t Object) string {
 }
 
 // sequenceContract adds a contract effect on each table sequence seq may
-// feed (and on seq itself when self).
+// feed (and on seq itself when self). A sequence the session made itself
+// feeds only what the catalog says (nothing, or what the session then
+// made it feed, which counted then): its name says nothing.
 func (e *env) sequenceContract(seq Object, what string, self bool, where string, out *[]Effect) {
+	mine := e.newlyMade(seq)
 	for i, t := range e.seqTargets(seq) {
-		if i == 0 && !self {
+		if i == 0 && (!self || mine) || i > 0 && mine {
 			continue
 		}
 		e.contract(t, what+feedsWord(seq, t), where, out)
