@@ -109,4 +109,13 @@
 // ClientSession.StartupQuery before the client's first ReadyForQuery),
 // hold a message while ClientSession.WatchClient notices a disconnect,
 // and take over a CancelRequest with ClientSession.SetCancelHook.
+//
+// From Intercept, an Interceptor may also hold a conversation of its own
+// with the server on the session's connection (ClientSession.NewExchange,
+// exchange.go): requests whose replies are hidden, collected for it, held
+// back for the client until it releases them, or passed on, each routed
+// by the same replyQueue. Enforcement runs guarded statements this way
+// (a savepoint, snapshots before and after, the client's statement with
+// its reply held back); the client sees only what the Interceptor lets
+// through, and the ReadyForQuery it sends.
 package proxy
