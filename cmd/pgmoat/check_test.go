@@ -302,3 +302,37 @@ ALTER FUNCTION dblink_exec(text, text) RENAME TO innocent;
 		t.Errorf("ALTER ROLE NOLOGIN decided by %q", f.Rule)
 	}
 }
+
+// TestCheckContractWithSchema: with the schema's DDL, check knows which
+// functions a protected table's triggers call and which sequences feed
+// it, and reports a migration that changes them.
+func TestCheckContractWithSchema(t *testing.T) {
+	schema := filepath.Join(t.TempDir(), "schema.sql")
+	if err := os.WriteFile(schema, []byte(`CREATE TABLE public.users (id int PRIMARY KEY DEFAULT nextval('public.global_ids'), note text);
+CREATE SEQUENCE public.global_ids;
+CREATE FUNCTION public.stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.note := 'x'; RETURN NEW; END$$;
+CREATE FUNCTION public.unused() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+CREATE TRIGGER users_stamp BEFORE INSERT ON public.users FOR EACH ROW EXECUTE FUNCTION public.stamp();
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	migration := `CREATE OR REPLACE FUNCTION public.unused() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
+CREATE OR REPLACE FUNCTION public.stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
+ALTER SEQUENCE public.global_ids RESTART;
+`
+	out, _, code := runCLI(t, migration, "check", "--config", exampleConfig, "--schema", schema, "-")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, out)
+	}
+	for _, want := range []string{
+		"<stdin>:2:1: block: CREATE OR REPLACE FUNCTION public.stamp()",
+		"which the trigger users_stamp of public.users calls",
+		"<stdin>:3:1: block: ALTER SEQUENCE public.global_ids RESTART",
+		"(it feeds public.users)",
+		"2 blocked",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
