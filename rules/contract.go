@@ -218,13 +218,17 @@ func (e *env) alterTableContract(a *pg_query.AlterTableStmt, cmd *pg_query.Alter
 // addedColumnContract says why ADD COLUMN col changes the table's
 // contract, or "" when it only adds to it: a column without constraints
 // (nullable, or NOT NULL with a default, generated or identity) is
-// additive; one that must be set (NOT NULL without a default) or that
-// brings a check, key or exclusion constraint is not.
+// additive, and so is a nullable column without a default that is a
+// foreign key or UNIQUE (NULL satisfies both: no row, and no INSERT that
+// leaves it out, can fail on it). One that must be set (NOT NULL without
+// a default) or that brings a check, a key or an exclusion constraint
+// is not.
 func addedColumnContract(col *pg_query.ColumnDef) string {
 	if col == nil {
 		return ""
 	}
-	notNull, filled := false, false
+	notNull, filled := col.IsNotNull, isSerial(col.TypeName)
+	var nullable []*pg_query.Constraint // satisfied by NULL
 	for _, n := range col.Constraints {
 		k := n.GetConstraint()
 		if k == nil {
@@ -239,14 +243,21 @@ func addedColumnContract(col *pg_query.ColumnDef) string {
 			filled = true
 		case pg_query.ConstrType_CONSTR_NOTNULL:
 			notNull = true
+		case pg_query.ConstrType_CONSTR_FOREIGN:
+			nullable = append(nullable, k)
+		case pg_query.ConstrType_CONSTR_UNIQUE:
+			if k.NullsNotDistinct {
+				return "with a " + constraintWord(k) + " NULLS NOT DISTINCT constraint"
+			}
+			nullable = append(nullable, k)
 		default:
 			return "with a " + constraintWord(k) + " constraint"
 		}
 	}
-	if col.IsNotNull {
-		notNull = true
+	if len(nullable) > 0 && (notNull || filled) {
+		return "with a " + constraintWord(nullable[0]) + " constraint on values its rows get"
 	}
-	if notNull && !filled && !isSerial(col.TypeName) {
+	if notNull && !filled {
 		return "NOT NULL without a default (INSERTs that leave it out fail)"
 	}
 	return ""
