@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
@@ -72,6 +73,26 @@ type env struct {
 	// stale says the statement being analysed may change settings where
 	// pgmoat cannot see (see stale.go).
 	stale staleness
+
+	// fresh are the tables, sequences and schemas (name "") made earlier
+	// in this message or script by CREATE without IF NOT EXISTS,
+	// madeIndexes its indexes: nothing relies on their contract yet (see
+	// newlyMade).
+	fresh, madeIndexes map[qname]bool
+	// probe, when set, collects the functions a body calls instead of
+	// following them (see computeEscapes).
+	probe *escapeProbe
+	// now is the engine's clock; clockSensitive says it decided something
+	// (VALID UNTIL), so the result must not be cached.
+	now            func() time.Time
+	clockSensitive bool
+}
+
+func (e *env) clock() time.Time {
+	if e.now != nil {
+		return e.now()
+	}
+	return time.Now()
 }
 
 type funcSummary struct {
@@ -95,10 +116,11 @@ type stmtText struct {
 func (e *env) analyzeStmt(st stmtText, where string) []Effect {
 	var out []Effect
 	e.stmt(st, where, &out)
-	if interesting(st.text) || e.cat.hasFunctions() || len(e.localFuncs) > 0 {
+	if interesting(st.text) || e.cat.hasFunctions() || len(e.localFuncs) > 0 || e.mayFireDoors() {
 		e.genericWalk(st, where, &out)
 	}
 	e.readsRunCode(st.node, where, &out)
+	e.readsFireDoors(st.node, where, &out)
 	if e.depth == 0 && e.cat != nil && isDDL(st.node) && !e.additiveDDL(st.node) {
 		e.doubting(DoubtDDL, func() {
 			e.add(&out, OpContract, everything(), "DDL whose reach through dependencies only the database knows", where)
@@ -284,6 +306,7 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 			e.change(StateChange{Kind: ChangeCloseCursor, Name: s.ClosePortalStmt.Portalname})
 		}
 	}
+	e.beyondRows(n, where, out)
 }
 
 func joinWhere(outer, inner string) string {
@@ -662,6 +685,7 @@ func (e *env) alterTableStmt(a *pg_query.AlterTableStmt, where string, out *[]Ef
 		if cmd == nil {
 			continue
 		}
+		e.alterTableContract(a, cmd, table, where, out)
 		switch cmd.Subtype {
 		case pg_query.AlterTableType_AT_AddInherit:
 			if rv := cmd.Def.GetRangeVar(); rv != nil && !index {
@@ -934,7 +958,7 @@ func interesting(text string) bool {
 	if dml > 1 || (dml == 1 && !startsWithDML(text)) {
 		return true
 	}
-	for _, w := range [...]string{"dblink", "set_config", "pg_reload_conf", "query_to_xml", "ts_stat", "u&"} {
+	for _, w := range [...]string{"dblink", "set_config", "pg_reload_conf", "query_to_xml", "ts_stat", "u&", "setval", "lo_import", "lo_export", "pg_file_", "heap_force"} {
 		if indexFold(text, w) >= 0 {
 			return true
 		}
@@ -1029,6 +1053,16 @@ func (e *env) genericWalk(st stmtText, where string, out *[]Effect) {
 					e.userFunction([]string{f.Sval}, where, out)
 				}
 			}
+		case *pg_query.A_Expr:
+			e.namedDoor(nodeStrings(x.Name), true, where, out)
+		case *pg_query.SubLink:
+			e.namedDoor(nodeStrings(x.OperName), true, where, out)
+		case *pg_query.SortBy:
+			e.namedDoor(nodeStrings(x.UseOp), true, where, out)
+		case *pg_query.TypeCast:
+			if x.TypeName != nil {
+				e.namedDoor(nodeStrings(x.TypeName.Names), false, where, out)
+			}
 		}
 		return true
 	})
@@ -1050,6 +1084,10 @@ func (e *env) funcCall(f *pg_query.FuncCall, text, where string, out *[]Effect) 
 		})
 	case "lo_export", "lo_import":
 		e.add(out, OpOpaque, everything(), name+"() reads or writes a file on the database server", where)
+	case "pg_file_write", "pg_file_rename", "pg_file_unlink", "heap_force_kill", "heap_force_freeze":
+		e.add(out, OpOpaque, everything(), name+"() "+escapeNames[name], where)
+	case "setval":
+		e.setvalCall(f, where, out)
 	case "set_config":
 		e.setConfig(f, text, where, out)
 	case "pg_reload_conf":
@@ -1130,6 +1168,7 @@ func (e *env) setConfigNamed(name, value string, valueOK, local bool, where stri
 			e.add(out, OpLexerState, everything(), "set_config("+name+"): "+msg, where)
 		}
 	}
+	e.sessionSetting(name, value, valueOK, false, "set_config("+name+")", where, out)
 }
 
 // constString evaluates a string constant (possibly cast, possibly

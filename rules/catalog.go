@@ -33,6 +33,8 @@ type Catalog struct {
 	eventTriggers []string               // enabled event triggers: code that runs on DDL
 	builtins      map[string]bool        // names of built-in functions, when the rows said
 	deferred      []string               // deferrable constraint triggers of the database's own: table (trigger)
+
+	contract contractFacts // sequences, indexes, publications and the code objects run (catalog_contract.go)
 }
 
 type qname struct{ schema, name string }
@@ -231,7 +233,7 @@ SELECT DISTINCT 'type', n.nspname, c.relname, tn.nspname, NULL
   JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace
  WHERE c.relkind IN ('r','p','f') AND a.attnum > 0 AND NOT a.attisdropped
-   AND tn.nspname NOT IN ('pg_catalog', 'information_schema') AND tn.oid <> n.oid` + codeQuery
+   AND tn.nspname NOT IN ('pg_catalog', 'information_schema') AND tn.oid <> n.oid` + codeQuery + contractQuery
 
 // AddRow adds one row of CatalogQuery's result.
 func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) error {
@@ -273,6 +275,9 @@ func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) erro
 		if spec, ok := strings.CutPrefix(kind, "fn:"); ok && c.addFunctionRow(spec, schema, name, otherSchema, otherName) {
 			return nil
 		}
+		if c.addContractRow(kind, schema, name, otherSchema, otherName) {
+			return nil
+		}
 		return fmt.Errorf("catalog row: unknown kind %q", kind)
 	}
 	return nil
@@ -281,7 +286,11 @@ func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) erro
 // CatalogFromSQL builds a Catalog from DDL such as a schema dump or a
 // migration set: CREATE TABLE (with REFERENCES, FOREIGN KEY and their ON
 // DELETE and ON UPDATE actions, INHERITS and PARTITION OF), CREATE VIEW / MATERIALIZED VIEW, CREATE TABLE AS and
-// ALTER TABLE ... ADD FOREIGN KEY / INHERIT / ATTACH PARTITION.
+// ALTER TABLE ... ADD FOREIGN KEY / INHERIT / ATTACH PARTITION; and what
+// contract and side-door analysis need (see ddlLearner): functions,
+// sequences and what they feed, indexes, triggers, the functions
+// defaults, checks, indexes, policies and views call, operators, casts,
+// domains, aggregates and publications.
 // Unqualified names go to schema public.
 func CatalogFromSQL(ddl string) (*Catalog, error) {
 	tree, err := pg_query.Parse(ddl)
@@ -304,7 +313,9 @@ func CatalogFromSQL(ddl string) (*Catalog, error) {
 			}
 		}
 	}
+	learner := newDDLLearner(c)
 	for _, raw := range tree.Stmts {
+		learner.learn(raw.Stmt, stmtSlice(ddl, raw))
 		switch s := raw.Stmt.Node.(type) {
 		case *pg_query.Node_CreateSchemaStmt:
 			c.AddSchema(s.CreateSchemaStmt.Schemaname)

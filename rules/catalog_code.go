@@ -92,11 +92,15 @@ const (
 	codeOnDelete
 	codeOnTruncate
 	codeOnRead
+	// codeOnRebuild: REINDEX, CLUSTER, VACUUM FULL, ANALYZE and ALTER
+	// TABLE rewrites evaluate index expressions, generated columns and
+	// checks of every row.
+	codeOnRebuild
 )
 
 // scopeLetters are how CatalogQuery rows spell scopes: 'code:iu' runs
 // code on INSERT and UPDATE.
-var scopeLetters = map[byte]codeScope{'i': codeOnInsert, 'u': codeOnUpdate, 'd': codeOnDelete, 't': codeOnTruncate, 'r': codeOnRead}
+var scopeLetters = map[byte]codeScope{'i': codeOnInsert, 'u': codeOnUpdate, 'd': codeOnDelete, 't': codeOnTruncate, 'r': codeOnRead, 'x': codeOnRebuild}
 
 // AddFunction records a function of the database's own.
 func (c *Catalog) AddFunction(f *Function) {
@@ -107,6 +111,7 @@ func (c *Catalog) AddFunction(f *Function) {
 		f.parsed = &parsedFunc{}
 	}
 	c.funcs[f.Name] = append(c.funcs[f.Name], f)
+	c.indexFunction(f)
 }
 
 // functions returns the database's own functions called name, in schema
@@ -217,8 +222,18 @@ func (c *Catalog) addFunctionRow(spec, schema, name, id, def string) bool {
 }
 
 // escapeLibraries are shared libraries whose C functions reach outside
-// the session's transaction: another connection, or files.
-var escapeLibraries = []string{"dblink", "adminpack", "postgres_fdw", "file_fdw"}
+// the session's transaction: another connection (dblink, postgres_fdw,
+// pg_background's workers), files (adminpack, file_fdw), or heap pages
+// changed in place where no rollback undoes it (pg_surgery).
+var escapeLibraries = []string{"dblink", "adminpack", "postgres_fdw", "file_fdw", "pg_surgery", "pg_background"}
+
+// escapeCSymbols are C entry points of those libraries, for a copy of one
+// loaded under another file name: dblink's all start with dblink.
+var escapeCSymbols = []string{
+	"pg_file_write", "pg_file_write_v1_1", "pg_file_rename", "pg_file_rename_v1_1",
+	"pg_file_unlink", "pg_file_unlink_v1_1", "pg_file_sync", "pg_logdir_ls", "pg_logdir_ls_v1_1",
+	"heap_force_kill", "heap_force_freeze",
+}
 
 // escapeSymbols are built-in C entry points that do the same: server
 // files read and written, large objects imported from and exported to
@@ -239,15 +254,15 @@ func escapeCondition() string {
 	for _, lib := range escapeLibraries {
 		b.WriteString(" OR (l.lanname = 'c' AND p.probin LIKE '%" + lib + "%')")
 	}
-	b.WriteString(" OR (l.lanname IN ('c', 'internal') AND p.prosrc IN (")
-	for i, s := range escapeSymbols {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("'" + s + "'")
-	}
-	b.WriteString("))")
+	b.WriteString(" OR (l.lanname = 'c' AND (p.prosrc LIKE 'dblink%' OR p.prosrc IN (" + sqlStrings(escapeCSymbols) + ")))")
+	b.WriteString(" OR (l.lanname IN ('c', 'internal') AND p.prosrc IN (" + sqlStrings(escapeSymbols) + "))")
 	return b.String()
+}
+
+// sqlStrings renders names (which hold no quotes) as a list of SQL
+// string constants.
+func sqlStrings(names []string) string {
+	return "'" + strings.Join(names, "', '") + "'"
 }
 
 // userFuncDep is SQL: pg_depend row d refers to a function of the

@@ -10,7 +10,7 @@
 // Every statement is parsed with libpg_query (pg_query_go) and judged from
 // its parse tree, never from its text. The analysis yields Effects: an
 // Operation (drop, truncate, delete_all, update_all, alter_destructive,
-// opaque, lexer_state, unparseable) on an Object, with names resolved as
+// opaque, lexer_state, unparseable, contract, cluster_admin) on an Object, with names resolved as
 // PostgreSQL resolves them: identifiers folded and unescaped by the
 // parser itself (quoted names, U&"..." escapes), truncated to 63 bytes,
 // unqualified names looked up through the session's search_path ($user
@@ -58,7 +58,22 @@
 // every row but a few of a unique key, subqueries and joins that give
 // each row back to itself: see tautology.go and selfref.go). What pgmoat cannot see through (EXECUTE of a computed string,
 // dblink, COPY ... PROGRAM, server files, catalog DML, other languages) is
-// opaque; settings that would make the server lex differently from
+// opaque, and so is anything that fires a function reaching outside the
+// transaction (another connection, the server's files), however it is
+// named or reached: through a function body, an aggregate, an operator,
+// a cast, a domain check, a default, a generated column, a check, an
+// index expression, a view, a policy, a rule or a trigger (sidedoor.go);
+// making such a door (LANGUAGE c or internal, renaming or moving an
+// escaping function, binding one to an object) is opaque too. A change
+// that takes part of a protected table's contract away — privileges,
+// row-level security, constraints and unique indexes, defaults, identity
+// and the sequences feeding them, triggers and rules, replica identity,
+// publications, owner, the functions it calls — is contract (contract.go,
+// sequence.go); additive changes and tables the session made pass.
+// Statements that lock applications out of everything at once (role and
+// database lockouts, lockout settings, session_replication_role, PREPARE
+// TRANSACTION) are cluster_admin (cluster.go). Settings that would make
+// the server lex differently from
 // pgmoat (standard_conforming_strings off, client encodings such as SJIS
 // or GBK) are lexer_state. Both count as touching every protected table.
 //
@@ -72,8 +87,8 @@
 // databases, applications: globs; clients: CIDRs) and whose operations
 // cover the effect decides (allow, log, hold, block). Otherwise the
 // defaults decide: block, by rule default-destructive for destructive
-// operations and default-opaque for opaque, lexer_state and unparseable
-// ones. Effects on unprotected objects are allowed, so a policy that
+// operations (contract included), default-opaque for opaque, lexer_state
+// and unparseable ones and default-cluster-admin for cluster_admin. Effects on unprotected objects are allowed, so a policy that
 // protects nothing changes nothing.
 //
 // # Engine and sessions

@@ -23,6 +23,7 @@ type Engine struct {
 	fast   *cache
 	limits atomic.Pointer[Limits]
 	verify bool
+	clock  func() time.Time
 	// catVersions numbers the catalog entries this engine installs: a
 	// version names one state of one database's relations in the cache
 	// keys of this engine's caches, so it needs to be unique only here.
@@ -51,11 +52,15 @@ type EngineOptions struct {
 	// instead of statically. Off (pgmoat check), such statements are
 	// judged statically, as settle describes.
 	Verify bool
+	// Clock tells the time for decisions that depend on it (ALTER ROLE
+	// ... VALID UNTIL); nil means time.Now. Such decisions are never
+	// cached.
+	Clock func() time.Time
 }
 
 // NewEngine returns an engine judging with policy p.
 func NewEngine(p *Policy, opts EngineOptions) *Engine {
-	e := &Engine{verify: opts.Verify}
+	e := &Engine{verify: opts.Verify, clock: opts.Clock}
 	e.SetLimits(opts.Limits)
 	if opts.CacheBytes >= 0 {
 		size := opts.CacheBytes
@@ -183,7 +188,7 @@ func (e *Engine) JudgeContext(ctx context.Context, s *Session, sql string) *Resu
 		}
 	}
 	r, sens := e.full(ctx, pol, ce, s, sql, true)
-	if e.cache != nil && !sens.state {
+	if e.cache != nil && !sens.state && !sens.clock {
 		hit := *r
 		hit.Path = PathCache
 		e.cache.put(key, sql, &hit)
@@ -194,7 +199,7 @@ func (e *Engine) JudgeContext(ctx context.Context, s *Session, sql string) *Resu
 	return r
 }
 
-type sensitivity struct{ literal, state bool }
+type sensitivity struct{ literal, state, clock bool }
 
 // full parses and analyses sql.
 //
@@ -212,6 +217,7 @@ func (e *Engine) full(ctx context.Context, pol *Policy, ce *catalogEntry, s *Ses
 	}
 	env.lookupPrepared = s.lookupPrepared
 	env.lookupCursor = s.lookupCursor
+	env.now = e.clock
 	env.ov = s.ov
 	env.strict = strict && cat != nil
 	r := &Result{Decider: -1}
@@ -262,7 +268,7 @@ func (e *Engine) full(ctx context.Context, pol *Policy, ce *catalogEntry, s *Ses
 		decide(pol, s.mask, v)
 	}
 	r.finish()
-	return r, sensitivity{literal: env.literalSensitive, state: env.stateSensitive}
+	return r, sensitivity{literal: env.literalSensitive, state: env.stateSensitive, clock: env.clockSensitive}
 }
 
 func unparseable(sql string, err error) *Verdict {

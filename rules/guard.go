@@ -245,9 +245,16 @@ func (e *env) runsCodeOnWrite(obj Object, f follows, only bool, verb, where stri
 		return
 	}
 	rs, _, _ := e.reach(obj, f, only)
+	if e.hasRelDoors() {
+		for _, r := range rs {
+			for _, q := range e.relsOf(r.obj) {
+				e.firesDoors(q, scope, verb, where, out)
+			}
+		}
+	}
 	for _, r := range rs {
 		for _, q := range e.relsOf(r.obj) {
-			if why := e.cat.runsCode(q, scope); why != "" {
+			if why := e.cat.runsCode(q, scope); why != "" && !e.codeHarmless(q, scope, why) {
 				e.possibly(func() {
 					e.add(out, OpOpaque, everything(), verb+" "+qualified(q.schema, q.name)+" runs code pgmoat does not follow ("+why+")", where)
 				})
@@ -266,7 +273,7 @@ func (e *env) readsRunCode(n *pg_query.Node, where string, out *[]Effect) {
 	}
 	for _, rv := range rangeVars(n) {
 		for _, q := range e.relsOf(e.resolveRel(rv)) {
-			if why := e.cat.runsCode(q, codeOnRead); why != "" {
+			if why := e.cat.runsCode(q, codeOnRead); why != "" && !e.codeHarmless(q, codeOnRead, why) {
 				e.possibly(func() {
 					e.add(out, OpOpaque, everything(), "reading "+qualified(q.schema, q.name)+" runs code pgmoat does not follow ("+why+")", where)
 				})
@@ -299,11 +306,31 @@ func (e *env) userFunction(names []string, where string, out *[]Effect) {
 		}
 		return
 	}
+	e.callFunctions(fs, where, out)
+}
+
+// callFunctions analyses calls of functions of the database's own (see
+// userFunction). An aggregate runs its support functions.
+func (e *env) callFunctions(fs []*Function, where string, out *[]Effect) {
 	for _, f := range fs {
+		if e.probe != nil {
+			e.probe.calls = append(e.probe.calls, f)
+			continue
+		}
 		w := joinWhere(where, "function "+qualified(f.Schema, f.Name))
+		why := e.escapeWhy(f)
 		switch {
-		case f.Escapes:
-			e.add(out, OpOpaque, everything(), qualified(f.Schema, f.Name)+"() reaches outside the transaction ("+f.Lang+" "+strings.TrimPrefix(f.Def, "$libdir/")+")", where)
+		case why != "":
+			e.add(out, OpOpaque, everything(), why, where)
+		case f.Kind == 'a':
+			if !e.calling[f] {
+				if e.calling == nil {
+					e.calling = map[*Function]bool{}
+				}
+				e.calling[f] = true
+				e.callFunctions(e.cat.usesOf(f), w, out)
+				delete(e.calling, f)
+			}
 		case f.Lang == "sql" || f.Lang == "plpgsql":
 			stmt, text := f.createStmt()
 			if stmt == nil {

@@ -43,7 +43,12 @@ CREATE TABLE a.users (id int);
 
 func catalogEngine(t *testing.T) *Engine {
 	t.Helper()
-	eng := testEngine(t, defaultProtect)
+	return catalogEngineWith(t, defaultProtect)
+}
+
+func catalogEngineWith(t *testing.T, cfg PolicyConfig) *Engine {
+	t.Helper()
+	eng := testEngine(t, cfg)
 	cat, err := CatalogFromSQL(relDDL)
 	if err != nil {
 		t.Fatal(err)
@@ -108,16 +113,20 @@ func TestRewiringProtectedTables(t *testing.T) {
 		{"CREATE TABLE users_2025 PARTITION OF users FOR VALUES FROM (0) TO (100)", Allow, 0},
 		{"ALTER INDEX pp_idx ATTACH PARTITION users_pkey", Allow, 0},
 		// Rules and triggers on a protected table: their actions are
-		// analysed where pgmoat can see them.
+		// analysed where pgmoat can see them, and the rule itself changes
+		// the table's contract (DO INSTEAD NOTHING swallows every DELETE).
 		{"CREATE RULE r AS ON INSERT TO users DO ALSO DELETE FROM users", Block, OpDeleteAll},
-		{"CREATE RULE r AS ON DELETE TO users DO INSTEAD NOTHING", Allow, 0},
+		{"CREATE RULE r AS ON DELETE TO users DO INSTEAD NOTHING", Block, OpContract},
+		{"CREATE RULE r AS ON DELETE TO scratch DO INSTEAD NOTHING", Allow, 0},
 	})
 }
 
 // TestRelationsInOneMessage: relations an earlier statement of the same
 // message creates or re-wires lead later statements to protected tables.
+// Contract changes are allowed, so that a foreign key added to a
+// protected table counts for what follows.
 func TestRelationsInOneMessage(t *testing.T) {
-	eng := testEngine(t, defaultProtect)
+	eng := testEngine(t, contractAllowed)
 	runCases(t, eng, func() *Session { return knownSession("app") }, []opCase{
 		{"CREATE TABLE parent (id int); ALTER TABLE users INHERIT parent; DELETE FROM parent", Block, OpAlterDestructive},
 		{"CREATE TABLE par (id int); CREATE TABLE billing.kid () INHERITS (par); DELETE FROM par", Block, OpDeleteAll},
@@ -157,9 +166,11 @@ func TestRelationsInOneMessage(t *testing.T) {
 
 // TestRelationsAcrossMessages: what a session's confirmed statements did
 // to relations counts in its later messages (psql sends each statement of
-// a script as its own message), and only in that session.
+// a script as its own message), and only in that session. Contract
+// changes are allowed, so that a foreign key added to a protected table
+// is applied.
 func TestRelationsAcrossMessages(t *testing.T) {
-	runSeqCases(t, func(t *testing.T) *Engine { return testEngine(t, defaultProtect) }, func() *Session { return knownSession("app") }, []seqCase{
+	runSeqCases(t, func(t *testing.T) *Engine { return testEngine(t, contractAllowed) }, func() *Session { return knownSession("app") }, []seqCase{
 		{"temp view", []string{"CREATE TEMP VIEW tv AS SELECT * FROM users"}, "DELETE FROM tv", Block, "reaches users (search_path: app, public) (through view or rule tv"},
 		{"temp view update", []string{"CREATE TEMP VIEW tv AS SELECT * FROM users"}, "UPDATE tv SET note = NULL", Block, ""},
 		{"temp view merge", []string{"CREATE TEMP VIEW tv AS SELECT * FROM users"}, "MERGE INTO tv USING scratch s ON true WHEN MATCHED THEN DELETE", Block, ""},

@@ -21,7 +21,7 @@ type Session struct {
 	tx       txState
 	prepared map[string]string
 	cursors  map[string]string // cursor name → its DECLARE statement
-	ov       *overlay // sealed; nil when the session changed no relation
+	ov       *overlay          // sealed; nil when the session changed no relation
 
 	// cache key, recomputed when the policy, catalog or state changes
 	key       string

@@ -378,20 +378,6 @@ func (e *env) regclassConst(c *pg_query.Node) (string, bool) {
 	return parts[len(parts)-1], true
 }
 
-// splitQualifiedName splits a relation name as regclass input reads it
-// (schema.name, "Quoted".name), folding unquoted parts.
-func splitQualifiedName(s string) ([]string, bool) {
-	var out []string
-	for _, part := range strings.Split(s, ".") {
-		p, ok := splitIdentList(part)
-		if !ok || len(p) != 1 {
-			return nil, false
-		}
-		out = append(out, p[0])
-	}
-	return out, true
-}
-
 // top and bottom report whether a bound is at or past the end of every
 // integer column's range (int4 or wider) or of any ordered type
 // ('infinity', 'NaN' sorts last); numBound whether it is a number.

@@ -284,3 +284,75 @@ func TestCheckPartitionFromEarlierFile(t *testing.T) {
 		t.Fatalf("second file alone: exit %d\n%s", code, out)
 	}
 }
+
+// TestCheckContractFindings: pgmoat check reports what takes part of a
+// protected table's contract away, cluster lockouts and side doors, as
+// the proxy would, and lets the additive twins pass.
+func TestCheckContractFindings(t *testing.T) {
+	migration := `ALTER TABLE public.users ADD COLUMN nickname text;
+CREATE INDEX users_nickname_idx ON public.users (nickname);
+GRANT SELECT ON public.users TO reporting;
+ALTER TABLE public.users ENABLE ROW LEVEL SECURITY;
+SELECT setval('public.users_id_seq', 1);
+CREATE RULE ignore_deletes AS ON DELETE TO public.users DO INSTEAD NOTHING;
+ALTER ROLE app NOLOGIN;
+ALTER FUNCTION dblink_exec(text, text) RENAME TO innocent;
+`
+	out, _, code := runCLI(t, migration, "check", "--config", exampleConfig, "--format", "json", "-")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, out)
+	}
+	var doc struct {
+		Findings []finding    `json:"findings"`
+		Summary  checkSummary `json:"summary"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	want := map[int]string{4: "contract", 5: "contract", 6: "contract", 7: "cluster_admin", 8: "opaque"}
+	if len(doc.Findings) != len(want) || doc.Summary.Blocked != len(want) {
+		t.Fatalf("findings: %+v", doc)
+	}
+	for _, f := range doc.Findings {
+		if op := want[f.Line]; op == "" || f.Decision != "block" || len(f.Operations) == 0 || f.Operations[0] != op {
+			t.Errorf("line %d: %s %v by %s (want block %s): %s", f.Line, f.Decision, f.Operations, f.Rule, op, f.Reason)
+		}
+	}
+	if f := doc.Findings[3]; f.Rule != "default-cluster-admin" {
+		t.Errorf("ALTER ROLE NOLOGIN decided by %q", f.Rule)
+	}
+}
+
+// TestCheckContractWithSchema: with the schema's DDL, check knows which
+// functions a protected table's triggers call and which sequences feed
+// it, and reports a migration that changes them.
+func TestCheckContractWithSchema(t *testing.T) {
+	schema := filepath.Join(t.TempDir(), "schema.sql")
+	if err := os.WriteFile(schema, []byte(`CREATE TABLE public.users (id int PRIMARY KEY DEFAULT nextval('public.global_ids'), note text);
+CREATE SEQUENCE public.global_ids;
+CREATE FUNCTION public.stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.note := 'x'; RETURN NEW; END$$;
+CREATE FUNCTION public.unused() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+CREATE TRIGGER users_stamp BEFORE INSERT ON public.users FOR EACH ROW EXECUTE FUNCTION public.stamp();
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	migration := `CREATE OR REPLACE FUNCTION public.unused() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
+CREATE OR REPLACE FUNCTION public.stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
+ALTER SEQUENCE public.global_ids RESTART;
+`
+	out, _, code := runCLI(t, migration, "check", "--config", exampleConfig, "--schema", schema, "-")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, out)
+	}
+	for _, want := range []string{
+		"<stdin>:2:1: block: CREATE OR REPLACE FUNCTION public.stamp()",
+		"which the trigger users_stamp of public.users calls",
+		"<stdin>:3:1: block: ALTER SEQUENCE public.global_ids RESTART",
+		"(it feeds public.users)",
+		"2 blocked",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
