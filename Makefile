@@ -15,16 +15,17 @@ TESTFLAGS   ?= -count=1 -timeout 30m
 .PHONY: build run test deps lint bench bench-quick clean
 
 build:
+	@test -x $(BIN) || echo "Building pgmoat: the first build compiles libpg_query (PostgreSQL's parser, C) and takes several minutes; later builds take seconds."
 	CGO_ENABLED=1 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/pgmoat
 
 run: build
 	UPSTREAM='$(UPSTREAM)' CONFIG='$(CONFIG)' scripts/run.sh
 
 # deps installs what the tests need on a fresh machine (PostgreSQL server
-# and client from apt when missing, the node-postgres test client from npm).
+# and client and promtool from apt when missing, the node-postgres test
+# client from npm).
 deps:
 	scripts/ensure-deps.sh
-	test -x bin/tools/promtool || GOBIN=$(CURDIR)/bin/tools $(GO) install github.com/prometheus/prometheus/cmd/promtool@v0.316.0
 
 test: deps
 	$(GO) vet ./...

@@ -8,9 +8,9 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/pgmoat/pgmoat/approvals"
+	"github.com/pgmoat/pgmoat/config"
 )
 
 // Request body limits: a reason is short; a pre-approval may carry a whole
@@ -36,13 +36,28 @@ type DecisionBody struct {
 }
 
 // PreApprovalBody is the body of POST /api/v1/preapprovals. TTL is a Go
-// duration ("2h", "90m"), at most approvals.MaxPreApprovalTTL.
+// duration or days ("2h", "90m", "7d"; approvals.ParseTTL), at most
+// approvals.MaxPreApprovalTTL.
 type PreApprovalBody struct {
 	SQL      string `json:"sql"`
 	TTL      string `json:"ttl"`
 	Reason   string `json:"reason"`
 	Database string `json:"database,omitempty"`
 	User     string `json:"user,omitempty"`
+	// MaxUses limits how many statements it lets through in all (0: no
+	// limit).
+	MaxUses int `json:"max_uses,omitempty"`
+}
+
+// PolicyBody is the body of GET /api/v1/policy: the protection in force
+// (policy, holds, admin token names and roles; never a secret), its hash
+// as pgmoat_policy_info shows it, and the file it was loaded from.
+// `pgmoat config check --against` compares a file with it.
+type PolicyBody struct {
+	Hash    string `json:"hash"`
+	File    string `json:"file,omitempty"`
+	Summary string `json:"summary"`
+	config.Protection
 }
 
 // ErrorBody is the body of every error response.
@@ -51,7 +66,11 @@ type ErrorBody struct {
 }
 
 func (s *Server) listHolds(w http.ResponseWriter, r *http.Request, _ identity) {
-	holds := s.store.List()
+	holds, err := s.store.List()
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
 	if q := r.URL.Query().Get("status"); q != "" {
 		want := strings.Split(q, ",")
 		for _, st := range want {
@@ -107,7 +126,12 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, who identity, ve
 }
 
 func (s *Server) listPreApprovals(w http.ResponseWriter, _ *http.Request, _ identity) {
-	writeJSON(w, http.StatusOK, PreApprovalList{PreApprovals: s.store.ListPreApprovals()})
+	ps, err := s.store.ListPreApprovals()
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, PreApprovalList{PreApprovals: ps})
 }
 
 func (s *Server) getPreApproval(w http.ResponseWriter, r *http.Request, _ identity) {
@@ -128,9 +152,9 @@ func (s *Server) preApprove(w http.ResponseWriter, r *http.Request, who identity
 		writeError(w, http.StatusBadRequest, `ttl is required, e.g. "2h"`)
 		return
 	}
-	ttl, err := time.ParseDuration(body.TTL)
+	ttl, err := approvals.ParseTTL(body.TTL)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid ttl %q (want a duration such as 2h or 90m)", body.TTL))
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	p, err := s.store.PreApprove(approvals.PreApprovalRequest{
@@ -140,6 +164,7 @@ func (s *Server) preApprove(w http.ResponseWriter, r *http.Request, who identity
 		Approver: who.name,
 		Database: body.Database,
 		User:     body.User,
+		MaxUses:  body.MaxUses,
 	})
 	if err != nil {
 		writeStoreError(w, err)
@@ -171,6 +196,16 @@ func (s *Server) reloadConfig(w http.ResponseWriter, r *http.Request, who identi
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
+}
+
+func (s *Server) policy(w http.ResponseWriter, _ *http.Request, _ identity) {
+	if s.inForce == nil {
+		writeError(w, http.StatusNotImplemented, "the policy is not available")
+		return
+	}
+	cfg := s.inForce()
+	p := cfg.Protection()
+	writeJSON(w, http.StatusOK, PolicyBody{Hash: p.Hash(), File: cfg.File, Summary: p.Summary(), Protection: p})
 }
 
 // decodeBody decodes a JSON object into v, strictly: unknown fields (an
@@ -208,7 +243,7 @@ func writeStoreError(w http.ResponseWriter, err error) {
 		status = http.StatusConflict
 	case errors.Is(err, approvals.ErrInvalid):
 		status = http.StatusBadRequest
-	case errors.Is(err, approvals.ErrNotRecorded), errors.Is(err, approvals.ErrClosed):
+	case errors.Is(err, approvals.ErrNotRecorded), errors.Is(err, approvals.ErrClosed), errors.Is(err, approvals.ErrUnavailable):
 		status = http.StatusServiceUnavailable
 	}
 	writeError(w, status, err.Error())

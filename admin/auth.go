@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
@@ -65,6 +66,13 @@ func loadTokens(cfg config.Admin) ([]token, error) {
 	return toks, nil
 }
 
+// CheckTokens reads every token's secret as New and SetConfig do, and
+// returns the error they would; `pgmoat config check --secrets` uses it.
+func CheckTokens(cfg config.Admin) error {
+	_, err := loadTokens(cfg)
+	return err
+}
+
 // lookup finds the token whose secret is presented. It compares against
 // every token in constant time, so neither the match nor its position
 // shows in the response time.
@@ -97,26 +105,48 @@ func bearer(r *http.Request) (string, bool) {
 type authHandler func(w http.ResponseWriter, r *http.Request, who identity)
 
 // auth wraps h so that it runs only for a known token with role (approver
-// tokens may also do what viewer tokens may).
+// tokens may also do what viewer tokens may), presented as a bearer token
+// or through a console session cookie. A change (any method but GET and
+// HEAD) made with a session cookie also needs the session's CSRF token
+// and a same-origin request.
 func (s *Server) auth(role string, h authHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		toks := *s.tokens.Load()
 		presented, ok := bearer(r)
+		var who identity
 		switch {
 		case len(toks) == 0:
 			w.Header().Set("WWW-Authenticate", `Bearer realm="pgmoat"`)
 			s.deny(w, r, http.StatusUnauthorized, "no admin API tokens are configured (admin.tokens): the API is disabled", "")
 			return
-		case !ok:
-			w.Header().Set("WWW-Authenticate", `Bearer realm="pgmoat"`)
-			s.deny(w, r, http.StatusUnauthorized, "missing bearer token: send Authorization: Bearer <token>", "")
-			return
-		}
-		who, ok := lookup(toks, presented)
-		if !ok {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="pgmoat", error="invalid_token"`)
-			s.deny(w, r, http.StatusUnauthorized, "invalid token", "")
-			return
+		case ok:
+			if who, ok = lookup(toks, presented); !ok {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="pgmoat", error="invalid_token"`)
+				s.deny(w, r, http.StatusUnauthorized, "invalid token", "")
+				return
+			}
+		default:
+			ses, found := s.sessionOf(r)
+			if !found {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="pgmoat"`)
+				msg := "missing bearer token: send Authorization: Bearer <token>"
+				if _, err := r.Cookie(sessionCookie); err == nil {
+					msg = "the console session has expired or its token changed: sign in again"
+				}
+				s.deny(w, r, http.StatusUnauthorized, msg, "")
+				return
+			}
+			who = ses.identity
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				if !sameOrigin(r) {
+					s.deny(w, r, http.StatusForbidden, "cross-origin request refused", who.name)
+					return
+				}
+				if !hmac.Equal([]byte(r.Header.Get(csrfHeader)), []byte(s.csrfToken(ses.nonce))) {
+					s.deny(w, r, http.StatusForbidden, "missing or wrong CSRF token (X-CSRF-Token): reload the console", who.name)
+					return
+				}
+			}
 		}
 		if role == config.RoleApprover && who.role != config.RoleApprover {
 			s.deny(w, r, http.StatusForbidden,

@@ -48,6 +48,7 @@ type PreApproveRequest struct {
 	Reason   string
 	Database string
 	User     string
+	MaxUses  int
 }
 
 var defaultHTTP = &http.Client{Timeout: 30 * time.Second}
@@ -98,7 +99,7 @@ func (c *Client) Deny(ctx context.Context, id, reason string) (*approvals.HoldIn
 
 // PreApprove registers reviewed SQL for req.TTL.
 func (c *Client) PreApprove(ctx context.Context, req PreApproveRequest) (*approvals.PreApproval, error) {
-	body := PreApprovalBody{SQL: req.SQL, Reason: req.Reason, Database: req.Database, User: req.User}
+	body := PreApprovalBody{SQL: req.SQL, Reason: req.Reason, Database: req.Database, User: req.User, MaxUses: req.MaxUses}
 	if req.TTL != 0 {
 		body.TTL = req.TTL.String()
 	}
@@ -128,6 +129,15 @@ func (c *Client) Revoke(ctx context.Context, id string) (*approvals.PreApproval,
 // Reload asks pgmoat to reload its configuration file.
 func (c *Client) Reload(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, "/api/v1/reload", nil, nil)
+}
+
+// Policy returns the protection in force on the instance.
+func (c *Client) Policy(ctx context.Context) (*PolicyBody, error) {
+	var out PolicyBody
+	if err := c.do(ctx, http.MethodGet, "/api/v1/policy", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"log/slog"
 	"net"
@@ -32,7 +33,16 @@ type Options struct {
 	// Reload reloads the configuration file, as SIGHUP does; nil makes
 	// POST /api/v1/reload answer 501.
 	Reload func() error
-	Logger *slog.Logger
+	// SessionKey signs console session cookies; instances behind one
+	// load balancer must share it. Empty: a random key (sessions end
+	// when the process does).
+	SessionKey []byte
+	// AuditPath is audit.path, which the console's audit trail reads.
+	AuditPath string
+	// InForce returns the configuration in force, for GET
+	// /api/v1/policy; nil makes that endpoint answer 501.
+	InForce func() *config.Config
+	Logger  *slog.Logger
 }
 
 // Server is the admin HTTP server.
@@ -41,10 +51,16 @@ type Server struct {
 	ready        func(context.Context) error
 	readyTimeout time.Duration
 	reload       func() error
+	inForce      func() *config.Config
 	log          *slog.Logger
 	tokens       atomic.Pointer[[]token]
 	mux          *http.ServeMux
 	http         *http.Server
+	sessionKey   []byte
+	sessionTTL   time.Duration
+	auditPath    string
+	// stopping is closed when Shutdown starts, ending event streams.
+	stopping chan struct{}
 }
 
 // New builds the server and reads the tokens' secrets. Errors are
@@ -58,8 +74,20 @@ func New(opts Options) (*Server, error) {
 		ready:        opts.Ready,
 		readyTimeout: opts.ReadyTimeout,
 		reload:       opts.Reload,
+		inForce:      opts.InForce,
 		log:          opts.Logger,
 		mux:          http.NewServeMux(),
+		sessionKey:   opts.SessionKey,
+		sessionTTL:   opts.Config.SessionTTL.Std(),
+		auditPath:    opts.AuditPath,
+		stopping:     make(chan struct{}),
+	}
+	if len(s.sessionKey) == 0 {
+		s.sessionKey = make([]byte, 32)
+		_, _ = rand.Read(s.sessionKey)
+	}
+	if s.sessionTTL <= 0 {
+		s.sessionTTL = 8 * time.Hour
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -89,6 +117,14 @@ func New(opts Options) (*Server, error) {
 	s.mux.Handle("DELETE /api/v1/preapprovals/{id}", s.auth(approver, s.revoke))
 	s.mux.Handle("POST /api/v1/preapprovals/{id}/revoke", s.auth(approver, s.revoke))
 	s.mux.Handle("POST /api/v1/reload", s.auth(approver, s.reloadConfig))
+	s.mux.Handle("GET /api/v1/session", s.auth(viewer, s.whoami))
+	s.mux.Handle("GET /api/v1/events", s.auth(viewer, s.events))
+	s.mux.Handle("GET /api/v1/audit", s.auth(viewer, s.trail))
+	s.mux.HandleFunc("GET /{$}", redirectToConsole)
+	s.mux.HandleFunc("GET /ui/", s.console)
+	s.mux.HandleFunc("POST /ui/login", s.login)
+	s.mux.Handle("POST /ui/logout", s.auth(viewer, s.logout))
+	s.mux.Handle("GET /api/v1/policy", s.auth(viewer, s.policy))
 
 	s.http = &http.Server{
 		Handler:           s,
@@ -99,6 +135,7 @@ func New(opts Options) (*Server, error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	s.http.RegisterOnShutdown(func() { close(s.stopping) })
 	return s, nil
 }
 
@@ -118,6 +155,16 @@ func (s *Server) SetConfig(cfg config.Admin) error {
 func (s *Server) Serve(ln net.Listener) error {
 	s.log.Info("admin listener started", "addr", ln.Addr().String())
 	if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// ServeTLS is Serve over TLS with the certificate and key files
+// (admin.tls.cert, admin.tls.key).
+func (s *Server) ServeTLS(ln net.Listener, certFile, keyFile string) error {
+	s.log.Info("admin listener started", "addr", ln.Addr().String(), "tls", true)
+	if err := s.http.ServeTLS(ln, certFile, keyFile); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -40,6 +40,7 @@ type testEnv struct {
 	readyErr error
 	reloads  int
 	reloadFn func() error
+	inForce  *config.Config
 
 	mu     sync.Mutex
 	refuse approvals.EventType
@@ -72,6 +73,7 @@ func newEnv(t *testing.T, holds config.Holds, admin config.Admin) *testEnv {
 		Store:    e.store,
 		Gatherer: reg,
 		Ready:    func(context.Context) error { return e.readyErr },
+		InForce:  func() *config.Config { return e.inForce },
 		Reload: func() error {
 			e.reloads++
 			if e.reloadFn != nil {
@@ -458,7 +460,7 @@ func TestPreApprovals(t *testing.T) {
 		wantAPIError(t, err, 400, tc.want)
 	}
 	if st, _, body := e.raw("POST", "/api/v1/preapprovals", bobSecret, `{"sql":"DROP TABLE t","ttl":"soon","reason":"r"}`); st != 400 ||
-		!strings.Contains(body, `invalid ttl`) {
+		!strings.Contains(body, `invalid TTL`) {
 		t.Errorf("bad ttl: %d %s", st, body)
 	}
 
@@ -490,6 +492,36 @@ func TestReload(t *testing.T) {
 	wantAPIError(t, e.anon.Reload(t.Context()), 401, "missing bearer token")
 	if e.reloads != 2 {
 		t.Errorf("reloads = %d, want 2", e.reloads)
+	}
+}
+
+// TestPolicyEndpoint: a viewer reads the protection in force, with the
+// hash /metrics shows; without a token the endpoint refuses.
+func TestPolicyEndpoint(t *testing.T) {
+	e := newEnv(t, config.Default().Holds, adminConfig(t))
+	cfg, err := config.Load("/etc/pgmoat.yaml", []byte("policy: {protect: [billing.*]}\nholds: {approvals_required: 2}\nadmin:\n  tokens:\n    - {name: oncall, role: approver, token_env: X}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.inForce = cfg
+	p, err := e.viewer.Policy(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := cfg.Protection()
+	if p.Hash != want.Hash() || p.File != "/etc/pgmoat.yaml" || !slices.Equal(p.Policy.Protect, []string{"billing.*"}) ||
+		p.Holds.ApprovalsRequired != 2 || !slices.Equal(p.Tokens, []config.TokenRole{{Name: "oncall", Role: "approver"}}) ||
+		!slices.Equal(p.Stated, []string{"policy", "policy.protect", "admin.tokens", "holds"}) {
+		t.Errorf("GET /api/v1/policy = %+v", *p)
+	}
+	if p.Protection.Hash() != p.Hash {
+		t.Errorf("the body's protection hashes to %s, its hash field says %s", p.Protection.Hash(), p.Hash)
+	}
+	_, err = e.anon.Policy(t.Context())
+	wantAPIError(t, err, 401, "missing bearer token")
+	_, _, body := e.raw("GET", "/api/v1/policy", viewSecret, "")
+	if strings.Contains(body, "token_env") || strings.Contains(body, `"X"`) {
+		t.Errorf("the policy shows where token secrets come from: %s", body)
 	}
 }
 
@@ -585,5 +617,27 @@ func TestClientConnectionError(t *testing.T) {
 	_, err = c.ListHolds(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "admin API at http://"+addr) {
 		t.Errorf("error %v", err)
+	}
+}
+
+// TestREADMEListsAdminErrors keeps README's list of admin API error
+// statuses complete: every status the API answers errors with.
+func TestREADMEListsAdminErrors(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.Index(string(readme), "**Admin API**")
+	if i < 0 {
+		t.Fatal("README has no **Admin API** paragraph")
+	}
+	para := string(readme[i:])
+	if j := strings.Index(para, "\n\n"); j >= 0 {
+		para = para[:j]
+	}
+	for _, code := range []string{"400", "401", "403", "404", "409", "500", "503"} {
+		if !strings.Contains(para, code) {
+			t.Errorf("README's admin API paragraph does not list %s:\n%s", code, para)
+		}
 	}
 }

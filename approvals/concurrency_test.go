@@ -46,7 +46,7 @@ func TestManyPendingHolds(t *testing.T) {
 			t.Fatalf("hold %d ended when hold %d was approved", i, mid)
 		}
 	}
-	if l := h.s.List(); len(l) != n {
+	if l := h.list(t); len(l) != n {
 		t.Fatalf("List has %d holds, want %d", len(l), n)
 	}
 

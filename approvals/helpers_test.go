@@ -192,3 +192,21 @@ func ended(hold *Hold) bool {
 		return false
 	}
 }
+
+func (h *harness) list(t testing.TB) []HoldInfo {
+	t.Helper()
+	l, err := h.s.List()
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	return l
+}
+
+func (h *harness) listPre(t testing.TB) []PreApproval {
+	t.Helper()
+	l, err := h.s.ListPreApprovals()
+	if err != nil {
+		t.Fatalf("ListPreApprovals: %v", err)
+	}
+	return l
+}

@@ -37,6 +37,10 @@ type Request struct {
 	// billing.invoices").
 	Rule   string
 	Reason string
+	// BlastRadius is what the statement would do, measured, as a sentence
+	// ("would delete 1,204,331 of 1,204,331 rows of public.users"); empty
+	// when unknown.
+	BlastRadius string
 	// Timeout, when positive, replaces holds.timeout for this hold; the
 	// proxy passes holds.in_transaction_timeout inside a transaction.
 	Timeout time.Duration
@@ -51,17 +55,21 @@ type Approval struct {
 
 // HoldInfo is a snapshot of a hold, as the admin API shows it.
 type HoldInfo struct {
-	ID                string     `json:"id"`
-	Status            Status     `json:"status"`
-	Statement         string     `json:"statement"`
-	Fingerprints      []string   `json:"fingerprints"`
-	User              string     `json:"user"`
-	Database          string     `json:"database"`
-	Application       string     `json:"application"`
-	Client            string     `json:"client"`
-	SessionID         string     `json:"session_id"`
-	Rule              string     `json:"rule"`
-	Reason            string     `json:"reason"`
+	ID           string   `json:"id"`
+	Status       Status   `json:"status"`
+	Statement    string   `json:"statement"`
+	Fingerprints []string `json:"fingerprints"`
+	User         string   `json:"user"`
+	Database     string   `json:"database"`
+	Application  string   `json:"application"`
+	Client       string   `json:"client"`
+	SessionID    string   `json:"session_id"`
+	Rule         string   `json:"rule"`
+	Reason       string   `json:"reason"`
+	BlastRadius  string   `json:"blast_radius,omitempty"`
+	// Instance is the pgmoat instance that holds the statement (the
+	// client's connection), with state.dsn; empty otherwise.
+	Instance          string     `json:"instance,omitempty"`
 	CreatedAt         time.Time  `json:"created_at"`
 	ExpiresAt         time.Time  `json:"expires_at"`
 	Approvals         []Approval `json:"approvals"`
@@ -113,26 +121,26 @@ func (o Outcome) String() string {
 	return string(o.Status)
 }
 
-// Hold is a statement waiting for approval. The proxy gets it from
-// Store.Create and waits on it with Store.Wait.
+// Hold is a statement this process holds: the Store gets it from
+// Store.Create and waits on it with Store.Wait. Its record (HoldInfo) is in
+// the Store's Backend, where any instance may approve or end it; the Hold
+// itself is where the waiting happens.
 type Hold struct {
 	id        string
-	req       Request
-	createdAt time.Time
 	expiresAt time.Time
 	required  int
 	howTo     string
+	// created is the record as it was created, for ending the hold here
+	// when the Backend cannot be reached.
+	created HoldInfo
 
-	// done is closed when the hold leaves StatusPending.
+	// done is closed when the hold leaves StatusPending; final is then
+	// its record as it ended.
 	done chan struct{}
 
-	mu         sync.Mutex
-	status     Status
-	approvals  []Approval
-	resolvedAt time.Time
-	resolvedBy string
-	resolution string
-	timer      Timer
+	mu    sync.Mutex
+	final HoldInfo
+	timer Timer
 }
 
 // ID returns the hold's id: random, unguessable, 16 hex digits.
@@ -149,46 +157,33 @@ func (h *Hold) ApprovalsRequired() int { return h.required }
 // "pgmoat holds approve 3f2a… --reason '…' (or POST https://…/approve)".
 func (h *Hold) HowToApprove() string { return h.howTo }
 
-// Info returns a snapshot of the hold.
-func (h *Hold) Info() HoldInfo {
+// end records the hold's final state and releases its waiter; it reports
+// false when the hold had already ended.
+func (h *Hold) end(info HoldInfo) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.infoLocked()
-}
-
-func (h *Hold) infoLocked() HoldInfo {
-	return HoldInfo{
-		ID:                h.id,
-		Status:            h.status,
-		Statement:         h.req.Statement,
-		Fingerprints:      nonNil(h.req.Fingerprints),
-		User:              h.req.User,
-		Database:          h.req.Database,
-		Application:       h.req.Application,
-		Client:            h.req.Client,
-		SessionID:         h.req.SessionID,
-		Rule:              h.req.Rule,
-		Reason:            h.req.Reason,
-		CreatedAt:         h.createdAt,
-		ExpiresAt:         h.expiresAt,
-		Approvals:         append([]Approval{}, h.approvals...),
-		ApprovalsRequired: h.required,
-		ResolvedAt:        h.resolvedAt,
-		ResolvedBy:        h.resolvedBy,
-		Resolution:        h.resolution,
+	if h.final.Status != "" {
+		return false
 	}
+	h.final = cloneHold(info)
+	if h.timer != nil {
+		h.timer.Stop()
+	}
+	close(h.done)
+	return true
 }
 
 // outcome reads the final state; call only after done is closed.
 func (h *Hold) outcome() Outcome {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	f := h.final
 	return Outcome{
-		Status:    h.status,
-		Approvals: append([]Approval(nil), h.approvals...),
-		By:        h.resolvedBy,
-		Reason:    h.resolution,
-		Waited:    h.resolvedAt.Sub(h.createdAt),
+		Status:    f.Status,
+		Approvals: append([]Approval(nil), f.Approvals...),
+		By:        f.ResolvedBy,
+		Reason:    f.Resolution,
+		Waited:    f.ResolvedAt.Sub(f.CreatedAt),
 	}
 }
 

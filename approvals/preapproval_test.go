@@ -107,11 +107,11 @@ func TestPreApprovalExpiresExactly(t *testing.T) {
 	if err := h.s.MarkUsed(p.ID, Usage{Fingerprint: fp}); !errors.Is(err, ErrNotPending) {
 		t.Errorf("MarkUsed after expiry: %v", err)
 	}
-	if l := h.s.ListPreApprovals(); len(l) != 1 || l[0].Status != PreApprovalExpired {
+	if l := h.listPre(t); len(l) != 1 || l[0].Status != PreApprovalExpired {
 		t.Errorf("list after expiry: %+v", l)
 	}
 	h.clock.Jump(DefaultKeepEndedFor)
-	if l := h.s.ListPreApprovals(); len(l) != 0 {
+	if l := h.listPre(t); len(l) != 0 {
 		t.Errorf("list a day after expiry: %+v", l)
 	}
 	if _, ok := h.s.Match(fp, "u", "d"); ok {
@@ -195,10 +195,26 @@ func TestPreApprovalInvalid(t *testing.T) {
 	if _, err := h.s.PreApprove(ok); !errors.Is(err, ErrNotRecorded) {
 		t.Errorf("unrecorded: %v", err)
 	}
-	if l := h.s.ListPreApprovals(); len(l) != 0 {
+	if l := h.listPre(t); len(l) != 0 {
 		t.Errorf("registered despite errors: %+v", l)
 	}
 	if _, err := h.s.PreApprove(PreApprovalRequest{SQL: "DROP TABLE t", TTL: MaxPreApprovalTTL, Reason: "r", Approver: "a"}); err == nil {
 		t.Error("recording refused, yet PreApprove succeeded")
+	}
+}
+
+func TestParseTTL(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"2h": 2 * time.Hour, "90m": 90 * time.Minute, "7d": 7 * 24 * time.Hour, "1.5d": 36 * time.Hour,
+		"1d12h": 36 * time.Hour, " 30d ": 30 * 24 * time.Hour,
+	} {
+		if got, err := ParseTTL(in); err != nil || got != want {
+			t.Errorf("ParseTTL(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "soon", "d", "xd", "-1d", "1d1x"} {
+		if _, err := ParseTTL(in); err == nil {
+			t.Errorf("ParseTTL(%q) accepted", in)
+		}
 	}
 }

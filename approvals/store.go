@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -20,6 +21,10 @@ import (
 const (
 	DefaultKeepEnded    = 1000
 	DefaultKeepEndedFor = 24 * time.Hour
+	// DefaultSyncInterval is how often a Store with a shared Backend
+	// retries storing the ends of holds it had to end on its own while
+	// the backend was unreachable.
+	DefaultSyncInterval = time.Second
 )
 
 // Options are a Store's dependencies. All are optional.
@@ -39,9 +44,21 @@ type Options struct {
 	// long ended pre-approvals) List, Get and ListPreApprovals still show.
 	KeepEnded    int
 	KeepEndedFor time.Duration
+	// Backend keeps the records. Nil: this process's memory, for one
+	// instance. A shared Backend (package state) lets several instances
+	// see and decide each other's holds.
+	Backend Backend
+	// Instance names this pgmoat in the holds it creates
+	// (HoldInfo.Instance); set it with a shared Backend.
+	Instance string
+	// SyncInterval overrides DefaultSyncInterval.
+	SyncInterval time.Duration
 }
 
-// Store holds pending and recently ended holds, and pre-approvals. It is
+// Store is pgmoat's approvals workflow: it creates holds and waits on
+// them, decides approvals, denials, timeouts and withdrawals, and manages
+// pre-approvals, recording each change (OnEvent) as the package
+// documentation describes. The records themselves are in its Backend. It is
 // safe for concurrent use.
 type Store struct {
 	log          *slog.Logger
@@ -52,22 +69,25 @@ type Store struct {
 	keepEndedFor time.Duration
 	cfg          atomic.Pointer[config.Holds]
 	hook         *webhook
+	b            Backend
+	instance     string
 
-	// mu guards the tables below, never a hold's own state, and is never
-	// held while waiting or while calling OnEvent.
+	// mu guards the tables below and is never held while calling the
+	// Backend or OnEvent.
 	mu     sync.Mutex
 	closed bool
-	holds  map[string]*Hold
-	ended  []endedHold // oldest first
+	// local are the pending holds whose statements this process holds.
+	local map[string]*Hold
+	// unsynced are holds this process ended while its Backend could not
+	// be reached; their ends are stored when it is back.
+	unsynced map[string]HoldInfo
 
-	pmu  sync.RWMutex
-	pre  map[string]*preApproval
-	byFP map[string][]*preApproval
-}
+	subMu      sync.Mutex
+	subs       map[*Subscription]struct{}
+	subsClosed bool
 
-type endedHold struct {
-	id string
-	at time.Time
+	quit chan struct{}
+	wg   sync.WaitGroup
 }
 
 // New creates a Store for the holds section of the configuration. Close it
@@ -80,9 +100,12 @@ func New(cfg config.Holds, opts Options) *Store {
 		onEvent:      opts.OnEvent,
 		keepEnded:    opts.KeepEnded,
 		keepEndedFor: opts.KeepEndedFor,
-		holds:        make(map[string]*Hold),
-		pre:          make(map[string]*preApproval),
-		byFP:         make(map[string][]*preApproval),
+		b:            opts.Backend,
+		instance:     opts.Instance,
+		local:        make(map[string]*Hold),
+		unsynced:     make(map[string]HoldInfo),
+		subs:         make(map[*Subscription]struct{}),
+		quit:         make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -99,8 +122,19 @@ func New(cfg config.Holds, opts Options) *Store {
 	if s.keepEndedFor <= 0 {
 		s.keepEndedFor = DefaultKeepEndedFor
 	}
+	if s.b == nil {
+		s.b = newMemory(s.keepEnded)
+	} else {
+		every := opts.SyncInterval
+		if every <= 0 {
+			every = DefaultSyncInterval
+		}
+		s.wg.Add(1)
+		go s.syncLoop(every)
+	}
 	s.SetConfig(cfg)
 	s.hook = newWebhook(s, opts.Webhook)
+	s.b.Watch(s.changed)
 	return s
 }
 
@@ -114,47 +148,87 @@ func (s *Store) SetConfig(cfg config.Holds) {
 // Create registers a held statement and returns at once, so that the proxy
 // can tell the client the hold id before waiting with Wait. The
 // hold_created event is recorded first: if OnEvent fails, there is no hold
-// and the error wraps ErrNotRecorded (the proxy should then refuse the
-// statement). The webhook, if configured, is notified in the background.
+// and the error wraps ErrNotRecorded; if the Backend cannot store it, the
+// error wraps ErrUnavailable. Either way the proxy must refuse the
+// statement. The webhook, if configured, is notified in the background.
 func (s *Store) Create(req Request) (*Hold, error) {
 	cfg := s.cfg.Load()
 	timeout := cfg.Timeout.Std()
 	if req.Timeout > 0 {
 		timeout = req.Timeout
 	}
-	req.Fingerprints = slices.Clone(req.Fingerprints)
 	now := s.clock.Now()
+	info := HoldInfo{
+		ID:                newID(),
+		Status:            StatusPending,
+		Statement:         req.Statement,
+		Fingerprints:      nonNil(slices.Clone(req.Fingerprints)),
+		User:              req.User,
+		Database:          req.Database,
+		Application:       req.Application,
+		Client:            req.Client,
+		SessionID:         req.SessionID,
+		Rule:              req.Rule,
+		Reason:            req.Reason,
+		BlastRadius:       req.BlastRadius,
+		Instance:          s.instance,
+		CreatedAt:         now,
+		ExpiresAt:         now.Add(timeout),
+		Approvals:         []Approval{},
+		ApprovalsRequired: cfg.ApprovalsRequired,
+	}
 	h := &Hold{
-		id:        newID(),
-		req:       req,
-		createdAt: now,
-		expiresAt: now.Add(timeout),
-		required:  cfg.ApprovalsRequired,
-		status:    StatusPending,
+		id:        info.ID,
+		expiresAt: info.ExpiresAt,
+		required:  info.ApprovalsRequired,
+		howTo:     howToApprove(info.ID, cfg.PublicURL),
+		created:   info,
 		done:      make(chan struct{}),
 	}
-	h.howTo = howToApprove(h.id, cfg.PublicURL)
-	info := h.infoLocked()
-	if err := s.emit(Event{Type: EventHoldCreated, Time: now, Hold: &info}); err != nil {
-		return nil, fmt.Errorf("hold: %w: %v", ErrNotRecorded, err)
-	}
 
+	// Known as local before it is stored, so that an approval that comes
+	// the moment it is visible finds its waiter.
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if _, dup := s.holds[h.id]; dup {
-		// 64 random bits: unreachable in practice, but never merge two holds.
-		s.mu.Unlock()
-		return nil, fmt.Errorf("hold id %s collides with an existing hold", h.id)
-	}
-	s.m.HoldsPending.Inc()
-	s.holds[h.id] = h
+	s.local[h.id] = h
 	s.mu.Unlock()
+	s.m.HoldsPending.Inc()
+
+	var recErr error
+	recorded := false
+	err := s.b.CreateHold(info, func() error {
+		if err := s.emit(Event{Type: EventHoldCreated, Time: now, Hold: &info}); err != nil {
+			recErr = err
+			return err
+		}
+		recorded = true
+		return nil
+	})
+	if err != nil {
+		s.mu.Lock()
+		delete(s.local, h.id)
+		s.mu.Unlock()
+		s.m.HoldsPending.Dec()
+		if recErr != nil {
+			return nil, fmt.Errorf("hold: %w: %v", ErrNotRecorded, recErr)
+		}
+		if recorded {
+			// The audit log says it was created: say how it ended.
+			w := info
+			w.Status, w.ResolvedAt = StatusWithdrawn, s.clock.Now()
+			w.Resolution = "it could not be stored: " + err.Error()
+			if err := s.emit(Event{Type: EventHoldWithdrawn, Time: w.ResolvedAt, Hold: &w, Reason: w.Resolution}); err != nil {
+				s.log.Error("hold withdrawn but the event could not be recorded", "hold", h.id, "err", err)
+			}
+		}
+		return nil, err
+	}
 
 	h.mu.Lock()
-	if h.status == StatusPending {
+	if h.final.Status == "" {
 		h.timer = s.clock.AfterFunc(timeout, func() { s.expire(h) })
 	}
 	h.mu.Unlock()
@@ -175,10 +249,373 @@ func (s *Store) Wait(ctx context.Context, h *Hold) Outcome {
 	select {
 	case <-h.done:
 	case <-ctx.Done():
-		s.finish(h, StatusWithdrawn, "", causeText(ctx))
+		s.finish(h.id, StatusWithdrawn, "", causeText(ctx))
 		<-h.done
 	}
 	return h.outcome()
+}
+
+// Approve records approver's approval of hold id. The hold is released
+// once ApprovalsRequired distinct approvers have approved; the returned
+// info shows its new state. Errors: ErrInvalid (no approver or reason),
+// ErrNotFound, ErrNotPending (it ended, including by reaching its expiry),
+// ErrAlreadyApproved (same approver twice), ErrNotRecorded (the audit log
+// refused the approval; the hold stays pending and nothing is released),
+// ErrUnavailable (the Backend cannot be reached; nothing changed).
+func (s *Store) Approve(id, approver, reason string) (HoldInfo, error) {
+	if err := checkActor(approver, reason); err != nil {
+		return HoldInfo{}, err
+	}
+	info, err := s.b.UpdateHold(id, func(h *HoldInfo) (bool, error) {
+		now := s.clock.Now()
+		if changed, err := s.checkPending(h, now); err != nil {
+			return changed, err
+		}
+		if slices.ContainsFunc(h.Approvals, func(a Approval) bool { return a.Approver == approver }) {
+			return false, fmt.Errorf("hold %s: %w by %s", id, ErrAlreadyApproved, approver)
+		}
+		next := cloneHold(*h)
+		next.Approvals = append(next.Approvals, Approval{Approver: approver, Reason: reason, At: now})
+		typ := EventHoldApproval
+		if len(next.Approvals) >= next.ApprovalsRequired {
+			typ = EventHoldApproved
+			next.Status = StatusApproved
+			next.ResolvedAt = now
+			next.ResolvedBy = approver
+			next.Resolution = approvedText(next.Approvals)
+		}
+		// Record before releasing: the proxy forwards the statement as
+		// soon as the hold ends, and an approved statement must be in
+		// the audit log before it runs.
+		if err := s.emit(Event{Type: typ, Time: now, Hold: &next, Actor: approver, Reason: reason}); err != nil {
+			return false, fmt.Errorf("approval of hold %s %w (%v); the hold is still pending", id, ErrNotRecorded, err)
+		}
+		*h = next
+		return true, nil
+	})
+	s.settled(info)
+	if err == nil && info.Status == StatusPending {
+		s.log.Info("hold approval recorded", "hold", id, "approver", approver,
+			"approvals", len(info.Approvals), "approvals_required", info.ApprovalsRequired)
+	}
+	if errors.Is(err, ErrNotFound) {
+		return HoldInfo{}, err
+	}
+	return info, err
+}
+
+// Deny ends hold id as denied; any one approver can deny. Errors:
+// ErrInvalid, ErrNotFound, ErrNotPending, ErrUnavailable.
+func (s *Store) Deny(id, approver, reason string) (HoldInfo, error) {
+	if err := checkActor(approver, reason); err != nil {
+		return HoldInfo{}, err
+	}
+	info, err := s.b.UpdateHold(id, func(h *HoldInfo) (bool, error) {
+		now := s.clock.Now()
+		if changed, err := s.checkPending(h, now); err != nil {
+			return changed, err
+		}
+		s.endRecord(h, now, StatusDenied, approver, reason)
+		return true, nil
+	})
+	s.settled(info)
+	if err != nil {
+		return HoldInfo{}, err
+	}
+	return info, nil
+}
+
+// checkPending returns ErrNotPending when h has ended. A hold whose expiry
+// has passed is timed out here (changed), even if its timer has not fired
+// yet, so that no approval is accepted at or after the expiry.
+func (s *Store) checkPending(h *HoldInfo, now time.Time) (changed bool, err error) {
+	if h.Status == StatusPending && !now.Before(h.ExpiresAt) {
+		s.endRecord(h, now, StatusTimedOut, "", timedOutText(*h))
+		return true, fmt.Errorf("hold %s is %w: it %s", h.ID, ErrNotPending, endedText(*h))
+	}
+	if h.Status != StatusPending {
+		return false, fmt.Errorf("hold %s is %w: it %s", h.ID, ErrNotPending, endedText(*h))
+	}
+	return false, nil
+}
+
+// endRecord ends a pending h as denied, timed out or withdrawn and
+// records the event. These outcomes only refuse, so they stand even when
+// the audit log refuses the event; that failure is logged.
+func (s *Store) endRecord(h *HoldInfo, now time.Time, st Status, by, reason string) {
+	h.Status = st
+	h.ResolvedAt = now
+	h.ResolvedBy = by
+	h.Resolution = reason
+	typ := map[Status]EventType{
+		StatusDenied:    EventHoldDenied,
+		StatusTimedOut:  EventHoldTimedOut,
+		StatusWithdrawn: EventHoldWithdrawn,
+	}[st]
+	info := cloneHold(*h)
+	if err := s.emit(Event{Type: typ, Time: now, Hold: &info, Actor: by, Reason: reason}); err != nil {
+		s.log.Error("hold ended but the event could not be recorded", "hold", h.ID, "status", st, "err", err)
+	}
+}
+
+// expire is the hold's timer.
+func (s *Store) expire(h *Hold) {
+	s.finishWith(h.id, func(cur *HoldInfo) (Status, string) { return StatusTimedOut, timedOutText(*cur) })
+}
+
+// finish ends hold id with a status that lets nothing through, unless it
+// already ended.
+func (s *Store) finish(id string, st Status, by, reason string) {
+	s.finishWith(id, func(*HoldInfo) (Status, string) { return st, reason }, by)
+}
+
+// finishWith ends hold id as how says, unless it already ended. When the
+// Backend cannot be reached and the hold is this process's, it ends here
+// anyway (these outcomes only refuse) and its end is stored later.
+func (s *Store) finishWith(id string, how func(cur *HoldInfo) (Status, string), by ...string) {
+	actor := ""
+	if len(by) > 0 {
+		actor = by[0]
+	}
+	info, err := s.b.UpdateHold(id, func(h *HoldInfo) (bool, error) {
+		if h.Status != StatusPending {
+			return false, nil
+		}
+		st, reason := how(h)
+		s.endRecord(h, s.clock.Now(), st, actor, reason)
+		return true, nil
+	})
+	if err == nil {
+		s.settled(info)
+		return
+	}
+	h := s.localHold(id)
+	if h == nil {
+		if !errors.Is(err, ErrNotFound) {
+			s.log.Error("could not end hold", "hold", id, "err", err)
+		}
+		return
+	}
+	created := h.created
+	st, reason := how(&created)
+	s.endHere(h, st, actor, reason, err)
+}
+
+// endHere ends this process's hold h without its Backend, which could not
+// be reached (cause), and queues its end to be stored.
+func (s *Store) endHere(h *Hold, st Status, by, reason string, cause error) {
+	info := cloneHold(h.created)
+	s.endRecord(&info, s.clock.Now(), st, by, reason)
+	s.log.Error("hold ended here; its end could not be stored and will be when the control database is back",
+		"hold", h.id, "status", st, "err", cause)
+	s.mu.Lock()
+	s.unsynced[h.id] = info
+	s.mu.Unlock()
+	s.endLocal(h, info)
+}
+
+// settled releases this process's waiter of a hold that info shows ended.
+func (s *Store) settled(info HoldInfo) {
+	if info.Status == "" || info.Status == StatusPending {
+		return
+	}
+	if h := s.localHold(info.ID); h != nil {
+		s.endLocal(h, info)
+	}
+}
+
+// endLocal ends this process's hold h with info, once.
+func (s *Store) endLocal(h *Hold, info HoldInfo) {
+	if !h.end(info) {
+		return
+	}
+	s.mu.Lock()
+	delete(s.local, h.id)
+	s.mu.Unlock()
+	waited := info.ResolvedAt.Sub(info.CreatedAt)
+	s.m.HoldsPending.Dec()
+	s.m.HoldsResolved.WithLabelValues(string(info.Status)).Inc()
+	s.m.HoldWaitDuration.Observe(waited.Seconds())
+	s.log.Info("hold ended", "hold", h.id, "status", info.Status, "by", info.ResolvedBy,
+		"resolution", info.Resolution, "waited", waited)
+}
+
+func (s *Store) localHold(id string) *Hold {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.local[id]
+}
+
+func (s *Store) localHolds() []*Hold {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hs := make([]*Hold, 0, len(s.local))
+	for _, h := range s.local {
+		hs = append(hs, h)
+	}
+	return hs
+}
+
+// changed is the Backend's Watch function.
+func (s *Store) changed(c Change) {
+	switch c.Kind {
+	case ChangeHold:
+		if h := s.localHold(c.ID); h != nil {
+			info := c.Hold
+			if info == nil {
+				got, err := s.b.GetHold(c.ID)
+				if err != nil {
+					s.log.Warn("could not read a changed hold", "hold", c.ID, "err", err)
+					break
+				}
+				info = &got
+			}
+			s.settled(*info)
+		}
+	case ChangeResync:
+		s.resync()
+	case ChangeOrphaned:
+		s.log.Warn("withdrawing the hold of an instance that stopped", "hold", c.ID, "why", c.Reason)
+		s.finish(c.ID, StatusWithdrawn, "", c.Reason)
+		return
+	case ChangeLeaseLost:
+		hs := s.localHolds()
+		if len(hs) > 0 {
+			s.log.Error("withdrawing this instance's holds: its lease in the control database lapsed", "holds", len(hs), "why", c.Reason)
+		}
+		for _, h := range hs {
+			s.endHere(h, StatusWithdrawn, "", c.Reason, errors.New(c.Reason))
+		}
+		c = Change{Kind: ChangeResync}
+	}
+	s.publish(c)
+}
+
+// resync reads this process's pending holds again, for changes whose
+// notifications were lost.
+func (s *Store) resync() {
+	hs := s.localHolds()
+	if len(hs) == 0 {
+		return
+	}
+	ids := make([]string, len(hs))
+	for i, h := range hs {
+		ids[i] = h.id
+	}
+	infos, err := s.b.GetHolds(ids)
+	if err != nil {
+		s.log.Warn("could not read this instance's holds", "err", err)
+		return
+	}
+	for _, info := range infos {
+		s.settled(info)
+	}
+}
+
+// syncLoop stores the ends of holds ended while the Backend was down, and
+// reads this process's pending holds again each time (a shared Backend
+// may have missed notifications).
+func (s *Store) syncLoop(every time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+			s.syncEnds()
+		}
+	}
+}
+
+func (s *Store) syncEnds() {
+	s.mu.Lock()
+	pending := make([]HoldInfo, 0, len(s.unsynced))
+	for _, info := range s.unsynced {
+		pending = append(pending, info)
+	}
+	s.mu.Unlock()
+	for _, want := range pending {
+		_, err := s.b.UpdateHold(want.ID, func(h *HoldInfo) (bool, error) {
+			if h.Status != StatusPending {
+				if h.Status != want.Status {
+					s.log.Warn("a hold this instance ended while the control database was unreachable had ended differently there",
+						"hold", want.ID, "here", want.Status, "there", h.Status, "resolution", h.Resolution)
+				}
+				return false, nil
+			}
+			h.Status, h.ResolvedAt, h.ResolvedBy, h.Resolution = want.Status, want.ResolvedAt, want.ResolvedBy, want.Resolution
+			return true, nil
+		})
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return // still unreachable: try again next time
+		}
+		s.mu.Lock()
+		delete(s.unsynced, want.ID)
+		s.mu.Unlock()
+		s.log.Info("stored the end of a hold ended while the control database was unreachable", "hold", want.ID, "status", want.Status)
+	}
+}
+
+// Get returns hold id, pending or recently ended.
+func (s *Store) Get(id string) (HoldInfo, error) {
+	return s.b.GetHold(id)
+}
+
+// List returns the pending and recently ended holds, oldest first.
+func (s *Store) List() ([]HoldInfo, error) {
+	infos, err := s.b.ListHolds(s.clock.Now().Add(-s.keepEndedFor), s.keepEnded)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(infos, func(a, b HoldInfo) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return infos, nil
+}
+
+// Instance returns the name this Store gives its holds ("" without a
+// shared Backend).
+func (s *Store) Instance() string { return s.instance }
+
+// Close withdraws every pending hold of this process ("pgmoat is shutting
+// down"), refuses new ones, stops the webhook sender after at most one
+// in-flight attempt per worker, and closes the Backend.
+func (s *Store) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.mu.Unlock()
+	for _, h := range s.localHolds() {
+		s.finish(h.id, StatusWithdrawn, "", "pgmoat is shutting down")
+	}
+	close(s.quit)
+	s.wg.Wait()
+	s.syncEnds()
+	s.hook.close()
+	s.subMu.Lock()
+	s.subsClosed = true
+	for sub := range s.subs {
+		sub.closeLocked()
+	}
+	s.subMu.Unlock()
+	if err := s.b.Close(); err != nil {
+		s.log.Warn("closing the approvals backend", "err", err)
+	}
+}
+
+func (s *Store) emit(ev Event) error {
+	if s.onEvent == nil {
+		return nil
+	}
+	return s.onEvent(ev)
 }
 
 func causeText(ctx context.Context) string {
@@ -192,91 +629,6 @@ func causeText(ctx context.Context) string {
 	return cause.Error()
 }
 
-// Approve records approver's approval of hold id. The hold is released
-// once ApprovalsRequired distinct approvers have approved; the returned
-// info shows its new state. Errors: ErrInvalid (no approver or reason),
-// ErrNotFound, ErrNotPending (it ended, including by reaching its expiry),
-// ErrAlreadyApproved (same approver twice), ErrNotRecorded (the audit log
-// refused the approval; the hold stays pending and nothing is released).
-func (s *Store) Approve(id, approver, reason string) (HoldInfo, error) {
-	if err := checkActor(approver, reason); err != nil {
-		return HoldInfo{}, err
-	}
-	h, err := s.hold(id)
-	if err != nil {
-		return HoldInfo{}, err
-	}
-	h.mu.Lock()
-	now := s.clock.Now()
-	if info, err := s.checkPendingLocked(h, now); err != nil {
-		h.mu.Unlock()
-		s.retire(h, info)
-		return info, err
-	}
-	if i := slices.IndexFunc(h.approvals, func(a Approval) bool { return a.Approver == approver }); i >= 0 {
-		info := h.infoLocked()
-		h.mu.Unlock()
-		return info, fmt.Errorf("hold %s: %w by %s", id, ErrAlreadyApproved, approver)
-	}
-	a := Approval{Approver: approver, Reason: reason, At: now}
-	final := len(h.approvals)+1 >= h.required
-
-	next := h.infoLocked()
-	next.Approvals = append(next.Approvals, a)
-	typ := EventHoldApproval
-	if final {
-		typ = EventHoldApproved
-		next.Status = StatusApproved
-		next.ResolvedAt = now
-		next.ResolvedBy = approver
-		next.Resolution = approvedText(next.Approvals)
-	}
-	// Record before releasing: the proxy forwards the statement as soon as
-	// done is closed, and an approved statement must be in the audit log
-	// before it runs.
-	if err := s.emit(Event{Type: typ, Time: now, Hold: &next, Actor: approver, Reason: reason}); err != nil {
-		info := h.infoLocked()
-		h.mu.Unlock()
-		return info, fmt.Errorf("approval of hold %s %w (%v); the hold is still pending", id, ErrNotRecorded, err)
-	}
-	h.approvals = append(h.approvals, a)
-	if !final {
-		info := h.infoLocked()
-		h.mu.Unlock()
-		s.log.Info("hold approval recorded", "hold", id, "approver", approver,
-			"approvals", len(info.Approvals), "approvals_required", h.required)
-		return info, nil
-	}
-	h.endLocked(StatusApproved, now, approver, next.Resolution)
-	info := h.infoLocked()
-	h.mu.Unlock()
-	s.retire(h, info)
-	return info, nil
-}
-
-// Deny ends hold id as denied; any one approver can deny. Errors:
-// ErrInvalid, ErrNotFound, ErrNotPending.
-func (s *Store) Deny(id, approver, reason string) (HoldInfo, error) {
-	if err := checkActor(approver, reason); err != nil {
-		return HoldInfo{}, err
-	}
-	h, err := s.hold(id)
-	if err != nil {
-		return HoldInfo{}, err
-	}
-	h.mu.Lock()
-	now := s.clock.Now()
-	if info, err := s.checkPendingLocked(h, now); err != nil {
-		h.mu.Unlock()
-		s.retire(h, info)
-		return info, err
-	}
-	info := s.finishLocked(h, now, StatusDenied, approver, reason)
-	h.mu.Unlock()
-	s.retire(h, info)
-	return info, nil
-}
-
 func checkActor(approver, reason string) error {
 	if approver == "" {
 		return fmt.Errorf("%w: the approver's name is required", ErrInvalid)
@@ -285,22 +637,6 @@ func checkActor(approver, reason string) error {
 		return fmt.Errorf("%w: a reason is required (it goes to the audit log)", ErrInvalid)
 	}
 	return nil
-}
-
-// checkPendingLocked returns ErrNotPending when h has ended. A hold whose
-// expiry has passed is timed out here, even if its timer has not fired
-// yet, so that no approval is accepted at or after the expiry. When it
-// times h out, the caller must retire h with the returned info.
-func (s *Store) checkPendingLocked(h *Hold, now time.Time) (HoldInfo, error) {
-	if h.status == StatusPending && !now.Before(h.expiresAt) {
-		info := s.finishLocked(h, now, StatusTimedOut, "", timedOutText(h))
-		return info, fmt.Errorf("hold %s is %w: it %s", h.id, ErrNotPending, endedText(info))
-	}
-	if h.status != StatusPending {
-		info := h.infoLocked()
-		return HoldInfo{}, fmt.Errorf("hold %s is %w: it %s", h.id, ErrNotPending, endedText(info))
-	}
-	return HoldInfo{}, nil
 }
 
 func endedText(info HoldInfo) string {
@@ -326,169 +662,12 @@ func approvedText(as []Approval) string {
 	return "approved by " + strings.Join(names, ", ")
 }
 
-func timedOutText(h *Hold) string {
-	t := fmt.Sprintf("timed out after %s without a decision", h.expiresAt.Sub(h.createdAt))
-	if n := len(h.approvals); n > 0 {
-		t += fmt.Sprintf(" (%d of %d approvals given)", n, h.required)
+func timedOutText(h HoldInfo) string {
+	t := fmt.Sprintf("timed out after %s without a decision", h.ExpiresAt.Sub(h.CreatedAt))
+	if n := len(h.Approvals); n > 0 {
+		t += fmt.Sprintf(" (%d of %d approvals given)", n, h.ApprovalsRequired)
 	}
 	return t
-}
-
-// expire is the hold's timer.
-func (s *Store) expire(h *Hold) {
-	h.mu.Lock()
-	if h.status != StatusPending {
-		h.mu.Unlock()
-		return
-	}
-	info := s.finishLocked(h, s.clock.Now(), StatusTimedOut, "", timedOutText(h))
-	h.mu.Unlock()
-	s.retire(h, info)
-}
-
-// finish ends h with a status that lets nothing through, unless it already
-// ended.
-func (s *Store) finish(h *Hold, st Status, by, reason string) {
-	h.mu.Lock()
-	if h.status != StatusPending {
-		h.mu.Unlock()
-		return
-	}
-	info := s.finishLocked(h, s.clock.Now(), st, by, reason)
-	h.mu.Unlock()
-	s.retire(h, info)
-}
-
-// finishLocked ends a pending h as denied, timed out or withdrawn and
-// records the event. These outcomes only refuse, so they stand even when
-// the audit log refuses the event; that failure is logged.
-func (s *Store) finishLocked(h *Hold, now time.Time, st Status, by, reason string) HoldInfo {
-	h.endLocked(st, now, by, reason)
-	info := h.infoLocked()
-	typ := map[Status]EventType{
-		StatusDenied:    EventHoldDenied,
-		StatusTimedOut:  EventHoldTimedOut,
-		StatusWithdrawn: EventHoldWithdrawn,
-	}[st]
-	if err := s.emit(Event{Type: typ, Time: now, Hold: &info, Actor: by, Reason: reason}); err != nil {
-		s.log.Error("hold ended but the event could not be recorded", "hold", h.id, "status", st, "err", err)
-	}
-	return info
-}
-
-func (h *Hold) endLocked(st Status, now time.Time, by, reason string) {
-	h.status = st
-	h.resolvedAt = now
-	h.resolvedBy = by
-	h.resolution = reason
-	if h.timer != nil {
-		h.timer.Stop()
-	}
-	close(h.done)
-}
-
-// retire does the bookkeeping after a hold ended: metrics, log, and the
-// ended list that bounds how long it stays visible. A zero info (nothing
-// ended) is ignored.
-func (s *Store) retire(h *Hold, info HoldInfo) {
-	if info.Status == "" || info.Status == StatusPending {
-		return
-	}
-	waited := info.ResolvedAt.Sub(info.CreatedAt)
-	s.m.HoldsPending.Dec()
-	s.m.HoldsResolved.WithLabelValues(string(info.Status)).Inc()
-	s.m.HoldWaitDuration.Observe(waited.Seconds())
-	s.log.Info("hold ended", "hold", h.id, "status", info.Status, "by", info.ResolvedBy,
-		"resolution", info.Resolution, "waited", waited)
-
-	s.mu.Lock()
-	s.ended = append(s.ended, endedHold{id: h.id, at: info.ResolvedAt})
-	s.trimLocked(s.clock.Now())
-	s.mu.Unlock()
-}
-
-// trimLocked forgets ended holds beyond KeepEnded or older than
-// KeepEndedFor.
-func (s *Store) trimLocked(now time.Time) {
-	cutoff := now.Add(-s.keepEndedFor)
-	n := 0
-	for n < len(s.ended) && (len(s.ended)-n > s.keepEnded || !s.ended[n].at.After(cutoff)) {
-		delete(s.holds, s.ended[n].id)
-		n++
-	}
-	if n > 0 {
-		clear(s.ended[:n])
-		s.ended = s.ended[n:]
-	}
-}
-
-func (s *Store) hold(id string) (*Hold, error) {
-	s.mu.Lock()
-	h := s.holds[id]
-	s.mu.Unlock()
-	if h == nil {
-		return nil, fmt.Errorf("hold %s: %w", id, ErrNotFound)
-	}
-	return h, nil
-}
-
-// Get returns hold id, pending or recently ended.
-func (s *Store) Get(id string) (HoldInfo, error) {
-	h, err := s.hold(id)
-	if err != nil {
-		return HoldInfo{}, err
-	}
-	return h.Info(), nil
-}
-
-// List returns the pending and recently ended holds, oldest first.
-func (s *Store) List() []HoldInfo {
-	s.mu.Lock()
-	s.trimLocked(s.clock.Now())
-	hs := make([]*Hold, 0, len(s.holds))
-	for _, h := range s.holds {
-		hs = append(hs, h)
-	}
-	s.mu.Unlock()
-	infos := make([]HoldInfo, len(hs))
-	for i, h := range hs {
-		infos[i] = h.Info()
-	}
-	slices.SortFunc(infos, func(a, b HoldInfo) int {
-		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
-	return infos
-}
-
-// Close withdraws every pending hold ("pgmoat is shutting down"), refuses
-// new ones, and stops the webhook sender after at most one in-flight
-// attempt per worker.
-func (s *Store) Close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	hs := make([]*Hold, 0, len(s.holds))
-	for _, h := range s.holds {
-		hs = append(hs, h)
-	}
-	s.mu.Unlock()
-	for _, h := range hs {
-		s.finish(h, StatusWithdrawn, "", "pgmoat is shutting down")
-	}
-	s.hook.close()
-}
-
-func (s *Store) emit(ev Event) error {
-	if s.onEvent == nil {
-		return nil
-	}
-	return s.onEvent(ev)
 }
 
 // newID returns 16 hex digits from crypto/rand.

@@ -263,7 +263,7 @@ func TestCreateNotRecorded(t *testing.T) {
 	if _, err := h.s.Create(sampleRequest()); !errors.Is(err, ErrNotRecorded) {
 		t.Fatalf("Create: %v, want ErrNotRecorded", err)
 	}
-	if n := len(h.s.List()); n != 0 {
+	if n := len(h.list(t)); n != 0 {
 		t.Errorf("%d holds listed", n)
 	}
 	if got := testutil.ToFloat64(h.m.HoldsPending); got != 0 {
@@ -316,7 +316,7 @@ func TestListAndRetention(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	list := h.s.List()
+	list := h.list(t)
 	var got []string
 	for _, i := range list {
 		got = append(got, i.ID+":"+string(i.Status))
@@ -329,7 +329,7 @@ func TestListAndRetention(t *testing.T) {
 		t.Errorf("forgotten hold: %v", err)
 	}
 	h.clock.Jump(DefaultKeepEndedFor + time.Second)
-	list = h.s.List()
+	list = h.list(t)
 	if len(list) != 1 || list[0].ID != ids[3] {
 		t.Errorf("after a day, List = %+v; want only the pending hold", list)
 	}

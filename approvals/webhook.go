@@ -48,6 +48,8 @@ type WebhookPayload struct {
 	Client            string    `json:"client"`
 	Rule              string    `json:"rule"`
 	Reason            string    `json:"reason"`
+	BlastRadius       string    `json:"blast_radius,omitempty"`
+	Instance          string    `json:"instance,omitempty"`
 	CreatedAt         time.Time `json:"created_at"`
 	ExpiresAt         time.Time `json:"expires_at"`
 	ApprovalsRequired int       `json:"approvals_required"`
@@ -253,6 +255,8 @@ func NewWebhookPayload(h HoldInfo, publicURL string) WebhookPayload {
 		Client:            h.Client,
 		Rule:              h.Rule,
 		Reason:            h.Reason,
+		BlastRadius:       h.BlastRadius,
+		Instance:          h.Instance,
 		CreatedAt:         h.CreatedAt,
 		ExpiresAt:         h.ExpiresAt,
 		ApprovalsRequired: h.ApprovalsRequired,
@@ -279,6 +283,9 @@ func NewWebhookPayload(h HoldInfo, publicURL string) WebhookPayload {
 	}
 	if h.Rule != "" {
 		fmt.Fprintf(&b, " [rule %s]", h.Rule)
+	}
+	if h.BlastRadius != "" {
+		fmt.Fprintf(&b, ". Measured: it %s", strings.TrimRight(h.BlastRadius, "."))
 	}
 	approvals := "1 approval"
 	if h.ApprovalsRequired > 1 {

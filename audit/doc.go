@@ -23,8 +23,10 @@
 // hold_approval_added (one approval of several required), hold_approved,
 // hold_denied, hold_timed_out, hold_withdrawn,
 // preapproval_created, preapproval_used, preapproval_revoked,
-// config_loaded and config_reload_failed. The other fields are those of
-// Event. No field can carry a password, a password hash or a cancel key:
+// config_loaded, config_changed (how a reload changes protection, in
+// changes, written before it takes effect) and config_reload_failed. The
+// other fields are those of Event. No field can carry a password, a
+// password hash or a cancel key:
 // Event has none, and the proxy never puts protocol secrets in the others.
 // With audit.redact, statement holds pg_query's normalized text (literals
 // replaced by $1, $2, …); a statement that does not parse is recorded as
@@ -32,21 +34,42 @@
 //
 // # Hash chain
 //
-// Every line ends with ,"prev_hash":"…","hash":"…"}. hash is the hex
-// SHA-256 of the line's bytes from its opening brace up to and including
-// the closing quote of prev_hash — everything but the hash field itself and
-// the newline. prev_hash is the hash of the line before; the first line of
-// a new log has Genesis (64 zeros). The hash is taken over the bytes as
-// written, not over a re-encoding, so Verify needs no JSON canonicalization
-// and any byte changed anywhere in a line changes its hash: editing,
-// removing, inserting or reordering lines breaks the chain at the first
-// line concerned. The chain is not a signature: someone who can rewrite
-// the file can recompute every hash after the point they change. Its head
-// (the last hash) is logged to pgmoat's operational log when the file is
-// reopened or closed; keeping those somewhere else, or shipping lines off
-// the host as they are written, anchors the chain and also reveals lines
-// cut off the end, which no chain can show by itself (nor a last line
-// turned into a fragment before a restart, which amounts to the same).
+// Every line ends with ,"seq":N,"prev_hash":"…","hash":"…"}. hash is the
+// hex SHA-256 of the line's bytes from its opening brace up to and
+// including the closing quote of prev_hash — everything but the hash field
+// itself and the newline. prev_hash is the hash of the line before; the
+// first line of a chain has Genesis (64 zeros), and also "genesis":true
+// (just before seq) and seq 1; seq counts the chain's lines. The hash is
+// taken over the bytes as written, not over a re-encoding, so Verify needs
+// no JSON canonicalization and any byte changed anywhere in a line changes
+// its hash: editing, removing, inserting or reordering lines breaks the
+// chain at the first line concerned, and `verify --from-genesis`
+// (VerifyOptions.FromGenesis) also catches lines cut from the start.
+// Lines written before sequence numbers have neither seq nor the genesis
+// mark and still verify; the first line written after them has seq 1.
+//
+// The chain is not a signature: someone who can rewrite the file can
+// recompute every hash after the point they change. Its head (the last
+// line's seq and hash) is on /metrics as pgmoat_audit_chain_head_sequence
+// {hash="…"}, in verify's report, and in pgmoat's operational log when the
+// file is reopened or closed; recording it somewhere else (a Prometheus
+// server scraping it does), or shipping lines off the host as they are
+// written, anchors the chain: a log rewritten, or cut off at the end, no
+// longer reaches a head recorded earlier, which no chain can show by
+// itself (nor a last line turned into a fragment before a restart, which
+// amounts to the same).
+//
+// # Bounds
+//
+// A client controls its statements' text, up to limits.max_message_size.
+// Statement text longer than audit.max_statement_bytes (16 KiB by default)
+// is cut at a character boundary, with statement_bytes and
+// statement_sha256 recording the whole text's length and hash (of the
+// normalized text with audit.redact, which normalizes at most 1 MiB and
+// records a placeholder beyond); objects and fingerprints are cut to the
+// same size (objects_total, fingerprints_total give the counts); reason,
+// error and approval_reason to 4 KiB. So one event costs the audit disk a
+// few tens of KiB at most.
 //
 // The chain survives restarts and rotation. Open reads the existing
 // file's last complete line and continues from its hash. Reopen (on SIGHUP
@@ -95,9 +118,9 @@
 // pgmoat_audit_events_dropped_total{reason="queue_full"} and warns (at
 // most every ten seconds).
 //
-// On a configuration reload, Apply changes audit.statements, audit.redact
-// and audit.flush_interval for the next event; audit.path and
-// audit.queue_size need a restart.
+// On a configuration reload, Apply changes audit.statements, audit.redact,
+// audit.max_statement_bytes and audit.flush_interval for the next event;
+// audit.path and audit.queue_size need a restart.
 //
 // # Failures
 //

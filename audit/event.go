@@ -38,7 +38,10 @@ const (
 	PreapprovalUsed    Kind = "preapproval_used"
 	PreapprovalRevoked Kind = "preapproval_revoked"
 
-	ConfigLoaded       Kind = "config_loaded"
+	ConfigLoaded Kind = "config_loaded"
+	// ConfigChanged records how a reload changes protection (Changes),
+	// written before the new configuration takes effect.
+	ConfigChanged      Kind = "config_changed"
 	ConfigReloadFailed Kind = "config_reload_failed"
 )
 
@@ -47,7 +50,7 @@ var kinds = [...]Kind{
 	SessionStart, SessionEnd, Decision, Statement,
 	HoldCreated, HoldApprovalAdded, HoldApproved, HoldDenied, HoldTimedOut, HoldWithdrawn,
 	PreapprovalCreated, PreapprovalUsed, PreapprovalRevoked,
-	ConfigLoaded, ConfigReloadFailed,
+	ConfigLoaded, ConfigChanged, ConfigReloadFailed,
 }
 
 func (k Kind) valid() bool {
@@ -71,6 +74,9 @@ func (k Kind) valid() bool {
 type Event struct {
 	Time time.Time // written as RFC 3339 in UTC with microseconds
 	Kind Kind      // "event"
+	// Instance names the pgmoat instance that wrote the event; the
+	// Logger fills it from Options.Instance (set with state.dsn).
+	Instance string
 
 	// The session the event concerns (empty for config and pre-approval
 	// management events).
@@ -82,21 +88,38 @@ type Event struct {
 
 	// Statement is the SQL text; with audit.redact its literals are
 	// replaced by $n placeholders (pg_query's Normalize). Bytes that are
-	// not UTF-8 are written as U+FFFD, as JSON requires.
-	Statement   string
+	// not UTF-8 are written as U+FFFD, as JSON requires. Text longer than
+	// audit.max_statement_bytes is cut (at a character boundary), and
+	// StatementBytes and StatementSHA256 then describe the whole text.
+	Statement string
+	// StatementBytes and StatementSHA256 (hex) are the length and hash of
+	// the whole statement text when Statement was cut; the Logger sets
+	// them, and ignores what the caller puts there.
+	StatementBytes  int
+	StatementSHA256 string
+
 	Fingerprint string   // pg_query fingerprint of Statement
 	Operations  []string // e.g. drop, truncate, delete_all
 	Objects     []string // qualified names the operations touch
-	Decision    string   // allow, log, block, hold
-	Rule        string   // the policy rule that decided
-	Reason      string   // human sentence: why the rule matched, why a hold was withdrawn, ...
+	// ObjectsTotal is how many objects there were when the Logger cut
+	// Objects (their names would exceed audit.max_statement_bytes).
+	ObjectsTotal int
+	Decision     string // allow, log, block, hold
+	Rule         string // the policy rule that decided
+	Reason       string // human sentence: why the rule matched, why a hold was withdrawn, ...
 
-	HoldID         string
-	PreapprovalID  string
-	Fingerprints   []string  // the fingerprints a pre-approval covers
-	ExpiresAt      time.Time // when a hold or pre-approval expires
-	Approvers      []string  // names of the tokens that approved, denied, created or revoked
-	ApprovalReason string    // the reason the approver gave
+	HoldID string
+	// BlastRadius is what a held statement would do, measured
+	// ("would delete 1,204,331 of 1,204,331 rows of public.users").
+	BlastRadius   string
+	PreapprovalID string
+	Fingerprints  []string // the fingerprints a pre-approval covers
+	// FingerprintsTotal is how many fingerprints there were when the
+	// Logger cut Fingerprints, as it cuts Objects.
+	FingerprintsTotal int
+	ExpiresAt         time.Time // when a hold or pre-approval expires
+	Approvers         []string  // names of the tokens that approved, denied, created or revoked
+	ApprovalReason    string    // the reason the approver gave
 
 	// Duration is the session's length (session_end), the time a hold
 	// waited (hold_*), or the statement's run time when known.
@@ -104,8 +127,18 @@ type Event struct {
 	EndReason string // why a session ended (session_end)
 	Error     string // the error that ended a session, or that a reload failed with
 
-	// PrevHash and Hash are set by ReadEvents from the line's chain fields;
-	// the Logger computes them and ignores what the caller puts here.
+	// PolicyHash fingerprints the protection in force after a
+	// config_loaded or config_changed event (pgmoat_policy_info's hash).
+	PolicyHash string
+	// Changes lists how a reload changes protection (config_changed), one
+	// sentence each; those that lower it end with "(lowers protection)".
+	Changes []string
+
+	// Genesis, Seq, PrevHash and Hash are set by ReadFile from the line's
+	// chain fields; the Logger computes them and ignores what the caller
+	// puts here. Seq is 0 on lines written before sequence numbers.
+	Genesis  bool
+	Seq      uint64
 	PrevHash string
 	Hash     string
 }
@@ -117,31 +150,41 @@ const TimeFormat = "2006-01-02T15:04:05.000000Z07:00"
 // wireEvent is Event as it appears on a line, in line order. Its field
 // names are the audit log's public format: changing one breaks every reader.
 type wireEvent struct {
-	Time           string   `json:"time"`
-	Event          Kind     `json:"event"`
-	SessionID      string   `json:"session_id,omitempty"`
-	User           string   `json:"user,omitempty"`
-	Database       string   `json:"database,omitempty"`
-	Application    string   `json:"application,omitempty"`
-	Client         string   `json:"client,omitempty"`
-	Statement      string   `json:"statement,omitempty"`
-	Fingerprint    string   `json:"fingerprint,omitempty"`
-	Operations     []string `json:"operations,omitempty"`
-	Objects        []string `json:"objects,omitempty"`
-	Decision       string   `json:"decision,omitempty"`
-	Rule           string   `json:"rule,omitempty"`
-	Reason         string   `json:"reason,omitempty"`
-	HoldID         string   `json:"hold_id,omitempty"`
-	PreapprovalID  string   `json:"preapproval_id,omitempty"`
-	Fingerprints   []string `json:"fingerprints,omitempty"`
-	ExpiresAt      string   `json:"expires_at,omitempty"`
-	Approvers      []string `json:"approvers,omitempty"`
-	ApprovalReason string   `json:"approval_reason,omitempty"`
-	DurationMS     float64  `json:"duration_ms,omitempty"`
-	EndReason      string   `json:"end_reason,omitempty"`
-	Error          string   `json:"error,omitempty"`
+	Time              string   `json:"time"`
+	Event             Kind     `json:"event"`
+	Instance          string   `json:"instance,omitempty"`
+	SessionID         string   `json:"session_id,omitempty"`
+	User              string   `json:"user,omitempty"`
+	Database          string   `json:"database,omitempty"`
+	Application       string   `json:"application,omitempty"`
+	Client            string   `json:"client,omitempty"`
+	Statement         string   `json:"statement,omitempty"`
+	StatementBytes    int      `json:"statement_bytes,omitempty"`
+	StatementHash     string   `json:"statement_sha256,omitempty"`
+	Fingerprint       string   `json:"fingerprint,omitempty"`
+	Operations        []string `json:"operations,omitempty"`
+	Objects           []string `json:"objects,omitempty"`
+	ObjectsTotal      int      `json:"objects_total,omitempty"`
+	Decision          string   `json:"decision,omitempty"`
+	Rule              string   `json:"rule,omitempty"`
+	Reason            string   `json:"reason,omitempty"`
+	HoldID            string   `json:"hold_id,omitempty"`
+	BlastRadius       string   `json:"blast_radius,omitempty"`
+	PreapprovalID     string   `json:"preapproval_id,omitempty"`
+	Fingerprints      []string `json:"fingerprints,omitempty"`
+	FingerprintsTotal int      `json:"fingerprints_total,omitempty"`
+	ExpiresAt         string   `json:"expires_at,omitempty"`
+	Approvers         []string `json:"approvers,omitempty"`
+	ApprovalReason    string   `json:"approval_reason,omitempty"`
+	DurationMS        float64  `json:"duration_ms,omitempty"`
+	EndReason         string   `json:"end_reason,omitempty"`
+	Error             string   `json:"error,omitempty"`
+	PolicyHash        string   `json:"policy_hash,omitempty"`
+	Changes           []string `json:"changes,omitempty"`
 	// The chain fields are appended by seal, never marshalled: they stay
 	// empty (and so omitted) when encoding and are filled when decoding.
+	Genesis  bool   `json:"genesis,omitempty"`
+	Seq      uint64 `json:"seq,omitempty"`
 	PrevHash string `json:"prev_hash,omitempty"`
 	Hash     string `json:"hash,omitempty"`
 }
@@ -165,28 +208,36 @@ func redact(sql string) string {
 // change (Operations and the other slices may be reused after Record returns).
 func encode(ev *Event) ([]byte, error) {
 	w := wireEvent{
-		Time:           ev.Time.UTC().Format(TimeFormat),
-		Event:          ev.Kind,
-		SessionID:      ev.SessionID,
-		User:           ev.User,
-		Database:       ev.Database,
-		Application:    ev.Application,
-		Client:         ev.Client,
-		Statement:      ev.Statement,
-		Fingerprint:    ev.Fingerprint,
-		Operations:     ev.Operations,
-		Objects:        ev.Objects,
-		Decision:       ev.Decision,
-		Rule:           ev.Rule,
-		Reason:         ev.Reason,
-		HoldID:         ev.HoldID,
-		PreapprovalID:  ev.PreapprovalID,
-		Fingerprints:   ev.Fingerprints,
-		Approvers:      ev.Approvers,
-		ApprovalReason: ev.ApprovalReason,
-		DurationMS:     float64(ev.Duration.Microseconds()) / 1000,
-		EndReason:      ev.EndReason,
-		Error:          ev.Error,
+		Time:              ev.Time.UTC().Format(TimeFormat),
+		Event:             ev.Kind,
+		Instance:          ev.Instance,
+		SessionID:         ev.SessionID,
+		User:              ev.User,
+		Database:          ev.Database,
+		Application:       ev.Application,
+		Client:            ev.Client,
+		Statement:         ev.Statement,
+		StatementBytes:    ev.StatementBytes,
+		StatementHash:     ev.StatementSHA256,
+		Fingerprint:       ev.Fingerprint,
+		Operations:        ev.Operations,
+		Objects:           ev.Objects,
+		ObjectsTotal:      ev.ObjectsTotal,
+		Decision:          ev.Decision,
+		Rule:              ev.Rule,
+		Reason:            ev.Reason,
+		HoldID:            ev.HoldID,
+		BlastRadius:       ev.BlastRadius,
+		PreapprovalID:     ev.PreapprovalID,
+		Fingerprints:      ev.Fingerprints,
+		FingerprintsTotal: ev.FingerprintsTotal,
+		Approvers:         ev.Approvers,
+		ApprovalReason:    ev.ApprovalReason,
+		DurationMS:        float64(ev.Duration.Microseconds()) / 1000,
+		EndReason:         ev.EndReason,
+		Error:             ev.Error,
+		PolicyHash:        ev.PolicyHash,
+		Changes:           ev.Changes,
 	}
 	if !ev.ExpiresAt.IsZero() {
 		w.ExpiresAt = ev.ExpiresAt.UTC().Format(TimeFormat)
@@ -209,29 +260,39 @@ func decode(line []byte) (Event, error) {
 		return Event{}, err
 	}
 	ev := Event{
-		Kind:           w.Event,
-		SessionID:      w.SessionID,
-		User:           w.User,
-		Database:       w.Database,
-		Application:    w.Application,
-		Client:         w.Client,
-		Statement:      w.Statement,
-		Fingerprint:    w.Fingerprint,
-		Operations:     w.Operations,
-		Objects:        w.Objects,
-		Decision:       w.Decision,
-		Rule:           w.Rule,
-		Reason:         w.Reason,
-		HoldID:         w.HoldID,
-		PreapprovalID:  w.PreapprovalID,
-		Fingerprints:   w.Fingerprints,
-		Approvers:      w.Approvers,
-		ApprovalReason: w.ApprovalReason,
-		Duration:       time.Duration(math.Round(w.DurationMS*1000)) * time.Microsecond,
-		EndReason:      w.EndReason,
-		Error:          w.Error,
-		PrevHash:       w.PrevHash,
-		Hash:           w.Hash,
+		Kind:              w.Event,
+		Instance:          w.Instance,
+		SessionID:         w.SessionID,
+		User:              w.User,
+		Database:          w.Database,
+		Application:       w.Application,
+		Client:            w.Client,
+		Statement:         w.Statement,
+		StatementBytes:    w.StatementBytes,
+		StatementSHA256:   w.StatementHash,
+		Fingerprint:       w.Fingerprint,
+		Operations:        w.Operations,
+		Objects:           w.Objects,
+		ObjectsTotal:      w.ObjectsTotal,
+		Decision:          w.Decision,
+		Rule:              w.Rule,
+		Reason:            w.Reason,
+		HoldID:            w.HoldID,
+		BlastRadius:       w.BlastRadius,
+		PreapprovalID:     w.PreapprovalID,
+		Fingerprints:      w.Fingerprints,
+		FingerprintsTotal: w.FingerprintsTotal,
+		Approvers:         w.Approvers,
+		ApprovalReason:    w.ApprovalReason,
+		Duration:          time.Duration(math.Round(w.DurationMS*1000)) * time.Microsecond,
+		EndReason:         w.EndReason,
+		Error:             w.Error,
+		PolicyHash:        w.PolicyHash,
+		Changes:           w.Changes,
+		Genesis:           w.Genesis,
+		Seq:               w.Seq,
+		PrevHash:          w.PrevHash,
+		Hash:              w.Hash,
 	}
 	var err error
 	if ev.Time, err = time.Parse(time.RFC3339Nano, w.Time); err != nil {

@@ -124,6 +124,8 @@ func fullEvent(kind Kind) Event {
 		Duration:       1234567 * time.Microsecond,
 		EndReason:      "client_terminated",
 		Error:          "connection reset by peer",
+		PolicyHash:     "3f2a9c0d1e4b5a67",
+		Changes:        []string{"protection removed: billing.* (lowers protection)"},
 	}
 }
 
@@ -157,7 +159,10 @@ func TestEventsRoundTripThroughFile(t *testing.T) {
 		if i > 0 && ev.PrevHash != evs[i-1].Hash {
 			t.Errorf("line %d prev_hash = %q, want previous hash %q", i+1, ev.PrevHash, evs[i-1].Hash)
 		}
-		want.PrevHash, want.Hash = ev.PrevHash, ev.Hash
+		if ev.Seq != uint64(i+1) || ev.Genesis != (i == 0) {
+			t.Errorf("line %d: seq %d, genesis %v; want seq %d, genesis only on the first line", i+1, ev.Seq, ev.Genesis, i+1)
+		}
+		want.PrevHash, want.Hash, want.Seq, want.Genesis = ev.PrevHash, ev.Hash, ev.Seq, ev.Genesis
 		if !eventsEqual(ev, want) {
 			t.Errorf("line %d:\n got  %+v\n want %+v", i+1, ev, want)
 		}
@@ -187,7 +192,7 @@ func TestLineFormat(t *testing.T) {
 	wantOrder := []string{"time", "event", "session_id", "user", "database", "application", "client",
 		"statement", "fingerprint", "operations", "objects", "decision", "rule", "reason", "hold_id",
 		"preapproval_id", "fingerprints", "expires_at", "approvers", "approval_reason", "duration_ms",
-		"end_reason", "error", "prev_hash", "hash"}
+		"end_reason", "error", "policy_hash", "changes", "genesis", "seq", "prev_hash", "hash"}
 	last := -1
 	for _, k := range wantOrder {
 		i := strings.Index(lines[0], `"`+k+`":`)
@@ -213,8 +218,9 @@ func TestLineFormat(t *testing.T) {
 		t.Errorf("statement not written as plain JSON (no HTML escaping): %s", lines[0])
 	}
 
-	// Empty fields are left out; time and the chain fields never are.
-	re := regexp.MustCompile(`^\{"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z","event":"session_end","session_id":"s-2","prev_hash":"[0-9a-f]{64}","hash":"[0-9a-f]{64}"\}$`)
+	// Empty fields are left out; time and the chain fields never are
+	// (genesis only on a chain's first line).
+	re := regexp.MustCompile(`^\{"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z","event":"session_end","session_id":"s-2","seq":2,"prev_hash":"[0-9a-f]{64}","hash":"[0-9a-f]{64}"\}$`)
 	if !re.MatchString(lines[1]) {
 		t.Errorf("minimal line = %s", lines[1])
 	}

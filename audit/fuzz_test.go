@@ -18,6 +18,16 @@ func seedLog(t testing.TB) []byte {
 	return data
 }
 
+// legacyLog returns lines written before sequence numbers and genesis
+// marks existed.
+func legacyLog(t testing.TB) []byte {
+	data, err := os.ReadFile("testdata/legacy.log.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 // FuzzParseLine checks that whatever parseLine accepts is exactly a line
 // seal would write: a JSON object whose hash covers it.
 func FuzzParseLine(f *testing.F) {
@@ -25,6 +35,9 @@ func FuzzParseLine(f *testing.F) {
 		f.Add(line)
 	}
 	f.Add([]byte(`{"a":1` + prevField + Genesis + `"` + hashField + Genesis + `"}`))
+	for _, line := range bytes.Split(legacyLog(f), []byte("\n")) {
+		f.Add(line)
+	}
 	f.Fuzz(func(t *testing.T, line []byte) {
 		prev, hash, err := parseLine(line)
 		if err != nil {
@@ -37,8 +50,22 @@ func FuzzParseLine(f *testing.F) {
 		if hex.EncodeToString(sum[:]) != hash {
 			t.Fatalf("accepted hash %s that does not cover the line %q", hash, line)
 		}
-		body := append(bytes.Clone(line[:len(line)-sealLen]), '}')
-		resealed, h := seal(nil, body, prev)
+		seq, genesis := chainPosition(line)
+		if seq == 0 {
+			return // a line from before sequence numbers: seal no longer writes those
+		}
+		head := line[:len(line)-sealLen]
+		head = head[:bytes.LastIndex(head, []byte(seqField))]
+		if genesis {
+			head = head[:len(head)-len(genesisField)]
+		}
+		body := append(bytes.Clone(head), '}')
+		resealed, h := seal(nil, body, prev, seq)
+		if (prev == Genesis) != genesis {
+			// The genesis mark disagrees with prev_hash: Verify refuses such
+			// a line (ErrSequence), and seal cannot write it.
+			return
+		}
 		if !bytes.Equal(resealed, append(bytes.Clone(line), '\n')) || h != hash {
 			t.Fatalf("line %q is not what seal writes for its body: %q", line, resealed)
 		}
@@ -52,6 +79,7 @@ func FuzzVerify(f *testing.F) {
 	f.Add(log)
 	f.Add(append(bytes.Clone(log), log...))
 	f.Add(append([]byte("torn\n"), log...))
+	f.Add(append(legacyLog(f), log...))
 	f.Add([]byte("\n\n{}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var v verifier

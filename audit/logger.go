@@ -40,6 +40,10 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// Clock stamps events whose Time is zero. Nil means time.Now.
 	Clock func() time.Time
+	// Instance, when set, is written as the instance field of every
+	// event, so that the logs of several pgmoat instances sharing one
+	// control database (state.dsn) say which wrote what.
+	Instance string
 
 	// openSink replaces how the log is opened and reopened; tests use it
 	// to inject write failures.
@@ -57,9 +61,12 @@ type Logger struct {
 	all      atomic.Bool // audit.statements: all
 	redact   atomic.Bool
 	interval atomic.Int64 // audit.flush_interval, in nanoseconds
-	log      *slog.Logger
-	m        *metrics.Metrics
-	clock    func() time.Time
+	// maxStatement is audit.max_statement_bytes.
+	maxStatement atomic.Int64
+	log          *slog.Logger
+	m            *metrics.Metrics
+	clock        func() time.Time
+	instance     string
 
 	queue  chan entry
 	quit   chan struct{} // closed by Close
@@ -97,6 +104,7 @@ func Open(cfg config.Audit, opts Options) (*Logger, error) {
 		log:       opts.Logger,
 		m:         opts.Metrics,
 		clock:     opts.Clock,
+		instance:  opts.Instance,
 		quit:      make(chan struct{}),
 		exited:    make(chan struct{}),
 		dropWarn:  limiter{every: warnEvery},
@@ -115,6 +123,10 @@ func Open(cfg config.Audit, opts Options) (*Logger, error) {
 	l.all.Store(cfg.Statements == "all")
 	l.redact.Store(cfg.Redact)
 	l.interval.Store(int64(cfg.FlushInterval))
+	l.maxStatement.Store(int64(cfg.MaxStatementBytes))
+	if cfg.MaxStatementBytes <= 0 {
+		l.maxStatement.Store(int64(config.Default().Audit.MaxStatementBytes))
+	}
 	if l.disabled {
 		close(l.exited)
 		return l, nil
@@ -239,7 +251,8 @@ func (l *Logger) Reopen() error {
 }
 
 // Apply takes the audit section of a reloaded configuration: statements,
-// redact and flush_interval apply from the next event on. path and
+// redact, max_statement_bytes and flush_interval apply from the next event
+// on. path and
 // queue_size cannot change while pgmoat runs; when they differ, Apply
 // keeps the current ones and returns an error naming them, so that the
 // reload can say a restart is needed.
@@ -256,6 +269,9 @@ func (l *Logger) Apply(cfg config.Audit) error {
 	}
 	l.all.Store(cfg.Statements == "all")
 	l.redact.Store(cfg.Redact)
+	if cfg.MaxStatementBytes > 0 {
+		l.maxStatement.Store(int64(cfg.MaxStatementBytes))
+	}
 	if cfg.FlushInterval > 0 {
 		l.interval.Store(int64(cfg.FlushInterval))
 	}
@@ -288,9 +304,11 @@ func (l *Logger) prepare(ev *Event) ([]byte, error) {
 	if ev.Time.IsZero() {
 		ev.Time = l.clock()
 	}
+	ev.Instance = l.instance
 	if l.redact.Load() && ev.Statement != "" {
-		ev.Statement = redact(ev.Statement)
+		ev.Statement = redactBounded(ev.Statement)
 	}
+	bound(ev, int(l.maxStatement.Load()))
 	return encode(ev)
 }
 

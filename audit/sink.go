@@ -61,8 +61,10 @@ func openFile(path string) (*os.File, error) {
 // tailState is what the end of an existing audit file says about how to
 // continue it.
 type tailState struct {
-	// head is the hash of the last complete line, "" if there is none.
+	// head is the hash of the last complete line, "" if there is none;
+	// seq is its sequence number (0 for a line without one).
 	head string
+	seq  uint64
 	// headErr is set when that line's own hash does not verify; the chain
 	// continues from the hash it states, so that Verify names that line.
 	headErr error
@@ -129,11 +131,13 @@ func readTail(f *os.File) (tailState, error) {
 		examined++
 		if _, hash, err := parseLine(line); err == nil {
 			st.head = hash
+			st.seq, _ = chainPosition(line)
 			return st, nil
 		} else if errors.Is(err, ErrHashMismatch) || errors.Is(err, ErrNotJSON) {
-			// A complete but altered line: continue from the hash it
-			// states, and say so; Verify will name it.
+			// A complete but altered line: continue from the hash (and
+			// sequence number) it states, and say so; Verify will name it.
 			st.head = string(line[len(line)-hashLen-2 : len(line)-2])
+			st.seq, _ = chainPosition(line)
 			st.headErr = err
 			return st, nil
 		}

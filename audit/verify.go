@@ -29,11 +29,18 @@ type Result struct {
 	// the files start the log, otherwise the hash of the last line of an
 	// earlier file that was not given.
 	FirstPrevHash string
-	// LastHash is the last chained line's hash. pgmoat logs the chain's
-	// head when it rotates or closes the log; comparing the two shows
-	// whether lines were cut off the end, which no chain can show by
+	// LastHash is the last chained line's hash, and LastSeq its sequence
+	// number (0 for a line written before sequence numbers): the chain's
+	// head. pgmoat exports its head on /metrics
+	// (pgmoat_audit_chain_head_sequence) and logs it when it rotates or
+	// closes the log; a head recorded there that this one has not reached
+	// shows that lines were cut off the end, which no chain can show by
 	// itself.
 	LastHash string
+	LastSeq  uint64
+	// FromGenesis is set when the first chained line starts a chain
+	// (its prev_hash is Genesis).
+	FromGenesis bool
 	// Unchained lists incomplete lines that the chain continues across:
 	// fragments left by failed writes (a full disk on a sink pgmoat could
 	// not truncate) or by a crash during a write. They were never part of
@@ -48,6 +55,15 @@ type Result struct {
 
 // OK reports whether the chain holds through every line.
 func (r *Result) OK() bool { return r.Break == nil }
+
+// VerifyOptions tighten what Verify accepts.
+type VerifyOptions struct {
+	// FromGenesis requires the first line to start a chain (prev_hash
+	// Genesis; since sequence numbers, also "genesis":true and seq 1):
+	// without it, a log whose first lines were cut off verifies as one
+	// that continues an older file not given.
+	FromGenesis bool
+}
 
 const maxUnchained = 100
 
@@ -65,11 +81,20 @@ const maxUnchained = 100
 // last good line: it is listed in Unchained and does not break the chain.
 // An edit cannot pass for one, because the line after an edited line
 // chains from the edited line's original hash, not from the line before.
+//
+// Since sequence numbers, every line also carries seq, one more than the
+// line before it (a line after one written before sequence numbers may
+// start anywhere), and the first line of a chain "genesis":true and seq 1.
 func Verify(paths ...string) (Result, error) {
+	return VerifyWith(VerifyOptions{}, paths...)
+}
+
+// VerifyWith is Verify with options.
+func VerifyWith(opts VerifyOptions, paths ...string) (Result, error) {
 	if len(paths) == 0 {
 		return Result{}, errors.New("audit: no files to verify")
 	}
-	var v verifier
+	v := verifier{opts: opts}
 	for _, p := range paths {
 		if err := v.file(p); err != nil {
 			return v.res, err
@@ -82,8 +107,10 @@ func Verify(paths ...string) (Result, error) {
 
 // verifier walks the lines of all files as one stream.
 type verifier struct {
+	opts VerifyOptions
 	res  Result
 	head string // hash of the last chained line; "" before the first
+	seq  uint64 // its sequence number; 0 if it has none
 	// run holds the lines since the last chained one that did not chain:
 	// they become the break if the chain never resumes.
 	run      []LineError
@@ -172,19 +199,31 @@ func (v *verifier) line(file string, no int, b []byte) {
 		v.runCount++
 		return
 	}
+	var seq uint64
 	if err == nil {
+		var genesis bool
+		seq, genesis = chainPosition(b)
+		first := v.head == ""
 		switch {
-		case v.head == "" && len(v.run) == 0:
-			// The first line: nothing before it to check against.
+		case first && len(v.run) == 0, first && prev == Genesis:
+			// The first line (after leading fragments, only a log that
+			// starts here): nothing before it to check against.
 			v.res.FirstPrevHash = prev
-		case v.head == "" && prev == Genesis:
-			// Leading fragments, then a log that starts here.
-			v.res.FirstPrevHash = prev
-		case v.head != "" && prev == v.head:
+			v.res.FromGenesis = prev == Genesis
+			if v.opts.FromGenesis && !v.res.FromGenesis {
+				err = ErrNotGenesis
+			}
+		case !first && prev == v.head:
 		case prev == Genesis:
 			err = ErrRestarted
 		default:
 			err = ErrPrevMismatch
+		}
+		// Lines with sequence numbers: genesis exactly where the chain
+		// starts, at 1, and one more each line after.
+		if err == nil && seq != 0 &&
+			(genesis != (prev == Genesis) || genesis && seq != 1 || !genesis && v.seq != 0 && seq != v.seq+1) {
+			err = ErrSequence
 		}
 	}
 	if err != nil {
@@ -207,8 +246,8 @@ func (v *verifier) line(file string, no int, b []byte) {
 		}
 	}
 	v.run, v.runCount = v.run[:0], 0
-	v.head = hash
-	v.res.LastHash = hash
+	v.head, v.seq = hash, seq
+	v.res.LastHash, v.res.LastSeq = hash, seq
 	v.res.Lines++
 }
 
@@ -219,15 +258,17 @@ func (v *verifier) end() {
 	}
 }
 
-// VerifyCommand is `pgmoat audit verify FILE…`: it verifies the files
-// (oldest first), writes a report to out and returns the exit code, 0 when
-// the chain holds and 1 when it is broken or a file cannot be read.
-func VerifyCommand(out io.Writer, paths []string) int {
+// VerifyCommand is `pgmoat audit verify [--from-genesis] FILE…`: it
+// verifies the files (oldest first), writes a report to out and returns
+// the exit code, 0 when the chain holds and 1 when it is broken or a file
+// cannot be read. The report ends with the chain's head, to compare with
+// one recorded elsewhere.
+func VerifyCommand(out io.Writer, opts VerifyOptions, paths []string) int {
 	if len(paths) == 0 {
-		fmt.Fprintln(out, "usage: pgmoat audit verify FILE... (oldest first; .gz files are read compressed)")
+		fmt.Fprintln(out, "usage: pgmoat audit verify [--from-genesis] FILE... (oldest first; .gz files are read compressed)")
 		return 1
 	}
-	res, err := Verify(paths...)
+	res, err := VerifyWith(opts, paths...)
 	if err != nil {
 		fmt.Fprintf(out, "audit verify: %v\n", err)
 		return 1
@@ -247,12 +288,16 @@ func VerifyCommand(out io.Writer, paths []string) int {
 		return 1
 	}
 	from := "genesis (the start of the log)"
-	if res.FirstPrevHash != Genesis && res.FirstPrevHash != "" {
-		from = "prev_hash " + res.FirstPrevHash + " (the file before the first one given)"
+	if !res.FromGenesis && res.FirstPrevHash != "" {
+		from = "prev_hash " + res.FirstPrevHash + " (the file before the first one given; --from-genesis requires the start)"
 	}
 	fmt.Fprintf(out, "ok: %s in %s, chained from %s\n", count(res.Lines, "line"), count(res.Files, "file"), from)
-	if res.LastHash != "" {
-		fmt.Fprintf(out, "last hash: %s\n", res.LastHash)
+	switch {
+	case res.LastHash == "":
+	case res.LastSeq == 0:
+		fmt.Fprintf(out, "chain head: hash %s (written before sequence numbers)\n", res.LastHash)
+	default:
+		fmt.Fprintf(out, "chain head: seq %d hash %s\n", res.LastSeq, res.LastHash)
 	}
 	return 0
 }

@@ -222,7 +222,7 @@ func TestVerifyCompressedRotatedFile(t *testing.T) {
 func TestVerifyCommand(t *testing.T) {
 	path := writeLog(t, 4)
 	var out bytes.Buffer
-	if code := VerifyCommand(&out, []string{path}); code != 0 {
+	if code := VerifyCommand(&out, VerifyOptions{}, []string{path}); code != 0 {
 		t.Fatalf("exit %d on an intact log:\n%s", code, &out)
 	}
 	if !strings.Contains(out.String(), "ok: 4 lines in 1 file, chained from genesis") {
@@ -234,7 +234,7 @@ func TestVerifyCommand(t *testing.T) {
 	data[starts[2]+20] ^= 0x01
 	os.WriteFile(path, data, 0o600)
 	out.Reset()
-	if code := VerifyCommand(&out, []string{path}); code != 1 {
+	if code := VerifyCommand(&out, VerifyOptions{}, []string{path}); code != 1 {
 		t.Fatalf("exit %d on an edited log, want 1:\n%s", code, &out)
 	}
 	if want := fmt.Sprintf("BROKEN: %s:3: hash does not match the line's content (the line was edited)\n2 lines verified before it\n", path); !strings.Contains(out.String(), want) {
@@ -242,11 +242,11 @@ func TestVerifyCommand(t *testing.T) {
 	}
 
 	out.Reset()
-	if code := VerifyCommand(&out, []string{filepath.Join(t.TempDir(), "missing")}); code != 1 {
+	if code := VerifyCommand(&out, VerifyOptions{}, []string{filepath.Join(t.TempDir(), "missing")}); code != 1 {
 		t.Errorf("exit %d for a missing file, want 1:\n%s", code, &out)
 	}
 	out.Reset()
-	if code := VerifyCommand(&out, nil); code != 1 || !strings.Contains(out.String(), "usage") {
+	if code := VerifyCommand(&out, VerifyOptions{}, nil); code != 1 || !strings.Contains(out.String(), "usage") {
 		t.Errorf("no files: exit %d:\n%s", code, &out)
 	}
 }

@@ -28,8 +28,10 @@ type writer struct {
 
 	out sink
 	// head is the hash of the last line the sink accepted whole: the next
-	// line chains from it.
+	// line chains from it. seq is that line's sequence number (0 when it
+	// was written before sequence numbers existed, or there is none).
 	head string
+	seq  uint64
 	// needNewline is set when the sink ends with a torn line that could
 	// not be removed; the next write starts with a newline so that the
 	// fragment stays on a line of its own, outside the chain.
@@ -40,6 +42,7 @@ type writer struct {
 
 	buf     []byte       // sealed lines not yet written
 	bufHead string       // hash of the last line in buf
+	bufSeq  uint64       // its sequence number
 	lines   []pending    // the lines in buf
 	waiters []chan error // Flush calls waiting for the buffer to be written
 	// urgent is set when someone waits for the buffer (Record, Flush):
@@ -53,6 +56,7 @@ type writer struct {
 type pending struct {
 	end  int // offset in buf just past its newline
 	hash string
+	seq  uint64
 	kind Kind
 	done chan error // nil for an asynchronous event
 }
@@ -69,6 +73,7 @@ func newWriter(l *Logger, open func(string) (sink, tailState, error)) (*writer, 
 		failWarn:    limiter{every: warnEvery},
 		out:         out,
 		head:        st.head,
+		seq:         st.seq,
 		needNewline: st.needNewline,
 		timer:       time.NewTimer(time.Hour),
 	}
@@ -81,14 +86,15 @@ func newWriter(l *Logger, open func(string) (sink, tailState, error)) (*writer, 
 		l.log.Warn("the audit log's last line does not verify; continuing its chain from the hash it states, run `pgmoat audit verify`",
 			"err", st.headErr, "prev_hash", st.head)
 	case w.head != "":
-		l.log.Info("audit log opened, continuing its hash chain", "prev_hash", w.head)
+		l.log.Info("audit log opened, continuing its hash chain", "prev_hash", w.head, "seq", w.seq)
 	default:
 		l.log.Info("audit log opened, starting a new hash chain")
 	}
 	if w.head == "" {
 		w.head = Genesis
 	}
-	w.bufHead = w.head
+	w.bufHead, w.bufSeq = w.head, w.seq
+	w.exportHead()
 	return w, nil
 }
 
@@ -133,7 +139,7 @@ func (w *writer) run() {
 			if err := w.out.Close(); err != nil {
 				w.l.log.Error("closing the audit log", "err", err)
 			}
-			w.l.log.Info("audit log closed", "last_hash", w.head)
+			w.l.log.Info("audit log closed", "last_hash", w.head, "seq", w.seq)
 			return
 		}
 	}
@@ -150,9 +156,13 @@ func (w *writer) take(e entry) {
 		w.urgent = true
 	default:
 		var h string
-		w.buf, h = seal(w.buf, e.body, w.bufHead)
-		w.bufHead = h
-		w.lines = append(w.lines, pending{end: len(w.buf), hash: h, kind: e.kind, done: e.done})
+		seq := w.bufSeq + 1
+		if w.bufHead == Genesis {
+			seq = 1
+		}
+		w.buf, h = seal(w.buf, e.body, w.bufHead, seq)
+		w.bufHead, w.bufSeq = h, seq
+		w.lines = append(w.lines, pending{end: len(w.buf), hash: h, seq: seq, kind: e.kind, done: e.done})
 		w.urgent = w.urgent || e.done != nil
 	}
 }
@@ -191,7 +201,10 @@ func (w *writer) flush() {
 	}
 	for _, p := range w.lines[:k] {
 		w.events[p.kind].Inc()
-		w.head = p.hash
+		w.head, w.seq = p.hash, p.seq
+	}
+	if k > 0 {
+		w.exportHead()
 	}
 	if err == nil {
 		if !w.l.healthy.Swap(true) {
@@ -216,7 +229,21 @@ func (w *writer) flush() {
 		c <- err
 	}
 	w.buf, w.lines, w.waiters, w.urgent = w.buf[:0], w.lines[:0], w.waiters[:0], false
-	w.bufHead = w.head
+	w.bufHead, w.bufSeq = w.head, w.seq
+	if cap(w.buf) > batchBytes+flushBytes {
+		// One huge line (a long statement before audit.max_statement_bytes
+		// existed, or a tiny cap raised) must not keep its buffer forever.
+		w.buf = nil
+	}
+}
+
+// exportHead puts the chain's head on /metrics
+// (pgmoat_audit_chain_head_sequence{hash}), so that it can be recorded
+// outside the file.
+func (w *writer) exportHead() {
+	if w.head != Genesis {
+		w.l.m.AuditChainHead.Set(w.head, float64(w.seq))
+	}
 }
 
 // fail handles a write that stopped after n bytes, good of which end
@@ -300,6 +327,6 @@ func (w *writer) reopen() error {
 		w.l.log.Warn("the reopened audit file ends with another chain; continuing from the last line written",
 			"file_last_hash", st.head, "prev_hash", w.head)
 	}
-	w.l.log.Info("audit log reopened", "prev_hash", w.head)
+	w.l.log.Info("audit log reopened", "prev_hash", w.head, "seq", w.seq)
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pgmoat/pgmoat/rules"
@@ -33,6 +34,7 @@ type Config struct {
 	Policy   rules.PolicyConfig `yaml:"policy"`
 	Holds    Holds              `yaml:"holds"`
 	Audit    Audit              `yaml:"audit"`
+	State    State              `yaml:"state"`
 
 	// UpstreamURL is Upstream, parsed and validated by Load.
 	UpstreamURL Upstream `yaml:"-"`
@@ -40,6 +42,10 @@ type Config struct {
 	CompiledPolicy *rules.Policy `yaml:"-"`
 	// File is the file the configuration was read from ("" for defaults).
 	File string `yaml:"-"`
+	// stated holds the dotted keys (two levels deep: "policy",
+	// "policy.protect") to which the file gives a value other than null.
+	// The reload rule (CheckReload) compares them.
+	stated map[string]bool
 }
 
 // TLS configures client-facing TLS termination. Both or neither are set.
@@ -63,12 +69,28 @@ type Limits struct {
 	ConnectTimeout Duration `yaml:"connect_timeout"`
 	// MaxMessageSize is the largest protocol message accepted from a client.
 	MaxMessageSize ByteSize `yaml:"max_message_size"`
+	// MessageMemory bounds the memory all sessions together spend on
+	// client messages larger than a session's 16 KiB read buffer while
+	// pgmoat holds them (reads, judges, forwards or holds them). A session
+	// whose message would pass it waits; after 30 seconds it ends with
+	// 53200. At least MaxMessageSize.
+	MessageMemory ByteSize `yaml:"message_memory"`
 	// DrainTimeout is how long SIGTERM waits for sessions to finish.
 	DrainTimeout Duration `yaml:"drain_timeout"`
 	// EventLoops is how many threads relay plain-socket sessions in epoll
 	// event loops (Linux): EventLoopsAuto, or a number; 0 turns the event
 	// loop off, and every session has goroutines of its own.
 	EventLoops EventLoops `yaml:"event_loops"`
+	// AnalysisStatements and AnalysisTime bound the analysis of one client
+	// message: past either, the message is refused unanalysed (as
+	// unparseable), so that no message costs more than that much CPU.
+	AnalysisStatements int      `yaml:"analysis_statements"`
+	AnalysisTime       Duration `yaml:"analysis_time"`
+}
+
+// Rules returns the analysis limits for rules.Engine.
+func (l Limits) Rules() rules.Limits {
+	return rules.Limits{MaxStatements: l.AnalysisStatements, MaxTime: l.AnalysisTime.Std()}
 }
 
 // Log configures pgmoat's operational log (not the audit log).
@@ -82,7 +104,37 @@ type Admin struct {
 	// Listen is host:port; empty disables the admin listener.
 	Listen string  `yaml:"listen"`
 	Tokens []Token `yaml:"tokens"`
+	// TLS serves the admin listener (API and console) over HTTPS; both
+	// or neither are set.
+	TLS TLS `yaml:"tls"`
+	// SessionTTL is how long a console sign-in lasts.
+	SessionTTL Duration `yaml:"session_ttl"`
 }
+
+// State configures where holds and pre-approvals live. Without DSN they
+// live in this process's memory; with it, in a control database that
+// several pgmoat instances share.
+type State struct {
+	// DSN is the control database, a libpq URL or key=value string (a
+	// password may come from PGPASSWORD or a passfile instead).
+	DSN string `yaml:"dsn"`
+	// Schema holds pgmoat's tables in it.
+	Schema string `yaml:"schema"`
+	// InstanceID names this instance in holds and audit events; empty
+	// means the host name.
+	InstanceID string `yaml:"instance_id"`
+	// Lease: an instance that has not renewed its lease for this long is
+	// taken for dead, and its holds are withdrawn.
+	Lease Duration `yaml:"lease"`
+	// PollInterval: how often holds are read again while notifications
+	// from the control database are lost.
+	PollInterval Duration `yaml:"poll_interval"`
+	// Timeout bounds each operation on the control database.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Shared reports whether a control database is configured.
+func (s State) Shared() bool { return s.DSN != "" }
 
 // Token is one bearer token accepted by the admin API. The secret itself is
 // never in the file: it is read from an environment variable or a file.
@@ -127,6 +179,10 @@ type Audit struct {
 	Statements string `yaml:"statements"`
 	// Redact replaces literals in recorded statements with placeholders.
 	Redact bool `yaml:"redact"`
+	// MaxStatementBytes bounds the statement text of one event; longer
+	// text is cut and its length and SHA-256 recorded, so that a client
+	// cannot fill the audit disk with huge statements.
+	MaxStatementBytes ByteSize `yaml:"max_statement_bytes"`
 	// QueueSize bounds the events waiting for the writer.
 	QueueSize int `yaml:"queue_size"`
 	// FlushInterval is the longest an allowed-statement event waits in the
@@ -155,22 +211,33 @@ func Default() Config {
 			StartupTimeout: Duration(10 * time.Second),
 			ConnectTimeout: Duration(5 * time.Second),
 			MaxMessageSize: 64 << 20,
+			MessageMemory:  256 << 20,
 			DrainTimeout:   Duration(30 * time.Second),
 			EventLoops:     EventLoopsAuto,
+			// rules.DefaultLimits: about two seconds of CPU.
+			AnalysisStatements: rules.DefaultLimits.MaxStatements,
+			AnalysisTime:       Duration(rules.DefaultLimits.MaxTime),
 		},
 		Log:   Log{Level: "info", Format: "text"},
-		Admin: Admin{Listen: "127.0.0.1:6433"},
+		Admin: Admin{Listen: "127.0.0.1:6433", SessionTTL: Duration(8 * time.Hour)},
 		Holds: Holds{
 			Timeout:              Duration(15 * time.Minute),
 			ApprovalsRequired:    1,
 			InTransaction:        "block",
 			InTransactionTimeout: Duration(30 * time.Second),
 		},
+		State: State{
+			Schema:       "pgmoat",
+			Lease:        Duration(15 * time.Second),
+			PollInterval: Duration(time.Second),
+			Timeout:      Duration(5 * time.Second),
+		},
 		Audit: Audit{
-			Path:          "-",
-			Statements:    "decisions",
-			QueueSize:     4096,
-			FlushInterval: Duration(200 * time.Millisecond),
+			Path:              "-",
+			Statements:        "decisions",
+			MaxStatementBytes: 16 << 10,
+			QueueSize:         4096,
+			FlushInterval:     Duration(200 * time.Millisecond),
 		},
 	}
 }
@@ -209,7 +276,14 @@ func LoadFile(path string) (*Config, error) {
 	return Load(path, data)
 }
 
+// ErrEmpty is the error for a configuration file with nothing in it. Such
+// a file is far more often one cut short (an editor or a tool writing it in
+// place, a full disk) than one meant to set every default, and a file of
+// defaults protects nothing; `{}` says so explicitly.
+var ErrEmpty = errors.New("the file is empty (probably truncated or still being written); write {} to run with every default")
+
 // Load decodes and validates configuration bytes; name is used in errors.
+// Bytes holding no YAML value (nothing, comments, null) are ErrEmpty.
 func Load(name string, data []byte) (*Config, error) {
 	cfg := Default()
 	cfg.File = name
@@ -217,17 +291,19 @@ func Load(name string, data []byte) (*Config, error) {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, &Error{File: name, Err: err}
 	}
-	if doc.Kind != 0 {
-		if err := checkKeys(&doc, reflect.TypeOf(cfg), ""); err != nil {
-			err.(*Error).File = name
-			return nil, err
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return nil, &Error{File: name, Key: yamlErrorKey(err), Err: cleanYAMLError(err)}
-		}
+	if isEmptyDocument(&doc) {
+		return nil, &Error{File: name, Err: ErrEmpty}
 	}
+	if err := checkKeys(&doc, reflect.TypeOf(cfg), ""); err != nil {
+		err.(*Error).File = name
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, &Error{File: name, Key: yamlErrorKey(err), Err: cleanYAMLError(err)}
+	}
+	cfg.stated = statedKeys(&doc)
 	if err := cfg.Validate(); err != nil {
 		var ce *Error
 		if errors.As(err, &ce) {
@@ -263,10 +339,14 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxConnections < 1 {
 		return &Error{Key: "limits.max_connections", Err: fmt.Errorf("must be at least 1, got %d", c.Limits.MaxConnections)}
 	}
+	if c.Limits.AnalysisStatements < 1 {
+		return &Error{Key: "limits.analysis_statements", Err: fmt.Errorf("must be at least 1, got %d", c.Limits.AnalysisStatements)}
+	}
 	for key, d := range map[string]Duration{
 		"limits.startup_timeout": c.Limits.StartupTimeout,
 		"limits.connect_timeout": c.Limits.ConnectTimeout,
 		"limits.drain_timeout":   c.Limits.DrainTimeout,
+		"limits.analysis_time":   c.Limits.AnalysisTime,
 	} {
 		if d <= 0 {
 			return &Error{Key: key, Err: fmt.Errorf("must be positive, got %s", d)}
@@ -274,6 +354,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxMessageSize < 1024 {
 		return &Error{Key: "limits.max_message_size", Err: fmt.Errorf("must be at least 1KiB, got %d bytes", c.Limits.MaxMessageSize)}
+	}
+	if c.Limits.MessageMemory < c.Limits.MaxMessageSize {
+		return &Error{Key: "limits.message_memory", Err: fmt.Errorf("must be at least limits.max_message_size (%d bytes), got %d bytes: a message of the largest size must fit", c.Limits.MaxMessageSize, c.Limits.MessageMemory)}
 	}
 	if n := c.Limits.EventLoops; n < EventLoopsAuto || n > maxEventLoops {
 		return &Error{Key: "limits.event_loops", Err: fmt.Errorf("must be auto or 0 to %d, got %d", maxEventLoops, n)}
@@ -292,6 +375,22 @@ func (c *Config) Validate() error {
 		if err := validateHostPort(c.Admin.Listen); err != nil {
 			return &Error{Key: "admin.listen", Err: err}
 		}
+	}
+	if (c.Admin.TLS.Cert == "") != (c.Admin.TLS.Key == "") {
+		return &Error{Key: "admin.tls", Err: errors.New("cert and key must be set together")}
+	}
+	if c.Admin.TLS.Enabled() {
+		for key, p := range map[string]string{"admin.tls.cert": c.Admin.TLS.Cert, "admin.tls.key": c.Admin.TLS.Key} {
+			if _, err := os.Stat(p); err != nil {
+				return &Error{Key: key, Err: err}
+			}
+		}
+	}
+	if c.Admin.SessionTTL < Duration(time.Minute) {
+		return &Error{Key: "admin.session_ttl", Err: fmt.Errorf("must be at least 1m, got %s", c.Admin.SessionTTL)}
+	}
+	if err := c.State.validate(); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for i, t := range c.Admin.Tokens {
@@ -323,7 +422,11 @@ func (c *Config) Validate() error {
 		return &Error{Key: "holds.in_transaction_timeout", Err: fmt.Errorf("must be positive, got %s", c.Holds.InTransactionTimeout)}
 	}
 	if c.Holds.PublicURL == "" && c.Admin.Listen != "" {
-		c.Holds.PublicURL = "http://" + c.Admin.Listen
+		scheme := "http://"
+		if c.Admin.TLS.Enabled() {
+			scheme = "https://"
+		}
+		c.Holds.PublicURL = scheme + c.Admin.Listen
 	}
 	if c.Holds.PublicURL != "" {
 		if u, err := url.Parse(c.Holds.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -349,11 +452,38 @@ func (c *Config) Validate() error {
 	default:
 		return &Error{Key: "audit.statements", Err: fmt.Errorf("unknown value %q (want decisions or all)", c.Audit.Statements)}
 	}
+	if c.Audit.MaxStatementBytes < 256 {
+		return &Error{Key: "audit.max_statement_bytes", Err: fmt.Errorf("must be at least 256B, got %d bytes", c.Audit.MaxStatementBytes)}
+	}
 	if c.Audit.QueueSize < 1 {
 		return &Error{Key: "audit.queue_size", Err: fmt.Errorf("must be at least 1, got %d", c.Audit.QueueSize)}
 	}
 	if c.Audit.FlushInterval <= 0 {
 		return &Error{Key: "audit.flush_interval", Err: fmt.Errorf("must be positive, got %s", c.Audit.FlushInterval)}
+	}
+	return nil
+}
+
+func (s *State) validate() error {
+	if s.DSN != "" {
+		if _, err := pgconn.ParseConfig(s.DSN); err != nil {
+			return &Error{Key: "state.dsn", Err: err}
+		}
+	}
+	if s.Schema == "" || len(s.Schema) > 48 || strings.Trim(strings.ToLower(s.Schema), "abcdefghijklmnopqrstuvwxyz0123456789_") != "" ||
+		(s.Schema[0] >= '0' && s.Schema[0] <= '9') {
+		return &Error{Key: "state.schema", Err: fmt.Errorf("want a name of letters, digits and _ (at most 48), got %q", s.Schema)}
+	}
+	if s.Lease < Duration(time.Second) {
+		return &Error{Key: "state.lease", Err: fmt.Errorf("must be at least 1s, got %s", s.Lease)}
+	}
+	for key, d := range map[string]Duration{"state.poll_interval": s.PollInterval, "state.timeout": s.Timeout} {
+		if d <= 0 {
+			return &Error{Key: key, Err: fmt.Errorf("must be positive, got %s", d)}
+		}
+	}
+	if len(s.InstanceID) > 100 {
+		return &Error{Key: "state.instance_id", Err: errors.New("at most 100 characters")}
 	}
 	return nil
 }

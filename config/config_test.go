@@ -46,8 +46,10 @@ func TestLoadGood(t *testing.T) {
 	}
 }
 
-func TestLoadEmptyIsDefault(t *testing.T) {
-	for _, data := range []string{"", "# nothing but a comment\n", "{}\n"} {
+// TestLoadEmptyMappingIsDefault: {} runs with every default (an empty
+// file is refused: TestEmptyFileRefused).
+func TestLoadEmptyMappingIsDefault(t *testing.T) {
+	for _, data := range []string{"{}\n", "# every default, on purpose\n{}\n"} {
 		cfg, err := Load("empty.yaml", []byte(data))
 		if err != nil {
 			t.Fatalf("%q: %v", data, err)

@@ -98,3 +98,50 @@ func yamlFields(t reflect.Type) map[string]reflect.Type {
 	}
 	return m
 }
+
+// isEmptyDocument reports whether doc holds no value: no document at all
+// (an empty file, or only comments) or a lone null.
+func isEmptyDocument(doc *yaml.Node) bool {
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return true
+	}
+	n := doc.Content[0]
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
+// statedKeys returns the dotted keys, two levels deep ("holds",
+// "policy.protect"), that doc gives a value other than null. A key written
+// with nothing after it (`protect:`) is null, which is what a file cut
+// short right after a key looks like: it does not count as stated. An
+// empty list or mapping (`protect: []`, `holds: {}`) does.
+func statedKeys(doc *yaml.Node) map[string]bool {
+	keys := map[string]bool{}
+	var walk func(n *yaml.Node, path string, depth int)
+	walk = func(n *yaml.Node, path string, depth int) {
+		for n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+			n = n.Content[0]
+		}
+		if n.Kind == yaml.AliasNode {
+			n = n.Alias
+		}
+		if n.Kind != yaml.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if v.Kind == yaml.AliasNode {
+				v = v.Alias
+			}
+			if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+				continue
+			}
+			key := join(path, k.Value)
+			keys[key] = true
+			if depth < 2 {
+				walk(v, key, depth+1)
+			}
+		}
+	}
+	walk(doc, "", 1)
+	return keys
+}

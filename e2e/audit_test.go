@@ -5,12 +5,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -417,6 +420,55 @@ func TestAuditVerifyCommand(t *testing.T) {
 	out, code = runVerify(t, tampered, m.AuditPath)
 	if code != 1 || !strings.Contains(out, "BROKEN: "+tampered+":3:") {
 		t.Errorf("verify of tampered old + new: exit %d\n%s", code, out)
+	}
+}
+
+// TestAuditBoundsAndChainHead sends a 4 MiB DROP through the real binary
+// (refused): its audit line stays small and records the statement's
+// length and SHA-256. `pgmoat audit verify --from-genesis` accepts the
+// whole file and refuses it with its first lines cut, and the chain head
+// it prints is the one /metrics shows.
+func TestAuditBoundsAndChainHead(t *testing.T) {
+	c := pgtest.Get(t)
+	db := c.NewDatabase(t)
+	c.Exec(t, db, "CREATE TABLE users(id int)")
+	m := moattest.Start(t, c, moattest.Options{Config: "policy:\n  protect: [public.users]\n"})
+	conn := connect(t, m.SuperConnString(db, "default_query_exec_mode=simple_protocol"))
+	stmt := "DROP TABLE users /* " + strings.Repeat("padding ", 512<<10) + "*/"
+	if _, err := conn.Exec(context.Background(), stmt); stateOf(err) != "42501" {
+		t.Fatalf("a 4 MiB DROP TABLE users: err = %v, want 42501", err)
+	}
+	closeConn(t, conn)
+	evs := waitAuditEvents(t, m.AuditPath, "the session ended", func(evs []audit.Event) bool {
+		return countEvents(evs, audit.SessionEnd) == 1
+	})
+	d := findEvent(evs, audit.Decision, nil)
+	sum := sha256.Sum256([]byte(stmt))
+	if d == nil || d.StatementBytes != len(stmt) || d.StatementSHA256 != hex.EncodeToString(sum[:]) || !strings.HasPrefix(stmt, d.Statement) {
+		t.Fatalf("decision event %+v: want the statement cut, with its length %d and SHA-256", d, len(stmt))
+	}
+	for i, line := range fileLines(t, m.AuditPath) {
+		if len(line) > 32<<10 {
+			t.Errorf("audit line %d is %d bytes", i+1, len(line))
+		}
+	}
+
+	out, code := runVerify(t, "--from-genesis", m.AuditPath)
+	head := regexp.MustCompile(`chain head: seq (\d+) hash ([0-9a-f]{64})`).FindStringSubmatch(out)
+	if code != 0 || head == nil {
+		t.Fatalf("verify --from-genesis of the live file: exit %d\n%s", code, out)
+	}
+	fams := scrapeMetrics(t, m)
+	if seq := metricValue(t, fams, "pgmoat_audit_chain_head_sequence", labels("hash", head[2])); fmt.Sprint(seq) != head[1] {
+		t.Errorf("pgmoat_audit_chain_head_sequence{hash=%s} = %v, want verify's seq %s", head[2], seq, head[1])
+	}
+	cut := filepath.Join(t.TempDir(), "cut.jsonl")
+	writeFile(t, cut, strings.Join(fileLines(t, m.AuditPath)[2:], "\n")+"\n")
+	if out, code := runVerify(t, cut); code != 0 {
+		t.Errorf("verify of the file without its first lines, no --from-genesis: exit %d\n%s", code, out)
+	}
+	if out, code := runVerify(t, "--from-genesis", cut); code != 1 || !strings.Contains(out, "BROKEN: "+cut+":1: the first line does not start a chain") {
+		t.Errorf("verify --from-genesis of the file without its first lines: exit %d\n%s", code, out)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pgmoat/pgmoat/admin"
 	"github.com/pgmoat/pgmoat/approvals"
+	"github.com/pgmoat/pgmoat/audit"
 	"github.com/pgmoat/pgmoat/internal/clients"
 	"github.com/pgmoat/pgmoat/internal/moattest"
 	"github.com/pgmoat/pgmoat/internal/pgtest"
@@ -463,6 +464,16 @@ func TestHoldInTransaction(t *testing.T) {
 		}
 		wantTable(t, pg, "public.users", 3)
 		wantTable(t, pg, "public.audit_log", 0)
+		// The metrics say what the audit log says: block, not hold.
+		evs := waitAudit(t, m.AuditPath, "decision", func(ev audit.Event) bool { return ev.Kind == audit.Decision })
+		if evs[0].Decision != "block" {
+			t.Errorf("audit decision %q, want block", evs[0].Decision)
+		}
+		waitMetric(t, m, "pgmoat_statements_total", map[string]string{"decision": "block", "operation": "drop"}, 1)
+		fams := scrapeMetrics(t, m)
+		if v := metricValue(t, fams, "pgmoat_statements_total", map[string]string{"decision": "hold", "operation": "drop"}); v != 0 {
+			t.Errorf("pgmoat_statements_total{decision=hold,operation=drop} = %v, want 0", v)
+		}
 	})
 
 	t.Run("hold", func(t *testing.T) {

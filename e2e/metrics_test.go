@@ -195,7 +195,8 @@ func TestMetricsUpstreamConnectErrors(t *testing.T) {
 }
 
 // TestPromtoolChecksAlerts validates examples/alerts.yml with promtool
-// (built from the Go module proxy if it is not installed) and, so that a
+// (Debian's, which make deps installs; built from the Go module proxy only
+// where it is missing) and, so that a
 // promtool that accepts anything cannot pass the test, checks that it
 // rejects a broken copy.
 func TestPromtoolChecksAlerts(t *testing.T) {

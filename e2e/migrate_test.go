@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -21,66 +19,77 @@ import (
 	"github.com/pgmoat/pgmoat/internal/pgtest"
 )
 
-// migrateModule is the migration tool the pre-approval test runs through
-// pgmoat: golang-migrate's CLI, built with only its postgres driver and
-// file source (lib/pq sends each migration file as one simple Query).
-const (
-	migrateModule  = "github.com/golang-migrate/migrate/v4/cmd/migrate"
-	migrateVersion = "v4.18.3"
+// The migration tools the e2e tests run through pgmoat, installed from
+// the Go module proxy with only their PostgreSQL drivers: golang-migrate
+// (lib/pq: each migration file is one simple Query) and goose (pgx: one
+// statement per message, in a transaction unless NO TRANSACTION).
+var (
+	migrateCLI = goTool{name: "migrate", module: "github.com/golang-migrate/migrate/v4/cmd/migrate", version: "v4.18.3", tags: "postgres file"}
+	gooseCLI   = goTool{name: "goose", module: "github.com/pressly/goose/v3/cmd/goose", version: "v3.26.0",
+		tags: "no_clickhouse no_libsql no_mssql no_mysql no_sqlite3 no_vertica no_ydb no_duckdb no_spanner no_starrocks"}
 )
+
+// goTool is a command installed with go install into bin/tools/ of the
+// repository (which git ignores), once per test binary.
+type goTool struct {
+	name, module, version, tags string
+}
 
 var (
-	migrateOnce sync.Once
-	migratePath string
-	migrateErr  error
+	goToolMu   sync.Mutex
+	goToolPath = map[string]string{}
 )
 
-// migrateTool returns golang-migrate's CLI, installed once into
-// bin/tools/ of the repository (which git ignores) from the Go module
-// proxy.
-func migrateTool(t *testing.T) string {
+// path returns the tool's binary, installing it first if needed.
+func (g goTool) path(t *testing.T) string {
 	t.Helper()
-	migrateOnce.Do(func() {
-		_, file, _, _ := runtime.Caller(0)
-		dir := filepath.Join(filepath.Dir(file), "..", "bin", "tools", "migrate-"+migrateVersion)
-		migratePath = filepath.Join(dir, "migrate")
-		if _, err := os.Stat(migratePath); err == nil {
-			return
-		}
-		// Install into a temporary directory and rename, so that a
-		// concurrent or interrupted run never sees half a binary.
-		tmp, err := os.MkdirTemp(filepath.Dir(dir), ".migrate-")
-		if err != nil {
-			if err = os.MkdirAll(filepath.Dir(dir), 0o755); err == nil {
-				tmp, err = os.MkdirTemp(filepath.Dir(dir), ".migrate-")
-			}
-			if err != nil {
-				migrateErr = err
-				return
-			}
-		}
-		defer os.RemoveAll(tmp)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", "install", "-tags", "postgres file", migrateModule+"@"+migrateVersion)
-		cmd.Dir = tmp
-		cmd.Env = append(os.Environ(), "GOBIN="+tmp, "GOFLAGS=-buildvcs=false")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			migrateErr = fmt.Errorf("go install %s@%s: %v\n%s", migrateModule, migrateVersion, err, out)
-			return
-		}
-		os.MkdirAll(dir, 0o755)
-		if err := os.Rename(filepath.Join(tmp, "migrate"), migratePath); err != nil {
-			if _, statErr := os.Stat(migratePath); statErr != nil {
-				migrateErr = err
-			}
-		}
-	})
-	if migrateErr != nil {
-		t.Fatal(migrateErr)
+	goToolMu.Lock()
+	defer goToolMu.Unlock()
+	if p, ok := goToolPath[g.name]; ok {
+		return p
 	}
-	return migratePath
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Join(filepath.Dir(file), "..", "bin", "tools", g.name+"-"+g.version)
+	p := filepath.Join(dir, g.name)
+	if _, err := os.Stat(p); err != nil {
+		if err := g.install(dir, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	goToolPath[g.name] = p
+	return p
 }
+
+func (g goTool) install(dir, p string) error {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return err
+	}
+	// Install into a temporary directory and rename, so that a
+	// concurrent or interrupted run never sees half a binary.
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+g.name+"-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "install", "-tags", g.tags, g.module+"@"+g.version)
+	cmd.Dir = tmp
+	cmd.Env = append(os.Environ(), "GOBIN="+tmp, "GOFLAGS=-buildvcs=false")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go install %s@%s: %v\n%s", g.module, g.version, err, out)
+	}
+	os.MkdirAll(dir, 0o755)
+	if err := os.Rename(filepath.Join(tmp, g.name), p); err != nil {
+		if _, statErr := os.Stat(p); statErr != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// migrateTool returns golang-migrate's CLI.
+func migrateTool(t *testing.T) string { return migrateCLI.path(t) }
 
 // runMigrate runs `migrate -database url -path dir up` and returns its
 // output and exit code.
@@ -88,19 +97,7 @@ func runMigrate(t *testing.T, url, dir string) (string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, migrateTool(t), "-database", url, "-path", dir, "up")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-		return out.String(), 0
-	case errors.As(err, &exit):
-		return out.String(), exit.ExitCode()
-	}
-	t.Fatalf("running migrate: %v\n%s", err, out.String())
-	return "", -1
+	return runTool(ctx, t, migrateTool(t), "-database", url, "-path", dir, "up")
 }
 
 // TestPreapprovedMigration runs golang-migrate through pgmoat: a

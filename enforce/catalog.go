@@ -1,9 +1,13 @@
 package enforce
 
 import (
+	"context"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgmoat/pgmoat/proxy"
 	"github.com/pgmoat/pgmoat/rules"
 )
 
@@ -79,4 +83,54 @@ func (cs *catalogs) release(db string) {
 	cs.mu.Lock()
 	delete(cs.loaded, db)
 	cs.mu.Unlock()
+}
+
+// reloadCatalog loads the database's catalog again on the session's own
+// connection, invisibly to the client, after DDL that ran under guard:
+// functions, triggers, rules, types and the rest that DDL made or changed
+// count for every session's next statement, not after catalogMaxAge. Read
+// inside the client's transaction it may hold what is not committed yet,
+// which errs towards knowing more. A failed load keeps the old catalog
+// and leaves the next session to load it.
+func (st *sessionState) reloadCatalog(ctx context.Context) error {
+	x := st.client.NewExchange()
+	r := x.Add(&pgproto3.Query{String: rules.CatalogQuery}, proxy.ReplyCollect)
+	if err := x.Run(ctx); err != nil {
+		return proxy.Refuse("08006", "pgmoat lost track of the server while reading the catalog: "+err.Error(), "")
+	}
+	db := st.auditBase.Database
+	if r.Err != nil {
+		st.e.log.Warn("could not reload the database catalog after DDL", "database", db, "err", r.Err.Message)
+		st.e.cats.release(db)
+		return nil
+	}
+	cat := rules.NewCatalog()
+	for _, row := range r.Rows {
+		if len(row) == 5 {
+			cat.AddRow(string(row[0]), string(row[1]), string(row[2]), string(row[3]), string(row[4]))
+		}
+	}
+	st.e.engine.SetCatalog(db, cat)
+	st.e.cats.touch(db, st.e.now())
+	return nil
+}
+
+// touch records that db's catalog was just loaded.
+func (cs *catalogs) touch(db string, now time.Time) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.loaded == nil {
+		cs.loaded = map[string]time.Time{}
+	}
+	cs.loaded[db] = now
+}
+
+// hasDDL reports whether any of the statements is DDL.
+func hasDDL(stmts []*rules.Verdict) bool {
+	for _, v := range stmts {
+		if v.DDL {
+			return true
+		}
+	}
+	return false
 }

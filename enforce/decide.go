@@ -29,6 +29,9 @@ type refusal struct {
 // 'B' or 'F').
 func (st *sessionState) enforce(ctx context.Context, typ byte, res *rules.Result, stmt string) (proxy.MessageVerdict, error) {
 	if ok, err := st.preApproved(res); ok {
+		if res.Action == rules.Hold {
+			st.count(res, rules.Hold)
+		}
 		st.allowed(res, "pre-approved")
 		return st.forward(typ, res, stmt), nil
 	} else if err != nil {
@@ -40,7 +43,7 @@ func (st *sessionState) enforce(ctx context.Context, typ byte, res *rules.Result
 	if err := st.recordDecision(res, "block"); err != nil {
 		st.e.log.Error("audit log write failed; the statement is blocked anyway", "session", st.auditBase.SessionID, "err", err)
 	}
-	return refuse(typ, blockRefusal(res, "")), nil
+	return refuse(typ, st.blockRefusal(res, "")), nil
 }
 
 // preApproved reports whether every statement of res that is not allowed
@@ -53,7 +56,11 @@ func (st *sessionState) preApproved(res *rules.Result) (bool, error) {
 		v  *rules.Verdict
 		fp string
 	}
-	var uses []use
+	// Every statement that would be held, blocked or verified must be
+	// pre-approved; a use is counted for each held or blocked one, or,
+	// when the message has none, for each verified one (it passes
+	// unverified thanks to the pre-approval).
+	var uses, verified []use
 	for _, v := range res.Statements {
 		if v.Action == rules.Allow || v.Action == rules.Log {
 			continue
@@ -66,7 +73,14 @@ func (st *sessionState) preApproved(res *rules.Result) (bool, error) {
 		if !ok {
 			return false, nil
 		}
-		uses = append(uses, use{p, v, fp})
+		if v.Action == rules.Verify {
+			verified = append(verified, use{p, v, fp})
+		} else {
+			uses = append(uses, use{p, v, fp})
+		}
+	}
+	if len(uses) == 0 {
+		uses = verified
 	}
 	if len(uses) == 0 {
 		return false, nil
@@ -88,13 +102,19 @@ func (st *sessionState) hold(ctx context.Context, typ byte, res *rules.Result, s
 	hc := st.e.hcfg.Load()
 	inTx := st.inTransaction()
 	if inTx && hc.InTransaction == "block" {
+		st.count(res, rules.Block)
 		if err := st.recordDecision(res, "block"); err != nil {
 			st.e.log.Error("audit log write failed; the statement is blocked anyway", "session", st.auditBase.SessionID, "err", err)
 		}
-		return refuse(typ, blockRefusal(res, "It would be held for approval, but the session is inside a transaction block, "+
+		r := st.blockRefusal(res, "It would be held for approval, but the session is inside a transaction block, "+
 			"where waiting could hold locks for as long as the hold lasts. Run it outside a transaction, or pre-approve it first: "+
-			"pgmoat approve --file migration.sql --ttl 1h --reason '…'")), nil
+			"pgmoat approve --file migration.sql --ttl 1h --reason '…'")
+		// Migration tools print the message alone (goose, golang-migrate):
+		// it says what to do too.
+		r.message += " (held statements cannot wait inside a transaction: pre-approve it with pgmoat approve --file)"
+		return refuse(typ, r), nil
 	}
+	st.count(res, rules.Hold)
 	if err := st.recordDecision(res, "hold"); err != nil {
 		return st.refuseAuditDown(typ, res, err), nil
 	}
@@ -119,6 +139,35 @@ func (st *sessionState) hold(ctx context.Context, typ byte, res *rules.Result, s
 	if inTx {
 		req.Timeout = hc.InTransactionTimeout.Std()
 	}
+	w, err := st.startHold(ctx, req, v.Sentence)
+	if err != nil {
+		return refuse(typ, blockRefusal(res, "pgmoat could not hold it for approval: "+err.Error())), nil
+	}
+	out, err := w.wait()
+	if err != nil {
+		return proxy.MessageVerdict{}, err
+	}
+	if out.Status == approvals.StatusApproved {
+		// The store recorded the approval before releasing us.
+		st.allowed(res, "approved")
+		return st.forward(typ, res, stmt), nil
+	}
+	return refuse(typ, w.refusal(out, v.Sentence)), nil
+}
+
+// holdWait is a hold a session waits on, with the hooks that withdraw it
+// when the client cancels or goes.
+type holdWait struct {
+	st     *sessionState
+	h      *approvals.Hold
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	stop   func()
+}
+
+// startHold creates a hold for req and tells the client (detail: why it is
+// held).
+func (st *sessionState) startHold(ctx context.Context, req approvals.Request, detail string) (*holdWait, error) {
 	// Watch for a cancel and a disconnect before the hold exists: a
 	// client that cancels as soon as it learns of the hold (from the
 	// notice, or an operator from the API) must find the hook in place,
@@ -126,7 +175,6 @@ func (st *sessionState) hold(ctx context.Context, typ byte, res *rules.Result, s
 	// client waits for a hold it asked to withdraw. A cancel that comes
 	// before Create withdraws the hold as soon as Wait starts.
 	hctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	st.client.SetCancelHook(func() bool {
 		cancel(approvals.ErrClientCancel)
 		return true
@@ -136,56 +184,75 @@ func (st *sessionState) hold(ctx context.Context, typ byte, res *rules.Result, s
 	if err != nil {
 		stop()
 		st.client.SetCancelHook(nil)
-		return refuse(typ, blockRefusal(res, "pgmoat could not hold it for approval: "+err.Error())), nil
+		cancel(nil)
+		return nil, err
 	}
 	notice := &pgproto3.NoticeResponse{
 		Severity:            "NOTICE",
 		SeverityUnlocalized: "NOTICE",
 		Code:                "01000",
 		Message:             fmt.Sprintf("pgmoat is holding this statement for approval (hold %s, expires %s)", h.ID(), h.ExpiresAt().UTC().Format(time.RFC3339)),
-		Detail:              v.Sentence,
+		Detail:              detail,
 		Hint:                h.HowToApprove(),
 	}
 	if err := st.client.SendToClient(notice); err != nil {
-		// The client is gone: Wait below withdraws the hold at once.
+		// The client is gone: Wait withdraws the hold at once.
 		st.e.log.Debug("hold notice not delivered", "err", err)
 	}
-	out := st.e.holds.Wait(hctx, h)
-	stop()
-	st.client.SetCancelHook(nil)
+	return &holdWait{st: st, h: h, ctx: hctx, cancel: cancel, stop: stop}, nil
+}
 
+// wait waits for the hold to end. When the client is gone (or said
+// Terminate), or pgmoat is shutting down, it returns the error that ends
+// the session here, so that nothing the client pipelined behind the held
+// statement runs either.
+func (w *holdWait) wait() (approvals.Outcome, error) {
+	defer w.cancel(nil)
+	out := w.st.e.holds.Wait(w.ctx, w.h)
+	w.stop()
+	w.st.client.SetCancelHook(nil)
+	if out.Status == approvals.StatusWithdrawn && !errors.Is(context.Cause(w.ctx), approvals.ErrClientCancel) {
+		return out, proxy.Refuse("08006", fmt.Sprintf("pgmoat withdrew hold %s: %s", w.h.ID(), context.Cause(w.ctx)), "")
+	}
+	return out, nil
+}
+
+// refusal is the error for a hold that ended without approval.
+func (w *holdWait) refusal(out approvals.Outcome, sentence string) refusal {
 	switch out.Status {
-	case approvals.StatusApproved:
-		// The store recorded the approval before releasing us.
-		st.allowed(res, "approved")
-		return st.forward(typ, res, stmt), nil
 	case approvals.StatusDenied:
-		return refuse(typ, refusal{
+		return refusal{
 			code:    codeInsufficientPrivilege,
-			message: fmt.Sprintf("pgmoat: hold %s was denied by %s: %s", h.ID(), out.By, out.Reason),
-			detail:  v.Sentence,
+			message: fmt.Sprintf("pgmoat: hold %s was denied by %s: %s", w.h.ID(), out.By, out.Reason),
+			detail:  sentence,
 			hint:    preapproveHint,
-		}), nil
+		}
 	case approvals.StatusTimedOut:
-		return refuse(typ, refusal{
+		return refusal{
 			code:    codeInsufficientPrivilege,
-			message: fmt.Sprintf("pgmoat: hold %s ended without approval: %s", h.ID(), out.Reason),
-			detail:  v.Sentence,
+			message: fmt.Sprintf("pgmoat: hold %s ended without approval: %s", w.h.ID(), out.Reason),
+			detail:  sentence,
 			hint:    preapproveHint,
-		}), nil
+		}
 	}
-	// Withdrawn.
-	if errors.Is(context.Cause(hctx), approvals.ErrClientCancel) {
-		return refuse(typ, refusal{code: codeQueryCanceled, message: "canceling statement due to user request",
-			detail: fmt.Sprintf("pgmoat withdrew hold %s: the client cancelled it.", h.ID())}), nil
-	}
-	// The client is gone (or said Terminate), or pgmoat is shutting
-	// down: end the session here, so that nothing the client pipelined
-	// behind the held statement runs either.
-	return proxy.MessageVerdict{}, proxy.Refuse("08006", fmt.Sprintf("pgmoat withdrew hold %s: %s", h.ID(), context.Cause(hctx)), "")
+	// Withdrawn by the client's cancel.
+	return refusal{code: codeQueryCanceled, message: "canceling statement due to user request",
+		detail: fmt.Sprintf("pgmoat withdrew hold %s: the client cancelled it.", w.h.ID())}
 }
 
 const preapproveHint = "A reviewed migration can be pre-approved: pgmoat approve --file migration.sql --ttl 1h --reason '…'"
+
+// blockRefusal is blockRefusal for this session: a pg_restore (its
+// application_name) also learns how to pre-approve the restore script.
+func (st *sessionState) blockRefusal(res *rules.Result, extra string) refusal {
+	r := blockRefusal(res, extra)
+	if st.auditBase.Application == "pg_restore" {
+		r.hint += " To restore over protected objects, pre-approve what pg_restore runs: " +
+			"pg_restore --clean -f - DUMPFILE | pgmoat approve --file - --ttl 1h --reason '…' (the same options as the restore), " +
+			"and restore with --exit-on-error or --single-transaction so that nothing half-applies."
+	}
+	return r
+}
 
 // blockRefusal is the error for a blocked message: it names the statement
 // and the protected object, the rule, and how to get it approved.
@@ -219,10 +286,7 @@ func blockRefusal(res *rules.Result, extra string) refusal {
 // written to the audit log: fail closed.
 func (st *sessionState) refuseAuditDown(typ byte, res *rules.Result, err error) proxy.MessageVerdict {
 	st.e.log.Error("audit log write failed; refusing the statement", "session", st.auditBase.SessionID, "err", err)
-	r := blockRefusal(res, "")
-	r.message = "pgmoat refused " + strings.TrimPrefix(r.message, "pgmoat blocked ") + " because its audit log cannot be written"
-	r.hint = "pgmoat refuses destructive statements while it cannot record them. Ask an operator to check pgmoat's audit log."
-	return refuse(typ, r)
+	return refuse(typ, auditDownRefusal(res))
 }
 
 // refuse returns the verdict that makes the server raise r in place of
@@ -232,7 +296,7 @@ func refuse(typ byte, r refusal) proxy.MessageVerdict {
 	do := r.doBlock()
 	switch typ {
 	case 'Q', 'F':
-		return proxy.MessageVerdict{Action: proxy.Replace, Replacement: []proxy.Injected{{Msg: &pgproto3.Query{String: do}}}}
+		return proxy.MessageVerdict{Action: proxy.Replace, Replacement: []proxy.Injected{{Msg: &pgproto3.Query{String: do}, OwnError: true}}}
 	}
 	// Parse or Bind: run the DO on the unnamed statement and portal,
 	// keep its ParseComplete and BindComplete from the client, and drop
@@ -241,9 +305,9 @@ func refuse(typ byte, r refusal) proxy.MessageVerdict {
 	return proxy.MessageVerdict{
 		Action: proxy.Replace,
 		Replacement: []proxy.Injected{
-			{Msg: &pgproto3.Parse{Query: do}, HideReply: true},
-			{Msg: &pgproto3.Bind{}, HideReply: true},
-			{Msg: &pgproto3.Execute{}, HideReply: true},
+			{Msg: &pgproto3.Parse{Query: do}, HideReply: true, OwnError: true},
+			{Msg: &pgproto3.Bind{}, HideReply: true, OwnError: true},
+			{Msg: &pgproto3.Execute{}, HideReply: true, OwnError: true},
 		},
 		DiscardUntilSync: true,
 	}
@@ -288,7 +352,7 @@ func effectsOf(res *rules.Result) (ops, objs []string) {
 		if v.Action == rules.Allow {
 			continue
 		}
-		for _, ef := range v.Effects {
+		for _, ef := range v.Decisive() {
 			if op := ef.Op.String(); !seenOp[op] {
 				seenOp[op] = true
 				ops = append(ops, op)

@@ -49,7 +49,20 @@
 //     pre-approve (holds.in_transaction: block, the default), because it
 //     may hold locks while it waits; or held with the shorter
 //     holds.in_transaction_timeout (holds.in_transaction: hold).
-//   - A statement that would be held or blocked passes at once when every
-//     such statement of the message matches an active pre-approval; the use
-//     is audited before it is forwarded.
+//   - verify: the statement may reach a protected table in a way only
+//     running it tells (rules.Verify). pgmoat runs it itself under guard
+//     (guarded.go for the simple Query, statement run by statement run with
+//     PostgreSQL's semantics for transaction control in a message kept;
+//     guarded_ext.go for the Execute of an extended-protocol portal): in its
+//     own transaction, or a savepoint in the client's, between two
+//     snapshots of the protected tables (the guard package; snapshot.go
+//     prepares the query once per session), with its reply held back. What
+//     guard.Compare measures is judged by the policy: nothing refused,
+//     it commits and the client gets its reply; else it is rolled back and
+//     blocked, or held with the measured blast radius (approval runs it
+//     again, unguarded). Afterwards the session's search_path is taken from
+//     the server, since code pgmoat does not follow may have changed it.
+//   - A statement that would be held, blocked or verified passes at once
+//     when every such statement of the message matches an active
+//     pre-approval; the use is audited before it is forwarded.
 package enforce

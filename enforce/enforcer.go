@@ -46,7 +46,7 @@ type Enforcer struct {
 
 	// counters[action][operation], resolved once: WithLabelValues on every
 	// statement would cost a map look-up and a lock.
-	counters [4][16]prometheus.Counter
+	counters [rules.Block + 1][16]prometheus.Counter
 	cacheHit prometheus.Counter
 	cacheMis prometheus.Counter
 
@@ -69,7 +69,7 @@ func New(o Options) *Enforcer {
 	h := o.Holds0
 	e.hcfg.Store(&h)
 	for a := rules.Allow; a <= rules.Block; a++ {
-		for op := rules.OpNone; op <= rules.OpUnparseable; op++ {
+		for op := rules.OpNone; op < rules.NumOperations; op++ {
 			e.counters[a][op] = e.met.Statements.WithLabelValues(a.String(), op.String())
 		}
 	}
@@ -78,10 +78,11 @@ func New(o Options) *Enforcer {
 	return e
 }
 
-// SetConfig applies a reloaded configuration: the new policy takes effect
-// for the next statement of every session.
+// SetConfig applies a reloaded configuration: the new policy and analysis
+// limits take effect for the next statement of every session.
 func (e *Enforcer) SetConfig(cfg *config.Config) {
 	e.engine.SetPolicy(cfg.CompiledPolicy)
+	e.engine.SetLimits(cfg.Limits.Rules())
 	h := cfg.Holds
 	e.hcfg.Store(&h)
 }

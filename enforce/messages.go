@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgmoat/pgmoat/approvals"
 	"github.com/pgmoat/pgmoat/proxy"
 	"github.com/pgmoat/pgmoat/rules"
 )
@@ -24,37 +27,95 @@ var errWouldBlock = errors.New("enforce: the message needs the blocking path")
 // returns its error there too. Intercept then handles the message from the
 // start.
 func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayBlock bool) (proxy.MessageVerdict, error) {
+	if pg := st.pendingGuard(); pg != nil && !continuesGuard(m, pg.portal) {
+		// A Bind opened a guard whose portal is not executed next: what
+		// the Bind did is verified before anything else happens.
+		if !mayBlock {
+			return proxy.MessageVerdict{}, errWouldBlock
+		}
+		v, err := st.finishPending(ctx)
+		if err != nil {
+			return proxy.MessageVerdict{}, err
+		}
+		if v != nil && m.Type != 'S' {
+			return *v, nil
+		}
+	}
 	switch m.Type {
 	case 'Q':
 		sql, err := m.QueryText()
 		if err != nil {
 			return proxy.MessageVerdict{}, err
 		}
-		return st.statement(ctx, m.Type, sql, nil, mayBlock)
+		if st.ownBlockOpen() {
+			if !mayBlock {
+				return proxy.MessageVerdict{}, errWouldBlock
+			}
+			if _, err := st.closeOwnBlock(ctx, false); err != nil {
+				return proxy.MessageVerdict{}, err
+			}
+		}
+		return st.statement(ctx, m.Type, m.Text(sql), nil, mayBlock)
 	case 'P':
 		name, sql, err := m.ParseStatement()
 		if err != nil {
 			return proxy.MessageVerdict{}, err
 		}
-		return st.statement(ctx, m.Type, sql, name, mayBlock)
+		if own, err := m.DeclaresTypeFrom(firstNormalOID); err != nil {
+			return proxy.MessageVerdict{}, err
+		} else if own && st.e.engine.Policy().ProtectsAnything() {
+			// A parameter of a type of the database's own: its input (a
+			// domain's check) runs code at Bind, which the guard covers.
+			if !mayBlock {
+				return proxy.MessageVerdict{}, errWouldBlock
+			}
+			return st.verifyOwnTypes(ctx, m.Text(sql), name)
+		}
+		return st.statement(ctx, m.Type, m.Text(sql), name, mayBlock)
 	case 'B':
 		portal, stmt, err := m.BindNames()
 		if err != nil {
 			return proxy.MessageVerdict{}, err
 		}
-		if st.bindSettled(portal, stmt) {
+		if gp := st.bindGuard(portal, stmt, m.Raw); gp != nil {
+			if !mayBlock {
+				return proxy.MessageVerdict{}, errWouldBlock
+			}
+			st.setPortal(string(portal), gp.state)
+			st.setGuardedPortal(string(portal), gp.guarded)
+			return st.guardBind(ctx, string(portal), m.Raw, gp.guarded)
+		}
+		if st.bindSettled(portal, stmt, m.Raw) {
 			return proxy.MessageVerdict{}, nil
 		}
 		if !mayBlock {
 			return proxy.MessageVerdict{}, errWouldBlock // judged again: it may block
 		}
-		return st.bind(ctx, portal, stmt)
+		return st.bind(ctx, portal, stmt, m.Raw)
 	case 'E':
 		portal, err := m.ExecutePortal()
 		if err != nil {
 			return proxy.MessageVerdict{}, err
 		}
+		if gp := st.guardedPortalOf(string(portal)); gp != nil {
+			if !mayBlock {
+				return proxy.MessageVerdict{}, errWouldBlock
+			}
+			dec, err := m.Decode()
+			if err != nil {
+				return proxy.MessageVerdict{}, err
+			}
+			return st.guardExecute(ctx, string(portal), dec.(*pgproto3.Execute).MaxRows, gp)
+		}
 		return st.execute(portal), nil
+	case 'S':
+		if st.ownBlockOpen() {
+			if !mayBlock {
+				return proxy.MessageVerdict{}, errWouldBlock
+			}
+			return st.closeOwnBlock(ctx, true)
+		}
+		return proxy.MessageVerdict{}, nil
 	case 'C':
 		// A malformed Close is forwarded for the server to refuse.
 		if kind, name, err := m.CloseTarget(); err == nil {
@@ -74,15 +135,47 @@ func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayB
 // passes reports whether a decision lets the message through.
 func passes(res *rules.Result) bool { return res.Action == rules.Allow || res.Action == rules.Log }
 
+// watchBytes is the length from which a message may take long enough to
+// analyse (a millisecond and more) that pgmoat watches the client
+// meanwhile, and stops the analysis when the client goes. (Such a message
+// is always on the blocking path: the event loop hands over messages
+// larger than its 16 KiB buffer.)
+const watchBytes = 64 << 10
+
 // statement judges the SQL of a Query ('Q'), or of a Parse ('P') that
 // prepares statement name, and carries out the decision.
-func (st *sessionState) statement(ctx context.Context, typ byte, sql, name []byte, mayBlock bool) (proxy.MessageVerdict, error) {
-	text := string(sql)
-	res, d := st.analyse(func(rs *rules.Session) *rules.Result { return st.e.engine.Judge(rs, text) })
+func (st *sessionState) statement(ctx context.Context, typ byte, text string, name []byte, mayBlock bool) (proxy.MessageVerdict, error) {
+	if st.needsReread() {
+		if !mayBlock {
+			return proxy.MessageVerdict{}, errWouldBlock
+		}
+		if err := st.rereadSettings(ctx); err != nil {
+			return proxy.MessageVerdict{}, err
+		}
+	}
+	actx, stop := ctx, func() {} // actx ends with the session
+	if mayBlock && len(text) >= watchBytes {
+		var cancel context.CancelCauseFunc
+		actx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		stop = st.client.WatchClient(func() { cancel(approvals.ErrClientDisconnect) })
+	}
+	res, d := st.analyse(func(rs *rules.Session) *rules.Result { return st.e.engine.JudgeContext(actx, rs, text) })
+	stop() // before a hold watches the client in its turn
+	if actx.Err() != nil {
+		// The analysis may have stopped short: nothing of the message is
+		// forwarded, and the session ends (the client is gone, or pgmoat
+		// is shutting down).
+		st.judged(res, d)
+		return proxy.MessageVerdict{}, proxy.Refuse("08006", "pgmoat stopped analysing the message: "+context.Cause(actx).Error(), "")
+	}
 	if res.Action != rules.Allow && !mayBlock {
 		return proxy.MessageVerdict{}, errWouldBlock
 	}
 	st.judged(res, d)
+	if res.Action == rules.Verify {
+		return st.verify(ctx, typ, res, text, string(name))
+	}
 	if !passes(res) {
 		return st.enforce(ctx, typ, res, string(name))
 	}
@@ -143,7 +236,7 @@ func (st *sessionState) forward(typ byte, res *rules.Result, stmt string) proxy.
 // the portal takes the statement's judgement. It reports false, having
 // changed nothing, when the Bind must be judged (a statement prepared with
 // SQL PREPARE, or judged under an older policy).
-func (st *sessionState) bindSettled(portal, stmt []byte) bool {
+func (st *sessionState) bindSettled(portal, stmt, raw []byte) bool {
 	st.mu.Lock()
 	sqlPrep := st.sqlPrepared[string(stmt)]
 	ps := st.stmts[string(stmt)]
@@ -151,19 +244,32 @@ func (st *sessionState) bindSettled(portal, stmt []byte) bool {
 	if sqlPrep || ps != nil && ps.policy != st.e.engine.Policy().Version() {
 		return false
 	}
-	var r *rules.Result
+	var r, verify *rules.Result
 	if ps != nil {
-		r = ps.res
+		r, verify = ps.res, ps.verify
 	}
 	st.setPortal(string(portal), r)
+	st.guardPortal(string(portal), verify, raw)
 	return true
+}
+
+// guardPortal records whether portal's Executes run under guard (verify,
+// the statement's Verify judgement, or nil), keeping a copy of its Bind.
+func (st *sessionState) guardPortal(portal string, verify *rules.Result, raw []byte) {
+	if verify == nil {
+		if st.guardedPortalOf(portal) != nil {
+			st.setGuardedPortal(portal, nil)
+		}
+		return
+	}
+	st.setGuardedPortal(portal, &guardedPortal{res: verify, bind: append([]byte(nil), raw...)})
 }
 
 // bind judges a Bind that bindSettled could not settle: a statement
 // prepared with SQL PREPARE runs here without new text, so it is judged
 // (as EXECUTE of it) under the policy in force now; a statement prepared
 // with Parse is judged again when the policy changed since its Parse.
-func (st *sessionState) bind(ctx context.Context, portal, stmt []byte) (proxy.MessageVerdict, error) {
+func (st *sessionState) bind(ctx context.Context, portal, stmt, raw []byte) (proxy.MessageVerdict, error) {
 	// The state is read again: the server→client side may have changed
 	// it (DISCARD ALL, PREPARE) since bindSettled looked.
 	st.mu.Lock()
@@ -177,21 +283,30 @@ func (st *sessionState) bind(ctx context.Context, portal, stmt []byte) (proxy.Me
 		}
 		if pv := st.e.engine.Policy().Version(); ps.policy != pv {
 			res := st.judge(func(rs *rules.Session) *rules.Result { return st.e.engine.Judge(rs, ps.text) })
-			if !passes(res) {
+			verify := (*rules.Result)(nil)
+			if res.Action == rules.Verify {
+				verify = res
+			} else if !passes(res) {
 				return st.enforce(ctx, 'B', res, "")
 			}
 			if v, ok := st.logged('B', res); !ok {
 				return v, nil
 			}
 			st.mu.Lock()
-			ps.policy = pv
+			ps.policy, ps.verify = pv, verify
 			st.mu.Unlock()
 		}
 		st.setPortal(string(portal), ps.res)
+		st.guardPortal(string(portal), ps.verify, raw)
 		return proxy.MessageVerdict{}, nil
 	}
 	text := "EXECUTE " + rules.QuoteIdent(string(stmt))
 	res := st.judge(func(rs *rules.Session) *rules.Result { return st.e.engine.Judge(rs, text) })
+	if res.Action == rules.Verify {
+		st.setPortal(string(portal), nil)
+		st.guardPortal(string(portal), res, raw)
+		return proxy.MessageVerdict{}, nil
+	}
 	if !passes(res) {
 		return st.enforce(ctx, 'B', res, "")
 	}
@@ -244,6 +359,7 @@ func (st *sessionState) close(kind byte, name []byte) {
 		st.analysis.ClosePrepared(string(name))
 	case 'P':
 		delete(st.portals, string(name))
+		delete(st.guarded, string(name))
 	}
 }
 
@@ -258,4 +374,92 @@ func (st *sessionState) functionCall(ctx context.Context) (proxy.MessageVerdict,
 	}
 	v, _ := st.logged('F', res) // the refusal when the log cannot be written
 	return v, nil
+}
+
+// verify carries out a Verify decision: a pre-approved statement passes
+// as it is; a Query runs under guard; a Parse is forwarded (preparing
+// runs nothing) and its executions are guarded.
+func (st *sessionState) verify(ctx context.Context, typ byte, res *rules.Result, text, name string) (proxy.MessageVerdict, error) {
+	if ok, err := st.preApproved(res); ok {
+		st.allowed(res, "pre-approved")
+		return st.forward(typ, res, name), nil
+	} else if err != nil {
+		st.e.log.Warn("pre-approval could not be used", "session", st.auditBase.SessionID, "err", err)
+	}
+	switch typ {
+	case 'Q':
+		return st.guardQuery(ctx, res, text)
+	case 'P':
+		v := st.forward(typ, res, name)
+		if len(res.Statements) == 1 && txControl(res.Statements[0]) != 0 {
+			// Transaction control cannot run inside the guard's
+			// savepoint (a COMMIT whose deferred triggers made it Verify):
+			// in the extended protocol it runs as it is.
+			return v, nil
+		}
+		st.mu.Lock()
+		if ps := st.stmts[name]; ps != nil {
+			ps.verify = res
+		}
+		st.mu.Unlock()
+		return v, nil
+	}
+	// A Bind judged again after a reload: its Execute is guarded.
+	return proxy.MessageVerdict{}, nil
+}
+
+// continuesGuard reports whether m belongs to the guard a Bind opened for
+// portal: its Execute, a Describe, a Flush.
+func continuesGuard(m *proxy.ClientMessage, portal string) bool {
+	switch m.Type {
+	case 'D', 'H':
+		return true
+	case 'E':
+		p, err := m.ExecutePortal()
+		return err == nil && string(p) == portal
+	}
+	return false
+}
+
+// boundGuard is what a Bind of a statement judged Verify sets up.
+type boundGuard struct {
+	state   *rules.Result // the statement's judgement, when executing it changes session state
+	guarded *guardedPortal
+}
+
+// bindGuard returns the guard a Bind opens: for a statement Parse'd and
+// judged Verify under the policy in force. Nil for every other Bind
+// (which bindSettled or bind handle); it changes nothing.
+func (st *sessionState) bindGuard(portal, stmt, raw []byte) *boundGuard {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	ps := st.stmts[string(stmt)]
+	if st.sqlPrepared[string(stmt)] || ps == nil || ps.verify == nil || ps.policy != st.e.engine.Policy().Version() {
+		return nil
+	}
+	return &boundGuard{state: ps.res, guarded: &guardedPortal{res: ps.verify, bind: append([]byte(nil), raw...)}}
+}
+
+// firstNormalOID is PostgreSQL's FirstNormalObjectId: objects with lower
+// OIDs are built in.
+const firstNormalOID = 16384
+
+// verifyOwnTypes handles a Parse that declares a parameter of a type of
+// the database's own: judged as usual, but when the analysis would let it
+// run unguarded, it is guarded anyway (the Bind runs the type's input).
+func (st *sessionState) verifyOwnTypes(ctx context.Context, text string, name []byte) (proxy.MessageVerdict, error) {
+	res := st.judge(func(rs *rules.Session) *rules.Result {
+		return st.e.engine.JudgeWithDoubt(rs, text, "a parameter of a type of the database's own, whose input runs when the statement is bound")
+	})
+	if res.Action == rules.Verify {
+		return st.verify(ctx, 'P', res, text, string(name))
+	}
+	if !passes(res) {
+		return st.enforce(ctx, 'P', res, string(name))
+	}
+	if v, ok := st.logged('P', res); !ok {
+		return v, nil
+	}
+	st.allowed(res, "")
+	return st.forward('P', res, string(name)), nil
 }

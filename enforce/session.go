@@ -3,6 +3,8 @@ package enforce
 import (
 	"context"
 	"slices"
+
+	"github.com/jackc/pgx/v5/pgproto3"
 	"sync"
 	"time"
 
@@ -33,6 +35,24 @@ type sessionState struct {
 	sqlPrepared map[string]bool
 	stmts       map[string]*parsedStmt
 	portals     map[string]*rules.Result
+	// rereadAtTxEnd: a statement run under guard inside a transaction
+	// changed settings, which a ROLLBACK may undo; at the end of the
+	// transaction they are read again from the server (reread).
+	rereadAtTxEnd bool
+	reread        bool
+	// guarded are the portals bound from statements judged Verify, whose
+	// Executes run under guard; ownBlock says a guard opened the
+	// transaction that the client's Sync must end (closeOwnBlock).
+	guarded  map[string]*guardedPortal
+	ownBlock bool
+	pending  *extGuard // a guard a Bind opened, which the portal's Execute closes
+	// madeOIDs are the protected relations the session created under
+	// guard (see measured).
+	madeOIDs map[string]bool
+	// snapName is the session's prepared snapshot (see addSnapshot),
+	// prepared for the policy of version snapPolicy.
+	snapName   string
+	snapPolicy uint64
 }
 
 // parsedStmt is a statement the client prepared with Parse. A Bind after
@@ -42,6 +62,7 @@ type parsedStmt struct {
 	text   string
 	policy uint64        // version of the policy that allowed it
 	res    *rules.Result // its judgement, when executing it changes session state
+	verify *rules.Result // its judgement, when executing it must be guarded
 }
 
 // queryTag follows a forwarded simple Query whose statements change
@@ -105,20 +126,25 @@ func (st *sessionState) judged(res *rules.Result, d time.Duration) {
 	} else {
 		st.e.cacheHit.Inc()
 	}
-	st.count(res)
+	if res.Action != rules.Hold {
+		st.count(res, res.Action)
+	}
 }
 
 // count adds the message's statements to pgmoat_statements_total, under
-// the message's decision and each statement's most severe operation.
-func (st *sessionState) count(res *rules.Result) {
+// decision and each statement's most severe operation. A message the
+// policy would hold is counted once it is clear what happened to it
+// (hold, or block inside a transaction block), as the audit log records
+// it.
+func (st *sessionState) count(res *rules.Result, decision rules.Action) {
 	for _, v := range res.Statements {
 		op := rules.OpNone
-		for _, ef := range v.Effects {
+		for _, ef := range v.Decisive() {
 			if ef.Op > op {
 				op = ef.Op
 			}
 		}
-		st.e.counters[res.Action][op].Inc()
+		st.e.counters[decision][op].Inc()
 	}
 }
 
@@ -219,7 +245,50 @@ func (st *sessionState) serverMessage(tag any, typ byte, body []byte) error {
 	}
 	if typ == 'Z' {
 		st.analysis.Sync(body[0])
+		if body[0] == 'I' && st.rereadAtTxEnd {
+			st.rereadAtTxEnd = false
+			st.reread = true
+			st.analysis.Apply(rules.StateChange{Kind: rules.ChangeSearchPath})
+		}
+		// Code pgmoat cannot follow (a DO block, a function, a reload of
+		// the server's configuration) left the search_path unknown: read
+		// it back before the next statement is judged. An aborted
+		// transaction cannot answer; its end can.
+		if _, known := st.analysis.SearchPath(); !known && body[0] != 'E' {
+			st.reread = true
+		}
 	}
+	return nil
+}
+
+// needsReread reports whether the session's settings must be read from
+// the server before the next statement is judged.
+func (st *sessionState) needsReread() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.reread
+}
+
+// rereadSettings reads the session's search_path from the server, on the
+// session's own connection, invisibly to the client. Until it is read,
+// the search_path is unknown: the strictest assumption.
+func (st *sessionState) rereadSettings(ctx context.Context) error {
+	x := st.client.NewExchange()
+	r := x.Add(&pgproto3.Query{String: "SELECT pg_catalog.current_setting('search_path'), " +
+		"CASE WHEN current_user = session_user THEN '' ELSE current_user::text END"}, proxy.ReplyCollect)
+	if err := x.Run(ctx); err != nil {
+		return proxy.Refuse("08006", "pgmoat lost track of the server while reading the session's settings: "+err.Error(), "")
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.reread = false
+	if r.Err != nil || len(r.Rows) != 1 || len(r.Rows[0]) != 2 {
+		// An aborted transaction: it stays unknown until the next end
+		// of a transaction.
+		st.rereadAtTxEnd = true
+		return nil
+	}
+	st.analysis.ReadBack(string(r.Rows[0][0]), string(r.Rows[0][1]))
 	return nil
 }
 
@@ -263,13 +332,17 @@ func (st *sessionState) applyLocked(changes []rules.StateChange) {
 			}
 			st.sqlPrepared[ch.Name] = true
 		case rules.ChangeDeallocate:
+			if ch.Name == "" || ch.Name == st.snapName {
+				st.snapName = "" // DEALLOCATE ALL takes pgmoat's too
+			}
 			if ch.Name == "" {
 				st.sqlPrepared = nil
 			} else {
 				delete(st.sqlPrepared, ch.Name)
 			}
 		case rules.ChangeDiscardAll:
-			st.sqlPrepared, st.stmts, st.portals = nil, nil, nil
+			st.sqlPrepared, st.stmts, st.portals, st.guarded = nil, nil, nil, nil
+			st.snapName = ""
 		}
 	}
 	if stale {

@@ -8,11 +8,13 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	ClientConnectionsOpen     prometheus.Gauge
 	ClientConnectionsTotal    prometheus.Counter
-	ClientConnectionsRejected *prometheus.CounterVec // reason: max_connections, startup_timeout, protocol_error, tls, lexer_state, draining
+	ClientConnectionsRejected *prometheus.CounterVec // reason: max_connections, startup_timeout, protocol_error, tls, lexer_state, draining, replication
 	UpstreamConnectErrors     prometheus.Counter
 	BytesRelayed              *prometheus.CounterVec // direction: client_to_server, server_to_client
 	RelaySessions             *prometheus.GaugeVec   // mode: event_loop, goroutines
 	EventLoopHandoffs         *prometheus.CounterVec // reason: large_message, interceptor, backpressure, epoll
+	MessageMemory             prometheus.Gauge       // bytes of large client messages held (limits.message_memory)
+	MessageMemoryWaits        *prometheus.CounterVec // outcome: granted, refused
 
 	Statements       *prometheus.CounterVec // decision: allow, log, block, hold; operation: none, drop, truncate, ...
 	AnalysisDuration prometheus.Histogram
@@ -29,7 +31,22 @@ type Metrics struct {
 	AuditEvents        *prometheus.CounterVec // event
 	AuditEventsDropped *prometheus.CounterVec // reason: queue_full, write_error, closed
 
-	ConfigReloads *prometheus.CounterVec // result: success, failure
+	AuditChainHead *Current // hash label; value: the head's sequence number
+
+	ConfigReloads     *prometheus.CounterVec // result: success, failure
+	ProtectionLowered prometheus.Counter
+
+	// What the configuration in force protects.
+	PolicyInfo     *Current             // hash label; value 1
+	PolicyPatterns prometheus.Gauge     // protect patterns
+	PolicyRules    *prometheus.GaugeVec // action: allow, log, hold, block
+	AdminTokens    *prometheus.GaugeVec // role: approver, viewer
+
+	Guarded       *prometheus.CounterVec // outcome: passed, refused, held, failed, unverified
+	GuardDuration prometheus.Histogram   // what verifying a guarded statement added to it
+	// StateUp and StateErrors watch the control database (state.dsn).
+	StateUp     prometheus.Gauge
+	StateErrors *prometheus.CounterVec // op: create_hold, update_hold, read, preapproval, lease, listen, migrate
 }
 
 // New creates the collectors and registers them on reg. A nil reg leaves
@@ -64,6 +81,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "pgmoat_event_loop_handoffs_total",
 			Help: "Sessions the event loop handed to the goroutine relay, by reason: large_message (larger than the 16 KiB buffer), interceptor (a statement to block, hold or log), backpressure (a peer not reading), epoll (registration failed).",
 		}, []string{"reason"}),
+		MessageMemory: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pgmoat_message_memory_bytes",
+			Help: "Bytes of client messages larger than a session's read buffer that pgmoat holds now, against limits.message_memory.",
+		}),
+		MessageMemoryWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgmoat_message_memory_waits_total",
+			Help: "Large client messages that had to wait for limits.message_memory, by outcome: granted (after a wait), refused (the session ended with 53200).",
+		}, []string{"outcome"}),
 		Statements: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgmoat_statements_total",
 			Help: "Statements judged, by decision and by the most severe operation found.",
@@ -114,18 +139,60 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "pgmoat_audit_events_dropped_total",
 			Help: "Asynchronous audit events (allowed statements, sessions) lost, by reason (queue_full, write_error, closed).",
 		}, []string{"reason"}),
+		AuditChainHead: NewCurrent("pgmoat_audit_chain_head_sequence",
+			"Sequence number of the last line written to the audit log; the hash label is that line's hash. Recording both elsewhere anchors the chain: lines later cut from the end, or the log rewritten, no longer match.",
+			"hash"),
 		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgmoat_config_reloads_total",
 			Help: "Configuration reloads, by result (success, failure).",
 		}, []string{"result"}),
+		Guarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgmoat_guarded_statements_total",
+			Help: "Statements run under guard (their effect verified before commit), by outcome: passed, refused (rolled back and blocked), held, failed (the statement's own error), unverified (pgmoat could not verify and refused it).",
+		}, []string{"outcome"}),
+		GuardDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pgmoat_guard_duration_seconds",
+			Help:    "Time from sending a guarded statement with its snapshots to deciding its outcome, commit or rollback included.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		StateUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pgmoat_state_up",
+			Help: "1 while the control database (state.dsn) answers and this instance holds its lease, 0 otherwise; always 1 without state.dsn.",
+		}),
+		StateErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgmoat_state_errors_total",
+			Help: "Failed operations on the control database, by operation (create_hold, update_hold, read, preapproval, lease, listen); each failure to create a hold or approve one is a refusal.",
+		}, []string{"op"}),
+		ProtectionLowered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgmoat_config_protection_lowered_total",
+			Help: "Reloads accepted although they lower protection (a protect pattern removed, a rule weakened, an approver added, ...); the audit log's config_changed events say how.",
+		}),
+		PolicyInfo: NewCurrent("pgmoat_policy_info",
+			"Always 1; the hash label fingerprints the protection in force (policy, holds, admin token roles), as GET /api/v1/policy and pgmoat config check show it.",
+			"hash"),
+		PolicyPatterns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pgmoat_policy_protect_patterns",
+			Help: "Protect patterns in the policy in force; 0 means every statement is allowed.",
+		}),
+		PolicyRules: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pgmoat_policy_rules",
+			Help: "Rules in the policy in force, by action (allow, log, hold, block).",
+		}, []string{"action"}),
+		AdminTokens: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pgmoat_admin_tokens",
+			Help: "Admin API tokens configured, by role (approver, viewer).",
+		}, []string{"role"}),
 	}
+	m.StateUp.Set(1)
 	if reg != nil {
 		reg.MustRegister(
 			m.ClientConnectionsOpen, m.ClientConnectionsTotal, m.ClientConnectionsRejected,
-			m.UpstreamConnectErrors, m.BytesRelayed, m.RelaySessions, m.EventLoopHandoffs, m.Statements, m.AnalysisDuration,
+			m.UpstreamConnectErrors, m.BytesRelayed, m.RelaySessions, m.EventLoopHandoffs, m.MessageMemory, m.MessageMemoryWaits, m.Statements, m.AnalysisDuration,
 			m.AnalysisCache, m.HoldsPending, m.HoldsResolved, m.HoldWaitDuration,
 			m.PreapprovalsUsed, m.WebhookFailures, m.AuditWriteErrors, m.AuditQueueDepth,
-			m.AuditEvents, m.AuditEventsDropped, m.ConfigReloads,
+			m.AuditEvents, m.AuditEventsDropped, m.AuditChainHead, m.ConfigReloads,
+			m.ProtectionLowered, m.PolicyInfo, m.PolicyPatterns, m.PolicyRules, m.AdminTokens,
+			m.Guarded, m.GuardDuration, m.StateUp, m.StateErrors,
 		)
 	}
 	return m

@@ -225,6 +225,13 @@ func (s *ClientSession) relayableMechanisms(mechs []string) (out []string, strip
 	return out, stripped
 }
 
+// maxAuthResponse bounds an authentication response: PostgreSQL reads a
+// password in at most 1,000 bytes and a SASL token in at most 65,535
+// (PG_MAX_AUTH_TOKEN_LENGTH). A client that has not logged in yet must not
+// make pgmoat buffer more; limits.message_memory counts only the messages
+// of sessions that have.
+const maxAuthResponse = 65535 + 1024
+
 // relayAuthResponse relays the client's answer to an authentication
 // request. After pgmoat removed SCRAM-SHA-256-PLUS from an upstream over
 // TLS, a client on TLS that supports channel binding says so ("y" in its
@@ -241,6 +248,8 @@ func (s *ClientSession) relayAuthResponse(checkGS2 bool) *ending {
 		return &ending{reason: EndClientDisconnect, err: errors.New("client gave up during authentication")}
 	case typ != 'p':
 		return protocolEnding(fmt.Sprintf("expected an authentication response, got message type %q", typ))
+	case n > maxAuthResponse:
+		return protocolEnding(fmt.Sprintf("authentication response of %d bytes is longer than any PostgreSQL accepts (%d)", n, maxAuthResponse))
 	case n > int(s.srv.cfg.Limits.MaxMessageSize):
 		return protocolEnding(fmt.Sprintf("authentication response of %d bytes exceeds limits.max_message_size", n))
 	}

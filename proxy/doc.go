@@ -47,9 +47,13 @@
 // 0, or after the loop handed the session over) each direction has its own
 // goroutine (clientToServer, serverToClient). Both write into buffered
 // writers and flush only when their reader has no more buffered input, so
-// a pipelined batch leaves in one write. Messages larger than the read buffer are streamed through, not
-// assembled, unless the interceptor must see them whole (bounded by
-// limits.max_message_size). Only ReadyForQuery, ParameterStatus and
+// a pipelined batch leaves in one write. Messages larger than the read
+// buffer are streamed through, not assembled, unless the interceptor must
+// see them whole: then they are read into a buffer of their own, the only
+// copy (ClientMessage.Text), bounded by limits.max_message_size each and
+// by limits.message_memory for all sessions together (budget.go: a session
+// past it waits, then ends with 53200; the memory is returned to the
+// system afterwards). Only ReadyForQuery, ParameterStatus and
 // ErrorResponse are decoded on the way back.
 //
 // Every connection ends with exactly one EndReason, logged at info:
@@ -89,6 +93,10 @@
 //     cross pgmoat's TLS termination; the client gets FATAL 28000 with a
 //     hint.
 //   - cancel_request: the connection carried a CancelRequest.
+//   - replication: the startup packet asked for a replication connection
+//     (replication=true or database), whose commands and streams pgmoat
+//     cannot judge; the client gets FATAL 0A000 at once, before pgmoat
+//     dials the upstream.
 //
 // Enforcement plugs in through Options.Interceptor, so that the wire knows
 // nothing of policy: every client message except CopyData passes through
@@ -104,4 +112,13 @@
 // ClientSession.StartupQuery before the client's first ReadyForQuery),
 // hold a message while ClientSession.WatchClient notices a disconnect,
 // and take over a CancelRequest with ClientSession.SetCancelHook.
+//
+// From Intercept, an Interceptor may also hold a conversation of its own
+// with the server on the session's connection (ClientSession.NewExchange,
+// exchange.go): requests whose replies are hidden, collected for it, held
+// back for the client until it releases them, or passed on, each routed
+// by the same replyQueue. Enforcement runs guarded statements this way
+// (a savepoint, snapshots before and after, the client's statement with
+// its reply held back); the client sees only what the Interceptor lets
+// through, and the ReadyForQuery it sends.
 package proxy

@@ -69,4 +69,5 @@ const (
 	EndAuthFailed          EndReason = "auth_failed"          // server refused the session (bad password, no such database, ...)
 	EndAuthUnsupported     EndReason = "auth_unsupported"     // authentication pgmoat cannot relay (GSSAPI, channel binding)
 	EndCancelRequest       EndReason = "cancel_request"       // the connection carried a CancelRequest
+	EndReplication         EndReason = "replication"          // a replication connection, which pgmoat does not relay
 )

@@ -168,6 +168,23 @@ func (m *msgReader) message(bodyLen int) ([]byte, error) {
 	return msg, nil
 }
 
+// messageOwned is message for a caller that may keep the message. One
+// larger than the read buffer comes in a buffer of its own, which the
+// reader lets go of at once and never touches again: owned is true, and
+// the caller may keep the slice (and strings over it, ClientMessage.Text)
+// for as long as it likes. Otherwise the slice points into the read
+// buffer and is valid until the next call on m.
+func (m *msgReader) messageOwned(bodyLen int) (msg []byte, owned bool, err error) {
+	if msg, err = m.message(bodyLen); err != nil {
+		return nil, false, err
+	}
+	if len(m.buf) != len(m.small) && m.r == m.w {
+		m.buf, m.r, m.w = m.small, 0, 0
+		return msg, true, nil
+	}
+	return msg, false, nil
+}
+
 // relay consumes the message announced by next and writes it to w. A
 // message larger than the buffer is streamed through in buffer-sized pieces
 // instead of being assembled. Errors from w are *writeError.

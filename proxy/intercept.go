@@ -120,4 +120,11 @@ type Injected struct {
 	// Execute, ...) from the client, which never sent Msg. Errors are
 	// always passed on: they are the point of injecting.
 	HideReply bool
+	// OwnError marks a message whose error is pgmoat's own (a DO block
+	// that raises a refusal): the client gets the ErrorResponse without
+	// the fields that describe the server's code rather than the error
+	// (Where's "PL/pgSQL function inline_code_block ...", File, Line,
+	// Routine, the internal query), so it reads as pgmoat's alone while
+	// its transaction effects stay the server's.
+	OwnError bool
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"fmt"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -10,7 +11,8 @@ import (
 // ClientMessage is one frontend message. Its bytes point into the
 // session's read buffer, and the session reuses the ClientMessage itself
 // for the next message: both are valid only until Intercept returns, so
-// copy whatever must outlive the call (a held statement, Bind parameters).
+// copy whatever must outlive the call (a held statement, Bind parameters);
+// Text copies a field only when it must.
 type ClientMessage struct {
 	// Type is the message type byte ('Q', 'P', 'B', 'E', 'F', 'S', ...).
 	Type byte
@@ -18,6 +20,22 @@ type ClientMessage struct {
 	Raw []byte
 
 	dec *frontendDecoder
+	// owned is set when Raw is a buffer of the message's own, which the
+	// proxy never reuses (see Text).
+	owned bool
+}
+
+// Text returns b, a field of the message such as QueryText's SQL, as a
+// string. A message larger than the session's read buffer has a buffer of
+// its own that the proxy never writes again: its fields come without a
+// copy, so a 60 MB statement costs 60 MB and not twice that (a string kept
+// keeps the whole message alive). A smaller message lives in the read
+// buffer, which the next message overwrites: its fields are copied.
+func (m *ClientMessage) Text(b []byte) string {
+	if m.owned && len(b) > 0 {
+		return unsafe.String(unsafe.SliceData(b), len(b))
+	}
+	return string(b)
 }
 
 // Body returns the message body (Raw without its 5-byte header).
@@ -53,6 +71,35 @@ func (m *ClientMessage) QueryText() ([]byte, error) {
 // SQL text of the statement a Parse message prepares.
 func (m *ClientMessage) ParseStatement() (name, sql []byte, err error) {
 	return m.twoStrings('P')
+}
+
+// DeclaresTypeFrom reports whether a Parse message declares a parameter
+// type whose OID is at least min: pgmoat asks whether the client names a
+// type of the database's own (FirstNormalObjectId), whose input runs when
+// the statement is bound.
+func (m *ClientMessage) DeclaresTypeFrom(min uint32) (bool, error) {
+	if err := m.want('P'); err != nil {
+		return false, err
+	}
+	_, rest, ok := cstring(m.Body())
+	if ok {
+		_, rest, ok = cstring(rest)
+	}
+	if !ok || len(rest) < 2 {
+		return false, m.malformed()
+	}
+	n := int(rest[0])<<8 | int(rest[1])
+	rest = rest[2:]
+	if len(rest) < 4*n {
+		return false, m.malformed()
+	}
+	for i := 0; i < n; i++ {
+		oid := uint32(rest[4*i])<<24 | uint32(rest[4*i+1])<<16 | uint32(rest[4*i+2])<<8 | uint32(rest[4*i+3])
+		if oid >= min {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // BindNames returns the portal a Bind message creates and the prepared

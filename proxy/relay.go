@@ -223,8 +223,7 @@ func (c *clientToServer) step(typ byte, n int, inLoop bool) error {
 		return errClientTerminated
 	case c.discarding && typ != 'S':
 		return r.discard(n)
-	case s.icpt == nil || typ == 'd' || c.discarding:
-		c.discarding = false
+	case s.icpt == nil || typ == 'd':
 		if typ == 'Q' || typ == 'S' || typ == 'F' {
 			s.inFlight.Add(1)
 		}
@@ -238,6 +237,9 @@ func (c *clientToServer) step(typ byte, n int, inLoop bool) error {
 		c.midMessage = false
 		return nil
 	}
+	// The Sync that ends a discarded run goes to the Interceptor too: it
+	// may have a transaction of its own to end there.
+	c.discarding = false
 	if inLoop {
 		return c.tryIntercept(typ, n)
 	}
@@ -264,11 +266,19 @@ func (c *clientToServer) tryIntercept(typ byte, n int) error {
 // out its verdict.
 func (c *clientToServer) intercept(typ byte, n int) error {
 	s := c.s
-	raw, err := s.cliR.message(n)
+	if size := int64(5 + n); size > int64(len(s.cliR.small)) {
+		// A buffer of its own, counted against limits.message_memory
+		// until the verdict is carried out (a hold keeps it meanwhile).
+		if err := s.srv.budget.acquire(s.ctx, size); err != nil {
+			return err
+		}
+		defer s.srv.budget.release(size)
+	}
+	raw, owned, err := s.cliR.messageOwned(n)
 	if err != nil {
 		return err
 	}
-	c.msg = ClientMessage{Type: typ, Raw: raw, dec: &s.dec}
+	c.msg = ClientMessage{Type: typ, Raw: raw, dec: &s.dec, owned: owned}
 	v, err := s.icpt.Intercept(s.ctx, s, &c.msg)
 	if err != nil {
 		var (
@@ -303,7 +313,7 @@ func (c *clientToServer) carryOut(typ byte, raw []byte, v MessageVerdict) error 
 			if err != nil {
 				return &interceptorError{err}
 			}
-			s.pushReply(c.scratch[0], inj.HideReply)
+			s.pushReply(pendingReply{kind: replyKindOf(c.scratch[0]), hide: inj.HideReply, own: inj.OwnError}, c.scratch[0])
 			if _, err := s.srvW.Write(c.scratch); err != nil {
 				return &writeError{err}
 			}
@@ -322,15 +332,17 @@ func (c *clientToServer) carryOut(typ byte, raw []byte, v MessageVerdict) error 
 
 // pushReply records a message sent to the server whose reply the
 // server→client copier will attribute.
-func (s *ClientSession) pushReply(typ byte, hide bool) { s.pushReplyTag(typ, hide, nil) }
-
-func (s *ClientSession) pushReplyTag(typ byte, hide bool, tag any) {
+func (s *ClientSession) pushReply(e pendingReply, typ byte) {
 	if typ == 'Q' || typ == 'S' || typ == 'F' {
 		s.inFlight.Add(1)
 	}
-	if k := replyKindOf(typ); k != replyNone {
-		s.replies.push(pendingReply{kind: k, hide: hide, tag: tag})
+	if e.kind != replyNone {
+		s.replies.push(e)
 	}
+}
+
+func (s *ClientSession) pushReplyTag(typ byte, hide bool, tag any) {
+	s.pushReply(pendingReply{kind: replyKindOf(typ), hide: hide, tag: tag}, typ)
 }
 
 // serverToClient is the copier from the server to the client. It relays
@@ -351,6 +363,7 @@ type serverToClient struct {
 }
 
 func (c *serverToClient) run(errc chan<- error) {
+	defer c.s.endRelay()
 	err := c.copy()
 	if c.held {
 		c.s.cliMu.Unlock()
@@ -412,13 +425,17 @@ func (c *serverToClient) copy() error {
 func (c *serverToClient) step(typ byte, n int) error {
 	s := c.s
 	r := s.srvR
-	hide := false
+	hide, own := false, false
 	var tag any
 	if s.replies != nil {
-		hide, tag = s.replies.route(typ, c.skipped)
+		rt := s.replies.routeReply(typ, c.skippedReply)
 		if c.err != nil {
 			return c.err
 		}
+		if rt.ex != nil {
+			return c.exchangeStep(rt, typ, n)
+		}
+		hide, tag, own = rt.hide, rt.tag, rt.own
 	}
 	kind := typ
 	if typ == 'C' && tag == nil {
@@ -453,6 +470,9 @@ func (c *serverToClient) step(typ byte, n int) error {
 			tag = nil
 		} else {
 			c.noteError(msg[5:])
+			if own {
+				msg = ownErrorResponse(msg)
+			}
 		}
 		if typ == 'S' || tag != nil {
 			if err := c.observe(tag, typ, msg[5:]); err != nil {
@@ -505,6 +525,14 @@ func (c *serverToClient) observe(tag any, typ byte, body []byte) error {
 		return &interceptorError{err}
 	}
 	return nil
+}
+
+// skippedReply handles a request the server skipped after an error.
+func (c *serverToClient) skippedReply(e pendingReply) {
+	skippedExchange(e)
+	if e.tag != nil {
+		c.skipped(e.tag)
+	}
 }
 
 // skipped reports a tagged request the server skipped after an error.

@@ -1,6 +1,10 @@
 package proxy
 
-import "sync"
+import (
+	"bytes"
+	"encoding/binary"
+	"sync"
+)
 
 // replyKind is a frontend message that the server answers.
 type replyKind uint8
@@ -45,8 +49,10 @@ func replyKindOf(typ byte) replyKind {
 // finished arriving.
 type pendingReply struct {
 	kind replyKind
-	hide bool // the client did not send it: keep its reply (errors aside) from the client
-	tag  any  // MessageVerdict.Tag of the message, for the ReplyObserver
+	hide bool           // the client did not send it: keep its reply (errors aside) from the client
+	own  bool           // its errors are pgmoat's own (Injected.OwnError)
+	tag  any            // MessageVerdict.Tag of the message, for the ReplyObserver
+	ex   *ExchangeReply // sent by an Exchange, which decides where its reply goes
 }
 
 // replyQueue is the FIFO of outstanding replies that lets pgmoat send the
@@ -103,21 +109,49 @@ func (q *replyQueue) pop() (pendingReply, bool) {
 // not nil, is called with the tag of every tagged request the server
 // skipped after an error.
 func (q *replyQueue) route(typ byte, skipped func(tag any)) (hide bool, tag any) {
+	r := q.routeReply(typ, func(e pendingReply) {
+		if e.tag != nil && skipped != nil {
+			skipped(e.tag)
+		}
+	})
+	return r.hide, r.tag
+}
+
+// routed is where one server message belongs.
+type routed struct {
+	pendingReply      // the request it answers (zero when none)
+	ends         bool // it is the last message of that request's reply
+}
+
+// routeReply attributes one server message (by type) to its request.
+// skipped, when not nil, is called with every request the server skipped
+// after an error. NoticeResponse belongs to the request being answered
+// only when that is an exchange's (an exchange decides where its notices
+// go); otherwise, like NotificationResponse and ParameterStatus, to none.
+func (q *replyQueue) routeReply(typ byte, skipped func(pendingReply)) routed {
 	switch typ {
-	case 'N', 'A', 'S':
-		return false, nil
+	case 'A', 'S':
+		return routed{}
+	case 'N':
+		if !q.hasCur {
+			q.cur, q.hasCur = q.pop()
+		}
+		if q.hasCur && q.cur.ex != nil {
+			return routed{pendingReply: q.cur}
+		}
+		return routed{}
 	}
 	if !q.hasCur {
 		if q.cur, q.hasCur = q.pop(); !q.hasCur {
-			return false, nil // nothing outstanding: not ours to judge
+			return routed{} // nothing outstanding: not ours to judge
 		}
 	}
 	e := q.cur
 	switch typ {
 	case 'Z':
 		for e.kind != replySync && e.kind != replyQuery && e.kind != replyFunctionCall {
-			if e.tag != nil && skipped != nil {
-				skipped(e.tag)
+			if skipped != nil {
+				skipped(e)
 			}
 			next, ok := q.pop() // skipped by the server after an error
 			if !ok {
@@ -126,23 +160,76 @@ func (q *replyQueue) route(typ byte, skipped func(tag any)) (hide bool, tag any)
 			e = next
 		}
 		q.hasCur = false
-		return e.hide, e.tag
+		return routed{pendingReply: e, ends: true}
 	case 'E':
 		switch e.kind {
 		case replyParse, replyBind, replyClose, replyDescribe, replyExecute:
 			q.hasCur = false
+			q.skipExchanged()
+			return routed{pendingReply: pendingReply{kind: e.kind, own: e.own, tag: e.tag, ex: e.ex}, ends: true}
 		}
-		return false, e.tag
+		return routed{pendingReply: pendingReply{kind: e.kind, own: e.own, tag: e.tag, ex: e.ex}}
 	case '1', '2', '3', 'n':
 		q.hasCur = false
+		return routed{pendingReply: e, ends: true}
 	case 'T':
 		if e.kind == replyDescribe {
 			q.hasCur = false
+			return routed{pendingReply: e, ends: true}
 		}
 	case 'C', 'I', 's':
 		if e.kind == replyExecute {
 			q.hasCur = false
+			return routed{pendingReply: e, ends: true}
 		}
 	}
-	return e.hide, e.tag
+	return routed{pendingReply: e}
+}
+
+// skipExchanged marks the exchanged requests the server will skip after
+// an error in the extended protocol (those up to the next Sync) as
+// skipped at once: an Exchange waiting for them must not wait for a Sync
+// that only the client will send. They stay queued, so that the Sync's
+// ReadyForQuery still finds them.
+func (q *replyQueue) skipExchanged() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, e := range q.q[q.head:] {
+		if e.kind == replySync || e.kind == replyQuery || e.kind == replyFunctionCall {
+			return
+		}
+		skippedExchange(e)
+	}
+}
+
+// serverOnlyFields are the ErrorResponse fields that describe where in the
+// server an error was raised rather than the error: for a refusal pgmoat
+// raises through a DO block, PL/pgSQL's context line, pl_exec.c and its
+// line and routine, and an internal query and position.
+var serverOnlyFields = [256]bool{'W': true, 'F': true, 'L': true, 'R': true, 'q': true, 'p': true}
+
+// ownErrorResponse returns the ErrorResponse message msg (type byte and
+// length included) without serverOnlyFields. A message it cannot read is
+// returned unchanged.
+func ownErrorResponse(msg []byte) []byte {
+	if len(msg) < 6 || msg[0] != 'E' {
+		return msg
+	}
+	out := make([]byte, 5, len(msg))
+	out[0] = 'E'
+	body := msg[5:]
+	for len(body) > 0 && body[0] != 0 {
+		end := bytes.IndexByte(body[1:], 0)
+		if end < 0 {
+			return msg
+		}
+		field := body[:end+2]
+		if !serverOnlyFields[field[0]] {
+			out = append(out, field...)
+		}
+		body = body[end+2:]
+	}
+	out = append(out, 0)
+	binary.BigEndian.PutUint32(out[1:5], uint32(len(out)-1))
+	return out
 }

@@ -1,6 +1,13 @@
 package proxy
 
-import "testing"
+import (
+	"bytes"
+	"encoding/binary"
+	"reflect"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
 
 // TestReplyQueueRoute drives the FIFO with the message sequences
 // PostgreSQL produces and checks which server messages it hides. Entries
@@ -115,5 +122,39 @@ func TestReplyQueueCompacts(t *testing.T) {
 	}
 	if cap(q.q) > 1024 {
 		t.Errorf("queue grew to %d entries for at most 2 outstanding", cap(q.q))
+	}
+}
+
+// TestOwnErrorResponse checks that a refusal raised by pgmoat's DO block
+// reaches the client without the server's PL/pgSQL context and source
+// location, and with everything else as the server sent it.
+func TestOwnErrorResponse(t *testing.T) {
+	in := &pgproto3.ErrorResponse{
+		Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: "42501",
+		Message: "pgmoat blocked DROP TABLE public.users", Detail: "Statement: DROP TABLE users", Hint: "pre-approve it",
+		Where: "PL/pgSQL function inline_code_block line 1 at RAISE", File: "pl_exec.c", Line: 3907, Routine: "exec_stmt_raise",
+		InternalQuery: "SELECT 1", InternalPosition: 3,
+	}
+	raw, err := in.Encode(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outRaw := ownErrorResponse(raw)
+	var out pgproto3.ErrorResponse
+	if int(binary.BigEndian.Uint32(outRaw[1:5])) != len(outRaw)-1 {
+		t.Fatalf("length %d for a message of %d bytes", binary.BigEndian.Uint32(outRaw[1:5]), len(outRaw))
+	}
+	if err := out.Decode(outRaw[5:]); err != nil {
+		t.Fatal(err)
+	}
+	want := pgproto3.ErrorResponse{Severity: in.Severity, SeverityUnlocalized: in.SeverityUnlocalized, Code: in.Code,
+		Message: in.Message, Detail: in.Detail, Hint: in.Hint}
+	if !reflect.DeepEqual(out, want) {
+		t.Errorf("got %+v\nwant %+v", out, want)
+	}
+	// What it cannot read it leaves alone.
+	bad := []byte{'E', 0, 0, 0, 9, 'M', 'x', 'y', 'z'}
+	if got := ownErrorResponse(bad); !bytes.Equal(got, bad) {
+		t.Errorf("unterminated field: got %q", got)
 	}
 }

@@ -43,7 +43,8 @@ type Server struct {
 	ownCert   []byte      // DER of the leaf certificate clients see
 	upstream  *upstreamDialer
 	icpt      Interceptor
-	loops     *eventLoops // limits.event_loops
+	loops     *eventLoops    // limits.event_loops
+	budget    *messageBudget // limits.message_memory
 
 	nextID atomic.Uint64
 	wg     sync.WaitGroup // one per accepted connection
@@ -69,7 +70,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	if cfg.Limits.MaxConnections < 1 || cfg.Limits.StartupTimeout <= 0 ||
 		cfg.Limits.ConnectTimeout <= 0 || cfg.Limits.MaxMessageSize < 1024 || cfg.Limits.DrainTimeout <= 0 ||
-		cfg.Limits.EventLoops < config.EventLoopsAuto {
+		cfg.Limits.EventLoops < config.EventLoopsAuto || cfg.Limits.MessageMemory < cfg.Limits.MaxMessageSize {
 		return nil, errors.New("proxy: config not validated: limits out of range")
 	}
 	s := &Server{
@@ -88,6 +89,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if s.met == nil {
 		s.met = metrics.New(nil)
 	}
+	s.budget = newMessageBudget(int64(cfg.Limits.MessageMemory), s.met.MessageMemory, s.met.MessageMemoryWaits)
 	s.bytesC2S = s.met.BytesRelayed.WithLabelValues("client_to_server")
 	s.bytesS2C = s.met.BytesRelayed.WithLabelValues("server_to_client")
 	if cfg.TLS.Enabled() {

@@ -78,7 +78,15 @@ type ClientSession struct {
 	hooked  bool           // SessionHooks.SessionStarted accepted the session
 	dec     frontendDecoder
 	replies *replyQueue // nil without an interceptor
+
+	// relayDone is closed when the server→client copier stops: an
+	// Exchange waiting for replies gives up then.
+	relayDone     chan struct{}
+	relayDoneOnce sync.Once
 }
+
+// endRelay marks the server→client side stopped.
+func (s *ClientSession) endRelay() { s.relayDoneOnce.Do(func() { close(s.relayDone) }) }
 
 func newSession(srv *Server, c net.Conn) *ClientSession {
 	s := &ClientSession{
@@ -100,6 +108,7 @@ func newSession(srv *Server, c net.Conn) *ClientSession {
 	if s.icpt != nil {
 		s.replies = &replyQueue{}
 	}
+	s.relayDone = make(chan struct{})
 	s.tx.Store('I')
 	return s
 }
@@ -187,9 +196,10 @@ func (s *ClientSession) WatchClient(onGone func()) (stop func()) {
 		quit  = make(chan struct{})
 	)
 	// The messages the client pipelined behind the held one: what the
-	// reader had buffered, then what arrives. The copier that owns the
-	// reader is blocked in Intercept, so reading its buffer is safe.
-	pending := append([]byte(nil), s.cliR.buf[s.cliR.r:s.cliR.w]...)
+	// reader had buffered (and what an earlier watch during the same
+	// Intercept read), then what arrives. The copier that owns the reader
+	// is blocked in Intercept, so reading its buffer is safe.
+	pending := append(append([]byte(nil), s.cliR.buf[s.cliR.r:s.cliR.w]...), s.cliR.pre...)
 	scanned := 0
 	terminated := func(b []byte) bool {
 		for len(b)-scanned >= 5 {
@@ -467,6 +477,9 @@ func (s *ClientSession) run(admitted *bool) *ending {
 	s.params = maps.Clone(startup.Parameters)
 	s.log = s.log.With("user", s.User(), "database", s.Database())
 
+	if e := refuseReplication(startup.Parameters); e != nil {
+		return e
+	}
 	ok, reason := s.srv.admit()
 	if !ok {
 		if reason == EndDraining {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -177,4 +178,27 @@ func (s *ClientSession) startupReadEnding(err error) *ending {
 		return &ending{reason: EndClientDisconnect, err: err}
 	}
 	return &ending{reason: EndClientDisconnect, err: err}
+}
+
+// refuseReplication ends a session whose startup packet asks for a
+// replication connection (pg_basebackup, pg_receivewal, a logical
+// replication subscriber): its commands (IDENTIFY_SYSTEM,
+// START_REPLICATION, ...) are no SQL pgmoat can judge, and its streams
+// would pass unjudged. Refusing at once, with a FATAL that says so, beats
+// a client that hangs or fails on its first command. replication=false
+// (or off, no, 0) is an ordinary session.
+func refuseReplication(params map[string]string) *ending {
+	v, ok := params["replication"]
+	if !ok {
+		return nil
+	}
+	switch strings.ToLower(v) {
+	case "false", "off", "no", "0":
+		return nil
+	}
+	return &ending{reason: EndReplication, rejected: "replication", final: &pgproto3.ErrorResponse{
+		Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "0A000",
+		Message: "pgmoat does not relay replication connections (replication=" + v + ")",
+		Hint:    "Connect replication clients (pg_basebackup, pg_receivewal, logical replication subscribers) to PostgreSQL directly; pgmoat judges SQL sessions only.",
+	}}
 }

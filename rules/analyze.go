@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
@@ -26,6 +27,9 @@ type env struct {
 	// lookupPrepared finds a prepared statement of the session; nil when
 	// there is none to look in.
 	lookupPrepared func(name string) (text string, ok bool)
+	// lookupCursor finds a cursor the session declared.
+	lookupCursor func(name string) (text string, ok bool)
+	cursors      map[string]string // cursors this message declared
 
 	// What earlier statements of this message created.
 	prepared   map[string]string      // name → PREPARE statement text
@@ -52,11 +56,48 @@ type env struct {
 	// generic walk does not count them twice.
 	seen map[proto.Message]bool
 
+	// settingNames are the settings a set_config call whose name is a
+	// column can change, when its SELECT pins the column (bindSettingNames).
+	settingNames map[*pg_query.FuncCall][]string
+
 	changes []StateChange
+
+	// doubt marks the effects added now as only possible (see possibly).
+	doubt Doubt
+	// code counts the code bodies (functions, DO blocks) being analysed:
+	// there a statement may run any number of times.
+	code int
+	// calling holds the functions whose bodies are being analysed for a
+	// call, against recursion.
+	calling map[*Function]bool
+	// stale says the statement being analysed may change settings where
+	// pgmoat cannot see (see stale.go).
+	stale staleness
+
+	// fresh are the tables, sequences and schemas (name "") made earlier
+	// in this message or script by CREATE without IF NOT EXISTS,
+	// madeIndexes its indexes: nothing relies on their contract yet (see
+	// newlyMade).
+	fresh, madeIndexes map[qname]bool
+	// probe, when set, collects the functions a body calls instead of
+	// following them (see computeEscapes).
+	probe *escapeProbe
+	// now is the engine's clock; clockSensitive says it decided something
+	// (VALID UNTIL), so the result must not be cached.
+	now            func() time.Time
+	clockSensitive bool
+}
+
+func (e *env) clock() time.Time {
+	if e.now != nil {
+		return e.now()
+	}
+	return time.Now()
 }
 
 type funcSummary struct {
 	effects []Effect
+	stale   staleness // calling it may change settings unseen
 }
 
 func newEnv(pol *Policy, cat *Catalog, user string, tx txState) *env {
@@ -75,14 +116,32 @@ type stmtText struct {
 func (e *env) analyzeStmt(st stmtText, where string) []Effect {
 	var out []Effect
 	e.stmt(st, where, &out)
-	if interesting(st.text) {
+	if interesting(st.text) || e.cat.hasFunctions() || len(e.localFuncs) > 0 || e.mayFireDoors() {
 		e.genericWalk(st, where, &out)
+	}
+	e.readsRunCode(st.node, where, &out)
+	e.readsFireDoors(st.node, where, &out)
+	if e.depth == 0 && e.cat != nil && isDDL(st.node) && !e.additiveDDL(st.node) {
+		e.doubting(DoubtDDL, func() {
+			e.add(&out, OpContract, everything(), "DDL whose reach through dependencies only the database knows", where)
+		})
+	}
+	if len(e.cat.eventTriggersOrNil()) > 0 && isDDL(st.node) {
+		e.possibly(func() {
+			e.add(&out, OpOpaque, everything(), "event triggers run code pgmoat does not follow on DDL ("+strings.Join(e.cat.eventTriggers, ", ")+")", where)
+		})
+	}
+	if e.depth == 0 {
+		e.settleStale()
 	}
 	return out
 }
 
 func (e *env) add(out *[]Effect, op Operation, obj Object, what, where string) {
-	*out = append(*out, Effect{Op: op, Object: obj, What: what, Where: where})
+	if obj.Kind == KindTable && obj.Under == nil {
+		obj.Under = e.protectedAncestor(obj)
+	}
+	*out = append(*out, Effect{Op: op, Object: obj, What: what, Where: where, Doubt: e.doubt})
 }
 
 func everything() Object { return Object{Kind: KindEverything} }
@@ -96,10 +155,7 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 	case *pg_query.Node_SelectStmt:
 		e.selectStmt(s.SelectStmt, st.text, where, out)
 	case *pg_query.Node_InsertStmt:
-		e.with(s.InsertStmt.WithClause, st.text, where, out)
-		if s.InsertStmt.SelectStmt != nil {
-			e.stmt(stmtText{s.InsertStmt.SelectStmt, st.text}, where, out)
-		}
+		e.insertStmt(s.InsertStmt, st.text, where, out)
 	case *pg_query.Node_DeleteStmt:
 		e.deleteStmt(s.DeleteStmt, st.text, where, out)
 	case *pg_query.Node_UpdateStmt:
@@ -118,11 +174,24 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 		a := s.AlterObjectSchemaStmt
 		if a.Relation != nil {
 			obj := e.resolveRel(a.Relation)
-			e.add(out, OpAlterDestructive, obj, fmt.Sprintf("ALTER %s %s SET SCHEMA %s", objTypeWord(a.ObjectType), obj, QuoteIdent(a.Newschema)), where)
+			what := fmt.Sprintf("ALTER %s %s SET SCHEMA %s", objTypeWord(a.ObjectType), obj, QuoteIdent(a.Newschema))
+			e.add(out, OpAlterDestructive, obj, what, where)
+			e.unknownTarget(OpAlterDestructive, obj, unqualifiedRel(a.Relation), isRelationType(a.ObjectType), what, where, out)
 			if isRelationType(a.ObjectType) {
 				e.moved(obj, a.Newschema, obj.Name)
 			}
 		}
+	case *pg_query.Node_AlterEnumStmt:
+		if a := s.AlterEnumStmt; a.OldVal != "" {
+			e.possibly(func() {
+				e.add(out, OpAlterDestructive, everything(), "ALTER TYPE "+strings.Join(nodeStrings(a.TypeName), ".")+" RENAME VALUE "+QuoteIdent(a.OldVal)+" changes what the rows of every table using it mean", where)
+			})
+		}
+	case *pg_query.Node_AlterDomainStmt:
+		a := s.AlterDomainStmt
+		e.possibly(func() {
+			e.add(out, OpContract, everything(), "ALTER DOMAIN "+strings.Join(nodeStrings(a.TypeName), ".")+" changes the columns of every table using it", where)
+		})
 	case *pg_query.Node_DropOwnedStmt:
 		e.add(out, OpDrop, everything(), "DROP OWNED BY "+roleList(s.DropOwnedStmt.Roles)+" (may own protected tables)", where)
 	case *pg_query.Node_DropdbStmt:
@@ -178,6 +247,12 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 		if e.depth == 0 {
 			e.transactionStmt(s.TransactionStmt)
 		}
+		switch s.TransactionStmt.Kind {
+		case pg_query.TransactionStmtKind_TRANS_STMT_COMMIT, pg_query.TransactionStmtKind_TRANS_STMT_PREPARE:
+			e.deferredTriggers("COMMIT", where, out)
+		}
+	case *pg_query.Node_ConstraintsSetStmt:
+		e.deferredTriggers("SET CONSTRAINTS", where, out)
 	case *pg_query.Node_CopyStmt:
 		e.copyStmt(s.CopyStmt, st.text, where, out)
 	case *pg_query.Node_CreateTableAsStmt:
@@ -216,7 +291,22 @@ func (e *env) stmt(st stmtText, where string, out *[]Effect) {
 		e.doStmt(s.DoStmt, where, out)
 	case *pg_query.Node_DeclareCursorStmt:
 		e.stmt(stmtText{s.DeclareCursorStmt.Query, st.text}, where, out)
+		if e.depth == 0 {
+			if e.cursors == nil {
+				e.cursors = map[string]string{}
+			}
+			e.cursors[s.DeclareCursorStmt.Portalname] = st.text
+			e.change(StateChange{Kind: ChangeDeclareCursor, Name: s.DeclareCursorStmt.Portalname, Text: st.text})
+		}
+	case *pg_query.Node_FetchStmt:
+		e.fetchStmt(s.FetchStmt, where, out)
+	case *pg_query.Node_ClosePortalStmt:
+		if e.depth == 0 {
+			delete(e.cursors, s.ClosePortalStmt.Portalname)
+			e.change(StateChange{Kind: ChangeCloseCursor, Name: s.ClosePortalStmt.Portalname})
+		}
 	}
+	e.beyondRows(n, where, out)
 }
 
 func joinWhere(outer, inner string) string {
@@ -368,10 +458,13 @@ func (e *env) deleteStmt(d *pg_query.DeleteStmt, text, where string, out *[]Effe
 	if e.catalogDML(obj, "DELETE FROM", where, out) {
 		return
 	}
-	if e.filter(d.WhereClause, targetOf(d.Relation)) != rowsAll {
-		return
+	e.runsCodeOnWrite(obj, followDelete, !d.Relation.Inh, "DELETE FROM", where, out)
+	switch e.dmlFilter(d.WhereClause, dmlTarget(d.Relation, obj, d.WithClause), d.UsingClause) {
+	case rowsSome:
+		e.targetedDML(OpDeleteAll, obj, d.Relation, d.WhereClause, followDelete, "DELETE FROM "+obj.String()+" with a WHERE", where, out)
+	case rowsAll:
+		e.reachEffects(OpDeleteAll, obj, followDelete, !d.Relation.Inh, e.strict, "DELETE FROM "+obj.String()+" "+e.whereWord(d.WhereClause), where, out)
 	}
-	e.reachEffects(OpDeleteAll, obj, followDelete, !d.Relation.Inh, e.strict, "DELETE FROM "+obj.String()+" "+e.whereWord(d.WhereClause), where, out)
 }
 
 func (e *env) updateStmt(u *pg_query.UpdateStmt, text, where string, out *[]Effect) {
@@ -381,10 +474,13 @@ func (e *env) updateStmt(u *pg_query.UpdateStmt, text, where string, out *[]Effe
 	if e.catalogDML(obj, "UPDATE", where, out) {
 		return
 	}
-	if e.filter(u.WhereClause, targetOf(u.Relation)) != rowsAll {
-		return
+	e.runsCodeOnWrite(obj, followUpdate, !u.Relation.Inh, "UPDATE", where, out)
+	switch e.dmlFilter(u.WhereClause, dmlTarget(u.Relation, obj, u.WithClause), u.FromClause) {
+	case rowsSome:
+		e.targetedDML(OpUpdateAll, obj, u.Relation, u.WhereClause, followUpdate, "UPDATE "+obj.String()+" with a WHERE", where, out)
+	case rowsAll:
+		e.reachEffects(OpUpdateAll, obj, followUpdate, !u.Relation.Inh, e.strict, "UPDATE "+obj.String()+" "+e.whereWord(u.WhereClause), where, out)
 	}
-	e.reachEffects(OpUpdateAll, obj, followUpdate, !u.Relation.Inh, e.strict, "UPDATE "+obj.String()+" "+e.whereWord(u.WhereClause), where, out)
 }
 
 func (e *env) whereWord(w *pg_query.Node) string {
@@ -401,8 +497,8 @@ func (e *env) mergeStmt(m *pg_query.MergeStmt, text, where string, out *[]Effect
 	if e.catalogDML(obj, "MERGE INTO", where, out) {
 		return
 	}
-	t := targetOf(m.Relation)
-	join := e.filter(m.JoinCondition, t)
+	t := dmlTarget(m.Relation, obj, m.WithClause)
+	join := e.dmlFilter(m.JoinCondition, t, []*pg_query.Node{m.SourceRelation})
 	for _, wn := range m.MergeWhenClauses {
 		w := wn.GetMergeWhenClause()
 		if w == nil {
@@ -428,9 +524,6 @@ func (e *env) mergeStmt(m *pg_query.MergeStmt, text, where string, out *[]Effect
 		default:
 			continue
 		}
-		if !all {
-			continue
-		}
 		verb := "DELETE"
 		if op == OpUpdateAll {
 			verb = "UPDATE"
@@ -439,8 +532,15 @@ func (e *env) mergeStmt(m *pg_query.MergeStmt, text, where string, out *[]Effect
 		if op == OpUpdateAll {
 			f = followUpdate
 		}
+		if !all {
+			e.rowsDoubt(func() {
+				e.reachEffects(op, obj, f, !m.Relation.Inh, e.strict, "MERGE INTO "+obj.String()+" ... THEN "+verb+" (which rows it matches, only running it tells)", where, out)
+			})
+			continue
+		}
 		e.reachEffects(op, obj, f, !m.Relation.Inh, e.strict, "MERGE INTO "+obj.String()+" ... THEN "+verb+" matching every row", where, out)
 	}
+	e.runsCodeOnWrite(obj, followUpdate, !m.Relation.Inh, "MERGE INTO", where, out)
 }
 
 // catalogDML reports (and records) DML on a system catalog: it edits
@@ -468,14 +568,17 @@ func (e *env) dropStmt(d *pg_query.DropStmt, where string, out *[]Effect) {
 		for _, o := range d.Objects {
 			obj := e.nameObject(o)
 			what := "DROP " + word + " " + obj.String() + suffix
-			switch d.RemoveType {
-			case pg_query.ObjectType_OBJECT_TABLE, pg_query.ObjectType_OBJECT_FOREIGN_TABLE:
+			table := d.RemoveType == pg_query.ObjectType_OBJECT_TABLE || d.RemoveType == pg_query.ObjectType_OBJECT_FOREIGN_TABLE
+			if table {
 				// Partitions go with their table, inheritance children
 				// with CASCADE; a table pgmoat does not know may have
 				// either.
 				e.reachEffects(OpDrop, obj, followChildren, false, e.strict && cascade, what, where, out)
-			default:
+			} else {
 				e.add(out, OpDrop, obj, what, where)
+			}
+			if !cascade {
+				e.unknownTarget(OpDrop, obj, len(stringList(o)) == 1, table, what, where, out)
 			}
 			if isRelationType(d.RemoveType) {
 				e.change(StateChange{Kind: ChangeDropRelation, Relation: obj})
@@ -484,11 +587,15 @@ func (e *env) dropStmt(d *pg_query.DropStmt, where string, out *[]Effect) {
 	case pg_query.ObjectType_OBJECT_SCHEMA:
 		for _, o := range d.Objects {
 			name := o.GetString_().GetSval()
-			obj := Object{Kind: KindSchema, Name: name}
-			if cascade {
-				obj = everything()
+			what := "DROP SCHEMA " + QuoteIdent(name) + suffix
+			switch {
+			case !cascade:
+				e.add(out, OpDrop, Object{Kind: KindSchema, Name: name}, what, where)
+			case e.cat != nil:
+				e.dropSchemaCascade(name, what, where, out)
+			default:
+				e.add(out, OpDrop, everything(), what, where)
 			}
-			e.add(out, OpDrop, obj, "DROP SCHEMA "+QuoteIdent(name)+suffix, where)
 			e.change(StateChange{Kind: ChangeDropSchema, Name: name})
 		}
 	case pg_query.ObjectType_OBJECT_TRIGGER, pg_query.ObjectType_OBJECT_RULE, pg_query.ObjectType_OBJECT_POLICY,
@@ -497,7 +604,9 @@ func (e *env) dropStmt(d *pg_query.DropStmt, where string, out *[]Effect) {
 		if cascade {
 			// Columns and tables that depend on a type, domain, extension,
 			// function, collation ... go with it.
-			e.add(out, OpDrop, everything(), "DROP "+word+" ... CASCADE (dependent columns and tables go too)", where)
+			e.possibly(func() {
+				e.add(out, OpDrop, everything(), "DROP "+word+" ... CASCADE (dependent columns and tables go too)", where)
+			})
 		}
 	}
 }
@@ -514,6 +623,7 @@ func (e *env) truncateStmt(t *pg_query.TruncateStmt, where string, out *[]Effect
 			continue
 		}
 		obj := e.resolveRel(rv)
+		e.runsCodeOnWrite(obj, f, !rv.Inh, "TRUNCATE", where, out)
 		rs, unknown, _ := e.reach(obj, f, !rv.Inh)
 		for i, rr := range rs {
 			what := "TRUNCATE " + obj.String()
@@ -565,11 +675,17 @@ func (e *env) alterTableStmt(a *pg_query.AlterTableStmt, where string, out *[]Ef
 		return obj
 	}
 	index := a.Objtype == pg_query.ObjectType_OBJECT_INDEX
+	if a.Objtype == pg_query.ObjectType_OBJECT_TYPE {
+		e.alterCompositeType(a, where, out)
+		return
+	}
+	failsafe := false
 	for _, c := range a.Cmds {
 		cmd := c.GetAlterTableCmd()
 		if cmd == nil {
 			continue
 		}
+		e.alterTableContract(a, cmd, table, where, out)
 		switch cmd.Subtype {
 		case pg_query.AlterTableType_AT_AddInherit:
 			if rv := cmd.Def.GetRangeVar(); rv != nil && !index {
@@ -604,7 +720,17 @@ func (e *env) alterTableStmt(a *pg_query.AlterTableStmt, where string, out *[]Ef
 		} else {
 			e.add(out, OpAlterDestructive, obj, what, where)
 		}
+		if !failsafe {
+			failsafe = true
+			e.unknownTarget(OpAlterDestructive, obj, unqualifiedRel(a.Relation), !index, what, where, out)
+		}
 	}
+}
+
+// unqualifiedRel reports whether a statement names a relation without a
+// schema (a temporary one's schema is pg_temp).
+func unqualifiedRel(rv *pg_query.RangeVar) bool {
+	return rv != nil && rv.Schemaname == "" && rv.Relpersistence != "t"
 }
 
 // rewired adds the effect of making child a new child or partition of
@@ -613,7 +739,7 @@ func (e *env) alterTableStmt(a *pg_query.AlterTableStmt, where string, out *[]Ef
 // parent is protected itself: every way to parent already counts as
 // touching a protected table.
 func (e *env) rewired(child, parent Object, what, where string, out *[]Effect) {
-	if q, ok := exactRel(parent); ok && e.pol.protectedBy(q.schema, q.name) != "" {
+	if q, ok := exactRel(parent); ok && e.protectedRel(q) {
 		return
 	}
 	e.add(out, OpAlterDestructive, child, what+" (DELETE, UPDATE and TRUNCATE of "+parent.String()+" would reach "+child.String()+")", where)
@@ -632,13 +758,21 @@ func (e *env) renameStmt(r *pg_query.RenameStmt, where string, out *[]Effect) {
 	case pg_query.ObjectType_OBJECT_TABLE, pg_query.ObjectType_OBJECT_VIEW, pg_query.ObjectType_OBJECT_MATVIEW,
 		pg_query.ObjectType_OBJECT_INDEX, pg_query.ObjectType_OBJECT_FOREIGN_TABLE, pg_query.ObjectType_OBJECT_SEQUENCE:
 		obj := e.resolveRel(r.Relation)
-		e.add(out, OpAlterDestructive, obj, "ALTER "+objTypeWord(r.RenameType)+" "+obj.String()+" RENAME TO "+QuoteIdent(r.Newname), where)
+		what := "ALTER " + objTypeWord(r.RenameType) + " " + obj.String() + " RENAME TO " + QuoteIdent(r.Newname)
+		e.add(out, OpAlterDestructive, obj, what, where)
+		e.unknownTarget(OpAlterDestructive, obj, unqualifiedRel(r.Relation), isRelationType(r.RenameType), what, where, out)
 		if isRelationType(r.RenameType) {
 			e.moved(obj, "", r.Newname)
 		}
+	case pg_query.ObjectType_OBJECT_ATTRIBUTE:
+		e.possibly(func() {
+			e.add(out, OpAlterDestructive, everything(), "ALTER TYPE "+r.Relation.GetRelname()+" RENAME ATTRIBUTE "+QuoteIdent(r.Subname)+" changes typed tables and composite columns using it", where)
+		})
 	case pg_query.ObjectType_OBJECT_COLUMN:
 		obj := e.resolveRel(r.Relation)
-		e.add(out, OpAlterDestructive, obj, "ALTER "+objTypeWord(r.RelationType)+" "+obj.String()+" RENAME COLUMN "+QuoteIdent(r.Subname)+" TO "+QuoteIdent(r.Newname), where)
+		what := "ALTER " + objTypeWord(r.RelationType) + " " + obj.String() + " RENAME COLUMN " + QuoteIdent(r.Subname) + " TO " + QuoteIdent(r.Newname)
+		e.add(out, OpAlterDestructive, obj, what, where)
+		e.unknownTarget(OpAlterDestructive, obj, unqualifiedRel(r.Relation), true, what, where, out)
 	case pg_query.ObjectType_OBJECT_SCHEMA:
 		e.add(out, OpAlterDestructive, Object{Kind: KindSchema, Name: r.Subname}, "ALTER SCHEMA "+QuoteIdent(r.Subname)+" RENAME TO "+QuoteIdent(r.Newname), where)
 	case pg_query.ObjectType_OBJECT_DATABASE:
@@ -657,6 +791,9 @@ func (e *env) copyStmt(c *pg_query.CopyStmt, text, where string, out *[]Effect) 
 	}
 	if c.Query != nil {
 		e.stmt(stmtText{c.Query, text}, joinWhere(where, "COPY"), out)
+	}
+	if c.IsFrom && c.Relation != nil {
+		e.runsCodeOnWrite(e.resolveRel(c.Relation), followUpdate, false, "COPY INTO", where, out)
 	}
 }
 
@@ -705,7 +842,9 @@ func (e *env) executeStmt(name, where string, out *[]Effect) {
 		e.stateSensitive = true
 	}
 	if !ok {
-		e.add(out, OpOpaque, everything(), "EXECUTE "+QuoteIdent(name)+": prepared statement unknown to pgmoat", where)
+		e.possibly(func() {
+			e.add(out, OpOpaque, everything(), "EXECUTE "+QuoteIdent(name)+": prepared statement unknown to pgmoat", where)
+		})
 		return
 	}
 	e.analyzeBody(text, joinWhere(where, "EXECUTE "+QuoteIdent(name)), out, func(n *pg_query.Node) *pg_query.Node {
@@ -747,16 +886,25 @@ func (e *env) transactionStmt(t *pg_query.TransactionStmt) {
 // chooses the node to analyse from each parsed statement.
 func (e *env) analyzeBody(text, where string, out *[]Effect, pick func(*pg_query.Node) *pg_query.Node) {
 	if e.depth >= maxBodyDepth {
-		e.add(out, OpOpaque, everything(), "code nested too deeply for pgmoat to follow", where)
+		e.ranCode(staleCode)
+		e.possibly(func() {
+			e.add(out, OpOpaque, everything(), "code nested too deeply for pgmoat to follow", where)
+		})
 		return
 	}
 	if err := checkBounds(text, DefaultLimits); err != nil {
-		e.add(out, OpOpaque, everything(), "code pgmoat cannot parse: "+err.Error(), where)
+		e.ranCode(staleCode)
+		e.possibly(func() {
+			e.add(out, OpOpaque, everything(), "code pgmoat cannot parse: "+err.Error(), where)
+		})
 		return
 	}
 	tree, err := pg_query.Parse(text)
 	if err != nil {
-		e.add(out, OpOpaque, everything(), "code pgmoat cannot parse: "+err.Error(), where)
+		e.ranCode(staleCode)
+		e.possibly(func() {
+			e.add(out, OpOpaque, everything(), "code pgmoat cannot parse: "+err.Error(), where)
+		})
 		return
 	}
 	e.depth++
@@ -810,7 +958,7 @@ func interesting(text string) bool {
 	if dml > 1 || (dml == 1 && !startsWithDML(text)) {
 		return true
 	}
-	for _, w := range [...]string{"dblink", "set_config", "query_to_xml", "ts_stat", "u&"} {
+	for _, w := range [...]string{"dblink", "set_config", "pg_reload_conf", "query_to_xml", "ts_stat", "u&", "setval", "lo_import", "lo_export", "pg_file_", "heap_force"} {
 		if indexFold(text, w) >= 0 {
 			return true
 		}
@@ -893,8 +1041,28 @@ func (e *env) genericWalk(st stmtText, where string, out *[]Effect) {
 			if !e.seen[x] {
 				e.mergeStmt(x, st.text, joinWhere(where, "nested statement"), out)
 			}
+		case *pg_query.SelectStmt:
+			e.bindSettingNames(x)
 		case *pg_query.FuncCall:
 			e.funcCall(x, st.text, where, out)
+		case *pg_query.ColumnRef:
+			// t.f may call f(t) (attribute notation), when t has no
+			// column f: a name of the database's own functions counts.
+			if n := len(x.Fields); n >= 2 && e.cat != nil {
+				if f := x.Fields[n-1].GetString_(); f != nil && len(e.cat.functions("", f.Sval)) > 0 {
+					e.userFunction([]string{f.Sval}, where, out)
+				}
+			}
+		case *pg_query.A_Expr:
+			e.namedDoor(nodeStrings(x.Name), true, where, out)
+		case *pg_query.SubLink:
+			e.namedDoor(nodeStrings(x.OperName), true, where, out)
+		case *pg_query.SortBy:
+			e.namedDoor(nodeStrings(x.UseOp), true, where, out)
+		case *pg_query.TypeCast:
+			if x.TypeName != nil {
+				e.namedDoor(nodeStrings(x.TypeName.Names), false, where, out)
+			}
 		}
 		return true
 	})
@@ -911,9 +1079,28 @@ func (e *env) funcCall(f *pg_query.FuncCall, text, where string, out *[]Effect) 
 	case "dblink", "dblink_exec", "dblink_send_query", "dblink_open":
 		e.add(out, OpOpaque, everything(), name+"() runs SQL pgmoat cannot see", where)
 	case "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "ts_stat":
-		e.add(out, OpOpaque, everything(), name+"() runs a query given as a string", where)
+		e.possibly(func() {
+			e.add(out, OpOpaque, everything(), name+"() runs a query given as a string", where)
+		})
+	case "lo_export", "lo_import":
+		e.add(out, OpOpaque, everything(), name+"() reads or writes a file on the database server", where)
+	case "pg_file_write", "pg_file_rename", "pg_file_unlink", "heap_force_kill", "heap_force_freeze":
+		e.add(out, OpOpaque, everything(), name+"() "+escapeNames[name], where)
+	case "setval":
+		e.setvalCall(f, where, out)
 	case "set_config":
 		e.setConfig(f, text, where, out)
+	case "pg_reload_conf":
+		// After ALTER SYSTEM (or an edited configuration file), settings
+		// that come from the configuration change in live sessions.
+		e.ranCode(staleReload)
+	default:
+		if f, ok := e.localFuncs[name]; ok {
+			e.ranCode(f.stale)
+		}
+		if e.cat.hasFunctions() {
+			e.userFunction(names, where, out)
+		}
 	}
 }
 
@@ -922,32 +1109,66 @@ func (e *env) setConfig(f *pg_query.FuncCall, text, where string, out *[]Effect)
 	if len(f.Args) != 3 {
 		return
 	}
-	name, nameOK := e.constString(f.Args[0])
 	value, valueOK := e.constString(f.Args[1])
 	local, localOK := constBoolNode(f.Args[2])
-	if !nameOK {
-		e.add(out, OpLexerState, everything(), "set_config() of a setting pgmoat cannot read", where)
-		if e.depth == 0 {
-			e.change(StateChange{Kind: ChangeSearchPath, Known: false})
+	local = localOK && local
+	if name, ok := e.constString(f.Args[0]); ok {
+		e.setConfigNamed(strings.ToLower(name), value, valueOK, local, where, out)
+		return
+	}
+	// pg_dump's SELECT set_config(name, ...) FROM pg_settings WHERE name
+	// = '...': the WHERE says which settings the call can change.
+	if names, ok := e.settingNames[f]; ok {
+		for _, name := range names {
+			e.setConfigNamed(strings.ToLower(name), value, valueOK, local, where, out)
 		}
 		return
 	}
-	name = strings.ToLower(name)
-	switch name {
-	case "search_path":
+	e.add(out, OpLexerState, everything(), "set_config() of a setting pgmoat cannot read", where)
+	if e.depth == 0 {
+		e.change(StateChange{Kind: ChangeSearchPath, Known: false})
+	} else {
+		e.bodySetsPath(pathVal{})
+	}
+}
+
+// setConfigNamed judges set_config(name, value, local) for a setting name
+// pgmoat knows (lower case); value is known when valueOK.
+func (e *env) setConfigNamed(name, value string, valueOK, local bool, where string, out *[]Effect) {
+	switch settingKinds[name] {
+	case settingSearchPath:
+		var v pathVal
+		if valueOK {
+			v.entries, v.known = splitIdentList(value)
+		}
 		if e.depth > 0 {
+			e.bodySetsPath(v)
 			return
 		}
-		ch := StateChange{Kind: ChangeSearchPath, Merge: true, Local: localOK && local}
-		if valueOK {
-			ch.SearchPath, ch.Known = splitIdentList(value)
+		e.change(StateChange{Kind: ChangeSearchPath, Merge: true, Local: local, SearchPath: v.entries, Known: v.known})
+	case settingRole:
+		if e.depth > 0 {
+			// $user follows the current role.
+			e.bodySetsPath(pathVal{})
+			return
 		}
-		e.change(ch)
-	default:
+		if !valueOK {
+			// The role decides what $user in search_path means: with a
+			// role pgmoat cannot read, the search path is unknown.
+			e.change(StateChange{Kind: ChangeSearchPath, Known: false})
+			return
+		}
+		r := value
+		if name == "role" && strings.EqualFold(r, "none") {
+			r = ""
+		}
+		e.change(StateChange{Kind: ChangeRole, Local: local, Name: r})
+	case settingLexer:
 		if msg := unsafeSetting(name, value, valueOK); msg != "" {
 			e.add(out, OpLexerState, everything(), "set_config("+name+"): "+msg, where)
 		}
 	}
+	e.sessionSetting(name, value, valueOK, false, "set_config("+name+")", where, out)
 }
 
 // constString evaluates a string constant (possibly cast, possibly

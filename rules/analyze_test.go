@@ -16,6 +16,11 @@ func testEngine(t testing.TB, cfg PolicyConfig) *Engine {
 
 var defaultProtect = PolicyConfig{Protect: []string{"public.users", "billing.*"}}
 
+// contractAllowed protects what defaultProtect does, with a rule that
+// lets every session change contracts: for tests of what such a change
+// (a foreign key added to a protected table) leads to afterwards.
+var contractAllowed = PolicyConfig{Protect: defaultProtect.Protect, Rules: []RuleConfig{{Name: "contracts", Operations: []string{"contract"}, Action: "allow"}}}
+
 // knownSession is a session whose search_path is the default one.
 func knownSession(user string) *Session {
 	s := NewSession(Identity{User: user, Database: "app"})
@@ -80,7 +85,8 @@ func TestOperations(t *testing.T) {
 		{`DROP TABLE U&"\0075sers"`, Block, OpDrop},
 		{"DROP TABLE public.users2", Allow, 0},
 		{"DROP TABLE billing_old.x", Allow, 0},
-		{"DROP TRIGGER t ON users", Allow, 0},
+		{"DROP TRIGGER t ON users", Block, OpContract}, // a trigger is part of the contract
+		{"DROP TRIGGER t ON audit_log", Allow, 0},
 		// 63-byte truncation: the server drops "users" only if the name
 		// truncates to it, and a long name matching a pattern by prefix
 		// is the truncated one.
@@ -193,11 +199,12 @@ func TestOperations(t *testing.T) {
 		{"CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$BEGIN IF (SELECT dblink_exec('', 'x')) IS NULL THEN RETURN; END IF; END$$", Block, OpOpaque},
 		{"CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql SET search_path = billing AS $$BEGIN DELETE FROM invoices; END$$", Block, OpDeleteAll},
 		{"CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$BEGIN RAISE NOTICE 'DROP TABLE users'; END$$", Allow, 0},
-		{"CREATE FUNCTION f() RETURNS int LANGUAGE c AS 'mod', 'f'", Allow, 0},
+		{"CREATE FUNCTION f() RETURNS int LANGUAGE c AS 'mod', 'f'", Block, OpOpaque},
 		{"CREATE FUNCTION f() RETURNS void LANGUAGE plperlu AS $$ 1 $$", Block, OpOpaque},
 		{"CREATE RULE r AS ON INSERT TO audit_log DO ALSO DELETE FROM users", Block, OpDeleteAll},
 		{"CREATE RULE r AS ON INSERT TO audit_log DO ALSO DELETE FROM users WHERE id = NEW.id", Allow, 0},
-		{"CREATE FUNCTION g() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$; CREATE TRIGGER t AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION g()", Allow, 0},
+		{"CREATE FUNCTION g() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$; CREATE TRIGGER t AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION g()", Block, OpContract},
+		{"CREATE FUNCTION g() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$; CREATE TRIGGER t AFTER INSERT ON scratch FOR EACH ROW EXECUTE FUNCTION g()", Allow, 0},
 		{"CREATE TEMP VIEW v AS SELECT * FROM users; DELETE FROM v", Block, OpDeleteAll},
 		{"CREATE VIEW v AS SELECT * FROM users; UPDATE v SET note = 'x'", Block, OpUpdateAll},
 		{"CREATE TEMP VIEW v AS SELECT * FROM users; DELETE FROM v WHERE id = 1", Allow, 0},
@@ -220,6 +227,21 @@ func TestOperations(t *testing.T) {
 		{"SELECT set_config('standard_conforming_strings', 'off', false)", Block, OpLexerState},
 		{"SELECT set_config('client_encoding', 'BIG5', false)", Block, OpLexerState},
 		{"SELECT set_config(current_setting('x'), 'off', false)", Block, OpLexerState},
+		// Settings that change neither lexing nor name resolution pass,
+		// named or pinned by pg_settings' WHERE (pg_dump's first query).
+		{"SELECT set_config('statement_timeout', '0', false)", Allow, 0},
+		{"SELECT pg_catalog.set_config('restrict_nonsystem_relation_kind', 'view', false)", Allow, 0},
+		{"SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings WHERE name = 'restrict_nonsystem_relation_kind'", Allow, 0},
+		{"SELECT pg_catalog.set_config(s.name, 'x', false) FROM pg_catalog.pg_settings s WHERE s.name IN ('lock_timeout', 'statement_timeout') AND s.context = 'user'", Allow, 0},
+		{"SELECT set_config(name, 'off', false) FROM pg_settings WHERE name = 'standard_conforming_strings'", Block, OpLexerState},
+		{"SELECT set_config(name, 'SJIS', false) FROM pg_settings WHERE name IN ('lock_timeout', 'client_encoding')", Block, OpLexerState},
+		{"SELECT set_config(name, 'off', false) FROM pg_settings WHERE name LIKE 'standard%'", Block, OpLexerState},
+		{"SELECT set_config(name, 'off', false) FROM pg_settings WHERE name = 'lock_timeout' OR true", Block, OpLexerState},
+		{"SELECT set_config(name, 'off', false) FROM pg_settings", Block, OpLexerState},
+		{"SELECT set_config(name, 'off', false) FROM public.pg_settings WHERE name = 'lock_timeout'", Block, OpLexerState},
+		{"SELECT set_config(name, 'off', false) FROM pg_settings, (SELECT 'standard_conforming_strings' AS name) x WHERE pg_settings.name = 'lock_timeout'", Block, OpLexerState},
+		{"SELECT set_config(x.name, 'off', false) FROM pg_settings s, pg_settings x WHERE s.name = 'lock_timeout'", Block, OpLexerState},
+		{"SELECT (SELECT set_config(name, 'off', false) FROM pg_settings WHERE name = 'standard_conforming_strings')", Block, OpLexerState},
 		{"ALTER ROLE bob SET standard_conforming_strings = off", Block, OpLexerState},
 		{"ALTER DATABASE app SET client_encoding = 'UHC'", Block, OpLexerState},
 		{"ALTER SYSTEM SET standard_conforming_strings = off", Block, OpLexerState},

@@ -3,7 +3,9 @@ package rules
 import (
 	"fmt"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
@@ -195,4 +197,61 @@ func BenchmarkRawParseParallel(b *testing.B) {
 			pg_query.Parse(sql)
 		}
 	})
+}
+
+// manyStatements is one message of n short statements, one per line, as
+// a psql script or a batch of INSERTs sends them.
+func manyStatements(n int) string {
+	var b []byte
+	for i := range n {
+		b = fmt.Appendf(b, "INSERT INTO events VALUES (%d);\n", i)
+	}
+	return string(b)
+}
+
+// BenchmarkManyStatements judges one message of 1k, 10k and 100k short
+// statements on the full path, as the proxy does (the cache cannot help a
+// message this long) and as `pgmoat check` does a file: the time per
+// statement must stay flat as the message grows. It reports the process's
+// CPU time per statement (cpu-ns/statement, GC included) besides the wall
+// time, which on a shared machine says less. The numbers are in
+// bench/README.md; run with -benchtime=1x.
+func BenchmarkManyStatements(b *testing.B) {
+	p, err := Compile(PolicyConfig{Protect: []string{"public.users", "billing.*"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mode := range []string{"judge", "check"} {
+		for _, n := range []int{1000, 10000, 100000} {
+			sql := manyStatements(n)
+			b.Run(fmt.Sprintf("%s/statements=%d", mode, n), func(b *testing.B) {
+				eng := NewEngine(p, EngineOptions{CacheBytes: -1})
+				eng.Judge(knownSession("app"), "SELECT 1") // libpg_query's first-call set-up
+				cpu0 := processCPU()
+				for b.Loop() {
+					var r *Result
+					if mode == "judge" {
+						r = eng.Judge(knownSession("app"), sql)
+					} else {
+						r = eng.JudgeScript(NewSession(Identity{}), sql)
+					}
+					if len(r.Statements) != n || r.Action != Allow {
+						b.Fatalf("%d statements, action %s: %s", len(r.Statements), r.Action, r.Decision().Sentence)
+					}
+				}
+				per := float64(b.N) * float64(n)
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/per, "ns/statement")
+				b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/per, "cpu-ns/statement")
+			})
+		}
+	}
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -11,7 +11,7 @@ import (
 // (quoted or BEGIN ATOMIC) and PL/pgSQL bodies statement by statement, so
 // that CREATE FUNCTION of a body that wipes a protected table counts as
 // wiping it. Bodies in languages pgmoat cannot read are opaque.
-func (e *env) createFunction(f *pg_query.CreateFunctionStmt, text, where string, out *[]Effect) {
+func (e *env) createFunction(f *pg_query.CreateFunctionStmt, text, where string, out *[]Effect) funcSummary {
 	names := nodeStrings(f.Funcname)
 	fname := strings.Join(names, ".")
 	kind := "function"
@@ -44,9 +44,18 @@ func (e *env) createFunction(f *pg_query.CreateFunctionStmt, text, where string,
 			params[fp.Name] = true
 		}
 	}
+	// PL/pgSQL's special variables of trigger functions are values, not
+	// columns: DELETE ... WHERE TG_OP = 'DELETE' keeps every row.
+	for _, v := range triggerVariables[lastName(f.GetReturnType().GetNames())] {
+		params[v] = true
+	}
 	e.literalSensitive = true // the body is a string literal
 	var body []Effect
+	var stale staleness
 	e.deferred(func() {
+		outer := e.stale
+		e.stale = 0
+		defer func() { stale, e.stale = e.stale, outer }()
 		e.inBody(params, setPath, func() {
 			switch lang {
 			case "sql":
@@ -61,29 +70,43 @@ func (e *env) createFunction(f *pg_query.CreateFunctionStmt, text, where string,
 				// on one without a body: only hand it a single statement
 				// known to have one.
 				if len(as) == 0 {
-					e.add(&body, OpOpaque, everything(), kind+" "+fname+" has no body pgmoat can read", where)
+					e.possibly(func() {
+						e.add(&body, OpOpaque, everything(), kind+" "+fname+" has no body pgmoat can read", where)
+					})
 					break
 				}
 				e.plpgsql(text, w, &body)
 			case "c", "internal":
 			default:
-				e.add(&body, OpOpaque, everything(), kind+" "+fname+" is written in "+lang+", which pgmoat cannot read", where)
+				e.unreadableLanguage(&body, lang, kind+" "+fname+" is written in "+lang+", which pgmoat cannot read", where)
 			}
 		})
 	})
 	*out = append(*out, body...)
+	sum := funcSummary{effects: body, stale: stale}
 	if len(names) > 0 {
 		if e.localFuncs == nil {
 			e.localFuncs = map[string]funcSummary{}
 		}
-		e.localFuncs[names[len(names)-1]] = funcSummary{effects: body}
+		e.localFuncs[names[len(names)-1]] = sum
 	}
+	return sum
+}
+
+// triggerVariables are the variables PL/pgSQL defines in trigger and
+// event trigger functions, by return type.
+var triggerVariables = map[string][]string{
+	"trigger": {"new", "old", "tg_name", "tg_when", "tg_level", "tg_op", "tg_relid", "tg_relname",
+		"tg_table_name", "tg_table_schema", "tg_nargs", "tg_argv"},
+	"event_trigger": {"tg_event", "tg_tag"},
 }
 
 // inBody runs fn with the names of a body's variables and the body's own
 // search_path in force.
 func (e *env) inBody(params map[string]bool, setPath *pg_query.VariableSetStmt, fn func()) {
 	oldParams, oldPath := e.params, e.tx.cur.path
+	e.code++
+	defer func() { e.code-- }()
 	merged := map[string]bool{}
 	for k := range oldParams {
 		merged[k] = true
@@ -94,10 +117,7 @@ func (e *env) inBody(params map[string]bool, setPath *pg_query.VariableSetStmt, 
 	e.params = merged
 	if setPath != nil {
 		vals, known := e.setValues(setPath)
-		for i := range vals {
-			vals[i] = truncateIdent(vals[i])
-		}
-		e.tx.cur.path = pathVal{known: known, entries: vals}
+		e.tx.cur.path = pathVal{known: known, entries: truncateIdents(vals)}
 	}
 	fn()
 	e.params, e.tx.cur.path = oldParams, oldPath
@@ -133,13 +153,18 @@ func (e *env) doStmt(d *pg_query.DoStmt, where string, out *[]Effect) {
 	}
 	w := joinWhere(where, "DO block")
 	if lang != "plpgsql" {
-		e.add(out, OpOpaque, everything(), "DO block in "+lang+", which pgmoat cannot read", where)
+		e.unreadableLanguage(out, lang, "DO block in "+lang+", which pgmoat cannot read", where)
 		return
 	}
 	e.literalSensitive = true
+	outer := e.stale
+	e.stale = 0
 	e.inBody(nil, nil, func() {
 		e.plpgsql("CREATE FUNCTION pgmoat_do() RETURNS void LANGUAGE plpgsql AS "+DollarQuote(body), w, out)
 	})
+	ran := e.stale
+	e.stale = outer
+	e.ranCode(ran)
 }
 
 // plpgsql compiles a CREATE FUNCTION ... LANGUAGE plpgsql statement with
@@ -149,17 +174,25 @@ func (e *env) doStmt(d *pg_query.DoStmt, where string, out *[]Effect) {
 func (e *env) plpgsql(createText, where string, out *[]Effect) {
 	e.literalSensitive = true
 	if e.depth >= maxBodyDepth {
-		e.add(out, OpOpaque, everything(), "code nested too deeply for pgmoat to follow", where)
+		e.ranCode(staleCode)
+		e.possibly(func() {
+			e.add(out, OpOpaque, everything(), "code nested too deeply for pgmoat to follow", where)
+		})
 		return
 	}
 	js, err := pg_query.ParsePlPgSqlToJSON(createText)
 	if err != nil {
-		e.add(out, OpOpaque, everything(), "PL/pgSQL body pgmoat cannot compile: "+err.Error(), where)
+		e.ranCode(staleCode)
+		e.possibly(func() {
+			e.add(out, OpOpaque, everything(), "PL/pgSQL body pgmoat cannot compile: "+err.Error(), where)
+		})
 		return
 	}
 	var tree any
 	if err := json.Unmarshal([]byte(js), &tree); err != nil {
-		e.add(out, OpOpaque, everything(), "PL/pgSQL body pgmoat cannot read", where)
+		e.possibly(func() {
+			e.add(out, OpOpaque, everything(), "PL/pgSQL body pgmoat cannot read", where)
+		})
 		return
 	}
 	params := map[string]bool{}
@@ -279,5 +312,22 @@ func (e *env) dynamicSQL(expr, where string, out *[]Effect) {
 			}
 		}
 	}
-	e.add(out, OpOpaque, everything(), "EXECUTE of a computed string ("+Shorten(strings.TrimSpace(expr), 60)+")", where)
+	e.ranCode(staleCode)
+	e.possibly(func() {
+		e.add(out, OpOpaque, everything(), "EXECUTE of a computed string ("+Shorten(strings.TrimSpace(expr), 60)+")", where)
+	})
+}
+
+// unreadableLanguage adds the effect of code in a language pgmoat cannot
+// read: an untrusted language (by convention its name ends in u:
+// plperlu, plpython3u) can reach outside the transaction, files and
+// connections included; a trusted one runs inside it, where guarded
+// execution sees what it did.
+func (e *env) unreadableLanguage(out *[]Effect, lang, what, where string) {
+	e.ranCode(staleCode)
+	if strings.HasSuffix(lang, "u") {
+		e.add(out, OpOpaque, everything(), what+" (an untrusted language reaches outside the transaction)", where)
+		return
+	}
+	e.possibly(func() { e.add(out, OpOpaque, everything(), what, where) })
 }

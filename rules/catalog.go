@@ -21,8 +21,20 @@ type Catalog struct {
 	fkChildren map[qname][]qname   // referenced table → tables whose foreign keys reference it
 	viewBases  map[qname][]qname   // view → relations it reads
 	children   map[qname][]qname   // parent → its inheritance children and partitions
+	parents    map[qname][]qname   // child or partition → the tables it descends from directly
 	fkActs     map[qname][]fkAct   // referenced table → foreign keys to it with an ON DELETE or ON UPDATE action
 	schemas    map[string]bool     // schemas that exist
+	typeUsers  map[string][]qname  // schema → tables with a column whose type is in it
+	relkinds   map[qname]byte      // pg_class.relkind, when the rows said
+
+	funcs         map[string][]*Function // the database's own functions, by name
+	uniq          map[qname][][]string   // unique keys: column lists
+	code          map[qname]codeInfo     // relations that run code of the database's own
+	eventTriggers []string               // enabled event triggers: code that runs on DDL
+	builtins      map[string]bool        // names of built-in functions, when the rows said
+	deferred      []string               // deferrable constraint triggers of the database's own: table (trigger)
+
+	contract contractFacts // sequences, indexes, publications and the code objects run (catalog_contract.go)
 }
 
 type qname struct{ schema, name string }
@@ -58,7 +70,7 @@ func fkActionEdges(onDelete, onUpdate string) []EdgeKind {
 
 // NewCatalog returns an empty catalog to fill with Add* before use.
 func NewCatalog() *Catalog {
-	return &Catalog{schemasOf: map[string][]string{}, fkChildren: map[qname][]qname{}, fkActs: map[qname][]fkAct{}, viewBases: map[qname][]qname{}, children: map[qname][]qname{}, schemas: map[string]bool{}}
+	return &Catalog{schemasOf: map[string][]string{}, fkChildren: map[qname][]qname{}, fkActs: map[qname][]fkAct{}, viewBases: map[qname][]qname{}, children: map[qname][]qname{}, parents: map[qname][]qname{}, schemas: map[string]bool{}, typeUsers: map[string][]qname{}}
 }
 
 // AddSchema records that a schema exists (where an unqualified CREATE goes
@@ -68,6 +80,21 @@ func (c *Catalog) AddSchema(schema string) { c.schemas[schema] = true }
 // AddRelation records that schema holds a relation (table, view, ...) name.
 func (c *Catalog) AddRelation(schema, name string) {
 	c.schemas[schema] = true
+	c.addRelation(schema, name)
+}
+
+// AddRelationKind records, like AddRelation, that schema holds a relation
+// name, and its kind as pg_class.relkind stores it ('r' table, 'p'
+// partitioned table, 'v' view, ...).
+func (c *Catalog) AddRelationKind(schema, name string, relkind byte) {
+	c.AddRelation(schema, name)
+	if c.relkinds == nil {
+		c.relkinds = map[qname]byte{}
+	}
+	c.relkinds[qname{schema, name}] = relkind
+}
+
+func (c *Catalog) addRelation(schema, name string) {
 	for _, s := range c.schemasOf[name] {
 		if s == schema {
 			return
@@ -106,10 +133,33 @@ func (c *Catalog) AddViewBase(viewSchema, view, baseSchema, base string) {
 }
 
 // AddChild records that table child inherits from parent or is one of its
-// partitions (so DELETE, UPDATE, TRUNCATE and DROP of parent reach child).
+// partitions (so DELETE, UPDATE, TRUNCATE and DROP of parent reach child,
+// and a protected parent protects child).
 func (c *Catalog) AddChild(childSchema, child, parentSchema, parent string) {
-	p := qname{parentSchema, parent}
-	c.children[p] = append(c.children[p], qname{childSchema, child})
+	p, ch := qname{parentSchema, parent}, qname{childSchema, child}
+	c.children[p] = append(c.children[p], ch)
+	c.parents[ch] = append(c.parents[ch], p)
+}
+
+// AddTypeUse records that table has a column whose type is in typeSchema
+// (so DROP SCHEMA typeSchema CASCADE drops that column).
+func (c *Catalog) AddTypeUse(schema, table, typeSchema string) {
+	q := qname{schema, table}
+	if !slices.Contains(c.typeUsers[typeSchema], q) {
+		c.typeUsers[typeSchema] = append(c.typeUsers[typeSchema], q)
+	}
+}
+
+// relationsIn returns the relations the catalog holds in schema.
+func (c *Catalog) relationsIn(schema string) []string {
+	var out []string
+	for name, schemas := range c.schemasOf {
+		if slices.Contains(schemas, schema) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // hasEdge reports whether the catalog holds edge ed from relation q.
@@ -146,15 +196,16 @@ func (c *Catalog) has(schema, name string) bool {
 // 'ns' (a schema; name is empty), 'rel' (a relation), 'fk:DU' (name has a
 // foreign key to other, whose ON DELETE and ON UPDATE actions are D and U,
 // pg_constraint's confdeltype and confupdtype; see AddForeignKeyActions),
-// 'view' (view name reads other) or 'inh' (name inherits from other or is
-// one of its partitions). The actions ride in the kind so that every row
+// 'view' (view name reads other), 'inh' (name inherits from other or is
+// one of its partitions) or 'type' (table name has a column whose type is
+// in schema other_schema). The actions ride in the kind so that every row
 // keeps its five columns. Feed the rows to Catalog.AddRow.
-const CatalogQuery = `
+var CatalogQuery = `
 SELECT 'ns', n.nspname, ''::name, NULL, NULL
   FROM pg_namespace n
  WHERE n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast%'
 UNION ALL
-SELECT 'rel', n.nspname, c.relname, NULL, NULL
+SELECT 'rel', n.nspname, c.relname, '', c.relkind::text
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r','p','v','m','f','S','i','I')
    AND n.nspname NOT IN ('pg_toast') AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%'
@@ -175,7 +226,14 @@ SELECT 'inh', cn.nspname, cc.relname, pn.nspname, pc.relname
   FROM pg_inherits i
   JOIN pg_class cc ON cc.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
   JOIN pg_class pc ON pc.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace
- WHERE cc.relkind IN ('r','p','f')`
+ WHERE cc.relkind IN ('r','p','f')
+UNION ALL
+SELECT DISTINCT 'type', n.nspname, c.relname, tn.nspname, NULL
+  FROM pg_attribute a
+  JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace
+ WHERE c.relkind IN ('r','p','f') AND a.attnum > 0 AND NOT a.attisdropped
+   AND tn.nspname NOT IN ('pg_catalog', 'information_schema') AND tn.oid <> n.oid` + codeQuery + contractQuery
 
 // AddRow adds one row of CatalogQuery's result.
 func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) error {
@@ -183,16 +241,41 @@ func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) erro
 	case "ns":
 		c.AddSchema(schema)
 	case "rel":
-		c.AddRelation(schema, name)
+		if len(otherName) == 1 {
+			c.AddRelationKind(schema, name, otherName[0])
+		} else {
+			c.AddRelation(schema, name)
+		}
+	case "uniq":
+		if otherName != "" {
+			c.AddUniqueKey(schema, name, strings.Split(otherName, "\x1f"))
+		}
+	case "evt":
+		c.eventTriggers = append(c.eventTriggers, name)
+	case "bi":
+		c.AddBuiltin(name)
+	case "dtrig":
+		c.deferred = append(c.deferred, qualified(schema, name)+" ("+otherName+")")
 	case "fk":
 		c.AddForeignKey(schema, name, otherSchema, otherName)
 	case "view":
 		c.AddViewBase(schema, name, otherSchema, otherName)
 	case "inh":
 		c.AddChild(schema, name, otherSchema, otherName)
+	case "type":
+		c.AddTypeUse(schema, name, otherSchema)
 	default:
 		if a, ok := strings.CutPrefix(kind, "fk:"); ok && len(a) == 2 {
 			c.AddForeignKeyActions(schema, name, otherSchema, otherName, a[:1], a[1:])
+			return nil
+		}
+		if scope, ok := strings.CutPrefix(kind, "code:"); ok && c.addCodeRow(scope, schema, name, otherName) {
+			return nil
+		}
+		if spec, ok := strings.CutPrefix(kind, "fn:"); ok && c.addFunctionRow(spec, schema, name, otherSchema, otherName) {
+			return nil
+		}
+		if c.addContractRow(kind, schema, name, otherSchema, otherName) {
 			return nil
 		}
 		return fmt.Errorf("catalog row: unknown kind %q", kind)
@@ -203,7 +286,11 @@ func (c *Catalog) AddRow(kind, schema, name, otherSchema, otherName string) erro
 // CatalogFromSQL builds a Catalog from DDL such as a schema dump or a
 // migration set: CREATE TABLE (with REFERENCES, FOREIGN KEY and their ON
 // DELETE and ON UPDATE actions, INHERITS and PARTITION OF), CREATE VIEW / MATERIALIZED VIEW, CREATE TABLE AS and
-// ALTER TABLE ... ADD FOREIGN KEY / INHERIT / ATTACH PARTITION.
+// ALTER TABLE ... ADD FOREIGN KEY / INHERIT / ATTACH PARTITION; and what
+// contract and side-door analysis need (see ddlLearner): functions,
+// sequences and what they feed, indexes, triggers, the functions
+// defaults, checks, indexes, policies and views call, operators, casts,
+// domains, aggregates and publications.
 // Unqualified names go to schema public.
 func CatalogFromSQL(ddl string) (*Catalog, error) {
 	tree, err := pg_query.Parse(ddl)
@@ -226,7 +313,9 @@ func CatalogFromSQL(ddl string) (*Catalog, error) {
 			}
 		}
 	}
+	learner := newDDLLearner(c)
 	for _, raw := range tree.Stmts {
+		learner.learn(raw.Stmt, stmtSlice(ddl, raw))
 		switch s := raw.Stmt.Node.(type) {
 		case *pg_query.Node_CreateSchemaStmt:
 			c.AddSchema(s.CreateSchemaStmt.Schemaname)
@@ -236,6 +325,11 @@ func CatalogFromSQL(ddl string) (*Catalog, error) {
 			for _, el := range s.CreateStmt.TableElts {
 				if col := el.GetColumnDef(); col != nil {
 					fks(t, col.Constraints)
+					if col.TypeName != nil {
+						if n := nodeStrings(col.TypeName.Names); len(n) == 2 && n[0] != "pg_catalog" && n[0] != t.schema {
+							c.AddTypeUse(t.schema, t.name, n[0])
+						}
+					}
 				}
 			}
 			// Table constraints (FOREIGN KEY (...) REFERENCES) are elements too.
@@ -246,6 +340,14 @@ func CatalogFromSQL(ddl string) (*Catalog, error) {
 					p := rel(rv)
 					c.AddChild(t.schema, t.name, p.schema, p.name)
 				}
+			}
+		case *pg_query.Node_CreateSeqStmt:
+			q := rel(s.CreateSeqStmt.Sequence)
+			c.AddRelation(q.schema, q.name)
+		case *pg_query.Node_IndexStmt:
+			if s.IndexStmt.Idxname != "" && s.IndexStmt.Relation != nil {
+				t := rel(s.IndexStmt.Relation)
+				c.AddRelation(t.schema, s.IndexStmt.Idxname)
 			}
 		case *pg_query.Node_ViewStmt:
 			v := rel(s.ViewStmt.View)

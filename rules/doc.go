@@ -10,7 +10,7 @@
 // Every statement is parsed with libpg_query (pg_query_go) and judged from
 // its parse tree, never from its text. The analysis yields Effects: an
 // Operation (drop, truncate, delete_all, update_all, alter_destructive,
-// opaque, lexer_state, unparseable) on an Object, with names resolved as
+// opaque, lexer_state, unparseable, contract, cluster_admin) on an Object, with names resolved as
 // PostgreSQL resolves them: identifiers folded and unescaped by the
 // parser itself (quoted names, U&"..." escapes), truncated to 63 bytes,
 // unqualified names looked up through the session's search_path ($user
@@ -33,13 +33,17 @@
 // what the session's own statements did (the session's overlay; see
 // Session). Making a protected table a child or partition of an
 // unprotected one (ALTER TABLE ... INHERIT, ATTACH PARTITION) is itself
-// alter_destructive. When the Engine has a catalog, Judge is strict about
+// alter_destructive. Protection flows down the same edges: a partition or
+// inheritance child of a protected table, at any depth, is protected
+// itself (Object.Under says from which table). When the Engine has a catalog, Judge is strict about
 // relations it does not know: DELETE, UPDATE or MERGE of every row,
 // TRUNCATE or DROP ... CASCADE of a relation neither the snapshot nor the
 // session knows counts as touching every protected table, since it may be
 // a view, parent or partitioned table made after the snapshot by another
-// session or outside pgmoat. Without a catalog (pgmoat check, a failed
-// load) names are judged by the search path alone.
+// session or outside pgmoat; DROP and ALTER of such a relation, or of an
+// unqualified name only a schema off the search path holds, are Possible
+// (run under guard). Without a catalog (pgmoat check, a failed load) names
+// are judged by the search path alone.
 //
 // Destructive DML is found wherever it runs: top level, writable CTEs,
 // CREATE TABLE AS, SELECT INTO, COPY (...) TO, EXPLAIN ANALYZE (every
@@ -48,10 +52,28 @@
 // through PostgreSQL's own PL/pgSQL compiler, including EXECUTE of a
 // constant string) and DO blocks. A WHERE counts as absent when it does
 // not depend on the target's rows (true, 1=1, NOT false, $1, x OR true,
-// EXISTS over other tables) or is always true (col = col, col IS NOT
-// NULL). What pgmoat cannot see through (EXECUTE of a computed string,
+// EXISTS over other tables, PL/pgSQL variables such as TG_OP) or keeps
+// every row although it names a column (col = col + 0, col IS NOT NULL,
+// ranges over a whole type, system columns, complements joined by OR,
+// every row but a few of a unique key, subqueries and joins that give
+// each row back to itself: see tautology.go and selfref.go). What pgmoat cannot see through (EXECUTE of a computed string,
 // dblink, COPY ... PROGRAM, server files, catalog DML, other languages) is
-// opaque; settings that would make the server lex differently from
+// opaque, and so is anything that fires a function reaching outside the
+// transaction (another connection, the server's files), however it is
+// named or reached: through a function body, an aggregate, an operator,
+// a cast, a domain check, a default, a generated column, a check, an
+// index expression, a view, a policy, a rule or a trigger (sidedoor.go);
+// making such a door (LANGUAGE c or internal, renaming or moving an
+// escaping function, binding one to an object) is opaque too. A change
+// that takes part of a protected table's contract away — privileges,
+// row-level security, constraints and unique indexes, defaults, identity
+// and the sequences feeding them, triggers and rules, replica identity,
+// publications, owner, the functions it calls — is contract (contract.go,
+// sequence.go); additive changes and tables the session made pass.
+// Statements that lock applications out of everything at once (role and
+// database lockouts, lockout settings, session_replication_role, PREPARE
+// TRANSACTION) are cluster_admin (cluster.go). Settings that would make
+// the server lex differently from
 // pgmoat (standard_conforming_strings off, client encodings such as SJIS
 // or GBK) are lexer_state. Both count as touching every protected table.
 //
@@ -65,8 +87,8 @@
 // databases, applications: globs; clients: CIDRs) and whose operations
 // cover the effect decides (allow, log, hold, block). Otherwise the
 // defaults decide: block, by rule default-destructive for destructive
-// operations and default-opaque for opaque, lexer_state and unparseable
-// ones. Effects on unprotected objects are allowed, so a policy that
+// operations (contract included), default-opaque for opaque, lexer_state
+// and unparseable ones and default-cluster-admin for cluster_admin. Effects on unprotected objects are allowed, so a policy that
 // protects nothing changes nothing.
 //
 // # Engine and sessions
@@ -80,7 +102,11 @@
 // pg_temp), dropped or renamed and the edges it added (views, children,
 // partitions, foreign keys, rules). A relation the session created never
 // shadows one further on the search path, since it may be gone by means
-// pgmoat cannot see. The proxy also passes confirmed changes to
+// pgmoat cannot see. COMMIT of a transaction the server reported failed
+// is a ROLLBACK. A statement that may change search_path or the role
+// where pgmoat cannot see (SET in a DO block or function body, code it
+// cannot read, pg_reload_conf) reports ChangeStaleSettings: the path is
+// unknown until the proxy reads the settings back (Session.ReadBack). The proxy also passes confirmed changes to
 // Engine.Learn, which shares the non-temporary relations and edges with
 // the database's other sessions (drops stay the session's: one may be
 // rolled back). Engine.Judge
@@ -105,7 +131,7 @@
 //	(*Engine).JudgeScript(*Session, sql) *Result   // pgmoat check
 //	(*Engine).CacheStats() CacheStats
 //	NewSession(Identity) *Session; (*Session).SetSearchPath, Apply, Sync,
-//	    Unsettled, RegisterPrepared, ClosePrepared, Prepared, SearchPath
+//	    ReadBack, Unsettled, RegisterPrepared, ClosePrepared, Prepared, SearchPath
 //	CheckStartup(params) (searchPath, ok, error); CheckParameter(name, value) error
 //	Fingerprints(sql) ([]string, error); (*Verdict).Fingerprint()
 //
@@ -124,4 +150,14 @@
 // parsing, text is bounded in size and estimated nesting depth (Limits),
 // because libpg_query recurses on the C stack and deep input would crash
 // the process; text over the limits is unparseable.
+//
+// Analysis is linear in the length of a message. A long message is parsed
+// in pieces of about 4 KiB cut at semicolons outside parentheses (found by
+// the same lexer that bounds the depth; libpg_query costs several times
+// more per statement when it parses 100k statements at once), and each
+// statement's line and column are found by scanning on from the previous
+// one. Between pieces and statements the analysis checks its budget
+// (Limits.MaxStatements, MaxTime: past it the message is unparseable, with
+// a *BudgetError naming the configuration key) and the context JudgeContext
+// was given, which the proxy ends when the session does.
 package rules

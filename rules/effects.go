@@ -20,10 +20,20 @@ const (
 	OpOpaque
 	OpLexerState
 	OpUnparseable
+	// OpContract takes away part of what a protected table promises its
+	// application: privileges, row-level security, constraints, defaults,
+	// identity and sequences, triggers and rules, unique indexes, replica
+	// identity and publication membership.
+	OpContract
+	// OpClusterAdmin locks applications out of everything at once: roles
+	// that can no longer log in, databases that take no connections,
+	// settings that make every session read-only or switch off triggers
+	// and foreign keys, prepared transactions that keep locks.
+	OpClusterAdmin
 	numOps
 )
 
-var opNames = [numOps]string{"none", "drop", "truncate", "delete_all", "update_all", "alter_destructive", "opaque", "lexer_state", "unparseable"}
+var opNames = [numOps]string{"none", "drop", "truncate", "delete_all", "update_all", "alter_destructive", "opaque", "lexer_state", "unparseable", "contract", "cluster_admin"}
 
 const destructiveOps opSet = (1<<numOps - 1) &^ (1 << OpNone)
 
@@ -84,6 +94,20 @@ type Object struct {
 	Name       string
 	Candidates []string
 	AnySchema  bool
+	// Under is set when the relation descends, as a partition or an
+	// inheritance child at any depth, from a table the policy protects:
+	// protection flows down to it.
+	Under *Ancestor
+}
+
+// Ancestor is the protected table an Object descends from (Object.Under).
+type Ancestor struct {
+	// Schema and Name name the ancestor; Schema is "" when pgmoat does not
+	// know which schema's table of that name it is.
+	Schema, Name string
+	// Lineage says how the object descends from it, for people:
+	// "public.events_2024 is a partition of public.events".
+	Lineage string
 }
 
 // String renders the object for people: billing.invoices,
@@ -113,4 +137,38 @@ type Effect struct {
 	// Where says where in the statement it sits when not at the top:
 	// "writable CTE", "EXPLAIN ANALYZE", "body of function f_sql", ...
 	Where string
+	// Doubt says the statement may do this but analysis cannot tell
+	// whether it will (DoubtNone: it will). With EngineOptions.Verify the
+	// proxy runs such a statement under guard and checks its real effect
+	// before it can commit (the verdict's action is Verify); without it
+	// (pgmoat check) see settle.
+	Doubt Doubt
 }
+
+// Doubt is why an effect is only possible.
+type Doubt uint8
+
+// Doubts.
+const (
+	DoubtNone Doubt = iota
+	// DoubtRows: which rows a filter matches only running it tells
+	// (DELETE ... WHERE id > 0).
+	DoubtRows
+	// DoubtCode: the statement runs code pgmoat cannot follow, inside the
+	// statement's transaction (EXECUTE of a computed string, a trigger).
+	DoubtCode
+	// DoubtDDL: what the database alone knows, and pgmoat check, which
+	// has none, does not report: DDL whose static analysis found nothing
+	// destructive but whose reach through dependencies (CASCADE, a shared
+	// type or sequence, a function a protected table calls) the database
+	// decides, and COMMIT when deferred triggers of the database's own may
+	// run. Verified when it runs.
+	DoubtDDL
+)
+
+// Possible reports whether the effect is only possible (see Doubt).
+func (ef Effect) Possible() bool { return ef.Doubt != DoubtNone }
+
+// NumOperations is the number of operations, OpNone included: operations
+// are numbered 0 to NumOperations-1.
+const NumOperations = numOps

@@ -1,9 +1,13 @@
 package rules
 
 import (
+	"context"
+	"errors"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
@@ -17,7 +21,9 @@ type Engine struct {
 	catMu  sync.Mutex
 	cache  *cache
 	fast   *cache
-	limits Limits
+	limits atomic.Pointer[Limits]
+	verify bool
+	clock  func() time.Time
 	// catVersions numbers the catalog entries this engine installs: a
 	// version names one state of one database's relations in the cache
 	// keys of this engine's caches, so it needs to be unique only here.
@@ -41,17 +47,21 @@ type EngineOptions struct {
 	CacheBytes int
 	// Limits bound what is parsed; zero fields take DefaultLimits.
 	Limits Limits
+	// Verify says the proxy runs statements under guard: a statement
+	// whose harm analysis cannot settle (Effect.Possible) is judged Verify
+	// instead of statically. Off (pgmoat check), such statements are
+	// judged statically, as settle describes.
+	Verify bool
+	// Clock tells the time for decisions that depend on it (ALTER ROLE
+	// ... VALID UNTIL); nil means time.Now. Such decisions are never
+	// cached.
+	Clock func() time.Time
 }
 
 // NewEngine returns an engine judging with policy p.
 func NewEngine(p *Policy, opts EngineOptions) *Engine {
-	e := &Engine{limits: opts.Limits}
-	if e.limits.MaxBytes <= 0 {
-		e.limits.MaxBytes = DefaultLimits.MaxBytes
-	}
-	if e.limits.MaxDepth <= 0 {
-		e.limits.MaxDepth = DefaultLimits.MaxDepth
-	}
+	e := &Engine{verify: opts.Verify, clock: opts.Clock}
+	e.SetLimits(opts.Limits)
 	if opts.CacheBytes >= 0 {
 		size := opts.CacheBytes
 		if size == 0 {
@@ -74,6 +84,16 @@ func (e *Engine) SetPolicy(p *Policy) { e.pol.Store(p) }
 // Policy returns the policy in force.
 func (e *Engine) Policy() *Policy { return e.pol.Load() }
 
+// SetLimits replaces the limits (config reload); zero fields take
+// DefaultLimits. They apply from the next message on.
+func (e *Engine) SetLimits(l Limits) {
+	l = l.withDefaults()
+	e.limits.Store(&l)
+}
+
+// Limits returns the limits in force.
+func (e *Engine) Limits() Limits { return *e.limits.Load() }
+
 // SetCatalog installs what pgmoat knows of database's schema (nil removes
 // it, and what Learn learnt). See Catalog. What Learn learnt and c does not
 // hold is kept: it may have been made in a transaction still open when c
@@ -88,6 +108,7 @@ func (e *Engine) SetCatalog(database string, c *Catalog) {
 	var shared *overlay
 	if old := e.catalog(database); old != nil {
 		shared = old.shared.pruned(c)
+		c.reuseParsed(old.cat)
 	}
 	e.storeEntry(database, &catalogEntry{cat: c, shared: shared, version: e.catVersions.Add(1)})
 }
@@ -146,6 +167,15 @@ func (e *Engine) catalog(db string) *catalogEntry { return (*e.cats.Load())[db] 
 // change s: apply each statement's Changes with s.Apply once the server
 // has run the statement.
 func (e *Engine) Judge(s *Session, sql string) *Result {
+	return e.JudgeContext(context.Background(), s, sql)
+}
+
+// JudgeContext is Judge for a message whose analysis should stop when ctx
+// ends (the session is gone): the result is then an unparseable verdict
+// saying so (a *StoppedError), which blocks while anything is protected.
+// A message past the analysis budget (Limits.MaxStatements, MaxTime) is
+// refused the same way, with a *BudgetError naming the limit.
+func (e *Engine) JudgeContext(ctx context.Context, s *Session, sql string) *Result {
 	pol := e.pol.Load()
 	ce := e.catalog(s.id.Database)
 	key := s.stateKey(pol, ce)
@@ -157,8 +187,8 @@ func (e *Engine) Judge(s *Session, sql string) *Result {
 			return r
 		}
 	}
-	r, sens := e.full(pol, ce, s, sql, true)
-	if e.cache != nil && !sens.state {
+	r, sens := e.full(ctx, pol, ce, s, sql, true)
+	if e.cache != nil && !sens.state && !sens.clock {
 		hit := *r
 		hit.Path = PathCache
 		e.cache.put(key, sql, &hit)
@@ -169,7 +199,7 @@ func (e *Engine) Judge(s *Session, sql string) *Result {
 	return r
 }
 
-type sensitivity struct{ literal, state bool }
+type sensitivity struct{ literal, state, clock bool }
 
 // full parses and analyses sql.
 //
@@ -178,7 +208,7 @@ type sensitivity struct{ literal, state bool }
 // protected table, when there is a catalog: the relation may have been
 // made after the snapshot to reach one. Without a catalog every name is
 // unknown, and names are judged by the search path alone.
-func (e *Engine) full(pol *Policy, ce *catalogEntry, s *Session, sql string, strict bool) (*Result, sensitivity) {
+func (e *Engine) full(ctx context.Context, pol *Policy, ce *catalogEntry, s *Session, sql string, strict bool) (*Result, sensitivity) {
 	var cat *Catalog
 	env := newEnv(pol, nil, s.id.User, s.tx.clone())
 	if ce != nil {
@@ -186,23 +216,34 @@ func (e *Engine) full(pol *Policy, ce *catalogEntry, s *Session, sql string, str
 		env.cat, env.shared = ce.cat, ce.shared
 	}
 	env.lookupPrepared = s.lookupPrepared
+	env.lookupCursor = s.lookupCursor
+	env.now = e.clock
 	env.ov = s.ov
 	env.strict = strict && cat != nil
 	r := &Result{Decider: -1}
-	if err := checkBounds(sql, e.limits); err != nil {
-		r.Statements = []*Verdict{unparseable(sql, err)}
-		env.literalSensitive = true
-	} else if tree, err := pg_query.Parse(sql); err != nil {
-		r.Statements = []*Verdict{unparseable(sql, err)}
-		env.literalSensitive = true
-	} else {
-		r.Statements = make([]*Verdict, 0, len(tree.Stmts))
-		for _, raw := range tree.Stmts {
+	lim := e.Limits()
+	cuts, err := scanBounds(sql, lim, chunkBytes)
+	if err == nil {
+		r.Statements = make([]*Verdict, 0, len(cuts)+1)
+		pl := newPlacer(sql)
+		deadline := time.Now().Add(lim.MaxTime)
+		err = parseChunks(ctx, sql, cuts, func(raw *pg_query.RawStmt) error {
+			if lim.MaxStatements >= 0 && len(r.Statements) >= lim.MaxStatements {
+				return &BudgetError{Key: "limits.analysis_statements", Limit: strconv.Itoa(lim.MaxStatements)}
+			}
+			if lim.MaxTime >= 0 && time.Now().After(deadline) {
+				return &BudgetError{Key: "limits.analysis_time", Limit: lim.MaxTime.String()}
+			}
+			if err := ctx.Err(); err != nil {
+				return &StoppedError{Cause: context.Cause(ctx)}
+			}
 			text := stmtSlice(sql, raw)
 			env.changes = nil
 			effects := env.analyzeStmt(stmtText{raw.Stmt, text}, "")
-			v := newVerdict(sql, int(raw.StmtLocation), text)
-			v.Effects = effects
+			v := newVerdict(&pl, int(raw.StmtLocation), text)
+			v.Effects = settle(effects, e.verify, !unguardable(raw.Stmt))
+			v.CopyIn = copyFromClient(raw.Stmt)
+			v.DDL = isDDL(raw.Stmt)
 			v.Changes = env.changes
 			for i := range v.Changes {
 				if v.Changes[i].Kind == ChangePrepare {
@@ -210,18 +251,36 @@ func (e *Engine) full(pol *Policy, ce *catalogEntry, s *Session, sql string, str
 				}
 			}
 			r.Statements = append(r.Statements, v)
+			return nil
+		})
+	}
+	if err != nil {
+		r.Statements = []*Verdict{unparseable(sql, err)}
+		env.literalSensitive = true
+		var be *BudgetError
+		var se *StoppedError
+		if errors.As(err, &be) || errors.As(err, &se) {
+			// Not a property of the text alone: never cached.
+			env.stateSensitive = true
 		}
 	}
 	for _, v := range r.Statements {
 		decide(pol, s.mask, v)
 	}
 	r.finish()
-	return r, sensitivity{literal: env.literalSensitive, state: env.stateSensitive}
+	return r, sensitivity{literal: env.literalSensitive, state: env.stateSensitive, clock: env.clockSensitive}
 }
 
 func unparseable(sql string, err error) *Verdict {
-	v := newVerdict(sql, 0, sql)
-	v.Effects = []Effect{{Op: OpUnparseable, Object: everything(), What: "statement pgmoat cannot parse (" + err.Error() + ")"}}
+	pl := newPlacer(sql)
+	v := newVerdict(&pl, 0, sql)
+	what := "statement pgmoat cannot parse (" + err.Error() + ")"
+	var be *BudgetError
+	var se *StoppedError
+	if errors.As(err, &be) || errors.As(err, &se) {
+		what = "message pgmoat did not analyse to its end: " + err.Error()
+	}
+	v.Effects = []Effect{{Op: OpUnparseable, Object: everything(), What: what}}
 	return v
 }
 
@@ -236,4 +295,50 @@ func (e *Engine) JudgeOpaque(s *Session, what string) *Result {
 	r := &Result{Statements: []*Verdict{v}}
 	r.finish()
 	return r
+}
+
+// JudgeMeasured decides on what a statement, run under guard, was
+// measured to do: effects are the violations pgmoat found (operations on
+// protected tables, certain now), text is the statement. The policy then
+// holds or blocks it as it would a statement that said so.
+func (e *Engine) JudgeMeasured(s *Session, text string, effects []Effect) *Result {
+	pol := e.pol.Load()
+	s.stateKey(pol, e.catalog(s.id.Database))
+	v := &Verdict{Text: text, Line: 1, Col: 1, Effects: effects}
+	decide(pol, s.mask, v)
+	r := &Result{Statements: []*Verdict{v}}
+	r.finish()
+	return r
+}
+
+// ParseSearchPath reads a search_path value as the server reports it
+// (current_setting('search_path')) into its entries.
+func ParseSearchPath(value string) ([]string, bool) {
+	entries, ok := splitIdentList(value)
+	if !ok {
+		return nil, false
+	}
+	for i := range entries {
+		entries[i] = truncateIdent(entries[i])
+	}
+	return entries, true
+}
+
+// JudgeWithDoubt is Judge for a statement that also runs code pgmoat
+// cannot see (why): every statement of it carries a DoubtCode effect on
+// every protected table, so that the proxy verifies it when nothing else
+// decides more.
+func (e *Engine) JudgeWithDoubt(s *Session, sql, why string) *Result {
+	r := e.Judge(s, sql)
+	out := &Result{Statements: make([]*Verdict, len(r.Statements)), Path: r.Path}
+	pol := e.pol.Load()
+	for i, v := range r.Statements {
+		nv := &Verdict{Text: v.Text, Offset: v.Offset, Line: v.Line, Col: v.Col, Changes: v.Changes, CopyIn: v.CopyIn, DDL: v.DDL}
+		nv.Effects = append(append([]Effect(nil), v.Effects...), Effect{Op: OpOpaque, Object: everything(), What: why, Doubt: DoubtCode})
+		nv.Effects = settle(nv.Effects, e.verify, true)
+		decide(pol, s.mask, nv)
+		out.Statements[i] = nv
+	}
+	out.finish()
+	return out
 }

@@ -140,7 +140,7 @@ func normalize(sql string, buf []byte, spanBuf []span) (key []byte, spans []span
 // judgeFast answers from a decision made for the same statement with other
 // literals, when that decision did not depend on literal values.
 func (e *Engine) judgeFast(s *Session, state, sql string) *Result {
-	if len(sql) > e.limits.MaxBytes || len(sql) > 4096 {
+	if len(sql) > e.Limits().MaxBytes || len(sql) > 4096 {
 		return nil
 	}
 	var buf [512]byte
@@ -171,10 +171,11 @@ func (e *Engine) judgeFast(s *Session, state, sql string) *Result {
 		}
 	}
 	r.Action, r.Decider, r.Path = tmpl.Action, tmpl.Decider, PathFast
+	pl := newPlacer(sql)
 	for i, sp := range spans {
 		t := tmpl.Statements[i]
 		v := r.Statements[i]
-		placeVerdict(v, sql, sp.start, sql[sp.start:sp.end])
+		placeVerdict(v, &pl, sp.start, sql[sp.start:sp.end])
 		v.Effects, v.Action, v.Rule, v.Sentence = t.Effects, t.Action, t.Rule, t.Sentence
 		if len(t.Changes) > 0 {
 			v.Changes = append([]StateChange(nil), t.Changes...)

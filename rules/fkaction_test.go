@@ -112,8 +112,10 @@ func TestForeignKeyActionsFromSQL(t *testing.T) {
 // TestForeignKeyActionsOfSession: foreign keys with actions that the
 // session creates, in an earlier message or earlier in the same one, lead
 // a DELETE or UPDATE of the referenced table to the protected table.
+// Contract changes are allowed, so that a foreign key added to a
+// protected table is applied.
 func TestForeignKeyActionsOfSession(t *testing.T) {
-	runSeqCases(t, catalogEngine, func() *Session { return knownSession("app") }, []seqCase{
+	runSeqCases(t, func(t *testing.T) *Engine { return catalogEngineWith(t, contractAllowed) }, func() *Session { return knownSession("app") }, []seqCase{
 		{name: "create then delete", steps: []string{"CREATE TABLE billing.members (id int, org_id int REFERENCES orgs(id) ON DELETE CASCADE)"},
 			sql: "DELETE FROM orgs", want: Block, inSentence: "reaches billing.members (its rows are deleted with those of public.orgs through ON DELETE CASCADE"},
 		{name: "same message", sql: "CREATE TABLE billing.members (org_id int REFERENCES orgs ON DELETE SET DEFAULT); DELETE FROM orgs",

@@ -1,21 +1,66 @@
 package rules
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
-// Limits bound what is handed to libpg_query. The parser runs on the C
-// stack: deeply nested input (a long chain of operators, casts or set
-// operations) can overflow it and kill the whole process, so text whose
-// estimated nesting exceeds MaxDepth is not parsed and counts as
-// unparseable.
+// Limits bound what is handed to libpg_query, and what one message may
+// cost to analyse. The parser runs on the C stack: deeply nested input (a
+// long chain of operators, casts or set operations) can overflow it and
+// kill the whole process, so text whose estimated nesting exceeds MaxDepth
+// is not parsed and counts as unparseable. A message past MaxStatements or
+// MaxTime is refused the same way, unanalysed (a *BudgetError): analysis
+// takes a session's goroutine and CPU, and a client could otherwise send
+// messages that cost seconds each.
 type Limits struct {
 	MaxBytes int // longest statement text analysed
 	MaxDepth int // deepest estimated nesting analysed
+	// MaxStatements is the most statements analysed in one message
+	// (limits.analysis_statements); negative means no limit.
+	MaxStatements int
+	// MaxTime bounds the analysis of one message (limits.analysis_time);
+	// negative means no limit.
+	MaxTime time.Duration
 }
 
 // DefaultLimits are generous for real SQL and far below what overflows an
 // 8 MiB (or even a 2 MiB) thread stack, which takes a nesting in the tens
-// of thousands.
-var DefaultLimits = Limits{MaxBytes: 4 << 20, MaxDepth: 1000}
+// of thousands. 200,000 short statements take about two seconds.
+var DefaultLimits = Limits{MaxBytes: 4 << 20, MaxDepth: 1000, MaxStatements: 200_000, MaxTime: 10 * time.Second}
+
+// withDefaults fills the zero fields of l from DefaultLimits.
+func (l Limits) withDefaults() Limits {
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultLimits.MaxBytes
+	}
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = DefaultLimits.MaxDepth
+	}
+	if l.MaxStatements == 0 {
+		l.MaxStatements = DefaultLimits.MaxStatements
+	}
+	if l.MaxTime == 0 {
+		l.MaxTime = DefaultLimits.MaxTime
+	}
+	return l
+}
+
+// BudgetError says why the analysis of a message stopped before its end:
+// it had more statements than Limits.MaxStatements, or took longer than
+// Limits.MaxTime. Key names the configuration key that raises the limit.
+type BudgetError struct {
+	Key   string // limits.analysis_statements or limits.analysis_time
+	Limit string // the limit, as configured
+}
+
+func (e *BudgetError) Error() string {
+	what := "has more statements than " + e.Limit
+	if e.Key == "limits.analysis_time" {
+		what = "took longer than " + e.Limit + " to analyse"
+	}
+	return fmt.Sprintf("the message %s (%s), so it is refused unanalysed; send fewer statements per message, or raise %s", what, e.Key, e.Key)
+}
 
 // BoundsError says why text was not parsed.
 type BoundsError struct {
@@ -30,17 +75,31 @@ func (e *BoundsError) Error() string {
 	return fmt.Sprintf("statement nesting (estimated %d) exceeds the limit of %d", e.Depth, e.Limits.MaxDepth)
 }
 
-// checkBounds estimates the parse tree depth of text without parsing it.
+// checkBounds is scanBounds without cuts.
+func checkBounds(text string, l Limits) error {
+	_, err := scanBounds(text, l, 0)
+	return err
+}
+
+// scanBounds estimates the parse tree depth of text without parsing it.
 // The estimate never falls below the real depth: it counts, per
 // parenthesis level, every word and operator since the level opened
 // (AND/OR excepted: the grammar flattens them), plus the levels
 // themselves. Strings, quoted identifiers, dollar quotes and comments are
 // skipped with the server's lexing rules (standard_conforming_strings on;
 // pgmoat refuses sessions that turn it off).
-func checkBounds(text string, l Limits) error {
+//
+// With cutEvery > 0, it also returns cuts: offsets just past a semicolon
+// outside parentheses, at least cutEvery bytes apart, where the text can
+// be parsed in pieces (parseChunks). The lexer only proposes them: the
+// parser re-reads each piece, and a cut that is not a statement boundary
+// (inside a BEGIN ATOMIC body, or a token this lexer misread) makes the
+// piece before it fail to parse, and the rest is then parsed whole.
+func scanBounds(text string, l Limits, cutEvery int) (cuts []int, err error) {
 	if len(text) > l.MaxBytes {
-		return &BoundsError{Bytes: len(text), Limits: l}
+		return nil, &BoundsError{Bytes: len(text), Limits: l}
 	}
+	lastCut := 0
 	// counts[i] is the number of depth-adding tokens at paren level i.
 	var stackBuf [64]int
 	counts := stackBuf[:1]
@@ -81,7 +140,7 @@ func checkBounds(text string, l Limits) error {
 		case c == '(' || c == '[':
 			counts = append(counts, 0)
 			if d := sum + len(counts); d > l.MaxDepth {
-				return &BoundsError{Depth: d, Limits: l}
+				return nil, &BoundsError{Depth: d, Limits: l}
 			}
 			i++
 		case c == ')' || c == ']':
@@ -91,21 +150,25 @@ func checkBounds(text string, l Limits) error {
 			}
 			i++
 		case c == ';':
+			i++
 			if len(counts) == 1 {
 				sum, counts[0] = 0, 0
+				if cutEvery > 0 && i-lastCut >= cutEvery && i < n {
+					cuts = append(cuts, i)
+					lastCut = i
+				}
 			}
-			i++
 		case c == ',':
 			i++
 		case c == '\'':
 			i = skipQuoted(text, i+1, '\'', false)
 			if err := bump(); err != nil {
-				return err
+				return nil, err
 			}
 		case c == '"':
 			i = skipQuoted(text, i+1, '"', false)
 			if err := bump(); err != nil {
-				return err
+				return nil, err
 			}
 		case c == '$' && i+1 < n && !isDigit(text[i+1]):
 			end, ok := dollarEnd(text, i)
@@ -115,7 +178,7 @@ func checkBounds(text string, l Limits) error {
 			}
 			i = end
 			if err := bump(); err != nil {
-				return err
+				return nil, err
 			}
 		case isIdentStart(c):
 			start := i
@@ -136,7 +199,7 @@ func checkBounds(text string, l Limits) error {
 				continue
 			}
 			if err := bump(); err != nil {
-				return err
+				return nil, err
 			}
 		default:
 			// A number, a run of operator characters, or any other byte:
@@ -156,11 +219,11 @@ func checkBounds(text string, l Limits) error {
 				}
 			}
 			if err := bump(); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
-	return nil
+	return cuts, nil
 }
 
 func isOpChar(c byte) bool { return c < 0x80 && c != 0 && stringsIndexByte("+-*/<>=~!@#%^&|`?:", c) }

@@ -79,7 +79,10 @@ func liveCatalog(t *testing.T, conn *pgx.Conn) (*Catalog, int) {
 		}
 		var a, b string
 		if os != nil {
-			a, b = *os, *on
+			a = *os
+		}
+		if on != nil {
+			b = *on
 		}
 		if err := cat.AddRow(kind, schema, name, a, b); err != nil {
 			t.Fatal(err)

@@ -23,6 +23,16 @@ func truncateIdent(s string) string {
 	return s[:n]
 }
 
+// truncateIdents returns names truncated as identifiers (SET values that
+// name schemas).
+func truncateIdents(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = truncateIdent(n)
+	}
+	return out
+}
+
 // downcaseIdent folds an unquoted identifier as PostgreSQL's
 // downcase_identifier does: ASCII letters only.
 func downcaseIdent(s string) string {
@@ -45,7 +55,11 @@ func downcaseIdent(s string) string {
 // SplitIdentifierString: comma separated, double-quoted names kept as
 // written (with "" for a quote), unquoted names folded to lower case, both
 // truncated to 63 bytes. ok is false when the server would reject the value.
-func splitIdentList(s string) (names []string, ok bool) {
+func splitIdentList(s string) (names []string, ok bool) { return splitIdentifiers(s, ',') }
+
+// splitIdentifiers is PostgreSQL's SplitIdentifierString with separator
+// sep: ',' for lists, '.' for qualified names.
+func splitIdentifiers(s string, sep byte) (names []string, ok bool) {
 	i := 0
 	skipSpace := func() {
 		for i < len(s) && isSpace(s[i]) {
@@ -81,7 +95,7 @@ func splitIdentList(s string) (names []string, ok bool) {
 			}
 		} else {
 			start := i
-			for i < len(s) && s[i] != ',' && !isSpace(s[i]) {
+			for i < len(s) && s[i] != sep && !isSpace(s[i]) {
 				i++
 			}
 			if start == i {
@@ -94,7 +108,7 @@ func splitIdentList(s string) (names []string, ok bool) {
 		if i == len(s) {
 			return names, true
 		}
-		if s[i] != ',' {
+		if s[i] != sep {
 			return nil, false
 		}
 		i++

@@ -57,6 +57,33 @@ func (o *overlay) hides(schema, name string) bool {
 
 func (o *overlay) schemaGone(schema string) bool { return o != nil && o.goneNS[schema] }
 
+// relsIn returns the names of the relations the overlay made in schema.
+func (o *overlay) relsIn(schema string) []string {
+	if o == nil {
+		return nil
+	}
+	var out []string
+	for q := range o.rels {
+		if q.schema == schema {
+			out = append(out, q.name)
+		}
+	}
+	return out
+}
+
+// madeIn reports whether a relation was made in schema since the snapshot.
+func (o *overlay) madeIn(schema string) bool {
+	if o == nil {
+		return false
+	}
+	for q := range o.rels {
+		if q.schema == schema {
+			return true
+		}
+	}
+	return false
+}
+
 // schemasOf returns the schemas in which the session created a relation
 // called name, in a stable order.
 func (o *overlay) schemasOf(name string) []string {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sort"
 	"strings"
 	"sync/atomic"
 )
@@ -16,6 +17,11 @@ type Action uint8
 const (
 	Allow Action = iota
 	Log
+	// Verify runs the statement under guard and decides from what it
+	// really did: the policy would hold or block an effect the statement
+	// may have (Effect.Possible), and only running it tells. It is never
+	// written in a policy.
+	Verify
 	Hold
 	Block
 )
@@ -26,6 +32,8 @@ func (a Action) String() string {
 		return "allow"
 	case Log:
 		return "log"
+	case Verify:
+		return "verify"
 	case Hold:
 		return "hold"
 	case Block:
@@ -51,8 +59,9 @@ func ParseAction(s string) (Action, error) {
 
 // Names of the rules that decide when no policy rule matches.
 const (
-	RuleDefaultDestructive = "default-destructive"
-	RuleDefaultOpaque      = "default-opaque"
+	RuleDefaultDestructive  = "default-destructive"
+	RuleDefaultOpaque       = "default-opaque"
+	RuleDefaultClusterAdmin = "default-cluster-admin"
 )
 
 // PolicyError is a policy validation error; Key is the dotted path of the
@@ -70,6 +79,27 @@ type Policy struct {
 	protect []pattern
 	rules   []rule
 	version uint64
+	limits  []RowLimits // per protect pattern
+}
+
+// RowLimits bound the rows one statement run under guard may delete or
+// update in a protected table: more than MaxRows, or more than MaxFraction
+// of the table's rows, and the statement is judged as deleting or updating
+// every row.
+type RowLimits struct {
+	MaxRows     int64
+	MaxFraction float64
+}
+
+// DefaultRowLimits apply where policy.limits says nothing.
+var DefaultRowLimits = RowLimits{MaxRows: 10000, MaxFraction: 0.5}
+
+// Limits returns the row limits of protect pattern i.
+func (p *Policy) Limits(i int) RowLimits {
+	if i < 0 || i >= len(p.limits) {
+		return DefaultRowLimits
+	}
+	return p.limits[i]
 }
 
 type pattern struct {
@@ -110,6 +140,9 @@ func Compile(cfg PolicyConfig) (*Policy, error) {
 			return nil, &PolicyError{Key: fmt.Sprintf("policy.protect[%d]", i), Err: err}
 		}
 		p.protect = append(p.protect, pat)
+	}
+	if err := p.compileLimits(cfg.Limits); err != nil {
+		return nil, err
 	}
 	if len(cfg.Rules) > 64 {
 		return nil, &PolicyError{Key: "policy.rules", Err: fmt.Errorf("at most 64 rules, got %d", len(cfg.Rules))}
@@ -281,7 +314,10 @@ func (p *Policy) anySchemaProtectedBy(name string) string {
 	return ""
 }
 
-// decide applies the policy to a verdict's effects.
+// decide applies the policy to a verdict's effects. An effect the
+// statement only may have (Effect.Possible) that the policy would hold or
+// block makes the statement Verify: run under guard, and judged again from
+// what it really did.
 func decide(pol *Policy, mask uint64, v *Verdict) {
 	v.Action, v.Rule, v.Sentence = Allow, "", ""
 	for _, ef := range v.Effects {
@@ -290,6 +326,10 @@ func decide(pol *Policy, mask uint64, v *Verdict) {
 			continue
 		}
 		action, rule := pol.ruleFor(mask, ef.Op)
+		if ef.Possible() && action > Verify {
+			action = Verify
+			reason += "; pgmoat verifies what it really does before it can commit (" + rule + ")"
+		}
 		if v.Rule == "" || action > v.Action {
 			v.Action, v.Rule = action, rule
 			what := ef.What
@@ -322,7 +362,7 @@ func (p *Policy) protects(ef Effect) (string, bool) {
 		if pat := p.protectedBy(o.Schema, o.Name); pat != "" {
 			return "table is protected by " + pat, true
 		}
-		return "", false
+		return p.protectsAncestor(o)
 	}
 	for _, s := range o.Candidates {
 		if pat := p.protectedBy(s, o.Name); pat != "" {
@@ -334,7 +374,24 @@ func (p *Policy) protects(ef Effect) (string, bool) {
 			return "search_path is unknown, so it may be a table protected by " + pat, true
 		}
 	}
-	return "", false
+	return p.protectsAncestor(o)
+}
+
+// protectsAncestor says whether the table an object descends from as a
+// partition or inheritance child is protected (see Object.Under).
+func (p *Policy) protectsAncestor(o Object) (string, bool) {
+	a := o.Under
+	if a == nil {
+		return "", false
+	}
+	pat := p.anySchemaProtectedBy(a.Name)
+	if a.Schema != "" {
+		pat = p.protectedBy(a.Schema, a.Name)
+	}
+	if pat == "" {
+		return "", false
+	}
+	return a.Lineage + ", protected by " + pat, true
 }
 
 // ruleFor returns the action and rule name for an effect on a protected
@@ -348,6 +405,64 @@ func (p *Policy) ruleFor(mask uint64, op Operation) (Action, string) {
 	switch op {
 	case OpOpaque, OpLexerState, OpUnparseable:
 		return Block, RuleDefaultOpaque
+	case OpClusterAdmin:
+		return Block, RuleDefaultClusterAdmin
 	}
 	return Block, RuleDefaultDestructive
+}
+
+// compileLimits validates policy.limits: keys are "default" or protect
+// patterns as written; max_rows is at least 0, max_fraction in [0, 1].
+func (p *Policy) compileLimits(cfg map[string]LimitsConfig) error {
+	def := DefaultRowLimits
+	check := func(key string, lc LimitsConfig, base RowLimits) (RowLimits, error) {
+		if lc.MaxRows != nil {
+			if *lc.MaxRows < 0 {
+				return base, &PolicyError{Key: "policy.limits." + key + ".max_rows", Err: fmt.Errorf("must be 0 or more, got %d", *lc.MaxRows)}
+			}
+			base.MaxRows = *lc.MaxRows
+		}
+		if lc.MaxFraction != nil {
+			if *lc.MaxFraction < 0 || *lc.MaxFraction > 1 {
+				return base, &PolicyError{Key: "policy.limits." + key + ".max_fraction", Err: fmt.Errorf("must be between 0 and 1, got %v", *lc.MaxFraction)}
+			}
+			base.MaxFraction = *lc.MaxFraction
+		}
+		return base, nil
+	}
+	if lc, ok := cfg["default"]; ok {
+		var err error
+		if def, err = check("default", lc, def); err != nil {
+			return err
+		}
+	}
+	keys := make([]string, 0, len(cfg))
+	for k := range cfg {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if k == "default" {
+			continue
+		}
+		found := false
+		for _, pat := range p.protect {
+			found = found || pat.text == k
+		}
+		if !found {
+			return &PolicyError{Key: "policy.limits." + k, Err: fmt.Errorf("is not a protect pattern (want default or one of %s)", strings.Join(p.Patterns(), ", "))}
+		}
+	}
+	p.limits = make([]RowLimits, len(p.protect))
+	for i, pat := range p.protect {
+		p.limits[i] = def
+		if lc, ok := cfg[pat.text]; ok {
+			l, err := check(pat.text, lc, def)
+			if err != nil {
+				return err
+			}
+			p.limits[i] = l
+		}
+	}
+	return nil
 }

@@ -559,8 +559,9 @@ func (e *env) moved(obj Object, schema, name string) {
 // it adds stay for the rest of the message and the session, the
 // strictest assumption.
 func (e *env) deferred(fn func()) {
-	saved, n := e.ov, len(e.changes)
+	saved, n, stale := e.ov, len(e.changes), e.stale
 	fn()
+	e.stale = stale
 	body := slices.Clone(e.changes[n:])
 	e.changes, e.ov = e.changes[:n], saved
 	for _, c := range body {
@@ -572,6 +573,47 @@ func (e *env) deferred(fn func()) {
 			e.change(StateChange{Kind: ChangeDropRelation, Relation: c.Relation})
 		default:
 			e.change(c)
+		}
+	}
+}
+
+// dropSchemaCascade judges DROP SCHEMA name CASCADE with a catalog: it
+// drops the schema (protected when a pattern names tables in it), every
+// relation in it, the inheritance children and partitions of those
+// wherever they are, the foreign keys of other tables that reference them
+// (alter_destructive: DROP CONSTRAINT), and the columns of other tables
+// whose type lives in it. A relation made in the schema since the
+// snapshot, by any session, may have more of these than pgmoat knows:
+// then it may touch every protected table.
+func (e *env) dropSchemaCascade(name, what, where string, out *[]Effect) {
+	e.add(out, OpDrop, Object{Kind: KindSchema, Name: name}, what, where)
+	if !e.cat.schemas[name] {
+		// Made since the snapshot: pgmoat does not know what is in it.
+		e.add(out, OpDrop, everything(), what+": schema "+QuoteIdent(name)+" is not in pgmoat's catalog snapshot", where)
+		return
+	}
+	if e.ov.madeIn(name) || e.shared.madeIn(name) {
+		e.add(out, OpDrop, everything(), what+": relations were made in schema "+QuoteIdent(name)+" since pgmoat's catalog snapshot", where)
+		return
+	}
+	for _, rel := range e.cat.relationsIn(name) {
+		if e.ov.hides(name, rel) {
+			continue
+		}
+		obj := Object{Kind: KindTable, Schema: name, Name: rel}
+		w := what + " drops " + obj.String()
+		e.reachEffects(OpDrop, obj, followChildren, false, false, w, where, out)
+		for _, ref := range e.cat.fkChildren[qname{name, rel}] {
+			if ref.schema != name {
+				e.add(out, OpAlterDestructive, Object{Kind: KindTable, Schema: ref.schema, Name: ref.name},
+					w+" and the foreign key of "+qualified(ref.schema, ref.name)+" that references it", where)
+			}
+		}
+	}
+	for _, t := range e.cat.typeUsers[name] {
+		if t.schema != name {
+			e.add(out, OpAlterDestructive, Object{Kind: KindTable, Schema: t.schema, Name: t.name},
+				what+" drops the columns of "+qualified(t.schema, t.name)+" whose type is in it", where)
 		}
 	}
 }

@@ -43,7 +43,12 @@ CREATE TABLE a.users (id int);
 
 func catalogEngine(t *testing.T) *Engine {
 	t.Helper()
-	eng := testEngine(t, defaultProtect)
+	return catalogEngineWith(t, defaultProtect)
+}
+
+func catalogEngineWith(t *testing.T, cfg PolicyConfig) *Engine {
+	t.Helper()
+	eng := testEngine(t, cfg)
 	cat, err := CatalogFromSQL(relDDL)
 	if err != nil {
 		t.Fatal(err)
@@ -108,16 +113,20 @@ func TestRewiringProtectedTables(t *testing.T) {
 		{"CREATE TABLE users_2025 PARTITION OF users FOR VALUES FROM (0) TO (100)", Allow, 0},
 		{"ALTER INDEX pp_idx ATTACH PARTITION users_pkey", Allow, 0},
 		// Rules and triggers on a protected table: their actions are
-		// analysed where pgmoat can see them.
+		// analysed where pgmoat can see them, and the rule itself changes
+		// the table's contract (DO INSTEAD NOTHING swallows every DELETE).
 		{"CREATE RULE r AS ON INSERT TO users DO ALSO DELETE FROM users", Block, OpDeleteAll},
-		{"CREATE RULE r AS ON DELETE TO users DO INSTEAD NOTHING", Allow, 0},
+		{"CREATE RULE r AS ON DELETE TO users DO INSTEAD NOTHING", Block, OpContract},
+		{"CREATE RULE r AS ON DELETE TO scratch DO INSTEAD NOTHING", Allow, 0},
 	})
 }
 
 // TestRelationsInOneMessage: relations an earlier statement of the same
 // message creates or re-wires lead later statements to protected tables.
+// Contract changes are allowed, so that a foreign key added to a
+// protected table counts for what follows.
 func TestRelationsInOneMessage(t *testing.T) {
-	eng := testEngine(t, defaultProtect)
+	eng := testEngine(t, contractAllowed)
 	runCases(t, eng, func() *Session { return knownSession("app") }, []opCase{
 		{"CREATE TABLE parent (id int); ALTER TABLE users INHERIT parent; DELETE FROM parent", Block, OpAlterDestructive},
 		{"CREATE TABLE par (id int); CREATE TABLE billing.kid () INHERITS (par); DELETE FROM par", Block, OpDeleteAll},
@@ -157,9 +166,11 @@ func TestRelationsInOneMessage(t *testing.T) {
 
 // TestRelationsAcrossMessages: what a session's confirmed statements did
 // to relations counts in its later messages (psql sends each statement of
-// a script as its own message), and only in that session.
+// a script as its own message), and only in that session. Contract
+// changes are allowed, so that a foreign key added to a protected table
+// is applied.
 func TestRelationsAcrossMessages(t *testing.T) {
-	runSeqCases(t, func(t *testing.T) *Engine { return testEngine(t, defaultProtect) }, func() *Session { return knownSession("app") }, []seqCase{
+	runSeqCases(t, func(t *testing.T) *Engine { return testEngine(t, contractAllowed) }, func() *Session { return knownSession("app") }, []seqCase{
 		{"temp view", []string{"CREATE TEMP VIEW tv AS SELECT * FROM users"}, "DELETE FROM tv", Block, "reaches users (search_path: app, public) (through view or rule tv"},
 		{"temp view update", []string{"CREATE TEMP VIEW tv AS SELECT * FROM users"}, "UPDATE tv SET note = NULL", Block, ""},
 		{"temp view merge", []string{"CREATE TEMP VIEW tv AS SELECT * FROM users"}, "MERGE INTO tv USING scratch s ON true WHEN MATCHED THEN DELETE", Block, ""},
@@ -418,13 +429,17 @@ func TestDroppedSchemaUnshadows(t *testing.T) {
 	}
 }
 
-// TestScriptIsNotStrict: pgmoat check judges names by the search path,
-// catalog or not, as before.
-func TestScriptIsNotStrict(t *testing.T) {
+// TestScriptIsStrictWithCatalog: pgmoat check with a catalog (--schema,
+// --catalog) judges relations the catalog does not hold as the proxy
+// does; without one, names are judged by the search path alone.
+func TestScriptIsStrictWithCatalog(t *testing.T) {
 	eng := catalogEngine(t)
 	r := eng.JudgeScript(knownSession("app"), "DELETE FROM made_elsewhere;\nTRUNCATE made_elsewhere;\n")
-	if r.Action != Allow {
-		t.Errorf("script: got %s (%s)", r.Action, r.Decision().Sentence)
+	if r.Action != Block {
+		t.Errorf("script: got %s, want block as the proxy", r.Action)
+	}
+	if r := eng.JudgeScript(knownSession("app"), "CREATE TABLE made_here (id int);\nDELETE FROM made_here;\n"); r.Action != Allow {
+		t.Errorf("script that makes its table: got %s (%s)", r.Action, r.Decision().Sentence)
 	}
 	noCat := testEngine(t, defaultProtect)
 	if r := noCat.Judge(knownSession("app"), "DELETE FROM made_elsewhere"); r.Action != Allow {
@@ -506,5 +521,48 @@ func TestOverlayCacheKeys(t *testing.T) {
 	}
 	if withView.stateKey(p, nil) == fresh.stateKey(p, nil) {
 		t.Error("a session with a view shares a fresh session's key")
+	}
+}
+
+// TestDropSchemaCascadeWithCatalog: with a catalog, DROP SCHEMA ...
+// CASCADE of a schema that holds no protected table, no parent of one, no
+// table a protected one references and no type a protected one uses,
+// passes; otherwise it is refused for what it reaches. Without a catalog
+// it may reach every protected table.
+func TestDropSchemaCascadeWithCatalog(t *testing.T) {
+	p, err := Compile(PolicyConfig{Protect: []string{"public.users", "billing.*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := CatalogFromSQL(`
+CREATE SCHEMA billing; CREATE SCHEMA archive; CREATE SCHEMA parents; CREATE SCHEMA lookups; CREATE SCHEMA types; CREATE SCHEMA empty;
+CREATE TABLE archive.old_users (id int);
+CREATE TABLE parents.base (id int);
+CREATE TABLE billing.invoices (id int) INHERITS (parents.base);
+CREATE TABLE lookups.countries (code text PRIMARY KEY);
+CREATE TABLE public.users (id int, country text REFERENCES lookups.countries (code), status types.user_status);`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := NewEngine(p, EngineOptions{})
+	eng.SetCatalog("app", cat)
+	for sql, want := range map[string]Action{
+		"DROP SCHEMA archive CASCADE":                                   Allow,
+		"DROP SCHEMA empty CASCADE":                                     Allow,
+		"DROP SCHEMA billing CASCADE":                                   Block,
+		"DROP SCHEMA parents CASCADE":                                   Block, // billing.invoices inherits from parents.base
+		"DROP SCHEMA lookups CASCADE":                                   Block, // users' foreign key goes
+		"DROP SCHEMA types CASCADE":                                     Block, // users.status goes
+		"DROP SCHEMA unknown_to_catalog CASCADE":                        Block, // made since the snapshot
+		"CREATE TABLE archive.t (id int) ; DROP SCHEMA archive CASCADE": Block, // made since the snapshot
+	} {
+		s := knownSession("app")
+		if r := eng.JudgeScript(s, sql); r.Action != want {
+			t.Errorf("%s: got %s, want %s (%s)", sql, r.Action, want, r.Decision().Sentence)
+		}
+	}
+	noCat := testEngine(t, defaultProtect)
+	if r := noCat.JudgeScript(knownSession("app"), "DROP SCHEMA archive CASCADE"); r.Action != Block {
+		t.Errorf("without a catalog: got %s", r.Action)
 	}
 }

@@ -20,7 +20,8 @@ type Session struct {
 	id       Identity
 	tx       txState
 	prepared map[string]string
-	ov       *overlay // sealed; nil when the session changed no relation
+	cursors  map[string]string // cursor name → its DECLARE statement
+	ov       *overlay          // sealed; nil when the session changed no relation
 
 	// cache key, recomputed when the policy, catalog or state changes
 	key       string
@@ -57,6 +58,23 @@ func (s *Session) SetSearchPath(entries []string) {
 	s.keyDirty = true
 }
 
+// ReadBack records the session's settings as the proxy read them from the
+// server, after a statement that may have changed them where pgmoat cannot
+// see (its Verdict's Changes hold a ChangeStaleSettings) or whenever
+// SearchPath reports it unknown: searchPath as current_setting returns it,
+// and role the current role, "" when it is the session user. Inside a
+// transaction block only the values in force are known: what survives the
+// transaction's end stays unknown if it was, to be read again then.
+func (s *Session) ReadBack(searchPath, role string) {
+	st := settings{role: role}
+	st.path.entries, st.path.known = splitIdentList(searchPath)
+	if !st.path.known {
+		st.path.entries = nil
+	}
+	s.tx.readBack(st)
+	s.keyDirty = true
+}
+
 // SearchPath returns the search_path pgmoat believes is in force; ok is
 // false when it is unknown.
 func (s *Session) SearchPath() (entries []string, ok bool) {
@@ -79,8 +97,19 @@ func (s *Session) Apply(changes ...StateChange) {
 			} else {
 				delete(s.prepared, c.Name)
 			}
+		case ChangeDeclareCursor:
+			if s.cursors == nil {
+				s.cursors = map[string]string{}
+			}
+			s.cursors[c.Name] = c.Text
+		case ChangeCloseCursor:
+			if c.Name == "" {
+				s.cursors = nil
+			} else {
+				delete(s.cursors, c.Name)
+			}
 		case ChangeDiscardAll:
-			s.prepared = nil
+			s.prepared, s.cursors = nil, nil
 			s.tx.apply(c)
 			s.keyDirty = true
 		default:
@@ -147,6 +176,14 @@ func (s *Session) Prepared(name string) (string, bool) {
 
 func (s *Session) lookupPrepared(name string) (string, bool) { return s.Prepared(name) }
 
+// lookupCursor returns the DECLARE statement of a cursor the session
+// declared (one whose transaction ended may still be listed: FETCH of it
+// then fails on the server).
+func (s *Session) lookupCursor(name string) (string, bool) {
+	t, ok := s.cursors[name]
+	return t, ok
+}
+
 // stateKey returns the part of the cache key that depends on the session:
 // everything a decision can depend on besides the text.
 func (s *Session) stateKey(pol *Policy, ce *catalogEntry) string {
@@ -183,6 +220,9 @@ func (s *Session) stateKey(pol *Policy, ce *catalogEntry) string {
 	writeSettings(&b, s.tx.cur)
 	if s.tx.inTx {
 		b.WriteString("|tx|")
+		if s.tx.failed {
+			b.WriteString("failed|")
+		}
 		writeSettings(&b, s.tx.sess)
 		writeSettings(&b, s.tx.start)
 		for _, sp := range s.tx.saves {

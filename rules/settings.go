@@ -32,6 +32,155 @@ func cleanEncodingName(s string) string {
 	return b.String()
 }
 
+// settingKind says why a setting matters to pgmoat. Every setting not in
+// settingKinds changes neither how the server splits text into statements
+// nor how it resolves names, so SET and set_config() of it pass: pg_dump's
+// restrict_nonsystem_relation_kind, statement_timeout, lock_timeout,
+// check_function_bodies, client_min_messages, row_security, and the rest.
+type settingKind uint8
+
+const (
+	_ settingKind = iota // every other setting
+	// settingLexer: after some values the server lexes text differently
+	// from pgmoat's parser (lexer_state).
+	settingLexer
+	// settingSearchPath: unqualified names resolve through it (tracked).
+	settingSearchPath
+	// settingRole: the current role is what $user in search_path means
+	// (tracked).
+	settingRole
+)
+
+// settingKinds is the explicit list of the settings that matter (names
+// as the server stores them, lower case; "names" is SET NAMES). README's
+// Policy section lists the same.
+var settingKinds = map[string]settingKind{
+	"standard_conforming_strings": settingLexer,
+	"client_encoding":             settingLexer,
+	"names":                       settingLexer,
+	"search_path":                 settingSearchPath,
+	"role":                        settingRole,
+	"session_authorization":       settingRole,
+}
+
+// bindSettingNames records, for the set_config calls in s's select list
+// whose setting name is pg_settings' name column, which settings they can
+// change, when s reads pg_catalog.pg_settings alone and its WHERE pins
+// name to constants (name = 'x' or name IN ('x', ...), alone or ANDed
+// with other conditions). That is how pg_dump sets a setting only if the
+// server has it:
+//
+//	SELECT set_config(name, 'view, foreign-table', false)
+//	  FROM pg_settings WHERE name = 'restrict_nonsystem_relation_kind'
+func (e *env) bindSettingNames(s *pg_query.SelectStmt) {
+	if len(s.FromClause) != 1 || s.WhereClause == nil {
+		return
+	}
+	rv := s.FromClause[0].GetRangeVar()
+	if rv == nil {
+		return
+	}
+	if o := e.resolveRel(rv); o.Schema != "pg_catalog" || o.Name != "pg_settings" || len(o.Candidates) > 0 {
+		return
+	}
+	qual := rv.Relname
+	if rv.Alias != nil && rv.Alias.Aliasname != "" {
+		qual = rv.Alias.Aliasname
+	}
+	isName := func(n *pg_query.Node) bool {
+		cr := n.GetColumnRef()
+		if cr == nil {
+			return false
+		}
+		f := nodeStrings(cr.Fields)
+		return len(f) == 1 && f[0] == "name" && len(cr.Fields) == 1 ||
+			len(f) == 2 && f[0] == qual && f[1] == "name" && len(cr.Fields) == 2
+	}
+	names, ok := e.pinnedNames(s.WhereClause, isName)
+	if !ok {
+		return
+	}
+	for _, t := range s.TargetList {
+		rt := t.GetResTarget()
+		if rt == nil {
+			continue
+		}
+		f := rt.Val.GetFuncCall()
+		if f == nil {
+			continue
+		}
+		fn := nodeStrings(f.Funcname)
+		if len(f.Args) != 3 || len(fn) == 0 || fn[len(fn)-1] != "set_config" || !isName(f.Args[0]) {
+			continue
+		}
+		if e.settingNames == nil {
+			e.settingNames = map[*pg_query.FuncCall][]string{}
+		}
+		e.settingNames[f] = names
+	}
+}
+
+// pinnedNames returns the constants a WHERE clause pins a column to: the
+// column (isName) = 'x', 'x' = the column, the column IN ('x', ...), or
+// such a condition ANDed with anything.
+func (e *env) pinnedNames(w *pg_query.Node, isName func(*pg_query.Node) bool) ([]string, bool) {
+	if b := w.GetBoolExpr(); b != nil {
+		if b.Boolop != pg_query.BoolExprType_AND_EXPR {
+			return nil, false
+		}
+		for _, arg := range b.Args {
+			if names, ok := e.pinnedNames(arg, isName); ok {
+				return names, true
+			}
+		}
+		return nil, false
+	}
+	a := w.GetAExpr()
+	if a == nil || len(a.Name) != 1 || a.Name[0].GetString_().GetSval() != "=" {
+		return nil, false
+	}
+	switch a.Kind {
+	case pg_query.A_Expr_Kind_AEXPR_OP:
+		col, val := a.Lexpr, a.Rexpr
+		if !isName(col) {
+			col, val = val, col
+		}
+		if !isName(col) {
+			return nil, false
+		}
+		v, ok := literalString(val)
+		if !ok {
+			return nil, false
+		}
+		e.literalSensitive = true
+		return []string{v}, true
+	case pg_query.A_Expr_Kind_AEXPR_IN:
+		l := a.Rexpr.GetList()
+		if !isName(a.Lexpr) || l == nil || len(l.Items) == 0 {
+			return nil, false
+		}
+		var out []string
+		for _, it := range l.Items {
+			v, ok := literalString(it)
+			if !ok {
+				return nil, false
+			}
+			out = append(out, v)
+		}
+		e.literalSensitive = true
+		return out, true
+	}
+	return nil, false
+}
+
+// literalString returns the value of a plain string literal.
+func literalString(n *pg_query.Node) (string, bool) {
+	if c := n.GetAConst(); c != nil && c.GetSval() != nil {
+		return c.GetSval().Sval, true
+	}
+	return "", false
+}
+
 // unsafeSetting returns why setting name to value would make the server
 // lex later text differently from pgmoat, or "" when it would not.
 // known is false when the value cannot be read.
@@ -176,18 +325,18 @@ func (e *env) setStmt(s *pg_query.VariableSetStmt, text, where string, out *[]Ef
 		}
 		return
 	}
-	if !session || e.depth > 0 {
+	if !session {
+		return
+	}
+	if e.depth > 0 {
+		e.setInBody(s, name, values, known)
 		return
 	}
 	switch name {
 	case "search_path":
 		switch s.Kind {
 		case pg_query.VariableSetKind_VAR_SET_VALUE:
-			vals := make([]string, len(values))
-			for i, v := range values {
-				vals[i] = truncateIdent(v)
-			}
-			e.change(StateChange{Kind: ChangeSearchPath, Local: s.IsLocal, Known: known, SearchPath: vals})
+			e.change(StateChange{Kind: ChangeSearchPath, Local: s.IsLocal, Known: known, SearchPath: truncateIdents(values)})
 		case pg_query.VariableSetKind_VAR_SET_DEFAULT, pg_query.VariableSetKind_VAR_RESET:
 			e.change(StateChange{Kind: ChangeResetSearchPath, Local: s.IsLocal})
 		}

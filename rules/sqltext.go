@@ -3,7 +3,7 @@ package rules
 import (
 	"strconv"
 	"strings"
-	"unicode/utf8"
+	"unicode"
 )
 
 // QuoteIdent renders a name as an SQL identifier, as PostgreSQL's
@@ -74,12 +74,25 @@ func DollarQuote(s string) string {
 }
 
 // Shorten puts s on one line (runs of white space become one space) and
-// cuts it to at most n runes, an ellipsis included, for display.
+// cuts it to at most n runes, an ellipsis included, for display. It reads
+// s only as far as it needs and allocates for the result alone: s may be a
+// 60 MB statement.
 func Shorten(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if utf8.RuneCountInString(s) <= n {
-		return s
+	out := make([]rune, 0, min(n+1, len(s)))
+	space := false
+	for _, r := range s {
+		if unicode.IsSpace(r) {
+			space = len(out) > 0
+			continue
+		}
+		if space {
+			out = append(out, ' ')
+			space = false
+		}
+		out = append(out, r)
+		if len(out) > n {
+			return string(out[:max(n-1, 0)]) + "…"
+		}
 	}
-	r := []rune(s)
-	return string(r[:max(n-1, 0)]) + "…"
+	return string(out)
 }

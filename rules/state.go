@@ -69,6 +69,21 @@ const (
 	// ChangeDiscardTemp: DISCARD TEMP dropped the temporary relations
 	// (DISCARD ALL does too).
 	ChangeDiscardTemp
+
+	// ChangeStaleSettings: the statement may have changed search_path or
+	// the current role where pgmoat cannot see (a SET or set_config in a
+	// DO block or a function body, code pgmoat cannot read, a reload of
+	// the server's configuration), so the session's search_path is unknown
+	// until the proxy reads the settings back from the server
+	// (Session.ReadBack). Name is "reload" when the server's configuration
+	// was reloaded: then what RESET and ROLLBACK return to may have
+	// changed too.
+	ChangeStaleSettings
+	// ChangeDeclareCursor: DECLARE Name CURSOR FOR ...; Text is the
+	// whole DECLARE statement: FETCH and MOVE run its query.
+	ChangeDeclareCursor
+	// ChangeCloseCursor: CLOSE Name, or every cursor when Name is "".
+	ChangeCloseCursor
 )
 
 // EdgeKind says how an operation on one relation reaches another
@@ -155,14 +170,19 @@ type savepoint struct {
 
 // txState tracks settings through transactions with PostgreSQL's rules:
 // a plain SET lasts past COMMIT but not ROLLBACK, SET LOCAL lasts until the
-// transaction ends, ROLLBACK TO undoes what followed the savepoint.
+// transaction ends, ROLLBACK TO undoes what followed the savepoint, and
+// COMMIT of a failed transaction is a ROLLBACK.
 type txState struct {
 	initial settings // at session start: what RESET returns to
 	cur     settings // in force now
 	sess    settings // what survives the end of the current transaction
 	start   settings // sess when the transaction began
 	inTx    bool
-	saves   []savepoint
+	// failed: the server reported the transaction block failed
+	// (ReadyForQuery 'E'); it can only roll back, whatever the client
+	// sends to end it.
+	failed bool
+	saves  []savepoint
 }
 
 func (t *txState) clone() txState {
@@ -201,20 +221,22 @@ func (t *txState) apply(ch StateChange) {
 	case ChangeBegin:
 		if !t.inTx {
 			t.inTx = true
+			t.failed = false
 			t.start = t.sess
 			t.saves = t.saves[:0]
 		}
 	case ChangeCommit:
+		if t.failed {
+			// The server answers COMMIT (and PREPARE TRANSACTION) of a
+			// failed transaction with ROLLBACK: its SETs are undone.
+			t.rollback()
+			break
+		}
 		t.cur = t.sess
 		t.inTx = false
 		t.saves = t.saves[:0]
 	case ChangeRollback:
-		t.cur, t.sess = t.start, t.start
-		if !t.inTx {
-			t.cur = t.sess
-		}
-		t.inTx = false
-		t.saves = t.saves[:0]
+		t.rollback()
 	case ChangeSavepoint:
 		t.saves = append(t.saves, savepoint{ch.Name, t.cur, t.sess})
 	case ChangeRelease, ChangeRollbackTo:
@@ -223,12 +245,53 @@ func (t *txState) apply(ch StateChange) {
 				if ch.Kind == ChangeRollbackTo {
 					t.cur, t.sess = t.saves[i].cur, t.saves[i].sess
 					t.saves = t.saves[:i+1]
+					t.failed = false
 				} else {
 					t.saves = t.saves[:i]
 				}
 				break
 			}
 		}
+	case ChangeStaleSettings:
+		t.stale(ch.Name == "reload")
+	}
+}
+
+func (t *txState) rollback() {
+	t.cur, t.sess = t.start, t.start
+	if !t.inTx {
+		t.cur = t.sess
+	}
+	t.inTx = false
+	t.failed = false
+	t.saves = t.saves[:0]
+}
+
+// stale forgets the search_path in force and the one that survives the
+// transaction: code may have changed either (SET, SET LOCAL,
+// set_config(..., true or false)). A rollback still undoes what the code
+// did, so the values at the start of the transaction and at savepoints
+// stay, unless the server reloaded its configuration: that changes the
+// values that came from it, whatever the transaction does.
+func (t *txState) stale(reload bool) {
+	t.cur.path, t.sess.path = pathVal{}, pathVal{}
+	if !reload {
+		return
+	}
+	t.initial.path, t.start.path = pathVal{}, pathVal{}
+	for i := range t.saves {
+		t.saves[i].cur.path, t.saves[i].sess.path = pathVal{}, pathVal{}
+	}
+}
+
+// readBack records settings read from the server: they are in force now,
+// and outside a transaction block they are also what the session keeps.
+// Inside one, whether code set them locally only running it told, so what
+// survives the transaction stays as pgmoat knew it.
+func (t *txState) readBack(s settings) {
+	t.cur = s
+	if !t.inTx {
+		t.sess = s
 	}
 }
 
@@ -253,13 +316,20 @@ func (t *txState) sync(status byte) (changed bool) {
 	case 'I':
 		if t.inTx {
 			changed = true
-			// The transaction ended without pgmoat seeing how: assume
-			// either outcome.
-			t.sess.path = mergePath(t.sess.path, t.start.path)
-			if t.sess.role != t.start.role {
-				t.sess.path = pathVal{}
+			switch {
+			case t.failed:
+				// A failed transaction can only have rolled back.
+				t.sess = t.start
+			default:
+				// The transaction ended without pgmoat seeing how:
+				// assume either outcome.
+				t.sess.path = mergePath(t.sess.path, t.start.path)
+				if t.sess.role != t.start.role {
+					t.sess.path = pathVal{}
+				}
 			}
 			t.inTx = false
+			t.failed = false
 			t.saves = t.saves[:0]
 		}
 		// SET LOCAL outside a transaction block lasts for the implicit
@@ -274,6 +344,10 @@ func (t *txState) sync(status byte) (changed bool) {
 			t.start = t.sess
 			changed = true
 		}
+		if failed := status == 'E'; failed != t.failed {
+			t.failed = failed
+			changed = true
+		}
 	}
 	return changed
 }
@@ -281,7 +355,7 @@ func (t *txState) sync(status byte) (changed bool) {
 func (s settings) equal(o settings) bool { return s.role == o.role && s.path.equal(o.path) }
 
 func (t *txState) equal(o *txState) bool {
-	if t.inTx != o.inTx || !t.cur.equal(o.cur) || !t.sess.equal(o.sess) || !t.initial.equal(o.initial) || len(t.saves) != len(o.saves) {
+	if t.inTx != o.inTx || t.failed != o.failed || !t.cur.equal(o.cur) || !t.sess.equal(o.sess) || !t.initial.equal(o.initial) || len(t.saves) != len(o.saves) {
 		return false
 	}
 	if t.inTx && !t.start.equal(o.start) {

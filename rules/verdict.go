@@ -18,6 +18,12 @@ type Verdict struct {
 	Rule      string // the policy rule, or a default-* rule; "" when nothing protected is touched
 	Sentence  string // for people: what, why, which rule
 	Changes   []StateChange
+	// CopyIn says the statement is COPY ... FROM STDIN: it reads data
+	// from the client while it runs.
+	CopyIn bool
+	// DDL says the statement defines or changes database objects (what
+	// event triggers fire on).
+	DDL bool
 
 	fpOnce sync.Once
 	fp     string
@@ -25,9 +31,18 @@ type Verdict struct {
 }
 
 // Fingerprint returns the statement's pg_query fingerprint, computed on
-// first use (the same value rules.Fingerprints returns for it).
+// first use (the same value rules.Fingerprints returns for it). A text
+// longer than DefaultLimits.MaxBytes has none: libpg_query would parse it
+// whole, at many times its size (it is unparseable anyway, and nothing can
+// be pre-approved for it).
 func (v *Verdict) Fingerprint() (string, error) {
-	v.fpOnce.Do(func() { v.fp, v.fpErr = pg_query.Fingerprint(v.Text) })
+	v.fpOnce.Do(func() {
+		if len(v.Text) > DefaultLimits.MaxBytes {
+			v.fpErr = &BoundsError{Bytes: len(v.Text), Limits: DefaultLimits}
+			return
+		}
+		v.fp, v.fpErr = pg_query.Fingerprint(v.Text)
+	})
 	return v.fp, v.fpErr
 }
 
@@ -71,4 +86,20 @@ func (r *Result) finish() {
 			r.Action, r.Decider = v.Action, i
 		}
 	}
+}
+
+// Decisive returns the effects that decided the verdict: all of them when
+// it is Verify, else the certain ones (a statement blocked for what it
+// says is not also "possibly" anything).
+func (v *Verdict) Decisive() []Effect {
+	if v.Action == Verify {
+		return v.Effects
+	}
+	var out []Effect
+	for _, ef := range v.Effects {
+		if !ef.Possible() {
+			out = append(out, ef)
+		}
+	}
+	return out
 }

@@ -21,6 +21,12 @@ const (
 // column references from others.
 type target struct {
 	name string // alias, or relation name
+	// For recognising subqueries and joins over the same relation
+	// (selfref.go), set by dmlTarget: the relation's own name, the
+	// relation as resolved, and the statement's CTEs.
+	relname string
+	obj     Object
+	with    []*pg_query.Node
 }
 
 func targetOf(rv *pg_query.RangeVar) target {
@@ -28,9 +34,20 @@ func targetOf(rv *pg_query.RangeVar) target {
 		return target{}
 	}
 	if rv.Alias != nil && rv.Alias.Aliasname != "" {
-		return target{name: rv.Alias.Aliasname}
+		return target{name: rv.Alias.Aliasname, relname: rv.Relname}
 	}
-	return target{name: rv.Relname}
+	return target{name: rv.Relname, relname: rv.Relname}
+}
+
+// dmlTarget is the target of DML on rv, resolved as obj, in a statement
+// with CTEs w.
+func dmlTarget(rv *pg_query.RangeVar, obj Object, w *pg_query.WithClause) target {
+	t := targetOf(rv)
+	t.obj = obj
+	if w != nil && !w.Recursive {
+		t.with = w.Ctes
+	}
+	return t
 }
 
 // filter classifies a row filter. A filter that does not look at the
@@ -67,6 +84,9 @@ func (e *env) filter(n *pg_query.Node, t target) rows {
 					res = rowsSome
 				}
 			}
+			if res == rowsSome && e.coversAll(b.Args, t) {
+				return rowsAll
+			}
 			return res
 		case pg_query.BoolExprType_NOT_EXPR:
 			if len(b.Args) != 1 {
@@ -84,6 +104,11 @@ func (e *env) filter(n *pg_query.Node, t target) rows {
 			if nt := arg.GetNullTest(); nt != nil && nt.Nulltesttype == pg_query.NullTestType_IS_NULL {
 				return rowsAll // NOT (col IS NULL)
 			}
+			// NOT of what keeps no row, or only a few rows of a unique
+			// key, keeps every row (but those few).
+			if e.filter(arg, t) == rowsNone || e.complementOfKey(arg, t) || e.notIn(arg) {
+				return rowsAll
+			}
 			return rowsSome
 		}
 	case *pg_query.Node_NullTest:
@@ -99,26 +124,20 @@ func (e *env) filter(n *pg_query.Node, t target) rows {
 		if !e.refsTarget(n, t, false) {
 			return e.constFilter(n)
 		}
-		if a.Kind == pg_query.A_Expr_Kind_AEXPR_OP && len(a.Name) == 1 && sameColumn(a.Lexpr, a.Rexpr) {
-			switch a.Name[0].GetString_().GetSval() {
-			case "=", ">=", "<=":
-				return rowsAll
-			case "<>", "!=", "<", ">":
-				return rowsNone
-			}
-		}
-		if a.Kind == pg_query.A_Expr_Kind_AEXPR_NOT_DISTINCT && sameColumn(a.Lexpr, a.Rexpr) {
-			return rowsAll
+		if r, ok := e.alwaysAExpr(a, t); ok {
+			return r
 		}
 		return rowsSome
 	case *pg_query.Node_BooleanTest:
 		if !e.refsTarget(x.BooleanTest.Arg, t, false) {
 			return e.constFilter(n)
 		}
-		return rowsSome
 	}
 	if !e.refsTarget(n, t, false) {
 		return e.constFilter(n)
+	}
+	if r, ok := e.tautology(n, t); ok {
+		return r
 	}
 	return rowsSome
 }
@@ -130,19 +149,6 @@ func (e *env) constFilter(n *pg_query.Node) rows {
 		return rowsNone
 	}
 	return rowsAll
-}
-
-func sameColumn(a, b *pg_query.Node) bool {
-	ca, cb := a.GetColumnRef(), b.GetColumnRef()
-	if ca == nil || cb == nil || len(ca.Fields) != len(cb.Fields) {
-		return false
-	}
-	for i := range ca.Fields {
-		if !proto.Equal(ca.Fields[i], cb.Fields[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 // refsTarget reports whether n refers to a column of the target. Inside a

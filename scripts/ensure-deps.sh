@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ensure-deps.sh installs what pgmoat's tests need, and only what is
-# missing: the PostgreSQL server with contrib (dblink), psql and pgbench,
-# node and npm, and the node-postgres test client's packages. It is
+# missing: the PostgreSQL server with contrib (dblink), psql, pgbench,
+# pg_dump and pg_restore, promtool (to validate examples/alerts.yml), node
+# and npm, the node-postgres test client's packages, and Chromium. It is
 # idempotent and says what it did; on a machine that has everything it only
 # checks. Installing needs root (or sudo); checking does not.
 set -euo pipefail
@@ -84,6 +85,16 @@ else
 	log "pgbench present"
 fi
 
+# promtool, prebuilt: Debian's prometheus package ships it (building it
+# from source costs minutes and hundreds of modules). The package does not
+# start a server here: the tests only run promtool.
+if ! command -v promtool >/dev/null 2>&1; then
+	apt_install prometheus
+	command -v promtool >/dev/null 2>&1 || die "promtool still missing after installing prometheus"
+else
+	log "promtool present"
+fi
+
 # node and npm for the node-postgres client.
 missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
@@ -94,7 +105,16 @@ else
 	log "node $(node --version) and npm $(npm --version 2>/dev/null) present"
 fi
 
-# The node client's packages, pinned by its lock file. Skip when the stamp
+# Headless Chromium for the console's browser test (e2e), Debian's
+# package, driven over the DevTools protocol by chromedp.
+if ! command -v chromium >/dev/null 2>&1; then
+	apt_install chromium fonts-dejavu-core
+else
+	log "chromium present"
+fi
+
+# The node client's packages (node-postgres, and dbmate for the e2e tests),
+# pinned by its lock file. Skip when the stamp
 # the Go helper writes (sha256 of package-lock.json) says they are in place.
 nodedir=internal/clients/node
 stamp="$nodedir/node_modules/.pgmoat-lock-sha256"

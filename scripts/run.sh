@@ -50,6 +50,7 @@ cat <<MSG
 pgmoat listens on $LISTEN, in front of $UPSTREAM
   connect:    psql "postgres://$user@$LISTEN/postgres?sslmode=disable"
   admin API:  http://$ADMIN   (approver token: export PGMOAT_TOKEN=$PGMOAT_TOKEN_ONCALL PGMOAT_ADMIN_URL=http://$ADMIN)
+  CLI:        bin/pgmoat; pgmoat's hints say \`pgmoat ...\`: export PATH="$PWD/bin:\$PATH" to run them as written
   policy:     $CONFIG
 Ctrl-C stops pgmoat (and the throwaway PostgreSQL).
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/pgmoat/pgmoat/config"
+	"github.com/pgmoat/pgmoat/migration"
 	"github.com/pgmoat/pgmoat/rules"
 )
 
@@ -19,6 +20,7 @@ type finding struct {
 	File       string   `json:"file"`
 	Line       int      `json:"line"`
 	Col        int      `json:"col"`
+	Direction  string   `json:"direction"` // up, down or verify
 	Statement  string   `json:"statement"`
 	Decision   string   `json:"decision"`
 	Rule       string   `json:"rule"`
@@ -33,17 +35,25 @@ type checkSummary struct {
 	Blocked    int `json:"blocked"`
 	Held       int `json:"held"`
 	Logged     int `json:"logged"`
+	// Down counts the blocked and held statements of down (and undo,
+	// revert, rollback) sections, which run only when someone migrates
+	// down.
+	Down int `json:"down"`
 }
 
-func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) int {
+func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("check", stderr)
 	cfgPath := fs.String("config", "", "configuration `file` holding the policy (required)")
 	user := fs.String("user", "", "session user the rules should match")
 	database := fs.String("database", "", "database the rules should match")
 	app := fs.String("application", "", "application_name the rules should match")
 	client := fs.String("client", "", "client IP `address` the rules should match")
-	searchPath := fs.String("search-path", "", "comma-separated search_path at the start of each file (default: unknown, so every unqualified name may be protected)")
+	searchPath := fs.String("search-path", "", "comma-separated search_path at the start of each file (default: PostgreSQL's \"$user\", public; with --schema or --catalog, unknown: names resolve to the schemas that hold them)")
 	format := fs.String("format", "text", "output `format`: text, json or github (workflow annotations)")
+	migFormat := fs.String("migration-format", "auto", "migration file `format`: auto, plain, goose, golang-migrate, dbmate, flyway, sqitch, liquibase")
+	skipDown := fs.Bool("skip-down", false, "leave out down migrations (goose/dbmate Down, *.down.sql, Flyway U, sqitch revert, Liquibase rollback)")
+	schema := fs.String("schema", "", "the database's schema as SQL (`file`, e.g. pg_dump --schema-only), so names, views, foreign keys and partitions resolve as on the server")
+	catalogDSN := fs.String("catalog", "", "read the schema from a live database (`URL`, e.g. a staging database or replica; only read)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: pgmoat check --config FILE [flags] FILE... (- for stdin)\n\nExit status: 0 when everything is allowed, 1 when anything would be blocked\nor held, 2 for bad usage or an invalid config.\n\nflags:")
 		fs.PrintDefaults()
@@ -52,6 +62,7 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return exitUsage
 	}
+	mf, mfErr := migration.ParseFormat(*migFormat)
 	switch {
 	case *cfgPath == "":
 		fmt.Fprintln(stderr, "pgmoat check: --config is required")
@@ -61,6 +72,12 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	case *format != "text" && *format != "json" && *format != "github":
 		fmt.Fprintf(stderr, "pgmoat check: unknown --format %q (want text, json or github)\n", *format)
+		return exitUsage
+	case mfErr != nil:
+		fmt.Fprintf(stderr, "pgmoat check: --migration-format: %v\n", mfErr)
+		return exitUsage
+	case *schema != "" && *catalogDSN != "":
+		fmt.Fprintln(stderr, "pgmoat check: give --schema or --catalog, not both")
 		return exitUsage
 	}
 	cfg, err := config.LoadFile(*cfgPath)
@@ -75,37 +92,90 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 	}
-	engine := rules.NewEngine(cfg.CompiledPolicy, rules.EngineOptions{})
+	// No analysis budget: a migration file is not one message (psql sends
+	// it statement by statement), and CI bounds its own time.
+	engine := rules.NewEngine(cfg.CompiledPolicy, rules.EngineOptions{Limits: rules.Limits{MaxStatements: -1, MaxTime: -1}})
+	var cat *rules.Catalog
+	switch {
+	case *schema != "":
+		if cat, err = schemaCatalog(*schema); err != nil {
+			fmt.Fprintf(stderr, "pgmoat check: --schema: %v\n", err)
+			return exitUsage
+		}
+	case *catalogDSN != "":
+		if cat, err = liveCatalog(ctx, *catalogDSN); err != nil {
+			fmt.Fprintf(stderr, "pgmoat check: --catalog: %v\n", err)
+			return exitUsage
+		}
+	}
+	if cat != nil {
+		engine.SetCatalog(id.Database, cat)
+	}
+	startPath := splitList(*searchPath)
+	if *searchPath == "" && cat == nil {
+		startPath = defaultSearchPath
+	}
 
 	var (
 		findings []finding
 		sum      checkSummary
+		unknown  bool // a finding that a catalog could settle
 	)
 	for _, name := range files {
-		sql, err := readInput(name)
+		text, err := readInput(name)
 		if err != nil {
 			fmt.Fprintf(stderr, "pgmoat check: %v\n", err)
 			return exitUsage
 		}
-		sess := rules.NewSession(id)
-		if *searchPath != "" {
-			sess.SetSearchPath(splitList(*searchPath))
+		mig, err := migration.Read(name, text, mf)
+		if err != nil {
+			fmt.Fprintf(stderr, "pgmoat check: %s: %v\n", displayName(name), err)
+			return exitUsage
 		}
-		res := engine.JudgeScript(sess, sql)
 		sum.Files++
-		sum.Statements += len(res.Statements)
-		for _, v := range res.Statements {
-			switch v.Action {
-			case rules.Allow:
+		for _, sec := range mig.Sections {
+			if *skipDown && sec.Direction == migration.Down {
 				continue
-			case rules.Block:
-				sum.Blocked++
-			case rules.Hold:
-				sum.Held++
-			case rules.Log:
-				sum.Logged++
 			}
-			findings = append(findings, newFinding(displayName(name), v))
+			// Each direction runs on its own, from the session's start.
+			sess := rules.NewSession(id)
+			if startPath != nil {
+				sess.SetSearchPath(startPath)
+			}
+			res := engine.JudgeScript(sess, sec.SQL)
+			if sec.Direction != migration.Down {
+				// The files of a run are one migration history: what
+				// an up migration made (a partition of a protected table,
+				// a view over one) counts in the files after it.
+				for _, v := range res.Statements {
+					engine.Learn(id.Database, v.Changes...)
+				}
+			}
+			for _, v := range res.Statements {
+				if v.Text == "" {
+					continue
+				}
+				sum.Statements++
+				switch v.Action {
+				case rules.Allow:
+					continue
+				case rules.Block:
+					sum.Blocked++
+				case rules.Hold:
+					sum.Held++
+				case rules.Log:
+					sum.Logged++
+				}
+				if sec.Direction == migration.Down && (v.Action == rules.Block || v.Action == rules.Hold) {
+					sum.Down++
+				}
+				f := newFinding(displayName(name), v)
+				f.Direction = sec.Direction.String()
+				findings = append(findings, f)
+				if cat == nil && v.Action != rules.Log && catalogWouldHelp(v) {
+					unknown = true
+				}
+			}
 		}
 	}
 
@@ -127,20 +197,49 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) int {
 				level = "notice"
 			}
 			fmt.Fprintf(stdout, "::%s file=%s,line=%d,col=%d,title=%s::%s\n", level,
-				ghProperty(f.File), f.Line, f.Col, ghProperty("pgmoat: "+f.Decision+" ("+f.Rule+")"),
+				ghProperty(f.File), f.Line, f.Col, ghProperty("pgmoat: "+f.Decision+directionNote(f.Direction)+" ("+f.Rule+")"),
 				ghData(f.Reason+"\n"+f.Statement))
 		}
 		fmt.Fprintln(stdout, summaryLine(sum))
 	default:
 		for _, f := range findings {
-			fmt.Fprintf(stdout, "%s:%d:%d: %s: %s\n    rule %s: %s\n", f.File, f.Line, f.Col, f.Decision, f.Statement, f.Rule, f.Reason)
+			fmt.Fprintf(stdout, "%s:%d:%d: %s%s: %s\n    rule %s: %s\n", f.File, f.Line, f.Col, f.Decision, directionNote(f.Direction), f.Statement, f.Rule, f.Reason)
 		}
 		fmt.Fprintln(stdout, summaryLine(sum))
+		if unknown {
+			fmt.Fprintln(stdout, catalogHint)
+		}
 	}
 	if sum.Blocked+sum.Held > 0 {
 		return exitFindings
 	}
 	return exitOK
+}
+
+// defaultSearchPath is PostgreSQL's default search_path, which a
+// migration tool's session has unless the database or role sets another.
+var defaultSearchPath = []string{"$user", "public"}
+
+const catalogHint = "hint: some findings depend on what the database holds (which schemas hold a name, views, " +
+	"inheritance, foreign keys): pass --schema FILE (pg_dump --schema-only) or --catalog URL to judge them as pgmoat serve does"
+
+// catalogWouldHelp reports whether a verdict rests on what pgmoat does not
+// know without a catalog: a name whose schema is unknown, or an effect
+// that may reach every protected table.
+func catalogWouldHelp(v *rules.Verdict) bool {
+	for _, e := range v.Effects {
+		if e.Object.Kind == rules.KindEverything || e.Object.Schema == "" && e.Object.Kind != rules.KindSchema && e.Object.Kind != rules.KindDatabase {
+			return true
+		}
+	}
+	return false
+}
+
+func directionNote(d string) string {
+	if d == "" || d == "up" {
+		return ""
+	}
+	return " (" + d + ")"
 }
 
 func newFinding(file string, v *rules.Verdict) finding {
@@ -167,8 +266,12 @@ func summaryLine(s checkSummary) string {
 	if s.Blocked+s.Held > 0 {
 		verdict = "FAIL"
 	}
-	return fmt.Sprintf("pgmoat check: %s: %d file(s), %d statement(s): %d blocked, %d held, %d logged",
+	line := fmt.Sprintf("pgmoat check: %s: %d file(s), %d statement(s): %d blocked, %d held, %d logged",
 		verdict, s.Files, s.Statements, s.Blocked, s.Held, s.Logged)
+	if s.Down > 0 {
+		line += fmt.Sprintf(" (%d in down migrations; --skip-down leaves them out)", s.Down)
+	}
+	return line
 }
 
 func readInput(name string) (string, error) {

@@ -5,13 +5,16 @@
 //
 //	pgmoat serve --config FILE [--listen ADDR] [--upstream URL]   run the proxy (serve.go)
 //	pgmoat check --config FILE [...] FILE...                     judge migration files in CI (check.go)
+//	pgmoat config check FILE [--against URL]                     validate a config, diff it with a running one (configcheck.go)
 //	pgmoat holds list|show|approve|deny                          held statements (holds.go)
-//	pgmoat approve --file F --ttl D --reason R                   pre-approve a migration (holds.go)
+//	pgmoat approve --file F --ttl D --reason R                   pre-approve what a migration runs going up (holds.go)
 //	pgmoat preapproval list|revoke                               pre-approvals (holds.go)
-//	pgmoat audit verify FILE...                                  check the audit log's hash chain (audit.go)
+//	pgmoat audit verify [--from-genesis] FILE...                 check the audit log's hash chain, print its head (audit.go)
 //	pgmoat version
 //
 // Exit status: 0 success; 1 findings (check: something would be blocked or
-// held; audit verify: the chain is broken) or an admin API error; 2 bad
-// usage or an invalid configuration.
+// held; config check: the file lowers protection; audit verify: the chain
+// is broken) or an admin API error; 2 bad usage or an invalid
+// configuration (config check: also one a reload would refuse); 3 config
+// check could not ask the running instance.
 package main

@@ -22,6 +22,7 @@ func auditEvent(ev approvals.Event) audit.Event {
 		out.Fingerprints = h.Fingerprints
 		out.Rule = h.Rule
 		out.Reason = h.Reason
+		out.BlastRadius = h.BlastRadius
 		out.ExpiresAt = h.ExpiresAt
 		out.Decision = "hold"
 		if !h.ResolvedAt.IsZero() {

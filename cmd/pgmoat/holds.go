@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgmoat/pgmoat/admin"
 	"github.com/pgmoat/pgmoat/approvals"
+	"github.com/pgmoat/pgmoat/migration"
 	"github.com/pgmoat/pgmoat/rules"
 )
 
@@ -148,6 +149,12 @@ func printHold(w io.Writer, h *approvals.HoldInfo) {
 	fmt.Fprintf(w, "  statement:   %s\n", h.Statement)
 	fmt.Fprintf(w, "  session:     %s@%s from %s (application %q)\n", h.User, h.Database, h.Client, h.Application)
 	fmt.Fprintf(w, "  rule:        %s: %s\n", h.Rule, h.Reason)
+	if h.BlastRadius != "" {
+		fmt.Fprintf(w, "  measured:    %s\n", h.BlastRadius)
+	}
+	if h.Instance != "" {
+		fmt.Fprintf(w, "  held by:     instance %s\n", h.Instance)
+	}
 	fmt.Fprintf(w, "  created:     %s, expires %s\n", h.CreatedAt.Format(time.RFC3339), h.ExpiresAt.Format(time.RFC3339))
 	for _, a := range h.Approvals {
 		fmt.Fprintf(w, "  approved by: %s at %s: %s\n", a.Approver, a.At.Format(time.RFC3339), a.Reason)
@@ -162,12 +169,25 @@ func runApprove(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	var af adminFlags
 	af.register(fs)
 	file := fs.String("file", "", "SQL `file` whose statements are pre-approved (- for stdin; required)")
-	ttl := fs.Duration("ttl", 0, "how long the pre-approval lasts, e.g. 2h (required)")
+	var ttl time.Duration
+	fs.Func("ttl", "how long the pre-approval lasts, e.g. 2h, 90m or 1d; at most 7d (required)", func(s string) error {
+		d, err := approvals.ParseTTL(s)
+		if err != nil {
+			return err
+		}
+		if d > approvals.MaxPreApprovalTTL {
+			return fmt.Errorf("%s is longer than a pre-approval may last (7d): pre-approvals are for one deploy", s)
+		}
+		ttl = d
+		return nil
+	})
 	reason := fs.String("reason", "", "why (required; recorded with every use)")
 	database := fs.String("database", "", "only for sessions on this database")
 	user := fs.String("user", "", "only for sessions of this user")
+	uses := fs.Int("uses", 0, "let at most `N` statements through in all, counted across every instance (0: no limit)")
+	migFormat := fs.String("migration-format", "auto", "migration file `format`: auto, plain, goose, golang-migrate, dbmate, flyway, sqitch, liquibase")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: pgmoat approve --file migration.sql --ttl 2h --reason \"…\" [--database D] [--user U]\n\nRegisters the fingerprints of the file's statements, so that the same statements\n(literals may differ) pass pgmoat without a hold until the TTL ends.\nList with `pgmoat preapproval list`, revoke with `pgmoat preapproval revoke ID`.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: pgmoat approve --file migration.sql --ttl 2h --reason \"…\" [--database D] [--user U] [--uses N]\n\nRegisters the fingerprints of the file's statements, so that the same statements\n(literals may differ) pass pgmoat without a hold until the TTL ends. Of a migration\nwith up and down sections (goose, dbmate, Liquibase) only the up section counts;\na down file (*.down.sql, Flyway U…, sqitch revert/) is refused.\nList with `pgmoat preapproval list`, revoke with `pgmoat preapproval revoke ID`.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if _, err := parseFlags(fs, args); err != nil {
@@ -177,19 +197,40 @@ func runApprove(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	case *file == "":
 		fmt.Fprintln(stderr, "pgmoat approve: --file is required")
 		return exitUsage
-	case *ttl <= 0:
+	case ttl <= 0:
 		fmt.Fprintln(stderr, "pgmoat approve: --ttl is required (e.g. --ttl 2h)")
 		return exitUsage
 	case strings.TrimSpace(*reason) == "":
 		fmt.Fprintln(stderr, "pgmoat approve: --reason is required")
 		return exitUsage
+	case *uses < 0:
+		fmt.Fprintln(stderr, "pgmoat approve: --uses must be 0 (no limit) or more")
+		return exitUsage
 	}
-	sql, err := readInput(*file)
+	text, err := readInput(*file)
 	if err != nil {
 		fmt.Fprintf(stderr, "pgmoat approve: %v\n", err)
 		return exitUsage
 	}
-	p, err := af.client().PreApprove(ctx, admin.PreApproveRequest{SQL: sql, TTL: *ttl, Reason: *reason, Database: *database, User: *user})
+	mf, err := migration.ParseFormat(*migFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "pgmoat approve: --migration-format: %v\n", err)
+		return exitUsage
+	}
+	// Only what the tool runs going up: a down section pre-approved with
+	// it would let a rollback drop what the up made, unreviewed.
+	mig, err := migration.Read(*file, text, mf)
+	if err != nil {
+		fmt.Fprintf(stderr, "pgmoat approve: %v\n", err)
+		return exitUsage
+	}
+	up, ok := mig.Section(migration.Up)
+	if !ok {
+		fmt.Fprintf(stderr, "pgmoat approve: %s has nothing that runs going up (format %s)\n", displayName(*file), mig.Format)
+		return exitUsage
+	}
+	sql := up.SQL
+	p, err := af.client().PreApprove(ctx, admin.PreApproveRequest{SQL: sql, TTL: ttl, Reason: *reason, Database: *database, User: *user, MaxUses: *uses})
 	if err != nil {
 		return apiFailed(stderr, "approve", err)
 	}
@@ -225,7 +266,11 @@ func runPreapproval(ctx context.Context, args []string, stdout, stderr io.Writer
 		printList(stdout, af.format, list, "no pre-approvals",
 			"ID\tSTATUS\tSTATEMENTS\tUSES\tBY\tEXPIRES\tREASON",
 			func(p approvals.PreApproval) string {
-				return fmt.Sprintf("%s\t%s\t%d\t%d\t%s\t%s\t%s", p.ID, p.Status, len(p.Fingerprints), p.Uses, p.Approver,
+				used := fmt.Sprint(p.Uses)
+				if p.MaxUses > 0 {
+					used = fmt.Sprintf("%d/%d", p.Uses, p.MaxUses)
+				}
+				return fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%s\t%s", p.ID, p.Status, len(p.Fingerprints), used, p.Approver,
 					p.ExpiresAt.Format(time.RFC3339), rules.Shorten(p.Reason, 40))
 			})
 		return exitOK

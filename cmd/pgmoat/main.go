@@ -18,6 +18,7 @@ const (
 	exitOK       = 0
 	exitFindings = 1 // check: something would be blocked or held; audit verify: chain broken
 	exitUsage    = 2 // bad flags, invalid config, unreadable input
+	// config check also exits 3 (exitUnreachable): see configcheck.go.
 )
 
 // command is one pgmoat subcommand.
@@ -30,6 +31,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"serve":       {"run the proxy", runServe},
 		"check":       {"check migration files against the policy (for CI)", runCheck},
+		"config":      {"validate a configuration file, and diff it against a running pgmoat (check)", runConfig},
 		"holds":       {"list, show, approve or deny held statements", runHolds},
 		"approve":     {"pre-approve the statements of a migration file", runApprove},
 		"preapproval": {"list or revoke pre-approvals", runPreapproval},

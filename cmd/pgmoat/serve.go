@@ -116,7 +116,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 	d, err := newDaemon(cfg, f, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "pgmoat: %v\n", err)
-		return exitUsage
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			return exitUsage
+		}
+		return 1
 	}
 	if err := d.run(ctx); err != nil {
 		d.log.Error("pgmoat stopped", "err", err)
@@ -138,6 +142,8 @@ type daemon struct {
 	// enforcer judges every statement; reloads swap its policy.
 	enforcer *enforce.Enforcer
 	admin    *admin.Server
+	// instance names this pgmoat with state.dsn ("" without).
+	instance string
 
 	listening atomic.Bool
 
@@ -160,19 +166,35 @@ func newDaemon(cfg *config.Config, f serveFlags, stderr io.Writer) (*daemon, err
 	d.reg = prometheus.NewRegistry()
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.met = metrics.New(d.reg)
+	d.exportPolicy(cfg.Protection())
 
 	var err error
-	d.audit, err = audit.Open(cfg.Audit, audit.Options{Logger: d.log, Metrics: d.met})
+	d.instance = instanceID(cfg.State)
+	d.audit, err = audit.Open(cfg.Audit, audit.Options{Logger: d.log, Metrics: d.met, Instance: d.instance})
 	if err != nil {
 		return nil, err
 	}
+	var (
+		backend    approvals.Backend
+		sessionKey []byte
+	)
+	if cfg.State.Shared() {
+		sb, key, err := openState(cfg, d.instance, d.log, d.met)
+		if err != nil {
+			d.audit.Close()
+			return nil, err
+		}
+		backend, sessionKey = sb, key
+	}
 	d.holds = approvals.New(cfg.Holds, approvals.Options{
-		Logger:  d.log,
-		Metrics: d.met,
-		OnEvent: d.recordApprovalEvent,
+		Logger:   d.log,
+		Metrics:  d.met,
+		OnEvent:  d.recordApprovalEvent,
+		Backend:  backend,
+		Instance: d.instance,
 	})
 	d.enforcer = enforce.New(enforce.Options{
-		Engine: rules.NewEngine(cfg.CompiledPolicy, rules.EngineOptions{}),
+		Engine: rules.NewEngine(cfg.CompiledPolicy, rules.EngineOptions{Limits: cfg.Limits.Rules(), Verify: true}),
 		Holds:  d.holds,
 		Audit:  d.audit,
 		Logger: d.log,
@@ -185,12 +207,15 @@ func newDaemon(cfg *config.Config, f serveFlags, stderr io.Writer) (*daemon, err
 	}
 	if cfg.Admin.Listen != "" {
 		d.admin, err = admin.New(admin.Options{
-			Config:   cfg.Admin,
-			Store:    d.holds,
-			Gatherer: d.reg,
-			Ready:    d.ready,
-			Reload:   d.reload,
-			Logger:   d.log,
+			Config:     cfg.Admin,
+			Store:      d.holds,
+			Gatherer:   d.reg,
+			Ready:      d.ready,
+			Reload:     d.reload,
+			Logger:     d.log,
+			SessionKey: sessionKey,
+			AuditPath:  cfg.Audit.Path,
+			InForce:    d.inForce,
 		})
 		if err != nil {
 			return nil, &config.Error{File: cfg.File, Err: err}
@@ -226,7 +251,13 @@ func (d *daemon) run(ctx context.Context) error {
 			return fmt.Errorf("admin listen: %w", err)
 		}
 		go func() {
-			if err := d.admin.Serve(adminLn); err != nil {
+			var err error
+			if t := d.cfg.Admin.TLS; t.Enabled() {
+				err = d.admin.ServeTLS(adminLn, t.Cert, t.Key)
+			} else {
+				err = d.admin.Serve(adminLn)
+			}
+			if err != nil {
 				d.log.Error("admin listener stopped", "err", err)
 			}
 		}()
@@ -235,7 +266,8 @@ func (d *daemon) run(ctx context.Context) error {
 	// The audit log says which policy is in force from the start, before
 	// any session, not only after the first reload: a restart changes the
 	// policy as much as a reload does.
-	d.audit.RecordAsync(audit.Event{Kind: audit.ConfigLoaded, Reason: policySummary(d.cfg)})
+	p := d.cfg.Protection()
+	d.audit.RecordAsync(audit.Event{Kind: audit.ConfigLoaded, Reason: p.Summary(), PolicyHash: p.Hash()})
 	served := make(chan error, 1)
 	go func() { served <- d.proxy.Serve(ln) }()
 	d.logStart()
@@ -304,27 +336,21 @@ func (d *daemon) logStart() {
 		"upstream", cfg.UpstreamURL.Addr(),
 		"upstream_sslmode", cfg.UpstreamURL.SSLMode,
 		"client_tls", cfg.TLS.Enabled(),
-		"policy", policySummary(cfg),
+		"policy", cfg.Protection().Summary(),
+		"policy_hash", cfg.Protection().Hash(),
 		"audit", cfg.Audit.Path,
+		"state", stateSummary(cfg, d.instance),
 	)
-}
-
-// policySummary is the one-line description of the policy in force.
-func policySummary(cfg *config.Config) string {
-	n := fmt.Sprintf("%d rules", len(cfg.Policy.Rules))
-	if len(cfg.Policy.Rules) == 1 {
-		n = "1 rule"
-	}
-	if len(cfg.Policy.Protect) == 0 {
-		return fmt.Sprintf("protects nothing (%s): every statement is allowed", n)
-	}
-	return fmt.Sprintf("protects %v, %s", cfg.Policy.Protect, n)
 }
 
 // reload re-reads the configuration file. A valid file takes effect for
 // the next statement of every session; an invalid one is rejected, logged,
-// audited and counted, and the old configuration stays in force. Listener
-// addresses, TLS files and the audit path need a restart.
+// audited and counted, and the old configuration stays in force. So is a
+// file that lacks a section the running one states (config.CheckReload:
+// it looks truncated). A reload that changes protection is logged and
+// audited with its diff; one that lowers protection takes effect only
+// once that audit line is written. Listener addresses, TLS files and the
+// audit path need a restart.
 func (d *daemon) reload() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -333,10 +359,17 @@ func (d *daemon) reload() error {
 		return d.reloadFailed(err)
 	}
 	old := d.cfg
+	next := cfg.Protection()
+	changes, err := config.CheckReload(old.Protection(), next)
+	if err != nil {
+		return d.reloadFailed(&config.Error{File: cfg.File, Err: err})
+	}
 	for key, changed := range map[string]bool{
 		"listen":       cfg.Listen != old.Listen,
 		"admin.listen": cfg.Admin.Listen != old.Admin.Listen,
+		"admin.tls":    cfg.Admin.TLS != old.Admin.TLS,
 		"tls":          cfg.TLS != old.TLS,
+		"state":        cfg.State != old.State,
 		// The event loops are started with the proxy.
 		"limits.event_loops": cfg.Limits.EventLoops != old.Limits.EventLoops,
 	} {
@@ -345,8 +378,17 @@ func (d *daemon) reload() error {
 		}
 	}
 	if d.admin != nil {
+		// Reads the tokens' secrets: the last check that can fail.
 		if err := d.admin.SetConfig(cfg.Admin); err != nil {
 			return d.reloadFailed(&config.Error{File: cfg.File, Err: err})
+		}
+	}
+	if len(changes) > 0 {
+		if err := d.recordChanges(next, changes); err != nil {
+			if d.admin != nil {
+				_ = d.admin.SetConfig(old.Admin) // read a moment ago; put the old tokens back
+			}
+			return d.reloadFailed(fmt.Errorf("the reload lowers protection and the audit log cannot record it, so it is refused: %w", err))
 		}
 	}
 	d.holds.SetConfig(cfg.Holds)
@@ -355,10 +397,63 @@ func (d *daemon) reload() error {
 		d.log.Warn("audit setting changed but takes effect only after a restart", "err", err)
 	}
 	d.cfg = cfg
+	d.exportPolicy(next)
 	d.met.ConfigReloads.WithLabelValues("success").Inc()
-	d.log.Info("configuration reloaded", "policy", policySummary(cfg))
-	d.audit.RecordAsync(audit.Event{Kind: audit.ConfigLoaded, Reason: policySummary(cfg)})
+	d.log.Info("configuration reloaded", "policy", next.Summary(), "policy_hash", next.Hash())
+	d.audit.RecordAsync(audit.Event{Kind: audit.ConfigLoaded, Reason: next.Summary(), PolicyHash: next.Hash()})
 	return nil
+}
+
+// recordChanges logs and audits how a reload changes protection. When it
+// lowers protection the config_changed event is written durably (and the
+// reload counted in pgmoat_config_protection_lowered_total): an error
+// means it is not in the log, and the reload must not take effect.
+func (d *daemon) recordChanges(next config.Protection, changes []config.Change) error {
+	lines := make([]string, len(changes))
+	for i, c := range changes {
+		lines[i] = c.String()
+	}
+	ev := audit.Event{Kind: audit.ConfigChanged, PolicyHash: next.Hash(), Changes: lines}
+	lowers := config.Lowers(changes)
+	if lowers {
+		ev.Reason = "the reload lowers protection"
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := d.audit.Record(ctx, ev); err != nil {
+			return err
+		}
+		d.met.ProtectionLowered.Inc()
+	} else {
+		ev.Reason = "the reload changes protection"
+		d.audit.RecordAsync(ev)
+	}
+	for _, c := range changes {
+		if c.Lowers {
+			d.log.Warn("reload lowers protection", "change", c.Text)
+		} else {
+			d.log.Info("reload changes protection", "change", c.Text)
+		}
+	}
+	return nil
+}
+
+// exportPolicy puts what p protects on /metrics.
+func (d *daemon) exportPolicy(p config.Protection) {
+	d.met.PolicyInfo.Set(p.Hash(), 1)
+	d.met.PolicyPatterns.Set(float64(len(p.Policy.Protect)))
+	for action, n := range p.RulesByAction() {
+		d.met.PolicyRules.WithLabelValues(action).Set(float64(n))
+	}
+	for role, n := range p.TokensByRole() {
+		d.met.AdminTokens.WithLabelValues(role).Set(float64(n))
+	}
+}
+
+// inForce returns the configuration in force (GET /api/v1/policy).
+func (d *daemon) inForce() *config.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
 }
 
 // reloadFailed logs, audits and counts a rejected reload.

@@ -29,9 +29,11 @@ type NodeConfig struct {
 	Database string `json:"database"`
 	// SSL nil means no TLS (node-postgres never asks for it then).
 	SSL *NodeSSL `json:"ssl,omitempty"`
-	// Scenario is "full" (default: every step) or "connect" (log in,
-	// report the session, leave).
+	// Scenario is "full" (default: every step), "connect" (log in,
+	// report the session, leave) or "error" (run Query, which must fail,
+	// and report the error's fields under "error").
 	Scenario string `json:"scenario,omitempty"`
+	Query    string `json:"query,omitempty"`
 }
 
 // NodeSSL is node-postgres's ssl option. CA is a PEM file's path.
@@ -189,4 +191,19 @@ func lastLine(b []byte) []byte {
 		return b[i+1:]
 	}
 	return b
+}
+
+// DbmatePath returns the dbmate CLI, which the node client's packages
+// install from npm (@dbmate/linux-x64, the package of dbmate's prebuilt
+// binary, an optional dependency so that npm skips it elsewhere),
+// installing them first if needed.
+func DbmatePath() (string, error) {
+	if err := EnsureNode(); err != nil {
+		return "", err
+	}
+	p := filepath.Join(NodeDir(), "node_modules", "@dbmate", runtime.GOOS+"-"+map[string]string{"amd64": "x64", "arm64": "arm64"}[runtime.GOARCH], "bin", "dbmate")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("dbmate is not installed for %s/%s in %s (package.json pins @dbmate/linux-x64): %w", runtime.GOOS, runtime.GOARCH, NodeDir(), err)
+	}
+	return p, nil
 }

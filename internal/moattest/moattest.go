@@ -84,6 +84,9 @@ type Options struct {
 	Upstream string
 	// AuditStatements sets audit.statements (default decisions).
 	AuditStatements string
+	// Limits are more keys of the limits section, "key: value" each (e.g.
+	// "analysis_statements: 1000").
+	Limits []string
 }
 
 // Moat is a running pgmoat.
@@ -116,6 +119,10 @@ func Start(t testing.TB, c *pgtest.Cluster, o Options) *Moat {
 	if up == "" {
 		up = fmt.Sprintf("postgres://%s?sslmode=disable", c.Addr())
 	}
+	limits := ""
+	for _, l := range o.Limits {
+		limits += "\n  " + l
+	}
 	stmts := o.AuditStatements
 	if stmts == "" {
 		stmts = "decisions"
@@ -123,7 +130,7 @@ func Start(t testing.TB, c *pgtest.Cluster, o Options) *Moat {
 	cfg := fmt.Sprintf(`listen: %s
 upstream: %s
 limits:
-  event_loops: %s
+  event_loops: %s%s
 admin:
   listen: %s
   tokens:
@@ -136,7 +143,7 @@ audit:
   flush_interval: 20ms
 log:
   level: debug
-%s`, m.Addr, up, EventLoops(), adminAddr, m.AuditPath, stmts, o.Config)
+%s`, m.Addr, up, EventLoops(), limits, adminAddr, m.AuditPath, stmts, o.Config)
 	m.ConfigPath = filepath.Join(dir, "pgmoat.yaml")
 	if err := os.WriteFile(m.ConfigPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -241,6 +248,9 @@ func (m *Moat) Stop() error {
 	}
 	return m.exitErr
 }
+
+// PID is the pgmoat process's id, to read its /proc entries.
+func (m *Moat) PID() int { return m.cmd.Process.Pid }
 
 // Done is closed when pgmoat has exited.
 func (m *Moat) Done() <-chan struct{} { return m.done }

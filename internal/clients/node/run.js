@@ -7,7 +7,10 @@
 // Usage: node run.js '<config JSON>'   (or the JSON in $PGMOAT_NODE_CONFIG)
 // Config: {"host", "port", "user", "password", "database",
 //          "ssl": false | {"rejectUnauthorized": bool, "ca": "/path/ca.pem"},
-//          "scenario": "full" (default) | "connect"}
+//          "scenario": "full" (default) | "connect" | "error",
+//          "query": the statement the "error" scenario runs}
+// The "error" scenario runs query, which must fail, and reports every
+// field of the error node-postgres gives the application.
 // Exit status: 0 on success; 1 on an unexpected failure, with
 // {"error": {"message", "code"}} on stderr; 2 on bad usage; 3 on timeout.
 
@@ -39,7 +42,7 @@ function loadConfig() {
   } else if (c.ssl === true) {
     cfg.ssl = { rejectUnauthorized: false };
   }
-  return { cfg, scenario: c.scenario || 'full' };
+  return { cfg, scenario: c.scenario || 'full', query: c.query };
 }
 
 // plain turns driver values into JSON that says exactly what arrived.
@@ -157,8 +160,26 @@ async function full(cfg, client, out) {
   }
 }
 
+// errorFields runs query, which must fail with a server error, and
+// returns the error's fields as node-postgres exposes them (absent ones
+// are null).
+async function errorFields(client, query) {
+  try {
+    await client.query(query);
+  } catch (err) {
+    if (!err.code) throw err;
+    const o = {};
+    for (const k of ['severity', 'code', 'message', 'detail', 'hint', 'position', 'internalPosition',
+      'internalQuery', 'where', 'schema', 'table', 'column', 'dataType', 'constraint', 'file', 'line', 'routine']) {
+      o[k] = err[k] === undefined ? null : err[k];
+    }
+    return o;
+  }
+  throw new Error(`expected an error from ${JSON.stringify(query)}`);
+}
+
 async function main() {
-  const { cfg, scenario } = loadConfig();
+  const { cfg, scenario, query } = loadConfig();
   const client = new Client(cfg);
   const out = { scenario };
   await client.connect();
@@ -168,6 +189,8 @@ async function main() {
     out.session = summary(who);
     if (scenario === 'full') {
       await full(cfg, client, out);
+    } else if (scenario === 'error') {
+      out.error = await errorFields(client, query);
     } else if (scenario !== 'connect') {
       throw new Error(`unknown scenario ${scenario}`);
     }

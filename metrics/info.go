@@ -1,0 +1,50 @@
+package metrics
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Current is a gauge with one labelled series at a time: the current value
+// of something identified by a label that changes, such as the policy's
+// hash or the audit chain's head. A GaugeVec would keep every hash it was
+// ever given; Current exports only the last one, and a scrape sees the
+// label and the value of the same Set.
+type Current struct {
+	desc  *prometheus.Desc
+	mu    sync.Mutex
+	label string
+	value float64
+	set   bool
+}
+
+// NewCurrent returns a Current named name with one label.
+func NewCurrent(name, help, label string) *Current {
+	return &Current{desc: prometheus.NewDesc(name, help, []string{label}, nil)}
+}
+
+// Set replaces the exported series with one labelled label, of value v.
+func (c *Current) Set(label string, v float64) {
+	c.mu.Lock()
+	c.label, c.value, c.set = label, v, true
+	c.mu.Unlock()
+}
+
+// Get returns the current label and value, and whether Set was called.
+func (c *Current) Get() (string, float64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.label, c.value, c.set
+}
+
+// Describe implements prometheus.Collector.
+func (c *Current) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector.
+func (c *Current) Collect(ch chan<- prometheus.Metric) {
+	label, v, ok := c.Get()
+	if ok {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, label)
+	}
+}
