@@ -111,6 +111,9 @@ type eventLoop struct {
 	epfd   int
 	wakefd int  // eventfd: sessions to add or kick are waiting
 	linger bool // wait in the kernel while busy (wait)
+	// handedBack is set when a session left the loop in this turn
+	// (loop goroutine only): see wait.
+	handedBack bool
 
 	mu       sync.Mutex
 	adds     []*loopConn
@@ -240,7 +243,16 @@ const lingerMillis = 50
 // as long as it is parked. A descriptor registered for good would wake the
 // runtime's own poller thread whenever a socket of a busy loop became
 // readable, for nothing.
+//
+// A session that leaves the loop wakes the goroutine waiting for it
+// (leaveLoop) on the loop's own processor, which a loop waiting in the
+// kernel would keep until the runtime preempted it: so after a turn in
+// which a session left, the loop yields its processor first.
 func (l *eventLoop) wait() int {
+	if l.linger && l.handedBack {
+		l.handedBack = false
+		runtime.Gosched()
+	}
 	if l.linger {
 		var since time.Time // first interruption of this wait
 		for {
@@ -601,6 +613,7 @@ func (lc *loopConn) exit(first *copyEnd) {
 	}
 	lc.left = true
 	lc.l.remove(lc)
+	lc.l.handedBack = true
 	s := lc.s
 	// Everything relayed so far goes to the fdWriters (and what the
 	// sockets do not take now, to their pending bytes, which leaveLoop
