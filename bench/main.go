@@ -43,16 +43,17 @@ type options struct {
 }
 
 // defaults: the full matrix the targets are checked on, a concurrency
-// sweep from 1 to 256 clients, in about 45 minutes on 2 cores (30 cells ×
-// 3 targets × 5 rounds × 3 s of steady state, plus the time to connect;
-// then a counting pass of every cell on each relay), and a quick run of
-// about 3 minutes. Many short alternating runs make better medians on a
-// shared machine than a few long ones.
+// sweep from 1 to 256 clients, in about 25 minutes on 2 cores (30 cells ×
+// 3 targets × 3 rounds × 2 s of steady state, plus the time to connect;
+// then a counting pass of every cell on each relay, and the memory and
+// holds steps), and a quick run of about 9 minutes. Many short alternating
+// runs make better medians on a shared machine than a few long ones:
+// -rounds 5 -duration 3s for a steadier (and twice as long) run.
 func defaults(quick bool) options {
 	o := options{
 		Quick:         quick,
-		Rounds:        5,
-		Duration:      3 * time.Second,
+		Rounds:        3,
+		Duration:      2 * time.Second,
 		Scale:         10,
 		Scripts:       []string{"select", "tpcb"},
 		Modes:         []string{"simple", "extended", "prepared"},
