@@ -214,12 +214,13 @@ func (l *eventLoop) run() {
 
 // lingerMillis is how long a loop waits for its next events in the
 // kernel before it parks in the Go runtime's poller. It is long on
-// purpose: epoll_wait arms a timer for its timeout, and one that expires
-// before the kernel's next timer makes the kernel reprogram the timer
-// device at every wait and again when the wait ends early, which in a
-// virtual machine costs more than the wait (bench/README.md, "The loop's
-// idle/wake cycle": 1 ms cost some 10 µs of CPU per transaction at one
-// client, 50 ms nothing measurable).
+// purpose: each epoll_wait arms a timer for its timeout, and a short one
+// that expires between the turns of a slow client makes the kernel
+// reprogram the timer device again and again, while a loop that parks
+// pays for a duplicate descriptor and the runtime poller's wake-up. An
+// idle loop is interrupted by the runtime's preemption every 10 ms or so
+// meanwhile, a few wake-ups before it parks (bench/README.md, "The loop's
+// idle/wake cycle").
 const lingerMillis = 50
 
 // wait returns the number of events in l.events, waiting for at least
