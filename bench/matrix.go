@@ -218,6 +218,7 @@ func (m *matrix) runOne(ctx context.Context, pr plannedRun) (runRecord, error) {
 			smp = startSampler(pr.Target.PID())
 		}
 	}
+	began := time.Now()
 	res, err := r.run(ctx)
 	rec.Result = res
 	var (
@@ -246,7 +247,7 @@ func (m *matrix) runOne(ctx context.Context, pr plannedRun) (runRecord, error) {
 		rec.Err = err.Error()
 		return rec, nil
 	}
-	m.noteConnect(pr.Target.Name, res.ConnectMS, pr.Cell.Clients, jobs)
+	m.noteConnect(pr.Target.Name, readyMS(res, txs, logErr, began), pr.Cell.Clients, jobs)
 	switch {
 	case logErr != nil:
 		rec.WindowErr = logErr.Error()
@@ -315,14 +316,28 @@ func (m *matrix) warmUp(ctx context.Context, ts []target, clients int) error {
 		}
 		r := pgbenchRun{Bin: m.pgbench, Host: t.Host, Port: t.Port, User: m.user, Password: m.password,
 			DB: benchDB, Script: "select", Mode: "simple", Clients: clients, Jobs: jobs, Duration: 2 * time.Second,
-			Slack: slack}
+			Slack: slack, LogPrefix: filepath.Join(m.dir, "warm-up-"+t.Name)}
+		began := time.Now()
 		res, err := r.run(ctx)
+		txs, logErr := readTxLogs(r.LogPrefix)
 		if err != nil {
 			return fmt.Errorf("warm-up through %s: %w", t.Name, err)
 		}
-		m.noteConnect(t.Name, res.ConnectMS, clients, jobs)
+		m.noteConnect(t.Name, readyMS(res, txs, logErr, began), clients, jobs)
 	}
 	return nil
+}
+
+// readyMS is how long a run's clients took to be ready, in ms: connected
+// and past their first transaction, which through PgBouncer may take much
+// longer than connecting (it opens a server connection when a client first
+// needs one). It is pgbench's connection time when the transaction log
+// says nothing.
+func readyMS(res pgbenchResult, txs txLog, logErr error, began time.Time) float64 {
+	if logErr != nil || txs.Ready.IsZero() {
+		return res.ConnectMS
+	}
+	return max(res.ConnectMS, float64(txs.Ready.Sub(began))/float64(time.Millisecond))
 }
 
 // noteConnect remembers how long a target's clients took to connect, per
