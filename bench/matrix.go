@@ -149,7 +149,10 @@ type matrix struct {
 	// perClient is how long a client of a job took to connect to each
 	// target last time (noteConnect, slackFor).
 	perClient map[string]time.Duration
-	seq       int
+	// ready is how long a target's clients took to be ready last time,
+	// by client count.
+	ready map[readyKey]time.Duration
+	seq   int
 	// beforeRound, when set, runs before each round starts (and before the
 	// counting pass).
 	beforeRound func(ctx context.Context, round int) error
@@ -164,6 +167,12 @@ func (m *matrix) run(ctx context.Context, p []plannedRun, w *csv.Writer) ([]runR
 			}
 		}
 		rec, err := m.runOne(ctx, pr)
+		if err == nil && rec.Err == "" && rec.WindowErr != "" {
+			// Most likely the clients took longer to be ready than the
+			// run gave them: once more, with the time this run showed.
+			m.logRun(rec, fmt.Sprintf("%3d/%d", i+1, len(p)))
+			rec, err = m.runOne(ctx, pr)
+		}
 		if err != nil {
 			return recs, err
 		}
@@ -340,19 +349,34 @@ func readyMS(res pgbenchResult, txs txLog, logErr error, began time.Time) float6
 	return max(res.ConnectMS, float64(txs.Ready.Sub(began))/float64(time.Millisecond))
 }
 
-// noteConnect remembers how long a target's clients took to connect, per
-// client of a job, so that the next runs give theirs as long with margin.
+// noteConnect remembers how long a target's clients took to be ready, for
+// that many clients and per client of a job, so that the next runs give
+// theirs as long with margin.
 func (m *matrix) noteConnect(target string, connectMS float64, clients, jobs int) {
 	if connectMS <= 0 {
 		return
 	}
+	d := time.Duration(connectMS * float64(time.Millisecond))
 	perJob := (clients + jobs - 1) / max(jobs, 1)
-	m.perClient[target] = time.Duration(connectMS / float64(perJob) * float64(time.Millisecond))
+	m.perClient[target] = d / time.Duration(perJob)
+	m.ready[readyKey{target, clients}] = d
+}
+
+// readyKey is a target and a client count.
+type readyKey struct {
+	target  string
+	clients int
 }
 
 // slackFor is the time c's clients get to connect to target: 1.5 times what
-// they took last time (per client of a job), and a second more.
+// as many took last time, or, the first time, what the last run's took per
+// client of a job; and a second more. Readiness does not scale with the
+// clients: PgBouncer connects its clients at once but opens the server
+// connections its pool lacks one at a time.
 func (m *matrix) slackFor(target string, clients, jobs int) time.Duration {
+	if d, ok := m.ready[readyKey{target, clients}]; ok {
+		return d*3/2 + time.Second
+	}
 	d, ok := m.perClient[target]
 	if !ok {
 		return 0

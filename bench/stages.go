@@ -175,7 +175,7 @@ func (r *benchRun) runMatrix(ctx context.Context, csvW *csv.Writer) (*matrix, []
 	pgmoats := s.pgmoats()
 	m := &matrix{pgbench: r.pgbench, user: s.cluster.Superuser, password: s.cluster.SuperPassword,
 		duration: o.Duration, maxJobs: runtime.NumCPU(), resetTPCB: resetTPCB(s.superConn), log: r.stderr,
-		dir: r.dir, perClient: map[string]time.Duration{}}
+		dir: r.dir, perClient: map[string]time.Duration{}, ready: map[readyKey]time.Duration{}}
 	if err := m.warmUp(ctx, s.targets(o.Targets), maxClients(rep.Cells)); err != nil {
 		return nil, nil, err
 	}
