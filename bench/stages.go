@@ -130,7 +130,13 @@ func (r *benchRun) startStack(ctx context.Context) error {
 	// the next target opens as many again.
 	maxConns := max(300, 2*maxClients(cells(o.Scripts, o.Modes, o.Clients))+60)
 	if withPgmoat {
-		maxConns = max(maxConns, o.IdleSessions+200, o.PendingHolds+200)
+		// The memory and holds steps run while PgBouncer still holds its
+		// pool's server connections (up to the largest cell's clients).
+		pool := 0
+		if hasTarget(o, targetPgBouncer) {
+			pool = maxClients(cells(o.Scripts, o.Modes, o.Clients)) + 8
+		}
+		maxConns = max(maxConns, o.IdleSessions+200+pool, o.PendingHolds+200+pool)
 	}
 	r.logf("starting PostgreSQL (max_connections %d) and loading pgbench scale %d", maxConns, o.Scale)
 	if err := s.startCluster(ctx, maxConns, o.Scale, r.pgbench); err != nil {
