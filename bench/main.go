@@ -43,10 +43,11 @@ type options struct {
 }
 
 // defaults: the full matrix the targets are checked on, a concurrency
-// sweep from 1 to 256 clients, in about 25 minutes on 2 cores (30 cells ×
-// 3 targets × 3 rounds × 2 s of steady state, plus the time to connect;
-// then a counting pass of every cell on each relay, and the memory and
-// holds steps), and a quick run of about 9 minutes. Many short alternating
+// sweep from 1 to 256 clients: 30 cells × 3 targets × 3 rounds × 2 s of
+// steady state, plus the time to connect (5-10 s for 256 clients through
+// pgmoat), then a counting pass of every cell on each relay and the memory
+// and holds steps, an estimated 45-50 minutes on 2 busy cores; and a quick
+// run of about 9 minutes. Many short alternating
 // runs make better medians on a shared machine than a few long ones:
 // -rounds 5 -duration 3s for a steadier (and twice as long) run.
 func defaults(quick bool) options {
