@@ -92,7 +92,9 @@ func (e *env) newlyMade(obj Object) bool {
 	if e.fresh[q] {
 		return true
 	}
-	return e.cat != nil && !e.cat.has(q.schema, q.name) && e.ov.hasRel(q.schema, q.name)
+	// Made earlier in the session: the catalog may have it by now (it is
+	// read again after DDL), but a CREATE that fails on a taken name made it.
+	return e.ov.madeHere(q) || e.cat != nil && !e.cat.has(q.schema, q.name) && e.ov.hasRel(q.schema, q.name)
 }
 
 // markFresh records that a CREATE TABLE without IF NOT EXISTS made obj
@@ -106,6 +108,8 @@ func (e *env) markFresh(obj Object, ifNotExists bool) {
 		e.fresh = map[qname]bool{}
 	}
 	e.fresh[q] = true
+	// The session remembers it too, for its later messages.
+	e.change(StateChange{Kind: ChangeCreateRelation, Relation: obj, Known: true})
 }
 
 // contractCmds lists the ALTER TABLE subcommands that change a table's
