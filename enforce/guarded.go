@@ -9,7 +9,6 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgmoat/pgmoat/approvals"
-	"github.com/pgmoat/pgmoat/audit"
 	"github.com/pgmoat/pgmoat/guard"
 	"github.com/pgmoat/pgmoat/proxy"
 	"github.com/pgmoat/pgmoat/rules"
@@ -366,7 +365,7 @@ func (g *guardedQuery) guarded(p part, more bool) error {
 	res, blast := st.measured(strings.TrimSpace(p.text), bs, as)
 	if res != nil && res.Action == rules.Log {
 		// Allowed with log: recorded before it can commit, or not at all.
-		if err := st.recordMeasured(res, "log", blast); err != nil {
+		if err := st.recordDecision(res, "log", blast); err != nil {
 			st.e.log.Error("audit log write failed; refusing the statement", "session", st.auditBase.SessionID, "err", err)
 			x.Discard(stmt)
 			if err := g.undo(own); err != nil {
@@ -510,7 +509,7 @@ func equalStrings(a, b []string) bool {
 func (g *guardedQuery) refuseMeasured(p part, res *rules.Result, blast, extra string) error {
 	st := g.st
 	st.e.met.Guarded.WithLabelValues("refused").Inc()
-	if err := st.recordMeasured(res, "block", blast); err != nil {
+	if err := st.recordDecision(res, "block", blast); err != nil {
 		st.e.log.Error("audit log write failed; the statement is blocked anyway", "session", st.auditBase.SessionID, "err", err)
 	}
 	ref := measuredRefusal(res, blast, len(p.stmts), extra)
@@ -546,7 +545,7 @@ func (g *guardedQuery) refuseUnverified(p part, own bool, why string) error {
 	}
 	v := p.stmts[0]
 	res := &rules.Result{Statements: p.stmts, Action: rules.Block, Decider: 0}
-	if err := st.recordMeasured(res, "block", "pgmoat could not verify it: "+why); err != nil {
+	if err := st.recordDecision(res, "block", "pgmoat could not verify it: "+why); err != nil {
 		st.e.log.Error("audit log write failed", "session", st.auditBase.SessionID, "err", err)
 	}
 	return g.raise(refusal{
@@ -579,7 +578,7 @@ func (g *guardedQuery) hold(p part, res *rules.Result, blast string, inBlock boo
 			"where waiting could hold locks for as long as the hold lasts. Run it outside a transaction, or pre-approve it first: "+
 			"pgmoat approve --file migration.sql --ttl 1h --reason '…'")
 	}
-	if err := st.recordMeasured(res, "hold", blast); err != nil {
+	if err := st.recordDecision(res, "hold", blast); err != nil {
 		st.e.log.Error("audit log write failed; refusing the statement", "session", st.auditBase.SessionID, "err", err)
 		return g.raise(auditDownRefusal(res))
 	}
@@ -633,24 +632,6 @@ func (st *sessionState) applyChanges(changes []rules.StateChange) {
 	st.applyLocked(changes)
 }
 
-// recordMeasured writes a decision on a measured statement, durably.
-func (st *sessionState) recordMeasured(res *rules.Result, decision, blast string) error {
-	v := res.Decision()
-	ev := st.event(audit.Decision)
-	ev.Statement = joinTexts(res)
-	if v != nil {
-		ev.Fingerprint, _ = v.Fingerprint()
-		ev.Rule = v.Rule
-		ev.Reason = v.Sentence
-	}
-	ev.BlastRadius = blast
-	ev.Decision = decision
-	ev.Operations, ev.Objects = effectsOf(res)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return st.e.audit.Record(ctx, ev)
-}
-
 // measuredRefusal is the error for a statement refused for what it was
 // measured to do.
 func measuredRefusal(res *rules.Result, blast string, n int, extra string) refusal {
@@ -679,24 +660,7 @@ func auditDownRefusal(res *rules.Result) refusal {
 func (st *sessionState) waitHold(ctx context.Context, res *rules.Result, blast string, inTx bool) (bool, refusal, error) {
 	hc := st.e.hcfg.Load()
 	v := res.Decision()
-	var fps []string
-	for _, s := range res.Statements {
-		if fp, err := s.Fingerprint(); err == nil {
-			fps = append(fps, fp)
-		}
-	}
-	req := approvals.Request{
-		Statement:    joinTexts(res),
-		Fingerprints: fps,
-		User:         st.auditBase.User,
-		Database:     st.auditBase.Database,
-		Application:  st.auditBase.Application,
-		Client:       st.auditBase.Client,
-		SessionID:    st.auditBase.SessionID,
-		Rule:         v.Rule,
-		Reason:       v.Sentence,
-		BlastRadius:  blast,
-	}
+	req := st.holdRequest(res, blast)
 	if inTx {
 		req.Timeout = hc.InTransactionTimeout.Std()
 	}
@@ -767,7 +731,7 @@ func (g *guardedQuery) deferredCheck(p part) (bool, error) {
 	res, blast := st.measured(strings.TrimSpace(p.text), bs, as)
 	if res != nil && !passes(res) {
 		st.e.met.Guarded.WithLabelValues("refused").Inc()
-		if err := st.recordMeasured(res, "block", blast); err != nil {
+		if err := st.recordDecision(res, "block", blast); err != nil {
 			st.e.log.Error("audit log write failed; the COMMIT is refused anyway", "session", st.auditBase.SessionID, "err", err)
 		}
 		return end(nil, measuredRefusal(res, blast, 1, ""))

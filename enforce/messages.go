@@ -193,7 +193,7 @@ func (st *sessionState) logged(typ byte, res *rules.Result) (v proxy.MessageVerd
 	if res.Action != rules.Log {
 		return proxy.MessageVerdict{}, true
 	}
-	if err := st.recordDecision(res, "log"); err != nil {
+	if err := st.recordDecision(res, "log", ""); err != nil {
 		return st.refuseAuditDown(typ, res, err), false
 	}
 	return proxy.MessageVerdict{}, true
