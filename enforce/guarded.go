@@ -249,6 +249,12 @@ func (g *guardedQuery) txControl(p part) error {
 		g.st.applyChanges(p.stmts[0].Changes)
 		return g.st.client.SendToClient(&pgproto3.CommandComplete{CommandTag: []byte("BEGIN")})
 	}
+	if p.stmts[0].Action == rules.Verify && p.stmts[0].PreparesTransaction() && g.status == 'T' {
+		ok, err := g.prepareCheck()
+		if err != nil || !ok {
+			return err
+		}
+	}
 	if p.txc == rules.ChangeCommit && p.stmts[0].Action == rules.Verify && g.status == 'T' {
 		// Deferred triggers of the database's own would run at the
 		// COMMIT, after anything could be checked: run them first,
@@ -676,6 +682,53 @@ func (st *sessionState) waitHold(ctx context.Context, res *rules.Result, blast s
 		return true, refusal{}, nil
 	}
 	return false, w.refusal(out, v.Sentence), nil
+}
+
+// prepareCheck asks the server, before the client's PREPARE TRANSACTION,
+// which protected relations the transaction holds locks on: a prepared
+// transaction keeps them after the session has gone, until someone
+// commits or rolls it back, and a lock on a protected table locks the
+// application out of it. ok says the PREPARE may go on; when it may not,
+// the client's transaction has been rolled back and the client has the
+// refusal.
+func (g *guardedQuery) prepareCheck() (bool, error) {
+	st := g.st
+	x := st.client.NewExchange()
+	r := x.Add(&pgproto3.Query{String: guard.LocksQuery(st.e.engine.Policy().Patterns())}, proxy.ReplyCollect)
+	if err := x.Run(g.ctx); err != nil {
+		return false, proxy.Refuse("08006", "pgmoat lost track of the server while verifying a PREPARE TRANSACTION: "+err.Error(), "")
+	}
+	var held []string
+	for _, row := range r.Rows {
+		if len(row) == 3 {
+			held = append(held, rules.QuoteIdent(string(row[0]))+"."+rules.QuoteIdent(string(row[1]))+" ("+string(row[2])+")")
+		}
+	}
+	if r.Err == nil && len(held) == 0 {
+		return true, nil
+	}
+	ref := refusal{code: codeInsufficientPrivilege, hint: "Nothing was prepared: the transaction was rolled back."}
+	blast := ""
+	if r.Err != nil {
+		ref.message = "pgmoat refused PREPARE TRANSACTION: it could not read the transaction's locks: " + r.Err.Message
+	} else {
+		blast = "would keep locks on " + strings.Join(held, ", ") + " after the session ends"
+		ref.message = "pgmoat refused PREPARE TRANSACTION: it " + blast
+		ref.detail = "A prepared transaction keeps its locks until COMMIT PREPARED or ROLLBACK PREPARED, across disconnects and restarts.\nRule: " + g.res.Decision().Rule
+		ref.hint = "Nothing was prepared: the transaction was rolled back. COMMIT instead, or prepare a transaction that touches no protected table."
+	}
+	st.e.met.Guarded.WithLabelValues("refused").Inc()
+	if err := st.recordDecision(g.res, "block", blast); err != nil {
+		st.e.log.Error("audit log write failed; the PREPARE TRANSACTION is refused anyway", "session", st.auditBase.SessionID, "err", err)
+	}
+	if err := g.raise(ref); err != nil {
+		return false, err
+	}
+	if _, err := g.run(hidden("ROLLBACK")); err != nil {
+		return false, err
+	}
+	g.failed = true
+	return false, nil
 }
 
 // deferredCheck runs, before the client's COMMIT (p), the deferred

@@ -391,6 +391,12 @@ func (st *sessionState) verify(ctx context.Context, typ byte, res *rules.Result,
 		return st.guardQuery(ctx, res, text)
 	case 'P':
 		v := st.forward(typ, res, name)
+		if len(res.Statements) == 1 && res.Statements[0].PreparesTransaction() {
+			// Which locks the transaction holds is asked in a
+			// simple Query; a prepared PREPARE TRANSACTION stays
+			// judged as it says.
+			return refuse(typ, blockRefusal(res, "send PREPARE TRANSACTION as a simple query, so that pgmoat can check the locks it keeps")), nil
+		}
 		if len(res.Statements) == 1 && txControl(res.Statements[0]) != 0 {
 			// Transaction control cannot run inside the guard's
 			// savepoint (a COMMIT whose deferred triggers made it Verify):

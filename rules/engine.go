@@ -241,7 +241,7 @@ func (e *Engine) full(ctx context.Context, pol *Policy, ce *catalogEntry, s *Ses
 			env.changes = nil
 			effects := env.analyzeStmt(stmtText{raw.Stmt, text}, "")
 			v := newVerdict(&pl, int(raw.StmtLocation), text)
-			v.Effects = settle(effects, e.verify, !unguardable(raw.Stmt))
+			v.Effects = settle(effects, e.verify, !unguardable(raw.Stmt), holdableCursor(raw.Stmt))
 			v.CopyIn = copyFromClient(raw.Stmt)
 			v.DDL = isDDL(raw.Stmt)
 			v.Changes = env.changes
@@ -335,7 +335,7 @@ func (e *Engine) JudgeWithDoubt(s *Session, sql, why string) *Result {
 	for i, v := range r.Statements {
 		nv := &Verdict{Text: v.Text, Offset: v.Offset, Line: v.Line, Col: v.Col, Changes: v.Changes, CopyIn: v.CopyIn, DDL: v.DDL}
 		nv.Effects = append(append([]Effect(nil), v.Effects...), Effect{Op: OpOpaque, Object: everything(), What: why, Doubt: DoubtCode})
-		nv.Effects = settle(nv.Effects, e.verify, true)
+		nv.Effects = settle(nv.Effects, e.verify, true, false)
 		decide(pol, s.mask, nv)
 		out.Statements[i] = nv
 	}
