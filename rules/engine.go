@@ -329,12 +329,23 @@ func ParseSearchPath(value string) ([]string, bool) {
 // every protected table, so that the proxy verifies it when nothing else
 // decides more.
 func (e *Engine) JudgeWithDoubt(s *Session, sql, why string) *Result {
+	return e.judgeWith(s, sql, why, DoubtCode)
+}
+
+// JudgeWithOpaque is Judge for a statement that also reaches outside the
+// transaction where its text does not say (why): every statement of it
+// carries a certain opaque effect on every protected table.
+func (e *Engine) JudgeWithOpaque(s *Session, sql, why string) *Result {
+	return e.judgeWith(s, sql, why, DoubtNone)
+}
+
+func (e *Engine) judgeWith(s *Session, sql, why string, doubt Doubt) *Result {
 	r := e.Judge(s, sql)
 	out := &Result{Statements: make([]*Verdict, len(r.Statements)), Path: r.Path}
 	pol := e.pol.Load()
 	for i, v := range r.Statements {
 		nv := &Verdict{Text: v.Text, Offset: v.Offset, Line: v.Line, Col: v.Col, Changes: v.Changes, CopyIn: v.CopyIn, DDL: v.DDL}
-		nv.Effects = append(append([]Effect(nil), v.Effects...), Effect{Op: OpOpaque, Object: everything(), What: why, Doubt: DoubtCode})
+		nv.Effects = append(append([]Effect(nil), v.Effects...), Effect{Op: OpOpaque, Object: everything(), What: why, Doubt: doubt})
 		nv.Effects = settle(nv.Effects, e.verify, true, false)
 		decide(pol, s.mask, nv)
 		out.Statements[i] = nv
