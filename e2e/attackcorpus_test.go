@@ -79,10 +79,10 @@ type attackCase struct {
 	// knownLimit: pgmoat is known not to stop the attack (README says
 	// why); through pgmoat its outcome is logged, not failed.
 	knownLimit bool
-	startup     [][2]string
-	database    string // "" for the case's own
-	setup       []string
-	steps       []attackStep
+	startup    [][2]string
+	database   string // "" for the case's own
+	setup      []string
+	steps      []attackStep
 }
 
 type stepKind int
