@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
@@ -666,9 +667,19 @@ func canonicalFunction(f *pg_query.CreateFunctionStmt) (string, bool) {
 	}
 	sort.SliceStable(opts, func(i, j int) bool { return opts[i].GetDefElem().Defname < opts[j].GetDefElem().Defname })
 	c.Options = opts
-	out, err := pg_query.Deparse(&pg_query.ParseResult{Stmts: []*pg_query.RawStmt{{Stmt: &pg_query.Node{Node: &pg_query.Node_CreateFunctionStmt{CreateFunctionStmt: c}}}}})
+	out, err := pg_query.Deparse(&pg_query.ParseResult{Version: parserVersion(), Stmts: []*pg_query.RawStmt{{Stmt: &pg_query.Node{Node: &pg_query.Node_CreateFunctionStmt{CreateFunctionStmt: c}}}}})
 	return out, err == nil
 }
+
+// parserVersion is libpg_query's PostgreSQL version number, which Deparse
+// requires of the trees it is given.
+var parserVersion = sync.OnceValue(func() int32 {
+	t, err := pg_query.Parse("SELECT")
+	if err != nil {
+		return 0
+	}
+	return t.Version
+})
 
 // ownerContract judges ALTER ... OWNER TO of a schema or function: the
 // new owner's privileges replace the old owner's.
