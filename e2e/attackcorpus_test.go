@@ -25,7 +25,9 @@ import (
 //	-- flags: F, ...           one-message (each pgmoat section is one Query
 //	                           message instead of one per statement),
 //	                           exclusive (changes the cluster: runs alone),
-//	                           two-phase (needs PREPARE TRANSACTION)
+//	                           two-phase (needs PREPARE TRANSACTION),
+//	                           known-limit (a limit README documents: the
+//	                           case is run and reported, not failed)
 //	-- startup: KEY=VALUE      a startup parameter of the attacker's session
 //	-- database: NAME          the database the attacker connects to (default
 //	                           {{db}}, the case's own)
@@ -74,10 +76,13 @@ type attackCase struct {
 	oneMessage  bool
 	exclusive   bool
 	twoPhase    bool
-	startup     [][2]string
-	database    string // "" for the case's own
-	setup       []string
-	steps       []attackStep
+	// knownLimit: pgmoat is known not to stop the attack (README says
+	// why); through pgmoat its outcome is logged, not failed.
+	knownLimit bool
+	startup    [][2]string
+	database   string // "" for the case's own
+	setup      []string
+	steps      []attackStep
 }
 
 type stepKind int
@@ -282,6 +287,8 @@ func (p *attackParser) line(n int, line string) error {
 				c.exclusive = true
 			case "two-phase":
 				c.twoPhase = true
+			case "known-limit":
+				c.knownLimit = true
 			default:
 				return fmt.Errorf("unknown flag %q", strings.TrimSpace(f))
 			}

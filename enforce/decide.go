@@ -40,7 +40,7 @@ func (st *sessionState) enforce(ctx context.Context, typ byte, res *rules.Result
 	if res.Action == rules.Hold {
 		return st.hold(ctx, typ, res, stmt)
 	}
-	if err := st.recordDecision(res, "block"); err != nil {
+	if err := st.recordDecision(res, "block", ""); err != nil {
 		st.e.log.Error("audit log write failed; the statement is blocked anyway", "session", st.auditBase.SessionID, "err", err)
 	}
 	return refuse(typ, st.blockRefusal(res, "")), nil
@@ -103,7 +103,7 @@ func (st *sessionState) hold(ctx context.Context, typ byte, res *rules.Result, s
 	inTx := st.inTransaction()
 	if inTx && hc.InTransaction == "block" {
 		st.count(res, rules.Block)
-		if err := st.recordDecision(res, "block"); err != nil {
+		if err := st.recordDecision(res, "block", ""); err != nil {
 			st.e.log.Error("audit log write failed; the statement is blocked anyway", "session", st.auditBase.SessionID, "err", err)
 		}
 		r := st.blockRefusal(res, "It would be held for approval, but the session is inside a transaction block, "+
@@ -115,27 +115,11 @@ func (st *sessionState) hold(ctx context.Context, typ byte, res *rules.Result, s
 		return refuse(typ, r), nil
 	}
 	st.count(res, rules.Hold)
-	if err := st.recordDecision(res, "hold"); err != nil {
+	if err := st.recordDecision(res, "hold", ""); err != nil {
 		return st.refuseAuditDown(typ, res, err), nil
 	}
 	v := res.Decision()
-	var fps []string
-	for _, s := range res.Statements {
-		if fp, err := s.Fingerprint(); err == nil {
-			fps = append(fps, fp)
-		}
-	}
-	req := approvals.Request{
-		Statement:    joinTexts(res),
-		Fingerprints: fps,
-		User:         st.auditBase.User,
-		Database:     st.auditBase.Database,
-		Application:  st.auditBase.Application,
-		Client:       st.auditBase.Client,
-		SessionID:    st.auditBase.SessionID,
-		Rule:         v.Rule,
-		Reason:       v.Sentence,
-	}
+	req := st.holdRequest(res, "")
 	if inTx {
 		req.Timeout = hc.InTransactionTimeout.Std()
 	}

@@ -9,7 +9,6 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgmoat/pgmoat/approvals"
-	"github.com/pgmoat/pgmoat/audit"
 	"github.com/pgmoat/pgmoat/guard"
 	"github.com/pgmoat/pgmoat/proxy"
 	"github.com/pgmoat/pgmoat/rules"
@@ -250,6 +249,12 @@ func (g *guardedQuery) txControl(p part) error {
 		g.st.applyChanges(p.stmts[0].Changes)
 		return g.st.client.SendToClient(&pgproto3.CommandComplete{CommandTag: []byte("BEGIN")})
 	}
+	if p.stmts[0].Action == rules.Verify && p.stmts[0].PreparesTransaction() && g.status == 'T' {
+		ok, err := g.prepareCheck()
+		if err != nil || !ok {
+			return err
+		}
+	}
 	if p.txc == rules.ChangeCommit && p.stmts[0].Action == rules.Verify && g.status == 'T' {
 		// Deferred triggers of the database's own would run at the
 		// COMMIT, after anything could be checked: run them first,
@@ -366,7 +371,7 @@ func (g *guardedQuery) guarded(p part, more bool) error {
 	res, blast := st.measured(strings.TrimSpace(p.text), bs, as)
 	if res != nil && res.Action == rules.Log {
 		// Allowed with log: recorded before it can commit, or not at all.
-		if err := st.recordMeasured(res, "log", blast); err != nil {
+		if err := st.recordDecision(res, "log", blast); err != nil {
 			st.e.log.Error("audit log write failed; refusing the statement", "session", st.auditBase.SessionID, "err", err)
 			x.Discard(stmt)
 			if err := g.undo(own); err != nil {
@@ -510,7 +515,7 @@ func equalStrings(a, b []string) bool {
 func (g *guardedQuery) refuseMeasured(p part, res *rules.Result, blast, extra string) error {
 	st := g.st
 	st.e.met.Guarded.WithLabelValues("refused").Inc()
-	if err := st.recordMeasured(res, "block", blast); err != nil {
+	if err := st.recordDecision(res, "block", blast); err != nil {
 		st.e.log.Error("audit log write failed; the statement is blocked anyway", "session", st.auditBase.SessionID, "err", err)
 	}
 	ref := measuredRefusal(res, blast, len(p.stmts), extra)
@@ -546,7 +551,7 @@ func (g *guardedQuery) refuseUnverified(p part, own bool, why string) error {
 	}
 	v := p.stmts[0]
 	res := &rules.Result{Statements: p.stmts, Action: rules.Block, Decider: 0}
-	if err := st.recordMeasured(res, "block", "pgmoat could not verify it: "+why); err != nil {
+	if err := st.recordDecision(res, "block", "pgmoat could not verify it: "+why); err != nil {
 		st.e.log.Error("audit log write failed", "session", st.auditBase.SessionID, "err", err)
 	}
 	return g.raise(refusal{
@@ -579,7 +584,7 @@ func (g *guardedQuery) hold(p part, res *rules.Result, blast string, inBlock boo
 			"where waiting could hold locks for as long as the hold lasts. Run it outside a transaction, or pre-approve it first: "+
 			"pgmoat approve --file migration.sql --ttl 1h --reason '…'")
 	}
-	if err := st.recordMeasured(res, "hold", blast); err != nil {
+	if err := st.recordDecision(res, "hold", blast); err != nil {
 		st.e.log.Error("audit log write failed; refusing the statement", "session", st.auditBase.SessionID, "err", err)
 		return g.raise(auditDownRefusal(res))
 	}
@@ -633,24 +638,6 @@ func (st *sessionState) applyChanges(changes []rules.StateChange) {
 	st.applyLocked(changes)
 }
 
-// recordMeasured writes a decision on a measured statement, durably.
-func (st *sessionState) recordMeasured(res *rules.Result, decision, blast string) error {
-	v := res.Decision()
-	ev := st.event(audit.Decision)
-	ev.Statement = joinTexts(res)
-	if v != nil {
-		ev.Fingerprint, _ = v.Fingerprint()
-		ev.Rule = v.Rule
-		ev.Reason = v.Sentence
-	}
-	ev.BlastRadius = blast
-	ev.Decision = decision
-	ev.Operations, ev.Objects = effectsOf(res)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return st.e.audit.Record(ctx, ev)
-}
-
 // measuredRefusal is the error for a statement refused for what it was
 // measured to do.
 func measuredRefusal(res *rules.Result, blast string, n int, extra string) refusal {
@@ -679,24 +666,7 @@ func auditDownRefusal(res *rules.Result) refusal {
 func (st *sessionState) waitHold(ctx context.Context, res *rules.Result, blast string, inTx bool) (bool, refusal, error) {
 	hc := st.e.hcfg.Load()
 	v := res.Decision()
-	var fps []string
-	for _, s := range res.Statements {
-		if fp, err := s.Fingerprint(); err == nil {
-			fps = append(fps, fp)
-		}
-	}
-	req := approvals.Request{
-		Statement:    joinTexts(res),
-		Fingerprints: fps,
-		User:         st.auditBase.User,
-		Database:     st.auditBase.Database,
-		Application:  st.auditBase.Application,
-		Client:       st.auditBase.Client,
-		SessionID:    st.auditBase.SessionID,
-		Rule:         v.Rule,
-		Reason:       v.Sentence,
-		BlastRadius:  blast,
-	}
+	req := st.holdRequest(res, blast)
 	if inTx {
 		req.Timeout = hc.InTransactionTimeout.Std()
 	}
@@ -712,6 +682,53 @@ func (st *sessionState) waitHold(ctx context.Context, res *rules.Result, blast s
 		return true, refusal{}, nil
 	}
 	return false, w.refusal(out, v.Sentence), nil
+}
+
+// prepareCheck asks the server, before the client's PREPARE TRANSACTION,
+// which protected relations the transaction holds locks on: a prepared
+// transaction keeps them after the session has gone, until someone
+// commits or rolls it back, and a lock on a protected table locks the
+// application out of it. ok says the PREPARE may go on; when it may not,
+// the client's transaction has been rolled back and the client has the
+// refusal.
+func (g *guardedQuery) prepareCheck() (bool, error) {
+	st := g.st
+	x := st.client.NewExchange()
+	r := x.Add(&pgproto3.Query{String: guard.LocksQuery(st.e.engine.Policy().Patterns())}, proxy.ReplyCollect)
+	if err := x.Run(g.ctx); err != nil {
+		return false, proxy.Refuse("08006", "pgmoat lost track of the server while verifying a PREPARE TRANSACTION: "+err.Error(), "")
+	}
+	var held []string
+	for _, row := range r.Rows {
+		if len(row) == 3 {
+			held = append(held, rules.QuoteIdent(string(row[0]))+"."+rules.QuoteIdent(string(row[1]))+" ("+string(row[2])+")")
+		}
+	}
+	if r.Err == nil && len(held) == 0 {
+		return true, nil
+	}
+	ref := refusal{code: codeInsufficientPrivilege, hint: "Nothing was prepared: the transaction was rolled back."}
+	blast := ""
+	if r.Err != nil {
+		ref.message = "pgmoat refused PREPARE TRANSACTION: it could not read the transaction's locks: " + r.Err.Message
+	} else {
+		blast = "would keep locks on " + strings.Join(held, ", ") + " after the session ends"
+		ref.message = "pgmoat refused PREPARE TRANSACTION: it " + blast
+		ref.detail = "A prepared transaction keeps its locks until COMMIT PREPARED or ROLLBACK PREPARED, across disconnects and restarts.\nRule: " + g.res.Decision().Rule
+		ref.hint = "Nothing was prepared: the transaction was rolled back. COMMIT instead, or prepare a transaction that touches no protected table."
+	}
+	st.e.met.Guarded.WithLabelValues("refused").Inc()
+	if err := st.recordDecision(g.res, "block", blast); err != nil {
+		st.e.log.Error("audit log write failed; the PREPARE TRANSACTION is refused anyway", "session", st.auditBase.SessionID, "err", err)
+	}
+	if err := g.raise(ref); err != nil {
+		return false, err
+	}
+	if _, err := g.run(hidden("ROLLBACK")); err != nil {
+		return false, err
+	}
+	g.failed = true
+	return false, nil
 }
 
 // deferredCheck runs, before the client's COMMIT (p), the deferred
@@ -767,7 +784,7 @@ func (g *guardedQuery) deferredCheck(p part) (bool, error) {
 	res, blast := st.measured(strings.TrimSpace(p.text), bs, as)
 	if res != nil && !passes(res) {
 		st.e.met.Guarded.WithLabelValues("refused").Inc()
-		if err := st.recordMeasured(res, "block", blast); err != nil {
+		if err := st.recordDecision(res, "block", blast); err != nil {
 			st.e.log.Error("audit log write failed; the COMMIT is refused anyway", "session", st.auditBase.SessionID, "err", err)
 		}
 		return end(nil, measuredRefusal(res, blast, 1, ""))

@@ -282,7 +282,7 @@ func (st *sessionState) closeGuard(ctx context.Context, x *proxy.Exchange, stmt 
 	}
 	res, blast := st.measured(joinTexts(gp.res), bs, as)
 	if res != nil && res.Action == rules.Log {
-		if err := st.recordMeasured(res, "log", blast); err != nil {
+		if err := st.recordDecision(res, "log", blast); err != nil {
 			st.e.log.Error("audit log write failed; refusing the statement", "session", st.auditBase.SessionID, "err", err)
 			discard()
 			if err := st.extRunOwn(ctx, "ROLLBACK TO SAVEPOINT "+savepoint, "RELEASE SAVEPOINT "+savepoint); err != nil {
@@ -364,7 +364,7 @@ func refusedDrop() proxy.MessageVerdict {
 
 func (st *sessionState) extRefuseMeasured(ctx context.Context, res *rules.Result, blast, extra string) (proxy.MessageVerdict, error) {
 	st.e.met.Guarded.WithLabelValues("refused").Inc()
-	if err := st.recordMeasured(res, "block", blast); err != nil {
+	if err := st.recordDecision(res, "block", blast); err != nil {
 		st.e.log.Error("audit log write failed; the statement is blocked anyway", "session", st.auditBase.SessionID, "err", err)
 	}
 	return st.extRaise(ctx, measuredRefusal(res, blast, 1, extra))
@@ -380,7 +380,7 @@ func (st *sessionState) extUnverified(ctx context.Context, res *rules.Result, wh
 			return proxy.MessageVerdict{}, err
 		}
 	}
-	if err := st.recordMeasured(res, "block", "pgmoat could not verify it: "+why); err != nil {
+	if err := st.recordDecision(res, "block", "pgmoat could not verify it: "+why); err != nil {
 		st.e.log.Error("audit log write failed", "session", st.auditBase.SessionID, "err", err)
 	}
 	return st.extRaise(ctx, refusal{
@@ -400,7 +400,7 @@ func (st *sessionState) extHold(ctx context.Context, res *rules.Result, blast st
 			"where waiting could hold locks for as long as the hold lasts. Run it outside a transaction, or pre-approve it first: "+
 			"pgmoat approve --file migration.sql --ttl 1h --reason '…'")
 	}
-	if err := st.recordMeasured(res, "hold", blast); err != nil {
+	if err := st.recordDecision(res, "hold", blast); err != nil {
 		return st.extRaise(ctx, auditDownRefusal(res))
 	}
 	st.e.met.Guarded.WithLabelValues("held").Inc()

@@ -3,6 +3,8 @@ package enforce
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -61,15 +63,15 @@ func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayB
 		if err != nil {
 			return proxy.MessageVerdict{}, err
 		}
-		if own, err := m.DeclaresTypeFrom(firstNormalOID); err != nil {
+		if own, err := m.DeclaredTypesFrom(firstNormalOID); err != nil {
 			return proxy.MessageVerdict{}, err
-		} else if own && st.e.engine.Policy().ProtectsAnything() {
+		} else if len(own) > 0 && st.e.engine.Policy().ProtectsAnything() {
 			// A parameter of a type of the database's own: its input (a
 			// domain's check) runs code at Bind, which the guard covers.
 			if !mayBlock {
 				return proxy.MessageVerdict{}, errWouldBlock
 			}
-			return st.verifyOwnTypes(ctx, m.Text(sql), name)
+			return st.verifyOwnTypes(ctx, m.Text(sql), name, own)
 		}
 		return st.statement(ctx, m.Type, m.Text(sql), name, mayBlock)
 	case 'B':
@@ -193,7 +195,7 @@ func (st *sessionState) logged(typ byte, res *rules.Result) (v proxy.MessageVerd
 	if res.Action != rules.Log {
 		return proxy.MessageVerdict{}, true
 	}
-	if err := st.recordDecision(res, "log"); err != nil {
+	if err := st.recordDecision(res, "log", ""); err != nil {
 		return st.refuseAuditDown(typ, res, err), false
 	}
 	return proxy.MessageVerdict{}, true
@@ -391,6 +393,12 @@ func (st *sessionState) verify(ctx context.Context, typ byte, res *rules.Result,
 		return st.guardQuery(ctx, res, text)
 	case 'P':
 		v := st.forward(typ, res, name)
+		if len(res.Statements) == 1 && res.Statements[0].PreparesTransaction() {
+			// Which locks the transaction holds is asked in a
+			// simple Query; a prepared PREPARE TRANSACTION stays
+			// judged as it says.
+			return refuse(typ, blockRefusal(res, "send PREPARE TRANSACTION as a simple query, so that pgmoat can check the locks it keeps")), nil
+		}
 		if len(res.Statements) == 1 && txControl(res.Statements[0]) != 0 {
 			// Transaction control cannot run inside the guard's
 			// savepoint (a COMMIT whose deferred triggers made it Verify):
@@ -444,11 +452,50 @@ func (st *sessionState) bindGuard(portal, stmt, raw []byte) *boundGuard {
 // OIDs are built in.
 const firstNormalOID = 16384
 
+// typeInputEscapes asks the server the names of the types oids and
+// returns why the input of one reaches outside the transaction, or "".
+// A type it cannot name counts as one that does.
+func (st *sessionState) typeInputEscapes(ctx context.Context, oids []uint32) (string, error) {
+	list := make([]string, len(oids))
+	for i, o := range oids {
+		list[i] = strconv.FormatUint(uint64(o), 10)
+	}
+	x := st.client.NewExchange()
+	r := x.Add(&pgproto3.Query{String: "SELECT n.nspname, t.typname FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) t.typnamespace" +
+		" WHERE t.oid OPERATOR(pg_catalog.=) ANY ('{" + strings.Join(list, ",") + "}'::pg_catalog.oid[])"}, proxy.ReplyCollect)
+	if err := x.Run(ctx); err != nil {
+		return "", proxy.Refuse("08006", "pgmoat lost track of the server while reading parameter types: "+err.Error(), "")
+	}
+	if r.Err != nil || len(r.Rows) < len(oids) {
+		return "a parameter of a type pgmoat cannot name, whose input runs when the statement is bound", nil
+	}
+	for _, row := range r.Rows {
+		if len(row) != 2 {
+			continue
+		}
+		if why := st.e.engine.TypeInputEscapes(st.auditBase.Database, string(row[0]), string(row[1])); why != "" {
+			return "a parameter of type " + rules.QuoteIdent(string(row[0])) + "." + rules.QuoteIdent(string(row[1])) + ": " + why, nil
+		}
+	}
+	return "", nil
+}
+
 // verifyOwnTypes handles a Parse that declares a parameter of a type of
 // the database's own: judged as usual, but when the analysis would let it
 // run unguarded, it is guarded anyway (the Bind runs the type's input).
-func (st *sessionState) verifyOwnTypes(ctx context.Context, text string, name []byte) (proxy.MessageVerdict, error) {
+//
+// A type whose input reaches outside the transaction (a domain whose check
+// calls dblink) cannot be verified: the statement is refused, as a cast
+// to the type in its text would be.
+func (st *sessionState) verifyOwnTypes(ctx context.Context, text string, name []byte, oids []uint32) (proxy.MessageVerdict, error) {
+	why, err := st.typeInputEscapes(ctx, oids)
+	if err != nil {
+		return proxy.MessageVerdict{}, err
+	}
 	res := st.judge(func(rs *rules.Session) *rules.Result {
+		if why != "" {
+			return st.e.engine.JudgeWithOpaque(rs, text, why)
+		}
 		return st.e.engine.JudgeWithDoubt(rs, text, "a parameter of a type of the database's own, whose input runs when the statement is bound")
 	})
 	if res.Action == rules.Verify {

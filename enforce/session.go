@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgmoat/pgmoat/approvals"
 	"github.com/pgmoat/pgmoat/audit"
 	"github.com/pgmoat/pgmoat/proxy"
 	"github.com/pgmoat/pgmoat/rules"
@@ -171,8 +172,10 @@ func (st *sessionState) allowed(res *rules.Result, why string) {
 	}
 }
 
-// recordDecision writes a non-allow decision to the audit log, durably.
-func (st *sessionState) recordDecision(res *rules.Result, decision string) error {
+// recordDecision writes a non-allow decision to the audit log, durably;
+// blast is what the statement was measured to do under guard, "" when it
+// did not run.
+func (st *sessionState) recordDecision(res *rules.Result, decision, blast string) error {
 	v := res.Decision()
 	ev := st.event(audit.Decision)
 	ev.Statement = joinTexts(res)
@@ -181,6 +184,7 @@ func (st *sessionState) recordDecision(res *rules.Result, decision string) error
 		ev.Rule = v.Rule
 		ev.Reason = v.Sentence
 	}
+	ev.BlastRadius = blast
 	ev.Decision = decision
 	ev.Operations, ev.Objects = effectsOf(res)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -378,4 +382,29 @@ func allChanges(res *rules.Result) []rules.StateChange {
 		out = append(out, v.Changes...)
 	}
 	return out
+}
+
+// holdRequest describes res to the approvals store: the statement, who
+// sent it, the rule that holds it, and blast, what it was measured to do
+// under guard ("" when it did not run).
+func (st *sessionState) holdRequest(res *rules.Result, blast string) approvals.Request {
+	v := res.Decision()
+	var fps []string
+	for _, s := range res.Statements {
+		if fp, err := s.Fingerprint(); err == nil {
+			fps = append(fps, fp)
+		}
+	}
+	return approvals.Request{
+		Statement:    joinTexts(res),
+		Fingerprints: fps,
+		User:         st.auditBase.User,
+		Database:     st.auditBase.Database,
+		Application:  st.auditBase.Application,
+		Client:       st.auditBase.Client,
+		SessionID:    st.auditBase.SessionID,
+		Rule:         v.Rule,
+		Reason:       v.Sentence,
+		BlastRadius:  blast,
+	}
 }

@@ -240,7 +240,7 @@ func Compare(before, after *Snapshot, limits func(pattern int) rules.RowLimits) 
 				continue
 			}
 			over := m.n > lim.MaxRows
-			if rr.rows > 0 && float64(m.n) > lim.MaxFraction*float64(rr.rows) {
+			if rr.rows > 0 && float64(m.n) >= lim.MaxFraction*float64(rr.rows) {
 				over = true
 			}
 			if rr.rows <= 0 && m.n > 0 && lim.MaxFraction < 1 {

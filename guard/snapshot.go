@@ -162,31 +162,12 @@ const (
 // globs, as rules.Policy.Patterns returns them). The pattern column of a
 // row is the index of the first pattern that covers it.
 func Query(patterns []string) string {
-	var vals []string
-	for i, p := range patterns {
-		schema, table, ok := strings.Cut(p, ".")
-		if !ok {
-			continue
-		}
-		vals = append(vals, fmt.Sprintf("(%d, %s, %s)", i, quoteLiteral(globRegexp(schema)), quoteLiteral(globRegexp(table))))
-	}
-	if len(vals) == 0 {
+	cte, ok := coveredCTE(patterns)
+	if !ok {
 		return settingsQuery
 	}
 	var b strings.Builder
-	b.WriteString(`WITH RECURSIVE prot(oid, root, pat) AS (
-  SELECT c.oid, c.oid, pg_catalog.min(p.i)
-    FROM pg_catalog.pg_class c
-    JOIN pg_catalog.pg_namespace n ON n.oid ` + eq + ` c.relnamespace
-    JOIN (VALUES ` + strings.Join(vals, ", ") + `) p(i, s, r)
-      ON pg_catalog.textregexeq(n.nspname::pg_catalog.text, p.s) AND pg_catalog.textregexeq(c.relname::pg_catalog.text, p.r)
-   WHERE c.relkind ` + eq + ` ANY ('{r,p,f,m,v}'::pg_catalog."char"[])
-   GROUP BY c.oid
-UNION
-  SELECT i.inhrelid, prot.root, prot.pat FROM pg_catalog.pg_inherits i JOIN prot ON i.inhparent ` + eq + ` prot.oid
-), cov AS (
-  SELECT DISTINCT ON (oid) oid, root, pat FROM prot ORDER BY oid, pat
-)
+	b.WriteString(cte + `
 SELECT 'rel', c.oid::pg_catalog.text, n.nspname::pg_catalog.text, c.relname::pg_catalog.text, cov.root::pg_catalog.text, cov.pat::pg_catalog.text,
        c.relkind::pg_catalog.text, c.relowner::pg_catalog.text, c.relfilenode::pg_catalog.text,
        COALESCE((SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid ` + eq + ` c.oid LIMIT 1), 0)::pg_catalog.text,
@@ -213,6 +194,57 @@ SELECT 'rel', c.oid::pg_catalog.text, n.nspname::pg_catalog.text, c.relname::pg_
   JOIN pg_catalog.pg_namespace n ON n.oid ` + eq + ` c.relnamespace
 UNION ALL ` + settingsQuery)
 	return b.String()
+}
+
+// coveredCTE returns a WITH clause whose cov(oid, root, pat) lists every
+// relation protection covers: those the patterns name, and their
+// partitions and inheritance children (root is the relation a pattern
+// names, pat the index of the first pattern that covers it). ok is false
+// when no pattern names a relation.
+func coveredCTE(patterns []string) (string, bool) {
+	var vals []string
+	for i, p := range patterns {
+		schema, table, ok := strings.Cut(p, ".")
+		if !ok {
+			continue
+		}
+		vals = append(vals, fmt.Sprintf("(%d, %s, %s)", i, quoteLiteral(globRegexp(schema)), quoteLiteral(globRegexp(table))))
+	}
+	if len(vals) == 0 {
+		return "", false
+	}
+	return `WITH RECURSIVE prot(oid, root, pat) AS (
+  SELECT c.oid, c.oid, pg_catalog.min(p.i)
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid ` + eq + ` c.relnamespace
+    JOIN (VALUES ` + strings.Join(vals, ", ") + `) p(i, s, r)
+      ON pg_catalog.textregexeq(n.nspname::pg_catalog.text, p.s) AND pg_catalog.textregexeq(c.relname::pg_catalog.text, p.r)
+   WHERE c.relkind ` + eq + ` ANY ('{r,p,f,m,v}'::pg_catalog."char"[])
+   GROUP BY c.oid
+UNION
+  SELECT i.inhrelid, prot.root, prot.pat FROM pg_catalog.pg_inherits i JOIN prot ON i.inhparent ` + eq + ` prot.oid
+), cov AS (
+  SELECT DISTINCT ON (oid) oid, root, pat FROM prot ORDER BY oid, pat
+)`, true
+}
+
+// LocksQuery returns a query for the relations protection covers (see
+// Query) on which the session's own transaction holds a lock, one row
+// each: schema, name and the strongest lock mode. A prepared transaction
+// keeps its locks after the session has gone.
+func LocksQuery(patterns []string) string {
+	cte, ok := coveredCTE(patterns)
+	if !ok {
+		return "SELECT '', '', '' WHERE false"
+	}
+	return cte + `
+SELECT n.nspname::pg_catalog.text, c.relname::pg_catalog.text, pg_catalog.string_agg(DISTINCT l.mode, ', ')
+  FROM pg_catalog.pg_locks l JOIN cov ON cov.oid ` + eq + ` l.relation
+  JOIN pg_catalog.pg_class c ON c.oid ` + eq + ` l.relation
+  JOIN pg_catalog.pg_namespace n ON n.oid ` + eq + ` c.relnamespace
+ WHERE l.pid ` + eq + ` pg_catalog.pg_backend_pid() AND l.locktype ` + eq + ` 'relation' AND l.granted
+ GROUP BY n.nspname, c.relname
+ ORDER BY 1, 2`
 }
 
 // settingsQuery reads the session settings pgmoat's analysis depends on,

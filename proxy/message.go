@@ -73,33 +73,34 @@ func (m *ClientMessage) ParseStatement() (name, sql []byte, err error) {
 	return m.twoStrings('P')
 }
 
-// DeclaresTypeFrom reports whether a Parse message declares a parameter
-// type whose OID is at least min: pgmoat asks whether the client names a
-// type of the database's own (FirstNormalObjectId), whose input runs when
-// the statement is bound.
-func (m *ClientMessage) DeclaresTypeFrom(min uint32) (bool, error) {
+// DeclaredTypesFrom returns the parameter types a Parse message declares
+// whose OIDs are at least min: pgmoat asks whether the client names types
+// of the database's own (FirstNormalObjectId), whose input runs when the
+// statement is bound.
+func (m *ClientMessage) DeclaredTypesFrom(min uint32) ([]uint32, error) {
 	if err := m.want('P'); err != nil {
-		return false, err
+		return nil, err
 	}
 	_, rest, ok := cstring(m.Body())
 	if ok {
 		_, rest, ok = cstring(rest)
 	}
 	if !ok || len(rest) < 2 {
-		return false, m.malformed()
+		return nil, m.malformed()
 	}
 	n := int(rest[0])<<8 | int(rest[1])
 	rest = rest[2:]
 	if len(rest) < 4*n {
-		return false, m.malformed()
+		return nil, m.malformed()
 	}
+	var out []uint32
 	for i := 0; i < n; i++ {
 		oid := uint32(rest[4*i])<<24 | uint32(rest[4*i+1])<<16 | uint32(rest[4*i+2])<<8 | uint32(rest[4*i+3])
 		if oid >= min {
-			return true, nil
+			out = append(out, oid)
 		}
 	}
-	return false, nil
+	return out, nil
 }
 
 // BindNames returns the portal a Bind message creates and the prepared

@@ -873,7 +873,11 @@ func (e *env) transactionStmt(t *pg_query.TransactionStmt) {
 	default:
 		return
 	}
-	e.change(StateChange{Kind: k, Name: t.SavepointName})
+	ch := StateChange{Kind: k, Name: t.SavepointName}
+	if t.Kind == pg_query.TransactionStmtKind_TRANS_STMT_PREPARE {
+		ch.Text = "PREPARE TRANSACTION"
+	}
+	e.change(ch)
 	if t.Chain && (k == ChangeCommit || k == ChangeRollback) {
 		e.change(StateChange{Kind: ChangeBegin})
 	}
@@ -1124,9 +1128,16 @@ func (e *env) setConfig(f *pg_query.FuncCall, text, where string, out *[]Effect)
 		}
 		return
 	}
-	e.add(out, OpLexerState, everything(), "set_config() of a setting pgmoat cannot read", where)
+	// A name pgmoat cannot read (a Bind parameter, a column): the call
+	// runs under guard, which compares the settings that change lexing
+	// or switch triggers off before and after, and the session's
+	// search_path and role are read back from the server afterwards.
+	// Judged statically (pgmoat check), it stays refused.
+	e.possibly(func() {
+		e.add(out, OpLexerState, everything(), "set_config() of a setting pgmoat cannot read", where)
+	})
 	if e.depth == 0 {
-		e.change(StateChange{Kind: ChangeSearchPath, Known: false})
+		e.ranCode(staleCode)
 	} else {
 		e.bodySetsPath(pathVal{})
 	}

@@ -136,6 +136,23 @@ func (c *Catalog) functions(schema, name string) []*Function {
 // hasFunctions reports whether calls need looking up: the database has
 // functions of its own, or the catalog knows which are built in (then a
 // name that is neither is a function made since the snapshot).
+// functionNaming returns a function of the database's own whose
+// definition mentions name (a sequence's, say), or nil. It errs towards
+// finding one: the name may stand in a comment or a longer name.
+func (c *Catalog) functionNaming(name string) *Function {
+	if c == nil || name == "" {
+		return nil
+	}
+	for _, fs := range c.funcs {
+		for _, f := range fs {
+			if strings.Contains(f.Def, name) {
+				return f
+			}
+		}
+	}
+	return nil
+}
+
 func (c *Catalog) hasFunctions() bool { return c != nil && (len(c.funcs) > 0 || len(c.builtins) > 0) }
 
 // AddBuiltin records the name of a built-in function.

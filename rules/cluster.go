@@ -19,17 +19,19 @@ import (
 //	ALTER DATABASE ... ALLOW_CONNECTIONS false
 //	REVOKE ... ON DATABASE                     CONNECT and TEMP
 //	ALTER ROLE ... NOLOGIN, NOSUPERUSER, NOINHERIT, NOBYPASSRLS, NOREPLICATION,
-//	    PASSWORD NULL, CONNECTION LIMIT n (0 to 9), VALID UNTIL a time that
-//	    is past or less than a day away ('infinity' and later times pass)
+//	    PASSWORD NULL, PASSWORD of another role than the session's own,
+//	    CONNECTION LIMIT n (0 to 9), VALID UNTIL a time that is past or
+//	    less than a day away ('infinity' and later times pass)
 //	ALTER ROLE ... RENAME TO, DROP ROLE        its sessions can no longer log in
 //	ALTER ROLE / DATABASE ... SET, ALTER SYSTEM SET of lockoutSettings, and
 //	    their RESET ALL (which drops a role's search_path, for one)
 //	SET / set_config session_replication_role to replica or local: triggers
 //	    and foreign keys off for the session's next statements; the same
 //	    as a function's SET clause
-//	PREPARE TRANSACTION                        its locks outlive the session
+//	PREPARE TRANSACTION                        its locks on protected tables
+//	    outlive the session (the proxy asks the server which it holds)
 //
-// IS_TEMPLATE, a password change, CREATE ROLE, GRANT and
+// IS_TEMPLATE, a change of one's own password, CREATE ROLE, GRANT and
 // pg_terminate_backend pass: none keeps anyone out once the statement is
 // over (terminated sessions reconnect).
 
@@ -276,8 +278,13 @@ func (e *env) alterRoleCluster(a *pg_query.AlterRoleStmt, where string, out *[]E
 				why = "NO" + strings.ToUpper(strings.TrimPrefix(d.Defname, "is")) + ": its sessions lose privileges they may rely on"
 			}
 		case "password":
-			if d.Arg == nil {
+			switch {
+			case d.Arg == nil:
 				why = "PASSWORD NULL: it can no longer log in with a password"
+			case !e.ownRole(a.Role):
+				// Rotating an application's password is a change
+				// for whoever deploys the new one with it.
+				why = "PASSWORD: the sessions that log in with its current password (an application's connection string) are refused from now on"
 			}
 		case "connectionlimit":
 			if n, ok := defElemInt(d); !ok || n >= 0 && n < minConnectionLimit {
@@ -298,6 +305,21 @@ func (e *env) alterRoleCluster(a *pg_query.AlterRoleStmt, where string, out *[]E
 			e.add(out, OpClusterAdmin, everything(), what+" "+why, where)
 		}
 	}
+}
+
+// ownRole reports whether r names the session's own role (psql's
+// \password changes the password of the user it logged in as).
+func (e *env) ownRole(r *pg_query.RoleSpec) bool {
+	if r == nil {
+		return false
+	}
+	switch r.Roletype {
+	case pg_query.RoleSpecType_ROLESPEC_CURRENT_USER, pg_query.RoleSpecType_ROLESPEC_SESSION_USER, pg_query.RoleSpecType_ROLESPEC_CURRENT_ROLE:
+		return true
+	case pg_query.RoleSpecType_ROLESPEC_CSTRING:
+		return e.user != "" && r.Rolename == e.user
+	}
+	return false
 }
 
 // validUntil says why VALID UNTIL t locks the role out ("" when it does
@@ -395,7 +417,12 @@ func (e *env) prepareTransactionCluster(t *pg_query.TransactionStmt, where strin
 	if t.Kind != pg_query.TransactionStmtKind_TRANS_STMT_PREPARE {
 		return
 	}
-	e.add(out, OpClusterAdmin, everything(), "PREPARE TRANSACTION "+quoteLiteral(t.Gid)+" keeps its locks after the session ends, until COMMIT PREPARED or ROLLBACK PREPARED", where)
+	// Only locks on protected tables lock the application out: the
+	// proxy asks the server which locks the transaction holds before it
+	// lets the statement through (pgmoat check, which cannot, reports it).
+	e.possibly(func() {
+		e.add(out, OpClusterAdmin, everything(), "PREPARE TRANSACTION "+quoteLiteral(t.Gid)+" keeps its locks after the session ends, until COMMIT PREPARED or ROLLBACK PREPARED", where)
+	})
 }
 
 // quoteLiteral renders s as an SQL string constant for sentences.

@@ -43,7 +43,10 @@ func TestClusterAdmin(t *testing.T) {
 		{"ALTER GROUP app_group DROP USER app", Block, OpContract},
 		{"ALTER ROLE app LOGIN", Allow, 0},
 		{"ALTER ROLE app INHERIT", Allow, 0},
-		{"ALTER ROLE app PASSWORD 'new secret'", Allow, 0},
+		{"ALTER ROLE app PASSWORD 'new secret'", Allow, 0}, // the session's own
+		{"ALTER USER CURRENT_USER PASSWORD 'new secret'", Allow, 0},
+		{"ALTER ROLE reporter PASSWORD 'new secret'", Block, OpClusterAdmin},
+		{"ALTER USER reporter WITH ENCRYPTED PASSWORD 'SCRAM-SHA-256$4096:x'", Block, OpClusterAdmin},
 		{"ALTER ROLE app CONNECTION LIMIT -1", Allow, 0},
 		{"ALTER ROLE app CONNECTION LIMIT 50", Allow, 0},
 		{"ALTER ROLE app VALID UNTIL 'infinity'", Allow, 0},

@@ -2,9 +2,12 @@ package rules
 
 import (
 	"slices"
+	"sort"
 	"strings"
+	"sync"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/proto"
 )
 
 // The contract of a protected table: what its application relies on
@@ -92,7 +95,9 @@ func (e *env) newlyMade(obj Object) bool {
 	if e.fresh[q] {
 		return true
 	}
-	return e.cat != nil && !e.cat.has(q.schema, q.name) && e.ov.hasRel(q.schema, q.name)
+	// Made earlier in the session: the catalog may have it by now (it is
+	// read again after DDL), but a CREATE that fails on a taken name made it.
+	return e.ov.madeHere(q) || e.cat != nil && !e.cat.has(q.schema, q.name) && e.ov.hasRel(q.schema, q.name)
 }
 
 // markFresh records that a CREATE TABLE without IF NOT EXISTS made obj
@@ -106,6 +111,8 @@ func (e *env) markFresh(obj Object, ifNotExists bool) {
 		e.fresh = map[qname]bool{}
 	}
 	e.fresh[q] = true
+	// The session remembers it too, for its later messages.
+	e.change(StateChange{Kind: ChangeCreateRelation, Relation: obj, Known: true})
 }
 
 // contractCmds lists the ALTER TABLE subcommands that change a table's
@@ -585,12 +592,94 @@ func (e *env) replaceFunctionContract(f *pg_query.CreateFunctionStmt, where stri
 		return
 	}
 	names := nodeStrings(f.Funcname)
+	if e.sameAsCatalog(f, names) {
+		return // replaced by itself: nothing changes
+	}
 	kind := "FUNCTION"
 	if f.IsProcedure {
 		kind = "PROCEDURE"
 	}
 	e.functionContract(names, "CREATE OR REPLACE "+kind+" "+strings.Join(names, "."), where, out)
 }
+
+// sameAsCatalog reports whether CREATE OR REPLACE f defines exactly the
+// function the catalog has under its name: the same parameters, result,
+// language, options and body (a migration tool that re-applies its
+// functions every run). An unqualified name counts only when the catalog
+// has one function of that name.
+func (e *env) sameAsCatalog(f *pg_query.CreateFunctionStmt, names []string) bool {
+	if e.cat == nil || len(names) == 0 {
+		return false
+	}
+	schema := ""
+	if len(names) > 1 {
+		schema = names[len(names)-2]
+	}
+	fs := e.cat.functions(schema, names[len(names)-1])
+	if schema == "" && len(e.cat.functions("", names[len(names)-1])) != 1 {
+		return false
+	}
+	want, ok := canonicalFunction(f)
+	if !ok {
+		return false
+	}
+	for _, cf := range fs {
+		if old, _ := cf.createStmt(); old != nil {
+			if have, ok := canonicalFunction(old); ok && have == want {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// canonicalFunction deparses a CREATE FUNCTION without its schema and
+// with its options in one order, leaving out those that say the default
+// (pg_get_functiondef writes only the others).
+func canonicalFunction(f *pg_query.CreateFunctionStmt) (string, bool) {
+	c := proto.Clone(f).(*pg_query.CreateFunctionStmt)
+	c.Replace = true
+	if n := len(c.Funcname); n > 1 {
+		c.Funcname = c.Funcname[n-1:]
+	}
+	var opts []*pg_query.Node
+	for _, o := range c.Options {
+		d := o.GetDefElem()
+		if d == nil {
+			return "", false
+		}
+		switch v := strings.ToLower(defElemText(d)); d.Defname {
+		case "volatility":
+			if v == "volatile" {
+				continue
+			}
+		case "strict", "security", "leakproof", "window":
+			if !defElemBool(d) {
+				continue
+			}
+		case "parallel":
+			if v == "unsafe" {
+				continue
+			}
+		}
+		d.Location = 0
+		opts = append(opts, o)
+	}
+	sort.SliceStable(opts, func(i, j int) bool { return opts[i].GetDefElem().Defname < opts[j].GetDefElem().Defname })
+	c.Options = opts
+	out, err := pg_query.Deparse(&pg_query.ParseResult{Version: parserVersion(), Stmts: []*pg_query.RawStmt{{Stmt: &pg_query.Node{Node: &pg_query.Node_CreateFunctionStmt{CreateFunctionStmt: c}}}}})
+	return out, err == nil
+}
+
+// parserVersion is libpg_query's PostgreSQL version number, which Deparse
+// requires of the trees it is given.
+var parserVersion = sync.OnceValue(func() int32 {
+	t, err := pg_query.Parse("SELECT")
+	if err != nil {
+		return 0
+	}
+	return t.Version
+})
 
 // ownerContract judges ALTER ... OWNER TO of a schema or function: the
 // new owner's privileges replace the old owner's.

@@ -182,6 +182,10 @@ GRANT USAGE ON SEQUENCE public.users_id_seq, public.scratch_id_seq TO %[1]s;`, Q
 		{attack: "ALTER PUBLICATION app_pub SET (publish = 'insert')", twin: "ALTER PUBLICATION scratch_pub SET (publish = 'insert')", quiet: true},
 		{attack: "ALTER PUBLICATION scratch_pub ADD TABLE users", twin: "ALTER PUBLICATION app_pub ADD TABLE scratch", quiet: true},
 		{attack: "REVOKE EXECUTE ON FUNCTION public.touch() FROM PUBLIC", twin: "REVOKE EXECUTE ON FUNCTION public.unused() FROM PUBLIC", quiet: true},
+		// A migration that re-applies its functions: the same definition
+		// changes nothing; a changed option does.
+		{attack: "CREATE OR REPLACE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$BEGIN NEW.note := coalesce(NEW.note, 'n'); RETURN NEW; END$$",
+			twin: "CREATE OR REPLACE FUNCTION public.touch() RETURNS trigger VOLATILE LANGUAGE plpgsql AS $$BEGIN NEW.note := coalesce(NEW.note, 'n'); RETURN NEW; END$$", quiet: true},
 	} {
 		r := eng.Judge(liveSession(db), tc.attack)
 		if r.Action != Block || !hasOp(r.Decision(), OpContract) {

@@ -220,6 +220,23 @@ REVOKE ALL ON SCHEMA billing FROM PUBLIC;`
 	if r := eng.Judge(knownSession("app"), "ALTER TABLE billing.refunds ADD PRIMARY KEY (id)"); r.Action != Block {
 		t.Errorf("key of another session's table: %s", r.Action)
 	}
+	// The catalog is read again after DDL (the proxy does): the table the
+	// session made is then in it, and still the session's own. One made
+	// with IF NOT EXISTS may have been there before: it is not.
+	after, err := CatalogFromSQL(contractDDL + "; CREATE TABLE billing.refunds (id int); CREATE TABLE billing.maybe (id int)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refused := runAllowed(eng, s, "CREATE TABLE IF NOT EXISTS billing.maybe (id int)"); len(refused) > 0 {
+		t.Fatalf("refused %q", refused)
+	}
+	eng.SetCatalog("app", after)
+	if r := eng.Judge(s, "ALTER TABLE billing.refunds OWNER TO app_owner"); r.Action != Allow {
+		t.Errorf("owner of the session's own table, after the catalog has it: %s %q", r.Action, r.Decision().Sentence)
+	}
+	if r := eng.Judge(s, "ALTER TABLE billing.maybe OWNER TO app_owner"); r.Action != Block {
+		t.Errorf("owner of a table made IF NOT EXISTS, after the catalog has it: %s", r.Action)
+	}
 	// A schema whose protected tables the snapshot does not have relies
 	// on nothing; one whose protected table it has does.
 	empty := testEngine(t, PolicyConfig{Protect: []string{"public.users", "billing.invoices"}})

@@ -241,7 +241,7 @@ func (e *Engine) full(ctx context.Context, pol *Policy, ce *catalogEntry, s *Ses
 			env.changes = nil
 			effects := env.analyzeStmt(stmtText{raw.Stmt, text}, "")
 			v := newVerdict(&pl, int(raw.StmtLocation), text)
-			v.Effects = settle(effects, e.verify, !unguardable(raw.Stmt))
+			v.Effects = settle(effects, e.verify, !unguardable(raw.Stmt), holdableCursor(raw.Stmt))
 			v.CopyIn = copyFromClient(raw.Stmt)
 			v.DDL = isDDL(raw.Stmt)
 			v.Changes = env.changes
@@ -329,13 +329,24 @@ func ParseSearchPath(value string) ([]string, bool) {
 // every protected table, so that the proxy verifies it when nothing else
 // decides more.
 func (e *Engine) JudgeWithDoubt(s *Session, sql, why string) *Result {
+	return e.judgeWith(s, sql, why, DoubtCode)
+}
+
+// JudgeWithOpaque is Judge for a statement that also reaches outside the
+// transaction where its text does not say (why): every statement of it
+// carries a certain opaque effect on every protected table.
+func (e *Engine) JudgeWithOpaque(s *Session, sql, why string) *Result {
+	return e.judgeWith(s, sql, why, DoubtNone)
+}
+
+func (e *Engine) judgeWith(s *Session, sql, why string, doubt Doubt) *Result {
 	r := e.Judge(s, sql)
 	out := &Result{Statements: make([]*Verdict, len(r.Statements)), Path: r.Path}
 	pol := e.pol.Load()
 	for i, v := range r.Statements {
 		nv := &Verdict{Text: v.Text, Offset: v.Offset, Line: v.Line, Col: v.Col, Changes: v.Changes, CopyIn: v.CopyIn, DDL: v.DDL}
-		nv.Effects = append(append([]Effect(nil), v.Effects...), Effect{Op: OpOpaque, Object: everything(), What: why, Doubt: DoubtCode})
-		nv.Effects = settle(nv.Effects, e.verify, true)
+		nv.Effects = append(append([]Effect(nil), v.Effects...), Effect{Op: OpOpaque, Object: everything(), What: why, Doubt: doubt})
+		nv.Effects = settle(nv.Effects, e.verify, true, false)
 		decide(pol, s.mask, nv)
 		out.Statements[i] = nv
 	}

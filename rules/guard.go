@@ -245,6 +245,17 @@ func (e *env) runsCodeOnWrite(obj Object, f follows, only bool, verb, where stri
 		return
 	}
 	rs, _, _ := e.reach(obj, f, only)
+	// A foreign table's rows live on another server (postgres_fdw to a
+	// loopback is the protected table itself): the write happens in a
+	// transaction of that server's, which no guard here can see.
+	for _, r := range rs {
+		for _, q := range e.relsOf(r.obj) {
+			if e.cat.relkinds[q] == 'f' {
+				e.add(out, OpOpaque, everything(), verb+" "+qualified(q.schema, q.name)+": a foreign table, whose rows live on another server, outside the transaction pgmoat can verify", where)
+				return
+			}
+		}
+	}
 	if e.hasRelDoors() {
 		for _, r := range rs {
 			for _, q := range e.relsOf(r.obj) {
@@ -370,6 +381,15 @@ func (e *env) callFunction(f *pg_query.CreateFunctionStmt, text, where string, o
 	e.ranCode(sum.stale)
 }
 
+// holdableCursor reports whether n is DECLARE ... CURSOR WITH HOLD.
+func holdableCursor(n *pg_query.Node) bool {
+	d := n.GetDeclareCursorStmt()
+	return d != nil && d.Options&cursorOptHold != 0
+}
+
+// cursorOptHold is CURSOR_OPT_HOLD of PostgreSQL's parsenodes.h.
+const cursorOptHold = 0x0020
+
 // unguardable reports whether a statement cannot run inside a transaction
 // block, so that pgmoat cannot run it under guard: its Possible effects
 // are judged as certain.
@@ -400,7 +420,7 @@ func unguardable(n *pg_query.Node) bool {
 	case *pg_query.Node_DeclareCursorStmt:
 		// A cursor WITH HOLD runs its query at COMMIT, to keep its rows:
 		// after pgmoat could check anything.
-		return x.DeclareCursorStmt.Options&0x0020 != 0
+		return holdableCursor(n)
 	case *pg_query.Node_CopyStmt:
 		// The proxy cannot hold the statement's reply back while the
 		// client sends it the data.
@@ -424,7 +444,11 @@ func unguardable(n *pg_query.Node) bool {
 // pgmoat always judged it: an effect of code pgmoat cannot follow
 // (DoubtCode) counts as certain, and one that depends on which rows a
 // filter matches (DoubtRows) is left out.
-func settle(effects []Effect, verify, guardable bool) []Effect {
+//
+// A cursor WITH HOLD is the exception: the server runs its query to the
+// end at COMMIT, a loop over every row it reads, so when the engine
+// verifies, what its query may do to rows counts as certain too.
+func settle(effects []Effect, verify, guardable, holdable bool) []Effect {
 	if verify && guardable {
 		return effects
 	}
@@ -432,6 +456,10 @@ func settle(effects []Effect, verify, guardable bool) []Effect {
 	for _, ef := range effects {
 		switch ef.Doubt {
 		case DoubtRows, DoubtDDL:
+			if verify && holdable {
+				ef.Doubt = DoubtNone
+				break
+			}
 			continue
 		case DoubtCode:
 			ef.Doubt = DoubtNone

@@ -20,7 +20,13 @@ CREATE TABLE public.events (id int, at timestamptz);
 CREATE FUNCTION public.trg() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
 CREATE TRIGGER t BEFORE INSERT ON public.scratch FOR EACH ROW EXECUTE FUNCTION public.trg();
 CREATE FUNCTION public.trg_del() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN DELETE FROM public.users WHERE id = NEW.id; RETURN NEW; END$$;
-CREATE TRIGGER t BEFORE INSERT ON public.events FOR EACH ROW EXECUTE FUNCTION public.trg_del();`)
+CREATE TRIGGER t BEFORE INSERT ON public.events FOR EACH ROW EXECUTE FUNCTION public.trg_del();
+CREATE EXTENSION postgres_fdw;
+CREATE SERVER elsewhere FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', dbname 'postgres');
+CREATE FOREIGN TABLE public.remote_users (id int) SERVER elsewhere OPTIONS (table_name 'users');
+CREATE SEQUENCE public.ref_seq;
+CREATE FUNCTION public.next_ref() RETURNS bigint LANGUAGE sql AS $$SELECT nextval('public.ref_seq')$$;
+CREATE SEQUENCE public.free_seq;`)
 	conn := c.Connect(t, db)
 	cat, _ := liveCatalog(t, conn)
 	eng := NewEngine(corpusPolicy(t), EngineOptions{Verify: true})
@@ -55,6 +61,26 @@ CREATE TRIGGER t BEFORE INSERT ON public.events FOR EACH ROW EXECUTE FUNCTION pu
 		{"SELECT innocent('dbname=appdb', 'DROP TABLE users')", Block},
 		{"DELETE FROM users", Block},
 		{"VACUUM users", Allow},
+		// A cursor WITH HOLD runs its query to the end at COMMIT, where
+		// no guard can follow it: what it may do counts as certain.
+		{"DECLARE c CURSOR WITH HOLD FOR SELECT del_one(id) FROM users", Block},
+		{"DECLARE c CURSOR WITH HOLD FOR SELECT id, harmless(id) FROM users", Allow},
+		{"DECLARE c CURSOR FOR SELECT del_one(id) FROM users", Verify},
+		// A foreign table's rows are another server's: a write to one
+		// is outside any guard.
+		{"DELETE FROM remote_users WHERE id = 1", Block},
+		{"INSERT INTO remote_users VALUES (1)", Block},
+		{"SELECT * FROM remote_users", Allow},
+		// A setting pgmoat cannot name runs under guard, which compares
+		// the settings that matter; the search_path is read back after.
+		{"SELECT set_config($1, $2, false)", Verify},
+		{"SELECT set_config(name, 'x', false) FROM pg_settings WHERE name LIKE 'search%'", Verify},
+		// Which locks a prepared transaction keeps, the server says.
+		{"PREPARE TRANSACTION 'x'", Verify},
+		// A sequence a function uses may feed a protected table through
+		// it; pg_depend does not say.
+		{"SELECT setval('ref_seq', 1)", Block},
+		{"SELECT setval('free_seq', 1)", Allow},
 	} {
 		r := eng.Judge(NewSession(Identity{User: "postgres", Database: db}), tc.sql)
 		if r.Action != tc.want {

@@ -27,6 +27,7 @@ import (
 // session drops and re-creates under the same name is not seen.
 type overlay struct {
 	rels     map[qname]bool    // relations created since, and not dropped
+	made     map[qname]bool    // of rels, those a CREATE without IF NOT EXISTS made: new, no one relied on them before
 	gone     map[qname]bool    // relations dropped or renamed away; schema "" = the name in every schema
 	goneNS   map[string]bool   // schemas dropped
 	edges    map[qname][]edge  // by the relation an operation starts from; schema "" = in any schema
@@ -56,6 +57,10 @@ func (o *overlay) hides(schema, name string) bool {
 }
 
 func (o *overlay) schemaGone(schema string) bool { return o != nil && o.goneNS[schema] }
+
+// madeHere reports whether the session made schema.name by a CREATE that
+// fails when the name is taken, and has not dropped it since.
+func (o *overlay) madeHere(q qname) bool { return o != nil && o.made[q] }
 
 // relsIn returns the names of the relations the overlay made in schema.
 func (o *overlay) relsIn(schema string) []string {
@@ -125,11 +130,12 @@ func (o *overlay) formerNames(q qname) []qname {
 // clone returns a copy that can be changed without touching o. Slices are
 // clipped so that appending to one never writes into the other's array.
 func (o *overlay) clone() *overlay {
-	n := &overlay{rels: map[qname]bool{}, gone: map[qname]bool{}, goneNS: map[string]bool{}, edges: map[qname][]edge{}, formerly: map[qname][]qname{}}
+	n := &overlay{rels: map[qname]bool{}, made: map[qname]bool{}, gone: map[qname]bool{}, goneNS: map[string]bool{}, edges: map[qname][]edge{}, formerly: map[qname][]qname{}}
 	if o == nil {
 		return n
 	}
 	maps.Copy(n.rels, o.rels)
+	maps.Copy(n.made, o.made)
 	maps.Copy(n.gone, o.gone)
 	maps.Copy(n.goneNS, o.goneNS)
 	for k, v := range o.edges {
@@ -180,6 +186,9 @@ func (o *overlay) with(c StateChange) *overlay {
 	case ChangeCreateRelation:
 		if q, ok := exactRel(c.Relation); ok {
 			n.rels[q] = true
+			if c.Known {
+				n.made[q] = true
+			}
 			delete(n.gone, q)
 		}
 	case ChangeEdge:
@@ -204,6 +213,9 @@ func (o *overlay) with(c StateChange) *overlay {
 			break
 		}
 		n.rels[to] = true
+		if n.made[from] {
+			n.made[to] = true
+		}
 		delete(n.gone, to)
 		n.edges[to] = append(n.edges[to], n.edges[from]...)
 		n.formerly[to] = append(append(n.formerly[to], from), n.formerly[from]...)
@@ -213,12 +225,14 @@ func (o *overlay) with(c StateChange) *overlay {
 		for q := range n.rels {
 			if q.schema == c.Name {
 				delete(n.rels, q)
+				delete(n.made, q)
 			}
 		}
 	case ChangeDiscardTemp, ChangeDiscardAll:
 		for q := range n.rels {
 			if q.schema == "pg_temp" {
 				delete(n.rels, q)
+				delete(n.made, q)
 			}
 		}
 	}
@@ -342,12 +356,14 @@ func (o *overlay) drop(obj Object) {
 	}
 	if q, ok := exactRel(obj); ok {
 		delete(o.rels, q)
+		delete(o.made, q)
 		o.gone[q] = true
 		return
 	}
 	for _, s := range obj.Candidates {
 		q := qname{s, obj.Name}
 		delete(o.rels, q)
+		delete(o.made, q)
 		o.gone[q] = true
 	}
 	if obj.AnySchema || len(obj.Candidates) == 0 {
@@ -355,6 +371,7 @@ func (o *overlay) drop(obj Object) {
 		for q := range o.rels {
 			if q.name == obj.Name {
 				delete(o.rels, q)
+				delete(o.made, q)
 			}
 		}
 	}
@@ -372,6 +389,9 @@ func (o *overlay) seal() *overlay {
 	var lines []string
 	for q := range o.rels {
 		lines = append(lines, "r "+qkey(q))
+	}
+	for q := range o.made {
+		lines = append(lines, "m "+qkey(q))
 	}
 	for q := range o.gone {
 		lines = append(lines, "g "+qkey(q))

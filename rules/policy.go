@@ -83,8 +83,8 @@ type Policy struct {
 }
 
 // RowLimits bound the rows one statement run under guard may delete or
-// update in a protected table: more than MaxRows, or more than MaxFraction
-// of the table's rows, and the statement is judged as deleting or updating
+// update in a protected table: more than MaxRows, or MaxFraction of the
+// table's rows or more, and the statement is judged as deleting or updating
 // every row.
 type RowLimits struct {
 	MaxRows     int64

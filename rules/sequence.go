@@ -81,6 +81,21 @@ func (e *env) sequenceContract(seq Object, what string, self bool, where string,
 		}
 		e.contract(t, what+feedsWord(seq, t), where, out)
 	}
+	if mine || e.cat == nil {
+		return
+	}
+	// A sequence that a function of the database's own names may feed
+	// whatever calls the function (a column default, a trigger, the
+	// application): pg_depend does not follow function bodies.
+	for _, q := range e.relsOf(seq) {
+		if len(e.cat.contract.seqFeeds[q]) > 0 {
+			continue
+		}
+		if f := e.cat.functionNaming(q.name); f != nil {
+			e.add(out, OpContract, everything(), what+" (function "+qualified(f.Schema, f.Name)+" uses it, which may feed a protected table)", where)
+			return
+		}
+	}
 }
 
 // tableFeedsContract adds a contract effect on the tables the catalog

@@ -109,6 +109,20 @@ type escapeProbe struct {
 	calls []*Function
 }
 
+// TypeInputEscapes returns why converting a value to type schema.name in
+// database db (a domain's check, a cast's function) reaches outside the
+// transaction, as far as the database's catalog says, or "".
+func (e *Engine) TypeInputEscapes(db, schema, name string) string {
+	ce := e.catalog(db)
+	if ce == nil || schema == "pg_catalog" {
+		return ""
+	}
+	if whys := ce.cat.escapes().types[name]; len(whys) > 0 {
+		return whys[0]
+	}
+	return ""
+}
+
 func (c *Catalog) escapes() *escapeIndex {
 	if c == nil {
 		return nil
@@ -256,6 +270,28 @@ func (e *env) namedDoor(names []string, ops bool, where string, out *[]Effect) {
 	}
 	if len(whys) > 0 {
 		e.add(out, OpOpaque, everything(), "the statement "+word+": "+whys[0], where)
+		return
+	}
+	// An operator, cast or domain check of the database's own written in
+	// SQL or PL/pgSQL runs its function's body wherever the name is used
+	// (an operator on varchar beats the built-in one on text): it is
+	// analysed as a call. Which overload the server picks is left open:
+	// every one of the name counts. C functions of extensions (citext's =)
+	// are judged by what they reach (escapes), not followed.
+	facts := e.cat.contract.typeDoors
+	if ops {
+		facts = e.cat.contract.opDoors
+	}
+	for _, d := range facts[name] {
+		var readable []*Function
+		for _, f := range e.cat.resolveFn(d.fn) {
+			if f.Lang == "sql" || f.Lang == "plpgsql" {
+				readable = append(readable, f)
+			}
+		}
+		if len(readable) > 0 {
+			e.callFunctions(readable, joinWhere(where, word), out)
+		}
 	}
 }
 

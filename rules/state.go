@@ -38,7 +38,9 @@ const (
 	ChangeResetAll
 	// ChangeDiscardAll: DISCARD ALL (RESET ALL, DEALLOCATE ALL, ...).
 	ChangeDiscardAll
-	// Transaction control; Name is the savepoint.
+	// Transaction control; Name is the savepoint. ChangeCommit's Text is
+	// "PREPARE TRANSACTION" for that statement, which ends the session's
+	// transaction as COMMIT does.
 	ChangeBegin
 	ChangeCommit
 	ChangeRollback

@@ -88,6 +88,17 @@ func (r *Result) finish() {
 	}
 }
 
+// PreparesTransaction reports whether the statement is PREPARE
+// TRANSACTION.
+func (v *Verdict) PreparesTransaction() bool {
+	for _, c := range v.Changes {
+		if c.Kind == ChangeCommit && c.Text == "PREPARE TRANSACTION" {
+			return true
+		}
+	}
+	return false
+}
+
 // Decisive returns the effects that decided the verdict: all of them when
 // it is Verify, else the certain ones (a statement blocked for what it
 // says is not also "possibly" anything).

@@ -193,6 +193,7 @@ CREATE TABLE public.innocent (id int);
 
 -- case: trigger-created-by-another-session
 -- expect: refused
+-- flags: known-limit
 -- why: After pgmoat's session has looked at scratch, another session gives it a trigger that deletes from the ledger.
 -- pgmoat:
 SELECT count(*) FROM scratch;
@@ -208,6 +209,7 @@ INSERT INTO scratch (note) VALUES ('hello');
 
 -- case: function-replaced-by-another-session
 -- expect: refused
+-- flags: known-limit
 -- why: The first call reads; another session then replaces the body with a DELETE, and the same call runs it.
 -- setup:
 SET ROLE {{mig}};
