@@ -32,6 +32,7 @@ type options struct {
 	CountSyscalls bool  // run the system-call counting pass (perf)
 	IdleSessions  int   // 0 skips the idle-sessions step
 	PendingHolds  int   // 0 skips the pending-holds step
+	GuardedRuns   int   // statements of each kind the guarded step times; 0 skips it
 	StreamBytes   int64 // 0 skips the streaming step
 	Out           string
 	PgmoatBin     string
@@ -64,6 +65,7 @@ func defaults(quick bool) options {
 		CountSyscalls: true,
 		IdleSessions:  1000,
 		PendingHolds:  1000,
+		GuardedRuns:   300,
 		StreamBytes:   1 << 30,
 		Out:           "bench/results",
 		PgmoatBin:     "bin/pgmoat",
@@ -74,6 +76,7 @@ func defaults(quick bool) options {
 		o.Modes = []string{"simple", "prepared"}
 		o.Clients = []int{1, 8, 64}
 		o.ConnSessions = 50
+		o.GuardedRuns = 50
 		o.StreamBytes = 100 << 20
 	}
 	return o
@@ -136,6 +139,7 @@ func parseOptions(args []string, o options, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.ConnSessions, "connections", o.ConnSessions, "sessions each relay opens and closes per round of the connections step (0 skips)")
 	fs.BoolVar(&o.CountSyscalls, "count-syscalls", o.CountSyscalls, "after the rounds, run every cell once more on each relay counting its system calls with perf")
 	fs.IntVar(&o.IdleSessions, "idle-sessions", o.IdleSessions, "idle sessions held open through pgmoat for the memory step (0 skips)")
+	fs.IntVar(&o.GuardedRuns, "guarded", o.GuardedRuns, "statements of each kind the guarded-execution step times (0 skips)")
 	fs.IntVar(&o.PendingHolds, "pending-holds", o.PendingHolds, "held statements pending in pgmoat while the pending-holds step measures other sessions' latency (0 skips)")
 	fs.Int64Var(&o.StreamBytes, "stream-bytes", o.StreamBytes, "bytes of the COPY OUT and of the result set streamed through pgmoat (0 skips)")
 	fs.StringVar(&o.Out, "out", o.Out, "directory for latest.md, latest.csv and tps.png")

@@ -23,7 +23,8 @@ type report struct {
 	Stats    map[statKey]stat
 	Counters map[string]counters // each pgmoat's counters over the matrix, by target; nil if not scraped
 	Idle     *idleResult
-	Holds    *holdsResult // the pending-holds step; nil if skipped or failed
+	Holds    *holdsResult   // the pending-holds step; nil if skipped or failed
+	Guarded  *guardedResult // the guarded-execution step; nil if skipped or failed
 	Streams  []streamPair
 	Conns    *connResult // the connections step; nil if skipped or failed
 	Problems []string    // steps that failed, in words; the run exits non-zero
@@ -130,6 +131,7 @@ func (r *report) write(w io.Writer) {
 	r.writeLatency(w)
 	r.writeMemory(w)
 	r.writeHolds(w)
+	r.writeGuarded(w)
 	r.writeCounters(w)
 
 	p("## Raw data\n\n[latest.csv](latest.csv) has one row per pgbench run of the matrix and of the counting pass (round, pass, " +

@@ -316,6 +316,18 @@ func (r *benchRun) pgmoatSteps(ctx context.Context, m *matrix) error {
 			rep.Holds = &h
 		}
 	}
+	if o.GuardedRuns > 0 {
+		r.logf("guarded execution: %d statements of each kind, through pgmoat and direct", o.GuardedRuns)
+		g, err := s.guardedStep(ctx, o.GuardedRuns)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			rep.Problems = append(rep.Problems, "guarded execution step failed: "+err.Error())
+		} else {
+			rep.Guarded = &g
+		}
+	}
 	if o.StreamBytes > 0 {
 		for _, kind := range []streamKind{streamCopy, streamSelect} {
 			r.logf("memory: %s of %s through pgmoat", kind, fmtBytes(o.StreamBytes))

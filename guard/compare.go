@@ -240,7 +240,11 @@ func Compare(before, after *Snapshot, limits func(pattern int) rules.RowLimits) 
 				continue
 			}
 			over := m.n > lim.MaxRows
-			if rr.rows > 0 && float64(m.n) >= lim.MaxFraction*float64(rr.rows) {
+			// Half the table or more (by default) counts, but one row
+			// never counts as a fraction unless it is more than it: a
+			// targeted change of one row of a two-row table passes.
+			frac := lim.MaxFraction * float64(rr.rows)
+			if rr.rows > 0 && (float64(m.n) > frac || m.n >= 2 && float64(m.n) >= frac) {
 				over = true
 			}
 			if rr.rows <= 0 && m.n > 0 && lim.MaxFraction < 1 {
