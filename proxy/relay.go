@@ -280,6 +280,9 @@ func (c *clientToServer) intercept(typ byte, n int) error {
 	}
 	c.msg = ClientMessage{Type: typ, Raw: raw, dec: &s.dec, owned: owned}
 	v, err := s.icpt.Intercept(s.ctx, s, &c.msg)
+	// A message in a buffer of its own (up to limits.max_message_size)
+	// must not stay reachable from the session once it is relayed.
+	c.msg = ClientMessage{}
 	if err != nil {
 		var (
 			pe *protocolError
