@@ -234,7 +234,12 @@ func TestMessageMemoryBudget(t *testing.T) {
 		wg.Wait()
 	})
 	t.Logf("4 × 30 MB at once, limits.message_memory 64 MiB: RSS %d MiB before, peak %d MiB (+%d)", before/mib, peak/mib, (peak-before)/mib)
-	if peak-before > 64*mib+16*mib {
+	// The budget bounds the buffers held at once (64 MiB: two of the four
+	// messages). RSS may also briefly count one released buffer whose
+	// pages the runtime has not yet handed to the next message (seen once
+	// in CI on a loaded machine: +87 MiB); without the budget the four
+	// messages raise it by 120 MiB and more, so the bound still tells.
+	if peak-before > 64*mib+32*mib {
 		t.Errorf("RSS rose by %d MiB with limits.message_memory at 64 MiB", (peak-before)/mib)
 	}
 	fams := scrapeMetrics(t, m)
