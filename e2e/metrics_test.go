@@ -616,3 +616,53 @@ func httpGet(t *testing.T, url string) (int, string) {
 	}
 	return resp.StatusCode, string(b)
 }
+
+// TestUnprotectedSessionsStayInLoop: a pgmoat that protects nothing (yet)
+// has no name to resolve, so it does not read a session's search_path
+// back from the server, which would take every session out of the event
+// loop for good at its first statement (and cost it about half again as
+// much CPU per transaction). Once a reload protects something, the next
+// statement reads it, and a DROP of the newly protected table is refused.
+func TestUnprotectedSessionsStayInLoop(t *testing.T) {
+	if moattest.EventLoops() == "0" {
+		t.Skip("the event loop is off (PGMOAT_TEST_EVENT_LOOPS=0)")
+	}
+	c := pgtest.Get(t)
+	db := c.NewDatabase(t)
+	c.Exec(t, db, "CREATE TABLE accounts(id int primary key, balance int)")
+	m := moattest.Start(t, c, moattest.Options{Config: "policy:\n  protect: []\n"})
+	ctx := context.Background()
+	conn := connect(t, m.SuperConnString(db))
+	for i := 0; i < 5; i++ {
+		if _, err := conn.Exec(ctx, "UPDATE accounts SET balance = balance + $1 WHERE id = $2", i, i); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM accounts WHERE id = $1", i).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustExec(t, conn, "SET search_path = public")
+	fams := parseMetrics(t, m.Metrics(t))
+	if v := metricValue(t, fams, "pgmoat_event_loop_handoffs_total", labels("reason", "interceptor")); v != 0 {
+		t.Errorf("pgmoat_event_loop_handoffs_total{reason=interceptor} = %v with nothing protected, want 0", v)
+	}
+	if v := metricValue(t, fams, "pgmoat_relay_sessions", labels("mode", "event_loop")); v != 1 {
+		t.Errorf("pgmoat_relay_sessions{mode=event_loop} = %v, want 1", v)
+	}
+
+	good, err := os.ReadFile(m.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, m.ConfigPath, strings.Replace(string(good), "protect: []", "protect: [public.accounts]", 1))
+	m.Reload()
+	waitMetric(t, m, "pgmoat_config_reloads_total", labels("result", "success"), 1)
+	// The session's search_path was never read: the DO block leaves it
+	// unknown to pgmoat, and the DROP is refused all the same.
+	mustExec(t, conn, "DO $$ BEGIN PERFORM 1; END $$")
+	if _, err := conn.Exec(ctx, "DROP TABLE accounts"); stateOf(err) != "42501" {
+		t.Fatalf("DROP TABLE accounts after the reload protected it: %v, want 42501", err)
+	}
+	c.Exec(t, db, "SELECT 1 FROM accounts")
+}

@@ -147,7 +147,10 @@ const watchBytes = 64 << 10
 // statement judges the SQL of a Query ('Q'), or of a Parse ('P') that
 // prepares statement name, and carries out the decision.
 func (st *sessionState) statement(ctx context.Context, typ byte, text string, name []byte, mayBlock bool) (proxy.MessageVerdict, error) {
-	if st.needsReread() {
+	// With nothing protected, no name needs resolving, so nothing is
+	// read back (a session would leave the event loop for it); a reload
+	// that protects something makes the next statement read it.
+	if st.needsReread() && st.e.engine.Policy().ProtectsAnything() {
 		if !mayBlock {
 			return proxy.MessageVerdict{}, errWouldBlock
 		}
