@@ -622,7 +622,8 @@ func httpGet(t *testing.T, url string) (int, string) {
 // back from the server, which would take every session out of the event
 // loop for good at its first statement (and cost it about half again as
 // much CPU per transaction). Once a reload protects something, the next
-// statement reads it, and a DROP of the newly protected table is refused.
+// statement reads it back, and a DROP of the newly protected table is
+// refused.
 func TestUnprotectedSessionsStayInLoop(t *testing.T) {
 	if moattest.EventLoops() == "0" {
 		t.Skip("the event loop is off (PGMOAT_TEST_EVENT_LOOPS=0)")
@@ -658,9 +659,14 @@ func TestUnprotectedSessionsStayInLoop(t *testing.T) {
 	writeFile(t, m.ConfigPath, strings.Replace(string(good), "protect: []", "protect: [public.accounts]", 1))
 	m.Reload()
 	waitMetric(t, m, "pgmoat_config_reloads_total", labels("result", "success"), 1)
-	// The session's search_path was never read: the DO block leaves it
-	// unknown to pgmoat, and the DROP is refused all the same.
-	mustExec(t, conn, "DO $$ BEGIN PERFORM 1; END $$")
+	// Now the next statement (a text not prepared before, so that no
+	// Bind is judged again under the new policy) reads the search_path
+	// back, on the blocking path: the session leaves the loop for it.
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM accounts WHERE balance > $1", 0).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric(t, m, "pgmoat_event_loop_handoffs_total", labels("reason", "interceptor"), 1)
 	if _, err := conn.Exec(ctx, "DROP TABLE accounts"); stateOf(err) != "42501" {
 		t.Fatalf("DROP TABLE accounts after the reload protected it: %v, want 42501", err)
 	}
