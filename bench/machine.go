@@ -21,6 +21,7 @@ type machine struct {
 	Memory    string
 	Kernel    string
 	Postgres  string
+	HugePages string // whether the cluster's shared memory is in huge pages
 	PgBouncer string
 	Pgbench   string
 	Pgmoat    string // `pgmoat version`, and the environment it was given
@@ -63,6 +64,7 @@ func describeMachine(ctx context.Context, s *stack, pgbenchBin string) machine {
 	m := machine{
 		Date:      time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		CPUs:      runtime.NumCPU(),
+		HugePages: s.hugePages,
 		CPUModel:  procField("/proc/cpuinfo", "model name"),
 		Kernel:    firstLine(cmdOutput("uname", "-srm")),
 		PgBouncer: firstLine(cmdOutput("pgbouncer", "--version")),

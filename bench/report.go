@@ -90,7 +90,7 @@ func (r *report) write(w io.Writer) {
 		{"CPU", fmt.Sprintf("%d × %s", r.Machine.CPUs, r.Machine.CPUModel)},
 		{"memory", r.Machine.Memory},
 		{"kernel", r.Machine.Kernel},
-		{"PostgreSQL", r.Machine.Postgres + " (throwaway cluster, fsync off, shared_buffers 256MB)"},
+		{"PostgreSQL", r.Machine.Postgres + fmt.Sprintf(" (throwaway cluster, fsync off, shared_buffers %dMB, huge pages %s)", sharedBuffersMiB, r.Machine.HugePages)},
 		{"PgBouncer", r.Machine.PgBouncer + " (session mode, plain TCP)"},
 		{"pgbench", r.Machine.Pgbench},
 		{"pgmoat", r.Machine.Pgmoat + " (bench policy: the four pgbench tables protected)"},

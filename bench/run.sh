@@ -52,7 +52,46 @@ go build -o bin/pgmoat-bench ./bench
 # here: lift the soft descriptor limit to the hard one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+# Huge pages for the bench cluster's shared memory (shared_buffers 256MB and
+# the rest of the segment: 320 MiB, as bench/stack.go asks). Without them
+# every new backend faults on each 4 KiB page it touches, and backends a
+# relay opens per session run far slower than PgBouncer's pooled ones
+# (bench/README.md, "Huge pages"). The reservation is given back on exit.
+hp_file=/proc/sys/vm/nr_hugepages
+hp_before=
+hp_kb=$(awk '/^Hugepagesize:/{print $2}' /proc/meminfo 2>/dev/null || true)
+hp_free=$(awk '/^HugePages_Free:/{print $2}' /proc/meminfo 2>/dev/null || true)
+if [ -n "$hp_kb" ] && [ -n "$hp_free" ] && { [ -w "$hp_file" ] || [ -n "$SUDO" ]; }; then
+	hp_need=$(( (320 * 1024 + hp_kb - 1) / hp_kb ))
+	if [ "$hp_free" -lt "$hp_need" ]; then
+		hp_before=$(cat "$hp_file")
+		want=$(( hp_before + hp_need - hp_free ))
+		if echo "$want" | $SUDO tee "$hp_file" >/dev/null 2>&1; then
+			log "reserved huge pages for the bench cluster (vm.nr_hugepages $hp_before -> $(cat "$hp_file")); given back on exit"
+		else
+			hp_before=
+		fi
+	fi
+fi
+restore_hugepages() {
+	if [ -n "$hp_before" ]; then echo "$hp_before" | $SUDO tee "$hp_file" >/dev/null 2>&1 || true; fi
+}
+
 args=()
 if [ "${QUICK:-}" = 1 ]; then args+=(-quick); fi
+# Not exec: the reservation is given back when the program ends. It runs in
+# the background so that SIGTERM to this script reaches it too (Ctrl-C
+# reaches the whole process group); it stops its children, then this
+# script gives the pages back.
+trap restore_hugepages EXIT
 # shellcheck disable=SC2086 # BENCH_FLAGS is a list of flags
-exec bin/pgmoat-bench "${args[@]}" ${BENCH_FLAGS:-} "$@"
+bin/pgmoat-bench "${args[@]}" ${BENCH_FLAGS:-} "$@" &
+bench_pid=$!
+trap 'kill -TERM "$bench_pid" 2>/dev/null || true' INT TERM
+rc=0
+wait "$bench_pid" || rc=$?
+while kill -0 "$bench_pid" 2>/dev/null; do # a signal ended the wait, not the program
+	rc=0
+	wait "$bench_pid" || rc=$?
+done
+exit "$rc"

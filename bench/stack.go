@@ -48,6 +48,9 @@ type target struct {
 type stack struct {
 	dir     string // work directory: configs, logs, audit file
 	cluster *pgtest.Cluster
+	// hugePages says whether the cluster's shared memory is in huge
+	// pages, and why not (see hugePagesSetting).
+	hugePages string
 
 	bouncer     *child
 	bouncerPort int
@@ -64,11 +67,14 @@ type stack struct {
 // startCluster starts the throwaway PostgreSQL with room for the idle
 // sessions step, and the pgbench tables in it.
 func (s *stack) startCluster(ctx context.Context, maxConns, scale int, pgbenchBin string) error {
+	huge, why := hugePagesSetting(meminfoNumber("HugePages_Free"), meminfoNumber("Hugepagesize"))
+	s.hugePages = why
 	c, err := pgtest.Start(pgtest.Options{Settings: map[string]string{
 		"max_connections": strconv.Itoa(maxConns),
 		// Scale 10 is ~160 MB: keep it in shared buffers so that -S
 		// measures the query path, not buffer replacement.
-		"shared_buffers":  "'256MB'",
+		"shared_buffers":  "'" + strconv.Itoa(sharedBuffersMiB) + "MB'",
+		"huge_pages":      huge,
 		"log_connections": "off",
 	}})
 	if err != nil {
@@ -416,4 +422,48 @@ func (s *stack) stop() {
 			fmt.Fprintf(os.Stderr, "bench: stopping PostgreSQL: %v\n", err)
 		}
 	}
+}
+
+// sharedBuffersMiB is the bench cluster's shared_buffers.
+const sharedBuffersMiB = 256
+
+// hugePagesNeededMiB is what the cluster's shared memory takes in huge
+// pages: shared_buffers and the rest of the segment (locks, WAL buffers,
+// one slot per connection), with room to spare. bench/run.sh reserves as
+// much when it can.
+const hugePagesNeededMiB = sharedBuffersMiB + 64
+
+// hugePagesSetting returns the cluster's huge_pages setting and a line for
+// the report saying what it means.
+//
+// Without huge pages, each backend takes a minor page fault for every
+// 4 KiB page of shared_buffers it touches for the first time. A relay that
+// opens a server connection per client session (pgmoat, or a direct
+// client) runs every cell on backends that fault all through the run,
+// while PgBouncer's pool hands out backends that faulted in earlier cells:
+// on 2 cores, `-S -M prepared` at 32 clients ran at ~9,000 TPS on fresh
+// backends and ~30,000 with huge pages (bench/README.md). That measured the
+// backends' age, not the relays, so the bench asks for huge pages and says
+// when it could not have them.
+func hugePagesSetting(free, size int64) (setting, why string) { // pages, kB
+	if size <= 0 {
+		return "off", "off (the kernel offers none): fresh backends are slower than PgBouncer's pooled ones"
+	}
+	freeMiB := free * size / 1024
+	if freeMiB < hugePagesNeededMiB {
+		return "off", fmt.Sprintf("off (%d MiB of huge pages free, %d needed; bench/run.sh reserves them when run as root): "+
+			"fresh backends are slower than PgBouncer's pooled ones", freeMiB, hugePagesNeededMiB)
+	}
+	return "on", fmt.Sprintf("on (%d kB pages)", size)
+}
+
+// meminfoNumber is /proc/meminfo's figure for key (kB or a count), 0 when
+// there is none.
+func meminfoNumber(key string) int64 {
+	f := strings.Fields(procField("/proc/meminfo", key))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseInt(f[0], 10, 64)
+	return v
 }

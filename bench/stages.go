@@ -142,6 +142,7 @@ func (r *benchRun) startStack(ctx context.Context) error {
 	if err := s.startCluster(ctx, maxConns, o.Scale, r.pgbench); err != nil {
 		return err
 	}
+	r.logf("huge pages: %s", s.hugePages)
 	if hasTarget(o, targetPgBouncer) {
 		r.logf("starting PgBouncer (session mode)")
 		if err := s.startPgBouncer(maxClients(cells(o.Scripts, o.Modes, o.Clients))); err != nil {
