@@ -12,10 +12,10 @@ func TestHugePagesSetting(t *testing.T) {
 		why        string
 	}{
 		{0, 0, "off", "offers none"},
-		{10, 2048, "off", "20 MiB of huge pages free, 320 needed"},
-		{159, 2048, "off", "318 MiB"},
-		{160, 2048, "on", "on (2048 kB pages)"},
-		{1, 1048576, "on", "on (1048576 kB pages)"},
+		{10, 2048, "off", "20 MiB of huge pages free, 512 needed"},
+		{255, 2048, "off", "510 MiB"},
+		{256, 2048, "try", "on (2048 kB pages)"},
+		{1, 1048576, "try", "on (1048576 kB pages)"},
 	} {
 		got, why := hugePagesSetting(c.free, c.size)
 		if got != c.want || !strings.Contains(why, c.why) {

@@ -53,16 +53,16 @@ go build -o bin/pgmoat-bench ./bench
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # Huge pages for the bench cluster's shared memory (shared_buffers 256MB and
-# the rest of the segment: 320 MiB, as bench/stack.go asks). Without them
+# the rest of the segment: 512 MiB, as bench/stack.go asks). Without them
 # every new backend faults on each 4 KiB page it touches, and backends a
 # relay opens per session run far slower than PgBouncer's pooled ones
 # (bench/README.md, "Huge pages"). The reservation is given back on exit.
 hp_file=/proc/sys/vm/nr_hugepages
 hp_before=
 hp_kb=$(awk '/^Hugepagesize:/{print $2}' /proc/meminfo 2>/dev/null || true)
-hp_free=$(awk '/^HugePages_Free:/{print $2}' /proc/meminfo 2>/dev/null || true)
+hp_free=$(awk '/^HugePages_Free:/{f=$2} /^HugePages_Rsvd:/{r=$2} END{if (f != "") print f - r}' /proc/meminfo 2>/dev/null || true)
 if [ -n "$hp_kb" ] && [ -n "$hp_free" ] && { [ -w "$hp_file" ] || [ -n "$SUDO" ]; }; then
-	hp_need=$(( (320 * 1024 + hp_kb - 1) / hp_kb ))
+	hp_need=$(( (512 * 1024 + hp_kb - 1) / hp_kb ))
 	if [ "$hp_free" -lt "$hp_need" ]; then
 		hp_before=$(cat "$hp_file")
 		want=$(( hp_before + hp_need - hp_free ))
