@@ -346,3 +346,55 @@ CREATE TABLE outbox (v plain_int);`)
 		wantTable(t, pg, "public.outbox", 1)
 	})
 }
+
+// TestGuardedPortalRebound: a portal bound from a statement that runs
+// under guard, then bound again (the unnamed portal, as drivers use it)
+// from a statement that does not, executes what it was bound to last. A
+// guard recorded for the portal's earlier life must not survive the new
+// Bind, whatever path judged it: a statement prepared with SQL PREPARE, or
+// one pgmoat never saw prepared.
+func TestGuardedPortalRebound(t *testing.T) {
+	c := pgtest.Get(t)
+	db := guardDB(t, c)
+	m := moattest.Start(t, c, moattest.Options{Config: guardPolicy})
+	conn := connect(t, m.SuperConnString(db))
+	pc := conn.PgConn()
+	ctx := context.Background()
+
+	if _, err := pc.Prepare(ctx, "touch", "UPDATE members SET note = note WHERE id < $1", nil); err != nil {
+		t.Fatal(err)
+	}
+	guarded := func() {
+		t.Helper()
+		guards := func() float64 {
+			return metricValue(t, scrapeMetrics(t, m), "pgmoat_guarded_statements_total", nil)
+		}
+		before := guards()
+		rr := pc.ExecPrepared(ctx, "touch", [][]byte{[]byte("3")}, nil, nil).Read()
+		if rr.Err != nil || rr.CommandTag.String() != "UPDATE 2" {
+			t.Fatalf("guarded UPDATE: tag %q, err %v", rr.CommandTag, rr.Err)
+		}
+		if after := guards(); after <= before {
+			t.Fatalf("the UPDATE did not run under guard (pgmoat_guarded_statements_total %v -> %v)", before, after)
+		}
+	}
+	wantAnswer := func(name string) {
+		t.Helper()
+		rr := pc.ExecPrepared(ctx, name, nil, nil, nil).Read()
+		if rr.Err != nil || len(rr.Rows) != 1 || string(rr.Rows[0][0]) != "42" {
+			t.Fatalf("Bind of %s to the portal the guarded UPDATE used: tag %q, rows %q, err %v", name, rr.CommandTag, rr.Rows, rr.Err)
+		}
+	}
+
+	guarded()
+	if err := pc.Exec(ctx, "PREPARE answer AS SELECT 42").Close(); err != nil {
+		t.Fatal(err)
+	}
+	wantAnswer("answer") // SQL PREPARE: judged at the Bind, as EXECUTE answer
+	guarded()
+	if _, err := pc.Prepare(ctx, "plain", "SELECT 42", nil); err != nil {
+		t.Fatal(err)
+	}
+	wantAnswer("plain") // Parse'd and allowed: settled without judging
+	wantTable(t, direct(t, c, db), "public.members", 50)
+}

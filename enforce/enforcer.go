@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,8 +49,7 @@ type Enforcer struct {
 	cacheHit prometheus.Counter
 	cacheMis prometheus.Counter
 
-	sessions sync.Map // *proxy.ClientSession → *sessionState
-	cats     catalogs
+	cats catalogs
 }
 
 // New returns an Enforcer; install it as proxy.Options.Interceptor.
@@ -87,11 +85,11 @@ func (e *Enforcer) SetConfig(cfg *config.Config) {
 	e.hcfg.Store(&h)
 }
 
+// session returns the state SessionStarted kept with s, or nil for a
+// session it did not accept.
 func (e *Enforcer) session(s *proxy.ClientSession) *sessionState {
-	if st, ok := e.sessions.Load(s); ok {
-		return st.(*sessionState)
-	}
-	return nil
+	st, _ := s.HookData().(*sessionState)
+	return st
 }
 
 // SessionStarted implements proxy.SessionHooks: it refuses sessions whose
@@ -139,7 +137,7 @@ func (e *Enforcer) SessionStarted(s *proxy.ClientSession) error {
 	if e.engine.Policy().ProtectsAnything() {
 		st.learn(ok)
 	}
-	e.sessions.Store(s, st)
+	s.SetHookData(st)
 	e.audit.RecordAsync(st.event(audit.SessionStart))
 	return nil
 }
@@ -150,7 +148,6 @@ func (e *Enforcer) SessionEnded(s *proxy.ClientSession, reason string, err error
 	if st == nil {
 		return
 	}
-	e.sessions.Delete(s)
 	ev := st.event(audit.SessionEnd)
 	ev.EndReason = reason
 	if err != nil {

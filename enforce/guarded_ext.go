@@ -111,9 +111,7 @@ func (st *sessionState) openGuard(ctx context.Context, gp *guardedPortal, then f
 	}
 	// pgmoat's BEGIN opened a transaction: it is closed at the Sync.
 	if !begin.failed() && !hasNotice(begin.exec, "25001") {
-		st.mu.Lock()
-		st.ownBlock = true
-		st.mu.Unlock()
+		st.ownBlock.Store(true)
 	}
 	end := func(v proxy.MessageVerdict, err error) (*guard.Snapshot, *proxy.Exchange, *proxy.ExchangeReply, *proxy.MessageVerdict, error) {
 		return nil, x, client, &v, err
@@ -164,9 +162,7 @@ func (st *sessionState) guardBind(ctx context.Context, portal string, raw []byte
 	if err := x.Release(bind); err != nil {
 		return proxy.MessageVerdict{}, err
 	}
-	st.mu.Lock()
-	st.pending = &extGuard{portal: portal, gp: gp, before: bs, t0: t0}
-	st.mu.Unlock()
+	st.pending.Store(&extGuard{portal: portal, gp: gp, before: bs, t0: t0})
 	return proxy.MessageVerdict{Action: proxy.Drop}, nil
 }
 
@@ -178,17 +174,9 @@ func derefVerdict(v *proxy.MessageVerdict) proxy.MessageVerdict {
 }
 
 // pendingGuard returns the guard a Bind opened, or nil.
-func (st *sessionState) pendingGuard() *extGuard {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.pending
-}
+func (st *sessionState) pendingGuard() *extGuard { return st.pending.Load() }
 
-func (st *sessionState) clearPending() {
-	st.mu.Lock()
-	st.pending = nil
-	st.mu.Unlock()
-}
+func (st *sessionState) clearPending() { st.pending.Store(nil) }
 
 // guardExecute runs the client's Execute of portal under guard: it closes
 // the guard the portal's Bind opened, or opens and closes one of its own
@@ -315,10 +303,7 @@ func (st *sessionState) closeGuard(ctx context.Context, x *proxy.Exchange, stmt 
 	}
 	st.e.met.GuardDuration.Observe(time.Since(pg.t0).Seconds())
 	if res.Action == rules.Hold && stmt != nil && !stmt.Streamed {
-		st.mu.Lock()
-		own := st.ownBlock
-		st.mu.Unlock()
-		return st.extHold(ctx, res, blast, !own, gp, pg.portal, pg.maxRows)
+		return st.extHold(ctx, res, blast, !st.ownBlock.Load(), gp, pg.portal, pg.maxRows)
 	}
 	return st.extRefuseMeasured(ctx, res, blast, "")
 }
@@ -433,9 +418,7 @@ func (st *sessionState) extHold(ctx context.Context, res *rules.Result, blast st
 // have got without pgmoat. sync says the client's message was a Sync,
 // which this replaces.
 func (st *sessionState) closeOwnBlock(ctx context.Context, sync bool) (proxy.MessageVerdict, error) {
-	st.mu.Lock()
-	st.ownBlock = false
-	st.mu.Unlock()
+	st.ownBlock.Store(false)
 	x := st.client.NewExchange()
 	s := x.Add(&pgproto3.Sync{}, proxy.ReplyHide)
 	if err := x.Run(ctx); err != nil {
@@ -473,31 +456,6 @@ func (st *sessionState) closeOwnBlock(ctx context.Context, sync bool) (proxy.Mes
 	return proxy.MessageVerdict{Action: proxy.Drop}, nil
 }
 
-// guardedPortalOf returns the guard of portal, or nil.
-func (st *sessionState) guardedPortalOf(portal string) *guardedPortal {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.guarded[portal]
-}
-
-// setGuardedPortal records (or, gp nil, forgets) that portal is guarded.
-func (st *sessionState) setGuardedPortal(portal string, gp *guardedPortal) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if gp == nil {
-		delete(st.guarded, portal)
-		return
-	}
-	if st.guarded == nil {
-		st.guarded = map[string]*guardedPortal{}
-	}
-	st.guarded[portal] = gp
-}
-
 // ownBlockOpen reports whether pgmoat's guard left a transaction open
 // for the client's Sync to end.
-func (st *sessionState) ownBlockOpen() bool {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.ownBlock
-}
+func (st *sessionState) ownBlockOpen() bool { return st.ownBlock.Load() }

@@ -79,15 +79,21 @@ func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayB
 		if err != nil {
 			return proxy.MessageVerdict{}, err
 		}
-		if gp := st.bindGuard(portal, stmt, m.Raw); gp != nil {
+		ps, settled := st.settled(stmt)
+		switch {
+		case settled && ps != nil && ps.verify != nil:
+			// Judged Verify: the Bind opens the guard.
 			if !mayBlock {
 				return proxy.MessageVerdict{}, errWouldBlock
 			}
-			st.setPortal(string(portal), gp.state)
-			st.setGuardedPortal(string(portal), gp.guarded)
-			return st.guardBind(ctx, string(portal), m.Raw, gp.guarded)
-		}
-		if st.bindSettled(portal, stmt, m.Raw) {
+			gp := st.bindPortal(string(portal), ps.res, ps.verify, m.Raw)
+			return st.guardBind(ctx, string(portal), m.Raw, gp)
+		case settled:
+			var r *rules.Result
+			if ps != nil {
+				r = ps.res
+			}
+			st.bindPortal(string(portal), r, nil, nil)
 			return proxy.MessageVerdict{}, nil
 		}
 		if !mayBlock {
@@ -99,17 +105,18 @@ func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayB
 		if err != nil {
 			return proxy.MessageVerdict{}, err
 		}
-		if gp := st.guardedPortalOf(string(portal)); gp != nil {
-			if !mayBlock {
-				return proxy.MessageVerdict{}, errWouldBlock
-			}
-			dec, err := m.Decode()
-			if err != nil {
-				return proxy.MessageVerdict{}, err
-			}
-			return st.guardExecute(ctx, string(portal), dec.(*pgproto3.Execute).MaxRows, gp)
+		gp, v := st.execute(portal)
+		if gp == nil {
+			return v, nil
 		}
-		return st.execute(portal), nil
+		if !mayBlock {
+			return proxy.MessageVerdict{}, errWouldBlock
+		}
+		dec, err := m.Decode()
+		if err != nil {
+			return proxy.MessageVerdict{}, err
+		}
+		return st.guardExecute(ctx, string(portal), dec.(*pgproto3.Execute).MaxRows, gp)
 	case 'S':
 		if st.ownBlockOpen() {
 			if !mayBlock {
@@ -236,54 +243,57 @@ func (st *sessionState) forward(typ byte, res *rules.Result, stmt string) proxy.
 	return proxy.MessageVerdict{}
 }
 
-// bindSettled settles, without judging, a Bind of a statement pgmoat did
-// not see prepared or saw Parse'd and judged under the policy in force:
-// the portal takes the statement's judgement. It reports false, having
-// changed nothing, when the Bind must be judged (a statement prepared with
-// SQL PREPARE, or judged under an older policy).
-func (st *sessionState) bindSettled(portal, stmt, raw []byte) bool {
+// settled reports whether a Bind of stmt is settled without judging it:
+// a statement pgmoat did not see prepared (ps nil), or one Parse'd and
+// judged under the policy in force, whose judgement the portal takes. It
+// is not for a statement prepared with SQL PREPARE, or judged under an
+// older policy: bind judges those.
+func (st *sessionState) settled(stmt []byte) (ps *parsedStmt, ok bool) {
 	st.mu.Lock()
 	sqlPrep := st.sqlPrepared[string(stmt)]
-	ps := st.stmts[string(stmt)]
+	ps = st.stmts[string(stmt)]
 	st.mu.Unlock()
-	if sqlPrep || ps != nil && ps.policy != st.e.engine.Policy().Version() {
-		return false
-	}
-	var r, verify *rules.Result
-	if ps != nil {
-		r, verify = ps.res, ps.verify
-	}
-	st.setPortal(string(portal), r)
-	st.guardPortal(string(portal), verify, raw)
-	return true
+	return ps, !sqlPrep && (ps == nil || ps.policy == st.e.engine.Policy().Version())
 }
 
-// guardPortal records whether portal's Executes run under guard (verify,
-// the statement's Verify judgement, or nil), keeping a copy of its Bind.
-func (st *sessionState) guardPortal(portal string, verify *rules.Result, raw []byte) {
-	if verify == nil {
-		if st.guardedPortalOf(portal) != nil {
-			st.setGuardedPortal(portal, nil)
-		}
-		return
+// bindPortal records what a Bind made of portal: r, the statement's
+// judgement when executing it changes session state, and verify, its
+// Verify judgement when its Executes run under guard, with a copy of the
+// Bind (raw), which it returns. Either may be nil; a portal's earlier
+// record goes.
+func (st *sessionState) bindPortal(portal string, r, verify *rules.Result, raw []byte) *guardedPortal {
+	var gp *guardedPortal
+	if verify != nil {
+		gp = &guardedPortal{res: verify, bind: append([]byte(nil), raw...)}
 	}
-	st.setGuardedPortal(portal, &guardedPortal{res: verify, bind: append([]byte(nil), raw...)})
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.setPortalLocked(portal, r)
+	if gp == nil {
+		delete(st.guarded, portal)
+		return nil
+	}
+	if st.guarded == nil {
+		st.guarded = map[string]*guardedPortal{}
+	}
+	st.guarded[portal] = gp
+	return gp
 }
 
-// bind judges a Bind that bindSettled could not settle: a statement
+// bind judges a Bind that settled could not settle: a statement
 // prepared with SQL PREPARE runs here without new text, so it is judged
 // (as EXECUTE of it) under the policy in force now; a statement prepared
 // with Parse is judged again when the policy changed since its Parse.
 func (st *sessionState) bind(ctx context.Context, portal, stmt, raw []byte) (proxy.MessageVerdict, error) {
 	// The state is read again: the server→client side may have changed
-	// it (DISCARD ALL, PREPARE) since bindSettled looked.
+	// it (DISCARD ALL, PREPARE) since settled looked.
 	st.mu.Lock()
 	sqlPrep := st.sqlPrepared[string(stmt)]
 	ps := st.stmts[string(stmt)]
 	st.mu.Unlock()
 	if !sqlPrep {
 		if ps == nil {
-			st.setPortal(string(portal), nil)
+			st.bindPortal(string(portal), nil, nil, nil)
 			return proxy.MessageVerdict{}, nil
 		}
 		if pv := st.e.engine.Policy().Version(); ps.policy != pv {
@@ -301,15 +311,13 @@ func (st *sessionState) bind(ctx context.Context, portal, stmt, raw []byte) (pro
 			ps.policy, ps.verify = pv, verify
 			st.mu.Unlock()
 		}
-		st.setPortal(string(portal), ps.res)
-		st.guardPortal(string(portal), ps.verify, raw)
+		st.bindPortal(string(portal), ps.res, ps.verify, raw)
 		return proxy.MessageVerdict{}, nil
 	}
 	text := "EXECUTE " + rules.QuoteIdent(string(stmt))
 	res := st.judge(func(rs *rules.Session) *rules.Result { return st.e.engine.Judge(rs, text) })
 	if res.Action == rules.Verify {
-		st.setPortal(string(portal), nil)
-		st.guardPortal(string(portal), res, raw)
+		st.bindPortal(string(portal), nil, res, raw)
 		return proxy.MessageVerdict{}, nil
 	}
 	if !passes(res) {
@@ -319,13 +327,13 @@ func (st *sessionState) bind(ctx context.Context, portal, stmt, raw []byte) (pro
 		return v, nil
 	}
 	st.allowed(res, "")
-	st.setPortal(string(portal), nil)
+	st.bindPortal(string(portal), nil, nil, nil)
 	return proxy.MessageVerdict{}, nil
 }
 
-func (st *sessionState) setPortal(portal string, r *rules.Result) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
+// setPortalLocked records r, the judgement of portal's statement when
+// executing it changes session state, or nil.
+func (st *sessionState) setPortalLocked(portal string, r *rules.Result) {
 	if r == nil {
 		if st.portals != nil {
 			delete(st.portals, portal)
@@ -338,18 +346,23 @@ func (st *sessionState) setPortal(portal string, r *rules.Result) {
 	st.portals[portal] = r
 }
 
-// execute tags an Execute of a portal whose statement changes session
-// state, so that the change is applied when the server confirms it.
-func (st *sessionState) execute(portal []byte) proxy.MessageVerdict {
+// execute returns the guard of portal, changing nothing, when its
+// Executes run under guard. Otherwise it tags an Execute of a portal whose
+// statement changes session state, so that the change is applied when the
+// server confirms it, and returns the verdict that forwards it.
+func (st *sessionState) execute(portal []byte) (*guardedPortal, proxy.MessageVerdict) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if gp := st.guarded[string(portal)]; gp != nil {
+		return gp, proxy.MessageVerdict{}
+	}
 	r := st.portals[string(portal)]
 	if r == nil {
-		return proxy.MessageVerdict{}
+		return nil, proxy.MessageVerdict{}
 	}
 	tag := &executeTag{changes: allChanges(r)}
 	st.unconfirmed = append(st.unconfirmed, tag)
-	return proxy.MessageVerdict{Tag: tag}
+	return nil, proxy.MessageVerdict{Tag: tag}
 }
 
 // close forgets a prepared statement ('S') or portal ('P') the client
@@ -430,25 +443,6 @@ func continuesGuard(m *proxy.ClientMessage, portal string) bool {
 		return err == nil && string(p) == portal
 	}
 	return false
-}
-
-// boundGuard is what a Bind of a statement judged Verify sets up.
-type boundGuard struct {
-	state   *rules.Result // the statement's judgement, when executing it changes session state
-	guarded *guardedPortal
-}
-
-// bindGuard returns the guard a Bind opens: for a statement Parse'd and
-// judged Verify under the policy in force. Nil for every other Bind
-// (which bindSettled or bind handle); it changes nothing.
-func (st *sessionState) bindGuard(portal, stmt, raw []byte) *boundGuard {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	ps := st.stmts[string(stmt)]
-	if st.sqlPrepared[string(stmt)] || ps == nil || ps.verify == nil || ps.policy != st.e.engine.Policy().Version() {
-		return nil
-	}
-	return &boundGuard{state: ps.res, guarded: &guardedPortal{res: ps.verify, bind: append([]byte(nil), raw...)}}
 }
 
 // firstNormalOID is PostgreSQL's FirstNormalObjectId: objects with lower

@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgmoat/pgmoat/approvals"
@@ -24,6 +25,17 @@ type sessionState struct {
 	started   time.Time
 	auditBase audit.Event
 
+	// Checked before every client message, so read without mu: reread
+	// says the session's settings must be read back from the server
+	// before the next statement is judged (ServerMessage sets it, under
+	// mu); ownBlock says a guard opened the transaction that the client's
+	// Sync must end (closeOwnBlock); pending is a guard a Bind opened,
+	// which the portal's Execute closes. The last two belong to the
+	// client→server side alone.
+	reread   atomic.Bool
+	ownBlock atomic.Bool
+	pending  atomic.Pointer[extGuard]
+
 	mu       sync.Mutex
 	analysis *rules.Session // the session's state as confirmed by the server
 	// unconfirmed holds the tags (*queryTag, *executeTag) of forwarded
@@ -40,13 +52,9 @@ type sessionState struct {
 	// changed settings, which a ROLLBACK may undo; at the end of the
 	// transaction they are read again from the server (reread).
 	rereadAtTxEnd bool
-	reread        bool
 	// guarded are the portals bound from statements judged Verify, whose
-	// Executes run under guard; ownBlock says a guard opened the
-	// transaction that the client's Sync must end (closeOwnBlock).
-	guarded  map[string]*guardedPortal
-	ownBlock bool
-	pending  *extGuard // a guard a Bind opened, which the portal's Execute closes
+	// Executes run under guard.
+	guarded map[string]*guardedPortal
 	// madeOIDs are the protected relations the session created under
 	// guard (see measured).
 	madeOIDs map[string]bool
@@ -251,7 +259,7 @@ func (st *sessionState) serverMessage(tag any, typ byte, body []byte) error {
 		st.analysis.Sync(body[0])
 		if body[0] == 'I' && st.rereadAtTxEnd {
 			st.rereadAtTxEnd = false
-			st.reread = true
+			st.reread.Store(true)
 			st.analysis.Apply(rules.StateChange{Kind: rules.ChangeSearchPath})
 		}
 		// Code pgmoat cannot follow (a DO block, a function, a reload of
@@ -259,7 +267,7 @@ func (st *sessionState) serverMessage(tag any, typ byte, body []byte) error {
 		// it back before the next statement is judged. An aborted
 		// transaction cannot answer; its end can.
 		if _, known := st.analysis.SearchPath(); !known && body[0] != 'E' {
-			st.reread = true
+			st.reread.Store(true)
 		}
 	}
 	return nil
@@ -267,11 +275,7 @@ func (st *sessionState) serverMessage(tag any, typ byte, body []byte) error {
 
 // needsReread reports whether the session's settings must be read from
 // the server before the next statement is judged.
-func (st *sessionState) needsReread() bool {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.reread
-}
+func (st *sessionState) needsReread() bool { return st.reread.Load() }
 
 // rereadSettings reads the session's search_path from the server, on the
 // session's own connection, invisibly to the client. Until it is read,
@@ -285,7 +289,7 @@ func (st *sessionState) rereadSettings(ctx context.Context) error {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.reread = false
+	st.reread.Store(false)
 	if r.Err != nil || len(r.Rows) != 1 || len(r.Rows[0]) != 2 {
 		// An aborted transaction: it stays unknown until the next end
 		// of a transaction.

@@ -73,11 +73,12 @@ type ClientSession struct {
 	serverFatal      atomic.Pointer[pgproto3.ErrorResponse]
 	cancelHook       atomic.Pointer[func() bool]
 
-	icpt    Interceptor
-	fast    TryInterceptor // icpt, when it can decide without blocking; nil otherwise
-	hooked  bool           // SessionHooks.SessionStarted accepted the session
-	dec     frontendDecoder
-	replies *replyQueue // nil without an interceptor
+	icpt     Interceptor
+	fast     TryInterceptor // icpt, when it can decide without blocking; nil otherwise
+	hooked   bool           // SessionHooks.SessionStarted accepted the session
+	hookData any            // the interceptor's state of this session (SetHookData)
+	dec      frontendDecoder
+	replies  *replyQueue // nil without an interceptor
 
 	// relayDone is closed when the server→client copier stops: an
 	// Exchange waiting for replies gives up then.
@@ -115,6 +116,15 @@ func newSession(srv *Server, c net.Conn) *ClientSession {
 
 // ID is the session's number, unique in this process.
 func (s *ClientSession) ID() uint64 { return s.id }
+
+// SetHookData keeps v, the interceptor's own state of this session, with
+// the session: HookData returns it on every message without a look-up in
+// a map of sessions. Call it from SessionHooks.SessionStarted, before the
+// session relays anything; it is read without synchronisation after that.
+func (s *ClientSession) SetHookData(v any) { s.hookData = v }
+
+// HookData returns what SetHookData kept, or nil.
+func (s *ClientSession) HookData() any { return s.hookData }
 
 // ClientAddr is the client's address.
 func (s *ClientSession) ClientAddr() string { return s.from }
