@@ -19,40 +19,50 @@ import (
 // the cores: a neighbour's burst slows the relay down, but does not make it
 // spend more CPU per transaction.
 func procCPU(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	ticks, err := parseProcStatCPU(string(b))
-	if err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	return float64(ticks) / float64(clockTicks()), nil
+	user, system, err := procTimes(pid)
+	return user + system, err
 }
 
-// parseProcStatCPU returns utime + stime, in clock ticks, from the text of
-// /proc/PID/stat. The process name (field 2) is in parentheses and may
-// itself contain spaces and parentheses, so the fields are counted from
-// the last ')'. utime and stime are fields 14 and 15 (proc(5)).
-func parseProcStatCPU(stat string) (int64, error) {
+// procTimes is procCPU split in two: the time the process spent running
+// its own code (user: for pgmoat, Go code and the runtime) and the
+// kernel's time on its behalf (system: mostly its system calls, where
+// relaying loopback TCP spends most of its time), in seconds. Two relays
+// making the same system calls spend about the same system time per
+// transaction, so the user time shows where a difference comes from.
+func procTimes(pid int) (user, system float64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	u, s, err := parseProcStatTimes(string(b))
+	if err != nil {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	hz := float64(clockTicks())
+	return float64(u) / hz, float64(s) / hz, nil
+}
+
+// parseProcStatTimes returns utime and stime, in clock ticks, from the
+// text of /proc/PID/stat. The process name (field 2) is in parentheses and
+// may itself contain spaces and parentheses, so the fields are counted
+// from the last ')'. utime and stime are fields 14 and 15 (proc(5)).
+func parseProcStatTimes(stat string) (utime, stime int64, err error) {
 	i := strings.LastIndexByte(stat, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("no process name in %q", stat)
+		return 0, 0, fmt.Errorf("no process name in %q", stat)
 	}
 	f := strings.Fields(stat[i+1:]) // f[0] is field 3 (state)
-	const utime, stime = 14 - 3, 15 - 3
-	if len(f) <= stime {
-		return 0, fmt.Errorf("%d fields after the process name, want at least %d", len(f), stime+1)
+	const ui, si = 14 - 3, 15 - 3
+	if len(f) <= si {
+		return 0, 0, fmt.Errorf("%d fields after the process name, want at least %d", len(f), si+1)
 	}
-	u, err := strconv.ParseInt(f[utime], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("utime %q: %w", f[utime], err)
+	if utime, err = strconv.ParseInt(f[ui], 10, 64); err != nil {
+		return 0, 0, fmt.Errorf("utime %q: %w", f[ui], err)
 	}
-	s, err := strconv.ParseInt(f[stime], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("stime %q: %w", f[stime], err)
+	if stime, err = strconv.ParseInt(f[si], 10, 64); err != nil {
+		return 0, 0, fmt.Errorf("stime %q: %w", f[si], err)
 	}
-	return u + s, nil
+	return utime, stime, nil
 }
 
 // clockTicks is the unit of /proc/PID/stat's times, per second.

@@ -8,18 +8,19 @@ import (
 	"time"
 )
 
-func TestParseProcStatCPU(t *testing.T) {
+func TestParseProcStatTimes(t *testing.T) {
 	// A name with spaces and parentheses: fields count from the last ')'.
 	const stat = "4242 (pg (bouncer) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 125 0 0 20 0 1 0 99 12345 678 18446744073709551615\n"
-	got, err := parseProcStatCPU(stat)
+	u, s, err := parseProcStatTimes(stat)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != 375 {
-		t.Errorf("utime+stime = %d, want 375", got)
+	if u != 250 || s != 125 {
+		t.Errorf("utime, stime = %d, %d, want 250, 125", u, s)
 	}
-	for _, bad := range []string{"", "4242 pgbouncer S 1", "4242 (pgbouncer) S 1 2 3", "4242 (p) S 1 4242 4242 0 -1 4194560 1234 0 0 0 x 125"} {
-		if _, err := parseProcStatCPU(bad); err == nil {
+	for _, bad := range []string{"", "4242 pgbouncer S 1", "4242 (pgbouncer) S 1 2 3",
+		"4242 (p) S 1 4242 4242 0 -1 4194560 1234 0 0 0 x 125", "4242 (p) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 y"} {
+		if _, _, err := parseProcStatTimes(bad); err == nil {
 			t.Errorf("no error for %q", bad)
 		}
 	}

@@ -68,6 +68,14 @@ func (r runRecord) CPUPerTx() float64 {
 	return r.Window.CPU / float64(r.Window.Tx) * 1e6
 }
 
+// UserPerTx is the part of CPUPerTx the relay spent in user space.
+func (r runRecord) UserPerTx() float64 {
+	if !r.Window.Relay || r.Window.Tx <= 0 {
+		return math.NaN()
+	}
+	return r.Window.User / float64(r.Window.Tx) * 1e6
+}
+
 // CSPerTx is the relay's context switches per transaction of the steady
 // state; NaN for direct, or when there is no steady state.
 func (r runRecord) CSPerTx() float64 {
@@ -407,7 +415,7 @@ func resetTPCB(connect func(context.Context) (*pgconn.PgConn, error)) func(conte
 // csvHeader names the columns of results/latest.csv.
 var csvHeader = []string{"seq", "round", "pass", "script", "mode", "clients", "jobs", "target", "seconds",
 	"pgbench_tps", "latency_ms", "transactions", "failed", "connect_ms",
-	"window_s", "window_tx", "tps", "relay_cpu_s", "relay_cpu_us_per_tx", "relay_cs", "relay_cs_per_tx",
+	"window_s", "window_tx", "tps", "relay_cpu_s", "relay_cpu_us_per_tx", "relay_user_us_per_tx", "relay_cs", "relay_cs_per_tx",
 	"syscalls_per_tx", "start_utc", "error"}
 
 func (r runRecord) csvRow() []string {
@@ -437,7 +445,7 @@ func (r runRecord) csvRow() []string {
 		strconv.Itoa(r.Cell.Clients), strconv.Itoa(r.Jobs), r.Target, strconv.Itoa(r.Seconds),
 		f(r.Result.TPS), f(r.Result.LatencyMS), strconv.FormatInt(r.Result.Transactions, 10),
 		strconv.FormatInt(r.Result.Failed, 10), f(r.Result.ConnectMS),
-		winS, winTx, f(r.TPS()), cpu, f(r.CPUPerTx()), cs, f(r.CSPerTx()),
+		winS, winTx, f(r.TPS()), cpu, f(r.CPUPerTx()), f(r.UserPerTx()), cs, f(r.CSPerTx()),
 		f(r.SyscallsPerTx), r.Start.Format(time.RFC3339), errText,
 	}
 }

@@ -136,7 +136,7 @@ func (r *report) write(w io.Writer) {
 
 	p("## Raw data\n\n[latest.csv](latest.csv) has one row per pgbench run of the matrix and of the counting pass (round, pass, " +
 		"cell, target, pgbench's own TPS, average latency and connection time; the steady state's length, transactions and TPS; " +
-		"the relay's CPU seconds, µs and context switches per transaction over it; system calls per transaction in the " +
+		"the relay's CPU seconds, µs per transaction (and its user-space part) and context switches per transaction over it; system calls per transaction in the " +
 		"counting pass). The spread column above is the lowest and highest TPS of pgmoat's runs of the cell.\n")
 }
 
@@ -406,6 +406,9 @@ func (r *report) writeCPU(w io.Writer) {
 		"**This is the number to compare first**: a busy neighbour or an unlucky round lowers TPS much more than " +
 		"the work the relay does per transaction. Lower is better; PostgreSQL's and pgbench's own CPU are not in it, " +
 		"nor is setting sessions up (see the next section). " +
+		"The user columns are the part of it spent in the relay's own code (for pgmoat, Go code and its runtime); " +
+		"the rest is the kernel's, mostly on the relay's system calls, which cost about the same per call whichever " +
+		"relay makes them: with equal system calls per transaction, the user columns show where a difference comes from. " +
 		"Context switches are those of all the relay's threads (`/proc/PID/task/*/status`), over the same window. " +
 		"System calls come from a separate pass after the rounds, one run of each cell on each relay with " +
 		"`perf stat -e raw_syscalls:sys_enter` counting over its steady state (counting slows system calls, so those " +
@@ -423,12 +426,15 @@ func (r *report) writeCPU(w io.Writer) {
 		p(" pgmoat-b / pgmoat |")
 	}
 	for _, t := range relays {
+		p(" %s user µs/tx |", targetTitle(t))
+	}
+	for _, t := range relays {
 		p(" %s cs/tx |", targetTitle(t))
 	}
 	for _, t := range relays {
 		p(" %s syscalls/tx |", targetTitle(t))
 	}
-	n := 3*len(relays) + map[bool]int{true: 1}[pb] + map[bool]int{true: 1}[ab]
+	n := 4*len(relays) + map[bool]int{true: 1}[pb] + map[bool]int{true: 1}[ab]
 	p("\n|---|---|---:|%s\n", strings.Repeat("---:|", n))
 	for _, c := range r.Cells {
 		p("| %s | %s | %d |", scriptTitle(c.Script), c.Mode, c.Clients)
@@ -441,6 +447,9 @@ func (r *report) writeCPU(w io.Writer) {
 		}
 		if ab {
 			p(" %s |", fmtRatio(cpuRatio(r.stat(c, targetPgmoatB), m)))
+		}
+		for _, t := range relays {
+			p(" %s |", fmtPerTx(r.stat(c, t).UserPerTx))
 		}
 		for _, t := range relays {
 			p(" %s |", fmtPerTx(r.stat(c, t).CSPerTx))

@@ -23,9 +23,10 @@ func sampleReport() *report {
 	cpu := map[string]float64{targetDirect: math.NaN(), targetPgBouncer: 20, targetPgmoat: 30, targetPgmoatB: 24}
 	cs := map[string]float64{targetDirect: math.NaN(), targetPgBouncer: 0.5, targetPgmoat: 0.75, targetPgmoatB: 0.7}
 	sys := map[string]float64{targetDirect: math.NaN(), targetPgBouncer: 4.25, targetPgmoat: 5.5, targetPgmoatB: 5}
+	user := map[string]float64{targetDirect: math.NaN(), targetPgBouncer: 2.5, targetPgmoat: 6.25, targetPgmoatB: 5}
 	set := func(c cell, t string, tps, lat float64) {
 		r.Stats[statKey{c, t}] = stat{N: 1, TPS: tps, MinTPS: tps, MaxTPS: tps, LatencyMS: lat,
-			CPUPerTx: cpu[t], CSPerTx: cs[t], SyscallsPerTx: sys[t]}
+			CPUPerTx: cpu[t], UserPerTx: user[t], CSPerTx: cs[t], SyscallsPerTx: sys[t]}
 	}
 	for _, c := range r.Cells {
 		base := 40000.0
@@ -164,8 +165,8 @@ func TestReportCPU(t *testing.T) {
 	for _, want := range []string{
 		"## Relay CPU per transaction",
 		"**This is the number to compare first**",
-		"| script | -M | clients | PgBouncer µs/tx | pgmoat µs/tx | pgmoat / PgBouncer | PgBouncer cs/tx | pgmoat cs/tx | PgBouncer syscalls/tx | pgmoat syscalls/tx |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-		"| -S | prepared | 8 | 20.0 | 30.0 | 1.50× | 0.50 | 0.75 | 4.25 | 5.50 |",
+		"| script | -M | clients | PgBouncer µs/tx | pgmoat µs/tx | pgmoat / PgBouncer | PgBouncer user µs/tx | pgmoat user µs/tx | PgBouncer cs/tx | pgmoat cs/tx | PgBouncer syscalls/tx | pgmoat syscalls/tx |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+		"| -S | prepared | 8 | 20.0 | 30.0 | 1.50× | 2.50 | 6.25 | 0.50 | 0.75 | 4.25 | 5.50 |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)

@@ -19,6 +19,9 @@ type stat struct {
 	// no run has one.
 	CPUPerTx float64
 	CSPerTx  float64
+	// UserPerTx is the median of the part of the runs' CPU time per
+	// transaction spent in user space.
+	UserPerTx float64
 	// SyscallsPerTx is the relay's system calls per transaction, from the
 	// counting pass (the median, should it have several runs); NaN when
 	// not counted.
@@ -42,9 +45,9 @@ type statKey struct {
 // first error: a firewall that blocks one run of pgbench is broken.
 func summarize(recs []runRecord) map[statKey]stat {
 	type acc struct {
-		tps, lat, cpu, cs, sys []float64
-		failed, unmeasured     int
-		err                    string
+		tps, lat, cpu, user, cs, sys []float64
+		failed, unmeasured           int
+		err                          string
 	}
 	accs := map[statKey]*acc{}
 	for _, r := range recs {
@@ -71,6 +74,7 @@ func summarize(recs []runRecord) map[statKey]stat {
 			a.lat = append(a.lat, r.Result.LatencyMS)
 			if x := r.CPUPerTx(); !math.IsNaN(x) {
 				a.cpu = append(a.cpu, x)
+				a.user = append(a.user, r.UserPerTx())
 				a.cs = append(a.cs, r.CSPerTx())
 			}
 		}
@@ -78,7 +82,7 @@ func summarize(recs []runRecord) map[statKey]stat {
 	out := make(map[statKey]stat, len(accs))
 	for k, a := range accs {
 		s := stat{N: len(a.tps), Failed: a.failed, Unmeasured: a.unmeasured, Err: a.err,
-			CPUPerTx: median(a.cpu), CSPerTx: median(a.cs), SyscallsPerTx: median(a.sys)}
+			CPUPerTx: median(a.cpu), UserPerTx: median(a.user), CSPerTx: median(a.cs), SyscallsPerTx: median(a.sys)}
 		if s.N > 0 {
 			s.TPS = median(a.tps)
 			s.LatencyMS = median(a.lat)

@@ -35,9 +35,10 @@ const sampleEvery = 20 * time.Millisecond
 
 // relaySample is a relay's counters at one moment.
 type relaySample struct {
-	At  time.Time
-	CPU float64 // seconds of CPU (procCPU)
-	CS  int64   // context switches of all its threads (procSwitches)
+	At   time.Time
+	CPU  float64 // seconds of CPU (procCPU)
+	User float64 // of which in user space (procTimes)
+	CS   int64   // context switches of all its threads (procSwitches)
 }
 
 // sampler reads a relay's counters every sampleEvery until stopped.
@@ -72,7 +73,7 @@ func startSampler(pid int) *sampler {
 
 func (s *sampler) take() {
 	at := time.Now()
-	cpu, err := procCPU(s.pid)
+	user, system, err := procTimes(s.pid)
 	var cs int64
 	if err == nil {
 		cs, err = procSwitches(s.pid)
@@ -85,7 +86,7 @@ func (s *sampler) take() {
 		}
 		return
 	}
-	s.samples = append(s.samples, relaySample{At: at, CPU: cpu, CS: cs})
+	s.samples = append(s.samples, relaySample{At: at, CPU: user + system, User: user, CS: cs})
 }
 
 // finish stops the sampler and returns its samples, in time order.
@@ -221,6 +222,7 @@ type window struct {
 	Start, End time.Time
 	Tx         int64   // transactions completed in (Start, End]
 	CPU        float64 // relay CPU seconds; with Relay
+	User       float64 // of which in user space
 	CS         int64   // relay context switches; with Relay
 	Relay      bool    // the relay's counters cover the window
 }
@@ -252,7 +254,7 @@ func steadyWindow(l txLog, samples []relaySample) (window, error) {
 		}
 		s0, s1 := samples[i], samples[j]
 		w.Start, w.End = s0.At, s1.At
-		w.CPU, w.CS, w.Relay = s1.CPU-s0.CPU, s1.CS-s0.CS, true
+		w.CPU, w.User, w.CS, w.Relay = s1.CPU-s0.CPU, s1.User-s0.User, s1.CS-s0.CS, true
 	}
 	if d := w.End.Sub(w.Start); d < minWindow {
 		return window{}, fmt.Errorf("steady state of %s (all clients had run a transaction at %s, the last ended at %s), want at least %s: raise -duration",
