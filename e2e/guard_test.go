@@ -349,10 +349,10 @@ CREATE TABLE outbox (v plain_int);`)
 
 // TestGuardedPortalRebound: a portal bound from a statement that runs
 // under guard, then bound again (the unnamed portal, as drivers use it)
-// from a statement that does not, executes what it was bound to last. A
-// guard recorded for the portal's earlier life must not survive the new
-// Bind, whatever path judged it: a statement prepared with SQL PREPARE, or
-// one pgmoat never saw prepared.
+// from a SELECT, executes the SELECT. The guard recorded for the portal's
+// earlier life must not survive the new Bind, on either path that judges
+// it: a statement prepared with SQL PREPARE (judged at the Bind) and one
+// Parse'd and allowed (settled without judging).
 func TestGuardedPortalRebound(t *testing.T) {
 	c := pgtest.Get(t)
 	db := guardDB(t, c)
