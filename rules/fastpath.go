@@ -29,55 +29,43 @@ func normalize(sql string, buf []byte, spanBuf []span) (key []byte, spans []span
 	key = buf[:0]
 	spans = spanBuf[:0]
 	stmtStart := 0
+	blank := true // the statement so far is only whitespace: the parser drops it
 	n := len(sql)
 	for i := 0; i < n; {
 		c := sql[i]
-		switch {
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+		switch lexClass[c] & lexKind {
+		case lexSpace:
 			key = append(key, c)
 			i++
-		case isIdentStart(c):
-			if c >= 0x80 {
-				return nil, nil, false
-			}
+			continue
+		case lexIdent:
 			j := i + 1
-			for j < n && (isIdentStart(sql[j]) || isDigit(sql[j])) {
-				if sql[j] >= 0x80 {
-					return nil, nil, false
-				}
+			for j < n && lexClass[sql[j]]&lexWord != 0 {
 				j++
 			}
-			if j < n && (sql[j] == '$' || sql[j] == '\'' || sql[j] == '&') {
-				return nil, nil, false // x$y identifiers, E'' and friends
+			if j < n && lexClass[sql[j]]&lexAfterWord != 0 {
+				return nil, nil, false // x$y identifiers, E'' and friends, non-ASCII
 			}
 			key = append(key, sql[i:j]...)
 			i = j
-		case isDigit(c) || c == '.' && i+1 < n && isDigit(sql[i+1]):
-			j := i
-			for j < n && isDigit(sql[j]) {
-				j++
+		case lexDigit:
+			var ph byte
+			if i, ph, ok = number(sql, i); !ok {
+				return nil, nil, false
 			}
-			dec := false
-			if j < n && sql[j] == '.' {
-				if j+1 < n && sql[j+1] == '.' {
-					return nil, nil, false // 1..2 and similar
+			key = append(key, ph)
+		case lexDot:
+			if i+1 < n && lexClass[sql[i+1]]&lexKind == lexDigit {
+				var ph byte
+				if i, ph, ok = number(sql, i); !ok {
+					return nil, nil, false
 				}
-				dec = true
-				j++
-				for j < n && isDigit(sql[j]) {
-					j++
-				}
+				key = append(key, ph)
+				break
 			}
-			if j < n && (isIdentStart(sql[j]) || sql[j] == '.' || sql[j] == '$' || sql[j] == '\'' || sql[j] == '"') {
-				return nil, nil, false // 1e5, 0x1F, 1_000, trailing junk
-			}
-			if dec {
-				key = append(key, phDec)
-			} else {
-				key = append(key, phInt)
-			}
-			i = j
-		case c == '\'':
+			key = append(key, c)
+			i++
+		case lexQuote:
 			j := i + 1
 			for {
 				if j >= n {
@@ -91,14 +79,14 @@ func normalize(sql string, buf []byte, spanBuf []span) (key []byte, spans []span
 					}
 					break
 				}
-				if d < 0x20 && d != '\t' && d != '\n' && d != '\r' || d >= 0x7f || d == '\\' {
+				if lexClass[d]&lexInString == 0 {
 					return nil, nil, false
 				}
 				j++
 			}
 			key = append(key, phString)
 			i = j + 1
-		case c == '"':
+		case lexDQuote:
 			j := i + 1
 			for j < n && sql[j] != '"' {
 				if d := sql[j]; d < 0x20 || d >= 0x7f {
@@ -111,31 +99,124 @@ func normalize(sql string, buf []byte, spanBuf []span) (key []byte, spans []span
 			}
 			key = append(key, sql[i:j+1]...)
 			i = j + 1
-		case c == ';':
-			spans = append(spans, span{stmtStart, i})
-			stmtStart = i + 1
+		case lexSemicolon:
+			if !blank {
+				spans = append(spans, span{stmtStart, i})
+			}
+			stmtStart, blank = i+1, true
 			key = append(key, c)
 			i++
-		case c == '-' && i+1 < n && sql[i+1] == '-', c == '/' && i+1 < n && sql[i+1] == '*':
-			return nil, nil, false
-		case strings.IndexByte("(),=<>+-*/%:[]!|.^~#@", c) >= 0:
+			continue
+		case lexDash, lexSlash:
+			if i+1 < n && (c == '-' && sql[i+1] == '-' || c == '/' && sql[i+1] == '*') {
+				return nil, nil, false // a comment
+			}
+			key = append(key, c)
+			i++
+		case lexPunct:
 			key = append(key, c)
 			i++
 		default:
 			// $, &, ?, `, \, {, }, control bytes, non-ASCII.
 			return nil, nil, false
 		}
+		blank = false
 	}
-	spans = append(spans, span{stmtStart, n})
-	// Drop statements that are only whitespace, as the parser does.
-	out := spans[:0]
-	for _, s := range spans {
-		if strings.TrimLeft(sql[s.start:s.end], " \t\n\r") != "" {
-			out = append(out, s)
+	if !blank {
+		spans = append(spans, span{stmtStart, n})
+	}
+	return key, spans, true
+}
+
+// number lexes the numeric literal at sql[i] (a digit, or a dot before
+// one) and returns the index past it and its placeholder; ok is false for
+// the forms normalize leaves to the parser.
+func number(sql string, i int) (end int, ph byte, ok bool) {
+	n := len(sql)
+	j := i
+	for j < n && lexClass[sql[j]]&lexKind == lexDigit {
+		j++
+	}
+	ph = phInt
+	if j < n && sql[j] == '.' {
+		if j+1 < n && sql[j+1] == '.' {
+			return 0, 0, false // 1..2 and similar
+		}
+		ph = phDec
+		j++
+		for j < n && lexClass[sql[j]]&lexKind == lexDigit {
+			j++
 		}
 	}
-	return key, out, true
+	if j < n && lexClass[sql[j]]&lexAfterNumber != 0 {
+		return 0, 0, false // 1e5, 0x1F, 1_000, trailing junk
+	}
+	return j, ph, true
 }
+
+// Byte classes of normalize's lexer: the low bits say what a byte starts,
+// the flags above them where it may appear. One table look-up per byte
+// replaces a chain of comparisons (and a search of the punctuation list)
+// on the path every simple-protocol statement takes.
+const (
+	lexOther uint8 = iota // rejected: $ & ? ` \ { } control bytes, non-ASCII
+	lexSpace
+	lexIdent // ASCII letter or _
+	lexDigit
+	lexDot
+	lexQuote
+	lexDQuote
+	lexSemicolon
+	lexDash
+	lexSlash
+	lexPunct
+
+	lexKind        uint8 = 0x0f
+	lexWord        uint8 = 0x10 // continues an identifier: letter, _, digit
+	lexAfterWord   uint8 = 0x20 // ends normalize after an identifier: $ ' & non-ASCII
+	lexAfterNumber uint8 = 0x40 // ends normalize after a number: letter, _, . $ ' " non-ASCII
+	lexInString    uint8 = 0x80 // may appear inside a '…' literal
+)
+
+var lexClass = func() (t [256]uint8) {
+	for c := 0; c < 256; c++ {
+		b := byte(c)
+		switch {
+		case b == ' ' || b == '\t' || b == '\n' || b == '\r':
+			t[c] = lexSpace
+		case b == '_' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z':
+			t[c] = lexIdent | lexWord | lexAfterNumber
+		case b >= '0' && b <= '9':
+			t[c] = lexDigit | lexWord
+		case b == '.':
+			t[c] = lexDot | lexAfterNumber
+		case b == '\'':
+			t[c] = lexQuote | lexAfterWord | lexAfterNumber
+		case b == '"':
+			t[c] = lexDQuote | lexAfterNumber
+		case b == ';':
+			t[c] = lexSemicolon
+		case b == '-':
+			t[c] = lexDash
+		case b == '/':
+			t[c] = lexSlash
+		case strings.IndexByte("(),=<>+*%:[]!|^~#@", b) >= 0:
+			t[c] = lexPunct
+		}
+		switch {
+		case b == '$':
+			t[c] |= lexAfterWord | lexAfterNumber
+		case b == '&':
+			t[c] |= lexAfterWord
+		case b >= 0x80:
+			t[c] |= lexAfterWord | lexAfterNumber
+		}
+		if b >= 0x20 && b < 0x7f && b != '\\' || b == '\t' || b == '\n' || b == '\r' {
+			t[c] |= lexInString
+		}
+	}
+	return t
+}()
 
 // judgeFast answers from a decision made for the same statement with other
 // literals, when that decision did not depend on literal values.

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -87,4 +88,161 @@ func FuzzFastPath(f *testing.F) {
 		checkAgainstFull(t, cached, fresh, s, v)
 		checkAgainstFull(t, cached, fresh, s, strings.ToUpper(v))
 	})
+}
+
+// normalizeReference is normalize as first written, a comparison at a time:
+// the table-driven lexer must agree with it on every input
+// (TestNormalizeMatchesReference, FuzzNormalizeMatchesReference).
+func normalizeReference(sql string, buf []byte, spanBuf []span) (key []byte, spans []span, ok bool) {
+	key = buf[:0]
+	spans = spanBuf[:0]
+	stmtStart := 0
+	n := len(sql)
+	for i := 0; i < n; {
+		c := sql[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			key = append(key, c)
+			i++
+		case isIdentStart(c):
+			if c >= 0x80 {
+				return nil, nil, false
+			}
+			j := i + 1
+			for j < n && (isIdentStart(sql[j]) || isDigit(sql[j])) {
+				if sql[j] >= 0x80 {
+					return nil, nil, false
+				}
+				j++
+			}
+			if j < n && (sql[j] == '$' || sql[j] == '\'' || sql[j] == '&') {
+				return nil, nil, false // x$y identifiers, E'' and friends
+			}
+			key = append(key, sql[i:j]...)
+			i = j
+		case isDigit(c) || c == '.' && i+1 < n && isDigit(sql[i+1]):
+			j := i
+			for j < n && isDigit(sql[j]) {
+				j++
+			}
+			dec := false
+			if j < n && sql[j] == '.' {
+				if j+1 < n && sql[j+1] == '.' {
+					return nil, nil, false // 1..2 and similar
+				}
+				dec = true
+				j++
+				for j < n && isDigit(sql[j]) {
+					j++
+				}
+			}
+			if j < n && (isIdentStart(sql[j]) || sql[j] == '.' || sql[j] == '$' || sql[j] == '\'' || sql[j] == '"') {
+				return nil, nil, false // 1e5, 0x1F, 1_000, trailing junk
+			}
+			if dec {
+				key = append(key, phDec)
+			} else {
+				key = append(key, phInt)
+			}
+			i = j
+		case c == '\'':
+			j := i + 1
+			for {
+				if j >= n {
+					return nil, nil, false
+				}
+				d := sql[j]
+				if d == '\'' {
+					if j+1 < n && sql[j+1] == '\'' {
+						j += 2
+						continue
+					}
+					break
+				}
+				if d < 0x20 && d != '\t' && d != '\n' && d != '\r' || d >= 0x7f || d == '\\' {
+					return nil, nil, false
+				}
+				j++
+			}
+			key = append(key, phString)
+			i = j + 1
+		case c == '"':
+			j := i + 1
+			for j < n && sql[j] != '"' {
+				if d := sql[j]; d < 0x20 || d >= 0x7f {
+					return nil, nil, false
+				}
+				j++
+			}
+			if j >= n || j+1 < n && sql[j+1] == '"' || j == i+1 {
+				return nil, nil, false
+			}
+			key = append(key, sql[i:j+1]...)
+			i = j + 1
+		case c == ';':
+			spans = append(spans, span{stmtStart, i})
+			stmtStart = i + 1
+			key = append(key, c)
+			i++
+		case c == '-' && i+1 < n && sql[i+1] == '-', c == '/' && i+1 < n && sql[i+1] == '*':
+			return nil, nil, false
+		case strings.IndexByte("(),=<>+-*/%:[]!|.^~#@", c) >= 0:
+			key = append(key, c)
+			i++
+		default:
+			// $, &, ?, `, \, {, }, control bytes, non-ASCII.
+			return nil, nil, false
+		}
+	}
+	spans = append(spans, span{stmtStart, n})
+	// Drop statements that are only whitespace, as the parser does.
+	out := spans[:0]
+	for _, s := range spans {
+		if strings.TrimLeft(sql[s.start:s.end], " \t\n\r") != "" {
+			out = append(out, s)
+		}
+	}
+	return key, out, true
+}
+
+func checkNormalizeMatches(t *testing.T, sql string) {
+	t.Helper()
+	key, spans, ok := normalize(sql, nil, nil)
+	rkey, rspans, rok := normalizeReference(sql, nil, nil)
+	if ok != rok || ok && (string(key) != string(rkey) || !slices.Equal(spans, rspans)) {
+		t.Fatalf("normalize(%q) = %q, %v, %v; the reference gives %q, %v, %v", sql, key, spans, ok, rkey, rspans, rok)
+	}
+}
+
+// TestNormalizeMatchesReference runs both lexers over the corpus and over
+// every single-byte change of a few statements at each position, which
+// reaches each byte class in each lexer state.
+func TestNormalizeMatchesReference(t *testing.T) {
+	texts := []string{
+		"SELECT abalance FROM pgbench_accounts WHERE aid = 12345;",
+		"UPDATE t SET a = a + -1.5 WHERE b = 'x''y' AND c = .5; ; SELECT \"Q\".x FROM q",
+		"select 1.;select 2 ; \t\n",
+	}
+	for _, row := range loadCorpus(t) {
+		checkNormalizeMatches(t, row.sql)
+		texts = append(texts, row.sql)
+	}
+	for _, base := range texts[:3] {
+		for i := 0; i <= len(base); i++ {
+			for c := 0; c < 256; c++ {
+				checkNormalizeMatches(t, base[:i]+string(rune(c))[:1]+base[i:])
+				checkNormalizeMatches(t, base[:i]+string([]byte{byte(c)}))
+				if i < len(base) {
+					checkNormalizeMatches(t, base[:i]+string([]byte{byte(c)})+base[i+1:])
+				}
+			}
+		}
+	}
+}
+
+func FuzzNormalizeMatchesReference(f *testing.F) {
+	f.Add("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;")
+	f.Add("UPDATE t SET a = a + -1.5 WHERE b = 'x''y'; SELECT \"C\" FROM \"T\"")
+	f.Add("select 1..2, 1e5, 0x1F, x$y, E'x', -- c")
+	f.Fuzz(func(t *testing.T, sql string) { checkNormalizeMatches(t, sql) })
 }
