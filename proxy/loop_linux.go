@@ -122,7 +122,12 @@ type eventLoop struct {
 	stopping bool
 
 	// Only the loop's goroutine touches these.
-	conns  map[int32]*loopConn // by socket descriptor, both of each session's
+	// conns holds both sockets of each session, indexed by descriptor.
+	// Descriptors are small and dense (the kernel hands out the lowest
+	// free one), so a slice finds a socket's session with one load, where
+	// a map needed a hash and a probe of a group that, with hundreds of
+	// sessions, was rarely in the cache (bench/README.md).
+	conns  []*loopConn
 	events []unix.EpollEvent
 
 	done chan struct{} // closed when run has returned, after stop
@@ -150,7 +155,7 @@ func newEventLoop(linger bool) (*eventLoop, error) {
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
 	return &eventLoop{epfd: epfd, wakefd: wakefd, linger: linger,
-		conns: make(map[int32]*loopConn), events: make([]unix.EpollEvent, 256), done: make(chan struct{})}, nil
+		events: make([]unix.EpollEvent, 256), done: make(chan struct{})}, nil
 }
 
 // stop makes the loop's goroutine close the loop and return.
@@ -199,7 +204,7 @@ func (l *eventLoop) run() {
 				}
 				continue
 			}
-			lc := l.conns[fd]
+			lc := l.conn(fd)
 			if lc == nil {
 				continue // left the loop earlier in this batch
 			}
@@ -347,7 +352,10 @@ func (l *eventLoop) add(lc *loopConn) {
 			lc.handoff("epoll")
 			return
 		}
-		l.conns[int32(fd)] = lc
+		if fd >= len(l.conns) {
+			l.conns = append(l.conns, make([]*loopConn, fd+1-len(l.conns))...)
+		}
+		l.conns[fd] = lc
 	}
 	// What arrived before the session entered the loop is already in
 	// its buffers, and epoll will not announce it again.
@@ -357,10 +365,18 @@ func (l *eventLoop) add(lc *loopConn) {
 	}
 }
 
+// conn returns the session whose socket fd is, or nil.
+func (l *eventLoop) conn(fd int32) *loopConn {
+	if fd < 0 || int(fd) >= len(l.conns) {
+		return nil
+	}
+	return l.conns[fd]
+}
+
 func (l *eventLoop) remove(lc *loopConn) {
 	for _, fd := range []int{lc.cfd, lc.sfd} {
-		if l.conns[int32(fd)] == lc {
-			delete(l.conns, int32(fd))
+		if l.conn(int32(fd)) == lc {
+			l.conns[fd] = nil
 			unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 		}
 	}
