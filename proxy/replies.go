@@ -100,7 +100,16 @@ func (q *replyQueue) pop() (pendingReply, bool) {
 		return pendingReply{}, false
 	}
 	e := q.q[q.head]
+	if e.tag != nil || e.ex != nil {
+		q.q[q.head] = pendingReply{} // keep no tag or exchange alive
+	}
 	q.head++
+	if q.head == len(q.q) {
+		// Empty: the next requests go to the front again, on the cache
+		// lines this session's requests used last time, instead of
+		// marching through the array until the compaction in push.
+		q.q, q.head = q.q[:0], 0
+	}
 	return e, true
 }
 
