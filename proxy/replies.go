@@ -57,10 +57,11 @@ type pendingReply struct {
 
 // replyQueue is the FIFO of outstanding replies that lets pgmoat send the
 // server messages of its own (the DO blocks that raise a refusal in place
-// of a refused statement) and keep their replies from the client. The client→server side pushes one entry per
-// message it forwards or injects; the server→client side attributes each
-// server message to the oldest entry with route. It is only used when the
-// session has an Interceptor: a plain relay never pays for it.
+// of a refused statement) and keep their replies from the client. The
+// client→server side pushes one entry per message it forwards or injects;
+// the server→client side attributes each server message to the oldest
+// entry with route. It is only used when the session has an Interceptor: a
+// plain relay never pays for it.
 //
 // Attribution follows the protocol: ParseComplete, BindComplete,
 // CloseComplete, NoData, a Describe's RowDescription and an Execute's
@@ -70,47 +71,142 @@ type pendingReply struct {
 // everything up to Sync, the skipped entries are dropped when that Sync's
 // ReadyForQuery arrives. NoticeResponse, NotificationResponse and
 // ParameterStatus belong to no entry.
+//
+// Both sides touch the queue for every message, in every session, so it
+// is laid out to fit one cache line: an entry is one byte in a small ring
+// (its kind and flags), and what few entries carry more (a tag, an
+// exchange) keep that in the rarely used slow part, as do entries beyond
+// the ring when a client pipelines deeper than it.
 type replyQueue struct {
-	mu   sync.Mutex
-	q    []pendingReply
-	head int
+	mu         sync.Mutex
+	head, tail uint8 // positions in ring, free-running: tail-head entries
+	ring       [replyRing]replyBits
 
 	// cur is the entry the server is answering; only the server→client
 	// goroutine touches it, so most messages cost no lock.
-	cur    pendingReply
 	hasCur bool
+	cur    pendingReply
+
+	slow *replySlow
+}
+
+// replyRing is how many entries the ring holds; 256 must be a multiple of
+// it (head and tail wrap at 256).
+const replyRing = 8
+
+// replyBits is one queued entry in the ring.
+type replyBits uint8
+
+const (
+	replyKindMask replyBits = 0x0f
+	replyHidden   replyBits = 0x10 // pendingReply.hide
+	replyOwn      replyBits = 0x20 // pendingReply.own
+	replyCarries  replyBits = 0x40 // its tag and exchange are next in slow.extras
+)
+
+// replySlow is the part of the queue that plain requests do not use.
+type replySlow struct {
+	// extras are the tags and exchanges of the ring's entries marked
+	// replyCarries, oldest first, from extraHead.
+	extras    []replyExtra
+	extraHead int
+	// more are the entries pushed while the ring was full, or while
+	// more was not empty: all younger than the ring's. From moreHead.
+	more     []pendingReply
+	moreHead int
+}
+
+type replyExtra struct {
+	tag any
+	ex  *ExchangeReply
+}
+
+func (q *replyQueue) slowPart() *replySlow {
+	if q.slow == nil {
+		q.slow = &replySlow{}
+	}
+	return q.slow
 }
 
 func (q *replyQueue) push(e pendingReply) {
 	q.mu.Lock()
-	if q.head > 64 && q.head*2 > len(q.q) {
-		n := copy(q.q, q.q[q.head:])
-		q.q = q.q[:n]
-		q.head = 0
+	if q.tail-q.head == replyRing || q.slow != nil && q.slow.moreHead < len(q.slow.more) {
+		sl := q.slowPart()
+		sl.more = append(sl.more, e)
+		q.mu.Unlock()
+		return
 	}
-	q.q = append(q.q, e)
+	b := replyBits(e.kind)
+	if e.hide {
+		b |= replyHidden
+	}
+	if e.own {
+		b |= replyOwn
+	}
+	if e.tag != nil || e.ex != nil {
+		b |= replyCarries
+		sl := q.slowPart()
+		sl.extras = append(sl.extras, replyExtra{e.tag, e.ex})
+	}
+	q.ring[q.tail%replyRing] = b
+	q.tail++
 	q.mu.Unlock()
 }
 
 func (q *replyQueue) pop() (pendingReply, bool) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.head == len(q.q) {
-		q.q, q.head = q.q[:0], 0
-		return pendingReply{}, false
+	if q.head != q.tail {
+		b := q.ring[q.head%replyRing]
+		q.head++
+		e := pendingReply{kind: replyKind(b & replyKindMask), hide: b&replyHidden != 0, own: b&replyOwn != 0}
+		if b&replyCarries != 0 {
+			sl := q.slow
+			x := sl.extras[sl.extraHead]
+			sl.extras[sl.extraHead] = replyExtra{} // keep no tag or exchange alive
+			if sl.extraHead++; sl.extraHead == len(sl.extras) {
+				sl.extras, sl.extraHead = sl.extras[:0], 0
+			}
+			e.tag, e.ex = x.tag, x.ex
+		}
+		q.mu.Unlock()
+		return e, true
 	}
-	e := q.q[q.head]
-	if e.tag != nil || e.ex != nil {
-		q.q[q.head] = pendingReply{} // keep no tag or exchange alive
+	if sl := q.slow; sl != nil && sl.moreHead < len(sl.more) {
+		e := sl.more[sl.moreHead]
+		sl.more[sl.moreHead] = pendingReply{}
+		if sl.moreHead++; sl.moreHead == len(sl.more) {
+			sl.more, sl.moreHead = sl.more[:0], 0
+		}
+		q.mu.Unlock()
+		return e, true
 	}
-	q.head++
-	if q.head == len(q.q) {
-		// Empty: the next requests go to the front again, on the cache
-		// lines this session's requests used last time, instead of
-		// marching through the array until the compaction in push.
-		q.q, q.head = q.q[:0], 0
+	q.mu.Unlock()
+	return pendingReply{}, false
+}
+
+// each calls f with the queued entries, oldest first, until f returns
+// false; the caller holds q.mu.
+func (q *replyQueue) eachLocked(f func(pendingReply) bool) {
+	x := 0
+	for i := q.head; i != q.tail; i++ {
+		b := q.ring[i%replyRing]
+		e := pendingReply{kind: replyKind(b & replyKindMask), hide: b&replyHidden != 0, own: b&replyOwn != 0}
+		if b&replyCarries != 0 {
+			ex := q.slow.extras[q.slow.extraHead+x]
+			x++
+			e.tag, e.ex = ex.tag, ex.ex
+		}
+		if !f(e) {
+			return
+		}
 	}
-	return e, true
+	if q.slow != nil {
+		for _, e := range q.slow.more[q.slow.moreHead:] {
+			if !f(e) {
+				return
+			}
+		}
+	}
 }
 
 // route attributes one server message (by type) to its request and reports
@@ -203,12 +299,13 @@ func (q *replyQueue) routeReply(typ byte, skipped func(pendingReply)) routed {
 func (q *replyQueue) skipExchanged() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for _, e := range q.q[q.head:] {
+	q.eachLocked(func(e pendingReply) bool {
 		if e.kind == replySync || e.kind == replyQuery || e.kind == replyFunctionCall {
-			return
+			return false
 		}
 		skippedExchange(e)
-	}
+		return true
+	})
 }
 
 // serverOnlyFields are the ErrorResponse fields that describe where in the

@@ -3,8 +3,11 @@ package proxy
 import (
 	"bytes"
 	"encoding/binary"
+	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -120,8 +123,59 @@ func TestReplyQueueCompacts(t *testing.T) {
 			q.route('Z', nil)
 		}
 	}
-	if cap(q.q) > 1024 {
-		t.Errorf("queue grew to %d entries for at most 2 outstanding", cap(q.q))
+	if q.slow != nil {
+		t.Errorf("plain requests, at most 2 outstanding, used the slow part: %+v", q.slow)
+	}
+	if size := unsafe.Sizeof(q); size > 64 {
+		t.Errorf("replyQueue is %d bytes, more than a cache line", size)
+	}
+}
+
+// TestReplyQueueFIFO checks the ring, its extras and its overflow against
+// a plain slice: random pushes (some with tags or exchanges, in runs deeper
+// than the ring) and pops must come out in order, whole, and eachLocked
+// must see what is queued, in order.
+func TestReplyQueueFIFO(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var q replyQueue
+	var model []pendingReply
+	tags := make([]int, 64)
+	for step := range 200000 {
+		if depth := len(model); rng.IntN(100) < 50 || depth == 0 || step%5000 < 200 && depth < 40 {
+			e := pendingReply{kind: replyKind(1 + rng.IntN(8)), hide: rng.IntN(4) == 0, own: rng.IntN(8) == 0}
+			switch rng.IntN(10) {
+			case 0:
+				e.tag = &tags[rng.IntN(len(tags))]
+			case 1:
+				e.ex = &ExchangeReply{}
+			}
+			q.push(e)
+			model = append(model, e)
+		} else {
+			got, ok := q.pop()
+			if !ok || got != model[0] {
+				t.Fatalf("step %d: pop = %+v, %v; want %+v", step, got, ok, model[0])
+			}
+			model = model[1:]
+		}
+		if step%97 == 0 {
+			var seen []pendingReply
+			q.mu.Lock()
+			q.eachLocked(func(e pendingReply) bool { seen = append(seen, e); return true })
+			q.mu.Unlock()
+			if !slices.Equal(seen, model) {
+				t.Fatalf("step %d: eachLocked saw %d entries, %v; want %v", step, len(seen), seen, model)
+			}
+		}
+	}
+	for range model {
+		q.pop()
+	}
+	if _, ok := q.pop(); ok {
+		t.Fatal("an entry left over")
+	}
+	if sl := q.slow; sl != nil && (len(sl.more) != 0 || len(sl.extras) != 0) {
+		t.Errorf("the emptied queue still holds %d overflow entries and %d extras", len(sl.more), len(sl.extras))
 	}
 }
 
