@@ -256,7 +256,7 @@ func (st *sessionState) serverMessage(tag any, typ byte, body []byte) error {
 		}
 	}
 	if typ == 'Z' {
-		st.analysis.Sync(body[0])
+		moved := st.analysis.Sync(body[0])
 		if body[0] == 'I' && st.rereadAtTxEnd {
 			st.rereadAtTxEnd = false
 			st.reread.Store(true)
@@ -265,9 +265,12 @@ func (st *sessionState) serverMessage(tag any, typ byte, body []byte) error {
 		// Code pgmoat cannot follow (a DO block, a function, a reload of
 		// the server's configuration) left the search_path unknown: read
 		// it back before the next statement is judged. An aborted
-		// transaction cannot answer; its end can.
-		if _, known := st.analysis.SearchPath(); !known && body[0] != 'E' {
-			st.reread.Store(true)
+		// transaction cannot answer; its end can. (A session idle again
+		// with nothing applied was checked at its last ReadyForQuery.)
+		if moved {
+			if _, known := st.analysis.SearchPath(); !known && body[0] != 'E' {
+				st.reread.Store(true)
+			}
 		}
 	}
 	return nil

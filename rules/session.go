@@ -17,6 +17,12 @@ import (
 // against the view's protected base, although the catalog snapshot,
 // loaded before, does not have the view.
 type Session struct {
+	// idle: the last Sync reported an idle session ('I') and nothing
+	// changed the settings since, so another 'I' changes nothing. It is
+	// first in the struct: most transactions end with that 'I', and
+	// Sync then reads this one cache line of the session.
+	idle bool
+
 	id       Identity
 	tx       txState
 	prepared map[string]string
@@ -55,7 +61,7 @@ func (s *Session) Identity() Identity { return s.id }
 func (s *Session) SetSearchPath(entries []string) {
 	v := pathVal{known: true, entries: append([]string(nil), entries...)}
 	s.tx.initial.path, s.tx.cur.path, s.tx.sess.path = v, v, v
-	s.keyDirty = true
+	s.keyDirty, s.idle = true, false
 }
 
 // ReadBack records the session's settings as the proxy read them from the
@@ -72,7 +78,7 @@ func (s *Session) ReadBack(searchPath, role string) {
 		st.path.entries = nil
 	}
 	s.tx.readBack(st)
-	s.keyDirty = true
+	s.keyDirty, s.idle = true, false
 }
 
 // SearchPath returns the search_path pgmoat believes is in force; ok is
@@ -111,10 +117,10 @@ func (s *Session) Apply(changes ...StateChange) {
 		case ChangeDiscardAll:
 			s.prepared, s.cursors = nil, nil
 			s.tx.apply(c)
-			s.keyDirty = true
+			s.keyDirty, s.idle = true, false
 		default:
 			s.tx.apply(c)
-			s.keyDirty = true
+			s.keyDirty, s.idle = true, false
 		}
 	}
 	if ov != s.ov {
@@ -148,10 +154,18 @@ func (s *Session) Unsettled(pending ...StateChange) *Session {
 
 // Sync reconciles the transaction state with the status byte of the
 // server's ReadyForQuery ('I', 'T' or 'E').
-func (s *Session) Sync(txStatus byte) {
+//
+// It reports whether the state may have moved: false when the session was
+// idle at the last Sync and is again, with nothing applied in between.
+func (s *Session) Sync(txStatus byte) (moved bool) {
+	if txStatus == 'I' && s.idle {
+		return false
+	}
 	if s.tx.sync(txStatus) {
 		s.keyDirty = true
 	}
+	s.idle = txStatus == 'I'
+	return true
 }
 
 // RegisterPrepared records a named prepared statement: a protocol-level

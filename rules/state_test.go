@@ -173,3 +173,40 @@ func TestJudgeOpaque(t *testing.T) {
 		t.Fatalf("nothing protected: %s", r.Action)
 	}
 }
+
+// TestSyncIdleShortcut: a ReadyForQuery 'I' after another, with nothing
+// applied in between, is skipped without reading the settings; anything
+// applied in between makes the next one reconcile as before.
+func TestSyncIdleShortcut(t *testing.T) {
+	eng := testEngine(t, defaultProtect)
+	s := knownSession("app")
+	if !s.Sync('I') {
+		t.Fatal("the first Sync reported nothing to do")
+	}
+	if s.Sync('I') {
+		t.Error("an idle session idle again, nothing applied, reported a move")
+	}
+	// SET LOCAL outside a transaction block lasts for its message only:
+	// the 'I' that ends it must put the session's search_path back.
+	before, _ := s.SearchPath()
+	for _, v := range eng.Judge(s, "SET LOCAL search_path TO billing").Statements {
+		s.Apply(v.Changes...)
+	}
+	if !s.Sync('I') {
+		t.Fatal("Sync after an applied SET LOCAL reported no move")
+	}
+	if after, _ := s.SearchPath(); !slices.Equal(after, before) {
+		t.Errorf("search_path after SET LOCAL's message = %v, want %v", after, before)
+	}
+	if r := eng.Judge(s, "DROP TABLE invoices"); r.Action != Allow {
+		t.Errorf("DROP TABLE invoices after SET LOCAL's message: %v, want allow (billing is not on the path)", r.Action)
+	}
+	// In a transaction and out again: both reconcile.
+	if !s.Sync('T') || !s.Sync('I') || s.Sync('I') {
+		t.Error("T then I then I: want moved, moved, not moved")
+	}
+	s.ReadBack("billing", "")
+	if !s.Sync('I') {
+		t.Error("Sync after ReadBack reported no move")
+	}
+}
