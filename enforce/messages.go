@@ -79,7 +79,7 @@ func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayB
 		if err != nil {
 			return proxy.MessageVerdict{}, err
 		}
-		ps, settled := st.settled(stmt)
+		ps, settled := st.bindSettled(portal, stmt)
 		switch {
 		case settled && ps != nil && ps.verify != nil:
 			// Judged Verify: the Bind opens the guard.
@@ -89,12 +89,7 @@ func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayB
 			gp := st.bindPortal(string(portal), ps.res, ps.verify, m.Raw)
 			return st.guardBind(ctx, string(portal), m.Raw, gp)
 		case settled:
-			var r *rules.Result
-			if ps != nil {
-				r = ps.res
-			}
-			st.bindPortal(string(portal), r, nil, nil)
-			return proxy.MessageVerdict{}, nil
+			return proxy.MessageVerdict{}, nil // recorded by bindSettled
 		}
 		if !mayBlock {
 			return proxy.MessageVerdict{}, errWouldBlock // judged again: it may block
@@ -243,17 +238,34 @@ func (st *sessionState) forward(typ byte, res *rules.Result, stmt string) proxy.
 	return proxy.MessageVerdict{}
 }
 
-// settled reports whether a Bind of stmt is settled without judging it:
-// a statement pgmoat did not see prepared (ps nil), or one Parse'd and
-// judged under the policy in force, whose judgement the portal takes. It
-// is not for a statement prepared with SQL PREPARE, or judged under an
-// older policy: bind judges those.
-func (st *sessionState) settled(stmt []byte) (ps *parsedStmt, ok bool) {
+// bindSettled reports whether a Bind of stmt to portal is settled without
+// judging it: a statement pgmoat did not see prepared (ps nil), or one
+// Parse'd and judged under the policy in force, whose judgement the portal
+// takes. It is not for a statement prepared with SQL PREPARE, or judged
+// under an older policy: bind judges those. A settled Bind whose
+// statement needs no guard is recorded here, under the same lock as the
+// look-up (the common case: one lock per Bind); a guarded one is left to
+// bindPortal.
+func (st *sessionState) bindSettled(portal, stmt []byte) (ps *parsedStmt, ok bool) {
+	pv := st.e.engine.Policy().Version()
 	st.mu.Lock()
-	sqlPrep := st.sqlPrepared[string(stmt)]
+	defer st.mu.Unlock()
 	ps = st.stmts[string(stmt)]
-	st.mu.Unlock()
-	return ps, !sqlPrep && (ps == nil || ps.policy == st.e.engine.Policy().Version())
+	if st.sqlPrepared[string(stmt)] || ps != nil && ps.policy != pv {
+		return ps, false
+	}
+	if ps == nil || ps.verify == nil {
+		switch {
+		case ps != nil && ps.res != nil:
+			st.setPortalLocked(string(portal), ps.res)
+		case st.portals != nil:
+			delete(st.portals, string(portal))
+		}
+		if st.guarded != nil {
+			delete(st.guarded, string(portal))
+		}
+	}
+	return ps, true
 }
 
 // bindPortal records what a Bind made of portal: r, the statement's
