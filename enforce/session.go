@@ -18,12 +18,13 @@ import (
 // sessionState is what enforcement keeps of one client session. The
 // session's client→server side (Intercept, TryIntercept) and its
 // server→client side (ServerMessage) both use it, so mu guards everything
-// below it.
+// below it but the last three fields, which do not change.
+//
+// What every message reads comes first, so that it sits on the struct's
+// first two cache lines; the session's identity for the audit log, a few
+// hundred bytes used only when something is recorded, comes last.
 type sessionState struct {
-	e         *Enforcer
-	client    *proxy.ClientSession
-	started   time.Time
-	auditBase audit.Event
+	e *Enforcer
 
 	// Checked before every client message, so read without mu: reread
 	// says the session's settings must be read back from the server
@@ -62,6 +63,10 @@ type sessionState struct {
 	// prepared for the policy of version snapPolicy.
 	snapName   string
 	snapPolicy uint64
+
+	client    *proxy.ClientSession
+	started   time.Time
+	auditBase audit.Event
 }
 
 // parsedStmt is a statement the client prepared with Parse. A Bind after
