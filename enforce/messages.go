@@ -190,7 +190,7 @@ func (st *sessionState) statement(ctx context.Context, typ byte, text string, na
 		return v, nil
 	}
 	st.allowed(res, "")
-	return st.forward(typ, res, string(name)), nil
+	return st.forwardPlain(typ, res, string(name)), nil
 }
 
 // logged writes a log decision to the audit log before the message goes
@@ -209,12 +209,27 @@ func (st *sessionState) logged(typ byte, res *rules.Result) (v proxy.MessageVerd
 // forward lets a judged message through, tagging it when its statements
 // change session state so the change is applied once confirmed.
 func (st *sessionState) forward(typ byte, res *rules.Result, stmt string) proxy.MessageVerdict {
+	return st.forwarded(typ, res, stmt, false)
+}
+
+// forwardPlain is forward for a statement the policy let through as it
+// is, whose result nothing else has kept (no hold, approval or guard saw
+// it): a Query's that changes no session state is given back to the
+// session for its next one (rules.Session.Recycle).
+func (st *sessionState) forwardPlain(typ byte, res *rules.Result, stmt string) proxy.MessageVerdict {
+	return st.forwarded(typ, res, stmt, true)
+}
+
+func (st *sessionState) forwarded(typ byte, res *rules.Result, stmt string, recycle bool) proxy.MessageVerdict {
 	changes := hasChanges(res)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	switch typ {
 	case 'Q':
 		if !changes {
+			if recycle {
+				st.analysis.Recycle(res)
+			}
 			return proxy.MessageVerdict{}
 		}
 		tag := &queryTag{res: res, wasInTx: st.inTransaction()}

@@ -255,3 +255,16 @@ func processCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkNormalize: the fast path's lexer alone, on pgbench's SELECT.
+func BenchmarkNormalize(b *testing.B) {
+	sql := "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"
+	var buf [512]byte
+	var spanBuf [4]span
+	b.SetBytes(int64(len(sql)))
+	for i := 0; i < b.N; i++ {
+		if _, _, ok := normalize(sql, buf[:], spanBuf[:]); !ok {
+			b.Fatal("not normalized")
+		}
+	}
+}

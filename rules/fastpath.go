@@ -218,6 +218,14 @@ var lexClass = func() (t [256]uint8) {
 	return t
 }()
 
+// fastResult is a single-statement fast-path Result with its verdict, in
+// one allocation.
+type fastResult struct {
+	r Result
+	p [1]*Verdict
+	v Verdict
+}
+
 // judgeFast answers from a decision made for the same statement with other
 // literals, when that decision did not depend on literal values.
 func (e *Engine) judgeFast(s *Session, state, sql string) *Result {
@@ -236,14 +244,18 @@ func (e *Engine) judgeFast(s *Session, state, sql string) *Result {
 	}
 	var r *Result
 	if len(spans) == 1 {
-		// One allocation for the common single-statement message.
-		one := &struct {
-			r Result
-			p [1]*Verdict
-			v Verdict
-		}{}
+		// One allocation for the common single-statement message, or
+		// none when the session has one given back (Session.Recycle).
+		one := s.spare
+		if one != nil {
+			s.spare = nil
+			*one = fastResult{}
+		} else {
+			one = &fastResult{}
+		}
 		one.p[0] = &one.v
 		one.r.Statements = one.p[:]
+		one.r.mem = one
 		r = &one.r
 	} else {
 		r = &Result{Statements: make([]*Verdict, len(spans))}

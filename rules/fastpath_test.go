@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -245,4 +246,47 @@ func FuzzNormalizeMatchesReference(f *testing.F) {
 	f.Add("UPDATE t SET a = a + -1.5 WHERE b = 'x''y'; SELECT \"C\" FROM \"T\"")
 	f.Add("select 1..2, 1e5, 0x1F, x$y, E'x', -- c")
 	f.Fuzz(func(t *testing.T, sql string) { checkNormalizeMatches(t, sql) })
+}
+
+// TestRecycleFastPath: a fast-path result given back with Recycle is the
+// memory of the session's next one, which is judged from scratch (its own
+// text and position, nothing of the last), so judging on the fast path
+// allocates nothing; other results are not kept.
+func TestRecycleFastPath(t *testing.T) {
+	p, err := Compile(PolicyConfig{Protect: []string{"public.users"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := NewEngine(p, EngineOptions{})
+	s := knownSession("app")
+	q := func(n int) string { return fmt.Sprintf("SELECT name FROM users WHERE id = %d", n) }
+	if r := eng.Judge(s, q(1)); r.Path != PathFull {
+		t.Fatalf("first judgement took path %v", r.Path)
+	}
+	s.Recycle(eng.Judge(s, "SELECT 1; SELECT 2"))
+	if s.spare != nil {
+		t.Fatal("a full-path result was kept for reuse")
+	}
+	r1 := eng.Judge(s, q(22))
+	if r1.Path != PathFast {
+		t.Fatalf("path %v, want fast", r1.Path)
+	}
+	s.Recycle(r1)
+	r2 := eng.Judge(s, q(333))
+	if r2 != r1 {
+		t.Error("the recycled result's memory was not reused")
+	}
+	if v := r2.Statements[0]; v.Text != q(333) || v.Offset != 0 || v.Line != 1 || v.Col != 1 || r2.Action != Allow || r2.Path != PathFast {
+		t.Errorf("reused result: %q at %d (%d:%d), %v by %v; want %q at 0 (1:1), allow by the fast path", v.Text, v.Offset, v.Line, v.Col, r2.Action, r2.Path, q(333))
+	}
+	if fp, err := r2.Statements[0].Fingerprint(); err != nil || fp == "" {
+		t.Errorf("fingerprint of the reused verdict: %q, %v", fp, err)
+	}
+	text := q(4444)
+	allocs := testing.AllocsPerRun(200, func() {
+		s.Recycle(eng.Judge(s, text))
+	})
+	if allocs != 0 {
+		t.Errorf("judging on the fast path with Recycle: %v allocations, want 0", allocs)
+	}
 }

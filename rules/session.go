@@ -39,6 +39,9 @@ type Session struct {
 	// (idle, in a transaction), so most recomputations find theirs here.
 	recent [4]recentKey
 	next   int
+
+	// spare is a fast-path result given back with Recycle, for the next.
+	spare *fastResult
 }
 
 type recentKey struct {
@@ -150,6 +153,20 @@ func (s *Session) Unsettled(pending ...StateChange) *Session {
 	}
 	u.ov = ov
 	return u
+}
+
+// Recycle gives back r, a result judged for this session, for the memory
+// of the session's next fast-path result: the caller must be done with r
+// and keep no reference to it or to its verdicts (their strings may be
+// kept: they do not change). Judging a statement that takes the fast path
+// then allocates nothing, which on the simple protocol, where every
+// statement is judged, is most of what the garbage collector would have to
+// follow. Only a single-statement fast-path result is kept; others are
+// left to the collector.
+func (s *Session) Recycle(r *Result) {
+	if r != nil && r.mem != nil && r.Path == PathFast {
+		s.spare = r.mem
+	}
 }
 
 // Sync reconciles the transaction state with the status byte of the

@@ -69,6 +69,8 @@ type Result struct {
 	Action     Action
 	Decider    int
 	Path       Path
+
+	mem *fastResult // the allocation r is part of, when Session.Recycle may reuse it
 }
 
 // Decision returns the deciding verdict, or nil.
