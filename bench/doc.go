@@ -23,4 +23,8 @@
 //
 // Every process it starts (PostgreSQL, PgBouncer, pgmoat) is stopped when it
 // returns, is interrupted, or dies (the children get a parent-death signal).
+//
+// Next to it, cachegrind.sh counts instead of timing: pgmoat's instructions
+// and simulated cache misses per pgbench transaction under valgrind, for
+// one build or two, which repeat where CPU time does not.
 package main
