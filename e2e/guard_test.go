@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgmoat/pgmoat/approvals"
 	"github.com/pgmoat/pgmoat/internal/moattest"
@@ -396,5 +397,74 @@ func TestGuardedPortalRebound(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantAnswer("plain") // Parse'd and allowed: settled without judging
+	wantTable(t, direct(t, c, db), "public.members", 50)
+}
+
+// TestStatementNameReused: a Bind finds a statement by name, the same one
+// again and again (enforce keeps the last it found). A name that comes to
+// stand for another statement, after a Close, after DISCARD ALL, or for
+// the unnamed statement after a new Parse, must bind as the new one: here
+// an UPDATE that runs under guard, after a SELECT of the same name that
+// was bound several times.
+func TestStatementNameReused(t *testing.T) {
+	c := pgtest.Get(t)
+	db := guardDB(t, c)
+	m := moattest.Start(t, c, moattest.Options{Config: guardPolicy})
+	conn := connect(t, m.SuperConnString(db))
+	pc := conn.PgConn()
+	ctx := context.Background()
+	const update = "UPDATE members SET note = note WHERE id < $1"
+	guards := func() float64 {
+		return metricValue(t, scrapeMetrics(t, m), "pgmoat_guarded_statements_total", nil)
+	}
+	selectTwice := func(name string) {
+		t.Helper()
+		if _, err := pc.Prepare(ctx, name, "SELECT 42", nil); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if rr := pc.ExecPrepared(ctx, name, nil, nil, nil).Read(); rr.Err != nil || len(rr.Rows) != 1 {
+				t.Fatalf("SELECT as %q: rows %q, err %v", name, rr.Rows, rr.Err)
+			}
+		}
+	}
+	wantGuarded := func(what string, run func() *pgconn.ResultReader) {
+		t.Helper()
+		before := guards()
+		rr := run().Read()
+		if rr.Err != nil || rr.CommandTag.String() != "UPDATE 2" {
+			t.Fatalf("%s: tag %q, err %v", what, rr.CommandTag, rr.Err)
+		}
+		if after := guards(); after <= before {
+			t.Fatalf("%s did not run under guard (pgmoat_guarded_statements_total %v -> %v)", what, before, after)
+		}
+	}
+	three := [][]byte{[]byte("3")}
+
+	selectTwice("s")
+	if err := pc.Deallocate(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.Prepare(ctx, "s", update, nil); err != nil {
+		t.Fatal(err)
+	}
+	wantGuarded("the UPDATE prepared as s after Close", func() *pgconn.ResultReader { return pc.ExecPrepared(ctx, "s", three, nil, nil) })
+
+	selectTwice("d")
+	if err := pc.Exec(ctx, "DISCARD ALL").Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.Prepare(ctx, "d", update, nil); err != nil {
+		t.Fatal(err)
+	}
+	wantGuarded("the UPDATE prepared as d after DISCARD ALL", func() *pgconn.ResultReader { return pc.ExecPrepared(ctx, "d", three, nil, nil) })
+
+	// The unnamed statement: Parse, Bind and Execute each time.
+	for range 2 {
+		if rr := pc.ExecParams(ctx, "SELECT 42", nil, nil, nil, nil).Read(); rr.Err != nil {
+			t.Fatal(rr.Err)
+		}
+	}
+	wantGuarded("the UPDATE parsed as the unnamed statement", func() *pgconn.ResultReader { return pc.ExecParams(ctx, update, three, nil, nil, nil) })
 	wantTable(t, direct(t, c, db), "public.members", 50)
 }

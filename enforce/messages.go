@@ -244,11 +244,12 @@ func (st *sessionState) forwarded(typ byte, res *rules.Result, stmt string, recy
 		if st.stmts == nil {
 			st.stmts = map[string]*parsedStmt{}
 		}
-		ps := &parsedStmt{text: text, policy: st.e.engine.Policy().Version()}
+		ps := &parsedStmt{name: stmt, text: text, policy: st.e.engine.Policy().Version()}
 		if changes {
 			ps.res = res
 		}
 		st.stmts[stmt] = ps
+		st.lastStmt = nil
 	}
 	return proxy.MessageVerdict{}
 }
@@ -265,7 +266,10 @@ func (st *sessionState) bindSettled(portal, stmt []byte) (ps *parsedStmt, ok boo
 	pv := st.e.engine.Policy().Version()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	ps = st.stmts[string(stmt)]
+	if ps = st.lastStmt; ps == nil || ps.name != string(stmt) {
+		ps = st.stmts[string(stmt)]
+		st.lastStmt = ps
+	}
 	if st.sqlPrepared[string(stmt)] || ps != nil && ps.policy != pv {
 		return ps, false
 	}
@@ -400,6 +404,7 @@ func (st *sessionState) close(kind byte, name []byte) {
 	switch kind {
 	case 'S':
 		delete(st.stmts, string(name))
+		st.lastStmt = nil
 		delete(st.sqlPrepared, string(name))
 		st.analysis.ClosePrepared(string(name))
 	case 'P':

@@ -48,7 +48,11 @@ type sessionState struct {
 	// judgement of portals whose execution changes session state.
 	sqlPrepared map[string]bool
 	stmts       map[string]*parsedStmt
-	portals     map[string]*rules.Result
+	// lastStmt is the statement the last Bind found in stmts (or nil):
+	// a client binds the same prepared statement again and again, and
+	// finds it here without a map look-up. Every change to stmts clears it.
+	lastStmt *parsedStmt
+	portals  map[string]*rules.Result
 	// rereadAtTxEnd: a statement run under guard inside a transaction
 	// changed settings, which a ROLLBACK may undo; at the end of the
 	// transaction they are read again from the server (reread).
@@ -73,6 +77,7 @@ type sessionState struct {
 // a policy reload judges its text again: clients keep prepared statements
 // for the life of a connection, and a tightened policy must reach them.
 type parsedStmt struct {
+	name   string // as the client named it ("" for the unnamed statement)
 	text   string
 	policy uint64        // version of the policy that allowed it
 	res    *rules.Result // its judgement, when executing it changes session state
@@ -358,6 +363,7 @@ func (st *sessionState) applyLocked(changes []rules.StateChange) {
 			}
 		case rules.ChangeDiscardAll:
 			st.sqlPrepared, st.stmts, st.portals, st.guarded = nil, nil, nil, nil
+			st.lastStmt = nil
 			st.snapName = ""
 		}
 	}
