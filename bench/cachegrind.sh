@@ -124,7 +124,7 @@ measure() {
 	vp=$!
 	for _ in $(seq 1 600); do
 		psql -h 127.0.0.1 -p "$port" -U "$PGTMP_USER" -d postgres -Atqc 'select 1' >/dev/null 2>&1 && break
-		kill -0 "$vp" 2>/dev/null || die "pgmoat under valgrind exited: $(tail -5 "$out.log")"
+		kill -0 "$vp" 2>/dev/null || die "pgmoat under valgrind exited: $(grep -v '^==' "$out.log" | tail -5)"
 		sleep 0.2
 	done
 	if ! pgbench -n -S -M "$mode" -c "$c" -j 2 -t "$t" -h 127.0.0.1 -p "$port" -U "$PGTMP_USER" postgres >"$out.pgbench" 2>&1; then
