@@ -97,6 +97,7 @@ free_port() {
 	done
 }
 port=$(free_port)
+admin_port=$(free_port)
 cat >"$work/pgmoat.yaml" <<EOF
 listen: 127.0.0.1:$port
 upstream: postgres://127.0.0.1:$PGTMP_PORT?sslmode=disable
@@ -104,6 +105,8 @@ limits:
   max_connections: $((maxc + 20))
 log:
   level: warn
+admin:
+  listen: 127.0.0.1:$admin_port
 policy:
   protect:
     - public.pgbench_accounts
