@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -58,7 +57,7 @@ func (s *ClientSession) attachUpstream(up *upstreamConn) {
 	s.upstreamCert = up.cert
 	s.srvR = newMsgReader(up.Conn)
 	s.srvC = &countingWriter{w: up.Conn, c: s.srv.bytesC2S}
-	s.srvW = bufio.NewWriterSize(s.srvC, bufSize)
+	s.srvW = newMsgWriter(s.srvC)
 	s.cliR.onBlock = s.flushServer
 }
 

@@ -216,6 +216,18 @@ func (m *msgReader) relay(w io.Writer, bodyLen int) error {
 	return nil
 }
 
+// relayInPlace is relay for the event loop, where the whole message is
+// buffered and the buffer is not touched again before w is flushed: w
+// queues the message where it is.
+func (m *msgReader) relayInPlace(w *msgWriter, bodyLen int) error {
+	lo := m.r
+	m.r += 5 + bodyLen
+	if err := w.writeRef(m, lo, m.r); err != nil {
+		return &writeError{err}
+	}
+	return nil
+}
+
 // discard consumes the message announced by next without keeping it.
 func (m *msgReader) discard(bodyLen int) error {
 	n := 5 + bodyLen

@@ -568,7 +568,7 @@ func (lc *loopConn) fromServer(read bool) {
 		if r.buffered() < 5+n {
 			break
 		}
-		if err := lc.s2c.step(typ, n); err != nil {
+		if err := lc.s2c.step(typ, n, true); err != nil {
 			s.cliMu.Unlock()
 			lc.exit(&copyEnd{fromClient: false, err: err})
 			return

@@ -230,6 +230,9 @@ func (c *clientToServer) step(typ byte, n int, inLoop bool) error {
 		if s.replies != nil {
 			s.replies.push(pendingReply{kind: replyKindOf(typ)})
 		}
+		if inLoop {
+			return r.relayInPlace(s.srvW, n)
+		}
 		c.midMessage = true
 		if err := r.relay(s.srvW, n); err != nil {
 			return err
@@ -258,8 +261,9 @@ func (c *clientToServer) tryIntercept(typ byte, n int) error {
 	if !ok {
 		return errHandoff
 	}
+	at := r.r
 	r.r += 5 + n
-	return c.carryOut(typ, raw, v)
+	return c.carryOut(typ, raw, at, v)
 }
 
 // intercept passes one whole message through the interceptor and carries
@@ -296,16 +300,25 @@ func (c *clientToServer) intercept(typ byte, n int) error {
 		}
 		return &interceptorError{err}
 	}
-	return c.carryOut(typ, raw, v)
+	return c.carryOut(typ, raw, -1, v)
 }
 
-// carryOut does what the Interceptor's verdict on a message says.
-func (c *clientToServer) carryOut(typ byte, raw []byte, v MessageVerdict) error {
+// carryOut does what the Interceptor's verdict on a message says. at >= 0
+// says that raw is still in the read buffer, at that offset, and stays
+// there until the server's writer is flushed (the event loop): forwarded,
+// it is queued in place.
+func (c *clientToServer) carryOut(typ byte, raw []byte, at int, v MessageVerdict) error {
 	s := c.s
 	switch v.Action {
 	case Forward:
 		s.pushReplyTag(typ, false, v.Tag)
-		if _, err := s.srvW.Write(raw); err != nil {
+		var err error
+		if at >= 0 {
+			err = s.srvW.writeRef(s.cliR, at, at+len(raw))
+		} else {
+			_, err = s.srvW.Write(raw)
+		}
+		if err != nil {
 			return &writeError{err}
 		}
 	case Drop:
@@ -417,7 +430,7 @@ func (c *serverToClient) copy() error {
 			s.cliMu.Lock()
 			c.held = true
 		}
-		if err := c.step(typ, n); err != nil {
+		if err := c.step(typ, n, false); err != nil {
 			return err
 		}
 	}
@@ -425,7 +438,7 @@ func (c *serverToClient) copy() error {
 
 // step relays one server message whose header next (or the event loop)
 // has read, tracking what the session follows. The caller holds s.cliMu.
-func (c *serverToClient) step(typ byte, n int) error {
+func (c *serverToClient) step(typ byte, n int, inLoop bool) error {
 	s := c.s
 	r := s.srvR
 	hide, own := false, false
@@ -459,8 +472,8 @@ func (c *serverToClient) step(typ byte, n int) error {
 			return err
 		}
 		if !hide {
-			if _, err := s.cliW.Write(msg); err != nil {
-				return &writeError{err}
+			if err := c.send(msg, inLoop); err != nil {
+				return err
 			}
 		}
 	case 'E', 'S':
@@ -475,6 +488,7 @@ func (c *serverToClient) step(typ byte, n int) error {
 			c.noteError(msg[5:])
 			if own {
 				msg = ownErrorResponse(msg)
+				inLoop = false // not in the read buffer
 			}
 		}
 		if typ == 'S' || tag != nil {
@@ -483,8 +497,8 @@ func (c *serverToClient) step(typ byte, n int) error {
 			}
 		}
 		if !hide {
-			if _, err := s.cliW.Write(msg); err != nil {
-				return &writeError{err}
+			if err := c.send(msg, inLoop); err != nil {
+				return err
 			}
 		}
 	case 'C':
@@ -498,19 +512,40 @@ func (c *serverToClient) step(typ byte, n int) error {
 			return err
 		}
 		if !hide {
-			if _, err := s.cliW.Write(msg); err != nil {
-				return &writeError{err}
+			if err := c.send(msg, inLoop); err != nil {
+				return err
 			}
 		}
 	default:
 		if hide {
 			return r.discard(n)
 		}
+		if inLoop {
+			return r.relayInPlace(s.cliW, n)
+		}
 		c.midMessage = 5+n > bufSize
 		if err := r.relay(s.cliW, n); err != nil {
 			return err
 		}
 		c.midMessage = false
+	}
+	return nil
+}
+
+// send writes msg, the message just consumed from the server's read
+// buffer (or a changed copy of it), to the client. inPlace, in the event
+// loop, queues it where it is.
+func (c *serverToClient) send(msg []byte, inPlace bool) error {
+	s := c.s
+	var err error
+	if inPlace {
+		r := s.srvR
+		err = s.cliW.writeRef(r, r.r-len(msg), r.r)
+	} else {
+		_, err = s.cliW.Write(msg)
+	}
+	if err != nil {
+		return &writeError{err}
 	}
 	return nil
 }

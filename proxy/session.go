@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -33,11 +32,11 @@ type ClientSession struct {
 	// rather than one for every field it reads.
 	srv   *Server
 	cliR  *msgReader
-	cliW  *bufio.Writer
+	cliW  *msgWriter
 	cliC  *countingWriter
 	cliMu sync.Mutex // serialises writes to the client (relay, SendToClient, final errors)
 	srvR  *msgReader
-	srvW  *bufio.Writer
+	srvW  *msgWriter
 	srvC  *countingWriter
 
 	tx               atomic.Uint32
@@ -110,7 +109,7 @@ func newSession(srv *Server, c net.Conn) *ClientSession {
 	s.stopWatch = context.AfterFunc(s.ctx, s.stopIO)
 	s.cliR = newMsgReader(c)
 	s.cliC = &countingWriter{w: c, c: srv.bytesS2C}
-	s.cliW = bufio.NewWriterSize(s.cliC, bufSize)
+	s.cliW = newMsgWriter(s.cliC)
 	if s.icpt != nil {
 		s.replies = &replyQueue{}
 	}
@@ -577,7 +576,7 @@ func (s *ClientSession) closeConns() {
 }
 
 // countingWriter counts the bytes written through it into a Prometheus
-// counter: it sits under a bufio.Writer, so the counter is updated once per
+// counter: it sits under a msgWriter, so the counter is updated once per
 // flushed batch, not once per message.
 type countingWriter struct {
 	w io.Writer // the connection, or its fdWriter while the session is in the event loop
