@@ -30,12 +30,15 @@ func normalize(sql string, buf []byte, spanBuf []span) (key []byte, spans []span
 	spans = spanBuf[:0]
 	stmtStart := 0
 	blank := true // the statement so far is only whitespace: the parser drops it
+	// The key is the text with each literal replaced by its placeholder:
+	// sql[from:] is not in it yet, and is copied in one piece at the next
+	// literal (or the end) rather than token by token.
+	from := 0
 	n := len(sql)
 	for i := 0; i < n; {
 		c := sql[i]
 		switch lexClass[c] & lexKind {
 		case lexSpace:
-			key = append(key, c)
 			i++
 			continue
 		case lexIdent:
@@ -46,24 +49,26 @@ func normalize(sql string, buf []byte, spanBuf []span) (key []byte, spans []span
 			if j < n && lexClass[sql[j]]&lexAfterWord != 0 {
 				return nil, nil, false // x$y identifiers, E'' and friends, non-ASCII
 			}
-			key = append(key, sql[i:j]...)
 			i = j
 		case lexDigit:
+			start := i
 			var ph byte
 			if i, ph, ok = number(sql, i); !ok {
 				return nil, nil, false
 			}
-			key = append(key, ph)
+			key = append(append(key, sql[from:start]...), ph)
+			from = i
 		case lexDot:
 			if i+1 < n && lexClass[sql[i+1]]&lexKind == lexDigit {
+				start := i
 				var ph byte
 				if i, ph, ok = number(sql, i); !ok {
 					return nil, nil, false
 				}
-				key = append(key, ph)
+				key = append(append(key, sql[from:start]...), ph)
+				from = i
 				break
 			}
-			key = append(key, c)
 			i++
 		case lexQuote:
 			j := i + 1
@@ -84,8 +89,9 @@ func normalize(sql string, buf []byte, spanBuf []span) (key []byte, spans []span
 				}
 				j++
 			}
-			key = append(key, phString)
+			key = append(append(key, sql[from:i]...), phString)
 			i = j + 1
+			from = i
 		case lexDQuote:
 			j := i + 1
 			for j < n && sql[j] != '"' {
@@ -97,24 +103,20 @@ func normalize(sql string, buf []byte, spanBuf []span) (key []byte, spans []span
 			if j >= n || j+1 < n && sql[j+1] == '"' || j == i+1 {
 				return nil, nil, false
 			}
-			key = append(key, sql[i:j+1]...)
 			i = j + 1
 		case lexSemicolon:
 			if !blank {
 				spans = append(spans, span{stmtStart, i})
 			}
 			stmtStart, blank = i+1, true
-			key = append(key, c)
 			i++
 			continue
 		case lexDash, lexSlash:
 			if i+1 < n && (c == '-' && sql[i+1] == '-' || c == '/' && sql[i+1] == '*') {
 				return nil, nil, false // a comment
 			}
-			key = append(key, c)
 			i++
 		case lexPunct:
-			key = append(key, c)
 			i++
 		default:
 			// $, &, ?, `, \, {, }, control bytes, non-ASCII.
@@ -125,7 +127,7 @@ func normalize(sql string, buf []byte, spanBuf []span) (key []byte, spans []span
 	if !blank {
 		spans = append(spans, span{stmtStart, n})
 	}
-	return key, spans, true
+	return append(key, sql[from:]...), spans, true
 }
 
 // number lexes the numeric literal at sql[i] (a digit, or a dot before
