@@ -4,7 +4,8 @@
 #
 #   bench/cachegrind.sh [flags] BIN [BIN_B]
 #
-# Runs pgmoat (each BIN) under valgrind's cachegrind in front of a
+# Runs pgmoat (each BIN; the word pgbouncer stands for PgBouncer in
+# session mode, as the bench runs it) under valgrind's cachegrind in front of a
 # throwaway PostgreSQL, with the bench's policy (the four pgbench tables
 # protected), and drives it with pgbench -S. Each measurement is two runs
 # of a fresh pgmoat, one of -t WARM and one of -t WARM+TX transactions per
@@ -52,7 +53,13 @@ while [ $# -gt 0 ]; do
 done
 [ $# -ge 1 ] && [ $# -le 2 ] || die "usage: bench/cachegrind.sh [flags] BIN [BIN_B]"
 bins=("$@")
-for b in "${bins[@]}"; do [ -x "$b" ] || die "$b is not an executable"; done
+for b in "${bins[@]}"; do
+	if [ "$b" = pgbouncer ]; then
+		command -v pgbouncer >/dev/null 2>&1 || die "pgbouncer is not installed (bench/run.sh installs Debian's package)"
+		continue
+	fi
+	[ -x "$b" ] || die "$b is not an executable"
+done
 
 SUDO=
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO=sudo; fi
@@ -98,6 +105,29 @@ free_port() {
 }
 port=$(free_port)
 admin_port=$(free_port)
+# PgBouncer refuses to run as root: run it (and valgrind, which is the
+# same process) as the postgres OS user, in a directory it may write.
+asuser=()
+if [ "$(id -u)" -eq 0 ]; then asuser=(runuser -u postgres --); chmod 1777 "$work"; fi
+cat >"$work/pgbouncer.ini" <<EOF
+[databases]
+* = host=127.0.0.1 port=$PGTMP_PORT
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $work/userlist.txt
+pool_mode = session
+max_client_conn = $((maxc + 50))
+default_pool_size = $((maxc + 8))
+ignore_startup_parameters = extra_float_digits
+log_connections = 0
+log_disconnections = 0
+EOF
+printf '"%s" "%s"\n' "$PGTMP_USER" "$PGTMP_PASSWORD" >"$work/userlist.txt"
+chmod 644 "$work/pgbouncer.ini" "$work/userlist.txt"
 cat >"$work/pgmoat.yaml" <<EOF
 listen: 127.0.0.1:$port
 upstream: postgres://127.0.0.1:$PGTMP_PORT?sslmode=disable
@@ -121,20 +151,26 @@ EOF
 # measure BIN MODE CLIENTS TXPERCLIENT OUT: one run of a fresh pgmoat
 # under cachegrind; writes cachegrind's output to OUT.
 measure() {
-	local bin=$1 mode=$2 c=$3 t=$4 out=$5 vp
-	valgrind --tool=cachegrind --cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL=33554432,16,64 \
-		--cachegrind-out-file="$out" "$bin" serve --config "$work/pgmoat.yaml" >"$out.log" 2>&1 &
+	local bin=$1 mode=$2 c=$3 t=$4 out=$5 vp stop=INT
+	local vg=(valgrind --tool=cachegrind --cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL=33554432,16,64
+		--cachegrind-out-file="$out")
+	if [ "$bin" = pgbouncer ]; then
+		"${asuser[@]}" "${vg[@]}" "$(command -v pgbouncer)" "$work/pgbouncer.ini" >"$out.log" 2>&1 &
+		stop=TERM # PgBouncer's SIGINT waits for its server connections
+	else
+		"${vg[@]}" "$bin" serve --config "$work/pgmoat.yaml" >"$out.log" 2>&1 &
+	fi
 	vp=$!
 	for _ in $(seq 1 600); do
 		psql -h 127.0.0.1 -p "$port" -U "$PGTMP_USER" -d postgres -Atqc 'select 1' >/dev/null 2>&1 && break
-		kill -0 "$vp" 2>/dev/null || die "pgmoat under valgrind exited: $(grep -v '^==' "$out.log" | tail -5)"
+		kill -0 "$vp" 2>/dev/null || die "$bin under valgrind exited: $(grep -v '^==' "$out.log" | tail -5)"
 		sleep 0.2
 	done
 	if ! pgbench -n -S -M "$mode" -c "$c" -j 2 -t "$t" -h 127.0.0.1 -p "$port" -U "$PGTMP_USER" postgres >"$out.pgbench" 2>&1; then
-		kill -INT "$vp"; wait "$vp" || true
+		kill -"$stop" "$vp"; wait "$vp" || true
 		die "pgbench through $bin failed: $(tail -3 "$out.pgbench")"
 	fi
-	kill -INT "$vp"
+	kill -"$stop" "$vp"
 	wait "$vp" || true
 	[ -s "$out" ] || die "cachegrind wrote nothing for $bin: $(tail -5 "$out.log")"
 }
