@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -47,4 +48,29 @@ func (c *Current) Collect(ch chan<- prometheus.Metric) {
 	if ok {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, label)
 	}
+}
+
+// Relayed counts the protocol bytes relayed in each direction. The relay
+// adds to it once per write to a socket, from every session, so it is two
+// plain atomic counters rather than a CounterVec: a writer keeps a pointer
+// to its direction's and adds with one instruction, where a Prometheus
+// counter costs an interface call and a check for exemplars.
+type Relayed struct {
+	desc           *prometheus.Desc
+	ClientToServer atomic.Uint64
+	ServerToClient atomic.Uint64
+}
+
+// NewRelayed returns the pgmoat_relayed_bytes_total counters.
+func NewRelayed() *Relayed {
+	return &Relayed{desc: prometheus.NewDesc("pgmoat_relayed_bytes_total", "Protocol bytes relayed, by direction.", []string{"direction"}, nil)}
+}
+
+// Describe implements prometheus.Collector.
+func (r *Relayed) Describe(ch chan<- *prometheus.Desc) { ch <- r.desc }
+
+// Collect implements prometheus.Collector.
+func (r *Relayed) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(r.desc, prometheus.CounterValue, float64(r.ClientToServer.Load()), "client_to_server")
+	ch <- prometheus.MustNewConstMetric(r.desc, prometheus.CounterValue, float64(r.ServerToClient.Load()), "server_to_client")
 }

@@ -10,7 +10,7 @@ type Metrics struct {
 	ClientConnectionsTotal    prometheus.Counter
 	ClientConnectionsRejected *prometheus.CounterVec // reason: max_connections, startup_timeout, protocol_error, tls, lexer_state, draining, replication
 	UpstreamConnectErrors     prometheus.Counter
-	BytesRelayed              *prometheus.CounterVec // direction: client_to_server, server_to_client
+	BytesRelayed              *Relayed               // direction: client_to_server, server_to_client
 	RelaySessions             *prometheus.GaugeVec   // mode: event_loop, goroutines
 	EventLoopHandoffs         *prometheus.CounterVec // reason: large_message, interceptor, backpressure, epoll
 	MessageMemory             prometheus.Gauge       // bytes of large client messages held (limits.message_memory)
@@ -69,10 +69,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "pgmoat_upstream_connect_errors_total",
 			Help: "Failed attempts to connect to the upstream PostgreSQL server.",
 		}),
-		BytesRelayed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgmoat_relayed_bytes_total",
-			Help: "Protocol bytes relayed, by direction.",
-		}, []string{"direction"}),
+		BytesRelayed: NewRelayed(),
 		RelaySessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pgmoat_relay_sessions",
 			Help: "Sessions in their steady state, by how they are relayed: event_loop (shared epoll threads) or goroutines (TLS sessions, and sessions the loop handed over).",

@@ -56,8 +56,7 @@ func (s *ClientSession) attachUpstream(up *upstreamConn) {
 	s.upstreamTLS = up.tls
 	s.upstreamCert = up.cert
 	s.srvR = newMsgReader(up.Conn)
-	s.srvC = &countingWriter{w: up.Conn, c: s.srv.bytesC2S}
-	s.srvW = newMsgWriter(s.srvC)
+	s.srvW = newMsgWriter(up.Conn, &s.srv.met.BytesRelayed.ClientToServer)
 	s.cliR.onBlock = s.flushServer
 }
 

@@ -1,9 +1,13 @@
 package proxy
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/jackc/pgx/v5"
 
@@ -238,5 +242,74 @@ func TestEventLoopsBelongToTheServer(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Errorf("event loop %d still running after Shutdown", i)
 		}
+	}
+}
+
+// TestLoopConnFitsALine keeps what the loop reads every turn within one
+// cache line of loopConn.
+func TestLoopConnFitsALine(t *testing.T) {
+	if n := unsafe.Offsetof(loopConn{}.l); n > 64 {
+		t.Fatalf("loopConn's per-turn fields take %d bytes, more than a cache line", n)
+	}
+	if n := unsafe.Sizeof(loopConn{}); n != 128 {
+		t.Fatalf("loopConn is %d bytes: not the 128-byte size class, whose objects start on a cache line", n)
+	}
+}
+
+// TestFDWriterBacklog fills a non-blocking socket: what it does not take
+// is kept in order, later writes queue behind it, and a write error is
+// kept for good.
+func TestFDWriterBacklog(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	w := fdWriter{fd: fds[1]}
+	var sent []byte
+	for i := 0; len(w.backlog()) == 0; i++ {
+		if i > 10000 {
+			t.Fatal("the socket never filled")
+		}
+		p := bytes.Repeat([]byte{byte(i)}, 4096)
+		if n, err := w.Write(p); err != nil || n != len(p) {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+		sent = append(sent, p...)
+	}
+	if w.slow == nil || w.slow.err != nil {
+		t.Fatal("a full socket is not an error")
+	}
+	tail := []byte("after the backlog")
+	w.Write(tail)
+	sent = append(sent, tail...)
+	// What the socket took, then the backlog, is everything in order.
+	var got []byte
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.Read(fds[0], buf)
+		if err != nil {
+			break
+		}
+		got = append(got, buf[:n]...)
+	}
+	got = append(got, w.backlog()...)
+	if !bytes.Equal(got, sent) {
+		t.Fatalf("read %d bytes plus backlog, want %d in order", len(got), len(sent))
+	}
+	// A closed peer (EPIPE): the error sticks.
+	unix.Close(fds[1])
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pair[1])
+	unix.Close(pair[0])
+	w2 := fdWriter{fd: pair[1]}
+	if _, err := w2.Write([]byte("x")); err == nil {
+		t.Fatal("write to a closed peer succeeded")
+	}
+	if _, err := w2.Write([]byte("y")); err == nil || w2.slow == nil || w2.slow.err == nil {
+		t.Fatalf("second write = %v: the error did not stick", err)
 	}
 }

@@ -162,15 +162,20 @@ func clientCause(err error) error {
 // bytes as they are (no interceptor, or CopyData) or hands each message to
 // the interceptor.
 type clientToServer struct {
+	// What every message reads or writes comes first, on one cache
+	// line: the struct is padded to 128 bytes, a size class whose
+	// objects start on one.
 	s          *ClientSession
-	pending    []byte // bytes for the server the event loop could not write; sent first
-	discarding bool   // dropping messages until Sync (MessageVerdict.DiscardUntilSync)
-	midMessage bool   // a message to the server was cut short
-	scratch    []byte
+	discarding bool // dropping messages until Sync (MessageVerdict.DiscardUntilSync)
+	midMessage bool // a message to the server was cut short
 	// msg is the message the Interceptor is asked about: a field rather
 	// than a local, which would escape through the interface call and
 	// cost an allocation per message.
 	msg ClientMessage
+
+	pending []byte // bytes for the server the event loop could not write; sent first
+	scratch []byte
+	_       [16]byte
 }
 
 func (c *clientToServer) run(errc chan<- error) { errc <- &copyEnd{fromClient: true, err: c.copy()} }
@@ -179,7 +184,7 @@ func (c *clientToServer) copy() error {
 	r := c.s.cliR
 	if p := c.pending; len(p) > 0 {
 		c.pending = nil
-		if _, err := c.s.srvC.w.Write(p); err != nil {
+		if _, err := c.s.srvW.w.Write(p); err != nil {
 			return &writeError{err}
 		}
 	}
@@ -369,13 +374,18 @@ func (s *ClientSession) pushReplyTag(typ byte, hide bool, tag any) {
 // it is about to wait for the server between two messages, so
 // SendToClient never lands inside a relayed message.
 type serverToClient struct {
+	// What every message reads comes first, on one cache line: the
+	// struct is padded to 128 bytes, a size class whose objects start
+	// on one.
 	s          *ClientSession
-	pending    []byte        // bytes for the client the event loop could not write; sent first
 	obs        ReplyObserver // the Interceptor, when it observes replies
 	err        error         // an observer error raised while routing
 	held       bool          // holds s.cliMu
 	inMessage  bool          // between reading a header and finishing its message
 	midMessage bool          // a large message to the client was cut short
+
+	pending []byte // bytes for the client the event loop could not write; sent first
+	_       [56]byte
 }
 
 func (c *serverToClient) run(errc chan<- error) {
@@ -413,7 +423,7 @@ func (c *serverToClient) copy() error {
 	if p := c.pending; len(p) > 0 {
 		c.pending = nil
 		s.cliMu.Lock()
-		_, err := s.cliC.w.Write(p)
+		_, err := s.cliW.w.Write(p)
 		s.cliMu.Unlock()
 		if err != nil {
 			return &writeError{err}

@@ -372,7 +372,7 @@ func TestLargeResult(t *testing.T) {
 	if viaProxy != direct {
 		t.Error("checksums differ")
 	}
-	if got := p.counter(p.met.BytesRelayed.WithLabelValues("server_to_client")); got < 100_000_000 {
+	if got := p.met.BytesRelayed.ServerToClient.Load(); got < 100_000_000 {
 		t.Errorf("pgmoat_relayed_bytes_total{direction=server_to_client} = %v, want > 100e6", got)
 	}
 }

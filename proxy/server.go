@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/pgmoat/pgmoat/config"
 	"github.com/pgmoat/pgmoat/metrics"
 )
@@ -37,8 +35,6 @@ type Server struct {
 	cfg       *config.Config
 	log       *slog.Logger
 	met       *metrics.Metrics
-	bytesC2S  prometheus.Counter
-	bytesS2C  prometheus.Counter
 	clientTLS *tls.Config // nil: SSLRequest is answered 'N'
 	ownCert   []byte      // DER of the leaf certificate clients see
 	upstream  *upstreamDialer
@@ -90,8 +86,6 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		s.met = metrics.New(nil)
 	}
 	s.budget = newMessageBudget(int64(cfg.Limits.MessageMemory), s.met.MessageMemory, s.met.MessageMemoryWaits)
-	s.bytesC2S = s.met.BytesRelayed.WithLabelValues("client_to_server")
-	s.bytesS2C = s.met.BytesRelayed.WithLabelValues("server_to_client")
 	if cfg.TLS.Enabled() {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
 		if err != nil {

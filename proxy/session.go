@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // finalWriteGrace bounds the last message (a FATAL error) written to a
@@ -33,11 +31,9 @@ type ClientSession struct {
 	srv   *Server
 	cliR  *msgReader
 	cliW  *msgWriter
-	cliC  *countingWriter
 	cliMu sync.Mutex // serialises writes to the client (relay, SendToClient, final errors)
 	srvR  *msgReader
 	srvW  *msgWriter
-	srvC  *countingWriter
 
 	tx               atomic.Uint32
 	inFlight         atomic.Int64 // Query, Sync and FunctionCall messages sent minus ReadyForQuery received
@@ -108,8 +104,7 @@ func newSession(srv *Server, c net.Conn) *ClientSession {
 	s.ctx, s.cancel = context.WithCancelCause(context.Background())
 	s.stopWatch = context.AfterFunc(s.ctx, s.stopIO)
 	s.cliR = newMsgReader(c)
-	s.cliC = &countingWriter{w: c, c: srv.bytesS2C}
-	s.cliW = newMsgWriter(s.cliC)
+	s.cliW = newMsgWriter(c, &srv.met.BytesRelayed.ServerToClient)
 	if s.icpt != nil {
 		s.replies = &replyQueue{}
 	}
@@ -379,7 +374,7 @@ func (s *ClientSession) setClient(c net.Conn) {
 	defer s.connMu.Unlock()
 	s.client = c
 	s.cliR.rd = c
-	s.cliC.w = c
+	s.cliW.w = c
 }
 
 // setServer attaches the upstream connection, honouring a kill that came
@@ -453,8 +448,8 @@ func (s *ClientSession) serve() {
 	if s.pid != 0 {
 		attrs = append(attrs, "backend_pid", s.pid)
 	}
-	if s.srvC != nil {
-		attrs = append(attrs, "bytes_from_client", s.srvC.n, "bytes_to_client", s.cliC.n)
+	if s.srvW != nil {
+		attrs = append(attrs, "bytes_from_client", s.srvW.count, "bytes_to_client", s.cliW.count)
 	}
 	if e.err != nil {
 		attrs = append(attrs, "err", e.err.Error())
@@ -573,22 +568,4 @@ func (s *ClientSession) closeConns() {
 	if s.server != nil {
 		s.server.Close()
 	}
-}
-
-// countingWriter counts the bytes written through it into a Prometheus
-// counter: it sits under a msgWriter, so the counter is updated once per
-// flushed batch, not once per message.
-type countingWriter struct {
-	w io.Writer // the connection, or its fdWriter while the session is in the event loop
-	c prometheus.Counter
-	n int64
-}
-
-func (w *countingWriter) Write(p []byte) (int, error) {
-	n, err := w.w.Write(p)
-	if n > 0 {
-		w.n += int64(n)
-		w.c.Add(float64(n))
-	}
-	return n, err
 }

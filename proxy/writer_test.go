@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"unsafe"
 )
@@ -40,7 +41,8 @@ func TestMsgWriterOrder(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 14))
 	for round := range 2000 {
 		var rec recordingWriter
-		b := newMsgWriter(&rec)
+		var total atomic.Uint64
+		b := newMsgWriter(&rec, &total)
 		var want bytes.Buffer
 		srcs := [2]*msgReader{newMsgReader(nil), newMsgReader(nil)}
 		fill := func() {
@@ -103,6 +105,9 @@ func TestMsgWriterOrder(t *testing.T) {
 		if !bytes.Equal(rec.out.Bytes(), want.Bytes()) {
 			t.Fatalf("round %d: wrote %d bytes, want %d, or in another order", round, rec.out.Len(), want.Len())
 		}
+		if b.count != int64(want.Len()) || total.Load() != uint64(want.Len()) {
+			t.Fatalf("round %d: counted %d bytes (total %d), wrote %d", round, b.count, total.Load(), want.Len())
+		}
 	}
 }
 
@@ -110,7 +115,7 @@ func TestMsgWriterOrder(t *testing.T) {
 // out in one write from the source itself, not from a copy.
 func TestMsgWriterInPlace(t *testing.T) {
 	var rec recordingWriter
-	b := newMsgWriter(&rec)
+	b := newMsgWriter(&rec, new(atomic.Uint64))
 	r := newMsgReader(nil)
 	copy(r.buf, bytes.Repeat([]byte("0123456789"), 100))
 	src := r.buf
@@ -159,7 +164,7 @@ func TestMsgWriterErrors(t *testing.T) {
 		{"short", &recordingWriter{max: 5}, io.ErrShortWrite},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newMsgWriter(tc.w)
+			b := newMsgWriter(tc.w, new(atomic.Uint64))
 			src := newMsgReader(nil)
 			b.writeRef(src, 0, 50)
 			if err := b.Flush(); !errors.Is(err, tc.want) {
@@ -181,10 +186,27 @@ func TestMsgWriterErrors(t *testing.T) {
 	}
 }
 
-// TestMsgWriterFitsALine keeps the writer, which every relayed message
-// touches, within one cache line.
-func TestMsgWriterFitsALine(t *testing.T) {
-	if n := unsafe.Sizeof(msgWriter{}); n > 64 {
-		t.Fatalf("msgWriter is %d bytes, more than a cache line", n)
+// TestPerMessageStateIsLineAligned keeps the session structs the relay
+// touches for every message in the 64- and 128-byte size classes, whose
+// objects start on a cache line, with their per-message fields on the
+// first line: with hundreds of sessions, each line a message touches is
+// a likely cache miss.
+func TestPerMessageStateIsLineAligned(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		size, hot uintptr // hot: the end of the per-message fields
+	}{
+		{"msgWriter", unsafe.Sizeof(msgWriter{}), unsafe.Sizeof(msgWriter{})},
+		{"msgReader", unsafe.Sizeof(msgReader{}), unsafe.Offsetof(msgReader{}.rd)},
+		{"clientToServer", unsafe.Sizeof(clientToServer{}), unsafe.Offsetof(clientToServer{}.pending)},
+		{"serverToClient", unsafe.Sizeof(serverToClient{}), unsafe.Offsetof(serverToClient{}.pending)},
+		{"replyQueue", unsafe.Sizeof(replyQueue{}), unsafe.Sizeof(replyQueue{})},
+	} {
+		if c.size != 64 && c.size != 128 {
+			t.Errorf("%s is %d bytes: not a size class (64, 128) whose objects start on a cache line", c.name, c.size)
+		}
+		if c.hot > 64 {
+			t.Errorf("%s's per-message fields take %d bytes, more than a cache line", c.name, c.hot)
+		}
 	}
 }
