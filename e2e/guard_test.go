@@ -459,6 +459,24 @@ func TestStatementNameReused(t *testing.T) {
 	}
 	wantGuarded("the UPDATE prepared as d after DISCARD ALL", func() *pgconn.ResultReader { return pc.ExecPrepared(ctx, "d", three, nil, nil) })
 
+	// Names that differ only at their end, long and short (one a prefix
+	// of the other): each Bind must find its own statement, not the one
+	// bound last.
+	long := "statement_name_longer_than_fifteen_"
+	selectTwice(long + "a")
+	selectTwice("p")
+	for _, name := range []string{long + "b", "pp"} {
+		if _, err := pc.Prepare(ctx, name, update, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []struct{ sel, upd string }{{long + "a", long + "b"}, {"p", "pp"}} {
+		if rr := pc.ExecPrepared(ctx, n.sel, nil, nil, nil).Read(); rr.Err != nil {
+			t.Fatal(rr.Err)
+		}
+		wantGuarded("the UPDATE prepared as "+n.upd+" bound after "+n.sel, func() *pgconn.ResultReader { return pc.ExecPrepared(ctx, n.upd, three, nil, nil) })
+	}
+
 	// The unnamed statement: Parse, Bind and Execute each time.
 	for range 2 {
 		if rr := pc.ExecParams(ctx, "SELECT 42", nil, nil, nil, nil).Read(); rr.Err != nil {
