@@ -34,7 +34,8 @@
 // session and stopped by Shutdown, that reads once when a socket is
 // readable, relays every whole message with the same per-message code as
 // the goroutines below (clientToServer.step, serverToClient.step) and
-// writes once per turn. While its sessions are busy a loop waits for them
+// writes once per turn, sending the messages it forwards unchanged from
+// the read buffer they arrived in (msgWriter, writer.go). While its sessions are busy a loop waits for them
 // in epoll_wait on a thread of its own; after 50 ms with nothing to do it
 // parks in the Go runtime's poller. It asks the Interceptor through
 // TryIntercept, which must not block. A

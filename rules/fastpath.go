@@ -50,7 +50,11 @@ func normalize(sql string, buf []byte, spanBuf []span) (key []byte, spans []span
 				return nil, nil, false // x$y identifiers, E'' and friends, non-ASCII
 			}
 			i = j
-		case lexDigit:
+		case lexDigit, lexDot:
+			if c == '.' && (i+1 >= n || lexClass[sql[i+1]]&lexKind != lexDigit) {
+				i++ // a dot, not a number's
+				break
+			}
 			start := i
 			var ph byte
 			if i, ph, ok = number(sql, i); !ok {
@@ -58,18 +62,6 @@ func normalize(sql string, buf []byte, spanBuf []span) (key []byte, spans []span
 			}
 			key = append(append(key, sql[from:start]...), ph)
 			from = i
-		case lexDot:
-			if i+1 < n && lexClass[sql[i+1]]&lexKind == lexDigit {
-				start := i
-				var ph byte
-				if i, ph, ok = number(sql, i); !ok {
-					return nil, nil, false
-				}
-				key = append(append(key, sql[from:start]...), ph)
-				from = i
-				break
-			}
-			i++
 		case lexQuote:
 			j := i + 1
 			for {
