@@ -28,98 +28,140 @@ type span struct{ start, end int }
 func normalize(sql string, buf []byte, spanBuf []span) (key []byte, spans []span, ok bool) {
 	key = buf[:0]
 	spans = spanBuf[:0]
-	stmtStart := 0
-	blank := true // the statement so far is only whitespace: the parser drops it
 	// The key is the text with each literal replaced by its placeholder:
 	// sql[from:] is not in it yet, and is copied in one piece at the next
 	// literal (or the end) rather than token by token.
 	from := 0
+	stmtStart := 0 // after the last ';'
+	// plain skips the bytes most statements are mostly made of (spaces,
+	// words, punctuation) in a loop of its own; this one runs once per
+	// other token, which keeps the key and the spans out of that loop.
 	n := len(sql)
-	for i := 0; i < n; {
-		c := sql[i]
-		switch lexClass[c] & lexKind {
-		case lexSpace:
-			i++
-			continue
-		case lexIdent:
-			j := i + 1
-			for j < n && lexClass[sql[j]]&lexWord != 0 {
-				j++
-			}
-			if j < n && lexClass[sql[j]]&lexAfterWord != 0 {
-				return nil, nil, false // x$y identifiers, E'' and friends, non-ASCII
-			}
-			i = j
-		case lexDigit, lexDot:
-			if c == '.' && (i+1 >= n || lexClass[sql[i+1]]&lexKind != lexDigit) {
-				i++ // a dot, not a number's
-				break
-			}
-			start := i
-			var ph byte
-			if i, ph, ok = number(sql, i); !ok {
-				return nil, nil, false
-			}
-			key = append(append(key, sql[from:start]...), ph)
-			from = i
-		case lexQuote:
-			j := i + 1
-			for {
-				if j >= n {
-					return nil, nil, false
-				}
-				d := sql[j]
-				if d == '\'' {
-					if j+1 < n && sql[j+1] == '\'' {
-						j += 2
-						continue
-					}
-					break
-				}
-				if lexClass[d]&lexInString == 0 {
-					return nil, nil, false
-				}
-				j++
-			}
-			key = append(append(key, sql[from:i]...), phString)
-			i = j + 1
-			from = i
-		case lexDQuote:
-			j := i + 1
-			for j < n && sql[j] != '"' {
-				if d := sql[j]; d < 0x20 || d >= 0x7f {
-					return nil, nil, false
-				}
-				j++
-			}
-			if j >= n || j+1 < n && sql[j+1] == '"' || j == i+1 {
-				return nil, nil, false
-			}
-			i = j + 1
-		case lexSemicolon:
-			if !blank {
-				spans = append(spans, span{stmtStart, i})
-			}
-			stmtStart, blank = i+1, true
-			i++
-			continue
-		case lexDash, lexSlash:
-			if i+1 < n && (c == '-' && sql[i+1] == '-' || c == '/' && sql[i+1] == '*') {
-				return nil, nil, false // a comment
-			}
-			i++
-		case lexPunct:
-			i++
-		default:
-			// $, &, ?, `, \, {, }, control bytes, non-ASCII.
+	for i := plain(sql, 0); i < n; i = plain(sql, i) {
+		if i < 0 {
 			return nil, nil, false
 		}
-		blank = false
+		j, what := token(sql, i)
+		switch what {
+		case tokReject:
+			return nil, nil, false
+		case tokSemicolon:
+			if !blank(sql[stmtStart:i]) {
+				spans = append(spans, span{stmtStart, i})
+			}
+			stmtStart = j
+		case phInt, phDec, phString:
+			key = append(append(key, sql[from:i]...), what)
+			from = j
+		}
+		i = j
 	}
-	if !blank {
+	if !blank(sql[stmtStart:]) {
 		spans = append(spans, span{stmtStart, n})
 	}
 	return append(key, sql[from:]...), spans, true
+}
+
+// plain returns the index of the first token at or after sql[i] that is
+// not a space, a word or plain punctuation (len(sql) if there is none),
+// or -1 if a word ends in what normalize leaves to the parser.
+func plain(sql string, i int) int {
+	n := len(sql)
+	for i < n {
+		switch lexClass[sql[i]] & lexKind {
+		case lexSpace, lexPunct:
+			i++
+		case lexIdent:
+			i++
+			for i < n && lexClass[sql[i]]&lexWord != 0 {
+				i++
+			}
+			if i < n && lexClass[sql[i]]&lexAfterWord != 0 {
+				return -1 // x$y identifiers, E'' and friends, non-ASCII
+			}
+		default:
+			return i
+		}
+	}
+	return n
+}
+
+// blank reports whether a statement normalize lexed is only whitespace,
+// which the parser drops. Every token but a space has a byte that is not
+// one, so looking from the end finds one at once in all but those.
+func blank(stmt string) bool {
+	for j := len(stmt) - 1; j >= 0; j-- {
+		if lexClass[stmt[j]]&lexKind != lexSpace {
+			return false
+		}
+	}
+	return true
+}
+
+// What token found, besides a literal's placeholder (phInt, phDec,
+// phString).
+const (
+	tokReject    = 0 // a token normalize leaves to the parser
+	tokPlain     = 4 // one that stays in the key as it is
+	tokSemicolon = 5
+)
+
+// token lexes the token at sql[i] that is not a space, a word or plain
+// punctuation: it returns the index past it and what it is.
+func token(sql string, i int) (end int, what byte) {
+	n := len(sql)
+	c := sql[i]
+	switch lexClass[c] & lexKind {
+	case lexDigit, lexDot:
+		if c == '.' && (i+1 >= n || lexClass[sql[i+1]]&lexKind != lexDigit) {
+			return i + 1, tokPlain // a dot, not a number's
+		}
+		j, ph, ok := number(sql, i)
+		if !ok {
+			return 0, tokReject
+		}
+		return j, ph
+	case lexQuote:
+		j := i + 1
+		for {
+			if j >= n {
+				return 0, tokReject
+			}
+			d := sql[j]
+			if d == '\'' {
+				if j+1 < n && sql[j+1] == '\'' {
+					j += 2
+					continue
+				}
+				return j + 1, phString
+			}
+			if lexClass[d]&lexInString == 0 {
+				return 0, tokReject
+			}
+			j++
+		}
+	case lexDQuote:
+		j := i + 1
+		for j < n && sql[j] != '"' {
+			if d := sql[j]; d < 0x20 || d >= 0x7f {
+				return 0, tokReject
+			}
+			j++
+		}
+		if j >= n || j+1 < n && sql[j+1] == '"' || j == i+1 {
+			return 0, tokReject
+		}
+		return j + 1, tokPlain
+	case lexSemicolon:
+		return i + 1, tokSemicolon
+	case lexDash, lexSlash:
+		if i+1 < n && (c == '-' && sql[i+1] == '-' || c == '/' && sql[i+1] == '*') {
+			return 0, tokReject // a comment
+		}
+		return i + 1, tokPlain
+	}
+	// $, &, ?, `, \, {, }, control bytes, non-ASCII.
+	return 0, tokReject
 }
 
 // number lexes the numeric literal at sql[i] (a digit, or a dot before
