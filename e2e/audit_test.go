@@ -22,6 +22,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgmoat/pgmoat/admin"
 	"github.com/pgmoat/pgmoat/approvals"
@@ -215,6 +216,103 @@ func TestAuditEventsFromRealSessions(t *testing.T) {
 	}
 	if cl := findEvent(evs[1:], audit.ConfigLoaded, nil); indexOf(evs[1:], cl) < indexOf(evs[1:], pu) {
 		t.Errorf("config_loaded of the reload written before the last pre-approval use: %+v", *cl)
+	}
+}
+
+// TestAuditKeepsPipelinedTexts pipelines a few thousand Query messages
+// of a few shapes with other literals: most are judged by the fast path
+// from the read buffer, without a copy, and the buffer is read into again
+// and again while the audit log (audit.statements: all) is still writing
+// what arrived in it. Every statement must be recorded as it was sent:
+// allowed ones, ones that change session state, blocked ones. (The log
+// encodes an event before RecordAsync returns; were it to queue events
+// instead, this is the test that would see borrowed texts go stale.)
+func TestAuditKeepsPipelinedTexts(t *testing.T) {
+	c := pgtest.Get(t)
+	db := c.NewDatabase(t)
+	c.Exec(t, db, "CREATE TABLE users(id int, email text); CREATE TABLE events(id int, note text)")
+	m := moattest.Start(t, c, moattest.Options{Config: "policy:\n  protect: [public.users]\n", AuditStatements: "all"})
+	ctx := context.Background()
+	pc, err := pgconn.Connect(ctx, m.SuperConnString(db, "application_name=pipelined"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000
+	var allowed, blocked []string
+	fe := pc.Frontend()
+	for i := range n {
+		var q string
+		switch i % 4 {
+		case 0:
+			q = fmt.Sprintf("INSERT INTO events VALUES (%d, '%s')", i, strings.Repeat("n", i%41))
+		case 1:
+			q = fmt.Sprintf("SELECT id, email FROM users WHERE id = %d", i)
+		case 2:
+			q = fmt.Sprintf("SET statement_timeout = %d", 60000+i)
+		case 3:
+			q = fmt.Sprintf("UPDATE users SET email = 'x%d'", i)
+			blocked = append(blocked, q)
+			fe.Send(&pgproto3.Query{String: q})
+			continue
+		}
+		allowed = append(allowed, q)
+		fe.Send(&pgproto3.Query{String: q})
+	}
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	errs := 0
+	for ready := 0; ready < n; {
+		msg, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("after %d of %d replies: %v", ready, n, err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.ReadyForQuery:
+			ready++
+		case *pgproto3.ErrorResponse:
+			if msg.Code != "42501" {
+				t.Fatalf("error %s: %s", msg.Code, msg.Message)
+			}
+			errs++
+		}
+	}
+	if errs != len(blocked) {
+		t.Fatalf("%d statements refused, want the %d UPDATEs without WHERE", errs, len(blocked))
+	}
+	pc.Close(ctx)
+
+	evs := waitAuditEvents(t, m.AuditPath, "the session's end", func(evs []audit.Event) bool {
+		return findEvent(evs, audit.SessionEnd, func(e audit.Event) bool { return e.Application == "pipelined" }) != nil
+	})
+	start := findEvent(evs, audit.SessionStart, func(e audit.Event) bool { return e.Application == "pipelined" })
+	var gotAllowed, gotBlocked []string
+	for _, e := range evs {
+		switch {
+		case e.SessionID != start.SessionID:
+		case e.Kind == audit.Statement && e.Decision == "allow":
+			gotAllowed = append(gotAllowed, e.Statement)
+		case e.Kind == audit.Decision && e.Decision == "block":
+			gotBlocked = append(gotBlocked, e.Statement)
+		}
+	}
+	for _, c := range []struct {
+		what      string
+		got, want []string
+	}{{"allowed", gotAllowed, allowed}, {"blocked", gotBlocked, blocked}} {
+		slices.Sort(c.got)
+		slices.Sort(c.want)
+		if !slices.Equal(c.got, c.want) {
+			for i := range min(len(c.got), len(c.want)) {
+				if c.got[i] != c.want[i] {
+					t.Errorf("%s statements recorded: %d, want %d; first difference: %q, want %q", c.what, len(c.got), len(c.want), c.got[i], c.want[i])
+					break
+				}
+			}
+			if len(c.got) != len(c.want) {
+				t.Errorf("%s statements recorded: %d, want %d", c.what, len(c.got), len(c.want))
+			}
+		}
 	}
 }
 

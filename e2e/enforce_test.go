@@ -489,6 +489,55 @@ func TestSQLPrepareThenBind(t *testing.T) {
 	}
 }
 
+// TestSQLPrepareOutlivesItsMessage prepares an UPDATE of every row of a
+// table pgmoat does not protect yet, in a Query message that differs from
+// an earlier one only in a literal, so that the fast path judges it
+// straight from the read buffer. Later messages are read over it, the last
+// of them as long as the PREPARE, and a reload then protects the table.
+// The session keeps the prepared text to judge the EXECUTE by: it must be
+// the UPDATE prepared, which the analysis blocks, not the SELECT the
+// buffer holds by then (which the analysis would let through, and only
+// the guard's check of what the EXECUTE did would stop).
+func TestSQLPrepareOutlivesItsMessage(t *testing.T) {
+	c := pgtest.Get(t)
+	db := newDB(t, c)
+	lenient := "policy:\n  protect: [public.orders]\n"
+	m := moattest.Start(t, c, moattest.Options{Config: lenient})
+	ctx := context.Background()
+	pg := direct(t, c, db)
+	conn := connect(t, m.SuperConnString(db), simpleProtocol)
+
+	execOK(t, conn, "PREPARE wipe AS UPDATE users SET name = 'first'")
+	execOK(t, conn, "DEALLOCATE wipe")
+	prepare := "PREPARE wipe AS UPDATE users SET name = 'gone'"
+	execOK(t, conn, prepare)
+	for n := 80; n >= 0; n-- {
+		execOK(t, conn, "SELECT '"+strings.Repeat("x", len(prepare)-9+n)+"'")
+	}
+
+	cfg, err := os.ReadFile(m.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strict := strings.Replace(string(cfg), lenient, blockPolicy, 1)
+	if strict == string(cfg) {
+		t.Fatal("policy not found in the generated configuration")
+	}
+	if err := os.WriteFile(m.ConfigPath, []byte(strict), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m.Reload()
+	_, err = conn.Exec(ctx, "EXECUTE wipe")
+	wantBlocked(t, err, "public.users", "EXECUTE of an UPDATE without WHERE prepared on the fast path")
+	if n := countRows(t, pg, "public.users"); n != 3 {
+		t.Fatalf("users has %d rows", n)
+	}
+	var gone int
+	if err := pg.QueryRow(ctx, "SELECT count(*) FROM users WHERE name = 'gone'").Scan(&gone); err != nil || gone != 0 {
+		t.Errorf("%d rows of users updated (%v)", gone, err)
+	}
+}
+
 // TestNewRelationsReachingProtectedTables creates, with statements pgmoat
 // allows, a relation through which a later statement reaches a protected
 // table (a view, an inheritance parent, a partitioned parent), then runs

@@ -57,7 +57,8 @@ func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayB
 				return proxy.MessageVerdict{}, err
 			}
 		}
-		return st.statement(ctx, m.Type, m.Text(sql), nil, mayBlock)
+		text, borrowed := m.Borrow(sql)
+		return st.statement(ctx, m.Type, text, borrowed, nil, mayBlock)
 	case 'P':
 		name, sql, err := m.ParseStatement()
 		if err != nil {
@@ -73,7 +74,7 @@ func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayB
 			}
 			return st.verifyOwnTypes(ctx, m.Text(sql), name, own)
 		}
-		return st.statement(ctx, m.Type, m.Text(sql), name, mayBlock)
+		return st.statement(ctx, m.Type, m.Text(sql), false, name, mayBlock)
 	case 'B':
 		portal, stmt, err := m.BindNames()
 		if err != nil {
@@ -148,7 +149,13 @@ const watchBytes = 64 << 10
 
 // statement judges the SQL of a Query ('Q'), or of a Parse ('P') that
 // prepares statement name, and carries out the decision.
-func (st *sessionState) statement(ctx context.Context, typ byte, text string, name []byte, mayBlock bool) (proxy.MessageVerdict, error) {
+//
+// A borrowed text is the message's, in the read buffer, valid only until
+// statement returns (proxy.ClientMessage.Borrow). The commonest message,
+// a statement let through as it is with nothing to record, is judged and
+// forwarded without a copy of it; everything that keeps the text (the
+// full analysis, an audit record, a hold, a guard, a tag) gets a copy.
+func (st *sessionState) statement(ctx context.Context, typ byte, text string, borrowed bool, name []byte, mayBlock bool) (proxy.MessageVerdict, error) {
 	// With nothing protected, no name needs resolving, so nothing is
 	// read back (a session would leave the event loop for it); a reload
 	// that protects something makes the next statement read it.
@@ -167,7 +174,16 @@ func (st *sessionState) statement(ctx context.Context, typ byte, text string, na
 		defer cancel(nil)
 		stop = st.client.WatchClient(func() { cancel(approvals.ErrClientDisconnect) })
 	}
-	res, d := st.analyse(func(rs *rules.Session) *rules.Result { return st.e.engine.JudgeContext(actx, rs, text) })
+	res, d := st.analyse(func(rs *rules.Session) *rules.Result {
+		if !borrowed {
+			return st.e.engine.JudgeContext(actx, rs, text)
+		}
+		r, kept := st.e.engine.JudgeBorrowed(actx, rs, text)
+		if kept != "" {
+			text, borrowed = kept, false
+		}
+		return r
+	})
 	stop() // before a hold watches the client in its turn
 	if actx.Err() != nil {
 		// The analysis may have stopped short: nothing of the message is
@@ -178,6 +194,10 @@ func (st *sessionState) statement(ctx context.Context, typ byte, text string, na
 	}
 	if res.Action != rules.Allow && !mayBlock {
 		return proxy.MessageVerdict{}, errWouldBlock
+	}
+	if borrowed && st.keeps(res) {
+		text = strings.Clone(text)
+		res.Keep(text)
 	}
 	st.judged(res, d)
 	if res.Action == rules.Verify {
@@ -191,6 +211,13 @@ func (st *sessionState) statement(ctx context.Context, typ byte, text string, na
 	}
 	st.allowed(res, "")
 	return st.forwardPlain(typ, res, string(name)), nil
+}
+
+// keeps reports whether carrying out the decision keeps the statement's
+// text past the message: everything but letting through, unrecorded, a
+// statement that changes no session state.
+func (st *sessionState) keeps(res *rules.Result) bool {
+	return res.Action != rules.Allow || hasChanges(res) || st.e.audit.AllStatements()
 }
 
 // logged writes a log decision to the audit log before the message goes

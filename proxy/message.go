@@ -38,6 +38,19 @@ func (m *ClientMessage) Text(b []byte) string {
 	return string(b)
 }
 
+// Borrow returns b, a field of the message, as a string without a copy,
+// for a judgement that keeps nothing of it. borrowed says whether the
+// string is only lent: a message in the read buffer is valid until the
+// session reads its next one (the Interceptor handles it before that), so
+// whatever keeps the string must copy it (or take Text instead). A message
+// with a buffer of its own lends nothing: its strings stay valid.
+func (m *ClientMessage) Borrow(b []byte) (s string, borrowed bool) {
+	if len(b) == 0 {
+		return "", false
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b)), !m.owned
+}
+
 // Body returns the message body (Raw without its 5-byte header).
 func (m *ClientMessage) Body() []byte { return m.Raw[5:] }
 

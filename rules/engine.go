@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -176,16 +177,39 @@ func (e *Engine) Judge(s *Session, sql string) *Result {
 // A message past the analysis budget (Limits.MaxStatements, MaxTime) is
 // refused the same way, with a *BudgetError naming the limit.
 func (e *Engine) JudgeContext(ctx context.Context, s *Session, sql string) *Result {
+	r, _ := e.judge(ctx, s, sql, false)
+	return r
+}
+
+// JudgeBorrowed is JudgeContext for a text in memory that its caller will
+// reuse once the message is handled (the proxy's read buffer), so that the
+// commonest messages are judged without copying their text.
+//
+// A Result from the cache or the fast path may refer to sql (its verdicts'
+// Text): a caller that keeps the Result, or anything of it, after sql's
+// memory is reused must first give it a copy of sql with Result.Keep. The
+// full analysis keeps its text (the cache does), so a text that needs it
+// is analysed as a copy, returned as kept ("" otherwise); that Result
+// refers to kept only.
+func (e *Engine) JudgeBorrowed(ctx context.Context, s *Session, sql string) (r *Result, kept string) {
+	return e.judge(ctx, s, sql, true)
+}
+
+func (e *Engine) judge(ctx context.Context, s *Session, sql string, borrowed bool) (r *Result, kept string) {
 	pol := e.pol.Load()
 	ce := e.catalog(s.id.Database)
 	key := s.stateKey(pol, ce)
 	if e.cache != nil {
 		if r := e.cache.get(key, sql); r != nil {
-			return r
+			return r, ""
 		}
 		if r := e.judgeFast(s, key, sql); r != nil {
-			return r
+			return r, ""
 		}
+	}
+	if borrowed {
+		sql = strings.Clone(sql)
+		kept = sql
 	}
 	r, sens := e.full(ctx, pol, ce, s, sql, true)
 	if e.cache != nil && !sens.state && !sens.clock {
@@ -196,7 +220,7 @@ func (e *Engine) JudgeContext(ctx context.Context, s *Session, sql string) *Resu
 			e.storeFast(key, sql, r)
 		}
 	}
-	return r
+	return r, kept
 }
 
 type sensitivity struct{ literal, state, clock bool }

@@ -1,10 +1,12 @@
 package rules
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestNormalize(t *testing.T) {
@@ -288,5 +290,83 @@ func TestRecycleFastPath(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("judging on the fast path with Recycle: %v allocations, want 0", allocs)
+	}
+}
+
+// TestJudgeBorrowed judges texts that live in a buffer which is then
+// overwritten, as the proxy's read buffer is by the next message: what a
+// caller keeps of a Result (after Keep), and what the cache keeps, must
+// still read as the text that was judged.
+func TestJudgeBorrowed(t *testing.T) {
+	p, err := Compile(PolicyConfig{Protect: []string{"public.users"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := NewEngine(p, EngineOptions{})
+	s := knownSession("app")
+	ctx := context.Background()
+	// borrow judges text from a buffer of its own and then overwrites the
+	// buffer, after keep (which may Keep a copy) has run.
+	borrow := func(text string, keep func(r *Result, kept string)) *Result {
+		buf := []byte(text)
+		r, kept := eng.JudgeBorrowed(ctx, s, unsafe.String(&buf[0], len(buf)))
+		keep(r, kept)
+		for i := range buf {
+			buf[i] = '#'
+		}
+		return r
+	}
+	texts := func(r *Result) (got []string) {
+		for _, v := range r.Statements {
+			got = append(got, v.Text)
+			for _, c := range v.Changes {
+				if c.Kind == ChangePrepare {
+					got = append(got, "prepare: "+c.Text)
+				}
+			}
+		}
+		return got
+	}
+	q := func(n int) string {
+		return fmt.Sprintf("SELECT %d;\n  PREPARE p AS SELECT name FROM users WHERE id = %[1]d", n)
+	}
+	want := func(n int) []string {
+		prep := fmt.Sprintf("PREPARE p AS SELECT name FROM users WHERE id = %d", n)
+		return []string{fmt.Sprintf("SELECT %d", n), prep, "prepare: " + prep}
+	}
+
+	// Never seen: the full analysis judges (and caches) a copy.
+	r := borrow(q(1), func(r *Result, kept string) {
+		if r.Path != PathFull || kept != q(1) {
+			t.Errorf("first judgement: path %v, kept %q; want the full path and a copy", r.Path, kept)
+		}
+	})
+	if got := texts(r); !slices.Equal(got, want(1)) {
+		t.Errorf("full path, after the buffer was reused: %q, want %q", got, want(1))
+	}
+	// The same text again: the cache's result, whose texts are its own.
+	r = borrow(q(1), func(r *Result, kept string) {
+		if r.Path != PathCache || kept != "" {
+			t.Errorf("second judgement: path %v, kept %q; want the cache and no copy", r.Path, kept)
+		}
+	})
+	if got := texts(r); !slices.Equal(got, want(1)) {
+		t.Errorf("cache, after the buffer was reused: %q, want %q", got, want(1))
+	}
+	// Other literals: the fast path cuts its verdicts from the borrowed
+	// text, and Keep moves them (and the PREPARE's text) to the copy.
+	r = borrow(q(2), func(r *Result, kept string) {
+		if r.Path != PathFast || kept != "" {
+			t.Errorf("third judgement: path %v, kept %q; want the fast path and no copy", r.Path, kept)
+		}
+		r.Keep(strings.Clone(q(2)))
+	})
+	if got := texts(r); !slices.Equal(got, want(2)) {
+		t.Errorf("fast path kept, after the buffer was reused: %q, want %q", got, want(2))
+	}
+	// Keep on the cache's result changes nothing there.
+	r = borrow(q(1), func(r *Result, _ string) { r.Keep(strings.Repeat("!", len(q(1)))) })
+	if got := texts(r); !slices.Equal(got, want(1)) {
+		t.Errorf("cache after Keep: %q, want %q", got, want(1))
 	}
 }

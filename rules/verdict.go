@@ -73,6 +73,24 @@ type Result struct {
 	mem *fastResult // the allocation r is part of, when Session.Recycle may reuse it
 }
 
+// Keep makes r, a Result of Engine.JudgeBorrowed, refer to text, a copy
+// of the text it was judged from that the caller keeps, rather than to the
+// borrowed one. Only the fast path's verdicts are cut from the message's
+// text; a cached Result's texts are the cache's own, and are left alone.
+func (r *Result) Keep(text string) {
+	if r.Path != PathFast {
+		return
+	}
+	for _, v := range r.Statements {
+		v.Text = text[v.Offset : v.Offset+len(v.Text)]
+		for i := range v.Changes {
+			if v.Changes[i].Kind == ChangePrepare {
+				v.Changes[i].Text = v.Text
+			}
+		}
+	}
+}
+
 // Decision returns the deciding verdict, or nil.
 func (r *Result) Decision() *Verdict {
 	if r.Decider < 0 {
