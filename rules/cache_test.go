@@ -77,7 +77,13 @@ func TestCacheAndFastPath(t *testing.T) {
 func TestCacheHitAllocatesNothing(t *testing.T) {
 	eng := NewEngine(corpusPolicy(t), EngineOptions{})
 	s := knownSession("app")
-	sql := "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"
+	// A text with literals is looked up on the fast path first (the same
+	// literals seldom come twice), which TestRecycleFastPath covers; one
+	// without comes from the cache.
+	if eng.Judge(s, "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"); eng.Judge(s, "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;").Path != PathFast {
+		t.Fatal("a text with literals, judged again, did not take the fast path")
+	}
+	sql := "SELECT abalance FROM pgbench_accounts WHERE aid = (SELECT max(aid) FROM pgbench_accounts);"
 	eng.Judge(s, sql)
 	if r := eng.Judge(s, sql); r.Path != PathCache {
 		t.Fatalf("second judge took path %s", r.Path)

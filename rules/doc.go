@@ -137,16 +137,19 @@
 //
 // # Speed
 //
-// Judge first looks the exact text up in a decision cache keyed by the
+// Judge answers from decisions made before, in two caches keyed by the
 // session state that matters (policy version, catalog version, matching
 // rules, search_path, role, transaction state, and a SHA-256 fingerprint
 // of the session's overlay when it has one, so that sessions that made the
 // same relations share decisions and sessions that made none share them
-// with everyone); a hit takes a read lock
-// and allocates nothing. On a miss, a conservative lexer replaces
-// literals with placeholders and a second cache reuses a decision made for
-// the same statement with other literals, provided the analysis that made
-// it never read a literal's value. Only then is the text parsed. Before
+// with everyone). A conservative lexer replaces literals with placeholders,
+// and the fast path reuses a decision made for the same statements with
+// other literals, provided the analysis that made it never read a
+// literal's value. A text without literals (or one the lexer leaves
+// alone), or one the fast path does not know, is looked up as it is in the
+// decision cache: a hit takes a read lock and allocates nothing. Only then
+// is the text parsed. JudgeBorrowed is Judge for a text in a buffer the
+// caller reuses: it copies the text only for the full analysis. Before
 // parsing, text is bounded in size and estimated nesting depth (Limits),
 // because libpg_query recurses on the C stack and deep input would crash
 // the process; text over the limits is unparseable.

@@ -1,6 +1,9 @@
 package rules
 
-import "strings"
+import (
+	"strings"
+	"unsafe"
+)
 
 // Placeholders that stand for literals in a fast-path key. They are
 // control bytes, which normalize refuses in input, so a key can never be
@@ -262,18 +265,32 @@ type fastResult struct {
 	v Verdict
 }
 
-// judgeFast answers from a decision made for the same statement with other
-// literals, when that decision did not depend on literal values.
-func (e *Engine) judgeFast(s *Session, state, sql string) *Result {
+// decided answers from a decision made before, or returns nil: one for
+// the same text in the same state (the cache), or for the same statements
+// with other literals, when that decision did not depend on their values
+// (the fast path). A text with literals is looked up on the fast path
+// first, as the same literals are seldom sent twice; one without has the
+// same key in both, and the cache's Result comes ready-made.
+func (e *Engine) decided(s *Session, state, sql string) *Result {
 	if len(sql) > e.Limits().MaxBytes || len(sql) > 4096 {
-		return nil
+		return e.cache.get(state, sql)
 	}
 	var buf [512]byte
 	var spanBuf [4]span
 	key, spans, ok := normalize(sql, buf[:], spanBuf[:])
-	if !ok {
-		return nil
+	if !ok || unsafe.String(unsafe.SliceData(key), len(key)) == sql {
+		return e.cache.get(state, sql)
 	}
+	if r := e.judgeFast(s, state, sql, key, spans); r != nil {
+		return r
+	}
+	return e.cache.get(state, sql)
+}
+
+// judgeFast answers for sql, whose fast-path key and statement spans are
+// key and spans, from a decision made for the same statements with other
+// literals, when that decision did not depend on literal values.
+func (e *Engine) judgeFast(s *Session, state, sql string, key []byte, spans []span) *Result {
 	tmpl := e.fast.getBytes(state, key)
 	if tmpl == nil || len(tmpl.Statements) != len(spans) {
 		return nil

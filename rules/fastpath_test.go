@@ -344,29 +344,34 @@ func TestJudgeBorrowed(t *testing.T) {
 	if got := texts(r); !slices.Equal(got, want(1)) {
 		t.Errorf("full path, after the buffer was reused: %q, want %q", got, want(1))
 	}
-	// The same text again: the cache's result, whose texts are its own.
-	r = borrow(q(1), func(r *Result, kept string) {
-		if r.Path != PathCache || kept != "" {
-			t.Errorf("second judgement: path %v, kept %q; want the cache and no copy", r.Path, kept)
+	// Again, and with other literals: the fast path cuts its verdicts from
+	// the borrowed text, and Keep moves them (and the PREPARE's text) to
+	// the copy.
+	for _, n := range []int{1, 22} {
+		r = borrow(q(n), func(r *Result, kept string) {
+			if r.Path != PathFast || kept != "" {
+				t.Errorf("judging %q again: path %v, kept %q; want the fast path and no copy", q(n), r.Path, kept)
+			}
+			r.Keep(strings.Clone(q(n)))
+		})
+		if got := texts(r); !slices.Equal(got, want(n)) {
+			t.Errorf("fast path kept, after the buffer was reused: %q, want %q", got, want(n))
 		}
-	})
-	if got := texts(r); !slices.Equal(got, want(1)) {
-		t.Errorf("cache, after the buffer was reused: %q, want %q", got, want(1))
 	}
-	// Other literals: the fast path cuts its verdicts from the borrowed
-	// text, and Keep moves them (and the PREPARE's text) to the copy.
-	r = borrow(q(2), func(r *Result, kept string) {
-		if r.Path != PathFast || kept != "" {
-			t.Errorf("third judgement: path %v, kept %q; want the fast path and no copy", r.Path, kept)
+	// A text without literals, again: the cache's result, whose texts are
+	// its own; Keep changes nothing there.
+	const noLiterals = "SELECT name FROM users;\n  PREPARE p AS SELECT name FROM users"
+	borrow(noLiterals, func(*Result, string) {})
+	for range 2 {
+		r = borrow(noLiterals, func(r *Result, kept string) {
+			if r.Path != PathCache || kept != "" {
+				t.Errorf("judging %q again: path %v, kept %q; want the cache and no copy", noLiterals, r.Path, kept)
+			}
+			r.Keep(strings.Repeat("!", len(noLiterals)))
+		})
+		want := []string{"SELECT name FROM users", "PREPARE p AS SELECT name FROM users", "prepare: PREPARE p AS SELECT name FROM users"}
+		if got := texts(r); !slices.Equal(got, want) {
+			t.Errorf("cache, after the buffer was reused and Keep: %q, want %q", got, want)
 		}
-		r.Keep(strings.Clone(q(2)))
-	})
-	if got := texts(r); !slices.Equal(got, want(2)) {
-		t.Errorf("fast path kept, after the buffer was reused: %q, want %q", got, want(2))
-	}
-	// Keep on the cache's result changes nothing there.
-	r = borrow(q(1), func(r *Result, _ string) { r.Keep(strings.Repeat("!", len(q(1)))) })
-	if got := texts(r); !slices.Equal(got, want(1)) {
-		t.Errorf("cache after Keep: %q, want %q", got, want(1))
 	}
 }
