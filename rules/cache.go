@@ -11,6 +11,12 @@ import (
 // lock contention low under many sessions, bounded in bytes, and evicts
 // with the CLOCK (second chance) policy so that a hit only sets a flag:
 // lookups take a read lock and allocate nothing.
+//
+// A look-up hashes the key once: the hash picks the shard and is the
+// shard's map key, and the entry holds the key it was stored under, which
+// a hit checks. (Keyed by the strings, the map would hash them again, and
+// compare both on a hit.) Two keys with the same hash share a slot: the
+// second is not cached.
 type cache struct {
 	seed     maphash.Seed
 	shards   [cacheShards]cacheShard
@@ -21,18 +27,17 @@ type cache struct {
 
 const cacheShards = 64
 
-type ckey struct{ state, text string }
-
 type centry struct {
-	r    *Result
-	ref  atomic.Bool
-	size int
+	state, text string
+	r           *Result
+	ref         atomic.Bool
+	size        int
 }
 
 type cacheShard struct {
 	mu    sync.RWMutex
-	m     map[ckey]*centry
-	order []ckey // insertion order, the CLOCK hand at head
+	m     map[uint64]*centry
+	order []uint64 // insertion order, the CLOCK hand at head
 	head  int
 	bytes int
 	_     [40]byte // keep shards on separate cache lines
@@ -41,21 +46,24 @@ type cacheShard struct {
 func newCache(maxBytes int) *cache {
 	c := &cache{seed: maphash.MakeSeed(), maxShard: maxBytes / cacheShards}
 	for i := range c.shards {
-		c.shards[i].m = map[ckey]*centry{}
+		c.shards[i].m = map[uint64]*centry{}
 	}
 	return c
 }
 
-func (c *cache) shard(text string) *cacheShard {
-	return &c.shards[maphash.String(c.seed, text)%cacheShards]
+// hash is the key's hash, and sh its shard.
+func (c *cache) hash(state, text string) (h uint64, sh *cacheShard) {
+	h = maphash.String(c.seed, text) ^ maphash.String(c.seed, state)*0x9e3779b97f4a7c15
+	return h, &c.shards[h%cacheShards]
 }
 
 func (c *cache) get(state, text string) *Result {
-	sh := c.shard(text)
+	h, sh := c.hash(state, text)
 	sh.mu.RLock()
-	e := sh.m[ckey{state, text}]
+	e := sh.m[h]
 	sh.mu.RUnlock()
-	if e == nil {
+	// An entry is never changed once stored, so it is read unlocked.
+	if e == nil || e.text != text || e.state != state {
 		c.misses.Add(1)
 		return nil
 	}
@@ -99,12 +107,11 @@ func (c *cache) put(state, text string, r *Result) {
 	if size > c.maxShard/4 {
 		return // too big to be worth a slot
 	}
-	sh := c.shard(text)
+	h, sh := c.hash(state, text)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	k := ckey{state, text}
-	if _, ok := sh.m[k]; ok {
-		return
+	if _, ok := sh.m[h]; ok {
+		return // this key, or another with its hash
 	}
 	for sh.bytes+size > c.maxShard && sh.head < len(sh.order) {
 		victim := sh.order[sh.head]
@@ -122,11 +129,11 @@ func (c *cache) put(state, text string, r *Result) {
 		sh.bytes -= e.size
 	}
 	if sh.head > 1024 && sh.head > len(sh.order)/2 {
-		sh.order = append([]ckey(nil), sh.order[sh.head:]...)
+		sh.order = append([]uint64(nil), sh.order[sh.head:]...)
 		sh.head = 0
 	}
-	sh.m[k] = &centry{r: r, size: size}
-	sh.order = append(sh.order, k)
+	sh.m[h] = &centry{state: state, text: text, r: r, size: size}
+	sh.order = append(sh.order, h)
 	sh.bytes += size
 }
 

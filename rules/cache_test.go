@@ -232,3 +232,27 @@ func TestLimitsAllowRealStatements(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheHashCollision stores an entry under the hash of a key it is not
+// for, as a collision would: a look-up of that key must miss, not take the
+// other key's decision, and storing the key must leave the slot alone.
+func TestCacheHashCollision(t *testing.T) {
+	c := newCache(1 << 20)
+	other := &Result{Action: Block}
+	h, sh := c.hash("state", "SELECT 1")
+	sh.m[h] = &centry{state: "state", text: "DROP TABLE users", r: other}
+	if r := c.get("state", "SELECT 1"); r != nil {
+		t.Fatalf("a key whose hash another key's entry holds got %v", r.Action)
+	}
+	sh.m[h] = &centry{state: "other state", text: "SELECT 1", r: other}
+	if r := c.get("state", "SELECT 1"); r != nil {
+		t.Fatalf("a key whose hash another state's entry holds got %v", r.Action)
+	}
+	c.put("state", "SELECT 1", &Result{Action: Allow})
+	if e := sh.m[h]; e.r != other {
+		t.Fatal("put replaced another key's entry")
+	}
+	if r := c.get("state", "SELECT 1"); r != nil {
+		t.Fatalf("after put, a key whose hash another key's entry holds got %v", r.Action)
+	}
+}
