@@ -54,8 +54,11 @@
 // copy (ClientMessage.Text), bounded by limits.max_message_size each and
 // by limits.message_memory for all sessions together (budget.go: a session
 // past it waits, then ends with 53200; the memory is returned to the
-// system afterwards). Only ReadyForQuery, ParameterStatus and
-// ErrorResponse are decoded on the way back.
+// system afterwards). A smaller message stays in the read buffer while the
+// interceptor handles it, which may read its text there without a copy
+// (ClientMessage.Borrow) and copies only what it keeps. Only
+// ReadyForQuery, ParameterStatus and ErrorResponse are decoded on the way
+// back.
 //
 // Every connection ends with exactly one EndReason, logged at info:
 //
