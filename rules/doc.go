@@ -127,6 +127,8 @@
 //	(*Engine).SetCatalog(database, *Catalog)       // from CatalogQuery rows or CatalogFromSQL
 //	(*Engine).Learn(database, ...StateChange)      // confirmed relation changes, for every session
 //	(*Engine).Judge(*Session, sql) *Result         // Query and Parse texts
+//	(*Engine).JudgeBorrowed(ctx, *Session, sql) (*Result, kept) // a text in a reused buffer;
+//	    (*Result).Keep(copy) before keeping the Result
 //	(*Engine).JudgeOpaque(*Session, what) *Result  // FunctionCall
 //	(*Engine).JudgeScript(*Session, sql) *Result   // pgmoat check
 //	(*Engine).CacheStats() CacheStats
