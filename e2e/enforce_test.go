@@ -450,24 +450,10 @@ func TestSQLPrepareThenBind(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg, err := os.ReadFile(m.ConfigPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	strict := strings.Replace(string(cfg), lenient, blockPolicy, 1)
-	if strict == string(cfg) {
-		t.Fatal("policy not found in the generated configuration")
-	}
-	if err := os.WriteFile(m.ConfigPath, []byte(strict), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	m.Reload()
-	if !strings.Contains(m.Log(), "configuration reloaded") {
-		t.Fatalf("reload failed:\n%s", m.Log())
-	}
+	replacePolicy(t, m, lenient, blockPolicy)
 
 	// Bind and Execute of the SQL-prepared statement by name.
-	err = conn.PgConn().ExecPrepared(ctx, "wipe", nil, nil, nil).Read().Err
+	err := conn.PgConn().ExecPrepared(ctx, "wipe", nil, nil, nil).Read().Err
 	wantBlocked(t, err, "public.users", "Bind of SQL-prepared wipe")
 	wantUsable(t, conn)
 	err = conn.PgConn().ExecPrepared(ctx, "wipe_orders", [][]byte{[]byte("true")}, nil, nil).Read().Err
@@ -515,19 +501,8 @@ func TestSQLPrepareOutlivesItsMessage(t *testing.T) {
 		execOK(t, conn, "SELECT '"+strings.Repeat("x", len(prepare)-9+n)+"'")
 	}
 
-	cfg, err := os.ReadFile(m.ConfigPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	strict := strings.Replace(string(cfg), lenient, blockPolicy, 1)
-	if strict == string(cfg) {
-		t.Fatal("policy not found in the generated configuration")
-	}
-	if err := os.WriteFile(m.ConfigPath, []byte(strict), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	m.Reload()
-	_, err = conn.Exec(ctx, "EXECUTE wipe")
+	replacePolicy(t, m, lenient, blockPolicy)
+	_, err := conn.Exec(ctx, "EXECUTE wipe")
 	wantBlocked(t, err, "public.users", "EXECUTE of an UPDATE without WHERE prepared on the fast path")
 	if n := countRows(t, pg, "public.users"); n != 3 {
 		t.Fatalf("users has %d rows", n)
@@ -678,5 +653,26 @@ func TestTablesMadeBySession(t *testing.T) {
 		if _, err := conn.Exec(ctx, tc.empty); err != nil {
 			t.Errorf("%s after %s in the same session: %v", tc.empty, tc.create, err)
 		}
+	}
+}
+
+// replacePolicy replaces the policy section from with to in m's
+// configuration file and reloads it, failing t unless the reload took.
+func replacePolicy(t *testing.T, m *moattest.Moat, from, to string) {
+	t.Helper()
+	cfg, err := os.ReadFile(m.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := strings.Replace(string(cfg), from, to, 1)
+	if changed == string(cfg) {
+		t.Fatal("policy not found in the generated configuration")
+	}
+	if err := os.WriteFile(m.ConfigPath, []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m.Reload()
+	if !strings.Contains(m.Log(), "configuration reloaded") {
+		t.Fatalf("reload failed:\n%s", m.Log())
 	}
 }
