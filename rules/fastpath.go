@@ -1,9 +1,6 @@
 package rules
 
-import (
-	"strings"
-	"unsafe"
-)
+import "strings"
 
 // Placeholders that stand for literals in a fast-path key. They are
 // control bytes, which normalize refuses in input, so a key can never be
@@ -272,17 +269,15 @@ type fastResult struct {
 // first, as the same literals are seldom sent twice; one without has the
 // same key in both, and the cache's Result comes ready-made.
 func (e *Engine) decided(s *Session, state, sql string) *Result {
-	if len(sql) > e.Limits().MaxBytes || len(sql) > 4096 {
-		return e.cache.get(state, sql)
-	}
-	var buf [512]byte
-	var spanBuf [4]span
-	key, spans, ok := normalize(sql, buf[:], spanBuf[:])
-	if !ok || unsafe.String(unsafe.SliceData(key), len(key)) == sql {
-		return e.cache.get(state, sql)
-	}
-	if r := e.judgeFast(s, state, sql, key, spans); r != nil {
-		return r
+	if len(sql) <= e.Limits().MaxBytes && len(sql) <= 4096 {
+		var buf [512]byte
+		var spanBuf [4]span
+		key, spans, ok := normalize(sql, buf[:], spanBuf[:])
+		if ok && string(key) != sql { // it has literals
+			if r := e.judgeFast(s, state, sql, key, spans); r != nil {
+				return r
+			}
+		}
 	}
 	return e.cache.get(state, sql)
 }
