@@ -7,9 +7,9 @@
 # Runs pgmoat (each BIN; the word pgbouncer stands for PgBouncer in
 # session mode, as the bench runs it) under valgrind's cachegrind in front of a
 # throwaway PostgreSQL, with the bench's policy (the four pgbench tables
-# protected), and drives it with pgbench -S. Each measurement is two runs
-# of a fresh pgmoat, one of -t WARM and one of -t WARM+TX transactions per
-# client; the difference, divided by the extra transactions, is the
+# protected), and drives it with pgbench -S (or TPC-B, -script tpcb).
+# Each measurement is two runs of a fresh pgmoat, one of -t WARM and one
+# of -t WARM+TX transactions per client; the difference, divided by the extra transactions, is the
 # marginal cost of one transaction: start-up, the catalog load and the
 # first statements cancel out. Reported per transaction: instructions
 # (Ir), first-level data cache misses (D1: reads and writes; the simulated
@@ -26,6 +26,9 @@
 # Flags:
 #   -clients LIST   client counts (default 64,256)
 #   -modes LIST     pgbench -M protocols (default prepared,simple)
+#   -script NAME    select (pgbench -S, the default) or tpcb (pgbench's
+#                   TPC-B-like script: seven statements, three UPDATEs of
+#                   protected tables)
 #   -tx N           extra transactions per client in the second run (default 400)
 #   -repeat N       runs of each window per cell and build (default 3)
 #   -top N          also list the N functions whose cost per transaction
@@ -37,11 +40,12 @@ cd "$(dirname "$0")/.."
 log() { printf 'bench/cachegrind.sh: %s\n' "$*" >&2; }
 die() { printf 'bench/cachegrind.sh: error: %s\n' "$*" >&2; exit 1; }
 
-clients=64,256 modes=prepared,simple tx=400 warm=20 repeat=3 top=0 keep=
+clients=64,256 modes=prepared,simple script=select tx=400 warm=20 repeat=3 top=0 keep=
 while [ $# -gt 0 ]; do
 	case $1 in
 	-clients) clients=$2; shift 2 ;;
 	-modes) modes=$2; shift 2 ;;
+	-script) script=$2; shift 2 ;;
 	-tx) tx=$2; shift 2 ;;
 	-repeat) repeat=$2; shift 2 ;;
 	-top) top=$2; shift 2 ;;
@@ -51,6 +55,11 @@ while [ $# -gt 0 ]; do
 	*) break ;;
 	esac
 done
+case $script in
+select) script_flags=(-S) ;;
+tpcb) script_flags=() ;;
+*) die "-script must be select or tpcb, not $script" ;;
+esac
 [ $# -ge 1 ] && [ $# -le 2 ] || die "usage: bench/cachegrind.sh [flags] BIN [BIN_B]"
 bins=("$@")
 for b in "${bins[@]}"; do
@@ -166,7 +175,7 @@ measure() {
 		kill -0 "$vp" 2>/dev/null || die "$bin under valgrind exited: $(grep -v '^==' "$out.log" | tail -5)"
 		sleep 0.2
 	done
-	if ! pgbench -n -S -M "$mode" -c "$c" -j 2 -t "$t" -h 127.0.0.1 -p "$port" -U "$PGTMP_USER" postgres >"$out.pgbench" 2>&1; then
+	if ! pgbench -n "${script_flags[@]}" -M "$mode" -c "$c" -j 2 -t "$t" -h 127.0.0.1 -p "$port" -U "$PGTMP_USER" postgres >"$out.pgbench" 2>&1; then
 		kill -"$stop" "$vp"; wait "$vp" || true
 		die "pgbench through $bin failed: $(tail -3 "$out.pgbench")"
 	fi
@@ -217,7 +226,7 @@ leastrun() {
 	awk '/^summary:/ { if (best == "" || $2 < min) { min = $2; best = FILENAME } } END { print best }' "$@"
 }
 
-log "valgrind $(valgrind --version | sed 's/valgrind-//'), pgbench -S, -t $warm and -t $((warm + tx)) per client, $repeat measurements per cell"
+log "valgrind $(valgrind --version | sed 's/valgrind-//'), pgbench ${script_flags[*]:-TPC-B}, -t $warm and -t $((warm + tx)) per client, $repeat measurements per cell"
 printf '| -M | clients | build | Ir/tx | D1 misses/tx | LL misses/tx |\n|---|---:|---|---:|---:|---:|\n'
 declare -A res
 for mode in ${modes//,/ }; do
