@@ -50,6 +50,9 @@ func (s *ClientSession) relay() *ending {
 		first = s.leaveLoop(lc)
 	}
 	if first == nil {
+		if s.replies != nil {
+			s.replies.share() // before the copiers start, so they see it
+		}
 		g := s.srv.met.RelaySessions.WithLabelValues("goroutines")
 		g.Inc()
 		defer g.Dec()

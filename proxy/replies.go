@@ -78,7 +78,14 @@ type pendingReply struct {
 // exchange) keep that in the rarely used slow part, as do entries beyond
 // the ring when a client pipelines deeper than it.
 type replyQueue struct {
+	// mu guards the ring and slow once shared is set: the relay runs
+	// in two goroutines, one pushing and one popping. Until then one
+	// goroutine at a time has the session (its own, then the event
+	// loop's, handed over through the loop's channels), and an
+	// uncontended lock would still cost two atomic instructions for
+	// every message in each direction.
 	mu         sync.Mutex
+	shared     bool
 	head, tail uint8 // positions in ring, free-running: tail-head entries
 	ring       [replyRing]replyBits
 
@@ -128,12 +135,28 @@ func (q *replyQueue) slowPart() *replySlow {
 	return q.slow
 }
 
+// share makes the queue take its lock from now on; the caller calls it
+// before a second goroutine can reach the queue.
+func (q *replyQueue) share() { q.shared = true }
+
+func (q *replyQueue) lock() {
+	if q.shared {
+		q.mu.Lock()
+	}
+}
+
+func (q *replyQueue) unlock() {
+	if q.shared {
+		q.mu.Unlock()
+	}
+}
+
 func (q *replyQueue) push(e pendingReply) {
-	q.mu.Lock()
+	q.lock()
 	if q.tail-q.head == replyRing || q.slow != nil && q.slow.moreHead < len(q.slow.more) {
 		sl := q.slowPart()
 		sl.more = append(sl.more, e)
-		q.mu.Unlock()
+		q.unlock()
 		return
 	}
 	b := replyBits(e.kind)
@@ -150,11 +173,11 @@ func (q *replyQueue) push(e pendingReply) {
 	}
 	q.ring[q.tail%replyRing] = b
 	q.tail++
-	q.mu.Unlock()
+	q.unlock()
 }
 
 func (q *replyQueue) pop() (pendingReply, bool) {
-	q.mu.Lock()
+	q.lock()
 	if q.head != q.tail {
 		b := q.ring[q.head%replyRing]
 		q.head++
@@ -168,7 +191,7 @@ func (q *replyQueue) pop() (pendingReply, bool) {
 			}
 			e.tag, e.ex = x.tag, x.ex
 		}
-		q.mu.Unlock()
+		q.unlock()
 		return e, true
 	}
 	if sl := q.slow; sl != nil && sl.moreHead < len(sl.more) {
@@ -177,15 +200,15 @@ func (q *replyQueue) pop() (pendingReply, bool) {
 		if sl.moreHead++; sl.moreHead == len(sl.more) {
 			sl.more, sl.moreHead = sl.more[:0], 0
 		}
-		q.mu.Unlock()
+		q.unlock()
 		return e, true
 	}
-	q.mu.Unlock()
+	q.unlock()
 	return pendingReply{}, false
 }
 
 // each calls f with the queued entries, oldest first, until f returns
-// false; the caller holds q.mu.
+// false; the caller holds the queue's lock.
 func (q *replyQueue) eachLocked(f func(pendingReply) bool) {
 	x := 0
 	for i := q.head; i != q.tail; i++ {
@@ -297,8 +320,8 @@ func (q *replyQueue) routeReply(typ byte, skipped func(pendingReply)) routed {
 // that only the client will send. They stay queued, so that the Sync's
 // ReadyForQuery still finds them.
 func (q *replyQueue) skipExchanged() {
-	q.mu.Lock()
-	defer q.mu.Unlock()
+	q.lock()
+	defer q.unlock()
 	q.eachLocked(func(e pendingReply) bool {
 		if e.kind == replySync || e.kind == replyQuery || e.kind == replyFunctionCall {
 			return false
