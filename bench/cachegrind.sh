@@ -33,7 +33,7 @@
 #   -repeat N       runs of each window per cell and build (default 3)
 #   -top N          also list the N functions whose cost per transaction
 #                   differs most between BIN and BIN_B (default 0)
-#   -keep DIR       keep cachegrind's output files in DIR
+#   -keep DIR       keep cachegrind's output files (and the relays' logs) in DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -85,7 +85,7 @@ pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
-	if [ -n "$keep" ]; then mkdir -p "$keep" && cp "$work"/*.cg "$keep"/ 2>/dev/null || true; fi
+	if [ -n "$keep" ]; then mkdir -p "$keep" && cp "$work"/*.cg "$work"/*.log "$keep"/ 2>/dev/null || true; fi
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -167,7 +167,10 @@ measure() {
 		"${asuser[@]}" "${vg[@]}" "$(command -v pgbouncer)" "$work/pgbouncer.ini" >"$out.log" 2>&1 &
 		stop=TERM # PgBouncer's SIGINT waits for its server connections
 	else
-		"${vg[@]}" "$bin" serve --config "$work/pgmoat.yaml" >"$out.log" 2>&1 &
+		# Valgrind 3.19 does not know RDTSCP, which the Go runtime uses
+		# when a spinning lock is contended (runtime.cputicks): without
+		# this pgmoat dies of SIGILL now and then.
+		GODEBUG=cpu.rdtscp=off "${vg[@]}" "$bin" serve --config "$work/pgmoat.yaml" >"$out.log" 2>&1 &
 	fi
 	vp=$!
 	for _ in $(seq 1 600); do
