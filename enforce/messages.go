@@ -304,8 +304,8 @@ func (st *sessionState) bindSettled(portal, stmt []byte) (ps *parsedStmt, ok boo
 		switch {
 		case ps != nil && ps.res != nil:
 			st.setPortalLocked(string(portal), ps.res)
-		case st.portals != nil:
-			delete(st.portals, string(portal))
+		default:
+			st.dropPortalLocked(portal)
 		}
 		if st.guarded != nil {
 			delete(st.guarded, string(portal))
@@ -392,6 +392,10 @@ func (st *sessionState) bind(ctx context.Context, portal, stmt, raw []byte) (pro
 // setPortalLocked records r, the judgement of portal's statement when
 // executing it changes session state, or nil.
 func (st *sessionState) setPortalLocked(portal string, r *rules.Result) {
+	if portal == "" {
+		st.unnamedPortal = r
+		return
+	}
 	if r == nil {
 		if st.portals != nil {
 			delete(st.portals, portal)
@@ -404,6 +408,23 @@ func (st *sessionState) setPortalLocked(portal string, r *rules.Result) {
 	st.portals[portal] = r
 }
 
+// portalLocked returns the judgement setPortalLocked recorded for portal.
+func (st *sessionState) portalLocked(portal []byte) *rules.Result {
+	if len(portal) == 0 {
+		return st.unnamedPortal
+	}
+	return st.portals[string(portal)]
+}
+
+// dropPortalLocked forgets the judgement recorded for portal.
+func (st *sessionState) dropPortalLocked(portal []byte) {
+	if len(portal) == 0 {
+		st.unnamedPortal = nil
+	} else if st.portals != nil {
+		delete(st.portals, string(portal))
+	}
+}
+
 // execute returns the guard of portal, changing nothing, when its
 // Executes run under guard. Otherwise it tags an Execute of a portal whose
 // statement changes session state, so that the change is applied when the
@@ -414,11 +435,11 @@ func (st *sessionState) execute(portal []byte) (*guardedPortal, proxy.MessageVer
 	if gp := st.guarded[string(portal)]; gp != nil {
 		return gp, proxy.MessageVerdict{}
 	}
-	r := st.portals[string(portal)]
+	r := st.portalLocked(portal)
 	if r == nil {
 		return nil, proxy.MessageVerdict{}
 	}
-	tag := &executeTag{changes: allChanges(r)}
+	tag := (*executeTag)(r)
 	st.unconfirmed = append(st.unconfirmed, tag)
 	return nil, proxy.MessageVerdict{Tag: tag}
 }
@@ -435,7 +456,7 @@ func (st *sessionState) close(kind byte, name []byte) {
 		delete(st.sqlPrepared, string(name))
 		st.analysis.ClosePrepared(string(name))
 	case 'P':
-		delete(st.portals, string(name))
+		st.dropPortalLocked(name)
 		delete(st.guarded, string(name))
 	}
 }

@@ -52,7 +52,10 @@ type sessionState struct {
 	// a client binds the same prepared statement again and again, and
 	// finds it here without a map look-up. Every change to stmts clears it.
 	lastStmt *parsedStmt
-	portals  map[string]*rules.Result
+	portals  map[string]*rules.Result // named portals
+	// unnamedPortal is portals' entry for the unnamed portal, which
+	// nearly every Bind uses: kept apart, it costs no map operation.
+	unnamedPortal *rules.Result
 	// rereadAtTxEnd: a statement run under guard inside a transaction
 	// changed settings, which a ROLLBACK may undo; at the end of the
 	// transaction they are read again from the server (reread).
@@ -95,10 +98,14 @@ type queryTag struct {
 }
 
 // executeTag follows a forwarded Execute of a portal whose statement
-// changes session state.
-type executeTag struct {
-	changes []rules.StateChange
-}
+// changes session state: it is that statement's judgement (which nothing
+// changes once a portal holds it), so tagging an Execute allocates
+// nothing. Two Executes of one portal in flight have equal tags; the
+// server answers in order, and settling the first equal tag settles the
+// older one.
+type executeTag rules.Result
+
+func (t *executeTag) changes() []rules.StateChange { return allChanges((*rules.Result)(t)) }
 
 func (st *sessionState) event(kind audit.Kind) audit.Event {
 	ev := st.auditBase
@@ -259,7 +266,7 @@ func (st *sessionState) serverMessage(tag any, typ byte, body []byte) error {
 	case *executeTag:
 		switch typ {
 		case 'C':
-			st.applyLocked(t.changes)
+			st.applyLocked(t.changes())
 			st.settledLocked(t)
 		case 'E', 0:
 			st.settledLocked(t)
@@ -331,7 +338,7 @@ func (st *sessionState) pendingLocked() []rules.StateChange {
 				out = append(out, v.Changes...)
 			}
 		case *executeTag:
-			out = append(out, t.changes...)
+			out = append(out, t.changes()...)
 		}
 	}
 	return out
@@ -363,6 +370,7 @@ func (st *sessionState) applyLocked(changes []rules.StateChange) {
 			}
 		case rules.ChangeDiscardAll:
 			st.sqlPrepared, st.stmts, st.portals, st.guarded = nil, nil, nil, nil
+			st.unnamedPortal = nil
 			st.lastStmt = nil
 			st.snapName = ""
 		}
@@ -395,6 +403,9 @@ func hasChanges(res *rules.Result) bool {
 }
 
 func allChanges(res *rules.Result) []rules.StateChange {
+	if len(res.Statements) == 1 {
+		return res.Statements[0].Changes // read only, by every caller
+	}
 	var out []rules.StateChange
 	for _, v := range res.Statements {
 		out = append(out, v.Changes...)
