@@ -18,7 +18,6 @@ import (
 // compare both on a hit.) Two keys with the same hash share a slot: the
 // second is not cached.
 type cache struct {
-	seed     maphash.Seed
 	shards   [cacheShards]cacheShard
 	maxShard int
 	hits     atomic.Uint64
@@ -28,7 +27,7 @@ type cache struct {
 const cacheShards = 64
 
 type centry struct {
-	state, text string
+	state, text string // state is interned (internState)
 	r           *Result
 	ref         atomic.Bool
 	size        int
@@ -44,26 +43,66 @@ type cacheShard struct {
 }
 
 func newCache(maxBytes int) *cache {
-	c := &cache{seed: maphash.MakeSeed(), maxShard: maxBytes / cacheShards}
+	c := &cache{maxShard: maxBytes / cacheShards}
 	for i := range c.shards {
 		c.shards[i].m = map[uint64]*centry{}
 	}
 	return c
 }
 
+// hashSeed seeds the hashes of the caches and of state keys.
+var hashSeed = maphash.MakeSeed()
+
+// stateKey is the part of a cache key that depends on the session
+// (Session.stateKey), with its hash. A session's key changes only when its
+// state does, so its hash is computed then rather than at every look-up;
+// and it is interned, so that sessions in the same state hold the same
+// string, which a hit then compares by its pointer.
+type stateKey struct {
+	s string
+	h uint64
+}
+
+// states interns state keys; see internState.
+var states struct {
+	sync.Mutex
+	m map[string]string
+}
+
+// maxStates bounds the interned state keys. Sessions seldom differ in
+// more than their user and search_path; when they do, the table starts
+// again (interning only saves work: keys compare by value all the same).
+const maxStates = 4096
+
+// internState returns the stateKey of k, sharing its string with every
+// other session whose key is k.
+func internState(k string) stateKey {
+	states.Lock()
+	if v, ok := states.m[k]; ok {
+		k = v
+	} else {
+		if states.m == nil || len(states.m) >= maxStates {
+			states.m = make(map[string]string)
+		}
+		states.m[k] = k
+	}
+	states.Unlock()
+	return stateKey{s: k, h: maphash.String(hashSeed, k)}
+}
+
 // hash is the key's hash, and sh its shard.
-func (c *cache) hash(state, text string) (h uint64, sh *cacheShard) {
-	h = maphash.String(c.seed, text) ^ maphash.String(c.seed, state)*0x9e3779b97f4a7c15
+func (c *cache) hash(state stateKey, text string) (h uint64, sh *cacheShard) {
+	h = maphash.String(hashSeed, text) ^ state.h*0x9e3779b97f4a7c15
 	return h, &c.shards[h%cacheShards]
 }
 
-func (c *cache) get(state, text string) *Result {
+func (c *cache) get(state stateKey, text string) *Result {
 	h, sh := c.hash(state, text)
 	sh.mu.RLock()
 	e := sh.m[h]
 	sh.mu.RUnlock()
 	// An entry is never changed once stored, so it is read unlocked.
-	if e == nil || e.text != text || e.state != state {
+	if e == nil || e.text != text || e.state != state.s {
 		c.misses.Add(1)
 		return nil
 	}
@@ -77,7 +116,7 @@ func (c *cache) get(state, text string) *Result {
 // getBytes is get for a text the caller holds as bytes (the fast path's
 // normalized key). get keeps nothing of the text, so the bytes need not be
 // copied into a string.
-func (c *cache) getBytes(state string, text []byte) *Result {
+func (c *cache) getBytes(state stateKey, text []byte) *Result {
 	return c.get(state, unsafe.String(unsafe.SliceData(text), len(text)))
 }
 
@@ -102,8 +141,8 @@ func resultSize(r *Result) int {
 	return n
 }
 
-func (c *cache) put(state, text string, r *Result) {
-	size := 64 + len(state) + len(text) + resultSize(r)
+func (c *cache) put(state stateKey, text string, r *Result) {
+	size := 64 + len(state.s) + len(text) + resultSize(r)
 	if size > c.maxShard/4 {
 		return // too big to be worth a slot
 	}
@@ -132,7 +171,7 @@ func (c *cache) put(state, text string, r *Result) {
 		sh.order = append([]uint64(nil), sh.order[sh.head:]...)
 		sh.head = 0
 	}
-	sh.m[h] = &centry{state: state, text: text, r: r, size: size}
+	sh.m[h] = &centry{state: state.s, text: text, r: r, size: size}
 	sh.order = append(sh.order, h)
 	sh.bytes += size
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unsafe"
 )
 
 // sameDecision compares two results statement by statement on everything
@@ -238,21 +239,43 @@ func TestLimitsAllowRealStatements(t *testing.T) {
 // other key's decision, and storing the key must leave the slot alone.
 func TestCacheHashCollision(t *testing.T) {
 	c := newCache(1 << 20)
+	st := internState("state")
 	other := &Result{Action: Block}
-	h, sh := c.hash("state", "SELECT 1")
+	h, sh := c.hash(st, "SELECT 1")
 	sh.m[h] = &centry{state: "state", text: "DROP TABLE users", r: other}
-	if r := c.get("state", "SELECT 1"); r != nil {
+	if r := c.get(st, "SELECT 1"); r != nil {
 		t.Fatalf("a key whose hash another key's entry holds got %v", r.Action)
 	}
 	sh.m[h] = &centry{state: "other state", text: "SELECT 1", r: other}
-	if r := c.get("state", "SELECT 1"); r != nil {
+	if r := c.get(st, "SELECT 1"); r != nil {
 		t.Fatalf("a key whose hash another state's entry holds got %v", r.Action)
 	}
-	c.put("state", "SELECT 1", &Result{Action: Allow})
+	c.put(st, "SELECT 1", &Result{Action: Allow})
 	if e := sh.m[h]; e.r != other {
 		t.Fatal("put replaced another key's entry")
 	}
-	if r := c.get("state", "SELECT 1"); r != nil {
+	if r := c.get(st, "SELECT 1"); r != nil {
 		t.Fatalf("after put, a key whose hash another key's entry holds got %v", r.Action)
+	}
+}
+
+// TestStateKeyInterned: sessions in the same state share one key string
+// and its hash, and a key equal in value but not shared still finds the
+// entries stored under the other (interning saves work, it decides
+// nothing).
+func TestStateKeyInterned(t *testing.T) {
+	a := internState(strings.Repeat("x", 3) + "|state")
+	b := internState(strings.Repeat("x", 3) + "|state")
+	if unsafe.StringData(a.s) != unsafe.StringData(b.s) || a.h != b.h {
+		t.Fatal("two equal state keys were not interned to one")
+	}
+	c := newCache(1 << 20)
+	c.put(a, "SELECT 1", &Result{Action: Allow})
+	own := stateKey{s: strings.Clone(a.s), h: a.h}
+	if r := c.get(own, "SELECT 1"); r == nil || r.Action != Allow {
+		t.Fatal("an equal key held in another string missed the cache")
+	}
+	if r := c.get(internState("xxx|other"), "SELECT 1"); r != nil {
+		t.Fatal("another state's key hit the entry")
 	}
 }

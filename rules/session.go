@@ -30,7 +30,7 @@ type Session struct {
 	ov       *overlay          // sealed; nil when the session changed no relation
 
 	// cache key, recomputed when the policy, catalog or state changes
-	key       string
+	key       stateKey
 	keyPolicy *Policy
 	keyCat    *catalogEntry
 	keyDirty  bool
@@ -46,7 +46,7 @@ type Session struct {
 
 type recentKey struct {
 	tx  txState
-	key string
+	key stateKey
 }
 
 // NewSession starts tracking a session. Its search_path is unknown until
@@ -217,7 +217,7 @@ func (s *Session) lookupCursor(name string) (string, bool) {
 
 // stateKey returns the part of the cache key that depends on the session:
 // everything a decision can depend on besides the text.
-func (s *Session) stateKey(pol *Policy, ce *catalogEntry) string {
+func (s *Session) stateKey(pol *Policy, ce *catalogEntry) stateKey {
 	if !s.keyDirty && s.keyPolicy == pol && s.keyCat == ce {
 		return s.key
 	}
@@ -228,7 +228,7 @@ func (s *Session) stateKey(pol *Policy, ce *catalogEntry) string {
 		s.recent = [4]recentKey{}
 	} else {
 		for i := range s.recent {
-			if rk := &s.recent[i]; rk.key != "" && rk.tx.equal(&s.tx) {
+			if rk := &s.recent[i]; rk.key.s != "" && rk.tx.equal(&s.tx) {
 				s.key, s.keyDirty = rk.key, false
 				return s.key
 			}
@@ -271,7 +271,7 @@ func (s *Session) stateKey(pol *Policy, ce *catalogEntry) string {
 		b.WriteString("|rel|")
 		b.WriteString(k)
 	}
-	s.key, s.keyPolicy, s.keyCat, s.keyDirty = b.String(), pol, ce, false
+	s.key, s.keyPolicy, s.keyCat, s.keyDirty = internState(b.String()), pol, ce, false
 	s.recent[s.next] = recentKey{tx: s.tx.clone(), key: s.key}
 	s.next = (s.next + 1) % len(s.recent)
 	return s.key
