@@ -143,7 +143,15 @@ type pathVal struct {
 }
 
 func (p pathVal) equal(q pathVal) bool {
-	return p.known == q.known && slices.Equal(p.entries, q.entries)
+	if p.known != q.known || len(p.entries) != len(q.entries) {
+		return false
+	}
+	// Values are never changed in place (a change makes a new slice), so
+	// copies of one value, the usual case, share their entries.
+	if len(p.entries) == 0 || &p.entries[0] == &q.entries[0] {
+		return true
+	}
+	return slices.Equal(p.entries, q.entries)
 }
 
 func mergePath(a, b pathVal) pathVal {
