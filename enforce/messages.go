@@ -259,7 +259,13 @@ func (st *sessionState) forwarded(typ byte, res *rules.Result, stmt string, recy
 			}
 			return proxy.MessageVerdict{}
 		}
-		tag := &queryTag{res: res, wasInTx: st.inTransaction()}
+		tag := st.spareTag
+		if tag != nil {
+			st.spareTag = nil
+		} else {
+			tag = new(queryTag)
+		}
+		tag.res, tag.wasInTx = res, st.inTransaction()
 		st.unconfirmed = append(st.unconfirmed, tag)
 		return proxy.MessageVerdict{Tag: tag}
 	case 'P':

@@ -42,6 +42,10 @@ type sessionState struct {
 	// unconfirmed holds the tags (*queryTag, *executeTag) of forwarded
 	// messages whose state changes the server has not confirmed yet.
 	unconfirmed []any
+	// spareTag is the last queryTag settled, for the next Query that
+	// needs one: a session's BEGIN and COMMIT are tagged in every
+	// transaction. The proxy keeps no tag past its request's reply.
+	spareTag *queryTag
 	// sqlPrepared names the statements prepared with SQL PREPARE, which
 	// Bind can run without new text; stmts keeps every protocol-level
 	// statement (Parse) with the policy that judged it, and portals the
@@ -324,6 +328,10 @@ func (st *sessionState) rereadSettings(ctx context.Context) error {
 func (st *sessionState) settledLocked(tag any) {
 	if i := slices.Index(st.unconfirmed, tag); i >= 0 {
 		st.unconfirmed = slices.Delete(st.unconfirmed, i, i+1)
+		if qt, ok := tag.(*queryTag); ok {
+			*qt = queryTag{}
+			st.spareTag = qt
+		}
 	}
 }
 
