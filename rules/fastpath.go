@@ -293,10 +293,9 @@ func (e *Engine) judgeFast(s *Session, state stateKey, sql string, key []byte, s
 	var r *Result
 	if len(spans) == 1 {
 		// One allocation for the common single-statement message, or
-		// none when the session has one given back (Session.Recycle).
-		one := s.spare
+		// none when one was given back (Session.Recycle).
+		one, _ := fastResults.Get().(*fastResult)
 		if one != nil {
-			s.spare = nil
 			*one = fastResult{}
 		} else {
 			one = &fastResult{}

@@ -3,6 +3,7 @@ package rules
 import (
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Session is one client session's state as the analysis needs it. It is
@@ -39,9 +40,6 @@ type Session struct {
 	// (idle, in a transaction), so most recomputations find theirs here.
 	recent [4]recentKey
 	next   int
-
-	// spare is a fast-path result given back with Recycle, for the next.
-	spare *fastResult
 }
 
 type recentKey struct {
@@ -156,18 +154,28 @@ func (s *Session) Unsettled(pending ...StateChange) *Session {
 }
 
 // Recycle gives back r, a result judged for this session, for the memory
-// of the session's next fast-path result: the caller must be done with r
-// and keep no reference to it or to its verdicts (their strings may be
-// kept: they do not change). Judging a statement that takes the fast path
-// then allocates nothing, which on the simple protocol, where every
-// statement is judged, is most of what the garbage collector would have to
-// follow. Only a single-statement fast-path result is kept; others are
-// left to the collector.
+// of a later fast-path result, of this session or another: the caller must
+// be done with r and keep no reference to it or to its verdicts (their
+// strings may be kept: they do not change). Judging a statement that takes
+// the fast path then allocates nothing, which on the simple protocol,
+// where every statement is judged, is most of what the garbage collector
+// would have to follow. Only a single-statement fast-path result is kept
+// (in fastResults); others are left to the collector. Recycling r again
+// does nothing.
 func (s *Session) Recycle(r *Result) {
 	if r != nil && r.mem != nil && r.Path == PathFast {
-		s.spare = r.mem
+		m := r.mem
+		r.mem = nil
+		fastResults.Put(m)
 	}
 }
+
+// fastResults are the fast-path results given back with Recycle. One pool
+// for all sessions rather than one result each: an event loop judges the
+// statements of many sessions in turn, and handing it the few results it
+// just gave back keeps their memory in the processor's cache, where each
+// session's own would have gone cold by its next statement.
+var fastResults sync.Pool
 
 // Sync reconciles the transaction state with the status byte of the
 // server's ReadyForQuery ('I', 'T' or 'E').
