@@ -66,7 +66,7 @@ type stateKey struct {
 // states interns state keys; see internState.
 var states struct {
 	sync.Mutex
-	m map[string]string
+	m map[string]stateKey
 }
 
 // maxStates bounds the interned state keys. Sessions seldom differ in
@@ -78,16 +78,16 @@ const maxStates = 4096
 // other session whose key is k.
 func internState(k string) stateKey {
 	states.Lock()
-	if v, ok := states.m[k]; ok {
-		k = v
-	} else {
-		if states.m == nil || len(states.m) >= maxStates {
-			states.m = make(map[string]string)
-		}
-		states.m[k] = k
+	defer states.Unlock()
+	if sk, ok := states.m[k]; ok {
+		return sk
 	}
-	states.Unlock()
-	return stateKey{s: k, h: maphash.String(hashSeed, k)}
+	if states.m == nil || len(states.m) >= maxStates {
+		states.m = make(map[string]stateKey)
+	}
+	sk := stateKey{s: k, h: maphash.String(hashSeed, k)}
+	states.m[k] = sk
+	return sk
 }
 
 // hash is the key's hash, and sh its shard.

@@ -200,7 +200,7 @@ func (e *Engine) judge(ctx context.Context, s *Session, sql string, borrowed boo
 	ce := e.catalog(s.id.Database)
 	key := s.stateKey(pol, ce)
 	if e.cache != nil {
-		if r := e.decided(s, key, sql); r != nil {
+		if r := e.decided(key, sql); r != nil {
 			return r, ""
 		}
 	}

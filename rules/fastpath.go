@@ -268,13 +268,13 @@ type fastResult struct {
 // (the fast path). A text with literals is looked up on the fast path
 // first, as the same literals are seldom sent twice; one without has the
 // same key in both, and the cache's Result comes ready-made.
-func (e *Engine) decided(s *Session, state stateKey, sql string) *Result {
+func (e *Engine) decided(state stateKey, sql string) *Result {
 	if len(sql) <= e.Limits().MaxBytes && len(sql) <= 4096 {
 		var buf [512]byte
 		var spanBuf [4]span
 		key, spans, ok := normalize(sql, buf[:], spanBuf[:])
 		if ok && string(key) != sql { // it has literals
-			if r := e.judgeFast(s, state, sql, key, spans); r != nil {
+			if r := e.judgeFast(state, sql, key, spans); r != nil {
 				return r
 			}
 		}
@@ -285,7 +285,7 @@ func (e *Engine) decided(s *Session, state stateKey, sql string) *Result {
 // judgeFast answers for sql, whose fast-path key and statement spans are
 // key and spans, from a decision made for the same statements with other
 // literals, when that decision did not depend on literal values.
-func (e *Engine) judgeFast(s *Session, state stateKey, sql string, key []byte, spans []span) *Result {
+func (e *Engine) judgeFast(state stateKey, sql string, key []byte, spans []span) *Result {
 	tmpl := e.fast.getBytes(state, key)
 	if tmpl == nil || len(tmpl.Statements) != len(spans) {
 		return nil
