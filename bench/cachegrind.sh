@@ -12,10 +12,11 @@
 # of -t WARM+TX transactions per client; the difference, divided by the extra transactions, is the
 # marginal cost of one transaction: start-up, the catalog load and the
 # first statements cancel out. Reported per transaction: instructions
-# (Ir), first-level data cache misses (D1: reads and writes; the simulated
-# cache is 32 KiB, 8-way, as on the machines the bench runs on) and
-# last-level misses. Instruction counts repeat to within a few percent
-# whatever else the machine is doing, except for the scheduler's spins
+# (Ir), first-level instruction cache misses (I1: code fetched again
+# because the path is larger than the cache), first-level data cache
+# misses (D1: reads and writes; both simulated caches are 32 KiB, 8-way,
+# as on the machines the bench runs on) and last-level misses.
+# Instruction counts repeat to within a few percent whatever else the machine is doing, except for the scheduler's spins
 # while the relay waits, which only ever add: each window is run -repeat
 # times (builds alternating) and its least count kept. Garbage-collection
 # cycles are whole events, so the second window is long enough to hold
@@ -188,8 +189,8 @@ measure() {
 }
 
 # pertx A B N: the events of cachegrind output B minus A, per transaction
-# (N of them): Ir, D1 misses (read + write), LL misses (data and
-# instructions).
+# (N of them): Ir, I1 misses, D1 misses (read + write), LL misses (data
+# and instructions).
 pertx() {
 	awk -v n="$3" '
 		/^events:/ { for (i = 2; i <= NF; i++) ev[i-1] = $i }
@@ -197,9 +198,10 @@ pertx() {
 		END {
 			a = ARGV[1]; b = ARGV[2]
 			ir = (v[b,"Ir"] - v[a,"Ir"]) / n
+			i1 = (v[b,"I1mr"] - v[a,"I1mr"]) / n
 			d1 = (v[b,"D1mr"] + v[b,"D1mw"] - v[a,"D1mr"] - v[a,"D1mw"]) / n
 			ll = (v[b,"DLmr"] + v[b,"DLmw"] + v[b,"ILmr"] - v[a,"DLmr"] - v[a,"DLmw"] - v[a,"ILmr"]) / n
-			printf "%.0f %.1f %.2f\n", ir, d1, ll
+			printf "%.0f %.1f %.1f %.2f\n", ir, i1, d1, ll
 		}' "$1" "$2"
 }
 
@@ -213,12 +215,13 @@ fndiff() {
 			s = (FILENAME == ARGV[1] || FILENAME == ARGV[4]) ? 1 : -1
 			for (i = 2; i <= NF; i++) {
 				if (ev[i-1] == "Ir") ir[fn] += s * $i
+				if (ev[i-1] == "I1mr") i1[fn] += s * $i
 				if (ev[i-1] == "D1mr" || ev[i-1] == "D1mw") d1[fn] += s * $i
 			}
 		}
-		END { for (f in ir) printf "%9.0f %7.2f  %s\n", ir[f] / n, d1[f] / n, f }
+		END { for (f in ir) printf "%9.0f %7.2f %7.2f  %s\n", ir[f] / n, i1[f] / n, d1[f] / n, f }
 	' "$1" "$2" "$3" "$4" | sort -g >"$work/fndiff"
-	echo "  Ir/tx  D1/tx  function (most saved first)"
+	echo "    Ir/tx   I1/tx   D1/tx  function (most saved first)"
 	head -n "$top" "$work/fndiff"
 	echo "  ... (most added last)"
 	tail -n "$top" "$work/fndiff"
@@ -230,7 +233,7 @@ leastrun() {
 }
 
 log "valgrind $(valgrind --version | sed 's/valgrind-//'), pgbench ${script_flags[*]:-TPC-B}, -t $warm and -t $((warm + tx)) per client, $repeat measurements per cell"
-printf '| -M | clients | build | Ir/tx | D1 misses/tx | LL misses/tx |\n|---|---:|---|---:|---:|---:|\n'
+printf '| -M | clients | build | Ir/tx | I1 misses/tx | D1 misses/tx | LL misses/tx |\n|---|---:|---|---:|---:|---:|---:|\n'
 declare -A res
 for mode in ${modes//,/ }; do
 	for c in ${clients//,/ }; do
@@ -240,7 +243,7 @@ for mode in ${modes//,/ }; do
 				b=${bins[$i]}
 				measure "$b" "$mode" "$c" "$warm" "$work/$mode-$c-$i-$r-a.cg"
 				measure "$b" "$mode" "$c" "$((warm + tx))" "$work/$mode-$c-$i-$r-b.cg"
-				log "$mode -c $c ${b}: run $r: $(pertx "$work/$mode-$c-$i-$r-a.cg" "$work/$mode-$c-$i-$r-b.cg" "$n" | awk '{ print $1 " Ir/tx, " $2 " D1 misses/tx" }')"
+				log "$mode -c $c ${b}: run $r: $(pertx "$work/$mode-$c-$i-$r-a.cg" "$work/$mode-$c-$i-$r-b.cg" "$n" | awk '{ print $1 " Ir/tx, " $2 " I1 and " $3 " D1 misses/tx" }')"
 			done
 		done
 		for i in "${!bins[@]}"; do
@@ -248,17 +251,20 @@ for mode in ${modes//,/ }; do
 			# scheduler spins, so some runs count more than their
 			# transactions did, never less: each window's least count of
 			# the repeats is the one closest to its work alone.
-			read -r ir d1 ll < <(pertx "$(leastrun "$work/$mode-$c-$i-"*-a.cg)" "$(leastrun "$work/$mode-$c-$i-"*-b.cg)" "$n")
+			read -r ir i1 d1 ll < <(pertx "$(leastrun "$work/$mode-$c-$i-"*-a.cg)" "$(leastrun "$work/$mode-$c-$i-"*-b.cg)" "$n")
 			res[$mode,$c,$i,ir]=$ir
+			res[$mode,$c,$i,i1]=$i1
 			res[$mode,$c,$i,d1]=$d1
-			printf '| %s | %s | %s | %.0f | %.1f | %.2f |\n' "$mode" "$c" "${bins[$i]}" "$ir" "$d1" "$ll"
+			printf '| %s | %s | %s | %.0f | %.1f | %.1f | %.2f |\n' "$mode" "$c" "${bins[$i]}" "$ir" "$i1" "$d1" "$ll"
 		done
 		if [ ${#bins[@]} -eq 2 ]; then
-			awk -v a="${res[$mode,$c,0,ir]}" -v b="${res[$mode,$c,1,ir]}" -v x="${res[$mode,$c,0,d1]}" -v y="${res[$mode,$c,1,d1]}" -v m="$mode" -v c="$c" \
-				'BEGIN { printf "| %s | %s | B / A | %.2f× | %.2f× | |\n", m, c, b / a, y / x }'
+			awk -v a="${res[$mode,$c,0,ir]}" -v b="${res[$mode,$c,1,ir]}" -v p="${res[$mode,$c,0,i1]}" -v q="${res[$mode,$c,1,i1]}" \
+				-v x="${res[$mode,$c,0,d1]}" -v y="${res[$mode,$c,1,d1]}" -v m="$mode" -v c="$c" \
+				'function r(u, v) { return u > 0 ? sprintf("%.2f×", v / u) : "" }
+				BEGIN { printf "| %s | %s | B / A | %s | %s | %s | |\n", m, c, r(a, b), r(p, q), r(x, y) }'
 			if [ "$top" -gt 0 ]; then
 				{
-					echo "-M $mode -c $c: Ir/tx and D1 misses/tx, ${bins[1]} minus ${bins[0]}, by function:"
+					echo "-M $mode -c $c: Ir, I1 and D1 misses per tx, ${bins[1]} minus ${bins[0]}, by function:"
 					fndiff "$(leastrun "$work/$mode-$c-0-"*-a.cg)" "$(leastrun "$work/$mode-$c-0-"*-b.cg)" \
 						"$(leastrun "$work/$mode-$c-1-"*-a.cg)" "$(leastrun "$work/$mode-$c-1-"*-b.cg)" "$n"
 				} >&2
