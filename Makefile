@@ -12,7 +12,7 @@ CONFIG      ?= examples/pgmoat.yaml
 # Test flags: CI runs the whole suite once, uncached.
 TESTFLAGS   ?= -count=1 -timeout 30m
 
-.PHONY: build run test deps lint bench bench-quick clean
+.PHONY: build run test deps lint bench bench-quick pgo clean
 
 build:
 	@test -x $(BIN) || echo "Building pgmoat: the first build compiles libpg_query (PostgreSQL's parser, C) and takes several minutes; later builds take seconds."
@@ -46,6 +46,19 @@ bench: build deps
 
 bench-quick: build deps
 	QUICK=1 bench/run.sh
+
+# pgo refreshes cmd/pgmoat/default.pgo, the CPU profile every `go build`
+# of pgmoat optimises with (profile-guided optimisation): a build without
+# it runs the bench's pgbench matrix with its CPU profile on. Refresh it
+# when the relay's or the enforcement's hot path changes (bench/README.md,
+# "Profile-guided optimisation").
+pgo: deps
+	CGO_ENABLED=1 $(GO) build -pgo=off -trimpath -o bin/pgmoat-nopgo ./cmd/pgmoat
+	rm -rf bin/pgo
+	bench/run.sh -out bin/pgo -profile bin/pgo -pgmoat bin/pgmoat-nopgo -targets pgmoat \
+		-scripts select,tpcb -modes simple,extended,prepared -clients 1,8,64 -rounds 2 -duration 4s \
+		-idle-sessions 0 -pending-holds 0 -stream-bytes 0 -connections 0 -guarded 0 -count-syscalls=false
+	cp bin/pgo/pgmoat.cpu.pprof cmd/pgmoat/default.pgo
 
 clean:
 	rm -rf bin

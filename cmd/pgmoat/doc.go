@@ -17,4 +17,9 @@
 // is broken) or an admin API error; 2 bad usage or an invalid
 // configuration (config check: also one a reload would refuse); 3 config
 // check could not ask the running instance.
+//
+// default.pgo is a CPU profile of pgmoat under the bench's pgbench matrix;
+// `go build` of this package uses it for profile-guided optimisation
+// (inlining and devirtualising the hot relay and enforcement calls).
+// `make pgo` refreshes it.
 package main
