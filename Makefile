@@ -51,7 +51,7 @@ bench-quick: build deps
 # of pgmoat optimises with (profile-guided optimisation): a build without
 # it runs the bench's pgbench matrix with its CPU profile on. Refresh it
 # when the relay's or the enforcement's hot path changes (bench/README.md,
-# "Profile-guided optimisation").
+# "The code a statement runs does not fit the instruction cache").
 pgo: deps
 	CGO_ENABLED=1 $(GO) build -pgo=off -trimpath -o bin/pgmoat-nopgo ./cmd/pgmoat
 	rm -rf bin/pgo
