@@ -16,8 +16,9 @@
 # because the path is larger than the cache), first-level data cache
 # misses (D1: reads and writes; both simulated caches are 32 KiB, 8-way,
 # as on the machines the bench runs on) and last-level misses.
-# Instruction counts repeat to within a few percent whatever else the machine is doing, except for the scheduler's spins
-# while the relay waits, which only ever add: each window is run -repeat
+# Instruction counts repeat to within a few percent whatever else the
+# machine is doing, except for the scheduler's spins while the relay
+# waits, which only ever add: each window is run -repeat
 # times (builds alternating) and its least count kept. Garbage-collection
 # cycles are whole events, so the second window is long enough to hold
 # several.
