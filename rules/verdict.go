@@ -134,3 +134,17 @@ func (v *Verdict) Decisive() []Effect {
 	}
 	return out
 }
+
+// DecisiveOp returns the most severe operation among the Decisive effects
+// (OpNone when there are none), without building their slice: the
+// metrics count every statement under it.
+func (v *Verdict) DecisiveOp() Operation {
+	op := OpNone
+	for i := range v.Effects {
+		ef := &v.Effects[i]
+		if ef.Op > op && (v.Action == Verify || !ef.Possible()) {
+			op = ef.Op
+		}
+	}
+	return op
+}
