@@ -17,7 +17,7 @@ type Metrics struct {
 	MessageMemoryWaits        *prometheus.CounterVec // outcome: granted, refused
 
 	Statements       *prometheus.CounterVec // decision: allow, log, block, hold; operation: none, drop, truncate, ...
-	AnalysisDuration prometheus.Histogram
+	AnalysisDuration *Durations
 	AnalysisCache    *prometheus.CounterVec // result: hit, miss
 
 	HoldsPending     prometheus.Gauge
@@ -90,11 +90,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "pgmoat_statements_total",
 			Help: "Statements judged, by decision and by the most severe operation found.",
 		}, []string{"decision", "operation"}),
-		AnalysisDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "pgmoat_analysis_duration_seconds",
-			Help:    "Time to analyse and judge one client message's SQL.",
-			Buckets: []float64{1e-7, 5e-7, 1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2},
-		}),
+		AnalysisDuration: NewDurations("pgmoat_analysis_duration_seconds", "Time to analyse and judge one client message's SQL.",
+			[]float64{1e-7, 5e-7, 1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2}),
 		AnalysisCache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgmoat_analysis_cache_requests_total",
 			Help: "Decision cache look-ups, by result (hit, miss).",
