@@ -163,6 +163,16 @@ func (e *Engine) storeEntry(database string, ce *catalogEntry) {
 
 func (e *Engine) catalog(db string) *catalogEntry { return (*e.cats.Load())[db] }
 
+// sessionCatalog is catalog for s's database, looked up again only when
+// the catalogs changed since s last asked: the look-up by name is code
+// every judged statement would run otherwise.
+func (e *Engine) sessionCatalog(s *Session) *catalogEntry {
+	if cats := e.cats.Load(); cats != s.cats {
+		s.cats, s.cat = cats, (*cats)[s.id.Database]
+	}
+	return s.cat
+}
+
 // Judge decides on sql, a simple Query message's text or a Parse message's
 // text (parameters $n are unknown values), for session s. It does not
 // change s: apply each statement's Changes with s.Apply once the server
@@ -197,7 +207,7 @@ func (e *Engine) JudgeBorrowed(ctx context.Context, s *Session, sql string) (r *
 
 func (e *Engine) judge(ctx context.Context, s *Session, sql string, borrowed bool) (r *Result, kept string) {
 	pol := e.pol.Load()
-	ce := e.catalog(s.id.Database)
+	ce := e.sessionCatalog(s)
 	key := s.stateKey(pol, ce)
 	if e.cache != nil {
 		if r := e.decided(key, sql); r != nil {
@@ -310,7 +320,7 @@ func unparseable(sql string, err error) *Verdict {
 // sentence ("FunctionCall of function OID 1234").
 func (e *Engine) JudgeOpaque(s *Session, what string) *Result {
 	pol := e.pol.Load()
-	s.stateKey(pol, e.catalog(s.id.Database))
+	s.stateKey(pol, e.sessionCatalog(s))
 	v := &Verdict{Text: what, Line: 1, Col: 1, Effects: []Effect{{Op: OpOpaque, Object: everything(), What: what}}}
 	decide(pol, s.mask, v)
 	r := &Result{Statements: []*Verdict{v}}
@@ -324,7 +334,7 @@ func (e *Engine) JudgeOpaque(s *Session, what string) *Result {
 // holds or blocks it as it would a statement that said so.
 func (e *Engine) JudgeMeasured(s *Session, text string, effects []Effect) *Result {
 	pol := e.pol.Load()
-	s.stateKey(pol, e.catalog(s.id.Database))
+	s.stateKey(pol, e.sessionCatalog(s))
 	v := &Verdict{Text: text, Line: 1, Col: 1, Effects: effects}
 	decide(pol, s.mask, v)
 	r := &Result{Statements: []*Verdict{v}}

@@ -566,3 +566,41 @@ CREATE TABLE public.users (id int, country text REFERENCES lookups.countries (co
 		t.Errorf("without a catalog: got %s", r.Action)
 	}
 }
+
+// TestSessionSeesCatalogChange: a session judges under the catalog in
+// force at each statement, however many it judged before (the engine
+// hands a session its catalog from a copy it keeps until the catalogs
+// change).
+func TestSessionSeesCatalogChange(t *testing.T) {
+	eng := testEngine(t, defaultProtect)
+	cat, err := CatalogFromSQL(relDDL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := knownSession("app")
+	other := NewSession(Identity{User: "app", Database: "other"})
+	other.SetSearchPath([]string{"$user", "public"})
+	// With a catalog, a relation it does not know may reach a protected
+	// one; without, only its name counts.
+	const sql = "DELETE FROM made_elsewhere"
+	for i, step := range []struct {
+		set  func()
+		want Action
+	}{
+		{func() {}, Allow},
+		{func() { eng.SetCatalog("app", cat) }, Block},
+		{func() { eng.SetCatalog("other", cat) }, Block}, // another database's change
+		{func() { eng.SetCatalog("app", nil) }, Allow},
+		{func() { eng.SetCatalog("app", cat) }, Block},
+	} {
+		step.set()
+		for range 2 { // the second from the cache
+			if got := eng.Judge(s, sql).Action; got != step.want {
+				t.Fatalf("step %d: %s, want %s", i, got, step.want)
+			}
+		}
+	}
+	if got := eng.Judge(other, sql).Action; got != Block {
+		t.Fatalf("database other, under its catalog: %s, want Block", got)
+	}
+}

@@ -36,6 +36,10 @@ type Session struct {
 	keyCat    *catalogEntry
 	keyDirty  bool
 	mask      uint64
+	// the catalog of the session's database, as of the engine's
+	// catalogs cats (Engine.sessionCatalog)
+	cats *map[string]*catalogEntry
+	cat  *catalogEntry
 	// recent keys by state: sessions alternate between a few states
 	// (idle, in a transaction), so most recomputations find theirs here.
 	recent [4]recentKey
