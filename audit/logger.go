@@ -58,7 +58,7 @@ type Logger struct {
 	queueSize int
 	disabled  bool
 	// The settings Apply may change while running.
-	all      atomic.Bool // audit.statements: all
+	all      atomic.Bool // audit.statements: all (and a path to write to)
 	redact   atomic.Bool
 	interval atomic.Int64 // audit.flush_interval, in nanoseconds
 	// maxStatement is audit.max_statement_bytes.
@@ -120,7 +120,7 @@ func Open(cfg config.Audit, opts Options) (*Logger, error) {
 		l.clock = time.Now
 	}
 	l.healthy.Store(true)
-	l.all.Store(cfg.Statements == "all")
+	l.all.Store(cfg.Statements == "all" && !l.disabled)
 	l.redact.Store(cfg.Redact)
 	l.interval.Store(int64(cfg.FlushInterval))
 	l.maxStatement.Store(int64(cfg.MaxStatementBytes))
@@ -169,7 +169,7 @@ const warnEvery = 10 * time.Second
 // AllStatements reports whether allowed statements are recorded
 // (audit.statements: all). A caller may skip building Statement events
 // when it is false; they would be discarded anyway.
-func (l *Logger) AllStatements() bool { return l != nil && !l.disabled && l.all.Load() }
+func (l *Logger) AllStatements() bool { return l != nil && l.all.Load() }
 
 // Healthy reports whether the last attempt to write the audit log
 // succeeded. It turns false on a failed write and true again on the next
@@ -267,7 +267,7 @@ func (l *Logger) Apply(cfg config.Audit) error {
 	if cfg.QueueSize != l.queueSize && !l.disabled {
 		fixed = append(fixed, "audit.queue_size")
 	}
-	l.all.Store(cfg.Statements == "all")
+	l.all.Store(cfg.Statements == "all" && !l.disabled)
 	l.redact.Store(cfg.Redact)
 	if cfg.MaxStatementBytes > 0 {
 		l.maxStatement.Store(int64(cfg.MaxStatementBytes))

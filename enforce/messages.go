@@ -223,10 +223,15 @@ func (st *sessionState) keeps(res *rules.Result) bool {
 // logged writes a log decision to the audit log before the message goes
 // on. When it cannot be written, ok is false and v refuses the message:
 // fail closed.
+// (The test is all that runs for most statements, and inlines.)
 func (st *sessionState) logged(typ byte, res *rules.Result) (v proxy.MessageVerdict, ok bool) {
 	if res.Action != rules.Log {
 		return proxy.MessageVerdict{}, true
 	}
+	return st.recordLogged(typ, res)
+}
+
+func (st *sessionState) recordLogged(typ byte, res *rules.Result) (v proxy.MessageVerdict, ok bool) {
 	if err := st.recordDecision(res, "log", ""); err != nil {
 		return st.refuseAuditDown(typ, res, err), false
 	}

@@ -185,10 +185,17 @@ func (st *sessionState) count(res *rules.Result, decision rules.Action) {
 // through ("pre-approved", "approved"); the recorded decision is what
 // happened to the statement (allow, or log), not what the policy alone
 // would have done.
+//
+// allowed itself is only the test, small enough to inline: most
+// deployments record decisions only, and every statement let through
+// passes here.
 func (st *sessionState) allowed(res *rules.Result, why string) {
-	if !st.e.audit.AllStatements() {
-		return
+	if st.e.audit.AllStatements() {
+		st.recordAllowed(res, why)
 	}
+}
+
+func (st *sessionState) recordAllowed(res *rules.Result, why string) {
 	for _, v := range res.Statements {
 		ev := st.event(audit.Statement)
 		ev.Statement = v.Text

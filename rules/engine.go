@@ -3,7 +3,6 @@ package rules
 import (
 	"context"
 	"errors"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,9 +124,17 @@ func (e *Engine) SetCatalog(database string, c *Catalog) {
 // hide a table from all). Like a session's own, these relations do not
 // shadow others on the search path: they may be uncommitted.
 func (e *Engine) Learn(database string, changes ...StateChange) {
-	if !slices.ContainsFunc(changes, func(c StateChange) bool { return touchesRelations(c.Kind) }) {
-		return
+	// The test inlines: most confirmed changes (BEGIN, COMMIT, SET) are
+	// none of the catalog's.
+	for i := range changes {
+		if touchesRelations(changes[i].Kind) {
+			e.learn(database, changes)
+			return
+		}
 	}
+}
+
+func (e *Engine) learn(database string, changes []StateChange) {
 	e.catMu.Lock()
 	defer e.catMu.Unlock()
 	old := e.catalog(database)

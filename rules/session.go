@@ -97,7 +97,9 @@ func (s *Session) SearchPath() (entries []string, ok bool) {
 func (s *Session) Apply(changes ...StateChange) {
 	ov := s.ov
 	for _, c := range changes {
-		ov = ov.with(c)
+		if touchesRelations(c.Kind) {
+			ov = ov.with(c)
+		}
 		switch c.Kind {
 		case ChangeCreateRelation, ChangeEdge, ChangeDropRelation, ChangeRenameRelation, ChangeDropSchema, ChangeDiscardTemp:
 		case ChangePrepare:
