@@ -160,6 +160,28 @@ func TestJudgeContextStops(t *testing.T) {
 	}
 }
 
+// TestSkipLeadingComments: where a statement's text starts, after the
+// white space and comments its slice of the message begins with.
+func TestSkipLeadingComments(t *testing.T) {
+	for text, want := range map[string]int{
+		"":                        0,
+		"DROP TABLE t":            0,
+		"-1":                      0, // a minus, not a comment
+		"/ 2":                     0,
+		"  DROP TABLE t":          2,
+		"\n\t DROP":               3,
+		"-- c\nDROP":              5,
+		"--":                      2,
+		"/* a /* b */ c */ DROP":  18,
+		"/* unterminated DROP":    0,
+		" \n/* x */ -- y\n  DROP": 17,
+	} {
+		if got := skipLeadingComments(text); got != want {
+			t.Errorf("skipLeadingComments(%q) = %d, want %d", text, got, want)
+		}
+	}
+}
+
 func mustCompile(t *testing.T, cfg PolicyConfig) *Policy {
 	t.Helper()
 	p, err := Compile(cfg)
@@ -183,7 +205,7 @@ func TestPlacerMatchesAScanFromTheStart(t *testing.T) {
 		return line, off - start + 1
 	}
 	pl := newPlacer(msg)
-	for _, off := range []int{0, 1, 2, 3, 5, 6, 7, 9, 12, 4, 13} {
+	for _, off := range []int{0, 0, 1, 2, 3, 5, 5, 6, 7, 9, 12, 4, 4, 13} {
 		l, c := pl.position(off)
 		if wl, wc := scan(off); l != wl || c != wc {
 			t.Errorf("offset %d: %d:%d, want %d:%d", off, l, c, wl, wc)

@@ -25,6 +25,9 @@ func placeVerdict(v *Verdict, pl *placer, start int, text string) {
 // the end of the line, and nesting /* */) that belong with the previous
 // line. Positions and texts shown to people start at the statement itself.
 func skipLeadingComments(text string) int {
+	if text == "" || !isSpace(text[0]) && text[0] != '-' && text[0] != '/' {
+		return 0 // most statements: the loop's cases are not run
+	}
 	i := 0
 	for i < len(text) {
 		switch {
@@ -81,6 +84,9 @@ func (p *placer) position(off int) (line, col int) {
 	off = min(max(off, 0), len(p.msg))
 	if off < p.off {
 		*p = newPlacer(p.msg) // not in order: start again
+	}
+	if off == p.off {
+		return p.line, off - p.lineStart + 1 // a message's first statement, most often
 	}
 	seg := p.msg[p.off:off]
 	if n := strings.Count(seg, "\n"); n > 0 {
