@@ -252,16 +252,20 @@ func (st *sessionState) forwardPlain(typ byte, res *rules.Result, stmt string) p
 	return st.forwarded(typ, res, stmt, true)
 }
 
+// forwarded is forward and forwardPlain: a Query that changes session
+// state is tagged, a Parse remembered. The lock is released by hand, not
+// deferred: the deferred call is code of its own, which every statement
+// let through ran.
 func (st *sessionState) forwarded(typ byte, res *rules.Result, stmt string, recycle bool) proxy.MessageVerdict {
 	changes := hasChanges(res)
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	switch typ {
 	case 'Q':
 		if !changes {
 			if recycle {
 				st.analysis.Recycle(res)
 			}
+			st.mu.Unlock()
 			return proxy.MessageVerdict{}
 		}
 		tag := st.spareTag
@@ -272,6 +276,7 @@ func (st *sessionState) forwarded(typ byte, res *rules.Result, stmt string, recy
 		}
 		tag.res, tag.wasInTx = res, st.inTransaction()
 		st.unconfirmed = append(st.unconfirmed, tag)
+		st.mu.Unlock()
 		return proxy.MessageVerdict{Tag: tag}
 	case 'P':
 		text := joinTexts(res)
@@ -289,6 +294,7 @@ func (st *sessionState) forwarded(typ byte, res *rules.Result, stmt string, recy
 		st.stmts[stmt] = ps
 		st.lastStmt = nil
 	}
+	st.mu.Unlock()
 	return proxy.MessageVerdict{}
 }
 

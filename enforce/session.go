@@ -249,8 +249,7 @@ func (st *sessionState) serverMessage(tag any, typ byte, body []byte) error {
 		}
 		return nil
 	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
+	st.mu.Lock() // released by hand at the end, as in forwarded
 	switch t := tag.(type) {
 	case *queryTag:
 		switch typ {
@@ -303,6 +302,7 @@ func (st *sessionState) serverMessage(tag any, typ byte, body []byte) error {
 			}
 		}
 	}
+	st.mu.Unlock()
 	return nil
 }
 
