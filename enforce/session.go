@@ -186,9 +186,9 @@ func (st *sessionState) count(res *rules.Result, decision rules.Action) {
 // happened to the statement (allow, or log), not what the policy alone
 // would have done.
 //
-// allowed itself is only the test, small enough to inline: most
-// deployments record decisions only, and every statement let through
-// passes here.
+// allowed itself is only the test, the records in a function of their
+// own: most deployments record decisions only, and every statement let
+// through passes here.
 func (st *sessionState) allowed(res *rules.Result, why string) {
 	if st.e.audit.AllStatements() {
 		st.recordAllowed(res, why)
