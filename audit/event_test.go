@@ -323,9 +323,13 @@ func TestUnknownKindRefused(t *testing.T) {
 func TestDisabledLoggerAcceptsEverything(t *testing.T) {
 	cfg := config.Default().Audit
 	cfg.Path = ""
+	cfg.Statements = "all" // nothing to write them to: still not recorded
 	l, err := Open(cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if err := l.Apply(cfg); err != nil {
+		t.Fatalf("Apply of the same settings: %v", err)
 	}
 	var nilLogger *Logger
 	for _, l := range []*Logger{l, nilLogger} {

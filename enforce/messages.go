@@ -222,8 +222,8 @@ func (st *sessionState) keeps(res *rules.Result) bool {
 
 // logged writes a log decision to the audit log before the message goes
 // on. When it cannot be written, ok is false and v refuses the message:
-// fail closed.
-// (The test is all that runs for most statements, and inlines.)
+// fail closed. The test is all that runs for most statements, and
+// inlines; recordLogged does the rest.
 func (st *sessionState) logged(typ byte, res *rules.Result) (v proxy.MessageVerdict, ok bool) {
 	if res.Action != rules.Log {
 		return proxy.MessageVerdict{}, true
