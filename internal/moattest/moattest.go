@@ -3,6 +3,7 @@ package moattest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -109,6 +110,38 @@ type Moat struct {
 func Start(t testing.TB, c *pgtest.Cluster, o Options) *Moat {
 	t.Helper()
 	bin := Binary(t)
+	for try := 1; ; try++ {
+		m := launch(t, bin, c, o)
+		err := m.waitReady()
+		if err == nil {
+			t.Cleanup(func() {
+				m.Stop()
+				if t.Failed() {
+					t.Logf("pgmoat output:\n%s", m.Log())
+				}
+			})
+			return m
+		}
+		m.Stop()
+		if try < portTries && strings.Contains(m.Log(), "address already in use") {
+			t.Logf("a port picked for pgmoat was taken before it listened (try %d); picking others", try)
+			continue
+		}
+		t.Fatalf("%v\n%s", err, m.Log())
+	}
+}
+
+// portTries is how many times Start picks new ports for a pgmoat that
+// found one taken: freeAddr's port is free when picked, but until pgmoat
+// listens on it anything may take it (another test's server, or the
+// ephemeral port of an outgoing connection, which comes from the same
+// range).
+const portTries = 5
+
+// launch writes a configuration with newly picked ports and starts
+// `pgmoat serve` with it.
+func launch(t testing.TB, bin string, c *pgtest.Cluster, o Options) *Moat {
+	t.Helper()
 	dir := t.TempDir()
 	m := &Moat{t: t, Dir: dir, cluster: c, log: &syncBuffer{}, done: make(chan struct{})}
 	m.Addr = freeAddr(t)
@@ -162,35 +195,29 @@ log:
 		m.exitErr = m.cmd.Wait()
 		close(m.done)
 	}()
-	t.Cleanup(func() {
-		m.Stop()
-		if t.Failed() {
-			t.Logf("pgmoat output:\n%s", m.Log())
-		}
-	})
-	m.waitReady()
 	return m
 }
 
-func (m *Moat) waitReady() {
-	m.t.Helper()
+// waitReady waits until pgmoat answers /readyz, and says why not when it
+// exits first or takes longer than 30 seconds.
+func (m *Moat) waitReady() error {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case <-m.done:
-			m.t.Fatalf("pgmoat exited during start: %v\n%s", m.exitErr, m.Log())
+			return fmt.Errorf("pgmoat exited during start: %v", m.exitErr)
 		default:
 		}
 		resp, err := http.Get(m.AdminURL + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return
+				return nil
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	m.t.Fatalf("pgmoat not ready after 30s\n%s", m.Log())
+	return errors.New("pgmoat not ready after 30s")
 }
 
 // ConnString returns a URL for connecting through pgmoat.
