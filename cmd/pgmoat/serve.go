@@ -103,6 +103,10 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 		runtime.MemProfileRate = 64 << 10
 		defer func() {
 			if out, err := os.Create(f.memProfile); err == nil {
+				// The profile is as of the last collection: without one
+				// here, what was allocated since (all of a short run's
+				// traffic, with a heap that rarely grows) is missing.
+				runtime.GC()
 				pprof.Lookup("allocs").WriteTo(out, 0)
 				out.Close()
 			}
