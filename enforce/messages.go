@@ -154,7 +154,9 @@ const watchBytes = 64 << 10
 // statement returns (proxy.ClientMessage.Borrow). The commonest message,
 // a statement let through as it is with nothing to record, is judged and
 // forwarded without a copy of it; everything that keeps the text (the
-// full analysis, an audit record, a hold, a guard, a tag) gets a copy.
+// full analysis, an audit record, a hold, a guard, a tag) gets a copy,
+// or the cache's own (a decision found in the exact-text cache: BEGIN,
+// COMMIT, any statement without literals seen before).
 func (st *sessionState) statement(ctx context.Context, typ byte, text string, borrowed bool, name []byte, mayBlock bool) (proxy.MessageVerdict, error) {
 	// With nothing protected, no name needs resolving, so nothing is
 	// read back (a session would leave the event loop for it); a reload
@@ -195,7 +197,9 @@ func (st *sessionState) statement(ctx context.Context, typ byte, text string, bo
 	if res.Action != rules.Allow && !mayBlock {
 		return proxy.MessageVerdict{}, errWouldBlock
 	}
-	if borrowed && st.keeps(res) {
+	// A cached decision's texts are the cache's own: only a fast-path
+	// result refers to the borrowed text, and only verify keeps text.
+	if borrowed && (res.Action == rules.Verify || res.Borrows() && st.keeps(res)) {
 		text = strings.Clone(text)
 		res.Keep(text)
 	}

@@ -78,7 +78,7 @@ type Result struct {
 // borrowed one. Only the fast path's verdicts are cut from the message's
 // text; a cached Result's texts are the cache's own, and are left alone.
 func (r *Result) Keep(text string) {
-	if r.Path != PathFast {
+	if !r.Borrows() {
 		return
 	}
 	for _, v := range r.Statements {
@@ -90,6 +90,11 @@ func (r *Result) Keep(text string) {
 		}
 	}
 }
+
+// Borrows reports whether r, a Result of Engine.JudgeBorrowed, refers to
+// the borrowed text: only the fast path's does, and only its needs Keep
+// before it outlives that text.
+func (r *Result) Borrows() bool { return r.Path == PathFast }
 
 // Decision returns the deciding verdict, or nil.
 func (r *Result) Decision() *Verdict {
