@@ -167,7 +167,7 @@ const (
 )
 
 // Possible reports whether the effect is only possible (see Doubt).
-func (ef Effect) Possible() bool { return ef.Doubt != DoubtNone }
+func (ef *Effect) Possible() bool { return ef.Doubt != DoubtNone }
 
 // NumOperations is the number of operations, OpNone included: operations
 // are numbered 0 to NumOperations-1.
