@@ -309,7 +309,9 @@ func TestRecycleFastPath(t *testing.T) {
 // TestJudgeBorrowed judges texts that live in a buffer which is then
 // overwritten, as the proxy's read buffer is by the next message: what a
 // caller keeps of a Result (after Keep), and what the cache keeps, must
-// still read as the text that was judged.
+// still read as the text that was judged. Only the fast path's Result
+// Borrows: the enforcer copies the text for no other (a cached BEGIN's is
+// kept without one).
 func TestJudgeBorrowed(t *testing.T) {
 	p, err := Compile(PolicyConfig{Protect: []string{"public.users"}})
 	if err != nil {
@@ -350,8 +352,8 @@ func TestJudgeBorrowed(t *testing.T) {
 
 	// Never seen: the full analysis judges (and caches) a copy.
 	r := borrow(q(1), func(r *Result, kept string) {
-		if r.Path != PathFull || kept != q(1) {
-			t.Errorf("first judgement: path %v, kept %q; want the full path and a copy", r.Path, kept)
+		if r.Path != PathFull || kept != q(1) || r.Borrows() {
+			t.Errorf("first judgement: path %v, kept %q, borrows %v; want the full path and a copy", r.Path, kept, r.Borrows())
 		}
 	})
 	if got := texts(r); !slices.Equal(got, want(1)) {
@@ -362,8 +364,8 @@ func TestJudgeBorrowed(t *testing.T) {
 	// the copy.
 	for _, n := range []int{1, 22} {
 		r = borrow(q(n), func(r *Result, kept string) {
-			if r.Path != PathFast || kept != "" {
-				t.Errorf("judging %q again: path %v, kept %q; want the fast path and no copy", q(n), r.Path, kept)
+			if r.Path != PathFast || kept != "" || !r.Borrows() {
+				t.Errorf("judging %q again: path %v, kept %q, borrows %v; want the fast path, borrowing", q(n), r.Path, kept, r.Borrows())
 			}
 			r.Keep(strings.Clone(q(n)))
 		})
@@ -377,8 +379,8 @@ func TestJudgeBorrowed(t *testing.T) {
 	borrow(noLiterals, func(*Result, string) {})
 	for range 2 {
 		r = borrow(noLiterals, func(r *Result, kept string) {
-			if r.Path != PathCache || kept != "" {
-				t.Errorf("judging %q again: path %v, kept %q; want the cache and no copy", noLiterals, r.Path, kept)
+			if r.Path != PathCache || kept != "" || r.Borrows() {
+				t.Errorf("judging %q again: path %v, kept %q, borrows %v; want the cache and no copy", noLiterals, r.Path, kept, r.Borrows())
 			}
 			r.Keep(strings.Repeat("!", len(noLiterals)))
 		})
