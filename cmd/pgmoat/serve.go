@@ -102,13 +102,8 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 	if f.memProfile != "" {
 		runtime.MemProfileRate = 64 << 10
 		defer func() {
-			if out, err := os.Create(f.memProfile); err == nil {
-				// The profile is as of the last collection: without one
-				// here, what was allocated since (all of a short run's
-				// traffic, with a heap that rarely grows) is missing.
-				runtime.GC()
-				pprof.Lookup("allocs").WriteTo(out, 0)
-				out.Close()
+			if err := writeAllocsProfile(f.memProfile); err != nil {
+				fmt.Fprintf(stderr, "pgmoat: --memprofile: %v\n", err)
 			}
 		}()
 	}
@@ -466,4 +461,22 @@ func (d *daemon) reloadFailed(err error) error {
 	d.log.Error("configuration reload rejected; the previous configuration stays in force", "err", err)
 	d.audit.RecordAsync(audit.Event{Kind: audit.ConfigReloadFailed, Error: err.Error()})
 	return err
+}
+
+// writeAllocsProfile writes the allocations profile to path, after a
+// garbage collection, as runtime/pprof advises for up-to-date statistics:
+// without one, a profile of a TPC-B run through pgmoat held 35,814
+// objects and none of the 2 per transaction that go_memstats_mallocs_total
+// counted; with it, 77,849, and their caller (bench/README.md).
+func writeAllocsProfile(path string) error {
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.Lookup("allocs").WriteTo(out, 0); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
