@@ -513,6 +513,63 @@ func TestSQLPrepareOutlivesItsMessage(t *testing.T) {
 	}
 }
 
+// TestParseOutlivesItsMessage is TestSQLPrepareOutlivesItsMessage for
+// the protocol: a named statement and the unnamed one are Parse'd, on the
+// fast path straight from the read buffer, as UPDATEs of every row of a
+// table pgmoat does not protect yet. Later messages are read over them,
+// and a reload protects the table. A Bind after a reload judges the
+// statement's text again: it must be the UPDATE's, which the analysis
+// blocks, not the SELECT the buffer holds by then.
+func TestParseOutlivesItsMessage(t *testing.T) {
+	c := pgtest.Get(t)
+	db := newDB(t, c)
+	lenient := "policy:\n  protect: [public.orders]\n"
+	m := moattest.Start(t, c, moattest.Options{Config: lenient})
+	ctx := context.Background()
+	pg := direct(t, c, db)
+	conn := connect(t, m.SuperConnString(db))
+	pc := conn.PgConn()
+
+	// The first text goes through the full analysis, which teaches the
+	// fast path its shape; the second differs from it only in a literal.
+	if _, err := pc.Prepare(ctx, "first", "UPDATE users SET name = 'first'", nil); err != nil {
+		t.Fatal(err)
+	}
+	named := "UPDATE users SET name = 'named'"
+	if _, err := pc.Prepare(ctx, "wipe", named, nil); err != nil {
+		t.Fatal(err)
+	}
+	overwrite := func() {
+		for n := 80; n >= 0; n-- {
+			if err := pc.Exec(ctx, "SELECT '"+strings.Repeat("x", len(named)-9+n)+"'").Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	overwrite()
+	replacePolicy(t, m, lenient, blockPolicy)
+	err := pc.ExecPrepared(ctx, "wipe", nil, nil, nil).Read().Err
+	wantBlocked(t, err, "public.users", "Bind of a named statement Parsed on the fast path before the reload")
+	wantUsable(t, conn)
+
+	// The unnamed statement, Parsed and Described (as a driver does to
+	// learn its result's columns), bound only after the reload.
+	replacePolicy(t, m, blockPolicy, lenient)
+	if _, err := pc.Prepare(ctx, "", "UPDATE users SET name = 'unnamed'", nil); err != nil {
+		t.Fatal(err)
+	}
+	overwrite()
+	replacePolicy(t, m, lenient, blockPolicy)
+	err = pc.ExecPrepared(ctx, "", nil, nil, nil).Read().Err
+	wantBlocked(t, err, "public.users", "Bind of the unnamed statement Parsed on the fast path before the reload")
+
+	var changed int
+	if err := pg.QueryRow(ctx, "SELECT count(*) FROM users WHERE name IN ('named', 'unnamed')").Scan(&changed); err != nil || changed != 0 {
+		t.Errorf("%d rows of users updated (%v)", changed, err)
+	}
+	wantTable(t, pg, "public.users", 3)
+}
+
 // TestNewRelationsReachingProtectedTables creates, with statements pgmoat
 // allows, a relation through which a later statement reaches a protected
 // table (a view, an inheritance parent, a partitioned parent), then runs

@@ -74,7 +74,8 @@ func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayB
 			}
 			return st.verifyOwnTypes(ctx, m.Text(sql), name, own)
 		}
-		return st.statement(ctx, m.Type, m.Text(sql), false, name, mayBlock)
+		text, borrowed := m.Borrow(sql)
+		return st.statement(ctx, m.Type, text, borrowed, name, mayBlock)
 	case 'B':
 		portal, stmt, err := m.BindNames()
 		if err != nil {
@@ -199,7 +200,7 @@ func (st *sessionState) statement(ctx context.Context, typ byte, text string, bo
 	}
 	// A cached decision's texts are the cache's own: only a fast-path
 	// result refers to the borrowed text, and only verify keeps text.
-	if borrowed && (res.Action == rules.Verify || res.Borrows() && st.keeps(res)) {
+	if borrowed && (res.Action == rules.Verify || res.Borrows() && st.keeps(typ, res)) {
 		text = strings.Clone(text)
 		res.Keep(text)
 	}
@@ -218,10 +219,11 @@ func (st *sessionState) statement(ctx context.Context, typ byte, text string, bo
 }
 
 // keeps reports whether carrying out the decision keeps the statement's
-// text past the message: everything but letting through, unrecorded, a
-// statement that changes no session state.
-func (st *sessionState) keeps(res *rules.Result) bool {
-	return res.Action != rules.Allow || hasChanges(res) || st.e.audit.AllStatements()
+// text past the message: a Parse's always (the prepared statement is
+// judged again after a reload), a Query's unless it is let through,
+// unrecorded, changing no session state.
+func (st *sessionState) keeps(typ byte, res *rules.Result) bool {
+	return typ == 'P' || res.Action != rules.Allow || hasChanges(res) || st.e.audit.AllStatements()
 }
 
 // logged writes a log decision to the audit log before the message goes
@@ -291,12 +293,21 @@ func (st *sessionState) forwarded(typ byte, res *rules.Result, stmt string, recy
 		if st.stmts == nil {
 			st.stmts = map[string]*parsedStmt{}
 		}
-		ps := &parsedStmt{name: stmt, text: text, policy: st.e.engine.Policy().Version()}
+		// Every Parse of the unnamed statement replaces it: its record
+		// is reused (nothing keeps one past the message that found it).
+		var ps *parsedStmt
+		if stmt == "" {
+			ps = st.stmts[stmt]
+		}
+		if ps == nil {
+			ps = new(parsedStmt)
+			st.stmts[stmt] = ps
+		}
+		*ps = parsedStmt{name: stmt, text: text, policy: st.e.engine.Policy().Version()}
 		if changes {
 			ps.res = res
 		}
-		st.stmts[stmt] = ps
-		st.lastStmt = nil
+		st.lastStmt = ps // most likely the next Bind's
 	}
 	st.mu.Unlock()
 	return proxy.MessageVerdict{}

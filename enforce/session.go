@@ -54,7 +54,8 @@ type sessionState struct {
 	stmts       map[string]*parsedStmt
 	// lastStmt is the statement the last Bind found in stmts (or nil):
 	// a client binds the same prepared statement again and again, and
-	// finds it here without a map look-up. Every change to stmts clears it.
+	// finds it here without a map look-up. Every change to stmts clears it,
+	// or sets it to the statement a Parse recorded.
 	lastStmt *parsedStmt
 	portals  map[string]*rules.Result // named portals
 	// unnamedPortal is portals' entry for the unnamed portal, which
