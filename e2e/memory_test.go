@@ -257,12 +257,14 @@ func TestMessageMemoryBudget(t *testing.T) {
 }
 
 // TestTransactionsAllocateNothing runs pgbench's TPC-B-like transaction
-// (-M simple: BEGIN, statements on protected tables with new literals each
-// time, END) through pgmoat and counts what its Go heap allocates per
-// transaction (go_memstats_mallocs_total): next to nothing, since an
-// allocation per transaction costs the collector's cycles on every one. A
-// copy of each cached statement's text (BEGIN and END: their decisions are
-// the cache's, with texts of its own) made it two.
+// (BEGIN, statements on protected tables with new values each time, END)
+// through pgmoat in each protocol and counts what its Go heap allocates
+// per transaction (go_memstats_mallocs_total): next to nothing, since an
+// allocation per transaction costs the collector's cycles on every one.
+// In -M simple a copy of each cached statement's text (BEGIN and END:
+// their decisions are the cache's, with texts of its own) made it two; in
+// -M extended a copy of every Parse's text and a record of each unnamed
+// statement made it fourteen.
 //
 // The runtime counts a span's allocations when it takes the next one, so
 // the counter lags by up to a few thousand: the runs are long enough for
@@ -295,26 +297,30 @@ INSERT INTO history (tid, aid, delta, mtime) VALUES (:tid, :aid, :delta, CURRENT
 END;
 `)
 	const clients = 2
-	run := func(perClient int) float64 {
-		before := metricValue(t, scrapeMetrics(t, m), "go_memstats_mallocs_total", nil)
-		cmd := exec.Command(pgbench, "-n", "-M", "simple", "-f", script, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(clients),
-			"-t", strconv.Itoa(perClient), m.SuperConnString(db, "sslmode=disable"))
-		cmd.Env = append(os.Environ(), "PGPASSWORD="+c.SuperPassword)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("pgbench: %v\n%s", err, out)
-		}
-		return metricValue(t, scrapeMetrics(t, m), "go_memstats_mallocs_total", nil) - before
-	}
-	run(50) // first sight of each statement: full analysis, caches filled
-	// Two runs that differ only in length: setting sessions up, and the
-	// scrapes, allocate alike in both, so the difference is the
-	// transactions'.
-	const short, long = 100, 2600
-	a := run(short)
-	b := run(long)
-	perTx := (b - a) / (clients * (long - short))
-	t.Logf("%.3f allocations per transaction (%v in %d transactions, %v in %d)", perTx, a, clients*short, b, clients*long)
-	if perTx > 1 {
-		t.Errorf("pgmoat allocated %.2f objects per transaction, want next to none", perTx)
+	for _, mode := range []string{"simple", "extended", "prepared"} {
+		t.Run(mode, func(t *testing.T) {
+			run := func(perClient int) float64 {
+				before := metricValue(t, scrapeMetrics(t, m), "go_memstats_mallocs_total", nil)
+				cmd := exec.Command(pgbench, "-n", "-M", mode, "-f", script, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(clients),
+					"-t", strconv.Itoa(perClient), m.SuperConnString(db, "sslmode=disable"))
+				cmd.Env = append(os.Environ(), "PGPASSWORD="+c.SuperPassword)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("pgbench: %v\n%s", err, out)
+				}
+				return metricValue(t, scrapeMetrics(t, m), "go_memstats_mallocs_total", nil) - before
+			}
+			run(50) // first sight of each statement: full analysis, caches filled
+			// Two runs that differ only in length: setting sessions up,
+			// and the scrapes, allocate alike in both, so the difference
+			// is the transactions'.
+			const short, long = 100, 2600
+			a := run(short)
+			b := run(long)
+			perTx := (b - a) / (clients * (long - short))
+			t.Logf("%.3f allocations per transaction (%v in %d transactions, %v in %d)", perTx, a, clients*short, b, clients*long)
+			if perTx > 1 {
+				t.Errorf("pgmoat allocated %.2f objects per -M %s transaction, want next to none", perTx, mode)
+			}
+		})
 	}
 }
