@@ -268,7 +268,18 @@ type fastResult struct {
 // (the fast path). A text with literals is looked up on the fast path
 // first, as the same literals are seldom sent twice; one without has the
 // same key in both, and the cache's Result comes ready-made.
+//
+// A text with a '$' is most likely one with parameters, which a client
+// of the extended protocol Parses again and again as it is: it is looked
+// up in the cache first, without lexing it (normalize would stop at the
+// '$' outside a string anyway, having read the text up to it).
 func (e *Engine) decided(state stateKey, sql string) *Result {
+	params := strings.IndexByte(sql, '$') >= 0
+	if params {
+		if r := e.cache.get(state, sql); r != nil {
+			return r
+		}
+	}
 	if len(sql) <= e.Limits().MaxBytes && len(sql) <= 4096 {
 		var buf [512]byte
 		var spanBuf [4]span
@@ -278,6 +289,9 @@ func (e *Engine) decided(state stateKey, sql string) *Result {
 				return r
 			}
 		}
+	}
+	if params {
+		return nil // looked up already
 	}
 	return e.cache.get(state, sql)
 }

@@ -306,6 +306,40 @@ func TestRecycleFastPath(t *testing.T) {
 	}
 }
 
+// TestJudgeParameters: a text with parameters, as the extended protocol
+// Parses it again and again, is answered from the cache; a '$' inside a
+// string does not keep a text with other literals from the fast path; and
+// each decision stays the analysis's.
+func TestJudgeParameters(t *testing.T) {
+	p, err := Compile(PolicyConfig{Protect: []string{"public.users"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := NewEngine(p, EngineOptions{})
+	s := knownSession("app")
+	for _, tc := range []struct {
+		first, again string
+		path         Path // of again
+		want         Action
+	}{
+		{"UPDATE users SET name = $1 WHERE id = $2", "UPDATE users SET name = $1 WHERE id = $2", PathCache, Allow},
+		{"DELETE FROM users WHERE $1", "DELETE FROM users WHERE $1", PathCache, Block},
+		{"UPDATE users SET name = $1", "UPDATE users SET name = $1", PathCache, Block},
+		// Parameters and a literal: normalize leaves the text to the
+		// analysis, every time its literal changes.
+		{"UPDATE users SET name = $1 WHERE id = 1", "UPDATE users SET name = $1 WHERE id = 2", PathFull, Allow},
+		{"SELECT '$1' FROM users WHERE id = 1", "SELECT '$2' FROM users WHERE id = 2", PathFast, Allow},
+		{"UPDATE users SET name = 'a$'", "UPDATE users SET name = 'b$'", PathFast, Block},
+	} {
+		if r := eng.Judge(s, tc.first); r.Action != tc.want {
+			t.Errorf("%q: %v, want %v", tc.first, r.Action, tc.want)
+		}
+		if r := eng.Judge(s, tc.again); r.Path != tc.path || r.Action != tc.want {
+			t.Errorf("%q after %q: %v by %v, want %v by %v", tc.again, tc.first, r.Action, r.Path, tc.want, tc.path)
+		}
+	}
+}
+
 // TestJudgeBorrowed judges texts that live in a buffer which is then
 // overwritten, as the proxy's read buffer is by the next message: what a
 // caller keeps of a Result (after Keep), and what the cache keeps, must
