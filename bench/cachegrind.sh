@@ -36,13 +36,16 @@
 #   -top N          also list the N functions whose cost per transaction
 #                   differs most between BIN and BIN_B (default 0)
 #   -keep DIR       keep cachegrind's output files (and the relays' logs) in DIR
+#   -ll BYTES       size of the simulated last-level cache (default 33554432,
+#                   32 MiB, as the machines' L3; 1048576 stands in for one
+#                   core's L2, to see which misses leave it as sessions grow)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf 'bench/cachegrind.sh: %s\n' "$*" >&2; }
 die() { printf 'bench/cachegrind.sh: error: %s\n' "$*" >&2; exit 1; }
 
-clients=64,256 modes=prepared,simple script=select tx=400 warm=20 repeat=3 top=0 keep=
+clients=64,256 modes=prepared,simple script=select tx=400 warm=20 repeat=3 top=0 keep= llsize=33554432
 while [ $# -gt 0 ]; do
 	case $1 in
 	-clients) clients=$2; shift 2 ;;
@@ -52,6 +55,7 @@ while [ $# -gt 0 ]; do
 	-repeat) repeat=$2; shift 2 ;;
 	-top) top=$2; shift 2 ;;
 	-keep) keep=$2; shift 2 ;;
+	-ll) llsize=$2; shift 2 ;;
 	-h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 	-*) die "unknown flag $1 (-h lists them)" ;;
 	*) break ;;
@@ -163,7 +167,7 @@ EOF
 # under cachegrind; writes cachegrind's output to OUT.
 measure() {
 	local bin=$1 mode=$2 c=$3 t=$4 out=$5 vp stop=INT
-	local vg=(valgrind --tool=cachegrind --cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL=33554432,16,64
+	local vg=(valgrind --tool=cachegrind --cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL="$llsize",16,64
 		--cachegrind-out-file="$out")
 	if [ "$bin" = pgbouncer ]; then
 		"${asuser[@]}" "${vg[@]}" "$(command -v pgbouncer)" "$work/pgbouncer.ini" >"$out.log" 2>&1 &
