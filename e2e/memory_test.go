@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -266,9 +267,13 @@ func TestMessageMemoryBudget(t *testing.T) {
 // -M extended a copy of every Parse's text and a record of each unnamed
 // statement made it fourteen.
 //
-// The runtime counts a span's allocations when it takes the next one, so
-// the counter lags by up to a few thousand: the runs are long enough for
-// one allocation per transaction to stand out of that.
+// The counter comes from runtime/metrics, which counts a span's
+// allocations when the processor takes its next span, so it lags by up to
+// a few thousand either way at each scrape: a pair of runs 10,000
+// transactions apart measured 1.03 and 1.09 per transaction now and then
+// where the truth was under 0.1. The runs are long enough that one
+// allocation per transaction stands out of that lag, and the verdict is
+// the median of three pairs.
 func TestTransactionsAllocateNothing(t *testing.T) {
 	if moattest.EventLoops() == "0" {
 		// The statement path is the same in the goroutine relay, which
@@ -310,16 +315,20 @@ END;
 				return metricValue(t, scrapeMetrics(t, m), "go_memstats_mallocs_total", nil) - before
 			}
 			run(50) // first sight of each statement: full analysis, caches filled
-			// Two runs that differ only in length: setting sessions up,
-			// and the scrapes, allocate alike in both, so the difference
-			// is the transactions'.
-			const short, long = 100, 2600
-			a := run(short)
-			b := run(long)
-			perTx := (b - a) / (clients * (long - short))
-			t.Logf("%.3f allocations per transaction (%v in %d transactions, %v in %d)", perTx, a, clients*short, b, clients*long)
-			if perTx > 1 {
-				t.Errorf("pgmoat allocated %.2f objects per -M %s transaction, want next to none", perTx, mode)
+			// Pairs of runs that differ only in length: setting sessions
+			// up, and the scrapes, allocate alike in both, so the
+			// difference is the transactions'.
+			const short, long = 100, 5100
+			var est [3]float64
+			for i := range est {
+				a := run(short)
+				b := run(long)
+				est[i] = (b - a) / (clients * (long - short))
+				t.Logf("%.3f allocations per transaction (%v in %d transactions, %v in %d)", est[i], a, clients*short, b, clients*long)
+			}
+			slices.Sort(est[:])
+			if perTx := est[1]; perTx > 1 {
+				t.Errorf("pgmoat allocated %.2f objects per -M %s transaction (median of three), want next to none", perTx, mode)
 			}
 		})
 	}
