@@ -66,6 +66,7 @@ select) script_flags=(-S) ;;
 tpcb) script_flags=() ;;
 *) die "-script must be select or tpcb, not $script" ;;
 esac
+case $llsize in '' | *[!0-9]*) die "-ll must be a size in bytes, not $llsize" ;; esac
 [ $# -ge 1 ] && [ $# -le 2 ] || die "usage: bench/cachegrind.sh [flags] BIN [BIN_B]"
 bins=("$@")
 for b in "${bins[@]}"; do

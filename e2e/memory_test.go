@@ -269,11 +269,11 @@ func TestMessageMemoryBudget(t *testing.T) {
 //
 // The counter comes from runtime/metrics, which counts a span's
 // allocations when the processor takes its next span, so it lags by up to
-// a few thousand either way at each scrape: a pair of runs 10,000
+// a few thousand either way at each scrape: a pair of runs 5,000
 // transactions apart measured 1.03 and 1.09 per transaction now and then
-// where the truth was under 0.1. The runs are long enough that one
+// where the truth was under 0.1. The pairs are 10,000 apart, so that one
 // allocation per transaction stands out of that lag, and the verdict is
-// the median of three pairs.
+// the median of three of them.
 func TestTransactionsAllocateNothing(t *testing.T) {
 	if moattest.EventLoops() == "0" {
 		// The statement path is the same in the goroutine relay, which
