@@ -303,11 +303,11 @@ func (st *sessionState) forwarded(typ byte, res *rules.Result, stmt string, recy
 			ps = new(parsedStmt)
 			st.stmts[stmt] = ps
 		}
-		*ps = parsedStmt{name: stmt, text: text, policy: st.e.engine.Policy().Version()}
+		ps.set(stmt, text, st.e.engine.Policy().Version())
 		if changes {
 			ps.res = res
 		}
-		st.lastStmt = ps // most likely the next Bind's
+		st.binds.add(ps)
 	}
 	st.mu.Unlock()
 	return proxy.MessageVerdict{}
@@ -325,9 +325,10 @@ func (st *sessionState) bindSettled(portal, stmt []byte) (ps *parsedStmt, ok boo
 	pv := st.e.engine.Policy().Version()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if ps = st.lastStmt; ps == nil || ps.name != string(stmt) {
-		ps = st.stmts[string(stmt)]
-		st.lastStmt = ps
+	if ps = st.binds.find(stmt); ps == nil {
+		if ps = st.stmts[string(stmt)]; ps != nil {
+			st.binds.add(ps)
+		}
 	}
 	if st.sqlPrepared[string(stmt)] || ps != nil && ps.policy != pv {
 		return ps, false
@@ -484,7 +485,7 @@ func (st *sessionState) close(kind byte, name []byte) {
 	switch kind {
 	case 'S':
 		delete(st.stmts, string(name))
-		st.lastStmt = nil
+		st.binds.clear()
 		delete(st.sqlPrepared, string(name))
 		st.analysis.ClosePrepared(string(name))
 	case 'P':

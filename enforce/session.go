@@ -52,12 +52,10 @@ type sessionState struct {
 	// judgement of portals whose execution changes session state.
 	sqlPrepared map[string]bool
 	stmts       map[string]*parsedStmt
-	// lastStmt is the statement the last Bind found in stmts (or nil):
-	// a client binds the same prepared statement again and again, and
-	// finds it here without a map look-up. Every change to stmts clears it,
-	// or sets it to the statement a Parse recorded.
-	lastStmt *parsedStmt
-	portals  map[string]*rules.Result // named portals
+	// binds finds the statements in stmts that Binds name, without a map
+	// look-up.
+	binds   stmtIndex
+	portals map[string]*rules.Result // named portals
 	// unnamedPortal is portals' entry for the unnamed portal, which
 	// nearly every Bind uses: kept apart, it costs no map operation.
 	unnamedPortal *rules.Result
@@ -79,17 +77,6 @@ type sessionState struct {
 	client    *proxy.ClientSession
 	started   time.Time
 	auditBase audit.Event
-}
-
-// parsedStmt is a statement the client prepared with Parse. A Bind after
-// a policy reload judges its text again: clients keep prepared statements
-// for the life of a connection, and a tightened policy must reach them.
-type parsedStmt struct {
-	name   string // as the client named it ("" for the unnamed statement)
-	text   string
-	policy uint64        // version of the policy that allowed it
-	res    *rules.Result // its judgement, when executing it changes session state
-	verify *rules.Result // its judgement, when executing it must be guarded
 }
 
 // queryTag follows a forwarded simple Query whose statements change
@@ -389,7 +376,7 @@ func (st *sessionState) applyLocked(changes []rules.StateChange) {
 		case rules.ChangeDiscardAll:
 			st.sqlPrepared, st.stmts, st.portals, st.guarded = nil, nil, nil, nil
 			st.unnamedPortal = nil
-			st.lastStmt = nil
+			st.binds.clear()
 			st.snapName = ""
 		}
 	}
