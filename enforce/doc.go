@@ -30,6 +30,15 @@
 // were unknown, the strictest assumption, so that neither a SET that fails
 // nor one that succeeds can be used to smuggle a statement past pgmoat.
 //
+// A prepared statement is what the server holds under its name, which a
+// Parse or Close does not always change: a Parse of a name in use fails,
+// and after an error the server skips everything up to the next Sync. So
+// the statements a session has change at the server's ParseComplete and
+// CloseComplete (statements.go); a Bind after a Parse or Close of its
+// statement in the same batch is judged by that message's statement (if
+// the message fails, the server skips the Bind too), and one after an
+// earlier batch's, not yet answered, waits for the answer.
+//
 // # Decisions on the wire
 //
 //   - allow, log: forwarded (log is written to the audit log first; if it

@@ -119,13 +119,15 @@ func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayB
 			if !mayBlock {
 				return proxy.MessageVerdict{}, errWouldBlock
 			}
+			st.synced()
 			return st.closeOwnBlock(ctx, true)
 		}
+		st.synced()
 		return proxy.MessageVerdict{}, nil
 	case 'C':
 		// A malformed Close is forwarded for the server to refuse.
 		if kind, name, err := m.CloseTarget(); err == nil {
-			st.close(kind, name)
+			return st.close(kind, name), nil
 		}
 		return proxy.MessageVerdict{}, nil
 	case 'F':
@@ -285,29 +287,13 @@ func (st *sessionState) forwarded(typ byte, res *rules.Result, stmt string, recy
 		st.mu.Unlock()
 		return proxy.MessageVerdict{Tag: tag}
 	case 'P':
-		text := joinTexts(res)
-		if stmt != "" {
-			delete(st.sqlPrepared, stmt)
-			st.analysis.RegisterPrepared(stmt, text)
-		}
-		if st.stmts == nil {
-			st.stmts = map[string]*parsedStmt{}
-		}
-		// Every Parse of the unnamed statement replaces it: its record
-		// is reused (nothing keeps one past the message that found it).
-		var ps *parsedStmt
-		if stmt == "" {
-			ps = st.stmts[stmt]
-		}
-		if ps == nil {
-			ps = new(parsedStmt)
-			st.stmts[stmt] = ps
-		}
-		ps.set(stmt, text, st.e.engine.Policy().Version())
+		var r *rules.Result
 		if changes {
-			ps.res = res
+			r = res
 		}
-		st.binds.add(ps)
+		t := st.parsedLocked(stmt, joinTexts(res), r)
+		st.mu.Unlock()
+		return proxy.MessageVerdict{Tag: t}
 	}
 	st.mu.Unlock()
 	return proxy.MessageVerdict{}
@@ -325,12 +311,8 @@ func (st *sessionState) bindSettled(portal, stmt []byte) (ps *parsedStmt, ok boo
 	pv := st.e.engine.Policy().Version()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if ps = st.binds.find(stmt); ps == nil {
-		if ps = st.stmts[string(stmt)]; ps != nil {
-			st.binds.add(ps)
-		}
-	}
-	if st.sqlPrepared[string(stmt)] || ps != nil && ps.policy != pv {
+	ps, sure := st.stmtLocked(stmt)
+	if !sure || st.sqlPrepared[string(stmt)] || ps != nil && ps.policy != pv {
 		return ps, false
 	}
 	if ps == nil || ps.verify == nil {
@@ -377,10 +359,14 @@ func (st *sessionState) bindPortal(portal string, r, verify *rules.Result, raw [
 // with Parse is judged again when the policy changed since its Parse.
 func (st *sessionState) bind(ctx context.Context, portal, stmt, raw []byte) (proxy.MessageVerdict, error) {
 	// The state is read again: the server→client side may have changed
-	// it (DISCARD ALL, PREPARE) since settled looked.
+	// it (DISCARD ALL, PREPARE) since settled looked. A Parse or Close of
+	// the statement in an earlier batch is waited for.
+	ps, err := st.awaitStmt(ctx, stmt)
+	if err != nil {
+		return proxy.MessageVerdict{}, err
+	}
 	st.mu.Lock()
 	sqlPrep := st.sqlPrepared[string(stmt)]
-	ps := st.stmts[string(stmt)]
 	st.mu.Unlock()
 	if !sqlPrep {
 		if ps == nil {
@@ -477,21 +463,20 @@ func (st *sessionState) execute(portal []byte) (*guardedPortal, proxy.MessageVer
 	return nil, proxy.MessageVerdict{Tag: tag}
 }
 
-// close forgets a prepared statement ('S') or portal ('P') the client
-// closes.
-func (st *sessionState) close(kind byte, name []byte) {
+// close handles a Close of a prepared statement ('S') or portal ('P'):
+// a statement's is tagged, and applied when the server confirms it
+// (statements.go); a portal's judgement is forgotten now.
+func (st *sessionState) close(kind byte, name []byte) proxy.MessageVerdict {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	switch kind {
 	case 'S':
-		delete(st.stmts, string(name))
-		st.binds.clear()
-		delete(st.sqlPrepared, string(name))
-		st.analysis.ClosePrepared(string(name))
+		return proxy.MessageVerdict{Tag: st.newStmtChangeLocked(string(name), nil)}
 	case 'P':
 		st.dropPortalLocked(name)
 		delete(st.guarded, string(name))
 	}
+	return proxy.MessageVerdict{}
 }
 
 // functionCall judges a FunctionCall message: pgmoat cannot see what the
@@ -521,24 +506,24 @@ func (st *sessionState) verify(ctx context.Context, typ byte, res *rules.Result,
 	case 'Q':
 		return st.guardQuery(ctx, res, text)
 	case 'P':
-		v := st.forward(typ, res, name)
 		if len(res.Statements) == 1 && res.Statements[0].PreparesTransaction() {
 			// Which locks the transaction holds is asked in a
 			// simple Query; a prepared PREPARE TRANSACTION stays
 			// judged as it says.
 			return refuse(typ, blockRefusal(res, "send PREPARE TRANSACTION as a simple query, so that pgmoat can check the locks it keeps")), nil
 		}
+		v := st.forward(typ, res, name)
 		if len(res.Statements) == 1 && txControl(res.Statements[0]) != 0 {
 			// Transaction control cannot run inside the guard's
 			// savepoint (a COMMIT whose deferred triggers made it Verify):
 			// in the extended protocol it runs as it is.
 			return v, nil
 		}
-		st.mu.Lock()
-		if ps := st.stmts[name]; ps != nil {
-			ps.verify = res
+		if t, ok := v.Tag.(*stmtChange); ok {
+			st.mu.Lock()
+			t.ps.verify = res // the server has not answered the Parse yet: nothing else has it
+			st.mu.Unlock()
 		}
-		st.mu.Unlock()
 		return v, nil
 	}
 	// A Bind judged again after a reload: its Execute is guarded.

@@ -48,13 +48,26 @@ type sessionState struct {
 	spareTag *queryTag
 	// sqlPrepared names the statements prepared with SQL PREPARE, which
 	// Bind can run without new text; stmts keeps every protocol-level
-	// statement (Parse) with the policy that judged it, and portals the
-	// judgement of portals whose execution changes session state.
+	// statement (Parse) the server confirmed, with the policy that judged
+	// it, and portals the judgement of portals whose execution changes
+	// session state.
 	sqlPrepared map[string]bool
 	stmts       map[string]*parsedStmt
 	// binds finds the statements in stmts that Binds name, without a map
 	// look-up.
-	binds   stmtIndex
+	binds stmtIndex
+	// changes are the tags of the Parses and statement Closes the server
+	// has not answered, oldest first (statements.go); spareChanges are
+	// answered ones for reuse, spareUnnamed an unnamed statement's record
+	// that a later one replaced. answered, when not nil, is closed at the
+	// next answer: a Bind waits on it (awaitStmt).
+	changes      []*stmtChange
+	spareChanges []*stmtChange
+	spareUnnamed *parsedStmt
+	answered     chan struct{}
+	// syncs counts the client's Syncs; the client→server side alone
+	// reads and writes it.
+	syncs   uint64
 	portals map[string]*rules.Result // named portals
 	// unnamedPortal is portals' entry for the unnamed portal, which
 	// nearly every Bind uses: kept apart, it costs no map operation.
@@ -239,6 +252,13 @@ func (st *sessionState) serverMessage(tag any, typ byte, body []byte) error {
 	}
 	st.mu.Lock() // released by hand at the end, as in forwarded
 	switch t := tag.(type) {
+	case *stmtChange:
+		switch typ {
+		case '1', '3':
+			st.answeredLocked(t, true)
+		case 'E', 0:
+			st.answeredLocked(t, false)
+		}
 	case *queryTag:
 		switch typ {
 		case 'C':
@@ -368,15 +388,20 @@ func (st *sessionState) applyLocked(changes []rules.StateChange) {
 			if ch.Name == "" || ch.Name == st.snapName {
 				st.snapName = "" // DEALLOCATE ALL takes pgmoat's too
 			}
+			// Statements prepared with Parse go too; the unnamed one
+			// is not in the server's namespace of names.
 			if ch.Name == "" {
 				st.sqlPrepared = nil
+				st.dropNamedStmtsLocked()
 			} else {
 				delete(st.sqlPrepared, ch.Name)
+				delete(st.stmts, ch.Name)
+				st.binds.clear()
 			}
 		case rules.ChangeDiscardAll:
-			st.sqlPrepared, st.stmts, st.portals, st.guarded = nil, nil, nil, nil
+			st.sqlPrepared, st.portals, st.guarded = nil, nil, nil
+			st.dropNamedStmtsLocked() // the unnamed statement stays, as on the server
 			st.unnamedPortal = nil
-			st.binds.clear()
 			st.snapName = ""
 		}
 	}

@@ -92,6 +92,14 @@ func (r *ExchangeReply) finish() {
 // exchangeBufferLimit bounds what a ReplyBuffer request holds back.
 const exchangeBufferLimit = 1 << 20
 
+// FlushServer sends the server what the session has forwarded and still
+// holds in its buffer (the relay writes a read's messages at once, after
+// the last). An Interceptor that waits for the server's answer to a
+// message it let through calls it first: the answer may depend on
+// messages still in the buffer. Like an Exchange, it is for Intercept's
+// goroutine.
+func (s *ClientSession) FlushServer() error { return s.flushServer() }
+
 // NewExchange starts an exchange on the session's upstream connection.
 func (s *ClientSession) NewExchange() *Exchange { return &Exchange{s: s} }
 

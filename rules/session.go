@@ -27,8 +27,12 @@ type Session struct {
 	id       Identity
 	tx       txState
 	prepared map[string]string
-	cursors  map[string]string // cursor name → its DECLARE statement
-	ov       *overlay          // sealed; nil when the session changed no relation
+	// unsure counts, per name, the Parses and Closes of it that the
+	// server has not answered: until it does, which statement the name
+	// stands for is not known (Unsure).
+	unsure  map[string]int
+	cursors map[string]string // cursor name → its DECLARE statement
+	ov      *overlay          // sealed; nil when the session changed no relation
 
 	// cache key, recomputed when the policy, catalog or state changes
 	key       stateKey
@@ -219,7 +223,33 @@ func (s *Session) Prepared(name string) (string, bool) {
 	return t, ok
 }
 
-func (s *Session) lookupPrepared(name string) (string, bool) { return s.Prepared(name) }
+func (s *Session) lookupPrepared(name string) (string, bool) {
+	if s.unsure[name] > 0 {
+		return "", false // judged as a statement pgmoat does not know
+	}
+	return s.Prepared(name)
+}
+
+// Unsure marks name as one whose prepared statement a message the server
+// has not answered yet may replace or remove (a protocol-level Parse or
+// Close of it, which may fail). Until as many calls of Sure, SQL EXECUTE
+// of it is judged as of a statement pgmoat does not know: the strictest
+// judgement, since the server may run either.
+func (s *Session) Unsure(name string) {
+	if s.unsure == nil {
+		s.unsure = map[string]int{}
+	}
+	s.unsure[name]++
+}
+
+// Sure undoes one Unsure of name, once the server has answered.
+func (s *Session) Sure(name string) {
+	if n := s.unsure[name]; n > 1 {
+		s.unsure[name] = n - 1
+	} else {
+		delete(s.unsure, name)
+	}
+}
 
 // lookupCursor returns the DECLARE statement of a cursor the session
 // declared (one whose transaction ended may still be listed: FETCH of it

@@ -1,0 +1,232 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgmoat/pgmoat/internal/moattest"
+	"github.com/pgmoat/pgmoat/internal/pgtest"
+)
+
+// A prepared statement is whatever the server holds under its name, and a
+// Parse or Close of it does not always happen: a Parse of a name in use
+// fails (42P05) and leaves the old statement, and after any error in the
+// extended protocol the server skips every message up to the next Sync.
+// pgmoat must judge a Bind by the statement the server will run. Each case
+// prepares a statement pgmoat runs under guard (an UPDATE of every row of
+// a protected table, which the guard measures and refuses), then tries to
+// make pgmoat believe the name stands for something else, and binds it.
+const wipeNotes = "UPDATE members SET note = 'gone' WHERE id > $1"
+
+// rawSession speaks the protocol message by message through pgmoat.
+type rawSession struct {
+	t  *testing.T
+	pc *pgconn.PgConn
+	fe *pgproto3.Frontend
+}
+
+func newRawSession(t *testing.T, connString string) *rawSession {
+	t.Helper()
+	pc, err := pgconn.Connect(context.Background(), connString)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close(context.Background()) })
+	return &rawSession{t: t, pc: pc, fe: pc.Frontend()}
+}
+
+// run sends msgs in one write, then reads until as many ReadyForQuery as
+// msgs has Syncs and Queries, and returns the errors the server (or
+// pgmoat) sent and the rows' first columns.
+func (r *rawSession) run(msgs ...pgproto3.FrontendMessage) (errs []*pgproto3.ErrorResponse, rows []string) {
+	r.t.Helper()
+	ready := 0
+	for _, m := range msgs {
+		r.fe.Send(m)
+		switch m.(type) {
+		case *pgproto3.Sync, *pgproto3.Query:
+			ready++
+		}
+	}
+	if err := r.fe.Flush(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.pc.Conn().SetReadDeadline(time.Now().Add(30 * time.Second))
+	defer r.pc.Conn().SetReadDeadline(time.Time{})
+	for ready > 0 {
+		msg, err := r.fe.Receive()
+		if err != nil {
+			r.t.Fatalf("reading the answers: %v", err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.ReadyForQuery:
+			ready--
+		case *pgproto3.ErrorResponse:
+			c := *m
+			errs = append(errs, &c)
+		case *pgproto3.DataRow:
+			rows = append(rows, string(m.Values[0]))
+		}
+	}
+	return errs, rows
+}
+
+func codes(errs []*pgproto3.ErrorResponse) string {
+	var s []string
+	for _, e := range errs {
+		s = append(s, e.Code+" "+e.Message)
+	}
+	return strings.Join(s, "; ")
+}
+
+func bindExec(stmt string, arg string) []pgproto3.FrontendMessage {
+	return []pgproto3.FrontendMessage{
+		&pgproto3.Bind{PreparedStatement: stmt, Parameters: [][]byte{[]byte(arg)}},
+		&pgproto3.Execute{},
+		&pgproto3.Sync{},
+	}
+}
+
+func TestStatementIsWhatTheServerHolds(t *testing.T) {
+	c := pgtest.Get(t)
+	m := moattest.Start(t, c, moattest.Options{Config: guardPolicy})
+	ctx := context.Background()
+
+	// untouched fails t unless the guarded UPDATE was refused and no row
+	// of members changed.
+	untouched := func(t *testing.T, db string, errs []*pgproto3.ErrorResponse) {
+		t.Helper()
+		var n int
+		if err := direct(t, c, db).QueryRow(ctx, "SELECT count(*) FROM members WHERE note = 'gone'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Fatalf("%d rows of members were updated; answers: %s", n, codes(errs))
+		}
+		for _, e := range errs {
+			if e.Code == "42501" && strings.HasPrefix(e.Message, "pgmoat") {
+				return
+			}
+		}
+		t.Fatalf("no refusal from pgmoat; answers: %s", codes(errs))
+	}
+	prepare := func(t *testing.T, r *rawSession, name string) {
+		t.Helper()
+		if errs, _ := r.run(&pgproto3.Parse{Name: name, Query: wipeNotes}, &pgproto3.Sync{}); len(errs) > 0 {
+			t.Fatalf("Parse of the UPDATE: %s", codes(errs))
+		}
+	}
+	session := func(t *testing.T) (*rawSession, string) {
+		db := guardDB(t, c)
+		return newRawSession(t, m.SuperConnString(db)), db
+	}
+	badParse := &pgproto3.Parse{Name: "broken", Query: "SELECT * FROM no_such_table"}
+
+	t.Run("Parse of a name in use", func(t *testing.T) {
+		r, db := session(t)
+		prepare(t, r, "s")
+		errs, _ := r.run(&pgproto3.Parse{Name: "s", Query: "SELECT $1::int"}, &pgproto3.Sync{})
+		if len(errs) != 1 || errs[0].Code != "42P05" {
+			t.Fatalf("second Parse of s: %s, want 42P05", codes(errs))
+		}
+		errs, _ = r.run(bindExec("s", "0")...)
+		untouched(t, db, errs)
+	})
+	t.Run("Parse of a name in use, pipelined", func(t *testing.T) {
+		// The Bind reaches pgmoat before the server's answer to the
+		// Parse: it waits for it.
+		r, db := session(t)
+		msgs := []pgproto3.FrontendMessage{
+			&pgproto3.Parse{Name: "s", Query: wipeNotes}, &pgproto3.Sync{},
+			&pgproto3.Parse{Name: "s", Query: "SELECT $1::int"}, &pgproto3.Sync{},
+		}
+		errs, _ := r.run(append(msgs, bindExec("s", "0")...)...)
+		untouched(t, db, errs)
+	})
+	t.Run("Close skipped after an error", func(t *testing.T) {
+		r, db := session(t)
+		prepare(t, r, "s")
+		r.run(badParse, &pgproto3.Close{ObjectType: 'S', Name: "s"}, &pgproto3.Sync{})
+		errs, _ := r.run(bindExec("s", "0")...)
+		untouched(t, db, errs)
+	})
+	t.Run("Close skipped, then the name Parsed again", func(t *testing.T) {
+		r, db := session(t)
+		prepare(t, r, "s")
+		r.run(badParse, &pgproto3.Close{ObjectType: 'S', Name: "s"}, &pgproto3.Sync{})
+		r.run(&pgproto3.Parse{Name: "s", Query: "SELECT $1::int"}, &pgproto3.Sync{})
+		errs, _ := r.run(bindExec("s", "0")...)
+		untouched(t, db, errs)
+	})
+	t.Run("unnamed statement's Parse skipped after an error", func(t *testing.T) {
+		r, db := session(t)
+		prepare(t, r, "")
+		r.run(badParse, &pgproto3.Parse{Query: "SELECT $1::int"}, &pgproto3.Sync{})
+		errs, _ := r.run(bindExec("", "0")...)
+		untouched(t, db, errs)
+	})
+	t.Run("SQL EXECUTE after a Parse of a name in use", func(t *testing.T) {
+		r, db := session(t)
+		prepare(t, r, "s")
+		r.run(&pgproto3.Parse{Name: "s", Query: "SELECT $1::int"}, &pgproto3.Sync{})
+		errs, _ := r.run(&pgproto3.Query{String: "EXECUTE s(0)"})
+		untouched(t, db, errs)
+	})
+	t.Run("SQL PREPARE, then a Parse of its name", func(t *testing.T) {
+		r, db := session(t)
+		if errs, _ := r.run(&pgproto3.Query{String: "PREPARE s(int) AS " + strings.ReplaceAll(wipeNotes, "$1", "$1")}); len(errs) > 0 {
+			t.Fatalf("PREPARE: %s", codes(errs))
+		}
+		r.run(&pgproto3.Parse{Name: "s", Query: "SELECT $1::int"}, &pgproto3.Sync{})
+		errs, _ := r.run(bindExec("s", "0")...)
+		untouched(t, db, errs)
+	})
+	t.Run("DISCARD ALL keeps the unnamed statement", func(t *testing.T) {
+		r, db := session(t)
+		prepare(t, r, "")
+		r.run(&pgproto3.Parse{Name: "d", Query: "DISCARD ALL"}, &pgproto3.Bind{PreparedStatement: "d"}, &pgproto3.Execute{}, &pgproto3.Sync{})
+		errs, _ := r.run(bindExec("", "0")...)
+		untouched(t, db, errs)
+	})
+
+	// What clients do every day still works, with no wait.
+	t.Run("Close, then the name Parsed again", func(t *testing.T) {
+		r, _ := session(t)
+		r.run(&pgproto3.Parse{Name: "s", Query: "SELECT 1"}, &pgproto3.Sync{})
+		msgs := []pgproto3.FrontendMessage{
+			&pgproto3.Close{ObjectType: 'S', Name: "s"}, &pgproto3.Sync{},
+			&pgproto3.Parse{Name: "s", Query: "SELECT $1::int + 1"},
+		}
+		errs, rows := r.run(append(msgs, bindExec("s", "41")...)...)
+		if len(errs) > 0 || len(rows) != 1 || rows[0] != "42" {
+			t.Fatalf("rows %q, errors %s; want 42", rows, codes(errs))
+		}
+	})
+	t.Run("DEALLOCATE, then the name Parsed again", func(t *testing.T) {
+		r, _ := session(t)
+		r.run(&pgproto3.Parse{Name: "s", Query: "SELECT 1"}, &pgproto3.Sync{})
+		r.run(&pgproto3.Query{String: "DEALLOCATE s"})
+		errs, rows := r.run(append([]pgproto3.FrontendMessage{&pgproto3.Parse{Name: "s", Query: "SELECT $1::int * 2"}}, bindExec("s", "21")...)...)
+		if len(errs) > 0 || len(rows) != 1 || rows[0] != "42" {
+			t.Fatalf("rows %q, errors %s; want 42", rows, codes(errs))
+		}
+	})
+	t.Run("pipelined Parses of the unnamed statement", func(t *testing.T) {
+		r, _ := session(t)
+		var msgs []pgproto3.FrontendMessage
+		for i := range 5 {
+			msgs = append(msgs, &pgproto3.Parse{Query: "SELECT $1::int + " + string(rune('0'+i))})
+			msgs = append(msgs, bindExec("", "10")...)
+		}
+		errs, rows := r.run(msgs...)
+		if len(errs) > 0 || strings.Join(rows, ",") != "10,11,12,13,14" {
+			t.Fatalf("rows %q, errors %s", rows, codes(errs))
+		}
+	})
+}
+

@@ -1,0 +1,214 @@
+package enforce
+
+import (
+	"context"
+	"time"
+
+	"github.com/pgmoat/pgmoat/proxy"
+	"github.com/pgmoat/pgmoat/rules"
+)
+
+// What a session's prepared statements are follows the server's answers,
+// not the client's requests. A Parse or a Close of a statement can fail
+// (a Parse of a name the server already holds fails with 42P05 and leaves
+// the old statement in place), and after any error in the extended
+// protocol the server skips every message up to the next Sync: a Parse or
+// Close among them never happens. Had pgmoat taken a Parse at its word, a
+// client could Parse a statement pgmoat guards, Parse a harmless text
+// under the same name (which the server refuses), and Bind the name: the
+// server would run the first statement, judged as the second.
+//
+// So a forwarded Parse, or Close of a statement, is tagged (stmtChange),
+// and stmts changes when the server answers ParseComplete or
+// CloseComplete; an error, or a skip, leaves it as it was. Until then the
+// name's statement is one of two, and a Bind of it is judged by the one
+// it will meet:
+//   - after a Parse or Close of the name in the same batch (no Sync in
+//     between), by that message's: if it fails, the server skips the Bind
+//     too;
+//   - after one in an earlier batch, not yet answered, by neither: the
+//     Bind waits for the answer (the batch ended with a Sync, so the
+//     server answers without the client), on the blocking path;
+//   - otherwise by stmts.
+//
+// SQL EXECUTE of a name with a change unanswered is judged as of a
+// statement pgmoat does not know (rules.Session.Unsure).
+
+// stmtChange is the tag of a forwarded Parse (ps, the statement it
+// prepares) or Close of a prepared statement (ps nil).
+type stmtChange struct {
+	name  string
+	ps    *parsedStmt
+	batch uint64 // the client's Syncs before the message (sessionState.syncs)
+}
+
+// stmtAnswerWait is how long a Bind waits for the server to answer an
+// earlier batch's Parse or Close of its statement before it is refused.
+const stmtAnswerWait = 30 * time.Second
+
+// newStmtChangeLocked tags a Parse (ps) or Close (ps nil) of name that is
+// being forwarded.
+func (st *sessionState) newStmtChangeLocked(name string, ps *parsedStmt) *stmtChange {
+	var t *stmtChange
+	if n := len(st.spareChanges); n > 0 {
+		t = st.spareChanges[n-1]
+		st.spareChanges = st.spareChanges[:n-1]
+	} else {
+		t = new(stmtChange)
+	}
+	*t = stmtChange{name: name, ps: ps, batch: st.syncs}
+	st.changes = append(st.changes, t)
+	if name != "" {
+		st.analysis.Unsure(name) // the unnamed statement has no SQL name
+	}
+	return t
+}
+
+// parsedLocked records a Parse of name being forwarded: text is the
+// statement, res its judgement when executing it changes session state.
+// It returns the Parse's tag, whose statement the caller may still mark
+// for guarding (verify) before it unlocks.
+func (st *sessionState) parsedLocked(name, text string, res *rules.Result) *stmtChange {
+	var ps *parsedStmt
+	if name == "" && st.spareUnnamed != nil {
+		// A client of the extended protocol Parses the unnamed statement
+		// before every statement: its records take turns.
+		ps, st.spareUnnamed = st.spareUnnamed, nil
+	} else {
+		ps = new(parsedStmt)
+	}
+	ps.set(name, text, st.e.engine.Policy().Version())
+	ps.res = res
+	return st.newStmtChangeLocked(name, ps)
+}
+
+// answeredLocked applies the server's answer to t: done is true for
+// ParseComplete or CloseComplete, false for an error or a skip.
+func (st *sessionState) answeredLocked(t *stmtChange, done bool) {
+	i := -1
+	for j, c := range st.changes {
+		if c == t {
+			i = j
+			break
+		}
+	}
+	if i < 0 {
+		return // answered before (a tag has one answer; this is defence)
+	}
+	st.changes = append(st.changes[:i], st.changes[i+1:]...)
+	if t.name != "" {
+		st.analysis.Sure(t.name)
+	}
+	if done {
+		st.applyStmtLocked(t.name, t.ps)
+	}
+	if st.answered != nil {
+		close(st.answered)
+		st.answered = nil
+	}
+	*t = stmtChange{}
+	st.spareChanges = append(st.spareChanges, t)
+}
+
+// applyStmtLocked makes ps the statement named name (nil: none), as the
+// server confirmed.
+func (st *sessionState) applyStmtLocked(name string, ps *parsedStmt) {
+	old := st.stmts[name]
+	if ps == nil {
+		delete(st.stmts, name)
+		st.binds.clear()
+	} else {
+		if st.stmts == nil {
+			st.stmts = map[string]*parsedStmt{}
+		}
+		st.stmts[name] = ps
+		st.binds.add(ps)
+	}
+	if name == "" {
+		if old != nil && old != ps {
+			st.spareUnnamed = old // nothing else refers to it
+		}
+		return
+	}
+	// One namespace on the server: a statement prepared either way
+	// replaces, or closes, the other's.
+	delete(st.sqlPrepared, name)
+	if ps == nil {
+		st.analysis.ClosePrepared(name)
+	} else {
+		st.analysis.RegisterPrepared(name, ps.text)
+	}
+}
+
+// dropNamedStmtsLocked forgets the named statements (DEALLOCATE ALL,
+// DISCARD ALL), keeping the unnamed one.
+func (st *sessionState) dropNamedStmtsLocked() {
+	for name := range st.stmts {
+		if name != "" {
+			delete(st.stmts, name)
+		}
+	}
+	st.binds.clear()
+}
+
+// stmtLocked returns the statement a Bind of name, sent now, will bind:
+// nil for one the server does not hold. sure is false while an earlier
+// batch's Parse or Close of the name is unanswered (awaitStmt).
+func (st *sessionState) stmtLocked(name []byte) (ps *parsedStmt, sure bool) {
+	for i := len(st.changes) - 1; i >= 0; i-- {
+		t := st.changes[i]
+		if t.name != string(name) {
+			continue
+		}
+		if t.batch == st.syncs {
+			return t.ps, true
+		}
+		return nil, false
+	}
+	if ps = st.binds.find(name); ps == nil {
+		if ps = st.stmts[string(name)]; ps != nil {
+			st.binds.add(ps)
+		}
+	}
+	return ps, true
+}
+
+// awaitStmt returns the statement a Bind of name will bind, waiting for
+// the server's answers to earlier batches' Parses and Closes of it.
+func (st *sessionState) awaitStmt(ctx context.Context, name []byte) (*parsedStmt, error) {
+	var deadline *time.Timer
+	for {
+		st.mu.Lock()
+		ps, sure := st.stmtLocked(name)
+		if sure {
+			st.mu.Unlock()
+			return ps, nil
+		}
+		if st.answered == nil {
+			st.answered = make(chan struct{})
+		}
+		answered := st.answered
+		st.mu.Unlock()
+		if deadline == nil {
+			// The messages the answer follows may still be in the
+			// relay's buffer.
+			if err := st.client.FlushServer(); err != nil {
+				return nil, err
+			}
+			deadline = time.NewTimer(stmtAnswerWait)
+			defer deadline.Stop()
+		}
+		select {
+		case <-answered:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		case <-deadline.C:
+			return nil, proxy.Refuse("08006", "pgmoat stopped waiting for the server to answer a Parse or Close of prepared statement "+
+				rules.QuoteIdent(string(name))+", which the Bind depends on", "")
+		}
+	}
+}
+
+// synced notes a Sync from the client: the messages after it are a new
+// batch, which the server runs even when one before it failed.
+func (st *sessionState) synced() { st.syncs++ }
