@@ -230,3 +230,78 @@ func TestStatementIsWhatTheServerHolds(t *testing.T) {
 	})
 }
 
+// TestCursorIsAPortal: a cursor declared in SQL, or opened by a function,
+// is a portal, which an Execute message runs as FETCH does. pgmoat judges
+// FETCH by the cursor's query; an Execute of a portal no Bind made must
+// not run it unjudged. Portals that Binds made run as before.
+func TestCursorIsAPortal(t *testing.T) {
+	c := pgtest.Get(t)
+	m := moattest.Start(t, c, moattest.Options{Config: guardPolicy})
+	ctx := context.Background()
+	const wipe = `SELECT run_sql('UPDATE members SET note = ''gone''')`
+	const openP = `CREATE FUNCTION open_p() RETURNS refcursor LANGUAGE plpgsql AS $f$
+DECLARE c refcursor := 'p';
+BEGIN OPEN c FOR ` + wipe + `; RETURN c; END$f$`
+
+	attack := func(t *testing.T, steps ...[]pgproto3.FrontendMessage) {
+		t.Helper()
+		db := guardDB(t, c)
+		c.Exec(t, db, openP)
+		r := newRawSession(t, m.SuperConnString(db))
+		var answers []*pgproto3.ErrorResponse
+		for _, msgs := range steps {
+			errs, _ := r.run(msgs...)
+			answers = append(answers, errs...)
+		}
+		var n int
+		if err := direct(t, c, db).QueryRow(ctx, "SELECT count(*) FROM members WHERE note = 'gone'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Fatalf("%d rows of members were updated; answers: %s", n, codes(answers))
+		}
+	}
+	q := func(sql string) []pgproto3.FrontendMessage {
+		return []pgproto3.FrontendMessage{&pgproto3.Query{String: sql}}
+	}
+	execP := []pgproto3.FrontendMessage{&pgproto3.Execute{Portal: "p"}, &pgproto3.Sync{}}
+	bindP := []pgproto3.FrontendMessage{
+		&pgproto3.Parse{Name: "one", Query: "SELECT 1"}, &pgproto3.Bind{DestinationPortal: "p", PreparedStatement: "one"},
+		&pgproto3.Execute{Portal: "p", MaxRows: 1}, &pgproto3.Sync{},
+	}
+
+	t.Run("DECLARE, then Execute", func(t *testing.T) {
+		attack(t, q("BEGIN"), q("DECLARE p CURSOR FOR "+wipe), execP, q("COMMIT"))
+	})
+	t.Run("a function opens it", func(t *testing.T) {
+		attack(t, q("BEGIN"), q("SELECT open_p()"), execP, q("COMMIT"))
+	})
+	t.Run("a portal Bind made, rolled back, its name taken by a function's cursor", func(t *testing.T) {
+		attack(t, q("BEGIN"), q("SAVEPOINT a"), bindP, q("ROLLBACK TO a"), q("SELECT open_p()"), execP, q("COMMIT"))
+	})
+	t.Run("a portal Bind made, closed in SQL, its name taken by a cursor", func(t *testing.T) {
+		attack(t, q("BEGIN"), bindP, q("CLOSE p"), q("DECLARE p CURSOR FOR "+wipe), execP, q("COMMIT"))
+	})
+
+	t.Run("a named portal fetched in parts", func(t *testing.T) {
+		// As JDBC does with a fetch size: the portal's Executes run as
+		// they did.
+		db := guardDB(t, c)
+		r := newRawSession(t, m.SuperConnString(db))
+		r.run(q("BEGIN")...)
+		var all []string
+		errs, rows := r.run(&pgproto3.Parse{Name: "s", Query: "SELECT id::text FROM members WHERE id <= $1 ORDER BY id"},
+			&pgproto3.Bind{DestinationPortal: "C_1", PreparedStatement: "s", Parameters: [][]byte{[]byte("5")}},
+			&pgproto3.Execute{Portal: "C_1", MaxRows: 3}, &pgproto3.Sync{})
+		all = append(all, rows...)
+		for range 2 {
+			e, rows := r.run(&pgproto3.Execute{Portal: "C_1", MaxRows: 3}, &pgproto3.Sync{})
+			errs = append(errs, e...)
+			all = append(all, rows...)
+		}
+		r.run(q("COMMIT")...)
+		if len(errs) > 0 || strings.Join(all, ",") != "1,2,3,4,5" {
+			t.Fatalf("rows %q, errors %s", all, codes(errs))
+		}
+	})
+}

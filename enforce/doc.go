@@ -37,7 +37,10 @@
 // CloseComplete (statements.go); a Bind after a Parse or Close of its
 // statement in the same batch is judged by that message's statement (if
 // the message fails, the server skips the Bind too), and one after an
-// earlier batch's, not yet answered, waits for the answer.
+// earlier batch's, not yet answered, waits for the answer. Portals are
+// the server's too: a cursor (DECLAREd, or opened by a function) is a
+// portal an Execute message can run, so an Execute of a named portal that
+// no Bind pgmoat saw made in the transaction is judged as opaque.
 //
 // # Decisions on the wire
 //

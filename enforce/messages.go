@@ -91,16 +91,36 @@ func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayB
 			gp := st.bindPortal(string(portal), ps.res, ps.verify, m.Raw)
 			return st.guardBind(ctx, string(portal), m.Raw, gp)
 		case settled:
-			return proxy.MessageVerdict{}, nil // recorded by bindSettled
+			return st.portalBind(portal, proxy.MessageVerdict{}), nil // recorded by bindSettled
 		}
 		if !mayBlock {
 			return proxy.MessageVerdict{}, errWouldBlock // judged again: it may block
 		}
-		return st.bind(ctx, portal, stmt, m.Raw)
+		v, err := st.bind(ctx, portal, stmt, m.Raw)
+		return st.portalBind(portal, v), err
 	case 'E':
 		portal, err := m.ExecutePortal()
 		if err != nil {
 			return proxy.MessageVerdict{}, err
+		}
+		if len(portal) > 0 {
+			st.mu.Lock()
+			known, sure := st.portalKnownLocked(portal)
+			known = known || st.guarded[string(portal)] != nil // run under guard whatever it is
+			st.mu.Unlock()
+			if !known {
+				if !mayBlock {
+					return proxy.MessageVerdict{}, errWouldBlock
+				}
+				if !sure {
+					if known, err = st.awaitPortal(ctx, portal); err != nil {
+						return proxy.MessageVerdict{}, err
+					}
+				}
+				if !known {
+					return st.unboundPortal(ctx, portal)
+				}
+			}
 		}
 		gp, v := st.execute(portal)
 		if gp == nil {
@@ -475,8 +495,22 @@ func (st *sessionState) close(kind byte, name []byte) proxy.MessageVerdict {
 	case 'P':
 		st.dropPortalLocked(name)
 		delete(st.guarded, string(name))
+		delete(st.portalNames, string(name))
 	}
 	return proxy.MessageVerdict{}
+}
+
+// portalBind tags v, the verdict on a Bind of portal, when it forwards the
+// Bind of a named portal: the portal is known once the server binds it
+// (statements.go).
+func (st *sessionState) portalBind(portal []byte, v proxy.MessageVerdict) proxy.MessageVerdict {
+	if len(portal) == 0 || v.Action != proxy.Forward || v.Tag != nil {
+		return v
+	}
+	st.mu.Lock()
+	v.Tag = st.portalBindLocked(string(portal))
+	st.mu.Unlock()
+	return v
 }
 
 // functionCall judges a FunctionCall message: pgmoat cannot see what the

@@ -56,8 +56,9 @@ type sessionState struct {
 	// binds finds the statements in stmts that Binds name, without a map
 	// look-up.
 	binds stmtIndex
-	// changes are the tags of the Parses and statement Closes the server
-	// has not answered, oldest first (statements.go); spareChanges are
+	// changes are the tags of the Parses, statement Closes and Binds of
+	// named portals the server has not answered, oldest first
+	// (statements.go); spareChanges are
 	// answered ones for reuse, spareUnnamed an unnamed statement's record
 	// that a later one replaced. answered, when not nil, is closed at the
 	// next answer: a Bind waits on it (awaitStmt).
@@ -67,8 +68,11 @@ type sessionState struct {
 	answered     chan struct{}
 	// syncs counts the client's Syncs; the client→server side alone
 	// reads and writes it.
-	syncs   uint64
-	portals map[string]*rules.Result // named portals
+	syncs uint64
+	// portalNames are the named portals the server confirmed bound in
+	// the current transaction (statements.go).
+	portalNames map[string]bool
+	portals     map[string]*rules.Result // named portals
 	// unnamedPortal is portals' entry for the unnamed portal, which
 	// nearly every Bind uses: kept apart, it costs no map operation.
 	unnamedPortal *rules.Result
@@ -256,6 +260,10 @@ func (st *sessionState) serverMessage(tag any, typ byte, body []byte) error {
 		switch typ {
 		case '1', '3':
 			st.answeredLocked(t, true)
+		case '2':
+			if t.portal {
+				st.answeredLocked(t, true)
+			}
 		case 'E', 0:
 			st.answeredLocked(t, false)
 		}
@@ -293,6 +301,9 @@ func (st *sessionState) serverMessage(tag any, typ byte, body []byte) error {
 		}
 	}
 	if typ == 'Z' {
+		if body[0] == 'I' && len(st.portalNames) > 0 {
+			clear(st.portalNames) // a transaction's end closes its portals
+		}
 		moved := st.analysis.Sync(body[0])
 		if body[0] == 'I' && st.rereadAtTxEnd {
 			st.rereadAtTxEnd = false
@@ -331,6 +342,7 @@ func (st *sessionState) rereadSettings(ctx context.Context) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.reread.Store(false)
+	clear(st.portalNames) // what made the settings unknown may have opened or closed portals
 	if r.Err != nil || len(r.Rows) != 1 || len(r.Rows[0]) != 2 {
 		// An aborted transaction: it stays unknown until the next end
 		// of a transaction.
@@ -398,7 +410,22 @@ func (st *sessionState) applyLocked(changes []rules.StateChange) {
 				delete(st.stmts, ch.Name)
 				st.binds.clear()
 			}
+		case rules.ChangeDeclareCursor, rules.ChangeCloseCursor:
+			// A cursor took the name, or the portal closed (CLOSE ALL:
+			// every one).
+			if ch.Name == "" {
+				clear(st.portalNames)
+			} else {
+				delete(st.portalNames, ch.Name)
+			}
+		case rules.ChangeRollback, rules.ChangeRollbackTo, rules.ChangeCommit, rules.ChangeStaleSettings:
+			// Portals may have closed (ROLLBACK TO closes those opened
+			// after the savepoint), or code pgmoat cannot read closed
+			// and opened some: an Execute of a named portal is judged
+			// until a Bind makes it again.
+			clear(st.portalNames)
 		case rules.ChangeDiscardAll:
+			clear(st.portalNames)
 			st.sqlPrepared, st.portals, st.guarded = nil, nil, nil
 			st.dropNamedStmtsLocked() // the unnamed statement stays, as on the server
 			st.unnamedPortal = nil

@@ -35,11 +35,13 @@ import (
 // statement pgmoat does not know (rules.Session.Unsure).
 
 // stmtChange is the tag of a forwarded Parse (ps, the statement it
-// prepares) or Close of a prepared statement (ps nil).
+// prepares) or Close of a prepared statement (ps nil), or of a Bind of a
+// named portal (portal true).
 type stmtChange struct {
-	name  string
-	ps    *parsedStmt
-	batch uint64 // the client's Syncs before the message (sessionState.syncs)
+	name   string
+	ps     *parsedStmt
+	portal bool
+	batch  uint64 // the client's Syncs before the message (sessionState.syncs)
 }
 
 // stmtAnswerWait is how long a Bind waits for the server to answer an
@@ -96,11 +98,18 @@ func (st *sessionState) answeredLocked(t *stmtChange, done bool) {
 		return // answered before (a tag has one answer; this is defence)
 	}
 	st.changes = append(st.changes[:i], st.changes[i+1:]...)
-	if t.name != "" {
-		st.analysis.Sure(t.name)
-	}
-	if done {
-		st.applyStmtLocked(t.name, t.ps)
+	switch {
+	case t.portal:
+		if done {
+			st.portalBoundLocked(t.name)
+		}
+	default:
+		if t.name != "" {
+			st.analysis.Sure(t.name)
+		}
+		if done {
+			st.applyStmtLocked(t.name, t.ps)
+		}
 	}
 	if st.answered != nil {
 		close(st.answered)
@@ -157,7 +166,7 @@ func (st *sessionState) dropNamedStmtsLocked() {
 func (st *sessionState) stmtLocked(name []byte) (ps *parsedStmt, sure bool) {
 	for i := len(st.changes) - 1; i >= 0; i-- {
 		t := st.changes[i]
-		if t.name != string(name) {
+		if t.portal || t.name != string(name) {
 			continue
 		}
 		if t.batch == st.syncs {
@@ -212,3 +221,97 @@ func (st *sessionState) awaitStmt(ctx context.Context, name []byte) (*parsedStmt
 // synced notes a Sync from the client: the messages after it are a new
 // batch, which the server runs even when one before it failed.
 func (st *sessionState) synced() { st.syncs++ }
+
+// Portals, too, are the server's: a cursor declared in SQL, or opened by a
+// function, is a portal that an Execute message runs as FETCH would, so an
+// Execute of a portal pgmoat did not see bound would run a query it never
+// judged. The session keeps the names of the portals the server confirmed
+// bound (BindComplete) in the current transaction, when portals end; an
+// Execute of another named portal is judged as opaque (refused, or held,
+// while tables are protected). The unnamed portal is only ever bound by a
+// Bind, or by a simple Query, which runs it at once.
+
+// portalBindLocked tags a Bind of the named portal name being forwarded.
+func (st *sessionState) portalBindLocked(name string) *stmtChange {
+	t := st.newStmtChangeLocked(name, nil)
+	t.portal = true
+	return t
+}
+
+// portalBoundLocked records that the server bound the named portal name.
+func (st *sessionState) portalBoundLocked(name string) {
+	if st.portalNames == nil {
+		st.portalNames = map[string]bool{}
+	}
+	st.portalNames[name] = true
+}
+
+// portalKnownLocked reports whether an Execute of the named portal name,
+// sent now, runs a portal that a Bind pgmoat judged made: one the server
+// confirmed bound, or one bound earlier in the same batch (if that Bind
+// fails, the server skips the Execute). sure is false while an earlier
+// batch's Bind of it is unanswered.
+func (st *sessionState) portalKnownLocked(name []byte) (known, sure bool) {
+	for i := len(st.changes) - 1; i >= 0; i-- {
+		t := st.changes[i]
+		if !t.portal || t.name != string(name) {
+			continue
+		}
+		if t.batch == st.syncs {
+			return true, true
+		}
+		return false, false
+	}
+	return st.portalNames[string(name)], true
+}
+
+// awaitPortal is portalKnownLocked, waiting for the server's answers to
+// earlier batches' Binds of the portal.
+func (st *sessionState) awaitPortal(ctx context.Context, name []byte) (bool, error) {
+	var deadline *time.Timer
+	for {
+		st.mu.Lock()
+		known, sure := st.portalKnownLocked(name)
+		if sure {
+			st.mu.Unlock()
+			return known, nil
+		}
+		if st.answered == nil {
+			st.answered = make(chan struct{})
+		}
+		answered := st.answered
+		st.mu.Unlock()
+		if deadline == nil {
+			if err := st.client.FlushServer(); err != nil {
+				return false, err
+			}
+			deadline = time.NewTimer(stmtAnswerWait)
+			defer deadline.Stop()
+		}
+		select {
+		case <-answered:
+		case <-ctx.Done():
+			return false, context.Cause(ctx)
+		case <-deadline.C:
+			return false, proxy.Refuse("08006", "pgmoat stopped waiting for the server to answer a Bind of portal "+
+				rules.QuoteIdent(string(name))+", which the Execute depends on", "")
+		}
+	}
+}
+
+// unboundPortal judges an Execute of a named portal no Bind that pgmoat
+// saw made: a cursor, whose query pgmoat did not judge as it runs.
+func (st *sessionState) unboundPortal(ctx context.Context, portal []byte) (proxy.MessageVerdict, error) {
+	res := st.judge(func(rs *rules.Session) *rules.Result {
+		return st.e.engine.JudgeOpaque(rs, "Execute of portal "+rules.QuoteIdent(string(portal))+
+			", which no Bind pgmoat saw made (a cursor's query runs unseen; FETCH from it is judged)")
+	})
+	if !passes(res) {
+		return st.enforce(ctx, 'E', res, "")
+	}
+	if v, ok := st.logged('E', res); !ok {
+		return v, nil
+	}
+	st.allowed(res, "")
+	return proxy.MessageVerdict{}, nil
+}

@@ -76,7 +76,8 @@ type MessageVerdict struct {
 // ServerMessage is called on the session's server→client goroutine before
 // the message is relayed: for every ReadyForQuery ('Z') and ParameterStatus
 // ('S'), and for CommandComplete ('C'), ErrorResponse ('E'), ParseComplete
-// ('1') and CloseComplete ('3') when the message answers a tagged request. typ 0 (with a nil body) reports a
+// ('1'), BindComplete ('2') and CloseComplete ('3') when the message
+// answers a tagged request. typ 0 (with a nil body) reports a
 // tagged request the server skipped after an earlier error. The body of a
 // ReadyForQuery is its one transaction status byte ('I', 'T' or 'E');
 // DecodeParameterStatus decodes a ParameterStatus. tag is the tag

@@ -470,8 +470,9 @@ func (c *serverToClient) step(typ byte, n int, inLoop bool) error {
 	if typ == 'C' && tag == nil {
 		kind = 0 // an untagged CommandComplete streams like any other message
 	}
-	if tag != nil && (typ == '1' || typ == '3') {
-		// ParseComplete, CloseComplete: bodiless, relayed as below.
+	if tag != nil && (typ == '1' || typ == '2' || typ == '3') {
+		// ParseComplete, BindComplete, CloseComplete: bodiless, relayed
+		// as below.
 		if err := c.observe(tag, typ, nil); err != nil {
 			return err
 		}
