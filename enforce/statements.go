@@ -184,14 +184,27 @@ func (st *sessionState) stmtLocked(name []byte) (ps *parsedStmt, sure bool) {
 
 // awaitStmt returns the statement a Bind of name will bind, waiting for
 // the server's answers to earlier batches' Parses and Closes of it.
-func (st *sessionState) awaitStmt(ctx context.Context, name []byte) (*parsedStmt, error) {
+func (st *sessionState) awaitStmt(ctx context.Context, name []byte) (ps *parsedStmt, err error) {
+	err = st.awaitAnswers(ctx, "a Parse or Close of prepared statement "+rules.QuoteIdent(string(name))+", which the Bind depends on",
+		func() (sure bool) {
+			ps, sure = st.stmtLocked(name)
+			return sure
+		})
+	return ps, err
+}
+
+// awaitAnswers calls sure, under mu, until it reports true, waiting for
+// the server's next answer to a tagged change between calls. The first
+// wait sends the server what the relay still buffers, which the answer
+// may follow; what says what is waited for, in the refusal when the
+// answer does not come in time.
+func (st *sessionState) awaitAnswers(ctx context.Context, what string, sure func() bool) error {
 	var deadline *time.Timer
 	for {
 		st.mu.Lock()
-		ps, sure := st.stmtLocked(name)
-		if sure {
+		if sure() {
 			st.mu.Unlock()
-			return ps, nil
+			return nil
 		}
 		if st.answered == nil {
 			st.answered = make(chan struct{})
@@ -199,10 +212,8 @@ func (st *sessionState) awaitStmt(ctx context.Context, name []byte) (*parsedStmt
 		answered := st.answered
 		st.mu.Unlock()
 		if deadline == nil {
-			// The messages the answer follows may still be in the
-			// relay's buffer.
 			if err := st.client.FlushServer(); err != nil {
-				return nil, err
+				return err
 			}
 			deadline = time.NewTimer(stmtAnswerWait)
 			defer deadline.Stop()
@@ -210,10 +221,9 @@ func (st *sessionState) awaitStmt(ctx context.Context, name []byte) (*parsedStmt
 		select {
 		case <-answered:
 		case <-ctx.Done():
-			return nil, context.Cause(ctx)
+			return context.Cause(ctx)
 		case <-deadline.C:
-			return nil, proxy.Refuse("08006", "pgmoat stopped waiting for the server to answer a Parse or Close of prepared statement "+
-				rules.QuoteIdent(string(name))+", which the Bind depends on", "")
+			return proxy.Refuse("08006", "pgmoat stopped waiting for the server to answer "+what, "")
 		}
 	}
 }
@@ -267,36 +277,13 @@ func (st *sessionState) portalKnownLocked(name []byte) (known, sure bool) {
 
 // awaitPortal is portalKnownLocked, waiting for the server's answers to
 // earlier batches' Binds of the portal.
-func (st *sessionState) awaitPortal(ctx context.Context, name []byte) (bool, error) {
-	var deadline *time.Timer
-	for {
-		st.mu.Lock()
-		known, sure := st.portalKnownLocked(name)
-		if sure {
-			st.mu.Unlock()
-			return known, nil
-		}
-		if st.answered == nil {
-			st.answered = make(chan struct{})
-		}
-		answered := st.answered
-		st.mu.Unlock()
-		if deadline == nil {
-			if err := st.client.FlushServer(); err != nil {
-				return false, err
-			}
-			deadline = time.NewTimer(stmtAnswerWait)
-			defer deadline.Stop()
-		}
-		select {
-		case <-answered:
-		case <-ctx.Done():
-			return false, context.Cause(ctx)
-		case <-deadline.C:
-			return false, proxy.Refuse("08006", "pgmoat stopped waiting for the server to answer a Bind of portal "+
-				rules.QuoteIdent(string(name))+", which the Execute depends on", "")
-		}
-	}
+func (st *sessionState) awaitPortal(ctx context.Context, name []byte) (known bool, err error) {
+	err = st.awaitAnswers(ctx, "a Bind of portal "+rules.QuoteIdent(string(name))+", which the Execute depends on",
+		func() (sure bool) {
+			known, sure = st.portalKnownLocked(name)
+			return sure
+		})
+	return known, err
 }
 
 // unboundPortal judges an Execute of a named portal no Bind that pgmoat
