@@ -91,7 +91,10 @@ func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayB
 			gp := st.bindPortal(string(portal), ps.res, ps.verify, m.Raw)
 			return st.guardBind(ctx, string(portal), m.Raw, gp)
 		case settled:
-			return st.portalBind(portal, proxy.MessageVerdict{}), nil // recorded by bindSettled
+			if len(portal) == 0 {
+				return proxy.MessageVerdict{}, nil // recorded by bindSettled
+			}
+			return st.portalBind(portal, proxy.MessageVerdict{}), nil
 		}
 		if !mayBlock {
 			return proxy.MessageVerdict{}, errWouldBlock // judged again: it may block
@@ -104,22 +107,8 @@ func (st *sessionState) handle(ctx context.Context, m *proxy.ClientMessage, mayB
 			return proxy.MessageVerdict{}, err
 		}
 		if len(portal) > 0 {
-			st.mu.Lock()
-			known, sure := st.portalKnownLocked(portal)
-			known = known || st.guarded[string(portal)] != nil // run under guard whatever it is
-			st.mu.Unlock()
-			if !known {
-				if !mayBlock {
-					return proxy.MessageVerdict{}, errWouldBlock
-				}
-				if !sure {
-					if known, err = st.awaitPortal(ctx, portal); err != nil {
-						return proxy.MessageVerdict{}, err
-					}
-				}
-				if !known {
-					return st.unboundPortal(ctx, portal)
-				}
+			if v, decided, err := st.executeNamed(ctx, portal, mayBlock); decided {
+				return v, err
 			}
 		}
 		gp, v := st.execute(portal)

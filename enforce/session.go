@@ -52,7 +52,7 @@ type sessionState struct {
 	// it, and portals the judgement of portals whose execution changes
 	// session state.
 	sqlPrepared map[string]bool
-	stmts       map[string]*parsedStmt
+	stmts       map[string]*parsedStmt // named; the unnamed one is unnamedStmt
 	// binds finds the statements in stmts that Binds name, without a map
 	// look-up.
 	binds stmtIndex
@@ -62,6 +62,7 @@ type sessionState struct {
 	// answered ones for reuse, spareUnnamed an unnamed statement's record
 	// that a later one replaced. answered, when not nil, is closed at the
 	// next answer: a Bind waits on it (awaitStmt).
+	unnamedStmt  *parsedStmt
 	changes      []*stmtChange
 	spareChanges []*stmtChange
 	spareUnnamed *parsedStmt

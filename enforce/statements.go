@@ -2,6 +2,7 @@ package enforce
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/pgmoat/pgmoat/proxy"
@@ -87,17 +88,19 @@ func (st *sessionState) parsedLocked(name, text string, res *rules.Result) *stmt
 // answeredLocked applies the server's answer to t: done is true for
 // ParseComplete or CloseComplete, false for an error or a skip.
 func (st *sessionState) answeredLocked(t *stmtChange, done bool) {
-	i := -1
-	for j, c := range st.changes {
-		if c == t {
-			i = j
-			break
+	// The server answers in order: t is the oldest, but for a tag
+	// answered before (a tag has one answer; this is defence).
+	if len(st.changes) == 0 || st.changes[0] != t {
+		i := slices.Index(st.changes, t)
+		if i < 0 {
+			return
 		}
+		st.changes = slices.Delete(st.changes, i, i+1)
+	} else {
+		n := copy(st.changes, st.changes[1:])
+		st.changes[n] = nil
+		st.changes = st.changes[:n]
 	}
-	if i < 0 {
-		return // answered before (a tag has one answer; this is defence)
-	}
-	st.changes = append(st.changes[:i], st.changes[i+1:]...)
 	switch {
 	case t.portal:
 		if done {
@@ -122,7 +125,15 @@ func (st *sessionState) answeredLocked(t *stmtChange, done bool) {
 // applyStmtLocked makes ps the statement named name (nil: none), as the
 // server confirmed.
 func (st *sessionState) applyStmtLocked(name string, ps *parsedStmt) {
-	old := st.stmts[name]
+	if name == "" {
+		// Kept apart from the map: a client of the extended protocol
+		// Parses it before every statement.
+		if old := st.unnamedStmt; old != nil && old != ps {
+			st.spareUnnamed = old // nothing else refers to it
+		}
+		st.unnamedStmt = ps
+		return
+	}
 	if ps == nil {
 		delete(st.stmts, name)
 		st.binds.clear()
@@ -132,12 +143,6 @@ func (st *sessionState) applyStmtLocked(name string, ps *parsedStmt) {
 		}
 		st.stmts[name] = ps
 		st.binds.add(ps)
-	}
-	if name == "" {
-		if old != nil && old != ps {
-			st.spareUnnamed = old // nothing else refers to it
-		}
-		return
 	}
 	// One namespace on the server: a statement prepared either way
 	// replaces, or closes, the other's.
@@ -152,11 +157,7 @@ func (st *sessionState) applyStmtLocked(name string, ps *parsedStmt) {
 // dropNamedStmtsLocked forgets the named statements (DEALLOCATE ALL,
 // DISCARD ALL), keeping the unnamed one.
 func (st *sessionState) dropNamedStmtsLocked() {
-	for name := range st.stmts {
-		if name != "" {
-			delete(st.stmts, name)
-		}
-	}
+	st.stmts = nil
 	st.binds.clear()
 }
 
@@ -173,6 +174,9 @@ func (st *sessionState) stmtLocked(name []byte) (ps *parsedStmt, sure bool) {
 			return t.ps, true
 		}
 		return nil, false
+	}
+	if len(name) == 0 {
+		return st.unnamedStmt, true
 	}
 	if ps = st.binds.find(name); ps == nil {
 		if ps = st.stmts[string(name)]; ps != nil {
@@ -284,6 +288,30 @@ func (st *sessionState) awaitPortal(ctx context.Context, name []byte) (known boo
 			return sure
 		})
 	return known, err
+}
+
+// executeNamed settles what an Execute of the named portal portal needs
+// before the usual: when no Bind pgmoat saw made the portal (decided), v
+// and err are the verdict; on the event loop (mayBlock false) that is
+// errWouldBlock, and Intercept decides.
+func (st *sessionState) executeNamed(ctx context.Context, portal []byte, mayBlock bool) (v proxy.MessageVerdict, decided bool, err error) {
+	st.mu.Lock()
+	known, sure := st.portalKnownLocked(portal)
+	known = known || st.guarded[string(portal)] != nil // run under guard whatever it is
+	st.mu.Unlock()
+	if known {
+		return v, false, nil
+	}
+	if !mayBlock {
+		return v, true, errWouldBlock
+	}
+	if !sure {
+		if known, err = st.awaitPortal(ctx, portal); err != nil || known {
+			return v, err != nil, err
+		}
+	}
+	v, err = st.unboundPortal(ctx, portal)
+	return v, true, err
 }
 
 // unboundPortal judges an Execute of a named portal no Bind that pgmoat

@@ -28,7 +28,7 @@ type parsedStmt struct {
 
 // set records a Parse of name with text, allowed under policy version pv.
 func (ps *parsedStmt) set(name, text string, pv uint64) {
-	*ps = parsedStmt{name: name, text: text, policy: pv}
+	ps.name, ps.text, ps.policy, ps.res, ps.verify = name, text, pv, nil, nil
 	copy(ps.short[:], name) // meaningful only when it fits: named looks at len(name) first
 }
 
