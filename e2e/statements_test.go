@@ -216,6 +216,25 @@ func TestStatementIsWhatTheServerHolds(t *testing.T) {
 			t.Fatalf("rows %q, errors %s; want 42", rows, codes(errs))
 		}
 	})
+	t.Run("a portal and a statement of one name", func(t *testing.T) {
+		// Portals and statements have namespaces of their own: a Bind
+		// of portal s says nothing of statement s.
+		r, _ := session(t)
+		r.run(&pgproto3.Parse{Name: "one", Query: "SELECT 1"}, &pgproto3.Bind{DestinationPortal: "s", PreparedStatement: "one"},
+			&pgproto3.Execute{Portal: "s"}, &pgproto3.Sync{})
+		r.run(&pgproto3.Query{String: "PREPARE s AS SELECT 7"})
+		guards := func() float64 {
+			return metricValue(t, scrapeMetrics(t, m), "pgmoat_guarded_statements_total", nil)
+		}
+		before := guards()
+		errs, rows := r.run(&pgproto3.Query{String: "EXECUTE s"})
+		if len(errs) > 0 || len(rows) != 1 || rows[0] != "7" {
+			t.Fatalf("rows %q, errors %s; want 7", rows, codes(errs))
+		}
+		if after := guards(); after != before {
+			t.Fatalf("EXECUTE of a known harmless statement ran under guard (pgmoat_guarded_statements_total %v -> %v)", before, after)
+		}
+	})
 	t.Run("pipelined Parses of the unnamed statement", func(t *testing.T) {
 		r, _ := session(t)
 		var msgs []pgproto3.FrontendMessage

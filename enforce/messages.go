@@ -480,7 +480,7 @@ func (st *sessionState) close(kind byte, name []byte) proxy.MessageVerdict {
 	defer st.mu.Unlock()
 	switch kind {
 	case 'S':
-		return proxy.MessageVerdict{Tag: st.newStmtChangeLocked(string(name), nil)}
+		return proxy.MessageVerdict{Tag: st.newStmtChangeLocked(string(name), nil, false)}
 	case 'P':
 		st.dropPortalLocked(name)
 		delete(st.guarded, string(name))

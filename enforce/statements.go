@@ -49,9 +49,9 @@ type stmtChange struct {
 // earlier batch's Parse or Close of its statement before it is refused.
 const stmtAnswerWait = 30 * time.Second
 
-// newStmtChangeLocked tags a Parse (ps) or Close (ps nil) of name that is
-// being forwarded.
-func (st *sessionState) newStmtChangeLocked(name string, ps *parsedStmt) *stmtChange {
+// newStmtChangeLocked tags a Parse (ps) or Close (ps nil) of name, or a
+// Bind of the named portal name (portal), that is being forwarded.
+func (st *sessionState) newStmtChangeLocked(name string, ps *parsedStmt, portal bool) *stmtChange {
 	var t *stmtChange
 	if n := len(st.spareChanges); n > 0 {
 		t = st.spareChanges[n-1]
@@ -59,9 +59,9 @@ func (st *sessionState) newStmtChangeLocked(name string, ps *parsedStmt) *stmtCh
 	} else {
 		t = new(stmtChange)
 	}
-	*t = stmtChange{name: name, ps: ps, batch: st.syncs}
+	*t = stmtChange{name: name, ps: ps, portal: portal, batch: st.syncs}
 	st.changes = append(st.changes, t)
-	if name != "" {
+	if name != "" && !portal {
 		st.analysis.Unsure(name) // the unnamed statement has no SQL name
 	}
 	return t
@@ -82,7 +82,7 @@ func (st *sessionState) parsedLocked(name, text string, res *rules.Result) *stmt
 	}
 	ps.set(name, text, st.e.engine.Policy().Version())
 	ps.res = res
-	return st.newStmtChangeLocked(name, ps)
+	return st.newStmtChangeLocked(name, ps, false)
 }
 
 // answeredLocked applies the server's answer to t: done is true for
@@ -247,9 +247,7 @@ func (st *sessionState) synced() { st.syncs++ }
 
 // portalBindLocked tags a Bind of the named portal name being forwarded.
 func (st *sessionState) portalBindLocked(name string) *stmtChange {
-	t := st.newStmtChangeLocked(name, nil)
-	t.portal = true
-	return t
+	return st.newStmtChangeLocked(name, nil, true)
 }
 
 // portalBoundLocked records that the server bound the named portal name.
