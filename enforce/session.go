@@ -56,12 +56,13 @@ type sessionState struct {
 	// binds finds the statements in stmts that Binds name, without a map
 	// look-up.
 	binds stmtIndex
-	// changes are the tags of the Parses, statement Closes and Binds of
-	// named portals the server has not answered, oldest first
-	// (statements.go); spareChanges are
-	// answered ones for reuse, spareUnnamed an unnamed statement's record
-	// that a later one replaced. answered, when not nil, is closed at the
-	// next answer: a Bind waits on it (awaitStmt).
+	// unnamedStmt is the unnamed statement the server confirmed. changes
+	// are the tags of the Parses, statement Closes and Binds of named
+	// portals the server has not answered, oldest first (statements.go);
+	// spareChanges are answered ones for reuse, spareUnnamed an unnamed
+	// statement's record that a later one replaced. answered, when not
+	// nil, is closed at the next answer: a Bind or Execute waits on it
+	// (awaitAnswers).
 	unnamedStmt  *parsedStmt
 	changes      []*stmtChange
 	spareChanges []*stmtChange
