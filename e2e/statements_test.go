@@ -84,6 +84,25 @@ func codes(errs []*pgproto3.ErrorResponse) string {
 	return strings.Join(s, "; ")
 }
 
+// wantRows fails t unless the answers held no error and exactly the rows
+// want (their first columns, in order).
+func wantRows(t *testing.T, errs []*pgproto3.ErrorResponse, rows []string, want ...string) {
+	t.Helper()
+	if len(errs) > 0 || strings.Join(rows, ",") != strings.Join(want, ",") || len(rows) != len(want) {
+		t.Fatalf("rows %q, errors %s; want %q", rows, codes(errs), want)
+	}
+}
+
+// goneNotes counts the rows of members that the attacks' UPDATE reached.
+func goneNotes(t *testing.T, c *pgtest.Cluster, db string) int {
+	t.Helper()
+	var n int
+	if err := direct(t, c, db).QueryRow(context.Background(), "SELECT count(*) FROM members WHERE note = 'gone'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func bindExec(stmt string, arg string) []pgproto3.FrontendMessage {
 	return []pgproto3.FrontendMessage{
 		&pgproto3.Bind{PreparedStatement: stmt, Parameters: [][]byte{[]byte(arg)}},
@@ -95,17 +114,12 @@ func bindExec(stmt string, arg string) []pgproto3.FrontendMessage {
 func TestStatementIsWhatTheServerHolds(t *testing.T) {
 	c := pgtest.Get(t)
 	m := moattest.Start(t, c, moattest.Options{Config: guardPolicy})
-	ctx := context.Background()
 
 	// untouched fails t unless the guarded UPDATE was refused and no row
 	// of members changed.
 	untouched := func(t *testing.T, db string, errs []*pgproto3.ErrorResponse) {
 		t.Helper()
-		var n int
-		if err := direct(t, c, db).QueryRow(ctx, "SELECT count(*) FROM members WHERE note = 'gone'").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n != 0 {
+		if n := goneNotes(t, c, db); n != 0 {
 			t.Fatalf("%d rows of members were updated; answers: %s", n, codes(errs))
 		}
 		for _, e := range errs {
@@ -179,7 +193,7 @@ func TestStatementIsWhatTheServerHolds(t *testing.T) {
 	})
 	t.Run("SQL PREPARE, then a Parse of its name", func(t *testing.T) {
 		r, db := session(t)
-		if errs, _ := r.run(&pgproto3.Query{String: "PREPARE s(int) AS " + strings.ReplaceAll(wipeNotes, "$1", "$1")}); len(errs) > 0 {
+		if errs, _ := r.run(&pgproto3.Query{String: "PREPARE s(int) AS " + wipeNotes}); len(errs) > 0 {
 			t.Fatalf("PREPARE: %s", codes(errs))
 		}
 		r.run(&pgproto3.Parse{Name: "s", Query: "SELECT $1::int"}, &pgproto3.Sync{})
@@ -194,7 +208,7 @@ func TestStatementIsWhatTheServerHolds(t *testing.T) {
 		untouched(t, db, errs)
 	})
 
-	// What clients do every day still works, with no wait.
+	// What clients do every day still works.
 	t.Run("Close, then the name Parsed again", func(t *testing.T) {
 		r, _ := session(t)
 		r.run(&pgproto3.Parse{Name: "s", Query: "SELECT 1"}, &pgproto3.Sync{})
@@ -203,18 +217,14 @@ func TestStatementIsWhatTheServerHolds(t *testing.T) {
 			&pgproto3.Parse{Name: "s", Query: "SELECT $1::int + 1"},
 		}
 		errs, rows := r.run(append(msgs, bindExec("s", "41")...)...)
-		if len(errs) > 0 || len(rows) != 1 || rows[0] != "42" {
-			t.Fatalf("rows %q, errors %s; want 42", rows, codes(errs))
-		}
+		wantRows(t, errs, rows, "42")
 	})
 	t.Run("DEALLOCATE, then the name Parsed again", func(t *testing.T) {
 		r, _ := session(t)
 		r.run(&pgproto3.Parse{Name: "s", Query: "SELECT 1"}, &pgproto3.Sync{})
 		r.run(&pgproto3.Query{String: "DEALLOCATE s"})
 		errs, rows := r.run(append([]pgproto3.FrontendMessage{&pgproto3.Parse{Name: "s", Query: "SELECT $1::int * 2"}}, bindExec("s", "21")...)...)
-		if len(errs) > 0 || len(rows) != 1 || rows[0] != "42" {
-			t.Fatalf("rows %q, errors %s; want 42", rows, codes(errs))
-		}
+		wantRows(t, errs, rows, "42")
 	})
 	t.Run("a portal and a statement of one name", func(t *testing.T) {
 		// Portals and statements have namespaces of their own: a Bind
@@ -228,9 +238,7 @@ func TestStatementIsWhatTheServerHolds(t *testing.T) {
 		}
 		before := guards()
 		errs, rows := r.run(&pgproto3.Query{String: "EXECUTE s"})
-		if len(errs) > 0 || len(rows) != 1 || rows[0] != "7" {
-			t.Fatalf("rows %q, errors %s; want 7", rows, codes(errs))
-		}
+		wantRows(t, errs, rows, "7")
 		if after := guards(); after != before {
 			t.Fatalf("EXECUTE of a known harmless statement ran under guard (pgmoat_guarded_statements_total %v -> %v)", before, after)
 		}
@@ -243,9 +251,7 @@ func TestStatementIsWhatTheServerHolds(t *testing.T) {
 			msgs = append(msgs, bindExec("", "10")...)
 		}
 		errs, rows := r.run(msgs...)
-		if len(errs) > 0 || strings.Join(rows, ",") != "10,11,12,13,14" {
-			t.Fatalf("rows %q, errors %s", rows, codes(errs))
-		}
+		wantRows(t, errs, rows, "10", "11", "12", "13", "14")
 	})
 }
 
@@ -256,7 +262,6 @@ func TestStatementIsWhatTheServerHolds(t *testing.T) {
 func TestCursorIsAPortal(t *testing.T) {
 	c := pgtest.Get(t)
 	m := moattest.Start(t, c, moattest.Options{Config: guardPolicy})
-	ctx := context.Background()
 	const wipe = `SELECT run_sql('UPDATE members SET note = ''gone''')`
 	const openP = `CREATE FUNCTION open_p() RETURNS refcursor LANGUAGE plpgsql AS $f$
 DECLARE c refcursor := 'p';
@@ -272,11 +277,7 @@ BEGIN OPEN c FOR ` + wipe + `; RETURN c; END$f$`
 			errs, _ := r.run(msgs...)
 			answers = append(answers, errs...)
 		}
-		var n int
-		if err := direct(t, c, db).QueryRow(ctx, "SELECT count(*) FROM members WHERE note = 'gone'").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n != 0 {
+		if n := goneNotes(t, c, db); n != 0 {
 			t.Fatalf("%d rows of members were updated; answers: %s", n, codes(answers))
 		}
 	}
@@ -319,8 +320,6 @@ BEGIN OPEN c FOR ` + wipe + `; RETURN c; END$f$`
 			all = append(all, rows...)
 		}
 		r.run(q("COMMIT")...)
-		if len(errs) > 0 || strings.Join(all, ",") != "1,2,3,4,5" {
-			t.Fatalf("rows %q, errors %s", all, codes(errs))
-		}
+		wantRows(t, errs, all, "1", "2", "3", "4", "5")
 	})
 }
