@@ -155,6 +155,12 @@ func TestApprovalOnOtherInstanceReleases(t *testing.T) {
 	}
 }
 
+// decisionWait bounds the waits of tests about what is decided across
+// instances, not how fast: on a loaded CI machine a NOTIFY has taken more
+// than a second to arrive. How fast is TestApprovalOnOtherInstanceReleases'
+// (a second).
+const decisionWait = 10 * time.Second
+
 // Two approvals required, one on each instance; the same approver twice is
 // refused whichever instance it uses; a denial on B refuses on A.
 func TestDecisionsAcrossInstances(t *testing.T) {
@@ -179,7 +185,7 @@ func TestDecisionsAcrossInstances(t *testing.T) {
 	if info, err := b.s.Approve(h.ID(), "bob", "two"); err != nil || info.Status != approvals.StatusApproved {
 		t.Fatalf("second approval: %+v, %v", info, err)
 	}
-	if o := waitOutcome(t, out, time.Second); o.Status != approvals.StatusApproved || len(o.Approvals) != 2 {
+	if o := waitOutcome(t, out, decisionWait); o.Status != approvals.StatusApproved || len(o.Approvals) != 2 {
 		t.Fatalf("outcome %+v", o)
 	}
 
@@ -191,7 +197,7 @@ func TestDecisionsAcrossInstances(t *testing.T) {
 	if _, err := b.s.Deny(h2.ID(), "carol", "not now"); err != nil {
 		t.Fatal(err)
 	}
-	if o := waitOutcome(t, out, time.Second); o.Status != approvals.StatusDenied || o.By != "carol" || o.Reason != "not now" {
+	if o := waitOutcome(t, out, decisionWait); o.Status != approvals.StatusDenied || o.By != "carol" || o.Reason != "not now" {
 		t.Fatalf("outcome %+v", o)
 	}
 }
