@@ -31,10 +31,11 @@
 // one of the Server's event loops (loop_linux.go): a level-triggered epoll
 // shared by many sessions, limits.event_loops threads (by default one per
 // two CPUs pgmoat may use: internal/cpulimit), started with the first
-// session and stopped by Shutdown, that reads once when a socket is
-// readable, relays every whole message with the same per-message code as
-// the goroutines below (clientToServer.step, serverToClient.step) and
-// writes once per turn, sending the messages it forwards unchanged from
+// session and stopped by Shutdown. Each turn reads once from every socket
+// that is readable, then relays every whole message with the same
+// per-message code as the goroutines below (servers' replies first, then
+// clients' messages: clientToServer.step, serverToClient.step), then
+// writes once per session and direction, sending the messages it forwards unchanged from
 // the read buffer they arrived in (msgWriter, writer.go). While its sessions are busy a loop waits for them
 // in epoll_wait on a thread of its own; after 50 ms with nothing to do it
 // parks in the Go runtime's poller. It asks the Interceptor through

@@ -23,7 +23,8 @@ import (
 // The event loop relays sessions the way PgBouncer does: a few threads,
 // each waiting in epoll for any of its sessions' sockets to be readable,
 // then reading once, relaying every whole message that arrived and
-// writing once. The goroutine-per-direction relay (relay.go) pays for
+// writing once (for all the sessions of a turn, in three passes: see
+// run). The goroutine-per-direction relay (relay.go) pays for
 // every turn of a conversation with a read that finds nothing (EAGAIN)
 // and a park and wake-up of a goroutine, in each direction; under
 // pgbench that was a third of pgmoat's CPU (bench/README.md). In the loop
@@ -129,7 +130,11 @@ type eventLoop struct {
 	// sessions, was rarely in the cache (bench/README.md).
 	conns  []*loopConn
 	events []unix.EpollEvent
-	warmed int // what warm read, so that the compiler keeps the reads
+	// readErrs holds, by event, what a turn's read of that socket
+	// returned when it failed (io.EOF or the error), until the turn's
+	// last pass hands it on.
+	readErrs []error
+	warmed   int // what warm read, so that the compiler keeps the reads
 
 	done chan struct{} // closed when run has returned, after stop
 }
@@ -156,7 +161,7 @@ func newEventLoop(linger bool) (*eventLoop, error) {
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
 	return &eventLoop{epfd: epfd, wakefd: wakefd, linger: linger,
-		events: make([]unix.EpollEvent, 256), done: make(chan struct{})}, nil
+		events: make([]unix.EpollEvent, 256), readErrs: make([]error, 256), done: make(chan struct{})}, nil
 }
 
 // stop makes the loop's goroutine close the loop and return.
@@ -197,9 +202,23 @@ func (l *eventLoop) run() {
 		if n > 1 {
 			l.warm(n)
 		}
+		// A turn in passes: read every socket that is ready; relay what
+		// the servers sent, then what the clients sent; write. Each
+		// system call runs a good part of the kernel's network code,
+		// which evicts the relay's code from the processor's
+		// instruction cache; in passes, each part of the relay's code
+		// runs for all the turn's sessions in a row and is fetched once
+		// per turn, not once per session (bench/README.md, "A turn in
+		// passes"). The order of the sessions' two directions within a
+		// turn is free (each direction's messages keep theirs); replies
+		// go first because they only ever bring what the enforcer knows
+		// of a session up to date. A socket the first pass found
+		// nothing on, or whose session left the loop, is skipped by the
+		// others (its event's Fd is -1, or conn finds no session).
 		for i := 0; i < n; i++ {
-			fd := l.events[i].Fd
-			if fd == int32(l.wakefd) {
+			ev := &l.events[i]
+			if ev.Fd == int32(l.wakefd) {
+				ev.Fd = -1
 				if l.takeRequests() {
 					unix.Close(l.epfd)
 					unix.Close(l.wakefd)
@@ -208,14 +227,46 @@ func (l *eventLoop) run() {
 				}
 				continue
 			}
-			lc := l.conn(fd)
+			lc := l.conn(ev.Fd)
 			if lc == nil {
-				continue // left the loop earlier in this batch
+				ev.Fd = -1 // left the loop earlier in this turn
+				continue
 			}
-			if int(fd) == lc.cliOut.fd {
-				lc.fromClient(true)
+			r := lc.s.srvR
+			if int(ev.Fd) == lc.cliOut.fd {
+				r = lc.s.cliR
+			}
+			again, err := readInto(int(ev.Fd), r)
+			switch {
+			case again:
+				ev.Fd = -1
+			case err != nil:
+				l.readErrs[i] = err
+			}
+		}
+		for i := 0; i < n; i++ {
+			if lc := l.conn(l.events[i].Fd); lc != nil && int(l.events[i].Fd) == lc.srvOut.fd {
+				lc.relayServer()
+			}
+		}
+		for i := 0; i < n; i++ {
+			if lc := l.conn(l.events[i].Fd); lc != nil && int(l.events[i].Fd) == lc.cliOut.fd {
+				lc.relayClient()
+			}
+		}
+		for i := 0; i < n; i++ {
+			rerr := l.readErrs[i]
+			if rerr != nil {
+				l.readErrs[i] = nil
+			}
+			lc := l.conn(l.events[i].Fd)
+			if lc == nil {
+				continue
+			}
+			if int(l.events[i].Fd) == lc.cliOut.fd {
+				lc.finishClient(rerr)
 			} else {
-				lc.fromServer(true)
+				lc.finishServer(rerr)
 			}
 		}
 	}
@@ -527,17 +578,27 @@ func fdConn(fd int) (net.Conn, error) {
 }
 
 // fromClient reads what the client sent (read) or handles what is
-// already buffered, and relays every whole message.
+// already buffered, relays every whole message and writes it to the
+// server.
 func (lc *loopConn) fromClient(read bool) {
-	s := lc.s
-	r := s.cliR
 	var rerr error
 	if read {
 		var again bool
-		if again, rerr = readInto(lc.cliOut.fd, r); again {
+		if again, rerr = readInto(lc.cliOut.fd, lc.s.cliR); again {
 			return
 		}
 	}
+	lc.relayClient()
+	lc.finishClient(rerr)
+}
+
+// relayClient relays every whole message in the client's buffer to the
+// server's writer.
+func (lc *loopConn) relayClient() {
+	if lc.left {
+		return
+	}
+	r := lc.s.cliR
 	for r.buffered() >= 5 {
 		typ, n, err := r.header()
 		if err != nil {
@@ -560,13 +621,23 @@ func (lc *loopConn) fromClient(read bool) {
 			return
 		}
 	}
+}
+
+// finishClient writes what relayClient relayed to the server, then ends
+// the session or hands it back if the client's read failed (rerr) or the
+// server is not reading.
+func (lc *loopConn) finishClient(rerr error) {
+	if lc.left {
+		return
+	}
+	s := lc.s
 	if err := s.flushServer(); err != nil {
 		lc.exit(&copyEnd{fromClient: true, err: err})
 		return
 	}
 	switch {
 	case rerr != nil:
-		if errors.Is(rerr, io.EOF) && r.buffered() > 0 {
+		if errors.Is(rerr, io.EOF) && s.cliR.buffered() > 0 {
 			rerr = io.ErrUnexpectedEOF
 		}
 		lc.exit(&copyEnd{fromClient: true, err: rerr})
@@ -576,17 +647,29 @@ func (lc *loopConn) fromClient(read bool) {
 }
 
 // fromServer reads what the server sent (read) or handles what is
-// already buffered, and relays every whole message.
+// already buffered, relays every whole message and writes it to the
+// client.
 func (lc *loopConn) fromServer(read bool) {
-	s := lc.s
-	r := s.srvR
 	var rerr error
 	if read {
 		var again bool
-		if again, rerr = readInto(lc.srvOut.fd, r); again {
+		if again, rerr = readInto(lc.srvOut.fd, lc.s.srvR); again {
 			return
 		}
 	}
+	lc.relayServer()
+	lc.finishServer(rerr)
+}
+
+// relayServer relays every whole message in the server's buffer to the
+// client's writer. The buffer then holds whole messages only, so a
+// SendToClient before finishServer writes cannot land inside one.
+func (lc *loopConn) relayServer() {
+	if lc.left {
+		return
+	}
+	s := lc.s
+	r := s.srvR
 	s.cliMu.Lock()
 	for r.buffered() >= 5 {
 		typ, n, err := r.header()
@@ -609,7 +692,19 @@ func (lc *loopConn) fromServer(read bool) {
 			return
 		}
 	}
+	s.cliMu.Unlock()
+}
+
+// finishServer writes what relayServer relayed to the client, then ends
+// the session or hands it back if the server's read failed (rerr) or the
+// client is not reading.
+func (lc *loopConn) finishServer(rerr error) {
+	if lc.left {
+		return
+	}
+	s := lc.s
 	var werr error
+	s.cliMu.Lock()
 	if s.cliW.Buffered() > 0 {
 		werr = s.cliW.Flush()
 	}
@@ -618,7 +713,7 @@ func (lc *loopConn) fromServer(read bool) {
 	case werr != nil:
 		lc.exit(&copyEnd{fromClient: false, err: &writeError{werr}})
 	case rerr != nil:
-		if errors.Is(rerr, io.EOF) && r.buffered() > 0 {
+		if errors.Is(rerr, io.EOF) && s.srvR.buffered() > 0 {
 			rerr = io.ErrUnexpectedEOF
 		}
 		lc.exit(&copyEnd{fromClient: false, err: rerr})

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +96,73 @@ func TestEventLoopRelays(t *testing.T) {
 		after := p.handoffs("large_message") + p.handoffs("interceptor") + p.handoffs("backpressure")
 		if after != before {
 			t.Fatalf("handoffs went from %v to %v for small turns", before, after)
+		}
+	})
+
+	t.Run("sessions sharing turns", func(t *testing.T) {
+		// Many sessions at once, so that a turn of the loop reads,
+		// relays and writes for several of them: each must get its own
+		// answers, in order, while others in the same turns fail a
+		// statement, leave the loop for the interceptor's goroutine or
+		// disconnect.
+		const sessions, rounds = 24, 60
+		before := p.handoffs("interceptor")
+		pc := pgtest.Get(t)
+		dial := func() (*pgx.Conn, error) { return pgx.Connect(ctx, p.connString(pc.Superuser, pc.SuperPassword, db)) }
+		errs := make(chan error, sessions)
+		for g := 0; g < sessions; g++ {
+			go func() {
+				errs <- func() error {
+					conn, err := dial()
+					if err != nil {
+						return err
+					}
+					defer func() { conn.Close(ctx) }()
+					for i := 0; i < rounds; i++ {
+						if g%4 == 1 && i == rounds/2 {
+							// Leaves the loop: the interceptor blocks
+							// it on its goroutine, and the session
+							// carries on there.
+							if _, err := conn.Exec(ctx, "SELECT 'precious'"); pgCode(err) != "42501" {
+								return fmt.Errorf("session %d: blocked query: %v, want 42501", g, err)
+							}
+						}
+						if g%4 == 2 && i%20 == 19 {
+							// Disconnects, and comes back.
+							conn.Close(ctx)
+							if conn, err = dial(); err != nil {
+								return err
+							}
+						}
+						b := &pgx.Batch{}
+						var got [3]int
+						b.Queue("SELECT $1::int * 1000 + $2::int", g, i).QueryRow(func(r pgx.Row) error { return r.Scan(&got[0]) })
+						if g%4 == 3 {
+							b.Queue("SELECT 1/0")
+						}
+						b.Queue("SELECT $1::int * 1000 + $2::int + 1", g, i).QueryRow(func(r pgx.Row) error { return r.Scan(&got[1]) })
+						err := conn.SendBatch(ctx, b).Close()
+						want := [3]int{g*1000 + i, g*1000 + i + 1}
+						switch {
+						case g%4 == 3:
+							if pgCode(err) != "22012" || got[0] != want[0] {
+								return fmt.Errorf("session %d round %d: %v, %v; want 22012 after %d", g, i, err, got, want[0])
+							}
+						case err != nil || got != want:
+							return fmt.Errorf("session %d round %d: %v, %v; want %v", g, i, err, got, want)
+						}
+					}
+					return nil
+				}()
+			}()
+		}
+		for g := 0; g < sessions; g++ {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+		if got, want := p.handoffs("interceptor"), before+sessions/4; got != want {
+			t.Errorf("interceptor handoffs = %v, want %v", got, want)
 		}
 	})
 
