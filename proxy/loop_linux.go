@@ -23,8 +23,7 @@ import (
 // The event loop relays sessions the way PgBouncer does: a few threads,
 // each waiting in epoll for any of its sessions' sockets to be readable,
 // then reading once, relaying every whole message that arrived and
-// writing once (for all the sessions of a turn, in three passes: see
-// run). The goroutine-per-direction relay (relay.go) pays for
+// writing once (for all the sessions of a turn, in passes: see run). The goroutine-per-direction relay (relay.go) pays for
 // every turn of a conversation with a read that finds nothing (EAGAIN)
 // and a park and wake-up of a goroutine, in each direction; under
 // pgbench that was a third of pgmoat's CPU (bench/README.md). In the loop
@@ -160,8 +159,9 @@ func newEventLoop(linger bool) (*eventLoop, error) {
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
+	const batch = 256 // events one epoll_wait returns at most
 	return &eventLoop{epfd: epfd, wakefd: wakefd, linger: linger,
-		events: make([]unix.EpollEvent, 256), readErrs: make([]error, 256), done: make(chan struct{})}, nil
+		events: make([]unix.EpollEvent, batch), readErrs: make([]error, batch), done: make(chan struct{})}, nil
 }
 
 // stop makes the loop's goroutine close the loop and return.
@@ -443,10 +443,8 @@ func (l *eventLoop) add(lc *loopConn) {
 	}
 	// What arrived before the session entered the loop is already in
 	// its buffers, and epoll will not announce it again.
-	lc.fromServer(false)
-	if !lc.left {
-		lc.fromClient(false)
-	}
+	lc.fromServer()
+	lc.fromClient()
 }
 
 // conn returns the session whose socket fd is, or nil.
@@ -577,19 +575,11 @@ func fdConn(fd int) (net.Conn, error) {
 	return net.FileConn(f)
 }
 
-// fromClient reads what the client sent (read) or handles what is
-// already buffered, relays every whole message and writes it to the
-// server.
-func (lc *loopConn) fromClient(read bool) {
-	var rerr error
-	if read {
-		var again bool
-		if again, rerr = readInto(lc.cliOut.fd, lc.s.cliR); again {
-			return
-		}
-	}
+// fromClient relays every whole message already in the client's buffer
+// and writes it to the server.
+func (lc *loopConn) fromClient() {
 	lc.relayClient()
-	lc.finishClient(rerr)
+	lc.finishClient(nil)
 }
 
 // relayClient relays every whole message in the client's buffer to the
@@ -646,19 +636,11 @@ func (lc *loopConn) finishClient(rerr error) {
 	}
 }
 
-// fromServer reads what the server sent (read) or handles what is
-// already buffered, relays every whole message and writes it to the
-// client.
-func (lc *loopConn) fromServer(read bool) {
-	var rerr error
-	if read {
-		var again bool
-		if again, rerr = readInto(lc.srvOut.fd, lc.s.srvR); again {
-			return
-		}
-	}
+// fromServer relays every whole message already in the server's buffer
+// and writes it to the client.
+func (lc *loopConn) fromServer() {
 	lc.relayServer()
-	lc.finishServer(rerr)
+	lc.finishServer(nil)
 }
 
 // relayServer relays every whole message in the server's buffer to the
