@@ -265,7 +265,10 @@ func TestCursorIsAPortal(t *testing.T) {
 	const wipe = `SELECT run_sql('UPDATE members SET note = ''gone''')`
 	const openP = `CREATE FUNCTION open_p() RETURNS refcursor LANGUAGE plpgsql AS $f$
 DECLARE c refcursor := 'p';
-BEGIN OPEN c FOR ` + wipe + `; RETURN c; END$f$`
+BEGIN OPEN c FOR ` + wipe + `; RETURN c; END$f$;
+CREATE FUNCTION reopen_p() RETURNS refcursor LANGUAGE plpgsql AS $f$
+DECLARE c refcursor := 'p';
+BEGIN CLOSE c; OPEN c FOR ` + wipe + `; RETURN c; END$f$`
 
 	attack := func(t *testing.T, steps ...[]pgproto3.FrontendMessage) {
 		t.Helper()
@@ -302,6 +305,17 @@ BEGIN OPEN c FOR ` + wipe + `; RETURN c; END$f$`
 	t.Run("a portal Bind made, closed in SQL, its name taken by a cursor", func(t *testing.T) {
 		attack(t, q("BEGIN"), bindP, q("CLOSE p"), q("DECLARE p CURSOR FOR "+wipe), execP, q("COMMIT"))
 	})
+	t.Run("a portal Bind made, closed by a function that opens its own under the name", func(t *testing.T) {
+		attack(t, q("BEGIN"), bindP, q("SELECT reopen_p()"), execP, q("COMMIT"))
+	})
+	t.Run("a portal Bind made, closed in SQL inside a savepoint rolled back, then a function's cursor", func(t *testing.T) {
+		// Closing a portal is not undone by ROLLBACK TO.
+		attack(t, q("BEGIN"), bindP, q("SAVEPOINT a"), q("CLOSE p"), q("ROLLBACK TO a"), q("SELECT open_p()"), execP, q("COMMIT"))
+	})
+	t.Run("a portal Bind made in a savepoint released into one rolled back", func(t *testing.T) {
+		attack(t, q("BEGIN"), q("SAVEPOINT a"), q("SAVEPOINT b"), bindP, q("RELEASE b"), q("ROLLBACK TO a"),
+			q("SELECT open_p()"), execP, q("COMMIT"))
+	})
 
 	t.Run("a named portal fetched in parts", func(t *testing.T) {
 		// As JDBC does with a fetch size: the portal's Executes run as
@@ -322,4 +336,40 @@ BEGIN OPEN c FOR ` + wipe + `; RETURN c; END$f$`
 		r.run(q("COMMIT")...)
 		wantRows(t, errs, all, "1", "2", "3", "4", "5")
 	})
+	// ROLLBACK TO closes the portals opened after the savepoint, and only
+	// those: JDBC with autosave and a fetch size goes on fetching from its
+	// portal after a statement failed and was rolled back to the savepoint
+	// the driver set before it.
+	for _, tc := range []struct {
+		name         string
+		before, fail []string // around the portal's Bind; fail runs after its first fetch
+	}{
+		{"bound before the savepoint", nil,
+			[]string{"SAVEPOINT PGJDBC_AUTOSAVE", "SELECT 1/0", "ROLLBACK TO SAVEPOINT PGJDBC_AUTOSAVE"}},
+		{"bound before savepoints of the same name, nested", nil,
+			[]string{"SAVEPOINT s", "SAVEPOINT s", "SELECT 1/0", "ROLLBACK TO s", "ROLLBACK TO s"}},
+		{"bound in a savepoint released before another rolled back", []string{"SAVEPOINT a"},
+			[]string{"RELEASE a", "SAVEPOINT b", "SELECT 1/0", "ROLLBACK TO b"}},
+	} {
+		t.Run("a named portal fetched on after a rollback to a savepoint, "+tc.name, func(t *testing.T) {
+			db := guardDB(t, c)
+			r := newRawSession(t, m.SuperConnString(db))
+			r.run(q("BEGIN")...)
+			for _, sql := range tc.before {
+				r.run(q(sql)...)
+			}
+			errs, all := r.run(&pgproto3.Parse{Name: "s", Query: "SELECT id::text FROM members WHERE id <= $1 ORDER BY id"},
+				&pgproto3.Bind{DestinationPortal: "C_1", PreparedStatement: "s", Parameters: [][]byte{[]byte("5")}},
+				&pgproto3.Execute{Portal: "C_1", MaxRows: 2}, &pgproto3.Sync{})
+			for i, sql := range tc.fail {
+				e, _ := r.run(q(sql)...)
+				if wantErr := strings.Contains(sql, "1/0"); wantErr != (len(e) == 1) || wantErr && e[0].Code != "22012" {
+					t.Fatalf("step %d (%s): %s", i, sql, codes(e))
+				}
+			}
+			e, rows := r.run(&pgproto3.Execute{Portal: "C_1", MaxRows: 3}, &pgproto3.Sync{})
+			r.run(q("COMMIT")...)
+			wantRows(t, append(errs, e...), append(all, rows...), "1", "2", "3", "4", "5")
+		})
+	}
 }

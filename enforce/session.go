@@ -72,8 +72,9 @@ type sessionState struct {
 	// reads and writes it.
 	syncs uint64
 	// portalNames are the named portals the server confirmed bound in
-	// the current transaction (statements.go).
-	portalNames map[string]bool
+	// the current transaction, each with the savepoints the transaction
+	// held when it was bound (statements.go).
+	portalNames map[string]int
 	portals     map[string]*rules.Result // named portals
 	// unnamedPortal is portals' entry for the unnamed portal, which
 	// nearly every Bind uses: kept apart, it costs no map operation.
@@ -385,7 +386,8 @@ func (st *sessionState) pendingLocked() []rules.StateChange {
 
 func (st *sessionState) applyLocked(changes []rules.StateChange) {
 	stale := false
-	for _, ch := range changes {
+	applied := 0 // changes[:applied] are in st.analysis already
+	for i, ch := range changes {
 		switch ch.Kind {
 		case rules.ChangeCreateRelation, rules.ChangeEdge, rules.ChangeRenameRelation, rules.ChangeDropRelation, rules.ChangeDropSchema:
 			// The catalog snapshot no longer says what the database
@@ -420,11 +422,16 @@ func (st *sessionState) applyLocked(changes []rules.StateChange) {
 			} else {
 				delete(st.portalNames, ch.Name)
 			}
-		case rules.ChangeRollback, rules.ChangeRollbackTo, rules.ChangeCommit, rules.ChangeStaleSettings:
-			// Portals may have closed (ROLLBACK TO closes those opened
-			// after the savepoint), or code pgmoat cannot read closed
-			// and opened some: an Execute of a named portal is judged
-			// until a Bind makes it again.
+		case rules.ChangeRelease, rules.ChangeRollbackTo:
+			// Which portals the savepoint's end concerns depends on the
+			// savepoints before it, changes[:i] included.
+			st.analysis.Apply(changes[applied:i]...)
+			applied = i
+			st.savepointEndLocked(ch)
+		case rules.ChangeRollback, rules.ChangeCommit, rules.ChangeStaleSettings:
+			// The portals closed, or code pgmoat cannot read may have
+			// closed and opened some: an Execute of a named portal is
+			// judged until a Bind makes it again.
 			clear(st.portalNames)
 		case rules.ChangeDiscardAll:
 			clear(st.portalNames)
@@ -437,7 +444,7 @@ func (st *sessionState) applyLocked(changes []rules.StateChange) {
 	if stale {
 		st.e.cats.release(st.auditBase.Database)
 	}
-	st.analysis.Apply(changes...)
+	st.analysis.Apply(changes[applied:]...)
 	// The database's other sessions count what this one made too.
 	st.e.engine.Learn(st.auditBase.Database, changes...)
 }

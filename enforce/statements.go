@@ -240,9 +240,11 @@ func (st *sessionState) synced() { st.syncs++ }
 // function, is a portal that an Execute message runs as FETCH would, so an
 // Execute of a portal pgmoat did not see bound would run a query it never
 // judged. The session keeps the names of the portals the server confirmed
-// bound (BindComplete) in the current transaction, when portals end; an
-// Execute of another named portal is judged as opaque (refused, or held,
-// while tables are protected). The unnamed portal is only ever bound by a
+// bound (BindComplete) and forgets each at its end: a Close, the end of
+// the transaction, a ROLLBACK TO a savepoint set before its Bind, or code
+// pgmoat cannot read (which may close and open any). An Execute of
+// another named portal is judged as opaque (refused, or held, while
+// tables are protected). The unnamed portal is only ever bound by a
 // Bind, or by a simple Query, which runs it at once.
 
 // portalBindLocked tags a Bind of the named portal name being forwarded.
@@ -253,9 +255,34 @@ func (st *sessionState) portalBindLocked(name string) *stmtChange {
 // portalBoundLocked records that the server bound the named portal name.
 func (st *sessionState) portalBoundLocked(name string) {
 	if st.portalNames == nil {
-		st.portalNames = map[string]bool{}
+		st.portalNames = map[string]int{}
 	}
-	st.portalNames[name] = true
+	st.portalNames[name] = st.analysis.Savepoints()
+}
+
+// savepointEndLocked follows the named portals through the RELEASE or
+// ROLLBACK TO ch, which st.analysis has not applied yet, as the server
+// does: the portals bound since the savepoint was set pass to the
+// subtransaction around it at RELEASE, and close at ROLLBACK TO; those
+// bound before it stay open either way. (A portal that failed in the
+// rolled-back part stays open too, only to refuse to run.)
+func (st *sessionState) savepointEndLocked(ch rules.StateChange) {
+	at := st.analysis.Savepoint(ch.Name)
+	if at < 0 {
+		// The server knew a savepoint pgmoat did not: it no longer
+		// knows which portals are open.
+		clear(st.portalNames)
+		return
+	}
+	for name, depth := range st.portalNames {
+		switch {
+		case depth <= at:
+		case ch.Kind == rules.ChangeRollbackTo:
+			delete(st.portalNames, name)
+		default:
+			st.portalNames[name] = at
+		}
+	}
 }
 
 // portalKnownLocked reports whether an Execute of the named portal name,
@@ -274,7 +301,8 @@ func (st *sessionState) portalKnownLocked(name []byte) (known, sure bool) {
 		}
 		return false, false
 	}
-	return st.portalNames[string(name)], true
+	_, known = st.portalNames[string(name)]
+	return known, true
 }
 
 // awaitPortal is portalKnownLocked, waiting for the server's answers to

@@ -96,6 +96,22 @@ func (s *Session) SearchPath() (entries []string, ok bool) {
 	return s.tx.cur.path.entries, s.tx.cur.path.known
 }
 
+// Savepoints returns how many savepoints the transaction holds now: the
+// depth of the subtransaction its statements run in.
+func (s *Session) Savepoints() int { return len(s.tx.saves) }
+
+// Savepoint returns the place of the innermost savepoint named name (0
+// for the outermost), the one RELEASE and ROLLBACK TO name, or -1 when
+// the transaction holds none by that name.
+func (s *Session) Savepoint(name string) int {
+	for i := len(s.tx.saves) - 1; i >= 0; i-- {
+		if s.tx.saves[i].name == name {
+			return i
+		}
+	}
+	return -1
+}
+
 // Apply applies state changes reported in a Verdict, in order, once the
 // statement has completed on the server.
 func (s *Session) Apply(changes ...StateChange) {

@@ -91,6 +91,34 @@ func TestTransactionStatesAcrossMessages(t *testing.T) {
 	}
 }
 
+// TestSavepoints: the savepoints a session holds, as the enforcer reads
+// them to follow portals through RELEASE and ROLLBACK TO.
+func TestSavepoints(t *testing.T) {
+	eng := testEngine(t, defaultProtect)
+	s := knownSession("app")
+	at := func(step string, depth int, places map[string]int) {
+		t.Helper()
+		if got := s.Savepoints(); got != depth {
+			t.Errorf("after %s: %d savepoints, want %d", step, got, depth)
+		}
+		for name, want := range places {
+			if got := s.Savepoint(name); got != want {
+				t.Errorf("after %s: savepoint %s at %d, want %d", step, name, got, want)
+			}
+		}
+	}
+	judgeAndApply(eng, s, "BEGIN", 'T')
+	at("BEGIN", 0, map[string]int{"a": -1})
+	judgeAndApply(eng, s, "SAVEPOINT a; SAVEPOINT \"B\"; SAVEPOINT a", 'T')
+	at("three savepoints", 3, map[string]int{"a": 2, "B": 1, "b": -1})
+	judgeAndApply(eng, s, "ROLLBACK TO a", 'T')
+	at("ROLLBACK TO a", 3, map[string]int{"a": 2})
+	judgeAndApply(eng, s, `RELEASE SAVEPOINT "B"`, 'T')
+	at("RELEASE B", 1, map[string]int{"a": 0, "B": -1})
+	judgeAndApply(eng, s, "COMMIT", 'I')
+	at("COMMIT", 0, map[string]int{"a": -1})
+}
+
 func TestPreparedStatements(t *testing.T) {
 	eng := testEngine(t, defaultProtect)
 	s := knownSession("app")
