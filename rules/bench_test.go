@@ -266,15 +266,40 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// BenchmarkNormalize: the fast path's lexer alone, on pgbench's SELECT.
+// BenchmarkNormalize: the fast path's lexer alone, on pgbench's SELECT
+// (select) and on the statements of its TPC-B-like script, one after the
+// other (tpcb; bytes per second count all of them).
 func BenchmarkNormalize(b *testing.B) {
-	sql := "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"
-	var buf [512]byte
-	var spanBuf [4]span
-	b.SetBytes(int64(len(sql)))
-	for i := 0; i < b.N; i++ {
-		if _, _, ok := normalize(sql, buf[:], spanBuf[:]); !ok {
-			b.Fatal("not normalized")
-		}
+	for _, bc := range []struct {
+		name  string
+		texts []string
+	}{
+		{"select", []string{"SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"}},
+		{"tpcb", []string{
+			"BEGIN;",
+			"UPDATE pgbench_accounts SET abalance = abalance + -3152 WHERE aid = 812345;",
+			"SELECT abalance FROM pgbench_accounts WHERE aid = 812345;",
+			"UPDATE pgbench_tellers SET tbalance = tbalance + -3152 WHERE tid = 47;",
+			"UPDATE pgbench_branches SET bbalance = bbalance + -3152 WHERE bid = 5;",
+			"INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (47, 5, 812345, -3152, CURRENT_TIMESTAMP);",
+			"END;",
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			var buf [512]byte
+			var spanBuf [4]span
+			size := 0
+			for _, sql := range bc.texts {
+				size += len(sql)
+			}
+			b.SetBytes(int64(size))
+			for i := 0; i < b.N; i++ {
+				for _, sql := range bc.texts {
+					if _, _, ok := normalize(sql, buf[:], spanBuf[:]); !ok {
+						b.Fatal("not normalized")
+					}
+				}
+			}
+		})
 	}
 }
