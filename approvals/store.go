@@ -494,9 +494,17 @@ func (s *Store) changed(c Change) {
 // resync reads this process's pending holds again, for changes whose
 // notifications were lost.
 func (s *Store) resync() {
+	if err := s.reread(); err != nil {
+		s.log.Warn("could not read this instance's holds", "err", err)
+	}
+}
+
+// reread releases this process's waiters of holds the Backend shows
+// ended.
+func (s *Store) reread() error {
 	hs := s.localHolds()
 	if len(hs) == 0 {
-		return
+		return nil
 	}
 	ids := make([]string, len(hs))
 	for i, h := range hs {
@@ -504,17 +512,19 @@ func (s *Store) resync() {
 	}
 	infos, err := s.b.GetHolds(ids)
 	if err != nil {
-		s.log.Warn("could not read this instance's holds", "err", err)
-		return
+		return err
 	}
 	for _, info := range infos {
 		s.settled(info)
 	}
+	return nil
 }
 
 // syncLoop stores the ends of holds ended while the Backend was down, and
-// reads this process's pending holds again each time (a shared Backend
-// may have missed notifications).
+// reads this process's pending holds again each time: a shared Backend
+// may have missed a notification (one committed before its LISTEN took
+// effect, or whose hold it could not read when it came), and a hold
+// another instance approved must not wait here until it expires.
 func (s *Store) syncLoop(every time.Duration) {
 	defer s.wg.Done()
 	t := time.NewTicker(every)
@@ -525,6 +535,9 @@ func (s *Store) syncLoop(every time.Duration) {
 			return
 		case <-t.C:
 			s.syncEnds()
+			// Quietly: an unreachable Backend says so itself, and
+			// the next tick tries again.
+			s.reread()
 		}
 	}
 }

@@ -8,9 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pgmoat/pgmoat/config"
+	"github.com/pgmoat/pgmoat/metrics"
 )
 
 func TestApproveReleasesAfterRecording(t *testing.T) {
@@ -361,5 +363,41 @@ func TestSetConfigAppliesToNewHolds(t *testing.T) {
 	}
 	if d := fresh.ExpiresAt().Sub(h.clock.Now()); d != 5*time.Minute {
 		t.Errorf("new hold expires in %v", d)
+	}
+}
+
+// deafBackend is a shared Backend whose notifications never arrive.
+type deafBackend struct{ *memory }
+
+func (deafBackend) Watch(func(Change)) {}
+
+// TestMissedNotification: a hold another instance approved, whose
+// notification this one never got, is released by the Store's periodic
+// read of its pending holds, not left to expire.
+func TestMissedNotification(t *testing.T) {
+	mem := newMemory(DefaultKeepEnded)
+	s := New(holdsConfig(), Options{Backend: deafBackend{mem}, SyncInterval: 20 * time.Millisecond, Metrics: metrics.New(prometheus.NewRegistry())})
+	t.Cleanup(s.Close)
+	h, err := s.Create(sampleRequest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another instance approves it: straight in the shared records.
+	if _, err := mem.UpdateHold(h.ID(), func(info *HoldInfo) (bool, error) {
+		info.Status, info.ResolvedBy, info.Resolution = StatusApproved, "bob", "approved by bob"
+		info.ResolvedAt = time.Now()
+		return true, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan Outcome, 1)
+	go func() { out <- s.Wait(context.Background(), h) }()
+	select {
+	case o := <-out:
+		if o.Status != StatusApproved || o.By != "bob" {
+			t.Fatalf("outcome %+v, want approved by bob", o)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the approval was never seen: the hold waits for its expiry")
 	}
 }

@@ -21,8 +21,11 @@ func (b *Backend) listen() {
 			if lost {
 				b.log.Info("notifications from the control database restored")
 				lost = false
-				b.watch(approvals.Change{Kind: approvals.ChangeResync})
 			}
+			// What was committed before the LISTEN took effect was
+			// not notified: the first time too, since Open returns
+			// before it does.
+			b.watch(approvals.Change{Kind: approvals.ChangeResync})
 		})
 		if b.ctx.Err() != nil {
 			return
