@@ -414,20 +414,23 @@ func (s *Store) endHere(h *Hold, st Status, by, reason string, cause error) {
 	s.endLocal(h, info)
 }
 
-// settled releases this process's waiter of a hold that info shows ended.
-func (s *Store) settled(info HoldInfo) {
+// settled releases this process's waiter of a hold that info shows ended,
+// and reports whether it did so now.
+func (s *Store) settled(info HoldInfo) bool {
 	if info.Status == "" || info.Status == StatusPending {
-		return
+		return false
 	}
 	if h := s.localHold(info.ID); h != nil {
-		s.endLocal(h, info)
+		return s.endLocal(h, info)
 	}
+	return false
 }
 
-// endLocal ends this process's hold h with info, once.
-func (s *Store) endLocal(h *Hold, info HoldInfo) {
+// endLocal ends this process's hold h with info, once; it reports whether
+// this call ended it.
+func (s *Store) endLocal(h *Hold, info HoldInfo) bool {
 	if !h.end(info) {
-		return
+		return false
 	}
 	s.mu.Lock()
 	delete(s.local, h.id)
@@ -438,6 +441,7 @@ func (s *Store) endLocal(h *Hold, info HoldInfo) {
 	s.m.HoldWaitDuration.Observe(waited.Seconds())
 	s.log.Info("hold ended", "hold", h.id, "status", info.Status, "by", info.ResolvedBy,
 		"resolution", info.Resolution, "waited", waited)
+	return true
 }
 
 func (s *Store) localHold(id string) *Hold {
@@ -500,7 +504,7 @@ func (s *Store) resync() {
 }
 
 // reread releases this process's waiters of holds the Backend shows
-// ended.
+// ended, and tells the subscribers of each: no notification of it came.
 func (s *Store) reread() error {
 	hs := s.localHolds()
 	if len(hs) == 0 {
@@ -515,7 +519,9 @@ func (s *Store) reread() error {
 		return err
 	}
 	for _, info := range infos {
-		s.settled(info)
+		if s.settled(info) {
+			s.publish(Change{Kind: ChangeHold, ID: info.ID})
+		}
 	}
 	return nil
 }

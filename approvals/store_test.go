@@ -373,7 +373,8 @@ func (deafBackend) Watch(func(Change)) {}
 
 // TestMissedNotification: a hold another instance approved, whose
 // notification this one never got, is released by the Store's periodic
-// read of its pending holds, not left to expire.
+// read of its pending holds, not left to expire, and the console hears of
+// it.
 func TestMissedNotification(t *testing.T) {
 	mem := newMemory(DefaultKeepEnded)
 	s := New(holdsConfig(), Options{Backend: deafBackend{mem}, SyncInterval: 20 * time.Millisecond, Metrics: metrics.New(prometheus.NewRegistry())})
@@ -382,6 +383,8 @@ func TestMissedNotification(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sub := s.Subscribe()
+	defer sub.Close()
 	// Another instance approves it: straight in the shared records.
 	if _, err := mem.UpdateHold(h.ID(), func(info *HoldInfo) (bool, error) {
 		info.Status, info.ResolvedBy, info.Resolution = StatusApproved, "bob", "approved by bob"
@@ -399,5 +402,13 @@ func TestMissedNotification(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the approval was never seen: the hold waits for its expiry")
+	}
+	select {
+	case <-sub.C:
+		if ch := sub.Next(); !slices.ContainsFunc(ch, func(c Change) bool { return c.Kind == ChangeHold && c.ID == h.ID() }) {
+			t.Errorf("the subscription heard %+v, not the hold", ch)
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("the subscription heard nothing of the approval")
 	}
 }
