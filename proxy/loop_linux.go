@@ -23,9 +23,10 @@ import (
 // The event loop relays sessions the way PgBouncer does: a few threads,
 // each waiting in epoll for any of its sessions' sockets to be readable,
 // then reading once, relaying every whole message that arrived and
-// writing once (for all the sessions of a turn, in passes: see run). The goroutine-per-direction relay (relay.go) pays for
-// every turn of a conversation with a read that finds nothing (EAGAIN)
-// and a park and wake-up of a goroutine, in each direction; under
+// writing once (for all the sessions of a turn, in passes: see run). The
+// goroutine-per-direction relay (relay.go) pays for every turn of a
+// conversation with a read that finds nothing (EAGAIN) and a park and
+// wake-up of a goroutine, in each direction; under
 // pgbench that was a third of pgmoat's CPU (bench/README.md). In the loop
 // a level-triggered epoll says when to read, so every read finds data,
 // and one epoll_wait serves all the sessions that became ready together.
