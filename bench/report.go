@@ -304,7 +304,7 @@ func (r *report) check(in func(cell) bool, ratioOf func(cell) float64, good func
 func (r *report) writeThroughput(w io.Writer) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("## Throughput\n\nMedian TPS over each run's steady state: from the moment every client has completed a transaction " +
-		"to the last transaction, counted from pgbench's per-transaction log. Ratios divide the medians. " +
+		"to the moment the first client completed its last (every client was running throughout), counted from pgbench's per-transaction log. Ratios divide the medians. " +
 		"Latency is pgbench's average, in ms.\n\n")
 	p("| script | -M | clients |")
 	for _, t := range r.Targets {

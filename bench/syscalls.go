@@ -144,9 +144,9 @@ func syscallWindow(l txLog, cs []syscallCount) (perTx float64, err error) {
 	if len(l.Done) == 0 {
 		return 0, errors.New("no transaction completed")
 	}
-	n, from, to := syscallsIn(cs, l.Ready, l.Last)
+	n, from, to := syscallsIn(cs, l.Ready, l.Leaving)
 	if from.IsZero() || to.Sub(from) < minWindow {
-		return 0, fmt.Errorf("steady state too short to count system calls (%s)", l.Last.Sub(l.Ready).Round(time.Millisecond))
+		return 0, fmt.Errorf("steady state too short to count system calls (%s)", l.Leaving.Sub(l.Ready).Round(time.Millisecond))
 	}
 	tx := countIn(l.Done, from, to)
 	if tx == 0 {

@@ -16,19 +16,25 @@ import (
 
 // A run's numbers are taken over its steady state: from the moment every
 // client has finished a transaction (all of them are connected and past
-// their first round trip) to the last transaction that completed. pgbench
-// counts its -T from before it connects, and a relay's work to set up
-// sessions is no part of what it costs per transaction: through pgmoat a
-// session costs milliseconds of CPU to set up (its own upstream
-// connection, authentication, the session's catalog), through PgBouncer
-// in session mode much less (its server connections are pooled). Counted
-// over the whole run, that set-up would swamp the cost per transaction at
-// 64 and 256 clients; the connections step measures it on its own.
+// their first round trip) to the moment the first client completed its
+// last one (all of them were still running). pgbench counts its -T from
+// before it connects, and a relay's work to set up sessions is no part of
+// what it costs per transaction: through pgmoat a session costs
+// milliseconds of CPU to set up (its own upstream connection,
+// authentication, the session's catalog), through PgBouncer in session
+// mode much less (its server connections are pooled). Counted over the
+// whole run, that set-up would swamp the cost per transaction at 64 and
+// 256 clients; the connections step measures it on its own. So with
+// tearing sessions down: once -T is over, each client disconnects when its
+// transaction in flight completes, and the relay ends its session while
+// the others finish theirs (at 256 clients, pgmoat's last clients took
+// 350 ms to finish, at twice the CPU per transaction or more:
+// bench/README.md, "Where a run ends").
 //
 // pgbench writes every transaction's completion time (-l), the bench
 // samples the relay's CPU time and context switches every sampleEvery,
 // and the window runs from the first sample after the last client's first
-// transaction to the last sample before the last transaction.
+// transaction to the last sample before the first client's last one.
 
 // sampleEvery is how often a relay's counters are read during a run.
 const sampleEvery = 20 * time.Millisecond
@@ -150,7 +156,9 @@ func parseSwitches(status string) (int64, error) {
 type txLog struct {
 	Done  []time.Time // sorted
 	Ready time.Time   // the latest of the clients' first completions
-	Last  time.Time
+	// Leaving is the earliest of the clients' last completions: from
+	// then on clients are disconnecting.
+	Leaving time.Time
 }
 
 // readTxLogs reads the per-transaction logs pgbench wrote with
@@ -165,7 +173,7 @@ func readTxLogs(prefix string) (txLog, error) {
 		return txLog{}, fmt.Errorf("pgbench wrote no transaction log %s.*", prefix)
 	}
 	var l txLog
-	first := map[int]time.Time{}
+	first, last := map[int]time.Time{}, map[int]time.Time{}
 	for _, f := range files {
 		err := func() error {
 			fh, err := os.Open(f)
@@ -173,7 +181,7 @@ func readTxLogs(prefix string) (txLog, error) {
 				return err
 			}
 			defer fh.Close()
-			return parseTxLog(fh, &l, first)
+			return parseTxLog(fh, &l, first, last)
 		}()
 		os.Remove(f)
 		if err != nil {
@@ -186,8 +194,10 @@ func readTxLogs(prefix string) (txLog, error) {
 			l.Ready = t
 		}
 	}
-	if n := len(l.Done); n > 0 {
-		l.Last = l.Done[n-1]
+	for _, t := range last {
+		if l.Leaving.IsZero() || t.Before(l.Leaving) {
+			l.Leaving = t
+		}
 	}
 	return l, nil
 }
@@ -195,7 +205,7 @@ func readTxLogs(prefix string) (txLog, error) {
 // parseTxLog reads pgbench's per-transaction log lines: "client_id
 // transaction_no time script_no time_epoch time_us [...]", the last two
 // being when the transaction completed.
-func parseTxLog(r io.Reader, l *txLog, first map[int]time.Time) error {
+func parseTxLog(r io.Reader, l *txLog, first, last map[int]time.Time) error {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -212,6 +222,9 @@ func parseTxLog(r io.Reader, l *txLog, first map[int]time.Time) error {
 		l.Done = append(l.Done, t)
 		if f0, ok := first[client]; !ok || t.Before(f0) {
 			first[client] = t
+		}
+		if l0, ok := last[client]; !ok || t.After(l0) {
+			last[client] = t
 		}
 	}
 	return sc.Err()
@@ -239,12 +252,12 @@ func steadyWindow(l txLog, samples []relaySample) (window, error) {
 	if len(l.Done) == 0 {
 		return window{}, errors.New("no transaction completed")
 	}
-	w := window{Start: l.Ready, End: l.Last}
+	w := window{Start: l.Ready, End: l.Leaving}
 	if samples != nil {
 		i := slices.IndexFunc(samples, func(s relaySample) bool { return !s.At.Before(l.Ready) })
 		j := -1
 		for k := len(samples) - 1; k >= 0; k-- {
-			if !samples[k].At.After(l.Last) {
+			if !samples[k].At.After(l.Leaving) {
 				j = k
 				break
 			}
@@ -257,8 +270,8 @@ func steadyWindow(l txLog, samples []relaySample) (window, error) {
 		w.CPU, w.User, w.CS, w.Relay = s1.CPU-s0.CPU, s1.User-s0.User, s1.CS-s0.CS, true
 	}
 	if d := w.End.Sub(w.Start); d < minWindow {
-		return window{}, fmt.Errorf("steady state of %s (all clients had run a transaction at %s, the last ended at %s), want at least %s: raise -duration",
-			d.Round(time.Millisecond), l.Ready.Format("15:04:05.000"), l.Last.Format("15:04:05.000"), minWindow)
+		return window{}, fmt.Errorf("steady state of %s (all clients had run a transaction at %s, the first finished at %s), want at least %s: raise -duration",
+			d.Round(time.Millisecond), l.Ready.Format("15:04:05.000"), l.Leaving.Format("15:04:05.000"), minWindow)
 	}
 	w.Tx = countIn(l.Done, w.Start, w.End)
 	return w, nil

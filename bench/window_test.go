@@ -60,7 +60,8 @@ func writeTxLog(t *testing.T, path string, lines ...string) {
 }
 
 // TestReadTxLogs: every thread's file is read (and removed); the steady
-// state starts when the last client completes its first transaction.
+// state starts when the last client completes its first transaction and
+// ends when the first client completes its last.
 func TestReadTxLogs(t *testing.T) {
 	dir := t.TempDir()
 	prefix := filepath.Join(dir, "tx-3")
@@ -81,8 +82,8 @@ func TestReadTxLogs(t *testing.T) {
 	if want := time.Unix(1_800_000_000, 600_000_000); !l.Ready.Equal(want) {
 		t.Errorf("ready at %v, want %v (client 1's first)", l.Ready, want)
 	}
-	if want := time.Unix(1_800_000_002, 0); !l.Last.Equal(want) {
-		t.Errorf("last at %v, want %v", l.Last, want)
+	if want := time.Unix(1_800_000_001, 500_000_000); !l.Leaving.Equal(want) {
+		t.Errorf("leaving at %v, want %v (client 1's last; client 0 ran on)", l.Leaving, want)
 	}
 	if left, _ := filepath.Glob(prefix + ".*"); len(left) > 0 {
 		t.Errorf("logs left behind: %v", left)
@@ -102,7 +103,7 @@ func TestSteadyWindow(t *testing.T) {
 	for ms := 100; ms <= 3000; ms += 10 { // 100 transactions a second
 		l.Done = append(l.Done, at(ms))
 	}
-	l.Ready, l.Last = at(500), at(3000)
+	l.Ready, l.Leaving = at(500), at(3000)
 
 	// Direct: the window is the transactions'.
 	w, err := steadyWindow(l, nil)
@@ -114,7 +115,7 @@ func TestSteadyWindow(t *testing.T) {
 	}
 
 	// A relay: from the first sample at or after Ready to the last at or
-	// before Last; its counters are the differences.
+	// before Leaving; its counters are the differences.
 	var samples []relaySample
 	for ms := 0; ms <= 3100; ms += 20 {
 		samples = append(samples, relaySample{At: at(ms + 5), CPU: float64(ms) / 1000 * 0.25, CS: int64(ms)})
@@ -138,6 +139,14 @@ func TestSteadyWindow(t *testing.T) {
 	}
 	if got := rec.TPS(); math.Abs(got-100) > 1e-9 {
 		t.Errorf("TPS = %v, want 100", got)
+	}
+
+	// Clients leaving: what completes after the first client's last
+	// transaction is not counted.
+	leaving := l
+	leaving.Leaving = at(2000)
+	if w, err := steadyWindow(leaving, nil); err != nil || w.Tx != 150 || w.Seconds() != 1.5 {
+		t.Errorf("window with clients leaving at 2 s: %+v, %v; want 150 transactions over 1.5 s", w, err)
 	}
 
 	if _, err := steadyWindow(l, []relaySample{}); err == nil {
@@ -189,7 +198,7 @@ func TestSyscallWindow(t *testing.T) {
 	for ms := 505; ms <= 2995; ms += 10 {
 		l.Done = append(l.Done, at(ms))
 	}
-	l.Ready, l.Last = at(505), at(2995)
+	l.Ready, l.Leaving = at(505), at(2995)
 	perTx, err := syscallWindow(l, cs)
 	if err != nil {
 		t.Fatal(err)
