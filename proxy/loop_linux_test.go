@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -263,6 +264,61 @@ func TestEventLoopShutdown(t *testing.T) {
 	}
 	if got := p.loopSessions(); got != 0 {
 		t.Fatalf("event loop sessions = %v after shutdown, want 0", got)
+	}
+}
+
+// TestEventLoopSessionsEndWithoutLeaks checks that sessions ending in the
+// event loop, by the client's Terminate (the loop closes the sockets
+// itself) and by its vanishing (they leave the loop first), close both
+// of their sockets, and that their backends end.
+func TestEventLoopSessionsEndWithoutLeaks(t *testing.T) {
+	requireLoop(t)
+	c := pgtest.Get(t)
+	db := c.NewDatabase(t)
+	p := startProxy(t, Options{Interceptor: tryInterceptorFor(&testInterceptor{})})
+	ctx := ctxTimeout(t, time.Minute)
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	// One session first, so that the loop's own descriptors exist.
+	warm := p.superConn(t, db)
+	if _, err := warm.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	before := fds()
+	const n = 10
+	for i := 0; i < n; i++ {
+		conn := p.superConn(t, db)
+		if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			conn.Close(ctx) // Terminate
+			continue
+		}
+		hj, err := conn.PgConn().Hijack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hj.Conn.Close() // no Terminate
+	}
+	eventually(t, 20*time.Second, "every session but the first ended", func() bool {
+		return p.counter(p.met.ClientConnectionsOpen) == 1 && p.loopSessions() == 1
+	})
+	eventually(t, 10*time.Second, "descriptors back to where they were", func() bool { return fds() <= before })
+	var left int
+	if err := directConn(t, db).QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", db).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 1 {
+		t.Errorf("%d backends left in the database, want 1 (the first session's)", left)
+	}
+	if got := strings.Count(p.logs.String(), "reason=client_terminate"); got != n/2 {
+		t.Errorf("%d sessions ended by Terminate, want %d", got, n/2)
 	}
 }
 
