@@ -126,7 +126,7 @@ func TestCacheBounded(t *testing.T) {
 	for i := range eng.cache.shards {
 		sh := &eng.cache.shards[i]
 		total += sh.bytes
-		if len(sh.m) > 0 && sh.bytes > eng.cache.maxShard {
+		if sh.bytes > eng.cache.maxShard {
 			t.Fatalf("shard %d holds %d bytes > %d", i, sh.bytes, eng.cache.maxShard)
 		}
 	}
@@ -242,16 +242,16 @@ func TestCacheHashCollision(t *testing.T) {
 	st := internState("state")
 	other := &Result{Action: Block}
 	h, sh := c.hash(st, "SELECT 1")
-	sh.m[h] = &centry{state: "state", text: "DROP TABLE users", r: other}
+	sh.m.Store(h, &centry{state: "state", text: "DROP TABLE users", r: other})
 	if r := c.get(st, "SELECT 1"); r != nil {
 		t.Fatalf("a key whose hash another key's entry holds got %v", r.Action)
 	}
-	sh.m[h] = &centry{state: "other state", text: "SELECT 1", r: other}
+	sh.m.Store(h, &centry{state: "other state", text: "SELECT 1", r: other})
 	if r := c.get(st, "SELECT 1"); r != nil {
 		t.Fatalf("a key whose hash another state's entry holds got %v", r.Action)
 	}
 	c.put(st, "SELECT 1", &Result{Action: Allow})
-	if e := sh.m[h]; e.r != other {
+	if e := sh.load(h); e.r != other {
 		t.Fatal("put replaced another key's entry")
 	}
 	if r := c.get(st, "SELECT 1"); r != nil {

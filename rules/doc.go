@@ -131,7 +131,6 @@
 //	    (*Result).Keep(copy) before keeping the Result
 //	(*Engine).JudgeOpaque(*Session, what) *Result  // FunctionCall
 //	(*Engine).JudgeScript(*Session, sql) *Result   // pgmoat check
-//	(*Engine).CacheStats() CacheStats
 //	NewSession(Identity) *Session; (*Session).SetSearchPath, Apply, Sync,
 //	    ReadBack, Unsettled, RegisterPrepared, ClosePrepared, Prepared, SearchPath
 //	CheckStartup(params) (searchPath, ok, error); CheckParameter(name, value) error
