@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/pgmoat/pgmoat/approvals"
 	"github.com/pgmoat/pgmoat/audit"
 	"github.com/pgmoat/pgmoat/config"
@@ -43,11 +41,11 @@ type Enforcer struct {
 	now    func() time.Time
 	hcfg   atomic.Pointer[config.Holds]
 
-	// counters[action][operation], resolved once: WithLabelValues on every
-	// statement would cost a map look-up and a lock.
-	counters [rules.Block + 1][16]prometheus.Counter
-	cacheHit prometheus.Counter
-	cacheMis prometheus.Counter
+	// The series numbers of pgmoat_statements_total, by action and
+	// operation, and of the cache's hit and miss, resolved once.
+	counters [rules.Block + 1][16]int
+	cacheHit int
+	cacheMis int
 
 	cats catalogs
 }
@@ -68,11 +66,11 @@ func New(o Options) *Enforcer {
 	e.hcfg.Store(&h)
 	for a := rules.Allow; a <= rules.Block; a++ {
 		for op := rules.OpNone; op < rules.NumOperations; op++ {
-			e.counters[a][op] = e.met.Statements.WithLabelValues(a.String(), op.String())
+			e.counters[a][op] = e.met.Statements.Series(a.String(), op.String())
 		}
 	}
-	e.cacheHit = e.met.AnalysisCache.WithLabelValues("hit")
-	e.cacheMis = e.met.AnalysisCache.WithLabelValues("miss")
+	e.cacheHit = e.met.AnalysisCache.Series("hit")
+	e.cacheMis = e.met.AnalysisCache.Series("miss")
 	return e
 }
 

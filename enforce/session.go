@@ -166,11 +166,12 @@ func sinceStart() time.Duration { return time.Since(clockStart) }
 
 // judged counts a judged message in the metrics.
 func (st *sessionState) judged(res *rules.Result, d time.Duration) {
-	st.e.met.AnalysisDuration.Observe(d)
+	shard := st.client.MetricShard()
+	st.e.met.AnalysisDuration.Observe(shard, d)
 	if res.Path == rules.PathFull {
-		st.e.cacheMis.Inc()
+		st.e.met.AnalysisCache.Add(shard, st.e.cacheMis, 1)
 	} else {
-		st.e.cacheHit.Inc()
+		st.e.met.AnalysisCache.Add(shard, st.e.cacheHit, 1)
 	}
 	if res.Action != rules.Hold {
 		st.count(res, res.Action)
@@ -183,8 +184,9 @@ func (st *sessionState) judged(res *rules.Result, d time.Duration) {
 // (hold, or block inside a transaction block), as the audit log records
 // it.
 func (st *sessionState) count(res *rules.Result, decision rules.Action) {
+	shard := st.client.MetricShard()
 	for _, v := range res.Statements {
-		st.e.counters[decision][v.DecisiveOp()].Inc()
+		st.e.met.Statements.Add(shard, st.e.counters[decision][v.DecisiveOp()], 1)
 	}
 }
 

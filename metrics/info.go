@@ -52,29 +52,23 @@ func (c *Current) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// Relayed counts the protocol bytes relayed in each direction. The relay
-// adds to it once per write to a socket, from every session, so it is two
-// plain atomic counters rather than a CounterVec: a writer keeps a pointer
-// to its direction's and adds with one instruction, where a Prometheus
-// counter costs an interface call and a check for exemplars.
-type Relayed struct {
-	desc           *prometheus.Desc
-	ClientToServer atomic.Uint64
-	ServerToClient atomic.Uint64
-}
+// The series of pgmoat_relayed_bytes_total, by direction.
+const (
+	ClientToServer = 0
+	ServerToClient = 1
+)
 
-// NewRelayed returns the pgmoat_relayed_bytes_total counters.
-func NewRelayed() *Relayed {
-	return &Relayed{desc: prometheus.NewDesc("pgmoat_relayed_bytes_total", "Protocol bytes relayed, by direction.", []string{"direction"}, nil)}
-}
-
-// Describe implements prometheus.Collector.
-func (r *Relayed) Describe(ch chan<- *prometheus.Desc) { ch <- r.desc }
-
-// Collect implements prometheus.Collector.
-func (r *Relayed) Collect(ch chan<- prometheus.Metric) {
-	ch <- prometheus.MustNewConstMetric(r.desc, prometheus.CounterValue, float64(r.ClientToServer.Load()), "client_to_server")
-	ch <- prometheus.MustNewConstMetric(r.desc, prometheus.CounterValue, float64(r.ServerToClient.Load()), "server_to_client")
+// NewRelayed returns pgmoat_relayed_bytes_total, the protocol bytes
+// relayed in each direction (series ClientToServer and ServerToClient).
+// The relay adds to it once per write to a socket, from every session:
+// a writer keeps its shard's counter (Counters.Cell) and adds with one
+// instruction, where a Prometheus counter costs an interface call and a
+// check for exemplars.
+func NewRelayed() *Counters {
+	c := NewCounters("pgmoat_relayed_bytes_total", "Protocol bytes relayed, by direction.", 2, "direction")
+	c.Series("client_to_server")
+	c.Series("server_to_client")
+	return c
 }
 
 // Durations is a histogram of durations that exports like a Prometheus
@@ -85,7 +79,8 @@ func (r *Relayed) Collect(ch chan<- prometheus.Metric) {
 // compare-and-swap loop, and its checks for native histograms and
 // exemplars) was among the larger pieces of code a statement runs
 // (bench/README.md, "The code a statement runs does not fit the
-// instruction cache").
+// instruction cache"). Like Counters, it keeps Shards copies, which a
+// scrape adds up.
 //
 // The count is the buckets' total, so it always agrees with them; a
 // scrape that races an Observe may see the sum without that observation
@@ -95,8 +90,10 @@ type Durations struct {
 	desc    *prometheus.Desc
 	seconds []float64       // the buckets' upper bounds, as exported
 	bounds  []time.Duration // the same, to compare with
-	counts  []atomic.Uint64 // per bucket (not cumulative); the last is +Inf
-	sum     atomic.Uint64   // nanoseconds
+	stride  int
+	// cells holds each shard's counts per bucket (not cumulative; the
+	// last is +Inf), then its sum in nanoseconds: [Shards][stride].
+	cells []atomic.Uint64
 }
 
 // NewDurations returns a Durations named name whose buckets end at
@@ -106,8 +103,9 @@ func NewDurations(name, help string, seconds []float64) *Durations {
 		desc:    prometheus.NewDesc(name, help, nil, nil),
 		seconds: seconds,
 		bounds:  make([]time.Duration, len(seconds)),
-		counts:  make([]atomic.Uint64, len(seconds)+1),
+		stride:  stride(len(seconds) + 2),
 	}
+	h.cells = make([]atomic.Uint64, Shards*h.stride)
 	for i, s := range seconds {
 		if i > 0 && s <= seconds[i-1] {
 			panic("metrics: bucket bounds of " + name + " are not ascending")
@@ -117,15 +115,16 @@ func NewDurations(name, help string, seconds []float64) *Durations {
 	return h
 }
 
-// Observe adds one duration; a negative one counts as zero.
-func (h *Durations) Observe(d time.Duration) {
+// Observe adds one duration to shard; a negative one counts as zero.
+func (h *Durations) Observe(shard int, d time.Duration) {
 	d = max(d, 0)
 	i := 0
 	for i < len(h.bounds) && d > h.bounds[i] {
 		i++
 	}
-	h.counts[i].Add(1)
-	h.sum.Add(uint64(d))
+	c := h.cells[shardOf(shard)*h.stride:]
+	c[i].Add(1)
+	c[len(h.bounds)+1].Add(uint64(d))
 }
 
 // Describe implements prometheus.Collector.
@@ -133,13 +132,20 @@ func (h *Durations) Describe(ch chan<- *prometheus.Desc) { ch <- h.desc }
 
 // Collect implements prometheus.Collector.
 func (h *Durations) Collect(ch chan<- prometheus.Metric) {
+	total := func(i int) uint64 {
+		var n uint64
+		for sh := 0; sh < Shards; sh++ {
+			n += h.cells[sh*h.stride+i].Load()
+		}
+		return n
+	}
 	buckets := make(map[float64]uint64, len(h.seconds))
 	var n uint64
 	for i, s := range h.seconds {
-		n += h.counts[i].Load()
+		n += total(i)
 		buckets[s] = n
 	}
-	n += h.counts[len(h.seconds)].Load()
-	sum := time.Duration(h.sum.Load()).Seconds()
+	n += total(len(h.seconds))
+	sum := time.Duration(total(len(h.seconds) + 1)).Seconds()
 	ch <- prometheus.MustNewConstHistogram(h.desc, n, sum, buckets)
 }

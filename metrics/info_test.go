@@ -16,9 +16,9 @@ import (
 func TestRelayedExposition(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	m := New(reg)
-	m.BytesRelayed.ClientToServer.Add(10)
-	m.BytesRelayed.ServerToClient.Add(2500)
-	m.BytesRelayed.ServerToClient.Add(1)
+	m.BytesRelayed.Add(0, ClientToServer, 10)
+	m.BytesRelayed.Add(3, ServerToClient, 2500)
+	m.BytesRelayed.Cell(Shards+5, ServerToClient).Add(1) // any int is a shard
 	want := `
 # HELP pgmoat_relayed_bytes_total Protocol bytes relayed, by direction.
 # TYPE pgmoat_relayed_bytes_total counter
@@ -37,13 +37,13 @@ func TestDurationsLikeHistogram(t *testing.T) {
 	bounds := []float64{1e-7, 5e-7, 1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2}
 	ours := NewDurations("d_seconds", "Durations.", bounds)
 	theirs := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "d_seconds", Help: "Durations.", Buckets: bounds})
-	for _, d := range []time.Duration{
+	for i, d := range []time.Duration{
 		0, -5, 1, 99, 100, 101, 499, 500, 501, 999 * time.Nanosecond, time.Microsecond,
 		5 * time.Microsecond, 7 * time.Microsecond, 10 * time.Microsecond, 50*time.Microsecond + 1,
 		100 * time.Microsecond, 500 * time.Microsecond, time.Millisecond, 10 * time.Millisecond,
 		10*time.Millisecond + 1, 3 * time.Second,
 	} {
-		ours.Observe(d)
+		ours.Observe(i*7, d) // spread over the shards, which a scrape adds up
 		theirs.Observe(max(d, 0).Seconds())
 	}
 	got, want := gatherOne(t, ours), gatherOne(t, theirs)

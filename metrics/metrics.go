@@ -10,15 +10,17 @@ type Metrics struct {
 	ClientConnectionsTotal    prometheus.Counter
 	ClientConnectionsRejected *prometheus.CounterVec // reason: max_connections, startup_timeout, protocol_error, tls, lexer_state, draining, replication
 	UpstreamConnectErrors     prometheus.Counter
-	BytesRelayed              *Relayed               // direction: client_to_server, server_to_client
+	BytesRelayed              *Counters              // direction: client_to_server, server_to_client (series ClientToServer, ServerToClient)
 	RelaySessions             *prometheus.GaugeVec   // mode: event_loop, goroutines
 	EventLoopHandoffs         *prometheus.CounterVec // reason: large_message, interceptor, backpressure, epoll
 	MessageMemory             prometheus.Gauge       // bytes of large client messages held (limits.message_memory)
 	MessageMemoryWaits        *prometheus.CounterVec // outcome: granted, refused
 
-	Statements       *prometheus.CounterVec // decision: allow, log, block, hold; operation: none, drop, truncate, ...
+	// Written for every judged statement: sharded, their series
+	// registered by the enforcer.
+	Statements       *Counters // decision: allow, log, block, hold; operation: none, drop, truncate, ...
 	AnalysisDuration *Durations
-	AnalysisCache    *prometheus.CounterVec // result: hit, miss
+	AnalysisCache    *Counters // result: hit, miss
 
 	HoldsPending     prometheus.Gauge
 	HoldsResolved    *prometheus.CounterVec // outcome: approved, denied, timed_out, withdrawn, preapproved
@@ -86,16 +88,11 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "pgmoat_message_memory_waits_total",
 			Help: "Large client messages that had to wait for limits.message_memory, by outcome: granted (after a wait), refused (the session ended with 53200).",
 		}, []string{"outcome"}),
-		Statements: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgmoat_statements_total",
-			Help: "Statements judged, by decision and by the most severe operation found.",
-		}, []string{"decision", "operation"}),
+		Statements: NewCounters("pgmoat_statements_total", "Statements judged, by decision and by the most severe operation found.",
+			128, "decision", "operation"),
 		AnalysisDuration: NewDurations("pgmoat_analysis_duration_seconds", "Time to analyse and judge one client message's SQL.",
 			[]float64{1e-7, 5e-7, 1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2}),
-		AnalysisCache: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgmoat_analysis_cache_requests_total",
-			Help: "Decision cache look-ups, by result (hit, miss).",
-		}, []string{"result"}),
+		AnalysisCache: NewCounters("pgmoat_analysis_cache_requests_total", "Decision cache look-ups, by result (hit, miss).", 2, "result"),
 		HoldsPending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pgmoat_holds_pending",
 			Help: "Statements currently held waiting for approval.",

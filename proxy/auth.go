@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgmoat/pgmoat/metrics"
 )
 
 // connectUpstream dials the upstream and sends it the client's
@@ -56,7 +58,7 @@ func (s *ClientSession) attachUpstream(up *upstreamConn) {
 	s.upstreamTLS = up.tls
 	s.upstreamCert = up.cert
 	s.srvR = newMsgReader(up.Conn)
-	s.srvW = newMsgWriter(up.Conn, &s.srv.met.BytesRelayed.ClientToServer)
+	s.srvW = newMsgWriter(up.Conn, s.srv.met.BytesRelayed.Cell(s.shard, metrics.ClientToServer))
 	s.cliR.onBlock = s.flushServer
 }
 

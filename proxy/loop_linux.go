@@ -18,6 +18,7 @@ import (
 
 	"github.com/pgmoat/pgmoat/config"
 	"github.com/pgmoat/pgmoat/internal/cpulimit"
+	"github.com/pgmoat/pgmoat/metrics"
 )
 
 // The event loop relays sessions the way PgBouncer does: a few threads,
@@ -75,7 +76,7 @@ func newEventLoops(n config.EventLoops, log *slog.Logger) *eventLoops {
 func (ls *eventLoops) pick() *eventLoop {
 	ls.once.Do(func() {
 		for i := 0; i < ls.n; i++ {
-			l, err := newEventLoop(ls.linger)
+			l, err := newEventLoop(ls.linger, i)
 			if err != nil {
 				ls.log.Warn("event loop unavailable; sessions use goroutines", "err", err)
 				break // the goroutine relay serves the sessions the loops cannot
@@ -112,6 +113,7 @@ type eventLoop struct {
 	epfd   int
 	wakefd int  // eventfd: sessions to add or kick are waiting
 	linger bool // wait in the kernel while busy (wait)
+	shard  int  // the metrics shard of its sessions (ClientSession.MetricShard)
 	// handedBack is set when a session left the loop in this turn
 	// (loop goroutine only): see wait.
 	handedBack bool
@@ -139,7 +141,7 @@ type eventLoop struct {
 	done chan struct{} // closed when run has returned, after stop
 }
 
-func newEventLoop(linger bool) (*eventLoop, error) {
+func newEventLoop(linger bool, shard int) (*eventLoop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -161,7 +163,7 @@ func newEventLoop(linger bool) (*eventLoop, error) {
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
 	const batch = 256 // events one epoll_wait returns at most
-	return &eventLoop{epfd: epfd, wakefd: wakefd, linger: linger,
+	return &eventLoop{epfd: epfd, wakefd: wakefd, linger: linger, shard: shard,
 		events: make([]unix.EpollEvent, batch), readErrs: make([]error, batch), done: make(chan struct{})}, nil
 }
 
@@ -512,6 +514,9 @@ func (s *ClientSession) enterLoop(c2s *clientToServer, s2c *serverToClient) *loo
 	s.server.Close()
 	lc := &loopConn{l: l, s: s, c2s: c2s, s2c: s2c, cliOut: fdWriter{fd: cfd}, srvOut: fdWriter{fd: sfd}, done: make(chan *copyEnd, 1)}
 	s.cliW.w, s.srvW.w = &lc.cliOut, &lc.srvOut
+	s.shard = l.shard
+	s.cliW.total = s.srv.met.BytesRelayed.Cell(s.shard, metrics.ServerToClient)
+	s.srvW.total = s.srv.met.BytesRelayed.Cell(s.shard, metrics.ClientToServer)
 	s.cliR.rd, s.srvR.rd = inLoop{}, inLoop{}
 	s.loop = lc
 	s.srv.met.RelaySessions.WithLabelValues("event_loop").Inc()

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgmoat/pgmoat/internal/pgtest"
+	"github.com/pgmoat/pgmoat/metrics"
 )
 
 func TestSimpleQuery(t *testing.T) {
@@ -372,7 +373,7 @@ func TestLargeResult(t *testing.T) {
 	if viaProxy != direct {
 		t.Error("checksums differ")
 	}
-	if got := p.met.BytesRelayed.ServerToClient.Load(); got < 100_000_000 {
+	if got := p.met.BytesRelayed.Value(metrics.ServerToClient); got < 100_000_000 {
 		t.Errorf("pgmoat_relayed_bytes_total{direction=server_to_client} = %v, want > 100e6", got)
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgmoat/pgmoat/metrics"
 )
 
 // finalWriteGrace bounds the last message (a FATAL error) written to a
@@ -43,7 +45,10 @@ type ClientSession struct {
 	icpt     Interceptor
 	fast     TryInterceptor // icpt, when it can decide without blocking; nil otherwise
 	hookData any            // the interceptor's state of this session (SetHookData)
-	replies  *replyQueue    // nil without an interceptor
+	// shard is the metrics shard the session writes to: its event loop's
+	// while it is in one (enterLoop), one by its number until then.
+	shard   int
+	replies *replyQueue // nil without an interceptor
 
 	id    uint64
 	log   *slog.Logger
@@ -104,7 +109,8 @@ func newSession(srv *Server, c net.Conn) *ClientSession {
 	s.ctx, s.cancel = context.WithCancelCause(context.Background())
 	s.stopWatch = context.AfterFunc(s.ctx, s.stopIO)
 	s.cliR = newMsgReader(c)
-	s.cliW = newMsgWriter(c, &srv.met.BytesRelayed.ServerToClient)
+	s.shard = int(s.id % metrics.Shards)
+	s.cliW = newMsgWriter(c, srv.met.BytesRelayed.Cell(s.shard, metrics.ServerToClient))
 	if s.icpt != nil {
 		s.replies = &replyQueue{}
 	}
@@ -121,6 +127,12 @@ func (s *ClientSession) ID() uint64 { return s.id }
 // a map of sessions. Call it from SessionHooks.SessionStarted, before the
 // session relays anything; it is read without synchronisation after that.
 func (s *ClientSession) SetHookData(v any) { s.hookData = v }
+
+// MetricShard returns the metrics shard (metrics.Shards) the session's
+// messages are counted in: an interceptor that counts every statement
+// counts it there, so that event loops on different processors do not
+// write the same memory.
+func (s *ClientSession) MetricShard() int { return s.shard }
 
 // HookData returns what SetHookData kept, or nil.
 func (s *ClientSession) HookData() any { return s.hookData }
