@@ -15,10 +15,10 @@ import (
 // of every event loop looks up here, most of them the same few keys, and
 // a shared write (a read lock's reader count, a hit counter) would move
 // that cache line between the processors at every statement. So each
-// shard's entries are in a sync.Map, whose Load only reads (on the
-// machine of bench/README.md, "A look-up that only reads": 11.5 ns alone,
-// 5.8 per look-up with two processors, where a read-locked map took 15
-// and 58); the shard's lock is its writers', which keep the CLOCK order
+// shard's entries are in a sync.Map, whose Load only reads (11.5 ns
+// alone, 5.8 per look-up with two processors, where a read-locked map
+// took 15 and 58: bench/README.md, "Nothing shared on a statement's
+// path"); the shard's lock is its writers', which keep the CLOCK order
 // and the byte count.
 //
 // A look-up hashes the key once: the hash picks the shard and is the
