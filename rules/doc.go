@@ -148,12 +148,13 @@
 // other literals, provided the analysis that made it never read a
 // literal's value. A text without literals (or one the lexer leaves
 // alone), or one the fast path does not know, is looked up as it is in the
-// decision cache: a hit takes a read lock and allocates nothing. Only then
-// is the text parsed. JudgeBorrowed is Judge for a text in a buffer the
-// caller reuses: it copies the text only for the full analysis. Before
-// parsing, text is bounded in size and estimated nesting depth (Limits),
-// because libpg_query recurses on the C stack and deep input would crash
-// the process; text over the limits is unparseable.
+// decision cache: a hit writes no shared memory and allocates nothing.
+// Only then is the text parsed. JudgeBorrowed is Judge for a text in a
+// buffer the caller reuses: it copies the text only for the full
+// analysis. Before parsing, text is bounded in size and estimated
+// nesting depth (Limits), because libpg_query recurses on the C stack and
+// deep input would crash the process; text over the limits is
+// unparseable.
 //
 // Analysis is linear in the length of a message. A long message is parsed
 // in pieces of about 4 KiB cut at semicolons outside parentheses (found by
