@@ -40,9 +40,18 @@ type centry struct {
 	size        int
 }
 
+// cacheShard keeps what its readers read and what its writers write on
+// cache lines of their own, and apart from the next shard's: a put must not
+// take from the processors the line that every look-up in its neighbour
+// reads.
 type cacheShard struct {
 	m sync.Map // uint64 hash -> *centry; read without a lock
+	_ [64 - unsafe.Sizeof(sync.Map{})%64]byte
+	shardWriters
+	_ [64 - unsafe.Sizeof(shardWriters{})%64]byte
+}
 
+type shardWriters struct {
 	mu    sync.Mutex // the writers'
 	order []uint64   // insertion order, the CLOCK hand at head
 	head  int
