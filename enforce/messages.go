@@ -316,12 +316,16 @@ func (st *sessionState) forwarded(typ byte, res *rules.Result, stmt string, recy
 // statement needs no guard is recorded here, under the same lock as the
 // look-up (the common case: one lock per Bind); a guarded one is left to
 // bindPortal.
+//
+// The lock is released by hand and the maps are tested for being empty
+// before they are read, as in execute: every Bind runs this, and the
+// deferred call and the map look-ups are code of their own.
 func (st *sessionState) bindSettled(portal, stmt []byte) (ps *parsedStmt, ok bool) {
 	pv := st.e.engine.Policy().Version()
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	ps, sure := st.stmtLocked(stmt)
-	if !sure || st.sqlPrepared[string(stmt)] || ps != nil && ps.policy != pv {
+	if !sure || len(st.sqlPrepared) > 0 && st.sqlPrepared[string(stmt)] || ps != nil && ps.policy != pv {
+		st.mu.Unlock()
 		return ps, false
 	}
 	if ps == nil || ps.verify == nil {
@@ -331,10 +335,11 @@ func (st *sessionState) bindSettled(portal, stmt []byte) (ps *parsedStmt, ok boo
 		default:
 			st.dropPortalLocked(portal)
 		}
-		if st.guarded != nil {
+		if len(st.guarded) > 0 {
 			delete(st.guarded, string(portal))
 		}
 	}
+	st.mu.Unlock()
 	return ps, true
 }
 
@@ -459,16 +464,20 @@ func (st *sessionState) dropPortalLocked(portal []byte) {
 // server confirms it, and returns the verdict that forwards it.
 func (st *sessionState) execute(portal []byte) (*guardedPortal, proxy.MessageVerdict) {
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	if gp := st.guarded[string(portal)]; gp != nil {
-		return gp, proxy.MessageVerdict{}
+	if len(st.guarded) > 0 {
+		if gp := st.guarded[string(portal)]; gp != nil {
+			st.mu.Unlock()
+			return gp, proxy.MessageVerdict{}
+		}
 	}
 	r := st.portalLocked(portal)
 	if r == nil {
+		st.mu.Unlock()
 		return nil, proxy.MessageVerdict{}
 	}
 	tag := (*executeTag)(r)
 	st.unconfirmed = append(st.unconfirmed, tag)
+	st.mu.Unlock()
 	return nil, proxy.MessageVerdict{Tag: tag}
 }
 

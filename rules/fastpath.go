@@ -272,7 +272,9 @@ type fastResult struct {
 // A text with a '$' is most likely one with parameters, which a client
 // of the extended protocol Parses again and again as it is: it is looked
 // up in the cache first, without lexing it (normalize would stop at the
-// '$' outside a string anyway, having read the text up to it).
+// '$' outside a string anyway, having read the text up to it). A text
+// without a digit or a quote has no literal for normalize to find (BEGIN,
+// COMMIT): it goes to the cache without being lexed either.
 func (e *Engine) decided(state stateKey, sql string) *Result {
 	params := strings.IndexByte(sql, '$') >= 0
 	if params {
@@ -280,7 +282,7 @@ func (e *Engine) decided(state stateKey, sql string) *Result {
 			return r
 		}
 	}
-	if len(sql) <= e.Limits().MaxBytes && len(sql) <= 4096 {
+	if len(sql) <= e.Limits().MaxBytes && len(sql) <= 4096 && mayHaveLiterals(sql) {
 		var buf [512]byte
 		var spanBuf [4]span
 		key, spans, ok := normalize(sql, buf[:], spanBuf[:])
@@ -294,6 +296,21 @@ func (e *Engine) decided(state stateKey, sql string) *Result {
 		return nil // looked up already
 	}
 	return e.cache.get(state, sql)
+}
+
+// mayHaveLiterals reports whether sql has a byte a literal begins with,
+// a digit or a quote: normalize finds literals only there (a digit inside
+// a word is the word's), so a text with neither has a key equal to itself.
+// It reads from the end, where a statement's literals mostly are (WHERE
+// id = 42), so that a text with one, which normalize reads next, is
+// seldom read far twice.
+func mayHaveLiterals(sql string) bool {
+	for i := len(sql) - 1; i >= 0; i-- {
+		if k := lexClass[sql[i]] & lexKind; k == lexDigit || k == lexQuote {
+			return true
+		}
+	}
+	return false
 }
 
 // judgeFast answers for sql, whose fast-path key and statement spans are

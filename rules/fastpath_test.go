@@ -215,6 +215,11 @@ func checkNormalizeMatches(t *testing.T, sql string) {
 	if ok != rok || ok && (string(key) != string(rkey) || !slices.Equal(spans, rspans)) {
 		t.Fatalf("normalize(%q) = %q, %v, %v; the reference gives %q, %v, %v", sql, key, spans, ok, rkey, rspans, rok)
 	}
+	// decided skips the lexer for a text mayHaveLiterals clears: the
+	// lexer must have found no literal in it.
+	if ok && !mayHaveLiterals(sql) && string(key) != sql {
+		t.Fatalf("normalize(%q) found a literal (key %q) in a text mayHaveLiterals says has none", sql, key)
+	}
 }
 
 // TestNormalizeMatchesReference runs both lexers over the corpus and over
