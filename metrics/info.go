@@ -132,13 +132,7 @@ func (h *Durations) Describe(ch chan<- *prometheus.Desc) { ch <- h.desc }
 
 // Collect implements prometheus.Collector.
 func (h *Durations) Collect(ch chan<- prometheus.Metric) {
-	total := func(i int) uint64 {
-		var n uint64
-		for sh := 0; sh < Shards; sh++ {
-			n += h.cells[sh*h.stride+i].Load()
-		}
-		return n
-	}
+	total := func(i int) uint64 { return sumShards(h.cells, h.stride, i) }
 	buckets := make(map[float64]uint64, len(h.seconds))
 	var n uint64
 	for i, s := range h.seconds {

@@ -32,6 +32,16 @@ func stride(n int) int { return (n + lineWords - 1) / lineWords * lineWords }
 // shardOf maps any int to a shard.
 func shardOf(shard int) int { return shard & (Shards - 1) }
 
+// sumShards returns the total of cell i over the shards of cells, laid
+// out [Shards][stride].
+func sumShards(cells []atomic.Uint64, stride, i int) uint64 {
+	var n uint64
+	for sh := 0; sh < Shards; sh++ {
+		n += cells[sh*stride+i].Load()
+	}
+	return n
+}
+
 // Counters is a family of counters whose series are registered up front
 // (Series) and counted by number, in Shards copies. It exports like the
 // prometheus.CounterVec it stands for, every registered series included.
@@ -86,18 +96,10 @@ func (c *Counters) Cell(shard, series int) *atomic.Uint64 {
 }
 
 // Add adds n to shard's counter of series.
-func (c *Counters) Add(shard, series int, n uint64) {
-	c.cells[shardOf(shard)*c.stride+series].Add(n)
-}
+func (c *Counters) Add(shard, series int, n uint64) { c.Cell(shard, series).Add(n) }
 
 // Value returns series' total over the shards.
-func (c *Counters) Value(series int) uint64 {
-	var n uint64
-	for sh := 0; sh < Shards; sh++ {
-		n += c.cells[sh*c.stride+series].Load()
-	}
-	return n
-}
+func (c *Counters) Value(series int) uint64 { return sumShards(c.cells, c.stride, series) }
 
 // Describe implements prometheus.Collector.
 func (c *Counters) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
