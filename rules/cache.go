@@ -15,17 +15,16 @@ import (
 // of every event loop looks up here, most of them the same few keys, and
 // a shared write (a read lock's reader count, a hit counter) would move
 // that cache line between the processors at every statement. So each
-// shard's entries are in a sync.Map, whose Load only reads (11.5 ns
-// alone, 5.8 per look-up with two processors, where a read-locked map
-// took 15 and 58: bench/README.md, "Nothing shared on a statement's
-// path"); the shard's lock is its writers', which keep the CLOCK order
+// shard's entries are in a table its readers read without a lock (see
+// table; a read-locked map took 15 ns per look-up alone and 58 with two
+// processors: bench/README.md, "Nothing shared on a statement's path");
+// the shard's lock is its writers', which keep the table, the CLOCK order
 // and the byte count.
 //
-// A look-up hashes the key once: the hash picks the shard and is the
-// shard's map key, and the entry holds the key it was stored under, which
-// a hit checks. (Keyed by the strings, the map would hash them again, and
-// compare both on a hit.) Two keys with the same hash share a slot: the
-// second is not cached.
+// A look-up hashes the key once: the hash picks the shard and the slot,
+// and the entry holds the hash and the key it was stored under, which a
+// hit checks. Two keys with the same hash share an entry: the second is
+// not cached.
 type cache struct {
 	shards   [cacheShards]cacheShard
 	maxShard int
@@ -34,6 +33,7 @@ type cache struct {
 const cacheShards = 64
 
 type centry struct {
+	hash        uint64
 	state, text string // state is interned (internState)
 	r           *Result
 	ref         atomic.Bool
@@ -45,8 +45,8 @@ type centry struct {
 // take from the processors the line that every look-up in its neighbour
 // reads.
 type cacheShard struct {
-	m sync.Map // uint64 hash -> *centry; read without a lock
-	_ [64 - unsafe.Sizeof(sync.Map{})%64]byte
+	t atomic.Pointer[table] // read without a lock
+	_ [64 - unsafe.Sizeof(atomic.Pointer[table]{})%64]byte
 	shardWriters
 	_ [64 - unsafe.Sizeof(shardWriters{})%64]byte
 }
@@ -56,6 +56,40 @@ type shardWriters struct {
 	order []uint64   // insertion order, the CLOCK hand at head
 	head  int
 	bytes int
+	live  int // entries in the table
+	used  int // its slots that are not empty: entries and tombstones
+}
+
+// table is a shard's entries as its readers see them: slots probed in
+// turn from the one the hash picks, until the entry with the hash or an
+// empty slot. It was a sync.Map, whose look-up boxes the hash in an
+// interface and hashes and compares it through the interface's type, a
+// quarter of what a cache hit costs (bench/README.md, "Optimisations").
+//
+// Writers, holding the shard's lock, fill an empty slot or empty a full
+// one by storing a tombstone in it (an empty slot would end the probes
+// of the entries stored past it). Half the slots or more stay empty, so
+// a probe ends; when the slots in use would pass half, the writer builds
+// a new table of the live entries and publishes it. A reader of the old
+// table, or one that loaded an entry just evicted, gets an entry that is
+// still right for its key: entries never change but for their flag, and
+// the keys hold every version the decision depends on.
+type table struct {
+	mask  uint64
+	slots []atomic.Pointer[centry]
+}
+
+// tombstone fills the slot of an evicted entry.
+var tombstone = new(centry)
+
+const minTableSlots = 16
+
+func newTable(slots int) *table {
+	n := minTableSlots
+	for n < slots {
+		n *= 2
+	}
+	return &table{mask: uint64(n - 1), slots: make([]atomic.Pointer[centry], n)}
 }
 
 func newCache(maxBytes int) *cache {
@@ -64,9 +98,66 @@ func newCache(maxBytes int) *cache {
 
 // load returns the shard's entry stored under h, or nil.
 func (sh *cacheShard) load(h uint64) *centry {
-	v, _ := sh.m.Load(h)
-	e, _ := v.(*centry)
-	return e
+	t := sh.t.Load()
+	if t == nil {
+		return nil
+	}
+	for i := h & t.mask; ; i = (i + 1) & t.mask {
+		e := t.slots[i].Load()
+		if e == nil {
+			return nil
+		}
+		if e.hash == h && e != tombstone {
+			return e
+		}
+	}
+}
+
+// store adds e to the shard, which holds no entry under e.hash. The
+// caller holds sh.mu.
+func (sh *cacheShard) store(e *centry) {
+	t := sh.t.Load()
+	if t == nil || 2*(sh.used+1) > len(t.slots) {
+		// Room for the live entries twice over before the next rebuild.
+		nt := newTable(4 * (sh.live + 1))
+		if t != nil {
+			for i := range t.slots {
+				if old := t.slots[i].Load(); old != nil && old != tombstone {
+					nt.slots[nt.free(old.hash)].Store(old)
+				}
+			}
+		}
+		sh.t.Store(nt)
+		t, sh.used = nt, sh.live
+	}
+	t.slots[t.free(e.hash)].Store(e)
+	sh.live++
+	sh.used++
+}
+
+// free returns the first empty slot of h's probe.
+func (t *table) free(h uint64) uint64 {
+	i := h & t.mask
+	for t.slots[i].Load() != nil {
+		i = (i + 1) & t.mask
+	}
+	return i
+}
+
+// remove evicts the entry stored under h. The caller holds sh.mu.
+func (sh *cacheShard) remove(h uint64) {
+	t := sh.t.Load()
+	for i := h & t.mask; ; i = (i + 1) & t.mask {
+		e := t.slots[i].Load()
+		if e == nil {
+			return
+		}
+		if e.hash == h && e != tombstone {
+			t.slots[i].Store(tombstone)
+			sh.live--
+			return
+		}
+	}
 }
 
 // hashSeed seeds the hashes of the caches and of state keys.
@@ -179,14 +270,14 @@ func (c *cache) put(state stateKey, text string, r *Result) {
 			sh.order = append(sh.order, victim)
 			continue
 		}
-		sh.m.Delete(victim)
+		sh.remove(victim)
 		sh.bytes -= e.size
 	}
 	if sh.head > 1024 && sh.head > len(sh.order)/2 {
 		sh.order = append([]uint64(nil), sh.order[sh.head:]...)
 		sh.head = 0
 	}
-	sh.m.Store(h, &centry{state: state.s, text: text, r: r, size: size})
+	sh.store(&centry{hash: h, state: state.s, text: text, r: r, size: size})
 	sh.order = append(sh.order, h)
 	sh.bytes += size
 }

@@ -242,11 +242,16 @@ func TestCacheHashCollision(t *testing.T) {
 	st := internState("state")
 	other := &Result{Action: Block}
 	h, sh := c.hash(st, "SELECT 1")
-	sh.m.Store(h, &centry{state: "state", text: "DROP TABLE users", r: other})
+	sh.mu.Lock()
+	sh.store(&centry{hash: h, state: "state", text: "DROP TABLE users", r: other})
+	sh.mu.Unlock()
 	if r := c.get(st, "SELECT 1"); r != nil {
 		t.Fatalf("a key whose hash another key's entry holds got %v", r.Action)
 	}
-	sh.m.Store(h, &centry{state: "other state", text: "SELECT 1", r: other})
+	sh.mu.Lock()
+	sh.remove(h)
+	sh.store(&centry{hash: h, state: "other state", text: "SELECT 1", r: other})
+	sh.mu.Unlock()
 	if r := c.get(st, "SELECT 1"); r != nil {
 		t.Fatalf("a key whose hash another state's entry holds got %v", r.Action)
 	}
@@ -256,6 +261,142 @@ func TestCacheHashCollision(t *testing.T) {
 	}
 	if r := c.get(st, "SELECT 1"); r != nil {
 		t.Fatalf("after put, a key whose hash another key's entry holds got %v", r.Action)
+	}
+}
+
+// TestCacheTableProbes checks a shard's table against a map: entries
+// whose hashes pick the same slot, one of them evicted between the
+// others, and then a long run of stores and evictions at random.
+func TestCacheTableProbes(t *testing.T) {
+	var sh cacheShard
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	ref := map[uint64]*centry{}
+	check := func(step string) {
+		t.Helper()
+		for h, e := range ref {
+			if got := sh.load(h); got != e {
+				t.Fatalf("%s: load(%#x) = %p, stored %p", step, h, got, e)
+			}
+		}
+		tab := sh.t.Load()
+		if sh.live != len(ref) || 2*sh.used > len(tab.slots) {
+			t.Fatalf("%s: %d live (%d stored), %d slots in use of %d", step, sh.live, len(ref), sh.used, len(tab.slots))
+		}
+	}
+	add := func(h uint64) {
+		e := &centry{hash: h}
+		sh.store(e)
+		ref[h] = e
+	}
+	del := func(h uint64) {
+		sh.remove(h)
+		delete(ref, h)
+	}
+	// Three hashes that pick slot 3 of the first table, and a fourth
+	// that would, never stored.
+	a, b, c, d := uint64(3), uint64(3+1<<20), uint64(3+2<<20), uint64(3+3<<20)
+	add(a)
+	add(b)
+	add(c)
+	del(b)
+	check("after evicting the middle of a probe")
+	if sh.load(b) != nil || sh.load(d) != nil {
+		t.Fatal("a hash not stored was found")
+	}
+	rng := rand.New(rand.NewSource(1))
+	for i := 0; i < 20000; i++ {
+		h := uint64(rng.Intn(64)) | uint64(rng.Intn(8))<<32 // few low bits: long probes
+		if ref[h] != nil {
+			del(h)
+		} else {
+			add(h)
+		}
+		if i%97 == 0 {
+			check(fmt.Sprintf("step %d", i))
+		}
+	}
+	check("at the end")
+	for h := range ref {
+		del(h)
+	}
+	check("emptied")
+	if sh.load(a) != nil {
+		t.Fatal("an emptied table found an entry")
+	}
+}
+
+// TestCacheTableChurn evicts and stores entries while readers look them
+// up (run with -race): a reader gets the entry of its key or nothing,
+// every entry the writers keep is found, and tombstones do not make a
+// shard's table grow without bound.
+func TestCacheTableChurn(t *testing.T) {
+	c := newCache(64 << 10)
+	st := internState("churn")
+	results := make([]*Result, 4000)
+	text := func(i int) string { return fmt.Sprintf("SELECT %d FROM t%d", i, i) }
+	for i := range results {
+		results[i] = &Result{Action: Action(i)}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan string, 4)
+	for g := 0; g < 2; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(int64(g)))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				i := rng.Intn(len(results))
+				if r := c.get(st, text(i)); r != nil && r != results[i] {
+					errs <- fmt.Sprintf("key %d got key %d's result", i, r.Action)
+					return
+				}
+			}
+		}(g)
+	}
+	for i := range results {
+		c.put(st, text(i), results[i])
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
+	}
+	live := 0
+	for i := range c.shards {
+		sh := &c.shards[i]
+		tab := sh.t.Load()
+		n := 0
+		for j := range tab.slots {
+			e := tab.slots[j].Load()
+			if e == nil || e == tombstone {
+				continue
+			}
+			n++
+			if r := c.get(st, e.text); r != e.r {
+				t.Fatalf("shard %d: stored %q is not found", i, e.text)
+			}
+		}
+		if n != sh.live {
+			t.Fatalf("shard %d: %d entries in the table, %d counted", i, n, sh.live)
+		}
+		live += n
+		if 2*sh.used > len(tab.slots) {
+			t.Fatalf("shard %d: %d slots in use of %d", i, sh.used, len(tab.slots))
+		}
+		if len(tab.slots) > 8*(sh.live+1) && len(tab.slots) > minTableSlots {
+			t.Fatalf("shard %d: %d slots for %d entries", i, len(tab.slots), sh.live)
+		}
+	}
+	if live == 0 || live == len(results) {
+		t.Fatalf("%d of %d entries live: the test evicts nothing or everything", live, len(results))
 	}
 }
 
