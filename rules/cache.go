@@ -79,6 +79,12 @@ type table struct {
 	slots []atomic.Pointer[centry]
 }
 
+// first is the slot h's probe starts from. It is taken from the hash's
+// high half: the low bits pick the shard (cache.hash), so within a shard
+// they are all alike, and starting from them would pile every entry of
+// the shard onto the same few slots.
+func (t *table) first(h uint64) uint64 { return h >> 32 & t.mask }
+
 // tombstone fills the slot of an evicted entry.
 var tombstone = new(centry)
 
@@ -102,7 +108,7 @@ func (sh *cacheShard) load(h uint64) *centry {
 	if t == nil {
 		return nil
 	}
-	for i := h & t.mask; ; i = (i + 1) & t.mask {
+	for i := t.first(h); ; i = (i + 1) & t.mask {
 		e := t.slots[i].Load()
 		if e == nil {
 			return nil
@@ -137,7 +143,7 @@ func (sh *cacheShard) store(e *centry) {
 
 // free returns the first empty slot of h's probe.
 func (t *table) free(h uint64) uint64 {
-	i := h & t.mask
+	i := t.first(h)
 	for t.slots[i].Load() != nil {
 		i = (i + 1) & t.mask
 	}
@@ -147,7 +153,7 @@ func (t *table) free(h uint64) uint64 {
 // remove evicts the entry stored under h. The caller holds sh.mu.
 func (sh *cacheShard) remove(h uint64) {
 	t := sh.t.Load()
-	for i := h & t.mask; ; i = (i + 1) & t.mask {
+	for i := t.first(h); ; i = (i + 1) & t.mask {
 		e := t.slots[i].Load()
 		if e == nil {
 			return

@@ -293,9 +293,9 @@ func TestCacheTableProbes(t *testing.T) {
 		sh.remove(h)
 		delete(ref, h)
 	}
-	// Three hashes that pick slot 3 of the first table, and a fourth
-	// that would, never stored.
-	a, b, c, d := uint64(3), uint64(3+1<<20), uint64(3+2<<20), uint64(3+3<<20)
+	// Three hashes whose probes start from slot 3 of the first table,
+	// and a fourth whose would, never stored.
+	a, b, c, d := uint64(3<<32), uint64(3<<32+1), uint64(3<<32+2), uint64(3<<32+3)
 	add(a)
 	add(b)
 	add(c)
@@ -306,7 +306,7 @@ func TestCacheTableProbes(t *testing.T) {
 	}
 	rng := rand.New(rand.NewSource(1))
 	for i := 0; i < 20000; i++ {
-		h := uint64(rng.Intn(64)) | uint64(rng.Intn(8))<<32 // few low bits: long probes
+		h := uint64(rng.Intn(64)) | uint64(rng.Intn(8))<<32 // few first slots: long probes
 		if ref[h] != nil {
 			del(h)
 		} else {
@@ -323,6 +323,36 @@ func TestCacheTableProbes(t *testing.T) {
 	check("emptied")
 	if sh.load(a) != nil {
 		t.Fatal("an emptied table found an entry")
+	}
+}
+
+// TestCacheTableSpread: the entries of one shard, whose hashes share
+// their low bits, are spread over the table, so that a look-up probes a
+// slot or two, not a pile of them.
+func TestCacheTableSpread(t *testing.T) {
+	c := newCache(64 << 20)
+	st := internState("spread")
+	for i := 0; i < 20000; i++ {
+		c.put(st, fmt.Sprintf("SELECT %d", i), &Result{})
+	}
+	sh := &c.shards[0]
+	tab := sh.t.Load()
+	probes := 0
+	for j := range tab.slots {
+		e := tab.slots[j].Load()
+		if e == nil || e == tombstone {
+			continue
+		}
+		for i := tab.first(e.hash); tab.slots[i].Load() != e; i = (i + 1) & tab.mask {
+			probes++
+		}
+		probes++
+	}
+	if sh.live < 100 {
+		t.Fatalf("shard 0 holds %d entries", sh.live)
+	}
+	if mean := float64(probes) / float64(sh.live); mean > 2.5 {
+		t.Fatalf("a look-up of one of shard 0's %d entries probes %.1f slots on average", sh.live, mean)
 	}
 }
 
