@@ -63,8 +63,8 @@ type shardWriters struct {
 // table is a shard's entries as its readers see them: slots probed in
 // turn from the one the hash picks, until the entry with the hash or an
 // empty slot. It was a sync.Map, whose look-up boxes the hash in an
-// interface and hashes and compares it through the interface's type, a
-// quarter of what a cache hit costs (bench/README.md, "Optimisations").
+// interface and hashes and compares it through the interface's type:
+// a third of what a cache hit cost (bench/README.md, "Optimisations").
 //
 // Writers, holding the shard's lock, fill an empty slot or empty a full
 // one by storing a tombstone in it (an empty slot would end the probes
