@@ -280,21 +280,22 @@ func refuse(typ byte, r refusal) proxy.MessageVerdict {
 	do := r.doBlock()
 	switch typ {
 	case 'Q', 'F':
-		return proxy.MessageVerdict{Action: proxy.Replace, Replacement: []proxy.Injected{{Msg: &pgproto3.Query{String: do}, OwnError: true}}}
+		return proxy.MessageVerdict{Action: proxy.Replace, Rewrite: &proxy.Rewrite{
+			Replacement: []proxy.Injected{{Msg: &pgproto3.Query{String: do}, OwnError: true}},
+		}}
 	}
 	// Parse or Bind: run the DO on the unnamed statement and portal,
 	// keep its ParseComplete and BindComplete from the client, and drop
 	// the client's messages up to its Sync, as the server would after an
 	// error.
-	return proxy.MessageVerdict{
-		Action: proxy.Replace,
+	return proxy.MessageVerdict{Action: proxy.Replace, Rewrite: &proxy.Rewrite{
 		Replacement: []proxy.Injected{
 			{Msg: &pgproto3.Parse{Query: do}, HideReply: true, OwnError: true},
 			{Msg: &pgproto3.Bind{}, HideReply: true, OwnError: true},
 			{Msg: &pgproto3.Execute{}, HideReply: true, OwnError: true},
 		},
 		DiscardUntilSync: true,
-	}
+	}}
 }
 
 // doBlock renders the DO statement that raises r.

@@ -235,7 +235,7 @@ func (st *sessionState) finishPending(ctx context.Context) (*proxy.MessageVerdic
 		return nil, proxy.Refuse("08006", "pgmoat lost track of the server while verifying a statement: "+err.Error(), "")
 	}
 	v, err := st.closeGuard(ctx, x, nil, after, pg)
-	if err != nil || v.Action == proxy.Drop && v.DiscardUntilSync {
+	if err != nil || v.Action == proxy.Drop && v.DiscardsUntilSync() {
 		return &v, err
 	}
 	return nil, nil
@@ -344,7 +344,7 @@ func (st *sessionState) extRaise(ctx context.Context, r refusal) (proxy.MessageV
 // refusedDrop drops the message and what the client sends up to its Sync,
 // which the server skips after an error anyway.
 func refusedDrop() proxy.MessageVerdict {
-	return proxy.MessageVerdict{Action: proxy.Drop, DiscardUntilSync: true}
+	return proxy.MessageVerdict{Action: proxy.Drop, Rewrite: &proxy.Rewrite{DiscardUntilSync: true}}
 }
 
 func (st *sessionState) extRefuseMeasured(ctx context.Context, res *rules.Result, blast, extra string) (proxy.MessageVerdict, error) {

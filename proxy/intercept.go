@@ -48,13 +48,32 @@ const (
 	Forward MessageAction = iota
 	// Drop discards the message: the server never sees it.
 	Drop
-	// Replace sends MessageVerdict.Replacement instead of the message.
+	// Replace sends MessageVerdict.Rewrite.Replacement instead of the
+	// message.
 	Replace
 )
 
 // MessageVerdict is an Interceptor's decision about one message.
+//
+// It is four words, the most the compiler keeps in registers: a verdict
+// is returned through several calls for every client message, and a
+// larger one is written to memory and copied at each (bench/README.md,
+// "Optimisations"). What only a refusal needs is behind Rewrite.
 type MessageVerdict struct {
 	Action MessageAction
+	// Tag, when not nil, follows a forwarded message (Action Forward): the
+	// Interceptor's ReplyObserver sees the server's answers to it with
+	// this tag.
+	Tag any
+	// Rewrite, when not nil, holds what Action Replace sends instead of
+	// the message and whether the client's following messages are
+	// dropped (with Replace or Drop).
+	Rewrite *Rewrite
+}
+
+// Rewrite is the part of a MessageVerdict that replaces a message or
+// skips the client's next ones.
+type Rewrite struct {
 	// Replacement is sent instead of the message when Action is Replace.
 	Replacement []Injected
 	// DiscardUntilSync makes the session drop the client's following
@@ -64,10 +83,12 @@ type MessageVerdict struct {
 	// raise the error (Parse/Bind/Execute of a DO block that raises
 	// 42501), the client sees what PostgreSQL itself would have done.
 	DiscardUntilSync bool
-	// Tag, when not nil, follows a forwarded message (Action Forward): the
-	// Interceptor's ReplyObserver sees the server's answers to it with
-	// this tag.
-	Tag any
+}
+
+// DiscardsUntilSync reports whether v drops the client's following
+// messages up to its next Sync.
+func (v MessageVerdict) DiscardsUntilSync() bool {
+	return v.Rewrite != nil && v.Rewrite.DiscardUntilSync
 }
 
 // ReplyObserver is implemented by an Interceptor that follows what the

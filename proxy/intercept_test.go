@@ -79,17 +79,16 @@ func (ti *testInterceptor) Intercept(ctx context.Context, s *ClientSession, m *C
 
 func block(typ byte, do string) MessageVerdict {
 	if typ == 'Q' {
-		return MessageVerdict{Action: Replace, Replacement: []Injected{{Msg: &pgproto3.Query{String: do}}}}
+		return MessageVerdict{Action: Replace, Rewrite: &Rewrite{Replacement: []Injected{{Msg: &pgproto3.Query{String: do}}}}}
 	}
-	return MessageVerdict{
-		Action: Replace,
+	return MessageVerdict{Action: Replace, Rewrite: &Rewrite{
 		Replacement: []Injected{
 			{Msg: &pgproto3.Parse{Query: do}, HideReply: true},
 			{Msg: &pgproto3.Bind{}, HideReply: true},
 			{Msg: &pgproto3.Execute{}, HideReply: true},
 		},
 		DiscardUntilSync: true,
-	}
+	}}
 }
 
 // TestInterceptorSeams drives the Interceptor seams with a real server:

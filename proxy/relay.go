@@ -331,7 +331,11 @@ func (c *clientToServer) carryOut(typ byte, raw []byte, at int, v MessageVerdict
 		}
 	case Drop:
 	case Replace:
-		for _, inj := range v.Replacement {
+		var replacement []Injected
+		if v.Rewrite != nil {
+			replacement = v.Rewrite.Replacement
+		}
+		for _, inj := range replacement {
 			var err error
 			c.scratch, err = inj.Msg.Encode(c.scratch[:0])
 			if err != nil {
@@ -348,7 +352,7 @@ func (c *clientToServer) carryOut(typ byte, raw []byte, at int, v MessageVerdict
 	default:
 		return &interceptorError{fmt.Errorf("unknown action %d", v.Action)}
 	}
-	if v.DiscardUntilSync {
+	if v.DiscardsUntilSync() {
 		c.discarding = true
 	}
 	return nil
