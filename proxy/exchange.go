@@ -138,7 +138,7 @@ func (x *Exchange) Run(ctx context.Context) error {
 			if typ == 'Q' || typ == 'S' || typ == 'F' {
 				s.inFlight.Add(1)
 			}
-			s.replies.push(pendingReply{kind: k, hide: true, ex: x.reqs[i]})
+			s.replies.push(pendingReply{replyHead: replyHead{kind: k, hide: true}, ex: x.reqs[i]})
 		} else {
 			x.reqs[i].finish()
 		}
@@ -186,9 +186,9 @@ func (x *Exchange) Discard(r *ExchangeReply) { r.buf, r.released = nil, true }
 // exchangeStep handles one server message that answers an exchanged
 // request: it records what the ExchangeReply keeps and sends the client
 // what the mode lets through. The caller holds s.cliMu.
-func (c *serverToClient) exchangeStep(rt routed, typ byte, n int) error {
+// ends reports that the message is the last of the request's reply.
+func (c *serverToClient) exchangeStep(r *ExchangeReply, ends bool, typ byte, n int) error {
 	s := c.s
-	r := rt.ex
 	pass := r.Mode == ReplyPass || r.Mode == ReplyBuffer && r.Streamed
 	decode := typ == 'Z' || typ == 'E' || typ == 'C' || typ == 'N' || typ == 'D' && r.Mode == ReplyCollect
 	switch {
@@ -277,7 +277,7 @@ func (c *serverToClient) exchangeStep(rt routed, typ byte, n int) error {
 			}
 		}
 	}
-	if rt.ends {
+	if ends {
 		r.finish()
 	}
 	return nil

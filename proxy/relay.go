@@ -236,7 +236,7 @@ func (c *clientToServer) step(typ byte, n int, inLoop bool) error {
 			s.inFlight.Add(1)
 		}
 		if s.replies != nil {
-			s.replies.push(pendingReply{kind: replyKindOf(typ)})
+			s.replies.push(pendingReply{replyHead: replyHead{kind: replyKindOf(typ)}})
 		}
 		if inLoop {
 			return r.relayInPlace(s.srvW, n)
@@ -341,7 +341,7 @@ func (c *clientToServer) carryOut(typ byte, raw []byte, at int, v MessageVerdict
 			if err != nil {
 				return &interceptorError{err}
 			}
-			s.pushReply(pendingReply{kind: replyKindOf(c.scratch[0]), hide: inj.HideReply, own: inj.OwnError}, c.scratch[0])
+			s.pushReply(pendingReply{replyHead: replyHead{kind: replyKindOf(c.scratch[0]), hide: inj.HideReply, own: inj.OwnError}}, c.scratch[0])
 			if _, err := s.srvW.Write(c.scratch); err != nil {
 				return &writeError{err}
 			}
@@ -370,7 +370,7 @@ func (s *ClientSession) pushReply(e pendingReply, typ byte) {
 }
 
 func (s *ClientSession) pushReplyTag(typ byte, hide bool, tag any) {
-	s.pushReply(pendingReply{kind: replyKindOf(typ), hide: hide, tag: tag}, typ)
+	s.pushReply(pendingReply{replyHead: replyHead{kind: replyKindOf(typ), hide: hide}, tag: tag}, typ)
 }
 
 // serverToClient is the copier from the server to the client. It relays
@@ -461,14 +461,14 @@ func (c *serverToClient) step(typ byte, n int, inLoop bool) error {
 	hide, own := false, false
 	var tag any
 	if s.replies != nil {
-		rt := s.replies.routeReply(typ, c.skippedReply)
+		e, ends := s.replies.routeReply(typ, c.skippedReply)
 		if c.err != nil {
 			return c.err
 		}
-		if rt.ex != nil {
-			return c.exchangeStep(rt, typ, n)
+		if e.ex != nil {
+			return c.exchangeStep(e.ex, ends, typ, n)
 		}
-		hide, tag, own = rt.hide, rt.tag, rt.own
+		hide, tag, own = e.hide, e.tag, e.own
 	}
 	kind := typ
 	if typ == 'C' && tag == nil {

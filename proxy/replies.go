@@ -47,12 +47,23 @@ func replyKindOf(typ byte) replyKind {
 
 // pendingReply is one message sent to the server whose reply has not
 // finished arriving.
+//
+// It is three fields in four words, the small ones in a struct of their
+// own: the compiler keeps a struct of at most four fields and four words
+// in registers, and writes a larger one to memory and copies it at every
+// call that passes or returns it; every message of a session with an
+// Interceptor passes one (bench/README.md, "Optimisations").
 type pendingReply struct {
+	replyHead
+	tag any            // MessageVerdict.Tag of the message, for the ReplyObserver
+	ex  *ExchangeReply // sent by an Exchange, which decides where its reply goes
+}
+
+// replyHead is a pendingReply's word of small fields.
+type replyHead struct {
 	kind replyKind
-	hide bool           // the client did not send it: keep its reply (errors aside) from the client
-	own  bool           // its errors are pgmoat's own (Injected.OwnError)
-	tag  any            // MessageVerdict.Tag of the message, for the ReplyObserver
-	ex   *ExchangeReply // sent by an Exchange, which decides where its reply goes
+	hide bool // the client did not send it: keep its reply (errors aside) from the client
+	own  bool // its errors are pgmoat's own (Injected.OwnError)
 }
 
 // replyQueue is the FIFO of outstanding replies that lets pgmoat send the
@@ -181,7 +192,7 @@ func (q *replyQueue) pop() (pendingReply, bool) {
 	if q.head != q.tail {
 		b := q.ring[q.head%replyRing]
 		q.head++
-		e := pendingReply{kind: replyKind(b & replyKindMask), hide: b&replyHidden != 0, own: b&replyOwn != 0}
+		e := pendingReply{replyHead: replyHead{kind: replyKind(b & replyKindMask), hide: b&replyHidden != 0, own: b&replyOwn != 0}}
 		if b&replyCarries != 0 {
 			sl := q.slow
 			x := sl.extras[sl.extraHead]
@@ -213,7 +224,7 @@ func (q *replyQueue) eachLocked(f func(pendingReply) bool) {
 	x := 0
 	for i := q.head; i != q.tail; i++ {
 		b := q.ring[i%replyRing]
-		e := pendingReply{kind: replyKind(b & replyKindMask), hide: b&replyHidden != 0, own: b&replyOwn != 0}
+		e := pendingReply{replyHead: replyHead{kind: replyKind(b & replyKindMask), hide: b&replyHidden != 0, own: b&replyOwn != 0}}
 		if b&replyCarries != 0 {
 			ex := q.slow.extras[q.slow.extraHead+x]
 			x++
@@ -237,44 +248,40 @@ func (q *replyQueue) eachLocked(f func(pendingReply) bool) {
 // not nil, is called with the tag of every tagged request the server
 // skipped after an error.
 func (q *replyQueue) route(typ byte, skipped func(tag any)) (hide bool, tag any) {
-	r := q.routeReply(typ, func(e pendingReply) {
+	e, _ := q.routeReply(typ, func(e pendingReply) {
 		if e.tag != nil && skipped != nil {
 			skipped(e.tag)
 		}
 	})
-	return r.hide, r.tag
+	return e.hide, e.tag
 }
 
-// routed is where one server message belongs.
-type routed struct {
-	pendingReply      // the request it answers (zero when none)
-	ends         bool // it is the last message of that request's reply
-}
-
-// routeReply attributes one server message (by type) to its request.
+// routeReply attributes one server message (by type) to its request, e
+// (zero when none); ends reports that the message is the last of that
+// request's reply.
 // skipped, when not nil, is called with every request the server skipped
 // after an error. NoticeResponse belongs to the request being answered
 // only when that is an exchange's (an exchange decides where its notices
 // go); otherwise, like NotificationResponse and ParameterStatus, to none.
-func (q *replyQueue) routeReply(typ byte, skipped func(pendingReply)) routed {
+func (q *replyQueue) routeReply(typ byte, skipped func(pendingReply)) (e pendingReply, ends bool) {
 	switch typ {
 	case 'A', 'S':
-		return routed{}
+		return pendingReply{}, false
 	case 'N':
 		if !q.hasCur {
 			q.cur, q.hasCur = q.pop()
 		}
 		if q.hasCur && q.cur.ex != nil {
-			return routed{pendingReply: q.cur}
+			return q.cur, false
 		}
-		return routed{}
+		return pendingReply{}, false
 	}
 	if !q.hasCur {
 		if q.cur, q.hasCur = q.pop(); !q.hasCur {
-			return routed{} // nothing outstanding: not ours to judge
+			return pendingReply{}, false // nothing outstanding: not ours to judge
 		}
 	}
-	e := q.cur
+	e = q.cur
 	switch typ {
 	case 'Z':
 		for e.kind != replySync && e.kind != replyQuery && e.kind != replyFunctionCall {
@@ -288,30 +295,32 @@ func (q *replyQueue) routeReply(typ byte, skipped func(pendingReply)) routed {
 			e = next
 		}
 		q.hasCur = false
-		return routed{pendingReply: e, ends: true}
+		return e, true
 	case 'E':
 		switch e.kind {
 		case replyParse, replyBind, replyClose, replyDescribe, replyExecute:
 			q.hasCur = false
 			q.skipExchanged()
-			return routed{pendingReply: pendingReply{kind: e.kind, own: e.own, tag: e.tag, ex: e.ex}, ends: true}
+			e.hide = false
+			return e, true
 		}
-		return routed{pendingReply: pendingReply{kind: e.kind, own: e.own, tag: e.tag, ex: e.ex}}
+		e.hide = false
+		return e, false
 	case '1', '2', '3', 'n':
 		q.hasCur = false
-		return routed{pendingReply: e, ends: true}
+		return e, true
 	case 'T':
 		if e.kind == replyDescribe {
 			q.hasCur = false
-			return routed{pendingReply: e, ends: true}
+			return e, true
 		}
 	case 'C', 'I', 's':
 		if e.kind == replyExecute {
 			q.hasCur = false
-			return routed{pendingReply: e, ends: true}
+			return e, true
 		}
 	}
-	return routed{pendingReply: e}
+	return e, false
 }
 
 // skipExchanged marks the exchanged requests the server will skip after

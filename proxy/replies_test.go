@@ -96,7 +96,7 @@ func TestReplyQueueRoute(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var q replyQueue
 			for _, s := range tt.sent {
-				q.push(pendingReply{kind: replyKindOf(s.typ), hide: s.hide})
+				q.push(pendingReply{replyHead: replyHead{kind: replyKindOf(s.typ), hide: s.hide}})
 			}
 			var hidden []byte
 			for i := 0; i < len(tt.server); i++ {
@@ -117,7 +117,7 @@ func TestReplyQueueRoute(t *testing.T) {
 func TestReplyQueueCompacts(t *testing.T) {
 	var q replyQueue
 	for i := range 10000 {
-		q.push(pendingReply{kind: replySync})
+		q.push(pendingReply{replyHead: replyHead{kind: replySync}})
 		if i%2 == 1 {
 			q.route('Z', nil)
 			q.route('Z', nil)
@@ -142,7 +142,7 @@ func TestReplyQueueFIFO(t *testing.T) {
 	tags := make([]int, 64)
 	for step := range 200000 {
 		if depth := len(model); rng.IntN(100) < 50 || depth == 0 || step%5000 < 200 && depth < 40 {
-			e := pendingReply{kind: replyKind(1 + rng.IntN(8)), hide: rng.IntN(4) == 0, own: rng.IntN(8) == 0}
+			e := pendingReply{replyHead: replyHead{kind: replyKind(1 + rng.IntN(8)), hide: rng.IntN(4) == 0, own: rng.IntN(8) == 0}}
 			switch rng.IntN(10) {
 			case 0:
 				e.tag = &tags[rng.IntN(len(tags))]
