@@ -297,14 +297,13 @@ func (q *replyQueue) routeReply(typ byte, skipped func(pendingReply)) (e pending
 		q.hasCur = false
 		return e, true
 	case 'E':
+		e.hide = false // an error reaches the client, whoever sent the request
 		switch e.kind {
 		case replyParse, replyBind, replyClose, replyDescribe, replyExecute:
 			q.hasCur = false
 			q.skipExchanged()
-			e.hide = false
 			return e, true
 		}
-		e.hide = false
 		return e, false
 	case '1', '2', '3', 'n':
 		q.hasCur = false
